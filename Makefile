@@ -1,0 +1,84 @@
+# Makefile: builds the three programs (train_gpt, quantize, eval), the CPU test tools, and
+# runs the test suite. Works on a machine without a GPU: nvcc only needs the CUDA toolkit.
+#
+#   make train_gpt quantize eval      the programs (GPU_ARCH=90a by default; GPU_ARCH=80/86/89 too)
+#   make test                         build everything, run the CPU suite (+ GPU checks if a GPU is there)
+#   make clean
+#
+# Optional pieces are probed and reported with a check mark; NO_NVCC=1 forces the CPU-only
+# build with the host compiler, NO_NCCL=1 leaves NCCL out.
+
+SHELL := /bin/bash
+CXX ?= g++
+PYTHON ?= /usr/bin/python3
+GPU_ARCH ?= 90a
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ( [ -x $(CUDA_HOME)/bin/nvcc ] && echo $(CUDA_HOME)/bin/nvcc ))
+
+COMMON_HEADERS := $(wildcard common/*.h common/*.cuh)
+HOST_FLAGS := -O2 -std=c++17 -Wall -Wextra -Wno-unused-parameter -fopenmp
+LDLIBS :=
+
+# --- zstd (required for quantize/eval artifacts) ----------------------------------------------
+ZSTD_H := $(shell echo '\#include <zstd.h>' | $(CXX) -E -x c++ - >/dev/null 2>&1 && echo yes)
+ifeq ($(ZSTD_H),yes)
+  $(info ✓ zstd found (libzstd-dev))
+  HOST_FLAGS += -DUSE_ZSTD
+  LDLIBS += -lzstd
+else
+  $(info ✗ zstd not found: artifacts cannot be written. HINT: apt-get install libzstd-dev)
+endif
+
+# --- nvcc -----------------------------------------------------------------------------------
+ifeq ($(NO_NVCC),1)
+  NVCC :=
+endif
+ifneq ($(NVCC),)
+  $(info ✓ nvcc found: $(NVCC), building for GPU_ARCH=$(GPU_ARCH))
+  ifeq ($(GPU_ARCH),90a)
+    GENCODE := -gencode arch=compute_90a,code=sm_90a
+  else
+    GENCODE := -gencode arch=compute_$(GPU_ARCH),code=sm_$(GPU_ARCH) -gencode arch=compute_$(GPU_ARCH),code=compute_$(GPU_ARCH)
+  endif
+  PROG_CC := $(NVCC) -x cu -O3 -std=c++17 $(GENCODE) -Xcompiler "-fopenmp -Wall -Wno-unused-parameter" $(filter -DUSE_%,$(HOST_FLAGS)) -lineinfo
+  PROG_LIBS := $(LDLIBS) -lcublasLt -lcublas -lgomp
+else
+  $(info ✗ nvcc not found: building the CPU-only programs with $(CXX). HINT: install the CUDA toolkit for the GPU path)
+  PROG_CC := $(CXX) -x c++ $(HOST_FLAGS) -DNO_CUDA
+  PROG_LIBS := $(LDLIBS)
+endif
+
+# --- NCCL (multi-GPU, later) ------------------------------------------------------------------
+NCCL_H := $(shell [ -f $(CUDA_HOME)/include/nccl.h ] || [ -f /usr/include/nccl.h ] && echo yes)
+ifeq ($(NO_NCCL),1)
+  NCCL_H :=
+endif
+ifeq ($(NCCL_H),yes)
+  $(info ✓ NCCL found (multi-GPU support available))
+else
+  $(info ✗ NCCL not found: single-GPU only)
+endif
+
+PROGRAMS := train_gpt quantize eval
+TEST_TOOLS := $(patsubst test/%.cpp,build/%,$(wildcard test/*.cpp))
+
+.PHONY: all test clean
+all: $(PROGRAMS) $(TEST_TOOLS)
+
+train_gpt: train_gpt.cu $(COMMON_HEADERS)
+	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+quantize: quantize.cu $(COMMON_HEADERS)
+	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+eval: eval.cu $(COMMON_HEADERS)
+	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+
+# CPU test tools: plain C++ over the same common/ headers
+build/%: test/%.cpp $(COMMON_HEADERS)
+	@mkdir -p build
+	$(CXX) $(HOST_FLAGS) $< -o $@ $(LDLIBS)
+
+test: all
+	PYTHON=$(PYTHON) bash test/run_tests.sh
+
+clean:
+	rm -rf $(PROGRAMS) build
