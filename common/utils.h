@@ -89,6 +89,10 @@ inline long long file_size(const char *path) {
 }
 
 inline bool file_exists(const char *path) { return file_size(path) >= 0; }
+inline bool dir_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
 
 // Read a whole file into memory; fatal (naming the file) if it cannot.
 inline std::vector<uint8_t> read_file_bytes(const char *path) {

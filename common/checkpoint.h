@@ -1,0 +1,225 @@
+// checkpoint.h: our checkpoint file (.ckpt): the config, then named tensors, then a CRC.
+//
+// Byte layout, version 1 (all integers little-endian; str16 = u16 length + UTF-8 bytes):
+//
+//   "PGCKPT\r\n"                     8-byte magic (the \r\n catches text-mode mangling)
+//   u32 version = 1
+//   u32 n_config, then n_config x { str16 key, str16 value }   key = env name, e.g. NUM_LAYERS
+//   u32 n_tensors, then n_tensors x {
+//       str16 name                     the PyTorch state_dict name, e.g. blocks.3.attn.c_q.weight
+//       u8    dtype                    0 f32, 1 bf16, 2 f16, 3 i8, 4 i32, 5 i64
+//       u8    ndim                     0..4 (0 = scalar)
+//       u64   dims[ndim]
+//       bytes data                     numel * dtype size, row-major
+//   }
+//   u32 crc32 of every byte before it (zlib's CRC-32)
+//
+// The model weights are stored in the reference's dtypes (bf16 embedding tables, f32 for the
+// rest), so dev/convert_checkpoint.py moves them to and from a PyTorch state_dict losslessly.
+// The same container carries training state later (optimizer moments etc. as extra tensors).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config.h"
+#include "tensors.h"
+#include "utils.h"
+
+static const char CKPT_MAGIC[8] = {'P', 'G', 'C', 'K', 'P', 'T', '\r', '\n'};
+static const uint32_t CKPT_VERSION = 1;
+
+struct CkptTensor {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> data;  // numel * dtype_size bytes
+};
+struct Checkpoint {
+    std::vector<std::pair<std::string, std::string>> config;  // key, value (in file order)
+    std::vector<CkptTensor> tensors;
+    const std::string *get(const std::string &key) const {
+        for (auto &kv : config) if (kv.first == key) return &kv.second;
+        return nullptr;
+    }
+    const CkptTensor *find(const std::string &name) const {
+        for (auto &t : tensors) if (t.name == name) return &t;
+        return nullptr;
+    }
+};
+
+inline std::vector<uint8_t> checkpoint_serialize(const Checkpoint &ck) {
+    ByteWriter w;
+    w.bytes(CKPT_MAGIC, 8);
+    w.u32(CKPT_VERSION);
+    w.u32((uint32_t)ck.config.size());
+    for (auto &kv : ck.config) { w.str16(kv.first); w.str16(kv.second); }
+    w.u32((uint32_t)ck.tensors.size());
+    for (auto &t : ck.tensors) {
+        check_internal(t.data.size() == shape_numel(t.shape) * dtype_size(t.dtype));
+        w.str16(t.name);
+        w.u8(t.dtype);
+        w.u8((uint8_t)t.shape.size());
+        for (int64_t d : t.shape) w.u64((uint64_t)d);
+        w.bytes(t.data.data(), t.data.size());
+    }
+    w.u32(crc32(w.buf.data(), w.buf.size()));
+    return std::move(w.buf);
+}
+
+// Parse a checkpoint from memory. Returns false with a message (no file name: the caller adds
+// it) on anything malformed; never reads out of bounds. Separate from the file reader so the
+// fuzzer can drive it.
+inline bool checkpoint_parse(const uint8_t *p, size_t n, Checkpoint &ck, std::string *err) {
+    char buf[256];
+    auto fail = [&](const char *msg) { if (err) *err = msg; return false; };
+    ck = Checkpoint();
+    if (n < 8 || memcmp(p, CKPT_MAGIC, 8) != 0) return fail("not a checkpoint (bad magic; expected a .ckpt written by train_gpt or dev/convert_checkpoint.py)");
+    if (n < 8 + 4 + 4) return fail("truncated (header)");
+    // Check the CRC first: on a corrupt file it gives the clearest message.
+    uint32_t stored = (uint32_t)p[n - 4] | ((uint32_t)p[n - 3] << 8) | ((uint32_t)p[n - 2] << 16) | ((uint32_t)p[n - 1] << 24);
+    // The version check comes before the CRC so a newer file says "version", not "corrupt".
+    uint32_t version = (uint32_t)p[8] | ((uint32_t)p[9] << 8) | ((uint32_t)p[10] << 16) | ((uint32_t)p[11] << 24);
+    if (version != CKPT_VERSION) {
+        snprintf(buf, sizeof buf, "unsupported checkpoint version %u (this build reads version %u)", version, CKPT_VERSION);
+        return fail(buf);
+    }
+    if (crc32(p, n - 4) != stored) return fail("checksum mismatch: the file is truncated or corrupt");
+    // From here the bytes are what the writer wrote, but we still bounds-check every field.
+    size_t pos = 12, end = n - 4;
+    auto need = [&](size_t k) { return k <= end - pos; };
+    auto rd_u32 = [&](uint32_t &v) { if (!need(4)) return false; v = (uint32_t)p[pos] | ((uint32_t)p[pos + 1] << 8) | ((uint32_t)p[pos + 2] << 16) | ((uint32_t)p[pos + 3] << 24); pos += 4; return true; };
+    auto rd_u64 = [&](uint64_t &v) { uint32_t lo, hi; if (!rd_u32(lo) || !rd_u32(hi)) return false; v = (uint64_t)lo | ((uint64_t)hi << 32); return true; };
+    auto rd_str = [&](std::string &s) {
+        if (!need(2)) return false;
+        size_t k = p[pos] | (p[pos + 1] << 8);
+        pos += 2;
+        if (!need(k)) return false;
+        s.assign((const char *)p + pos, k);
+        pos += k;
+        return true;
+    };
+    uint32_t ncfg, nt;
+    if (!rd_u32(ncfg)) return fail("truncated (config count)");
+    if (ncfg > 10000) return fail("absurd config entry count");
+    for (uint32_t i = 0; i < ncfg; i++) {
+        std::string k, v;
+        if (!rd_str(k) || !rd_str(v)) return fail("truncated (config entries)");
+        ck.config.emplace_back(k, v);
+    }
+    if (!rd_u32(nt)) return fail("truncated (tensor count)");
+    if (nt > 100000) return fail("absurd tensor count");
+    for (uint32_t i = 0; i < nt; i++) {
+        CkptTensor t;
+        if (!rd_str(t.name)) return fail("truncated (tensor name)");
+        if (t.name.empty()) return fail("empty tensor name");
+        if (!need(2)) return fail("truncated (tensor header)");
+        uint8_t dt = p[pos], nd = p[pos + 1];
+        pos += 2;
+        if (dt > DT_I64) { snprintf(buf, sizeof buf, "tensor %s: unknown dtype code %u", t.name.c_str(), dt); return fail(buf); }
+        if (nd > 4) { snprintf(buf, sizeof buf, "tensor %s: %u dimensions (at most 4)", t.name.c_str(), nd); return fail(buf); }
+        t.dtype = (DType)dt;
+        uint64_t numel = 1;
+        for (int d = 0; d < nd; d++) {
+            uint64_t dim;
+            if (!rd_u64(dim)) return fail("truncated (tensor shape)");
+            if (dim > (1ull << 40) || (dim && numel > (1ull << 40) / dim)) {
+                snprintf(buf, sizeof buf, "tensor %s: absurd shape", t.name.c_str());
+                return fail(buf);
+            }
+            numel *= dim;
+            t.shape.push_back((int64_t)dim);
+        }
+        uint64_t nbytes = numel * dtype_size(t.dtype);
+        if (nbytes > end - pos) { snprintf(buf, sizeof buf, "tensor %s: data runs past the end of the file", t.name.c_str()); return fail(buf); }
+        t.data.assign(p + pos, p + pos + nbytes);
+        pos += nbytes;
+        if (ck.find(t.name)) { snprintf(buf, sizeof buf, "tensor %s appears twice", t.name.c_str()); return fail(buf); }
+        ck.tensors.push_back(std::move(t));
+    }
+    if (pos != end) return fail("unexpected bytes after the last tensor");
+    return true;
+}
+
+inline void checkpoint_read(const char *path, Checkpoint &ck) {
+    std::vector<uint8_t> bytes = read_file_bytes(path);
+    std::string err;
+    if (!checkpoint_parse(bytes.data(), bytes.size(), ck, &err)) fatal("%s: %s", path, err.c_str());
+}
+
+inline void checkpoint_write(const char *path, const Checkpoint &ck) {
+    std::vector<uint8_t> bytes = checkpoint_serialize(ck);
+    write_file_bytes(path, bytes.data(), bytes.size());
+}
+
+// ----------------------------------------------------------------------------
+// model <-> checkpoint
+
+// Every option of the table goes into the checkpoint, so a reader can rebuild the model.
+inline void checkpoint_set_config(Checkpoint &ck, const Config &c) {
+    ck.config.clear();
+    ck.config.emplace_back("PRESET", c.preset);
+    for (int i = 0; i < NUM_OPTIONS; i++)
+        if (OPTIONS[i].env[0]) ck.config.emplace_back(OPTIONS[i].env, config_get(c, i));
+}
+
+// The options that define the model's shape and forward pass: a checkpoint's values for these
+// override whatever the user configured (eval and quantize read the model from the file).
+static const char *MODEL_KEYS[] = {"VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT",
+                                   "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM", "XSA_LAST_N", "ROPE_DIMS", "ROPE_BASE",
+                                   "LN_SCALE", "VE_ENABLED", "VE_DIM", "VE_LAYERS", "LOGIT_SOFTCAP", "MLP_QUANT_BITS"};
+
+inline void config_from_checkpoint(Config &c, const Checkpoint &ck, const char *path) {
+    for (const char *key : MODEL_KEYS) {
+        const std::string *v = ck.get(key);
+        if (!v) continue;  // older/converted files may lack some keys: keep the configured value
+        config_set(c, option_index_by_env(key), v->c_str(), path);
+    }
+    config_error_origin() = path;
+    config_derive(c);
+    config_error_origin().clear();
+}
+
+// Store fp32 parameters as a checkpoint, each tensor converted to its reference dtype.
+inline void checkpoint_from_params(Checkpoint &ck, const Config &c, const TensorList &tl, const float *params) {
+    checkpoint_set_config(ck, c);
+    ck.tensors.clear();
+    for (const TensorSpec &s : tl.specs) {
+        CkptTensor t{s.name, s.dtype, s.shape, {}};
+        t.data.resize(s.numel * dtype_size(s.dtype));
+        const float *src = params + s.offset;
+        for (size_t i = 0; i < s.numel; i++) {
+            if (s.dtype == DT_F32) memcpy(&t.data[4 * i], &src[i], 4);
+            else { uint16_t h = s.dtype == DT_BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]); memcpy(&t.data[2 * i], &h, 2); }
+        }
+        ck.tensors.push_back(std::move(t));
+    }
+}
+
+// Load a checkpoint's tensors into fp32 parameters. The names and shapes must be exactly the
+// tensor list's; anything missing, extra, or of another shape is an error naming the file.
+inline void checkpoint_to_params(const Checkpoint &ck, const TensorList &tl, float *params, const char *path) {
+    for (const TensorSpec &s : tl.specs) {
+        const CkptTensor *t = ck.find(s.name);
+        if (!t) fatal("%s: tensor %s is missing", path, s.name.c_str());
+        if (t->shape != s.shape) {
+            std::string want, got;
+            for (int64_t d : s.shape) want += std::to_string(d) + ",";
+            for (int64_t d : t->shape) got += std::to_string(d) + ",";
+            fatal("%s: tensor %s has shape (%s) but the config needs (%s)", path, s.name.c_str(), got.c_str(), want.c_str());
+        }
+        float *dst = params + s.offset;
+        for (size_t i = 0; i < s.numel; i++) {
+            switch (t->dtype) {
+            case DT_F32: memcpy(&dst[i], &t->data[4 * i], 4); break;
+            case DT_BF16: { uint16_t h; memcpy(&h, &t->data[2 * i], 2); dst[i] = bf16_to_f32(h); break; }
+            case DT_F16: { uint16_t h; memcpy(&h, &t->data[2 * i], 2); dst[i] = f16_to_f32(h); break; }
+            default: fatal("%s: tensor %s has dtype %s; model weights must be f32, bf16 or f16", path, s.name.c_str(), dtype_name(t->dtype));
+            }
+        }
+    }
+    for (const CkptTensor &t : ck.tensors)
+        if (tl.find(t.name) < 0 && t.name.find('/') == std::string::npos)  // '/' marks training-state extras
+            fatal("%s: unexpected tensor %s (not part of this model config)", path, t.name.c_str());
+}
