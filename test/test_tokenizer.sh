@@ -14,6 +14,8 @@ if [ -f "$SHARED_MODEL" ]; then
     check "shared: every id matches sentencepiece" $TOKCHECK luts "$SHARED_MODEL" "$TOK"
     check "shared: tables padded to 1100 ids" $TOKCHECK luts "$SHARED_MODEL" "$TOK" 1100
     check "shared: decode matches sentencepiece" $TOKCHECK decode "$SHARED_MODEL" "$TOK"
+    check "shared: ./eval --dump-tokenizer prints the same 1024 lines" bash -c \
+        "diff <($ROOT/eval --dump-tokenizer --tokenizer-path $SHARED_MODEL) <($TOK dump $SHARED_MODEL) && [ \$($ROOT/eval --dump-tokenizer --tokenizer-path $SHARED_MODEL | wc -l) = 1024 ]"
     check "shared: damaged copies load or fail cleanly" $TOKCHECK robust "$SHARED_MODEL" "$TOK" "$TD/robust"
 else
     echo "  skip  shared tokenizer not found at $SHARED_MODEL"
