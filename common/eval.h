@@ -1,0 +1,107 @@
+// eval.h: validation scoring in bits per byte, the reference's two ways, over any forward pass.
+//
+//   standard:        the val tokens cut into non-overlapping windows of seq_len, every position
+//                    scored once (eval_val in the reference);
+//   sliding window:  windows of seq_len starting every `stride` tokens; the first window scores
+//                    all its positions, every later one only its last min(stride, length)
+//                    positions, so each token is scored with up to seq_len - stride of context
+//                    (eval_val_sliding). Near the end the windows get shorter but still score
+//                    their last `stride` positions, so the reference scores a few tail tokens
+//                    more than once. We match it (that is the number people compare against).
+//
+// bits per byte = (mean loss in nats / ln 2) * (scored tokens / scored bytes), where a target's
+// bytes are base_bytes[tgt] + (leading_space[tgt] and not boundary[prev]).
+//
+// The forward pass is a callback: nll(x, y, B, T, out) fills out[B*T] with the per-position
+// cross-entropy of targets y given inputs x (both (B, T) int32). It always gets T = seq_len:
+// short windows are zero-padded like the reference does, which matters because the RoPE base
+// depends on the sequence length of the call.
+#pragma once
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "tokenizer.h"
+#include "utils.h"
+
+using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, float *nll)>;
+
+struct EvalResult {
+    double loss_sum = 0, tokens = 0, bytes = 0;  // sums over scored positions (float64, as the reference)
+    double val_loss() const { return loss_sum / tokens; }
+    double val_bpb() const { return (val_loss() / std::log(2.0)) * (tokens / bytes); }
+};
+
+inline double target_bytes(const ByteLuts &luts, int prev, int tgt) {
+    return luts.base_bytes[tgt] + ((luts.leading_space[tgt] && !luts.boundary[prev]) ? 1 : 0);
+}
+
+// Progress line every few seconds on long evals.
+struct EvalProgress {
+    const char *name;
+    double t0 = now_seconds(), last = now_seconds();
+    void tick(size_t done, size_t total) {
+        double t = now_seconds();
+        if (t - last < 5.0) return;
+        last = t;
+        fprintf(stderr, "%s: %zu/%zu windows (%.0f%%) %.0fs\n", name, done, total, 100.0 * done / total, t - t0);
+    }
+};
+
+// Standard eval over val (N tokens, N - 1 a multiple of seq_len as load_val_tokens cuts it), in
+// batches of `batch_seqs` sequences. (The reference's per-rank slicing does not change the sums.)
+inline EvalResult eval_standard(const std::vector<uint16_t> &val, int seq_len, int batch_seqs, const ByteLuts &luts,
+                                const NllFn &nll) {
+    EvalResult r;
+    size_t total_seqs = (val.size() - 1) / seq_len;
+    std::vector<int32_t> x, y;
+    std::vector<float> out;
+    EvalProgress prog{"eval"};
+    for (size_t s0 = 0; s0 < total_seqs; s0 += batch_seqs) {
+        int B = (int)std::min((size_t)batch_seqs, total_seqs - s0);
+        x.resize((size_t)B * seq_len); y.resize(x.size()); out.resize(x.size());
+        for (size_t i = 0; i < x.size(); i++) { x[i] = val[s0 * seq_len + i]; y[i] = val[s0 * seq_len + i + 1]; }
+        nll(x.data(), y.data(), B, seq_len, out.data());
+        for (size_t i = 0; i < x.size(); i++) {
+            r.loss_sum += out[i];
+            r.bytes += target_bytes(luts, x[i], y[i]);
+        }
+        r.tokens += (double)x.size();
+        prog.tick(s0 + B, total_seqs);
+    }
+    return r;
+}
+
+// Sliding-window eval with the reference's window and scoring rules (see the top of the file).
+inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, int stride, int batch_seqs,
+                               const ByteLuts &luts, const NllFn &nll) {
+    EvalResult r;
+    const long total = (long)val.size() - 1;  // number of (input, target) pairs
+    std::vector<long> starts;
+    for (long ws = 0; ws < total; ws += stride) starts.push_back(ws);
+    std::vector<int32_t> x, y;
+    std::vector<float> out;
+    EvalProgress prog{"sliding_window"};
+    for (size_t b0 = 0; b0 < starts.size(); b0 += batch_seqs) {
+        int B = (int)std::min((size_t)batch_seqs, starts.size() - b0);
+        x.assign((size_t)B * seq_len, 0); y.assign(x.size(), 0); out.resize(x.size());
+        for (int i = 0; i < B; i++) {
+            long ws = starts[b0 + i], wlen = std::min(ws + seq_len, total) - ws;
+            for (long t = 0; t < wlen; t++) { x[(size_t)i * seq_len + t] = val[ws + t]; y[(size_t)i * seq_len + t] = val[ws + t + 1]; }
+        }
+        nll(x.data(), y.data(), B, seq_len, out.data());
+        for (int i = 0; i < B; i++) {
+            long ws = starts[b0 + i], wlen = std::min(ws + seq_len, total) - ws;
+            long s = ws == 0 ? 0 : std::max(wlen - stride, 0L);
+            for (long t = s; t < wlen; t++) {
+                size_t k = (size_t)i * seq_len + t;
+                r.loss_sum += out[k];
+                r.bytes += target_bytes(luts, x[k], y[k]);
+            }
+            r.tokens += (double)(wlen - s);
+        }
+        prog.tick(b0 + B, starts.size());
+    }
+    return r;
+}
