@@ -82,3 +82,6 @@ test: all
 
 clean:
 	rm -rf $(PROGRAMS) build
+
+# `make data`: FineWeb when Hugging Face answers, else the offline stand-in (dev/data/README.md)
+include dev/data/data.mk

@@ -63,6 +63,9 @@ int main(int argc, char **argv) {
     std::vector<uint16_t> val_tokens = load_val_tokens(cfg.data_path, (int)val_seq, (int)cfg.vocab_size);
     std::vector<std::string> train_files = list_shards(cfg.data_path, "fineweb_train_");
     log.printf("train_loader:dataset:%s train_shards:%zu\n", cfg.data_path.c_str(), train_files.size());
+    if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
+        log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
+                   cfg.data_path.c_str());
     log.printf("val_loader:shards pattern=%s/fineweb_val_*.bin tokens:%zu\n", cfg.data_path.c_str(), val_tokens.size() - 1);
     (void)luts;
 
