@@ -61,9 +61,11 @@ endif
 
 PROGRAMS := train_gpt quantize eval
 TEST_TOOLS := $(patsubst test/%.cpp,build/%,$(wildcard test/*.cpp))
+# GPU checks: every dev/<family>.cu is a standalone check + benchmark (built only with nvcc)
+DEV_CHECKS := $(if $(NVCC),$(patsubst dev/%.cu,build/dev_%,$(wildcard dev/*.cu)))
 
 .PHONY: all test clean
-all: $(PROGRAMS) $(TEST_TOOLS)
+all: $(PROGRAMS) $(TEST_TOOLS) $(DEV_CHECKS)
 
 train_gpt: train_gpt.cu $(COMMON_HEADERS)
 	$(PROG_CC) $< -o $@ $(PROG_LIBS)
@@ -76,6 +78,10 @@ eval: eval.cu $(COMMON_HEADERS)
 build/%: test/%.cpp $(COMMON_HEADERS)
 	@mkdir -p build
 	$(CXX) $(HOST_FLAGS) $< -o $@ $(LDLIBS)
+
+build/dev_%: dev/%.cu $(COMMON_HEADERS) dev/check.cuh
+	@mkdir -p build
+	$(PROG_CC) $< -o $@ $(PROG_LIBS)
 
 test: all
 	PYTHON=$(PYTHON) bash test/run_tests.sh

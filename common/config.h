@@ -74,6 +74,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(INT,  val_batch_size,   "VAL_BATCH_SIZE",   "val-batch-size",   "524288",  P_ALL,   "tokens per validation batch, all ranks") \
     X(INT,  eval_seq_len,     "EVAL_SEQ_LEN",     "eval-seq-len",     "2048",    P_ALL,   "sequence length of the final evals") \
     X(INT,  eval_stride,      "EVAL_STRIDE",      "eval-stride",      "64",      P_ALL,   "sliding-window eval stride (0 = skip the sliding eval)") \
+    X(INT,  val_max_tokens,   "VAL_MAX_TOKENS",   "val-max-tokens",   "0",       P_ALL,   "score only the first N val tokens (0 = all; ours, for quick CPU runs)") \
     X(INT,  eval_batch_seqs,  "EVAL_BATCH_SEQS",  "eval-batch-seqs",  "32",      P_ALL,   "windows per batch in the sliding eval") \
     /* export */ \
     X(INT,  mlp_quant_bits,   "MLP_QUANT_BITS",   "mlp-quant-bits",   "5",       P_ALL,   "MLP weights: 5 = int5 row-max (seed), 6 = int6 GPTQ-lite (record)") \
@@ -250,6 +251,7 @@ inline void config_derive(Config &c) {
     nonneg(c.val_loss_every, "VAL_LOSS_EVERY");
     nonneg(c.train_log_every, "TRAIN_LOG_EVERY");
     nonneg(c.eval_stride, "EVAL_STRIDE");
+    nonneg(c.val_max_tokens, "VAL_MAX_TOKENS");
     nonneg(c.xsa_last_n, "XSA_LAST_N");
     nonneg(c.max_wallclock_seconds, "MAX_WALLCLOCK_SECONDS");
     nonneg(c.grad_clip_norm, "GRAD_CLIP_NORM");

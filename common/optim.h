@@ -48,15 +48,28 @@ inline double group_lr(const Config &c, OptGroup g) {
 // ----------------------------------------------------------------------------
 // Newton-Schulz orthogonalization (Muon's "zeropower"), fp32 on the CPU.
 
-// out (M, N) = a (M, K) @ b (K, N)^T when bT, else a @ b. Plain loops; CPU sizes are tiny.
+// out (M, N) = a (M, K) @ b (N, K)^T when bT, else a (M, K) @ b (K, N). Plain loops in an order
+// that walks memory contiguously (CPU sizes are tiny); fp32 accumulation like the GPU's.
 inline void ns_matmul(float *out, const float *a, const float *b, int M, int K, int N, bool bT) {
 #pragma omp parallel for
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            double s = 0;
-            for (int k = 0; k < K; k++) s += (double)a[(size_t)i * K + k] * (bT ? b[(size_t)j * K + k] : b[(size_t)k * N + j]);
-            out[(size_t)i * N + j] = (float)s;
+    for (int i = 0; i < M; i++) {
+        float *o = out + (size_t)i * N;
+        const float *ai = a + (size_t)i * K;
+        if (bT) {
+            for (int j = 0; j < N; j++) {
+                const float *bj = b + (size_t)j * K;
+                float s = 0;
+                for (int k = 0; k < K; k++) s += ai[k] * bj[k];
+                o[j] = s;
+            }
+        } else {
+            for (int j = 0; j < N; j++) o[j] = 0;
+            for (int k = 0; k < K; k++) {
+                const float aik = ai[k], *bk = b + (size_t)k * N;
+                for (int j = 0; j < N; j++) o[j] += aik * bk[j];
+            }
         }
+    }
 }
 
 // G (rows, cols) -> approximately the orthogonal factor U V^T of its SVD, in place.

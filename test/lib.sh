@@ -1,10 +1,11 @@
 # lib.sh: tiny test helpers for the suite (sourced by run_tests.sh).
 #   check NAME CMD...                       passes if CMD exits 0
+#   skip NAME REASON                         counts a test that cannot run here (no GPU)
 #   check_fail NAME STATUS PATTERN CMD...   passes if CMD exits with STATUS and its stderr+stdout
 #                                           contains PATTERN (a grep -E regex)
 # Output of a failing command is shown (last 20 lines). Every test runs in its own scratch dir
 # under $TEST_TMP (removed at the end unless KEEP_TMP=1).
-PASS=0; FAIL=0; FAILED_NAMES=()
+PASS=0; FAIL=0; SKIP=0; FAILED_NAMES=()
 PYTHON=${PYTHON:-/usr/bin/python3}
 ROOT=$(pwd)
 TEST_TMP=$(mktemp -d /tmp/pgtest.XXXXXX)
@@ -27,9 +28,12 @@ check_fail() {
     else _report "$name" 0 "$out
 (exit status $rc, wanted $want and /$pat/)"; fi
 }
+skip() { # name reason
+    SKIP=$((SKIP + 1)); echo "  skip  $1 ($2)"
+}
 finish() {
     [ "${KEEP_TMP:-0}" = 1 ] || rm -rf "$TEST_TMP"
     if [ $FAIL -gt 0 ]; then echo "failed:"; printf '  %s\n' "${FAILED_NAMES[@]}"; fi
-    echo "$PASS passed, $FAIL failed"
+    if [ $SKIP -gt 0 ]; then echo "$PASS passed, $FAIL failed, $SKIP skipped"; else echo "$PASS passed, $FAIL failed"; fi
     [ $FAIL -eq 0 ]
 }
