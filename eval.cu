@@ -12,6 +12,9 @@
 #include "common/tensors.h"     // defines: the parameter list
 #include "common/checkpoint.h"  // defines: the .ckpt format
 #include "common/tokenizer.h"   // defines: SentencePiece loader, byte LUTs, tokenizer_dump
+#include "common/data.h"        // defines: load_val_tokens
+#include "common/quant.h"       // defines: artifact_read, artifact_dequantize
+#include "common/eval.h"        // defines: eval_standard, eval_sliding, nll_fn_cpu
 
 static const char *USAGE = "--checkpoint FILE | --artifact FILE | --dump-tokenizer  [--OPTION VALUE ...]";
 
@@ -26,20 +29,57 @@ int main(int argc, char **argv) {
     }
     if (cfg.checkpoint.empty() == cfg.artifact.empty())
         fatal_config("give exactly one of --checkpoint FILE or --artifact FILE (or --dump-tokenizer); see --help");
+    // the model: weights and shape from the file
+    const std::string path = cfg.checkpoint.empty() ? cfg.artifact : cfg.checkpoint;
+    Checkpoint ck;
     if (!cfg.checkpoint.empty()) {
-        Checkpoint ck;
-        checkpoint_read(cfg.checkpoint.c_str(), ck);
-        config_from_checkpoint(cfg, ck, cfg.checkpoint.c_str());
-        TensorList tl = build_tensor_list(cfg);
-        std::vector<float> params(tl.total);
-        checkpoint_to_params(ck, tl, params.data(), cfg.checkpoint.c_str());
-        printf("checkpoint:%s tensors:%zu model_params:%zu\n", cfg.checkpoint.c_str(), tl.specs.size(), tl.total);
-        if (cfg.dry_run) {
-            config_print_table(cfg, P_EVAL, [](const char *fmt, auto... a) { printf(fmt, a...); });
-            return 0;
-        }
-    } else if (!file_exists(cfg.artifact.c_str())) {
-        fatal("%s: no such file", cfg.artifact.c_str());
+        checkpoint_read(path.c_str(), ck);
+    } else {
+        Artifact art;
+        artifact_read(path.c_str(), art);
+        artifact_dequantize(art, ck);
     }
-    fatal_config("scoring is not built yet (issue [C]); the checkpoint above was read and validated");
+    config_from_checkpoint(cfg, ck, path.c_str());
+    ModelCPU<float> model;
+    model_build(model, cfg);
+    checkpoint_to_params(ck, model.tensors, model.params_mem.data(), path.c_str());
+    printf("%s:%s tensors:%zu model_params:%zu\n", cfg.checkpoint.empty() ? "artifact" : "checkpoint", path.c_str(),
+           model.tensors.specs.size(), model.tensors.total);
+    if (cfg.dry_run) {
+        config_print_table(cfg, P_EVAL, [](const char *fmt, auto... a) { printf(fmt, a...); });
+        return 0;
+    }
+    if (cfg.device != "cpu") fatal_config("the GPU eval path is not built yet (issue [E]); use --device cpu");
+
+    // tokenizer tables and the val tokens
+    Tokenizer tok;
+    tokenizer_load(tok, cfg.tokenizer_path.c_str());
+    if ((long)tok.pieces.size() != cfg.vocab_size)
+        fatal_config("the model's VOCAB_SIZE=%ld does not match the tokenizer %s (%zu pieces)", cfg.vocab_size,
+                     cfg.tokenizer_path.c_str(), tok.pieces.size());
+    ByteLuts luts = tokenizer_byte_luts(tok, (int)cfg.vocab_size);
+    const int seq = (int)cfg.eval_seq_len;
+    std::vector<uint16_t> val = load_val_tokens(cfg.data_path, seq, (int)cfg.vocab_size);
+    if (cfg.val_max_tokens > 0 && (long)val.size() - 1 > cfg.val_max_tokens) {
+        long keep = cfg.val_max_tokens / seq * seq;
+        if (keep <= 0) fatal_config("VAL_MAX_TOKENS=%ld is shorter than one sequence of %d", cfg.val_max_tokens, seq);
+        val.resize(keep + 1);
+    }
+    printf("val_tokens:%zu eval_seq_len:%d stride:%ld\n", val.size() - 1, seq, cfg.eval_stride);
+
+    NllFn nll = nll_fn_cpu(model);
+    auto print = [](const char *fmt, auto... a) { printf(fmt, a...); fflush(stdout); };
+    const int batch_seqs = std::max(1, (int)(cfg.val_batch_size / 8 / seq));
+    double t0 = now_seconds();
+    EvalResult r = eval_standard(val, seq, batch_seqs, luts, nll);
+    print("val_loss:%.4f val_bpb:%.4f eval_time:%.0fms\n", r.val_loss(), r.val_bpb(), 1000.0 * (now_seconds() - t0));
+    print("val_loss_exact:%.8f val_bpb_exact:%.8f\n", r.val_loss(), r.val_bpb());
+    if (cfg.eval_stride > 0 && cfg.eval_stride < seq) {
+        t0 = now_seconds();
+        EvalResult sw = eval_sliding(val, seq, (int)cfg.eval_stride, (int)cfg.eval_batch_seqs, luts, nll);
+        print("sliding_window stride:%ld val_loss:%.4f val_bpb:%.4f eval_time:%.0fms\n", cfg.eval_stride, sw.val_loss(), sw.val_bpb(),
+              1000.0 * (now_seconds() - t0));
+        print("sliding_window_exact stride:%ld val_loss:%.8f val_bpb:%.8f\n", cfg.eval_stride, sw.val_loss(), sw.val_bpb());
+    }
+    return 0;
 }

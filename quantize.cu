@@ -14,53 +14,17 @@
 #include "common/checkpoint.h"  // defines: the .ckpt format
 #include "common/quant.h"       // defines: artifact_quantize/serialize/parse/dequantize, code_files, artifact_report
 
-static const char *USAGE =
-    "--checkpoint FILE --out FILE [--dequantize] [--source-dir DIR] [--zstd-level N]\n\n"
-    "  --source-dir DIR   repository root holding train_gpt.cu, whose sources count toward the 16,000,000-byte\n"
-    "                     limit (default: the directory of this binary, else the current directory)\n"
-    "  --zstd-level N     1..22; the submission is measured at 22 (the default), lower levels are for quick tests";
-
-// Our two flags that are not model or run options: taken out of argv before the config table
-// parses the rest. Returns "" when absent.
-static std::string take_flag(int &argc, char **argv, const char *name) {
-    std::string value, flag = std::string("--") + name;
-    for (int a = 1; a < argc; a++) {
-        std::string arg = argv[a];
-        int used = 0;
-        if (arg == flag) {
-            if (a + 1 >= argc) fatal_config("%s needs a value", flag.c_str());
-            value = argv[a + 1];
-            used = 2;
-        } else if (arg.compare(0, flag.size() + 1, flag + "=") == 0) {
-            value = arg.substr(flag.size() + 1);
-            used = 1;
-        }
-        if (used) {
-            for (int b = a; b + used < argc; b++) argv[b] = argv[b + used];
-            argc -= used;
-            a--;
-        }
-    }
-    return value;
-}
+static const char *USAGE = "--checkpoint FILE --out FILE [--dequantize] [--source-dir DIR] [--zstd-level N]";
 
 int main(int argc, char **argv) {
-    std::string source_flag = take_flag(argc, argv, "source-dir");
-    std::string level_flag = take_flag(argc, argv, "zstd-level");
     Config cfg;
     config_parse(cfg, argc, argv, P_QUANT, USAGE);
-    int level = QUANT_ZSTD_LEVEL;
-    if (!level_flag.empty()) {
-        char *end;
-        long v = strtol(level_flag.c_str(), &end, 10);
-        if (*end || end == level_flag.c_str() || v < 1 || v > 22) fatal_config("--zstd-level %s: must be an integer in 1..22", level_flag.c_str());
-        level = (int)v;
-    }
+    const int level = (int)cfg.zstd_level;
     if (cfg.checkpoint.empty()) fatal_config("--checkpoint FILE is required; see --help");
     if (cfg.out.empty() && !cfg.dry_run) fatal_config("--out FILE is required; see --help");
     // the code's size first: a missing source tree should stop us before minutes of compression
     CodeFiles code;
-    if (!cfg.dry_run) code = code_files(find_source_dir(source_flag), "train_gpt.cu", level);
+    if (!cfg.dry_run) code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", level);
 
     // read and validate the model: the config comes from the file, the tensors must match it
     Checkpoint ck;

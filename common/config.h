@@ -77,6 +77,8 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(INT,  val_max_tokens,   "VAL_MAX_TOKENS",   "val-max-tokens",   "0",       P_ALL,   "score only the first N val tokens (0 = all; ours, for quick CPU runs)") \
     X(INT,  eval_batch_seqs,  "EVAL_BATCH_SEQS",  "eval-batch-seqs",  "32",      P_ALL,   "windows per batch in the sliding eval") \
     /* export */ \
+    X(INT,  zstd_level,       "ZSTD_LEVEL",       "zstd-level",       "22",      P_TRAIN | P_QUANT, "artifact compression level, 1..22 (the submission is measured at 22)") \
+    X(STR,  source_dir,       "SOURCE_DIR",       "source-dir",       "",        P_TRAIN | P_QUANT, "repository root whose train_gpt.cu sources count as code bytes (default: next to the binary)") \
     X(INT,  mlp_quant_bits,   "MLP_QUANT_BITS",   "mlp-quant-bits",   "5",       P_ALL,   "MLP weights: 5 = int5 row-max (seed), 6 = int6 GPTQ-lite (record)") \
     /* program inputs and outputs */ \
     X(STR,  checkpoint,       "CHECKPOINT",       "checkpoint",       "",        P_QUANT | P_EVAL, "model checkpoint (.ckpt) to read") \
@@ -290,6 +292,7 @@ inline void config_derive(Config &c) {
     if (c.bigram_dim == c.model_dim)
         config_fail("BIGRAM_DIM=%ld equals MODEL_DIM: the projection-free bigram variant is not supported", c.bigram_dim);
     // XSA_LAST_N > NUM_LAYERS just means every layer, as in the reference (max(0, L - n)).
+    if (c.zstd_level < 1 || c.zstd_level > 22) config_fail("ZSTD_LEVEL=%ld: must be in 1..22", c.zstd_level);
     if (c.mlp_quant_bits != 5 && c.mlp_quant_bits != 6) config_fail("MLP_QUANT_BITS=%ld: must be 5 or 6", c.mlp_quant_bits);
     if (c.device != "cuda" && c.device != "cpu") config_fail("DEVICE=%s: must be cuda or cpu", c.device.c_str());
     c.num_encoder = (int)c.num_layers / 2;

@@ -22,6 +22,7 @@
 #include <functional>
 #include <vector>
 
+#include "model_cpu.h"
 #include "tokenizer.h"
 #include "utils.h"
 
@@ -104,4 +105,21 @@ inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, in
         prog.tick(b0 + B, starts.size());
     }
     return r;
+}
+
+// The CPU reference model's forward as an NllFn (eval mode: no QAT, as the reference's
+// model.eval() turns CastedLinear's fake quantization off).
+inline NllFn nll_fn_cpu(ModelCPU<float> &m) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, float *out) {
+        m.qat = false;
+        model_forward(m, x, y, B, T);
+        memcpy(out, m.acts.losses, sizeof(float) * (size_t)B * T);
+    };
+}
+
+// Log "<tag> val_loss:X val_bpb:Y<extra> eval_time:Tms" and its 8-decimal "_exact" twin.
+template <typename Print>
+void print_eval(Print print, const char *tag, const EvalResult &r, double ms, const char *extra = "") {
+    print("%s val_loss:%.4f val_bpb:%.4f%s eval_time:%.0fms\n", tag, r.val_loss(), r.val_bpb(), extra, ms);
+    print("%s_exact val_loss:%.8f val_bpb:%.8f\n", tag, r.val_loss(), r.val_bpb());
 }

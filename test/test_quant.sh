@@ -72,7 +72,7 @@ check "code size is the sum of the files it lists" bash -c \
 
 # 5. usage errors
 check_fail "quantize: --out is required"        2 "--out FILE is required" one_line ./quantize --checkpoint "$QD/tiny.ckpt"
-check_fail "quantize: bad --zstd-level"         2 "--zstd-level 0: must be an integer in 1..22" one_line ./quantize --checkpoint "$QD/tiny.ckpt" --out "$QD/x.ptz" --zstd-level 0
+check_fail "quantize: bad --zstd-level"         2 "ZSTD_LEVEL=0: must be in 1..22" one_line ./quantize --checkpoint "$QD/tiny.ckpt" --out "$QD/x.ptz" --zstd-level 0
 check_fail "quantize: --source-dir missing"     2 "--source-dir $QD/nodir: no such directory" one_line ./quantize --checkpoint "$QD/tiny.ckpt" --out "$QD/x.ptz" --source-dir "$QD/nodir"
 check_fail "quantize: no train_gpt.cu there"    1 "train_gpt.cu: not found, so the code size is unknown" one_line ./quantize --checkpoint "$QD/tiny.ckpt" --out "$QD/x.ptz" --source-dir "$QD"
 
