@@ -26,6 +26,11 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(STR,  run_id,           "RUN_ID",           "run-id",           "",        P_ALL,   "name of the log file logs/<RUN_ID>.txt (default: a random id)") \
     X(STR,  out_dir,          "OUT_DIR",          "out-dir",          ".",       P_TRAIN, "where final_model.ckpt and final_model.ptz are written") \
     X(STR,  device,           "DEVICE",           "device",           "cuda",    P_ALL,   "cuda or cpu (the CPU path is the reference, for tiny configs)") \
+    X(STR,  init_ckpt,        "INIT_CKPT",        "init-ckpt",        "",        P_TRAIN, "start from these weights (a .ckpt) instead of the seeded init") \
+    X(INT,  save_every,       "SAVE_EVERY",       "save-every",       "0",       P_TRAIN, "write the full training state to OUT_DIR/train_state.ckpt every N steps and at the end (0 = never)") \
+    X(INT,  stop_step,        "STOP_STEP",        "stop-step",        "0",       P_TRAIN, "stop after this step as if interrupted: save the training state, skip the finale (0 = off)") \
+    X(STR,  resume,           "RESUME",           "resume",           "",        P_TRAIN, "continue from a train_state.ckpt written by --save-every") \
+    X(BOOL, train_only,       "TRAIN_ONLY",       "train-only",       "0",       P_TRAIN, "no tokenizer, no val data, no evals: train, then write the checkpoint and artifact") \
     X(INT,  seed,             "SEED",             "seed",             "1337",    P_TRAIN, "random seed for the init") \
     /* model */ \
     X(INT,  vocab_size,       "VOCAB_SIZE",       "vocab-size",       "1024",    P_ALL,   "vocabulary size (token ids must be below it)") \
@@ -254,6 +259,8 @@ inline void config_derive(Config &c) {
     nonneg(c.train_log_every, "TRAIN_LOG_EVERY");
     nonneg(c.eval_stride, "EVAL_STRIDE");
     nonneg(c.val_max_tokens, "VAL_MAX_TOKENS");
+    nonneg(c.save_every, "SAVE_EVERY");
+    nonneg(c.stop_step, "STOP_STEP");
     nonneg(c.xsa_last_n, "XSA_LAST_N");
     nonneg(c.max_wallclock_seconds, "MAX_WALLCLOCK_SECONDS");
     nonneg(c.grad_clip_norm, "GRAD_CLIP_NORM");
