@@ -1,0 +1,955 @@
+// attention.cuh: causal flash attention (forward and backward) and XSA on the GPU.
+// defines: attention_forward, attention_backward (+ attention_backward_scratch_floats),
+//          xsa_forward, xsa_backward
+//
+// The GPU twins of attention_forward_cpu / attention_backward_cpu / xsa_forward_cpu /
+// xsa_backward_cpu in model_cpu.h, with the same layouts:
+//   q, out, dq (B, T, H, hd) bf16      k, v, dk, dv (B, T, KV, hd) bf16      lse (B, H, T) fp32
+// Query head h reads KV head h / (H/KV) (GQA), the softmax scale is 1/sqrt(hd) = 1/8, and
+// head_dim is fixed at 64 at compile time (the kernels' tiles are built around a 128-byte row).
+//
+// How it works (the FlashAttention-2 recipe, stage S0 of shared/ATTENTION.md):
+// - Forward: one CTA owns 128 query rows of one (b, h); its 4 warps own 32 rows each. K and V
+//   stream through shared memory in 64-row tiles with cp.async double buffering (the loads of
+//   tile j+1 fly while tile j is being used). S = Q K^T and O += P V run on the tensor cores
+//   (mma.sync m16n8k16, bf16 in, fp32 accumulate); the softmax is "online": each row keeps its
+//   running max m and sum l, and O is rescaled when the max grows, so the T x T score matrix
+//   never exists. The output is O / l and the row's log-sum-exp lse = m + log(l) is saved.
+// - Backward: a preprocess pass computes D = rowsum(dO * O) (the softmax's Jacobian term),
+//   converts lse to log2 units and zeroes an fp32 dQ accumulator. The main kernel gives each
+//   CTA 128 keys of one (b, kv head); its 8 warps own 16 keys each (K and V stay in shared
+//   memory, read as MMA operands), and loop over every query tile at or below the diagonal, for BOTH
+//   query heads of the GQA group, so dK and dV sum in registers and are written once (no fp32
+//   dK/dV buffers). Each step rebuilds P^T = exp(K Q^T * scale - lse) and dP^T = V dO^T,
+//   forms dS^T = P^T (dP^T - D), adds dV += P^T dO and dK += dS^T Q from registers, and passes
+//   dS through shared memory for dQ += dS K, which is added to the fp32 accumulator with
+//   atomics. A last pass converts dQ to bf16.
+//   NON-DETERMINISM: the dQ atomics add partial sums in whatever order the CTAs reach them,
+//   so dq can differ in the last fp32 bits between runs (dk and dv are deterministic).
+// - XSA (y -= (y . vn) vn, vn = v / max(|v|, 1e-12) of the same position and KV head) is one
+//   small memory-bound pass each way, after the forward and before the backward; the training
+//   loop keeps both y and the XSA output, as the CPU path does.
+// - Causal masking is only applied on tiles that cross the diagonal (or the end of the
+//   sequence); whole tiles above the diagonal are never visited, and warps whose rows lie
+//   entirely above the diagonal skip their math. Rows past T are zero-filled on load and
+//   never stored, so any T >= 1 works. A row with no visible key (impossible with causal
+//   masking, guarded anyway) gets out = 0 and lse = -inf, and contributes nothing backward.
+//
+// Shared memory tiles are row-major with 128-byte rows (64 bf16) and an XOR swizzle: the
+// 16-byte chunk c of row r is stored at chunk c ^ (r % 8). ldmatrix reads 8 rows of one chunk
+// column at a time; without the swizzle those 8 rows hit the same banks (8-way conflict).
+//
+// Measured on one H200 at the seed shape (B=48, T=2048, H=8, KV=4; build/dev_attention):
+// forward 0.80 ms = 259 TFLOP/s, backward 2.77 ms = 186 TFLOP/s (causal FLOPs, backward 2.5x),
+// registers ~248 per thread in both main kernels, no spills (sm_80/86/89/90a). Tried and
+// slower: forward tiles of 64 rows (4 CTAs/SM, 224 TFLOP/s) or 256 rows x 8 warps (243); the
+// backward with 4 key warps per CTA (171); 16-byte dQ atomics (2.83 ms). Without its dQ step the
+// backward would take 2.0 ms: the dQ products, their atomics and the second barrier are the
+// next thing to win back.
+//
+// Layering for a later Hopper path (wgmma + TMA, stages S1..S3): tile loads, the MMA helpers,
+// the masking and the online softmax are separate device functions, so the inner loops can be
+// swapped for warpgroup MMAs without touching the launchers or the layouts.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda_utils.cuh"
+
+namespace attn {
+
+// ----------------------------------------------------------------------------
+// compile-time shapes
+
+constexpr int HD = 64;                  // head_dim: every tile row is 64 bf16 = 128 bytes
+constexpr int ROW_BYTES = HD * 2;       // bytes of one tile row in shared memory
+constexpr int ROW_CHUNKS = ROW_BYTES / 16;  // 16-byte chunks per row (cp.async / ldmatrix unit)
+constexpr int KCHUNKS = HD / 16;        // k-steps of 16 over head_dim for S = Q K^T
+constexpr int DTILES = HD / 8;          // n-tiles of 8 over head_dim for O = P V
+static_assert(ROW_CHUNKS == 8, "the XOR swizzle assumes 8 chunks per row (head_dim 64)");
+
+// forward: a CTA owns FWD_BR query rows; K/V tiles have FWD_BC rows
+constexpr int FWD_BR = 128;
+constexpr int FWD_BC = 64;
+constexpr int FWD_WARPS = 4;
+constexpr int FWD_THREADS = FWD_WARPS * 32;
+constexpr int FWD_WARP_ROWS = FWD_BR / FWD_WARPS;  // 32 query rows per warp
+constexpr int FWD_MT = FWD_WARP_ROWS / 16;          // m16 tiles per warp
+constexpr int FWD_NT = FWD_BC / 8;                  // n8 tiles of S per warp
+constexpr int FWD_SMEM = (FWD_BR + 4 * FWD_BC) * ROW_BYTES;  // Q + 2 stages of K and V
+static_assert(FWD_BR % (16 * FWD_WARPS) == 0, "each warp owns whole m16 tiles");
+static_assert(FWD_BC % 16 == 0, "the P V step consumes keys 16 at a time");
+static_assert((FWD_BR * ROW_CHUNKS) % FWD_THREADS == 0 && (FWD_BC * ROW_CHUNKS) % FWD_THREADS == 0,
+              "tile loads split evenly over the threads");
+
+// backward: a CTA owns BWD_BC keys (16 per warp); query tiles have BWD_BR rows
+constexpr int BWD_BR = 64;
+constexpr int BWD_KEY_WARPS = 8;
+constexpr int BWD_BC = 16 * BWD_KEY_WARPS;  // 128 keys
+constexpr int BWD_THREADS = 32 * BWD_KEY_WARPS;
+constexpr int BWD_NT = BWD_BR / 8;        // n8 tiles of S^T per warp (over queries)
+static_assert(BWD_KEY_WARPS % 4 == 0, "the dQ step splits the 64-row query tile into 4 row groups x (warps/4) column groups");
+static_assert(BWD_BC % BWD_BR == 0, "a key block starts on a query-tile boundary");
+constexpr int bwd_smem_bytes(int key_warps) {
+    // K, V, dS^T tiles (BC rows each) + 2 stages of Q and dO (BR rows) + 2 stages of lse2 and D
+    return 3 * (16 * key_warps) * ROW_BYTES + 4 * BWD_BR * ROW_BYTES + 4 * BWD_BR * (int)sizeof(float);
+}
+
+constexpr float SCALE = 0.125f;  // 1 / sqrt(64)
+constexpr float LOG2E = 1.4426950408889634f;
+constexpr float LN2 = 0.6931471805599453f;
+constexpr float NORM_EPS = 1e-12f;  // F.normalize's eps (XSA_NORM_EPS in model_cpu.h)
+
+// ----------------------------------------------------------------------------
+// small device helpers: shared-memory addresses, cp.async, ldmatrix, mma
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile
+__device__ __forceinline__ uint32_t swz(int row, int chunk) {
+    return (uint32_t)(row * ROW_BYTES + ((chunk ^ (row & 7)) << 4));
+}
+
+// 16-byte async copy global -> shared; when !valid nothing is read and the destination is zeroed
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+// 4-byte async copy (for the per-row fp32 statistics, which are not 16-byte aligned when T % 4 != 0)
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// four 8x8 bf16 matrices; lanes 8j..8j+7 give the row addresses of matrix j
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+// the same, each matrix transposed (for operands stored k-major)
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// D (16x8 fp32) += A (16x16 bf16, row-major) * B (16x8 bf16, "col" = k-contiguous per column).
+// Fragment layouts (lane = 4 * g + i):
+//   A: a[0] = (row g, k 2i..2i+1), a[1] = (row g+8, same k), a[2] = (row g, k 8+2i..), a[3] = (row g+8, k 8+2i..)
+//   B: b[0] = (k 2i..2i+1, col g), b[1] = (k 8+2i.., col g)
+//   C: c[0..1] = (row g, cols 2i, 2i+1), c[2..3] = (row g+8, cols 2i, 2i+1)
+__device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t x) {
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
+}
+__device__ __forceinline__ void st_shared_zero16(uint32_t addr) {
+    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ float fast_exp2(float x) {  // 2^x; -inf -> 0
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float fast_log2(float x) {
+    float y;
+    asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Copy rows [r0, r0 + ROWS) of a (len x 64) bf16 matrix whose rows are `stride` elements apart
+// into a swizzled shared tile. Rows at or past `len` are zero-filled (their address is clamped
+// to row 0 so no out-of-range pointer is ever formed).
+template <int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile_async(uint32_t tile, const __nv_bfloat16 *g, int r0, int len, size_t stride,
+                                                int tid) {
+#pragma unroll
+    for (int i = tid; i < ROWS * ROW_CHUNKS; i += THREADS) {
+        const int r = i / ROW_CHUNKS, c = i % ROW_CHUNKS;
+        const bool ok = r0 + r < len;
+        cp_async16(tile + swz(r, c), g + (size_t)(ok ? r0 + r : 0) * stride + c * 8, ok);
+    }
+}
+
+// A operand fragments of a 16-row slice of a tile (rows row0..row0+15, all 64 columns):
+// a[kk] covers columns 16kk..16kk+15 (Q in the forward).
+__device__ __forceinline__ void load_a_frags(uint32_t a[KCHUNKS][4], uint32_t tile, int row0, int lane) {
+    const int row = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int kk = 0; kk < KCHUNKS; kk++) ldmatrix_x4(a[kk], tile + swz(row, 2 * kk + (lane >> 4)));
+}
+
+// B operand for X Y^T where Y is stored row-major [n][k] (K in the forward, Q and dO in the
+// backward): rows n0..n0+15, columns 16kk..16kk+15 -> b[0..1] for n-tile n0/8, b[2..3] for the next.
+__device__ __forceinline__ void load_b_nk(uint32_t b[4], uint32_t tile, int n0, int kk, int lane) {
+    const int row = n0 + (lane & 7) + (lane >> 4) * 8;
+    ldmatrix_x4(b, tile + swz(row, 2 * kk + ((lane >> 3) & 1)));
+}
+// B operand for X Y where Y is stored row-major [k][n] (V in the forward, dO, Q and K in the
+// backward): rows (k) k0..k0+15, columns (n) 16np..16np+15 -> b[0..1] n-tile 2np, b[2..3] n-tile 2np+1.
+__device__ __forceinline__ void load_b_kn(uint32_t b[4], uint32_t tile, int k0, int np, int lane) {
+    const int row = k0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+    ldmatrix_x4_trans(b, tile + swz(row, 2 * np + (lane >> 4)));
+}
+
+// The C fragments of two adjacent n8 tiles (16 x 16 of a product) as one A fragment (16 x 16).
+__device__ __forceinline__ void c_to_a(uint32_t a[4], const float c0[4], const float c1[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+// S (16*MT x 8*NT) = Q (regs) K^T (shared tile, rows n = keys)
+template <int MT, int NT>
+__device__ __forceinline__ void fwd_qk(float s[MT][NT][4], const uint32_t qf[MT][KCHUNKS][4], uint32_t sK, int lane) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[mt][nt][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KCHUNKS; kk++) {
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t b[4];
+            load_b_nk(b, sK, np * 16, kk, lane);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                mma_bf16_16816(s[mt][2 * np], qf[mt][kk], b[0], b[1]);
+                mma_bf16_16816(s[mt][2 * np + 1], qf[mt][kk], b[2], b[3]);
+            }
+        }
+    }
+}
+
+// -inf where key > query (causal) or key >= T. row0: query index of the warp's first row,
+// col0: key index of the tile's first column.
+template <int MT, int NT>
+__device__ __forceinline__ void fwd_mask(float s[MT][NT][4], int row0, int col0, int T, int lane) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int row = row0 + mt * 16 + (lane >> 2) + (e >> 1) * 8;
+                const int col = col0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                if (col > row || col >= T) s[mt][nt][e] = -INFINITY;
+            }
+}
+
+// Online softmax step: raise the running max m with this tile's scores, rescale the running
+// sum l and the output accumulator o by exp(m_old - m_new), and turn s into probabilities
+// exp(s - m_new) (unnormalized). Everything in log2 units: exp(x * scale) = 2^(x * scale * log2 e).
+// Each row's 8*NT scores live in the 4 lanes of a quad (lane & 3): the max is reduced over the
+// quad; l stays a per-lane partial sum until the end.
+template <int MT, int NT>
+__device__ __forceinline__ void fwd_softmax(float s[MT][NT][4], float o[MT][DTILES][4], float m[MT][2], float l[MT][2]) {
+    constexpr float sl2 = SCALE * LOG2E;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = m[mt][r];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            // a row that has seen only masked scores keeps m = -inf: use 0 so no inf - inf = NaN
+            const float mu = mx == -INFINITY ? 0.f : mx * sl2;
+            const float alpha = fast_exp2(m[mt][r] * sl2 - mu);  // m_old = -inf -> 0
+            m[mt][r] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 2 * r; e < 2 * r + 2; e++) {
+                    const float p = fast_exp2(fmaf(s[mt][nt][e], sl2, -mu));
+                    s[mt][nt][e] = p;
+                    sum += p;
+                }
+            l[mt][r] = l[mt][r] * alpha + sum;
+#pragma unroll
+            for (int dt = 0; dt < DTILES; dt++) {
+                o[mt][dt][2 * r] *= alpha;
+                o[mt][dt][2 * r + 1] *= alpha;
+            }
+        }
+}
+
+// O (16*MT x 64) += P (regs, bf16) V (shared tile, rows = keys)
+template <int MT, int NT>
+__device__ __forceinline__ void fwd_pv(float o[MT][DTILES][4], const float p[MT][NT][4], uint32_t sV, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) {
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) c_to_a(a[mt], p[mt][2 * kk], p[mt][2 * kk + 1]);
+#pragma unroll
+        for (int np = 0; np < DTILES / 2; np++) {
+            uint32_t b[4];
+            load_b_kn(b, sV, kk * 16, np, lane);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                mma_bf16_16816(o[mt][2 * np], a[mt], b[0], b[1]);
+                mma_bf16_16816(o[mt][2 * np + 1], a[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+// grid (H, B, ceil(T / FWD_BR)); the z index is reversed so the longest (last) query tiles start first
+__global__ void __launch_bounds__(FWD_THREADS, 2)
+    attention_forward_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse, const __nv_bfloat16 *__restrict__ q,
+                             const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v, int T, int H, int KV) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int h = blockIdx.x, b = blockIdx.y;
+    const int mb = gridDim.z - 1 - blockIdx.z;
+    const int kh = h / (H / KV);
+    const int q0 = mb * FWD_BR;
+    const size_t qstride = (size_t)H * HD, kvstride = (size_t)KV * HD;
+    // seek to q[b, 0, h, :], k[b, 0, kh, :], v[b, 0, kh, :]; row t is t * stride further
+    const __nv_bfloat16 *qb = q + ((size_t)b * T * H + h) * HD;
+    const __nv_bfloat16 *kb = k + ((size_t)b * T * KV + kh) * HD;
+    const __nv_bfloat16 *vb = v + ((size_t)b * T * KV + kh) * HD;
+    const uint32_t sQ = smem_u32(smem);
+    const uint32_t sK0 = sQ + FWD_BR * ROW_BYTES, sV0 = sK0 + 2 * FWD_BC * ROW_BYTES;
+    constexpr uint32_t KV_STAGE = FWD_BC * ROW_BYTES;
+
+    // key tiles 0..n_tiles-1 cover keys up to the tile's last valid query row; walk them from
+    // the diagonal down, so the masked ones come first and the rest run unmasked
+    const int q_last = min(T, q0 + FWD_BR) - 1;
+    const int n_tiles = q_last / FWD_BC + 1;
+
+    load_tile_async<FWD_BR, FWD_THREADS>(sQ, qb, q0, T, qstride, tid);
+    load_tile_async<FWD_BC, FWD_THREADS>(sK0, kb, (n_tiles - 1) * FWD_BC, T, kvstride, tid);
+    load_tile_async<FWD_BC, FWD_THREADS>(sV0, vb, (n_tiles - 1) * FWD_BC, T, kvstride, tid);
+    cp_async_commit();
+
+    const int wrow0 = q0 + warp * FWD_WARP_ROWS;  // this warp's first query row
+    const bool warp_has_rows = wrow0 < T;
+    uint32_t qf[FWD_MT][KCHUNKS][4];
+    float o[FWD_MT][DTILES][4], m[FWD_MT][2], l[FWD_MT][2];
+#pragma unroll
+    for (int mt = 0; mt < FWD_MT; mt++) {
+#pragma unroll
+        for (int dt = 0; dt < DTILES; dt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) o[mt][dt][e] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.f;
+    }
+
+    for (int it = 0; it < n_tiles; it++) {
+        const int kt = n_tiles - 1 - it, col0 = kt * FWD_BC;
+        const uint32_t stage = (uint32_t)(it & 1);
+        // tile `it` has landed (it is the only group in flight), and every warp is done with
+        // tile it-1, whose buffers the next loads overwrite
+        cp_async_wait_all();
+        __syncthreads();
+        if (kt > 0) {
+            load_tile_async<FWD_BC, FWD_THREADS>(sK0 + (stage ^ 1) * KV_STAGE, kb, col0 - FWD_BC, T, kvstride, tid);
+            load_tile_async<FWD_BC, FWD_THREADS>(sV0 + (stage ^ 1) * KV_STAGE, vb, col0 - FWD_BC, T, kvstride, tid);
+        }
+        cp_async_commit();
+        if (it == 0) {
+#pragma unroll
+            for (int mt = 0; mt < FWD_MT; mt++) load_a_frags(qf[mt], sQ, warp * FWD_WARP_ROWS + mt * 16, lane);
+        }
+        // warp-uniform skip: no rows in the sequence, or every key of the tile is above the diagonal
+        if (!warp_has_rows || col0 > wrow0 + FWD_WARP_ROWS - 1) continue;
+
+        float s[FWD_MT][FWD_NT][4];
+        fwd_qk<FWD_MT, FWD_NT>(s, qf, sK0 + stage * KV_STAGE, lane);
+        if (col0 + FWD_BC - 1 > wrow0) fwd_mask<FWD_MT, FWD_NT>(s, wrow0, col0, T, lane);
+        fwd_softmax<FWD_MT, FWD_NT>(s, o, m, l);
+        fwd_pv<FWD_MT, FWD_NT>(o, s, sV0 + stage * KV_STAGE, lane);
+    }
+    cp_async_wait_all();  // nothing should be in flight, but never exit with copies pending
+
+    // epilogue: O / l as bf16, lse = m * scale + ln(l)
+    if (!warp_has_rows) return;
+#pragma unroll
+    for (int mt = 0; mt < FWD_MT; mt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float lt = l[mt][r];
+            lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+            lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+            const int row = wrow0 + mt * 16 + (lane >> 2) + r * 8;
+            if (row >= T) continue;
+            const float inv = lt > 0.f ? 1.f / lt : 0.f;
+            __nv_bfloat16 *orow = out + (((size_t)b * T + row) * H + h) * HD + (lane & 3) * 2;
+#pragma unroll
+            for (int dt = 0; dt < DTILES; dt++)
+                *reinterpret_cast<__nv_bfloat162 *>(orow + dt * 8) =
+                    __floats2bfloat162_rn(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
+            if ((lane & 3) == 0)
+                lse[((size_t)b * H + h) * T + row] =
+                    lt > 0.f ? (m[mt][r] * (SCALE * LOG2E) + fast_log2(lt)) * LN2 : -INFINITY;
+        }
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+// D[b,h,t] = dout[b,t,h] . out[b,t,h]; lse2 = lse * log2(e) (a row with lse = -inf, i.e. no
+// visible key, gets +inf so its probabilities come out 0); dq_acc row zeroed.
+// 8 threads per (b, t, h) row, 8 elements each.
+__global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, float *__restrict__ lse2,
+                                                     float *__restrict__ dq_acc, const __nv_bfloat16 *__restrict__ dout,
+                                                     const __nv_bfloat16 *__restrict__ out,
+                                                     const float *__restrict__ lse, int B, int T, int H) {
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t row = idx / 8, rows = (size_t)B * T * H;
+    const int part = (int)(idx % 8);
+    const bool valid = row < rows;
+    float acc = 0.f;
+    if (valid) {
+        const uint4 dv = *reinterpret_cast<const uint4 *>(dout + row * HD + part * 8);
+        const uint4 ov = *reinterpret_cast<const uint4 *>(out + row * HD + part * 8);
+        const __nv_bfloat162 *d2 = reinterpret_cast<const __nv_bfloat162 *>(&dv);
+        const __nv_bfloat162 *o2 = reinterpret_cast<const __nv_bfloat162 *>(&ov);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 a = __bfloat1622float2(d2[i]), c = __bfloat1622float2(o2[i]);
+            acc += a.x * c.x + a.y * c.y;
+        }
+        float4 *z = reinterpret_cast<float4 *>(dq_acc + row * HD + part * 8);
+        z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+        z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    // the 8 lanes of a row are aligned groups of 8 inside the warp; every lane takes part
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+    if (valid && part == 0) {
+        const int h = (int)(row % H);
+        const size_t bt = row / H;
+        const int t = (int)(bt % T), b = (int)(bt / T);
+        const size_t o = ((size_t)b * H + h) * T + t;
+        Dd[o] = acc;
+        const float x = lse[o];
+        lse2[o] = x == -INFINITY ? INFINITY : x * LOG2E;
+    }
+}
+
+// dq = bf16(dq_acc * scale) (+ dq when accumulating); 8 elements per thread
+__global__ void attention_backward_dq_kernel(__nv_bfloat16 *__restrict__ dq, const float *__restrict__ dq_acc, size_t n8,
+                                             bool accumulate) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n8) return;
+    const float4 a = reinterpret_cast<const float4 *>(dq_acc)[2 * i];
+    const float4 c = reinterpret_cast<const float4 *>(dq_acc)[2 * i + 1];
+    float x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+    uint4 prev = make_uint4(0, 0, 0, 0);
+    if (accumulate) prev = reinterpret_cast<const uint4 *>(dq)[i];
+    const __nv_bfloat162 *p2 = reinterpret_cast<const __nv_bfloat162 *>(&prev);
+    uint4 res;
+    uint32_t *r = reinterpret_cast<uint32_t *>(&res);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float lo = x[2 * j] * SCALE, hi = x[2 * j + 1] * SCALE;
+        if (accumulate) {
+            const float2 p = __bfloat1622float2(p2[j]);
+            lo += p.x;
+            hi += p.y;
+        }
+        r[j] = pack_bf16(lo, hi);
+    }
+    reinterpret_cast<uint4 *>(dq)[i] = res;
+}
+
+// One step of the backward for one warp's 16 keys against one 64-row query tile:
+//   S^T = K Q^T, P^T = 2^(S^T scale log2e - lse2), dP^T = V dO^T, dS^T = P^T (dP^T - D),
+//   dV += P^T dO, dK += dS^T Q, and dS^T (bf16) into shared memory for the dQ step.
+// key0: this warp's first key, q0: the tile's first query.
+__device__ __forceinline__ void bwd_step_warp(float dk[DTILES][4], float dv[DTILES][4], uint32_t sK, uint32_t sV,
+                                              int kv_row0, uint32_t sQ, uint32_t sdO,
+                                              const float *sL, const float *sD, uint32_t sdS, int dS_row0, int key0,
+                                              int q0, int T, bool need_mask, int lane) {
+    constexpr float sl2 = SCALE * LOG2E;
+    float s[BWD_NT][4], dp[BWD_NT][4];
+#pragma unroll
+    for (int nt = 0; nt < BWD_NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.f;
+    // S^T and dP^T (16 keys x 64 queries), k = head_dim. The K and V fragments (A operands) are
+    // re-read from shared memory per k-step rather than held in registers: 32 registers
+    // cheaper for 8 of the ~90 ldmatrix of a step, and it keeps the kernel free of spills.
+    const int arow = kv_row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int kk = 0; kk < KCHUNKS; kk++) {
+        uint32_t kf[4], vf[4];
+        ldmatrix_x4(kf, sK + swz(arow, 2 * kk + (lane >> 4)));
+        ldmatrix_x4(vf, sV + swz(arow, 2 * kk + (lane >> 4)));
+#pragma unroll
+        for (int np = 0; np < BWD_NT / 2; np++) {
+            uint32_t b[4];
+            load_b_nk(b, sQ, np * 16, kk, lane);
+            mma_bf16_16816(s[2 * np], kf, b[0], b[1]);
+            mma_bf16_16816(s[2 * np + 1], kf, b[2], b[3]);
+            load_b_nk(b, sdO, np * 16, kk, lane);
+            mma_bf16_16816(dp[2 * np], vf, b[0], b[1]);
+            mma_bf16_16816(dp[2 * np + 1], vf, b[2], b[3]);
+        }
+    }
+    // P^T and dS^T in place (s <- P, dp <- dS); element e: key = key0 + lane/4 + 8(e/2),
+    // query = q0 + 8nt + 2(lane%4) + e%2
+#pragma unroll
+    for (int nt = 0; nt < BWD_NT; nt++) {
+        const int qc = nt * 8 + (lane & 3) * 2;
+        const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+        const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float lq = (e & 1) ? l2.y : l2.x, dq_ = (e & 1) ? dd.y : dd.x;
+            float p = fast_exp2(fmaf(s[nt][e], sl2, -lq));
+            if (need_mask) {
+                const int key = key0 + (lane >> 2) + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                if (key > qi || qi >= T) p = 0.f;
+            }
+            s[nt][e] = p;
+            dp[nt][e] = p * (dp[nt][e] - dq_);
+        }
+    }
+    // dV += P^T dO and dK += dS^T Q (k = the 64 queries)
+#pragma unroll
+    for (int kk = 0; kk < BWD_NT / 2; kk++) {
+        uint32_t ap[4], ads[4];
+        c_to_a(ap, s[2 * kk], s[2 * kk + 1]);
+        c_to_a(ads, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+        for (int np = 0; np < DTILES / 2; np++) {
+            uint32_t b[4];
+            load_b_kn(b, sdO, kk * 16, np, lane);
+            mma_bf16_16816(dv[2 * np], ap, b[0], b[1]);
+            mma_bf16_16816(dv[2 * np + 1], ap, b[2], b[3]);
+            load_b_kn(b, sQ, kk * 16, np, lane);
+            mma_bf16_16816(dk[2 * np], ads, b[0], b[1]);
+            mma_bf16_16816(dk[2 * np + 1], ads, b[2], b[3]);
+        }
+        // dS^T rows dS_row0 + lane/4 (+8), query columns 16kk + 2(lane%4) (+8): conflict-free stores
+        const int r = dS_row0 + (lane >> 2);
+        st_shared_b32(sdS + swz(r, 2 * kk) + (lane & 3) * 4, ads[0]);
+        st_shared_b32(sdS + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[1]);
+        st_shared_b32(sdS + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[2]);
+        st_shared_b32(sdS + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[3]);
+    }
+}
+
+// dQ (rows q0 + 16rg .. +15, columns cg*DW .. +DW-1) += dS (from dS^T in shared) K, added to the
+// fp32 accumulator with atomics. Only key chunks that can be below the diagonal are visited.
+template <int KEY_WARPS>
+__device__ __forceinline__ void bwd_dq_warp(float *dq_acc_bh, size_t dq_stride, uint32_t sdS, uint32_t sK, int k0,
+                                            int q0, int T, int rg, int cg, int lane) {
+    constexpr int CG = KEY_WARPS / 4;   // column groups
+    constexpr int DW = HD / CG;         // columns per warp
+    constexpr int NTQ = DW / 8;         // n8 tiles per warp
+    constexpr int KC = KEY_WARPS;       // 16-key chunks in the key block
+    static_assert(NTQ % 2 == 0, "column groups hold whole 16-column pairs");
+    const int qr0 = q0 + rg * 16;
+    if (qr0 >= T) return;
+    // keys k0 + 16kc .. are all above the diagonal (or past T) once 16kc > min(qr0 + 15, T - 1) - k0
+    const int lim = min(qr0 + 15, T - 1) - k0;
+    if (lim < 0) return;
+    const int kc_end = min(KC, lim / 16 + 1);
+    float acc[NTQ][4];
+#pragma unroll
+    for (int nt = 0; nt < NTQ; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[nt][e] = 0.f;
+#pragma unroll
+    for (int kc = 0; kc < KC; kc++) {
+        if (kc >= kc_end) break;
+        uint32_t a[4];
+        // A = dS (queries x keys), stored transposed [key][query]: transposing ldmatrix
+        ldmatrix_x4_trans(a, sdS + swz(kc * 16 + (lane & 7) + (lane >> 4) * 8, rg * 2 + ((lane >> 3) & 1)));
+#pragma unroll
+        for (int np = 0; np < NTQ / 2; np++) {
+            uint32_t b[4];
+            load_b_kn(b, sK, kc * 16, cg * (NTQ / 2) + np, lane);
+            mma_bf16_16816(acc[2 * np], a, b[0], b[1]);
+            mma_bf16_16816(acc[2 * np + 1], a, b[2], b[3]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = qr0 + (lane >> 2) + r * 8;
+        if (row >= T) continue;
+        float *dst = dq_acc_bh + (size_t)row * dq_stride + cg * DW + (lane & 3) * 2;
+#pragma unroll
+        for (int nt = 0; nt < NTQ; nt++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            // 8-byte float atomics exist from sm_90. (16-byte ones, after a lane swap within the
+            // quad, measured slower here: 2.83 vs 2.77 ms at the seed shape.)
+            atomicAdd(reinterpret_cast<float2 *>(dst + nt * 8), make_float2(acc[nt][2 * r], acc[nt][2 * r + 1]));
+#else
+            atomicAdd(dst + nt * 8, acc[nt][2 * r]);
+            atomicAdd(dst + nt * 8 + 1, acc[nt][2 * r + 1]);
+#endif
+        }
+    }
+}
+
+// grid (KV, B, ceil(T / BC)): one CTA per 16*KEY_WARPS keys of one (b, kv head); key block 0
+// (the most query tiles) is launched first. Loops over (query head of the group) x (query tiles
+// from the diagonal to the end), with Q, dO, lse2, D double-buffered through cp.async.
+template <int KEY_WARPS>
+__global__ void __launch_bounds__(KEY_WARPS * 32, 8 / KEY_WARPS)
+    attention_backward_kernel(__nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv, float *__restrict__ dq_acc,
+                              const __nv_bfloat16 *__restrict__ dout, const __nv_bfloat16 *__restrict__ q,
+                              const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v,
+                              const float *__restrict__ lse2, const float *__restrict__ Dd, int T, int H, int KV,
+                              bool accumulate) {
+    constexpr int BC = 16 * KEY_WARPS, BR = BWD_BR, THREADS = KEY_WARPS * 32;
+    constexpr uint32_t Q_STAGE = BR * ROW_BYTES;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int kh = blockIdx.x, b = blockIdx.y, k0 = blockIdx.z * BC;
+    const int G = H / KV;
+    const size_t qstride = (size_t)H * HD, kvstride = (size_t)KV * HD;
+    const uint32_t sK = smem_u32(smem), sV = sK + BC * ROW_BYTES, sdS = sV + BC * ROW_BYTES;
+    const uint32_t sQ0 = sdS + BC * ROW_BYTES, sdO0 = sQ0 + 2 * Q_STAGE;
+    float *sL0 = reinterpret_cast<float *>(smem + 3 * BC * ROW_BYTES + 4 * Q_STAGE);  // [2][BR]
+    float *sD0 = sL0 + 2 * BR;                                                          // [2][BR]
+
+    const __nv_bfloat16 *kb = k + ((size_t)b * T * KV + kh) * HD;
+    const __nv_bfloat16 *vb = v + ((size_t)b * T * KV + kh) * HD;
+    const int m_first = k0 / BR, n_m = (T - 1) / BR + 1 - m_first;
+    const int n_iter = G * n_m;
+
+    // stage `st` <- query tile m of head h: Q, dO rows and their lse2, D
+    auto load_stage = [&](int st, int h, int m) {
+        const __nv_bfloat16 *qb = q + ((size_t)b * T * H + h) * HD;
+        const __nv_bfloat16 *db = dout + ((size_t)b * T * H + h) * HD;
+        load_tile_async<BR, THREADS>(sQ0 + st * Q_STAGE, qb, m * BR, T, qstride, tid);
+        load_tile_async<BR, THREADS>(sdO0 + st * Q_STAGE, db, m * BR, T, qstride, tid);
+        const size_t o = ((size_t)b * H + h) * T;
+        for (int i = tid; i < 2 * BR; i += THREADS) {
+            const int r = i % BR, t = m * BR + r;
+            const bool ok = t < T;
+            const float *src = (i < BR ? lse2 : Dd) + o + (ok ? t : 0);
+            float *dst = (i < BR ? sL0 : sD0) + st * BR + r;
+            cp_async4(smem_u32(dst), src, ok);
+        }
+    };
+
+    load_tile_async<BC, THREADS>(sK, kb, k0, T, kvstride, tid);
+    load_tile_async<BC, THREADS>(sV, vb, k0, T, kvstride, tid);
+    load_stage(0, kh * G, m_first);
+    cp_async_commit();
+
+    float dkacc[DTILES][4], dvacc[DTILES][4];
+#pragma unroll
+    for (int dt = 0; dt < DTILES; dt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dkacc[dt][e] = dvacc[dt][e] = 0.f;
+    const int key0 = k0 + warp * 16;  // this warp's keys: key0 .. key0 + 15
+    const int rg = warp % 4, cg = warp / 4;  // the warp's row group and column group in the dQ step
+
+    for (int it = 0; it < n_iter; it++) {
+        const int hi = it / n_m, m = m_first + it % n_m;
+        const int h = kh * G + hi, q0 = m * BR;
+        const int st = it & 1;
+        // stage `st` has landed, and every warp is done with iteration it-1 (its stage and dS)
+        cp_async_wait_all();
+        __syncthreads();
+        if (it + 1 < n_iter) load_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
+        cp_async_commit();
+        // skip when every (key, query) pair of the warp is above the diagonal or the keys are past T
+        if (key0 <= q0 + BR - 1 && key0 < T) {
+            const bool need_mask = q0 < key0 + 15 || q0 + BR > T;
+            bwd_step_warp(dkacc, dvacc, sK, sV, warp * 16, sQ0 + st * Q_STAGE, sdO0 + st * Q_STAGE, sL0 + st * BR, sD0 + st * BR,
+                          sdS, warp * 16, key0, q0, T, need_mask, lane);
+        } else {
+            // the dQ step reads these rows: they must be zero, not stale
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int c = lane * 4 + i;  // 16 rows x 8 chunks = 128 chunks
+                st_shared_zero16(sdS + swz(warp * 16 + c / 8, c % 8));
+            }
+        }
+        __syncthreads();  // dS^T complete
+        float *dq_bh = dq_acc + ((size_t)b * T * H + h) * HD;
+        bwd_dq_warp<KEY_WARPS>(dq_bh, qstride, sdS, sK, k0, q0, T, rg, cg, lane);
+    }
+    cp_async_wait_all();
+
+    // epilogue: dk *= scale, write (or add to) dk and dv rows key0 + lane/4 (+8)
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int key = key0 + (lane >> 2) + r * 8;
+        if (key >= T) continue;
+        const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
+#pragma unroll
+        for (int dt = 0; dt < DTILES; dt++) {
+            float k0v = dkacc[dt][2 * r] * SCALE, k1v = dkacc[dt][2 * r + 1] * SCALE;
+            float v0v = dvacc[dt][2 * r], v1v = dvacc[dt][2 * r + 1];
+            __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + dt * 8);
+            __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + dt * 8);
+            if (accumulate) {
+                const float2 a = __bfloat1622float2(*pk), c = __bfloat1622float2(*pv);
+                k0v += a.x;
+                k1v += a.y;
+                v0v += c.x;
+                v1v += c.y;
+            }
+            *pk = __floats2bfloat162_rn(k0v, k1v);
+            *pv = __floats2bfloat162_rn(v0v, v1v);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// XSA: 8 threads per (token, kv head) pair, 8 elements of head_dim each; the pair's query heads
+// are handled by the same 8 threads so v and its norm are read once.
+
+__device__ __forceinline__ void load8(float x[8], const __nv_bfloat16 *p) {
+    const uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(h2[i]);
+        x[2 * i] = f.x;
+        x[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void store8(__nv_bfloat16 *p, const float x[8]) {
+    uint4 u;
+    uint32_t *w = reinterpret_cast<uint32_t *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) w[i] = pack_bf16(x[2 * i], x[2 * i + 1]);
+    *reinterpret_cast<uint4 *>(p) = u;
+}
+__device__ __forceinline__ float sum8(float x) {  // over the aligned group of 8 lanes
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    x += __shfl_xor_sync(0xffffffffu, x, 2);
+    x += __shfl_xor_sync(0xffffffffu, x, 4);
+    return x;
+}
+
+__global__ void xsa_forward_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ vnorm,
+                                   const __nv_bfloat16 *__restrict__ y, const __nv_bfloat16 *__restrict__ v, int N, int H,
+                                   int KV) {
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t pair = idx / 8;  // n * KV + kh
+    const int part = (int)(idx % 8);
+    const bool valid = pair < (size_t)N * KV;
+    const size_t pr = valid ? pair : 0;  // invalid lanes compute on pair 0 and write nothing
+    const size_t n = pr / KV;
+    const int kh = (int)(pr % KV), G = H / KV;
+    float vv[8], yy[8];
+    load8(vv, v + pr * HD + part * 8);
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) ss += vv[i] * vv[i];
+    const float nrm = sqrtf(sum8(ss));
+    const float inv = 1.f / fmaxf(nrm, NORM_EPS);
+#pragma unroll
+    for (int i = 0; i < 8; i++) vv[i] *= inv;  // vn
+    if (valid && part == 0) vnorm[pr] = nrm;
+    for (int g = 0; g < G; g++) {
+        const size_t off = (n * H + (size_t)kh * G + g) * HD + part * 8;
+        load8(yy, y + off);
+        float c = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) c += yy[i] * vv[i];
+        c = sum8(c);
+#pragma unroll
+        for (int i = 0; i < 8; i++) yy[i] -= c * vv[i];
+        if (valid) store8(out + off, yy);
+    }
+}
+
+// dy = dout - (dout . vn) vn; dvn = -sum_g ((y . vn) dout + (dout . vn) y);
+// dv = (dvn - vn (vn . dvn)) / |v|, or dvn / eps when the norm was clamped
+__global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat16 *__restrict__ dv,
+                                    const __nv_bfloat16 *__restrict__ dout, const __nv_bfloat16 *__restrict__ y,
+                                    const __nv_bfloat16 *__restrict__ v, const float *__restrict__ vnorm, int N, int H,
+                                    int KV, bool accumulate) {
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t pair = idx / 8;
+    const int part = (int)(idx % 8);
+    const bool valid = pair < (size_t)N * KV;
+    const size_t pr = valid ? pair : 0;
+    const size_t n = pr / KV;
+    const int kh = (int)(pr % KV), G = H / KV;
+    const float nrm = vnorm[pr];
+    const bool clamped = !(nrm > NORM_EPS);
+    const float den = clamped ? NORM_EPS : nrm;
+    float vn[8], dvn[8], yy[8], dd[8], prev[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    load8(vn, v + pr * HD + part * 8);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        vn[i] /= den;
+        dvn[i] = 0.f;
+    }
+    for (int g = 0; g < G; g++) {
+        const size_t off = (n * H + (size_t)kh * G + g) * HD + part * 8;
+        load8(yy, y + off);
+        load8(dd, dout + off);
+        float c = 0.f, gg = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            c += yy[i] * vn[i];
+            gg += dd[i] * vn[i];
+        }
+        c = sum8(c);
+        gg = sum8(gg);
+        if (accumulate && valid) load8(prev, dy + off);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            dvn[i] -= c * dd[i] + gg * yy[i];
+            dd[i] -= gg * vn[i];
+            if (accumulate) dd[i] += prev[i];
+        }
+        if (valid) store8(dy + off, dd);
+    }
+    float mdot = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) mdot += vn[i] * dvn[i];
+    mdot = sum8(mdot);
+    if (clamped) mdot = 0.f;
+    if (accumulate && valid) load8(prev, dv + pr * HD + part * 8);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        dvn[i] = (dvn[i] - vn[i] * mdot) / den;
+        if (accumulate) dvn[i] += prev[i];
+    }
+    if (valid) store8(dv + pr * HD + part * 8, dvn);
+}
+
+// ----------------------------------------------------------------------------
+// shape checks shared by the launchers
+
+inline void check_shapes(const char *who, int B, int T, int H, int KV, int hd) {
+    if (hd != HD) fatal_config("attention.cuh: %s: head_dim %d unsupported (the kernels are built for %d)", who, hd, HD);
+    if (B < 1 || T < 1 || H < 1 || KV < 1 || H % KV != 0)
+        fatal_config("attention.cuh: %s: bad shape B=%d T=%d H=%d KV=%d (need >= 1 and H %% KV == 0)", who, B, T, H, KV);
+    if (B > 65535 || H > 65535) fatal_config("attention.cuh: %s: B=%d or H=%d exceeds the grid limit 65535", who, B, H);
+}
+inline void check_aligned(const char *who, const void *p, const char *name) {
+    if ((uintptr_t)p % 16 != 0) fatal_config("attention.cuh: %s: %s is not 16-byte aligned", who, name);
+}
+
+}  // namespace attn
+
+// ----------------------------------------------------------------------------
+// kernel launchers
+
+// out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV)
+inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+    using namespace attn;
+    check_shapes("attention_forward", B, T, H, KV, hd);
+    check_aligned("attention_forward", out, "out");
+    check_aligned("attention_forward", q, "q");
+    check_aligned("attention_forward", k, "k");
+    check_aligned("attention_forward", v, "v");
+    static bool configured = false;  // the kernel needs more than the default 48 KB of shared memory
+    if (!configured) {
+        cudaCheck(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FWD_SMEM));
+        configured = true;
+    }
+    dim3 grid(H, B, ceil_div(T, FWD_BR));
+    attention_forward_kernel<<<grid, FWD_THREADS, FWD_SMEM, stream>>>(out, lse, q, k, v, T, H, KV);
+    cudaCheckLaunch();
+}
+
+// fp32 scratch the backward needs: the dQ accumulator (B,T,H,hd) + D and lse2 (B,H,T) each
+inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
+    return (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
+}
+
+// dq, dk, dv <- gradients of attention_forward given dout, its inputs, its out and lse.
+// accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
+// onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
+// 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
+template <int KEY_WARPS = attn::BWD_KEY_WARPS>
+inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
+                               const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
+                               float *scratch, bool accumulate, cudaStream_t stream) {
+    using namespace attn;
+    const char *who = "attention_backward";
+    check_shapes(who, B, T, H, KV, hd);
+    const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out, scratch};
+    const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v", "out", "scratch"};
+    for (int i = 0; i < 9; i++) check_aligned(who, ptrs[i], names[i]);
+    float *dq_acc = scratch;
+    float *Dd = dq_acc + (size_t)B * T * H * hd;
+    float *lse2 = Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
+    const size_t rows = (size_t)B * T * H;
+
+    const int pre_threads = 256;
+    attention_backward_preprocess_kernel<<<ceil_div(rows * 8, pre_threads), pre_threads, 0, stream>>>(
+        Dd, lse2, dq_acc, dout, out, lse, B, T, H);
+    cudaCheckLaunch();
+
+    constexpr int smem = bwd_smem_bytes(KEY_WARPS);
+    static bool configured = false;
+    if (!configured) {
+        cudaCheck(cudaFuncSetAttribute(attention_backward_kernel<KEY_WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       smem));
+        configured = true;
+    }
+    dim3 grid(KV, B, ceil_div(T, 16 * KEY_WARPS));
+    attention_backward_kernel<KEY_WARPS><<<grid, KEY_WARPS * 32, smem, stream>>>(dk, dv, dq_acc, dout, q, k, v, lse2, Dd, T,
+                                                                                  H, KV, accumulate);
+    cudaCheckLaunch();
+
+    const size_t n8 = rows * hd / 8;
+    attention_backward_dq_kernel<<<ceil_div(n8, 256), 256, 0, stream>>>(dq, dq_acc, n8, accumulate);
+    cudaCheckLaunch();
+}
+
+// out (N,H,hd) bf16 = y - (y . vn) vn, vn = v / max(|v|, 1e-12) (v (N,KV,hd)); vnorm (N,KV) fp32 = |v|
+inline void xsa_forward(__nv_bfloat16 *out, float *vnorm, const __nv_bfloat16 *y, const __nv_bfloat16 *v, int N, int H,
+                        int KV, int hd, cudaStream_t stream) {
+    using namespace attn;
+    check_shapes("xsa_forward", 1, N, H, KV, hd);
+    check_aligned("xsa_forward", out, "out");
+    check_aligned("xsa_forward", y, "y");
+    check_aligned("xsa_forward", v, "v");
+    const size_t threads = (size_t)N * KV * 8;
+    xsa_forward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(out, vnorm, y, v, N, H, KV);
+    cudaCheckLaunch();
+}
+
+// dy (N,H,hd), dv (N,KV,hd) <- gradients of xsa_forward given dout; accumulate = true adds to
+// them (as the CPU twin does), false overwrites.
+inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *y,
+                         const __nv_bfloat16 *v, const float *vnorm, int N, int H, int KV, int hd, bool accumulate,
+                         cudaStream_t stream) {
+    using namespace attn;
+    check_shapes("xsa_backward", 1, N, H, KV, hd);
+    const void *ptrs[] = {dy, dv, dout, y, v};
+    const char *names[] = {"dy", "dv", "dout", "y", "v"};
+    for (int i = 0; i < 5; i++) check_aligned("xsa_backward", ptrs[i], names[i]);
+    const size_t threads = (size_t)N * KV * 8;
+    xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate);
+    cudaCheckLaunch();
+}

@@ -1,0 +1,418 @@
+// dev/attention.cu: checks and benchmarks for common/attention.cuh (causal flash attention with
+// GQA, forward and backward, and XSA), against attention_*_cpu / xsa_*_cpu in model_cpu.h.
+//
+// Versions:
+//   version 0: the shipping launchers of common/attention.cuh (FlashAttention-2 style: mma.sync
+//              m16n8k16 tensor cores, cp.async double buffering, online softmax; the backward
+//              with 8 key warps per CTA, and its 4-key-warp variant "0/kw4" for comparison)
+//   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
+//              the keys with an online softmax; the backward is one thread per query row (D, dq)
+//              and one thread per key row (dk, dv), all in fp32 on the CUDA cores
+// Both are checked against the CPU reference (float math on the same bf16-rounded inputs) at
+// awkward shapes (T = 1, 17, 200, 1030, 2048, 4096; H/KV = 8/4, 4/4, 8/2), with outputs
+// poisoned with NaN first, then benchmarked at the seed shape (B=48, T=2048, H=8, KV=4, hd=64).
+//
+//   make build/dev_attention && build/dev_attention               # checks, then benchmarks
+//   build/dev_attention --check-only | --bench-only
+//   build/dev_attention --check-only --small      # only T <= 200 (quick, e.g. under compute-sanitizer)
+//
+// Exits non-zero when any check fails.
+#include "check.cuh"
+
+#include "../common/attention.cuh"
+#include "../common/model_cpu.h"
+
+typedef __nv_bfloat16 bf16;
+static const int HD = 64;
+
+// ----------------------------------------------------------------------------
+// version 1: naive kernels
+
+// one thread per (b, h, t), t fastest so a warp's threads read the same key rows
+__global__ void attention_forward_naive_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
+                                               int T, int H, int KV) {
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long)B * H * T) return;
+    const int t = (int)(idx % T), h = (int)(idx / T % H), b = (int)(idx / ((long)T * H));
+    const int kh = h / (H / KV);
+    // seek to q[b,t,h,:]
+    const bf16 *qt = q + (((size_t)b * T + t) * H + h) * HD;
+    float qv[HD], o[HD];
+    for (int i = 0; i < HD; i++) {
+        qv[i] = __bfloat162float(qt[i]) * 0.125f;
+        o[i] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (int s = 0; s <= t; s++) {
+        const bf16 *ks = k + (((size_t)b * T + s) * KV + kh) * HD;
+        const bf16 *vs = v + (((size_t)b * T + s) * KV + kh) * HD;
+        float sc = 0.f;
+        for (int i = 0; i < HD; i++) sc += qv[i] * __bfloat162float(ks[i]);
+        const float mn = fmaxf(m, sc), alpha = expf(m - mn), p = expf(sc - mn);
+        l = l * alpha + p;
+        for (int i = 0; i < HD; i++) o[i] = o[i] * alpha + p * __bfloat162float(vs[i]);
+        m = mn;
+    }
+    bf16 *ot = out + (((size_t)b * T + t) * H + h) * HD;
+    for (int i = 0; i < HD; i++) ot[i] = __float2bfloat16(o[i] / l);
+    lse[((size_t)b * H + h) * T + t] = m + logf(l);
+}
+
+// one thread per (b, h, t): D = dout . out, then dq = sum_s dS[t,s] k[s] / 8
+__global__ void attention_backward_naive_dq_kernel(bf16 *dq, float *Dbuf, const bf16 *dout, const bf16 *q, const bf16 *k,
+                                                   const bf16 *v, const bf16 *out, const float *lse, int B, int T, int H,
+                                                   int KV) {
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long)B * H * T) return;
+    const int t = (int)(idx % T), h = (int)(idx / T % H), b = (int)(idx / ((long)T * H));
+    const int kh = h / (H / KV);
+    const size_t row = (((size_t)b * T + t) * H + h) * HD;
+    float D = 0.f;
+    for (int i = 0; i < HD; i++) D += __bfloat162float(dout[row + i]) * __bfloat162float(out[row + i]);
+    const size_t li = ((size_t)b * H + h) * T + t;
+    Dbuf[li] = D;
+    const float L = lse[li];
+    float acc[HD];
+    for (int i = 0; i < HD; i++) acc[i] = 0.f;
+    for (int s = 0; s <= t; s++) {
+        const size_t kr = (((size_t)b * T + s) * KV + kh) * HD;
+        float sc = 0.f, dp = 0.f;
+        for (int i = 0; i < HD; i++) {
+            sc += __bfloat162float(q[row + i]) * __bfloat162float(k[kr + i]);
+            dp += __bfloat162float(dout[row + i]) * __bfloat162float(v[kr + i]);
+        }
+        const float ds = expf(sc * 0.125f - L) * (dp - D);
+        for (int i = 0; i < HD; i++) acc[i] += ds * __bfloat162float(k[kr + i]);
+    }
+    for (int i = 0; i < HD; i++) dq[row + i] = __float2bfloat16(acc[i] * 0.125f);
+}
+
+// one thread per (b, kh, s): dv = sum P dout, dk = sum dS q / 8 over the group's heads and t >= s
+__global__ void attention_backward_naive_dkv_kernel(bf16 *dk, bf16 *dv, const float *Dbuf, const bf16 *dout, const bf16 *q,
+                                                    const bf16 *k, const bf16 *v, const float *lse, int B, int T, int H,
+                                                    int KV) {
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long)B * KV * T) return;
+    const int s = (int)(idx % T), kh = (int)(idx / T % KV), b = (int)(idx / ((long)T * KV));
+    const int G = H / KV;
+    const size_t kr = (((size_t)b * T + s) * KV + kh) * HD;
+    float dka[HD], dva[HD];
+    for (int i = 0; i < HD; i++) dka[i] = dva[i] = 0.f;
+    for (int h = kh * G; h < (kh + 1) * G; h++) {
+        for (int t = s; t < T; t++) {
+            const size_t row = (((size_t)b * T + t) * H + h) * HD, li = ((size_t)b * H + h) * T + t;
+            float sc = 0.f, dp = 0.f;
+            for (int i = 0; i < HD; i++) {
+                sc += __bfloat162float(q[row + i]) * __bfloat162float(k[kr + i]);
+                dp += __bfloat162float(dout[row + i]) * __bfloat162float(v[kr + i]);
+            }
+            const float p = expf(sc * 0.125f - lse[li]), ds = p * (dp - Dbuf[li]);
+            for (int i = 0; i < HD; i++) {
+                dva[i] += p * __bfloat162float(dout[row + i]);
+                dka[i] += ds * __bfloat162float(q[row + i]);
+            }
+        }
+    }
+    for (int i = 0; i < HD; i++) {
+        dk[kr + i] = __float2bfloat16(dka[i] * 0.125f);
+        dv[kr + i] = __float2bfloat16(dva[i]);
+    }
+}
+
+void attention_forward_naive(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int H,
+                             int KV) {
+    const long n = (long)B * H * T;
+    attention_forward_naive_kernel<<<ceil_div(n, 128), 128>>>(out, lse, q, k, v, B, T, H, KV);
+    cudaCheckLaunch();
+}
+// Dbuf: (B, H, T) floats of scratch
+void attention_backward_naive(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+                              const bf16 *out, const float *lse, int B, int T, int H, int KV, float *Dbuf) {
+    attention_backward_naive_dq_kernel<<<ceil_div((long)B * H * T, 128), 128>>>(dq, Dbuf, dout, q, k, v, out, lse, B, T, H,
+                                                                                 KV);
+    cudaCheckLaunch();
+    attention_backward_naive_dkv_kernel<<<ceil_div((long)B * KV * T, 128), 128>>>(dk, dv, Dbuf, dout, q, k, v, lse, B, T,
+                                                                                  H, KV);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// host helpers
+
+static void round_bf16(std::vector<float> &x) {
+    for (float &e : x) e = __bfloat162float(__float2bfloat16(e));
+}
+// a device buffer with its host mirror for readback
+template <typename T>
+struct DevBuf {
+    T *d = nullptr;
+    size_t n = 0;
+    explicit DevBuf(size_t n_) : n(n_) { cudaCheck(cudaMalloc(&d, std::max<size_t>(n, 1) * sizeof(T))); }
+    ~DevBuf() { cudaFreeCheck(d); }
+    DevBuf(const DevBuf &) = delete;
+    DevBuf &operator=(const DevBuf &) = delete;
+};
+static std::vector<float> download(const DevBuf<bf16> &b) {
+    std::vector<float> h(b.n);
+    from_device_bf16(h.data(), b.d, b.n);
+    return h;
+}
+static std::vector<float> download(const DevBuf<float> &b) {
+    std::vector<float> h(b.n);
+    cudaCheck(cudaMemcpy(h.data(), b.d, b.n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+static void upload(DevBuf<bf16> &b, const std::vector<float> &h) { to_device_bf16(b.d, h.data(), b.n); }
+static void upload(DevBuf<float> &b, const std::vector<float> &h) {
+    cudaCheck(cudaMemcpy(b.d, h.data(), b.n * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+// bf16 outputs. The flash kernels round P and dS to bf16 before their tensor-core products (as
+// FlashAttention-2 does), so an output carries errors of ~2^-9 relative to the size of the terms
+// it sums, not to its own value: an element whose terms nearly cancel can be off by more than 1%
+// of itself (seen: a few elements per million at 1e-2 rel + 2e-2 rms). So the elementwise test is
+// |got - ref| <= 1e-2 |ref| + 1e-2 max|ref| (NaN, garbage, wrong or missing rows fail it), and the
+// aggregate relative L2 error must stay under 5e-3 (2.5 x 2^-9; a systematic error fails it; the
+// observed values are ~2.3e-3 for the flash kernels and ~1.6e-3 for the fp32 naive ones, whose
+// only rounding is that of the bf16 output).
+static bool check_bf16(const std::string &name, const std::vector<float> &got, const std::vector<float> &ref) {
+    double mx = 0, num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        mx = std::max(mx, (double)std::fabs(ref[i]));
+        num += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    bool ok = validate(name.c_str(), got.data(), ref.data(), ref.size(), 1e-2, 1e-2 * mx + 1e-6);
+    // the reference's rms is floored at 1e-3: at T = 1, dq = dk = 0 and y - (y.vn)vn = 0 exactly,
+    // and their fp32 rounding noise (~1e-7) must not count as a 100% error
+    const double rel = std::sqrt(num / std::max(den, 1e-6 * (double)ref.size()));
+    if (ok && !(rel <= 5e-3)) {
+        printf("  FAIL %-28s relative L2 error %.3g > 5e-3\n", name.c_str(), rel);
+        ok = false;
+    }
+    return ok;
+}
+static bool check_f32(const std::string &name, const std::vector<float> &got, const std::vector<float> &ref, double rtol,
+                      double atol) {
+    return validate(name.c_str(), got.data(), ref.data(), ref.size(), rtol, atol);
+}
+
+// ----------------------------------------------------------------------------
+// one check case
+
+struct Case {
+    int B, T, H, KV;
+    float qk_std;  // std of q and k: 1 gives scores of std 1; larger makes the softmax peaky
+    bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
+};
+
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1 };
+static const char *version_name(int v) { return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : "v1"; }
+
+static bool run_case(const Case &c) {
+    const int B = c.B, T = c.T, H = c.H, KV = c.KV, N = B * T;
+    const size_t nq = (size_t)N * H * HD, nkv = (size_t)N * KV * HD, nl = (size_t)B * H * T;
+    char tag[96];
+    snprintf(tag, sizeof tag, "B=%d T=%d H=%d KV=%d%s", B, T, H, KV, c.qk_std != 1.f ? " peaky" : "");
+    printf("case %s\n", tag);
+    bool ok = true;
+
+    // inputs, rounded to bf16 so the CPU sees exactly what the GPU sees
+    std::vector<float> q(nq), k(nkv), v(nkv), dout(nq);
+    fill_normal(q, c.qk_std);
+    fill_normal(k, c.qk_std);
+    fill_normal(v);
+    fill_normal(dout);
+    if (T > 3)  // one zero value row: XSA's clamped-norm path (and a harmless value for attention)
+        for (int i = 0; i < HD; i++) v[((size_t)3 * KV + 0) * HD + i] = 0.f;
+    round_bf16(q);
+    round_bf16(k);
+    round_bf16(v);
+    round_bf16(dout);
+
+    // CPU reference: forward, then the backward from the bf16-rounded reference output (the
+    // GPU backward gets the same out and lse, so its check does not depend on the forward's)
+    std::vector<float> out_ref(nq), lse_ref(nl);
+    attention_forward_cpu(out_ref.data(), lse_ref.data(), q.data(), k.data(), v.data(), B, T, H, KV, HD);
+    std::vector<float> out_b = out_ref;
+    round_bf16(out_b);
+    std::vector<float> dq_ref(nq, 0.f), dk_ref(nkv, 0.f), dv_ref(nkv, 0.f);
+    attention_backward_cpu(dq_ref.data(), dk_ref.data(), dv_ref.data(), dout.data(), q.data(), k.data(), v.data(),
+                           out_b.data(), lse_ref.data(), B, T, H, KV, HD);
+
+    DevBuf<bf16> d_q(nq), d_k(nkv), d_v(nkv), d_dout(nq), d_outb(nq), d_out(nq), d_dq(nq), d_dk(nkv), d_dv(nkv);
+    DevBuf<float> d_lse_ref(nl), d_lse(nl), d_scratch(attention_backward_scratch_floats(B, T, H, HD));
+    upload(d_q, q);
+    upload(d_k, k);
+    upload(d_v, v);
+    upload(d_dout, dout);
+    upload(d_outb, out_b);
+    upload(d_lse_ref, lse_ref);
+
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_NAIVE}) {
+        const std::string vn = std::string(version_name(ver)) + " ";
+        if (ver != V_SHIP_KW4) {  // the kw4 variant differs in the backward only
+            poison(d_out.d, nq);
+            poison(d_lse.d, nl);
+            if (ver == V_SHIP) attention_forward(d_out.d, d_lse.d, d_q.d, d_k.d, d_v.d, B, T, H, KV, HD, 0);
+            else attention_forward_naive(d_out.d, d_lse.d, d_q.d, d_k.d, d_v.d, B, T, H, KV);
+            cudaCheck(cudaDeviceSynchronize());
+            ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
+            ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
+        }
+        poison(d_dq.d, nq);
+        poison(d_dk.d, nkv);
+        poison(d_dv.d, nkv);
+        if (ver == V_SHIP)
+            attention_backward(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV, HD,
+                               d_scratch.d, false, 0);
+        else if (ver == V_SHIP_KW4)
+            attention_backward<4>(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV,
+                                  HD, d_scratch.d, false, 0);
+        else
+            attention_backward_naive(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H,
+                                     KV, d_scratch.d);
+        cudaCheck(cudaDeviceSynchronize());
+        ok &= check_bf16(vn + "bwd dq", download(d_dq), dq_ref);
+        ok &= check_bf16(vn + "bwd dk", download(d_dk), dk_ref);
+        ok &= check_bf16(vn + "bwd dv", download(d_dv), dv_ref);
+        if (ver == V_SHIP) {
+            // dk and dv have one writer per element: a second run must match bit for bit
+            std::vector<float> dk1 = download(d_dk), dv1 = download(d_dv);
+            attention_backward(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV,
+                               HD, d_scratch.d, false, 0);
+            const bool same = download(d_dk) == dk1 && download(d_dv) == dv1;
+            printf("  %-4s %-28s %s\n", same ? "ok" : "FAIL", "v0 bwd dk/dv deterministic", same ? "bitwise equal" : "differ");
+            ok &= same;
+        }
+    }
+
+    // XSA on y = the (bf16) attention output, the same v (with its zero row)
+    std::vector<float> xo_ref(nq), vnorm_ref((size_t)N * KV);
+    xsa_forward_cpu(xo_ref.data(), vnorm_ref.data(), out_b.data(), v.data(), N, H, KV, HD);
+    DevBuf<bf16> d_xo(nq), d_dy(nq), d_dvx(nkv);
+    DevBuf<float> d_vnorm((size_t)N * KV), d_vnorm_ref((size_t)N * KV);
+    poison(d_xo.d, nq);
+    poison(d_vnorm.d, d_vnorm.n);
+    xsa_forward(d_xo.d, d_vnorm.d, d_outb.d, d_v.d, N, H, KV, HD, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    ok &= check_bf16("xsa fwd out", download(d_xo), xo_ref);
+    ok &= check_f32("xsa fwd vnorm", download(d_vnorm), vnorm_ref, 1e-5, 1e-6);
+    std::vector<float> dy_ref(nq, 0.f), dvx_ref(nkv, 0.f);
+    xsa_backward_cpu(dy_ref.data(), dvx_ref.data(), dout.data(), out_b.data(), v.data(), vnorm_ref.data(), N, H, KV, HD);
+    upload(d_vnorm_ref, vnorm_ref);
+    poison(d_dy.d, nq);
+    poison(d_dvx.d, nkv);
+    xsa_backward(d_dy.d, d_dvx.d, d_dout.d, d_outb.d, d_v.d, d_vnorm_ref.d, N, H, KV, HD, false, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    ok &= check_bf16("xsa bwd dy", download(d_dy), dy_ref);
+    ok &= check_bf16("xsa bwd dv", download(d_dvx), dvx_ref);
+
+    if (c.chain) {
+        // the training order: dv <- xsa_backward (overwrite), then attention_backward adds its
+        // dq, dk, dv (accumulate) onto dq, dk that already hold something
+        std::vector<float> dq0(nq), dk0(nkv);
+        fill_normal(dq0, 0.1f);
+        fill_normal(dk0, 0.1f);
+        round_bf16(dq0);
+        round_bf16(dk0);
+        std::vector<float> cdq = dq0, cdk = dk0, cdv(nkv, 0.f), cdy(nq, 0.f);
+        xsa_backward_cpu(cdy.data(), cdv.data(), dout.data(), out_b.data(), v.data(), vnorm_ref.data(), N, H, KV, HD);
+        round_bf16(cdy);  // the GPU hands attention a bf16 datt
+        attention_backward_cpu(cdq.data(), cdk.data(), cdv.data(), cdy.data(), q.data(), k.data(), v.data(), out_b.data(),
+                               lse_ref.data(), B, T, H, KV, HD);
+        upload(d_dq, dq0);
+        upload(d_dk, dk0);
+        poison(d_dv.d, nkv);
+        poison(d_dy.d, nq);
+        xsa_backward(d_dy.d, d_dv.d, d_dout.d, d_outb.d, d_v.d, d_vnorm_ref.d, N, H, KV, HD, false, 0);
+        attention_backward(d_dq.d, d_dk.d, d_dv.d, d_dy.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV, HD,
+                           d_scratch.d, true, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        ok &= check_bf16("chain dq (accumulate)", download(d_dq), cdq);
+        ok &= check_bf16("chain dk (accumulate)", download(d_dk), cdk);
+        ok &= check_bf16("chain dv (xsa + attn)", download(d_dv), cdv);
+    }
+    return ok;
+}
+
+// ----------------------------------------------------------------------------
+// benchmarks at the seed shape
+
+static void bench_seed() {
+    const int B = 48, T = 2048, H = 8, KV = 4, N = B * T;
+    const size_t nq = (size_t)N * H * HD, nkv = (size_t)N * KV * HD, nl = (size_t)B * H * T;
+    printf("bench (seed shape B=%d T=%d H=%d KV=%d hd=%d; causal FLOPs fwd 4*B*H*T^2*hd/2, bwd 2.5x)\n", B, T, H, KV, HD);
+    std::vector<float> hq(nq), hk(nkv), hv(nkv);
+    fill_normal(hq);
+    fill_normal(hk);
+    fill_normal(hv);
+    DevBuf<bf16> q(nq), k(nkv), v(nkv), out(nq), dout(nq), dq(nq), dk(nkv), dv(nkv), xo(nq);
+    DevBuf<float> lse(nl), vnorm((size_t)N * KV), scratch(attention_backward_scratch_floats(B, T, H, HD));
+    upload(q, hq);
+    upload(k, hk);
+    upload(v, hv);
+    upload(dout, hq);  // any data will do for timing
+    const double fwd_flops = 4.0 * B * H * (double)T * T * HD / 2, bwd_flops = 2.5 * fwd_flops;
+    char shape[64];
+    snprintf(shape, sizeof shape, "B%d T%d H%d KV%d", B, T, H, KV);
+
+    float ms = bench_ms([&] { attention_forward(out.d, lse.d, q.d, k.d, v.d, B, T, H, KV, HD, 0); });
+    bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
+    ms = bench_ms([&] {
+        attention_backward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, lse.d, B, T, H, KV, HD, scratch.d, false, 0);
+    });
+    bench_row("attention_backward v0", shape, ms, 0, bwd_flops);
+    ms = bench_ms([&] {
+        attention_backward<4>(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, lse.d, B, T, H, KV, HD, scratch.d, false, 0);
+    });
+    bench_row("attention_backward v0/kw4", shape, ms, 0, bwd_flops);
+
+    // the naive version on fewer sequences (it is ~100x slower); its rate is what counts
+    const int Bn = 2;
+    char shape_n[64];
+    snprintf(shape_n, sizeof shape_n, "B%d T%d H%d KV%d", Bn, T, H, KV);
+    ms = bench_ms([&] { attention_forward_naive(out.d, lse.d, q.d, k.d, v.d, Bn, T, H, KV); }, 3);
+    bench_row("attention_forward v1", shape_n, ms, 0, fwd_flops * Bn / B);
+    ms = bench_ms([&] { attention_backward_naive(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, lse.d, Bn, T, H, KV, scratch.d); },
+                  3);
+    bench_row("attention_backward v1", shape_n, ms, 0, bwd_flops * Bn / B);
+
+    // XSA: memory-bound, fewest bytes = read y (+ dout), v (+ vnorm), write out (+ dv)
+    const double xf_bytes = 2.0 * nq * 2 + 2.0 * nkv + 4.0 * N * KV;
+    const double xb_bytes = 3.0 * nq * 2 + 2.0 * nkv * 2 + 4.0 * N * KV;
+    ms = bench_ms([&] { xsa_forward(xo.d, vnorm.d, out.d, v.d, N, H, KV, HD, 0); });
+    bench_row("xsa_forward", shape, ms, xf_bytes, 0);
+    ms = bench_ms([&] { xsa_backward(dq.d, dv.d, dout.d, out.d, v.d, vnorm.d, N, H, KV, HD, false, 0); });
+    bench_row("xsa_backward", shape, ms, xb_bytes, 0);
+}
+
+int main(int argc, char **argv) {
+    bool do_check = true, do_bench = true, small = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--check-only")) do_bench = false;
+        else if (!strcmp(argv[i], "--bench-only")) do_check = false;
+        else if (!strcmp(argv[i], "--small")) small = true;
+        else fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small)", argv[i]);
+    }
+    DeviceInfo di = device_info();
+    printf("device: %s (sm_%d%d, %d SMs)\n", di.name, di.cc_major, di.cc_minor, di.sm_count);
+    bool ok = true;
+    if (do_check) {
+        const Case cases[] = {
+            // one token: every row sees only itself (no chain: then y = v, xsa(attn(v)) is 0 and its
+            // v-gradient cancels down to rounding noise, which no relative test can judge)
+            {2, 1, 8, 4, 1.f, false},
+            {3, 17, 8, 2, 1.f, true},     // smaller than every tile, 4:1 GQA
+            {2, 200, 8, 4, 3.f, true},    // peaky softmax (scores of std 9), partial tiles
+            {1, 1030, 4, 4, 1.f, true},   // no GQA, T just past a multiple of every tile
+            {1, 2048, 8, 4, 1.f, false},  // the seed's T and heads
+            {1, 4096, 8, 2, 1.f, false},  // the longest sequence, 4:1 GQA
+        };
+        for (const Case &c : cases)
+            if (!small || c.T <= 200) ok &= run_case(c);
+        printf(ok ? "all attention checks passed\n" : "SOME ATTENTION CHECKS FAILED\n");
+    }
+    if (do_bench) bench_seed();
+    return ok ? 0 : 1;
+}

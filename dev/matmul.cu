@@ -1,0 +1,388 @@
+// dev/matmul.cu: checks and benchmarks of common/matmul.cuh (the cuBLASLt GEMMs).
+//
+// Versions checked, both through the SHIPPING launchers:
+//   1. cuBLASLt (the default path: heuristic algorithm cached per shape)
+//   2. the tiled fallback kernel (MatmulContext::force_fallback), which gemm() uses by itself
+//      when cuBLASLt has no algorithm for a problem
+// against the CPU references matmul_forward_cpu / matmul_backward_cpu (model_cpu.h, in double on
+// the same bf16-rounded inputs) and, for the general strided-batched gemm() with transposes,
+// alpha/beta and a separate C, a plain double loop written here (model_cpu.h has no such op).
+//
+// Tolerance, per element: |got - ref| <= rtol*|ref| + 1e-4 * (|alpha| sum_k |a_ik b_kj| + |beta c_ij|)
+//   rtol = 2^-7 for bf16 outputs: two roundings to bf16 (unit roundoff u = 2^-8), since with
+//   beta != 0 some cuBLASLt kernels round the product before adding C; 1e-6 for fp32 outputs;
+//   the second term bounds fp32 accumulation, including tensor cores' truncating adds, with room
+//   (their worst case is about K/8 * 2^-23 of the sum of magnitudes: 3e-5 at K = 2048).
+// A transposed or misplaced operand misses this by orders of magnitude; NaN never passes.
+//
+// Run:  make build/dev_matmul && ./build/dev_matmul          (checks, then benchmark rows)
+//       ./build/dev_matmul --no-bench                        (checks only)
+// Exit status: 0 when every check passes, 1 otherwise.
+#include "check.cuh"
+#include "../common/matmul.cuh"
+#include "../common/model_cpu.h"
+
+// ----------------------------------------------------------------------------
+// host helpers
+
+// n normal values already rounded to bf16 (so the CPU reference sees exactly the GPU's inputs)
+static std::vector<float> rand_bf16(size_t n, float std = 1.f) {
+    std::vector<float> v(n);
+    fill_normal(v, std);
+    for (float &x : v) x = __bfloat162float(__float2bfloat16(x));
+    return v;
+}
+static std::vector<double> to_double(const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); }
+static std::vector<double> abs_double(const std::vector<float> &v) {
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = std::fabs((double)v[i]);
+    return r;
+}
+static bf16 *dev_bf16(const std::vector<float> &h) {
+    bf16 *d;
+    cudaCheck(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(bf16)));
+    to_device_bf16(d, h.data(), h.size());
+    return d;
+}
+static float *dev_f32(const std::vector<float> &h) {
+    float *d;
+    cudaCheck(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(float)));
+    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+}
+static std::vector<float> host_f32(const float *d, size_t n) {
+    std::vector<float> h(n);
+    cudaCheck(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+static std::vector<float> host_bf16(const bf16 *d, size_t n) {
+    std::vector<float> h(n);
+    from_device_bf16(h.data(), d, n);
+    return h;
+}
+
+// The bound check described at the top. mag[i]: the magnitude sum that bounds accumulation error.
+static bool check_bound(const char *name, const std::vector<float> &got, const std::vector<double> &ref,
+                        const std::vector<double> &mag, double rtol, double cacc = 1e-4) {
+    size_t bad = 0, first = 0, n = ref.size();
+    double max_abs = 0, worst = 0, num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got[i], r = ref[i], d = std::fabs(g - r), bound = rtol * std::fabs(r) + cacc * mag[i];
+        bool ok = std::isfinite(g) && d <= bound;
+        if (!ok && bad++ == 0) first = i;
+        if (std::isfinite(g)) {
+            max_abs = std::max(max_abs, d);
+            if (bound > 0) worst = std::max(worst, d / bound);
+        }
+        num += d * d;
+        den += r * r;
+    }
+    double rel = std::sqrt(num / std::max(den, 1e-300));
+    if (bad) {
+        printf("  FAIL %-44s %zu/%zu outside the bound (first at %zu: got %.6g ref %.6g), max abs err %.3g, rel L2 %.3g\n", name, bad,
+               n, first, got[first], ref[first], max_abs, rel);
+        return false;
+    }
+    printf("  ok   %-44s n=%zu max abs err %.3g rel L2 %.3g (worst %.2f of the bound)\n", name, n, max_abs, rel, worst);
+    return true;
+}
+
+static const double BF16_RTOL = 1.0 / 128;  // 2u (see the top)
+static bool g_ok = true;
+static void record(bool ok) { g_ok = g_ok && ok; }
+
+// ----------------------------------------------------------------------------
+// nn.Linear forward and backward vs matmul_*_cpu
+
+static void check_forward(int N, int IC, int OC, bool relu) {
+    std::vector<float> x = rand_bf16((size_t)N * IC), w = rand_bf16((size_t)OC * IC);
+    bf16 *dx = dev_bf16(x), *dw = dev_bf16(w), *dout;
+    cudaCheck(cudaMalloc(&dout, (size_t)N * OC * sizeof(bf16)));
+    poison(dout, (size_t)N * OC);
+    matmul_forward(dout, dx, dw, N, IC, OC, 0, relu);
+    cudaCheck(cudaDeviceSynchronize());
+    std::vector<double> ref((size_t)N * OC), mag((size_t)N * OC);
+    std::vector<double> xd = to_double(x), wd = to_double(w), xa = abs_double(x), wa = abs_double(w);
+    matmul_forward_cpu<double>(ref.data(), xd.data(), wd.data(), N, IC, OC);
+    matmul_forward_cpu<double>(mag.data(), xa.data(), wa.data(), N, IC, OC);
+    if (relu) for (double &r : ref) r = std::max(r, 0.0);
+    char name[128];
+    snprintf(name, sizeof name, "forward%s N=%d IC=%d OC=%d", relu ? "+relu" : "", N, IC, OC);
+    record(check_bound(name, host_bf16(dout, (size_t)N * OC), ref, mag, BF16_RTOL));
+    cudaFreeCheck(dx); cudaFreeCheck(dw); cudaFreeCheck(dout);
+}
+
+// accumulate: outputs start from random values and the GEMMs add into them (beta = 1);
+// otherwise they start poisoned. which: 3 = both gradients, 1 = dinp only, 2 = dweight only.
+static void check_backward(int N, int IC, int OC, bool accumulate, int which = 3) {
+    std::vector<float> x = rand_bf16((size_t)N * IC), w = rand_bf16((size_t)OC * IC), dy = rand_bf16((size_t)N * OC);
+    std::vector<float> dx0 = rand_bf16((size_t)N * IC), dw0((size_t)OC * IC);
+    fill_normal(dw0, 3.f);
+    bf16 *d_x = dev_bf16(x), *d_w = dev_bf16(w), *d_dy = dev_bf16(dy), *d_dx = dev_bf16(dx0);
+    float *d_dw = dev_f32(dw0);
+    if (!accumulate) { poison(d_dx, (size_t)N * IC); poison(d_dw, (size_t)OC * IC); }
+    matmul_backward((which & 1) ? d_dx : nullptr, (which & 2) ? d_dw : nullptr, d_dy, d_x, d_w, N, IC, OC, accumulate, accumulate, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    // references: model_cpu's backward accumulates, so start it from the same initial values
+    std::vector<double> rdx((size_t)N * IC, 0.0), rdw((size_t)OC * IC, 0.0), mdx((size_t)N * IC, 0.0), mdw((size_t)OC * IC, 0.0);
+    if (accumulate) {
+        for (size_t i = 0; i < rdx.size(); i++) { rdx[i] = dx0[i]; mdx[i] = std::fabs(dx0[i]); }
+        for (size_t i = 0; i < rdw.size(); i++) { rdw[i] = dw0[i]; mdw[i] = std::fabs(dw0[i]); }
+    }
+    std::vector<double> xd = to_double(x), wd = to_double(w), dyd = to_double(dy), xa = abs_double(x), wa = abs_double(w), dya = abs_double(dy);
+    matmul_backward_cpu<double>(rdx.data(), rdw.data(), dyd.data(), xd.data(), wd.data(), N, IC, OC);
+    matmul_backward_cpu<double>(mdx.data(), mdw.data(), dya.data(), xa.data(), wa.data(), N, IC, OC);
+    char name[128];
+    const char *mode = accumulate ? "+=" : "=";
+    if (which & 1) {
+        snprintf(name, sizeof name, "backward dinp %s N=%d IC=%d OC=%d", mode, N, IC, OC);
+        record(check_bound(name, host_bf16(d_dx, (size_t)N * IC), rdx, mdx, BF16_RTOL));
+    } else {  // dinp was null: its buffer must be untouched
+        std::vector<float> got = host_bf16(d_dx, (size_t)N * IC);
+        bool same = accumulate ? std::equal(got.begin(), got.end(), dx0.begin()) : true;
+        if (!accumulate) for (float v : got) same = same && std::isnan(v);
+        printf("  %s %-44s\n", same ? "ok  " : "FAIL", "backward with dinp = null leaves it alone");
+        record(same);
+    }
+    if (which & 2) {
+        snprintf(name, sizeof name, "backward dW(fp32) %s N=%d IC=%d OC=%d", mode, N, IC, OC);
+        record(check_bound(name, host_f32(d_dw, (size_t)OC * IC), rdw, mdw, 1e-6));
+    }
+    cudaFreeCheck(d_x); cudaFreeCheck(d_w); cudaFreeCheck(d_dy); cudaFreeCheck(d_dx); cudaFreeCheck(d_dw);
+}
+
+// ----------------------------------------------------------------------------
+// the general strided-batched gemm() vs a plain double loop
+
+static void gemm_ref(std::vector<double> &d, std::vector<double> &mag, const std::vector<float> &a, bool ta, const std::vector<float> &b,
+                     bool tb, const std::vector<float> &c, int M, int N, int K, double alpha, double beta, int batch, long long sa,
+                     long long sb, long long sd, bool relu) {
+#pragma omp parallel for collapse(2)
+    for (int z = 0; z < batch; z++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double s = 0, m = 0;
+                for (int k = 0; k < K; k++) {
+                    double av = ta ? a[z * sa + (size_t)k * M + i] : a[z * sa + (size_t)i * K + k];
+                    double bv = tb ? b[z * sb + (size_t)j * K + k] : b[z * sb + (size_t)k * N + j];
+                    s += av * bv;
+                    m += std::fabs(av * bv);
+                }
+                size_t o = z * sd + (size_t)i * N + j;
+                double cv = beta != 0 ? c[o] : 0.0;
+                double v = alpha * s + beta * cv;
+                d[o] = relu ? std::max(v, 0.0) : v;
+                mag[o] = std::fabs(alpha) * m + std::fabs(beta * cv);
+            }
+}
+
+// batch matrices with padding between them (strides larger than the matrices) to check strides
+static void check_gemm(int M, int N, int K, int batch, bool ta, bool tb, bool out_f32, float alpha, float beta, bool separate_c,
+                       bool relu) {
+    const long long pad = batch > 1 ? 7 : 0;
+    const long long sa = (long long)M * K + pad, sb = (long long)K * N + pad, sd = (long long)M * N + pad;
+    std::vector<float> a = rand_bf16(sa * batch), b = rand_bf16(sb * batch), c = rand_bf16(sd * batch), d0 = rand_bf16(sd * batch);
+    bf16 *da = dev_bf16(a), *db = dev_bf16(b);
+    void *dd, *dc = nullptr;
+    const size_t es = out_f32 ? 4 : 2, nd = (size_t)sd * batch;
+    cudaCheck(cudaMalloc(&dd, nd * es));
+    if (out_f32) {
+        float *t = dev_f32(separate_c ? d0 : c);
+        cudaCheck(cudaMemcpy(dd, t, nd * 4, cudaMemcpyDeviceToDevice));
+        cudaFreeCheck(t);
+        if (separate_c) dc = dev_f32(c);
+    } else {
+        bf16 *t = dev_bf16(separate_c ? d0 : c);
+        cudaCheck(cudaMemcpy(dd, t, nd * 2, cudaMemcpyDeviceToDevice));
+        cudaFreeCheck(t);
+        if (separate_c) dc = dev_bf16(c);
+    }
+    // with beta = 0 the output starts poisoned (C must not be read)
+    if (beta == 0.f) cudaCheck(cudaMemset(dd, 0xFF, nd * es));
+    gemm(dd, out_f32 ? CUDA_R_32F : CUDA_R_16BF, dc, da, ta, db, tb, M, N, K, alpha, beta, batch, sa, sb, sd,
+         relu ? GEMM_EPI_RELU : GEMM_EPI_NONE, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    std::vector<double> ref(nd), mag(nd);
+    gemm_ref(ref, mag, a, ta, b, tb, c, M, N, K, alpha, beta, batch, sa, sb, sd, relu);
+    std::vector<float> got = out_f32 ? host_f32((float *)dd, nd) : host_bf16((bf16 *)dd, nd);
+    // only the matrices are compared; the padding between them must be left alone
+    std::vector<float> g2;
+    std::vector<double> r2, m2;
+    bool pad_ok = true;
+    for (int z = 0; z < batch; z++) {
+        for (long long i = 0; i < (long long)M * N; i++) {
+            g2.push_back(got[z * sd + i]);
+            r2.push_back(ref[z * sd + i]);
+            m2.push_back(mag[z * sd + i]);
+        }
+        for (long long i = (long long)M * N; i < sd; i++) {
+            float before = separate_c ? d0[z * sd + i] : c[z * sd + i];
+            bool was_poison = beta == 0.f;
+            pad_ok = pad_ok && (was_poison ? std::isnan(got[z * sd + i]) : got[z * sd + i] == before);
+        }
+    }
+    char name[160];
+    snprintf(name, sizeof name, "gemm %s%s M=%d N=%d K=%d b=%d %s a=%g b=%g%s%s", ta ? "T" : "N", tb ? "T" : "N", M, N, K, batch,
+             out_f32 ? "f32" : "bf16", alpha, beta, separate_c ? " C" : "", relu ? " relu" : "");
+    record(check_bound(name, g2, r2, m2, out_f32 ? 1e-6 : BF16_RTOL));
+    if (!pad_ok) printf("  FAIL %-44s wrote between the batch matrices\n", name);
+    record(pad_ok);
+    cudaFreeCheck(da); cudaFreeCheck(db);
+    cudaCheck(cudaFree(dd));
+    if (dc) cudaCheck(cudaFree(dc));
+}
+
+// a view at an odd element offset (2-byte aligned pointers, odd leading dimensions)
+static void check_misaligned(int N, int IC, int OC) {
+    std::vector<float> x = rand_bf16((size_t)N * IC + 1), w = rand_bf16((size_t)OC * IC + 1);
+    bf16 *dx = dev_bf16(x), *dw = dev_bf16(w), *dout;
+    cudaCheck(cudaMalloc(&dout, ((size_t)N * OC + 1) * sizeof(bf16)));
+    poison(dout, (size_t)N * OC + 1);
+    matmul_forward(dout + 1, dx + 1, dw + 1, N, IC, OC, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    std::vector<double> xd(x.begin() + 1, x.end()), wd(w.begin() + 1, w.end()), ref((size_t)N * OC), mag((size_t)N * OC);
+    std::vector<double> xa(xd), wa(wd);
+    for (double &v : xa) v = std::fabs(v);
+    for (double &v : wa) v = std::fabs(v);
+    matmul_forward_cpu<double>(ref.data(), xd.data(), wd.data(), N, IC, OC);
+    matmul_forward_cpu<double>(mag.data(), xa.data(), wa.data(), N, IC, OC);
+    std::vector<float> got = host_bf16(dout, (size_t)N * OC + 1);
+    char name[128];
+    snprintf(name, sizeof name, "forward, odd offsets N=%d IC=%d OC=%d", N, IC, OC);
+    record(check_bound(name, std::vector<float>(got.begin() + 1, got.end()), ref, mag, BF16_RTOL));
+    if (!std::isnan(got[0])) { printf("  FAIL %-44s wrote before the output view\n", name); record(false); }
+    cudaFreeCheck(dx); cudaFreeCheck(dw); cudaFreeCheck(dout);
+}
+
+// same inputs twice -> bitwise the same output (the cached algorithm is reused)
+static void check_deterministic(int N, int IC, int OC) {
+    std::vector<float> x = rand_bf16((size_t)N * IC), dy = rand_bf16((size_t)N * OC);
+    bf16 *d_x = dev_bf16(x), *d_dy = dev_bf16(dy);
+    float *dw;
+    cudaCheck(cudaMalloc(&dw, (size_t)OC * IC * sizeof(float)));
+    std::vector<float> runs[2];
+    for (int r = 0; r < 2; r++) {
+        matmul_backward(nullptr, dw, d_dy, d_x, nullptr, N, IC, OC, false, false, 0);
+        runs[r] = host_f32(dw, (size_t)OC * IC);
+    }
+    bool same = memcmp(runs[0].data(), runs[1].data(), runs[0].size() * sizeof(float)) == 0;
+    printf("  %s %-44s\n", same ? "ok  " : "FAIL", "dW twice: bitwise identical");
+    record(same);
+    cudaFreeCheck(d_x); cudaFreeCheck(d_dy); cudaFreeCheck(dw);
+}
+
+static void run_checks(const char *version) {
+    printf("%s\n", version);
+    // forward: awkward shapes first, then model-like ones (bigram 128 -> 512, c_k, fc, proj)
+    check_forward(333, 96, 130, false);
+    check_forward(333, 96, 130, true);
+    check_forward(1, 7, 5, false);
+    check_forward(517, 128, 512, false);
+    check_forward(256, 512, 256, false);
+    check_forward(1024, 512, 1536, true);
+    check_forward(300, 1536, 512, false);
+    // backward
+    check_backward(333, 96, 130, false);
+    check_backward(333, 96, 130, true);
+    check_backward(1, 7, 5, true);
+    check_backward(2048, 512, 1536, true);
+    check_backward(777, 1536, 512, false);
+    check_backward(300, 512, 1024, false, 2);  // tied head's dW alone (dinp null)
+    check_backward(300, 130, 96, true, 1);     // dinp alone (dweight null)
+    // general strided-batched: the four transpose combinations, both output types
+    for (int t = 0; t < 4; t++) {
+        check_gemm(130, 96, 333, 3, t & 1, t & 2, false, 1.f, 0.f, false, false);
+        check_gemm(130, 96, 333, 3, t & 1, t & 2, true, 0.5f, -0.75f, true, false);
+    }
+    check_gemm(96, 96, 130, 3, false, true, false, 2.0315f, -4.775f, true, false);  // Newton-Schulz's B = c*A@A + b*A
+    check_gemm(64, 130, 64, 2, false, false, false, 1.f, 3.4445f, true, false);    // X' = B@X + a*X
+    check_gemm(57, 33, 21, 1, false, false, false, 1.f, 1.f, false, true);         // in-place += with relu
+    check_gemm(1, 1, 1, 5, true, true, true, 1.f, 0.f, false, false);
+    check_misaligned(45, 33, 17);
+    check_deterministic(1000, 96, 130);
+}
+
+// ----------------------------------------------------------------------------
+// benchmarks at the seed shapes (one H200 micro-batch: N = 48 x 2048 tokens)
+
+// Newton-Schulz coefficients for the batched rows (optim.cuh has the shipping ones)
+static const float NS_A_BENCH = 3.4445f, NS_B_BENCH = -4.7750f, NS_C_BENCH = 2.0315f;
+
+static void bench() {
+    const int N = 48 * 2048;
+    struct Lin { const char *name; int IC, OC; };
+    const Lin lins[] = {{"c_q / attn.proj", 512, 512}, {"c_k / c_v", 512, 256}, {"mlp.fc", 512, 1536}, {"mlp.proj", 1536, 512},
+                        {"head (tied)", 512, 1024}, {"bigram.proj", 128, 512}};
+    size_t max_in = 0, max_out = 0, max_w = 0;
+    for (const Lin &l : lins) {
+        max_in = std::max(max_in, (size_t)N * l.IC);
+        max_out = std::max(max_out, (size_t)N * l.OC);
+        max_w = std::max(max_w, (size_t)l.IC * l.OC);
+    }
+    bf16 *x, *y, *dy, *dx, *w;
+    float *dw;
+    cudaCheck(cudaMalloc(&x, max_in * sizeof(bf16)));
+    cudaCheck(cudaMalloc(&dx, max_in * sizeof(bf16)));
+    cudaCheck(cudaMalloc(&y, max_out * sizeof(bf16)));
+    cudaCheck(cudaMalloc(&dy, max_out * sizeof(bf16)));
+    cudaCheck(cudaMalloc(&w, max_w * sizeof(bf16)));
+    cudaCheck(cudaMalloc(&dw, max_w * sizeof(float)));
+    {  // random operands (zeros would flatter the tensor cores' power draw)
+        std::vector<float> h(std::max(max_in, max_out));
+        fill_normal(h);
+        to_device_bf16(x, h.data(), max_in);
+        to_device_bf16(dy, h.data(), max_out);
+        to_device_bf16(w, h.data(), max_w);
+        cudaCheck(cudaMemset(dw, 0, max_w * sizeof(float)));
+    }
+    printf("benchmarks (N = %d tokens; target >= 600 TFLOP/s for the large GEMMs)\n", N);
+    char shape[64];
+    for (const Lin &l : lins) {
+        const double flops = 2.0 * N * l.IC * l.OC;
+        snprintf(shape, sizeof shape, "%d x %d -> %d", N, l.IC, l.OC);
+        char kname[64];
+        snprintf(kname, sizeof kname, "fwd %s", l.name);
+        bench_row(kname, shape, bench_ms([&] { matmul_forward(y, x, w, N, l.IC, l.OC, 0); }), 0, flops);
+        snprintf(kname, sizeof kname, "bwd dinp %s", l.name);
+        bench_row(kname, shape, bench_ms([&] { matmul_backward(dx, nullptr, dy, x, w, N, l.IC, l.OC, false, false, 0); }), 0, flops);
+        snprintf(kname, sizeof kname, "bwd dW+= %s", l.name);
+        bench_row(kname, shape, bench_ms([&] { matmul_backward(nullptr, dw, dy, x, w, N, l.IC, l.OC, false, true, 0); }), 0, flops);
+    }
+    bench_row("fwd mlp.fc + relu", "98304 x 512 -> 1536",
+              bench_ms([&] { matmul_forward(y, x, w, N, 512, 1536, 0, true); }), 0, 2.0 * N * 512 * 1536);
+    // Newton-Schulz-like batched GEMMs: 11 matrices of 512 x 1536 (the fc / mlp.proj group)
+    {
+        const int B = 11, m = 512, n = 1536;
+        const long long sx = (long long)m * n, sa = (long long)m * m;
+        bf16 *A = y, *Bm = y + B * sa, *Y = dx;  // scratch views (sizes fit: checked below)
+        check_internal((size_t)2 * B * sa <= max_out && (size_t)B * sx <= max_in);
+        bench_row("NS A = X X^T (batch 11)", "512 x 1536", bench_ms([&] {
+                      gemm(A, CUDA_R_16BF, nullptr, x, false, x, true, m, m, n, 1.f, 0.f, B, sx, sx, sa, GEMM_EPI_NONE, 0);
+                  }), 0, 2.0 * B * m * m * n);
+        bench_row("NS B = cAA + bA (batch 11)", "512 x 512", bench_ms([&] {
+                      gemm(Bm, CUDA_R_16BF, A, A, false, A, false, m, m, m, NS_C_BENCH, NS_B_BENCH, B, sa, sa, sa, GEMM_EPI_NONE, 0);
+                  }), 0, 2.0 * B * m * m * m);
+        bench_row("NS Y = B X + aX (batch 11)", "512 x 1536", bench_ms([&] {
+                      gemm(Y, CUDA_R_16BF, x, Bm, false, x, false, m, n, m, 1.f, NS_A_BENCH, B, sa, sx, sx, GEMM_EPI_NONE, 0);
+                  }), 0, 2.0 * B * m * m * n);
+    }
+    cudaFreeCheck(x); cudaFreeCheck(dx); cudaFreeCheck(y); cudaFreeCheck(dy); cudaFreeCheck(w); cudaFreeCheck(dw);
+}
+
+int main(int argc, char **argv) {
+    bool do_bench = !(argc > 1 && !strcmp(argv[1], "--no-bench"));
+    DeviceInfo dev = device_info();
+    printf("dev_matmul on %s (sm_%d%d, %d SMs)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count);
+    run_checks("version 1: cuBLASLt");
+    matmul_context().force_fallback = true;
+    run_checks("version 2: fallback kernel");
+    matmul_context().force_fallback = false;
+    if (!g_ok) {
+        printf("dev_matmul: FAILED\n");
+        return 1;
+    }
+    printf("dev_matmul: all checks passed\n");
+    if (do_bench) bench();
+    matmul_teardown();
+    return 0;
+}
