@@ -21,6 +21,9 @@ else
     echo "  skip  shared tokenizer not found at $SHARED_MODEL"
 fi
 
+if ! command -v spm_train >/dev/null 2>&1; then
+    skip "tokenizer: trained-model and malformed-file checks" "spm_train not installed (apt-get install sentencepiece)"
+else
 # a small BPE tokenizer with byte fallback, a user-defined and a control symbol, trained on a
 # text every Debian system ships (ASCII only, so accented letters later need byte pieces)
 TRAIN_TEXT=/usr/share/common-licenses/GPL-3
@@ -72,3 +75,4 @@ for flags in "--remove_extra_whitespaces=false" "--remove_extra_whitespaces=fals
         --model_prefix='$TD/ws' --model_type=bpe --vocab_size=360 --byte_fallback=true --character_coverage=1.0 \
         --minloglevel=2 $flags && $TOKCHECK decode '$TD/ws.model' '$TOK'"
 done
+fi

@@ -1,0 +1,1594 @@
+// layers.cuh: the memory-bound layers of the model on the GPU, forward and backward. Each launcher
+// is the twin of a *_cpu function in model_cpu.h (same name without _cpu, same layouts):
+//
+//   bigram_hash, embedding_forward/backward, encoder_forward/backward   the input embeddings
+//   rmsnorm_forward/backward                                           no weight, optional scale
+//   smear_forward/backward                                             SmearGate
+//   resid_mix_forward/backward                                         x_in = mix0*x + mix1*x0
+//   residual_scale_forward/backward                                    x + scale*y: attn/mlp scales, U-Net skips
+//   resid_mix_rmsnorm_forward, residual_scale_rmsnorm_forward          those two fused with the next rmsnorm
+//   scalar_scale_forward/backward                                      the value embedding's scalar scales
+//   relu2_forward/backward                                             relu(x)^2
+//   rope_tables, qk_norm_rope_gain_forward/backward                    per-head rmsnorm + partial RoPE + q_gain
+//
+// The GEMMs between them (bigram/VE projections, c_q/c_k/c_v, fc, proj, the head) live elsewhere.
+//
+// Embedding tables: the gathers (embedding_forward, encoder_forward) are templated on the table
+// type and read either the fp32 master or a bf16 copy. Use the bf16 copy that the tied head's
+// GEMM needs anyway: half the bytes, and it is what the reference computes with (its three
+// tables are bf16 parameters). Gradients always go to the fp32 tables.
+//
+// Precision (GPU.md): activations and activation gradients are bf16 in memory; every kernel
+// computes in fp32 and rounds once, when it stores. Parameters and parameter gradients are fp32.
+// Like the reference (which casts them to the activation dtype), control parameters (scales,
+// mix, smear gate, q_gain, the scalar scales) are rounded to bf16 before use.
+//
+// Conventions:
+//   - parameter gradients ACCUMULATE (+=), as on the CPU: the caller zeroes them once per step
+//     and the micro-steps add up;
+//   - an activation gradient is written, or added to what is already there when the launcher's
+//     `accumulate` flag says so (the residual stream's gradient has several sources);
+//   - reductions are deterministic, no float atomics anywhere. A parameter gradient that is a
+//     sum over the N = B*T rows (scales, mix, gate, q_gain, scalar scales) is summed per block,
+//     in a fixed order, into a scratch buffer; a second small kernel adds the block partials in
+//     block order. The grid is one full wave of the device (SMs x resident blocks), so results
+//     are bitwise reproducible on a given GPU model. The embedding gradients (a scatter-add: many
+//     tokens share a row) go through a stable counting sort of the ids (embedding_backward);
+//     it uses integer atomics only, whose results do not depend on their order;
+//   - bf16 tensors move 8 values (16 bytes) at a time, so their base pointers must be 16-byte
+//     aligned and their row length a multiple of 8 (both checked; cudaMalloc aligns to 256).
+//     fp32 parameters and gradients may sit anywhere: they are read one float at a time;
+//   - the launchers that reduce or sort take a DeviceScratch: caller-owned device memory of
+//     layers_scratch_bytes(...) bytes. Launchers on one stream may share it (each is done with it
+//     when the next starts); launchers running concurrently on different streams may not.
+#pragma once
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "cuda_utils.cuh"
+#include "model_cpu.h"  // RMS_EPS, ROPE_REF_LEN, BIGRAM_MUL_*, rope_tables_cpu
+
+typedef __nv_bfloat16 bf16;
+
+// ----------------------------------------------------------------------------
+// launch configuration
+
+constexpr int ELEM_THREADS = 256;        // flat elementwise kernels: one thread per 8 values
+constexpr int ROW_WARPS = 8;             // rmsnorm: one warp per row, 8 rows per block
+constexpr int RMS_CACHE = 4;             // 8-value vectors per lane rmsnorm keeps in registers (C <= 1024 read once)
+constexpr int RED_THREADS = 256;         // row-layout kernels (smear, resid_mix, residual_scale)
+constexpr int REDUCE_MAX_BLOCKS = 2048;  // at most this many partial sums per reduced value
+constexpr int QK_THREADS = 256;          // qk_norm_rope_gain: one thread per 8 values of a head
+constexpr int SORT_CHUNK = 1024;         // embedding sort: positions per block (one per thread)
+constexpr int EMB_PIECE = 64;            // embedding backward: sorted entries summed by one warp
+constexpr int EMB_WARPS = 4;             // embedding backward: pieces per block
+static_assert(RED_THREADS % 32 == 0 && QK_THREADS % 32 == 0 && ELEM_THREADS % 32 == 0, "blocks are whole warps");
+static_assert(SORT_CHUNK == 1024, "sort_place_kernel runs one thread per position of a chunk (<= 1024 threads)");
+static_assert(EMB_PIECE == 64, "embedding_backward_piece_kernel holds a piece in two registers per lane");
+
+// Caller-owned device scratch for the launchers that reduce or sort.
+struct DeviceScratch {
+    void *ptr = nullptr;
+    size_t bytes = 0;
+};
+
+// ----------------------------------------------------------------------------
+// device helpers
+
+namespace lyr {
+
+// 8 bf16 <-> 8 floats, one 16-byte access
+__device__ __forceinline__ void load8(float (&f)[8], const bf16 *p) {
+    const uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 t = __bfloat1622float2(h[j]);
+        f[2 * j] = t.x;
+        f[2 * j + 1] = t.y;
+    }
+}
+// 8 fp32 values of a parameter table that may be only 4-byte aligned
+__device__ __forceinline__ void load8(float (&f)[8], const float *p) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = p[j];
+}
+__device__ __forceinline__ void store8(bf16 *p, const float (&f)[8]) {
+    uint4 u;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
+    *reinterpret_cast<uint4 *>(p) = u;
+}
+__device__ __forceinline__ void zero8(float (&f)[8]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = 0.f;
+}
+// a control parameter as the reference uses it: cast to bf16
+__device__ __forceinline__ float rnd(float x) { return __bfloat162float(__float2bfloat16(x)); }
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float nan_value() { return __int_as_float(0x7fc00000); }
+
+// Butterfly reductions: every lane ends with the same bits (each step adds two equal-order
+// partials, and a + b == b + a exactly), so the result is deterministic.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over a 1-D block (whole warps), the same in every thread. sh: >= 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // sh may still be read by a previous call
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    return warp_sum(lane < nw ? sh[lane] : 0.f);
+}
+
+// The per-channel reduction kernels run RED_THREADS threads as RP rows of TPR threads; thread
+// (tx, ty) owns the 8 channels cv*8.. of channel slice blockIdx.y and sums them over its rows.
+// This adds the RP row-threads of each channel in order and writes the block's partial sums to
+// partial[blockIdx.x * width + offset + channel]. sh: RED_THREADS * 8 floats.
+__device__ __forceinline__ void store_channel_partial(float *partial, float *sh, const float (&acc)[8], int tx, int ty,
+                                                      int TPR, int RP, int cv, int CV, size_t width, int offset) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) sh[threadIdx.x * 8 + j] = acc[j];
+    __syncthreads();
+    if (ty == 0 && cv < CV) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float t = 0.f;
+            for (int r = 0; r < RP; r++) t += sh[(r * TPR + tx) * 8 + j];
+            partial[(size_t)blockIdx.x * width + offset + cv * 8 + j] = t;
+        }
+    }
+    __syncthreads();  // sh is reused by the next call
+}
+
+}  // namespace lyr
+
+// ----------------------------------------------------------------------------
+// finishing the deterministic reductions
+
+// dst[j] += sum over b of partial[b * width + j], b in order (times sigmoid'(gate[j]) when gate
+// is given: the smear gate's chain rule). Block (32, 32): 32 columns, 32 interleaved row sets.
+__global__ void channel_partials_finalize_kernel(float *dst, const float *partial, int nblocks, int width,
+                                                 const float *gate) {
+    __shared__ float sh[32][33];
+    const int j = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.f;
+    if (j < width)
+        for (int b = threadIdx.y; b < nblocks; b += 32) s += partial[(size_t)b * width + j];
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < width) {
+        float t = 0.f;
+        for (int k = 0; k < 32; k++) t += sh[k][threadIdx.x];
+        if (gate) {
+            const float g = lyr::sigmoid(lyr::rnd(gate[j]));
+            t *= g * (1.f - g);
+        }
+        dst[j] += t;
+    }
+}
+// dst[0] += sum of partial[0..nblocks), one block
+__global__ void scalar_partials_finalize_kernel(float *dst, const float *partial, int nblocks) {
+    __shared__ float sh[32];
+    float s = 0.f;
+    for (int b = threadIdx.x; b < nblocks; b += blockDim.x) s += partial[b];
+    s = lyr::block_sum(s, sh);
+    if (threadIdx.x == 0) dst[0] += s;
+}
+
+// ----------------------------------------------------------------------------
+// embeddings
+
+// h[b,0] = buckets-1; h[b,t] = (36313*ids[b,t] XOR 27191*ids[b,t-1]) mod (buckets-1), in int32
+// with wraparound and a floor modulo, exactly as bigram_hash_cpu. One thread per position.
+__global__ void bigram_hash_kernel(int *h, const int *ids, int N, int T, int buckets) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= N) return;
+    const int32_t mod = buckets - 1;
+    if (n % T == 0) {
+        h[n] = mod;
+        return;
+    }
+    const int32_t cur = (int32_t)((uint32_t)BIGRAM_MUL_CUR * (uint32_t)ids[n]);
+    const int32_t prev = (int32_t)((uint32_t)BIGRAM_MUL_PREV * (uint32_t)ids[n - 1]);
+    int32_t r = (cur ^ prev) % mod;
+    if (r < 0) r += mod;
+    h[n] = r;
+}
+
+// out[n,:] = table[ids[n],:]. An id outside [0, rows) gives a NaN row, so a bad id shows in the
+// loss instead of reading out of bounds. One thread per 8 values.
+template <typename Tw>
+__global__ void embedding_forward_kernel(bf16 *out, const int *ids, const Tw *table, int N, int C, int rows) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int CV = C / 8;
+    if (i >= (size_t)N * CV) return;
+    const int n = (int)(i / CV), c = (int)(i % CV) * 8;
+    const int id = ids[n];
+    float v[8];
+    if (id < 0 || id >= rows) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] = lyr::nan_value();
+    } else {
+        lyr::load8(v, table + (size_t)id * C + c);
+    }
+    lyr::store8(out + (size_t)n * C + c, v);
+}
+
+// out[n,:] = tok_emb[ids[n],:] + bigram_scale * bg_proj[n,:]
+template <typename Tw>
+__global__ void encoder_forward_kernel(bf16 *out, const int *ids, const Tw *tok_emb, const bf16 *bg_proj,
+                                       const float *bigram_scale, int N, int D, int V) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int CV = D / 8;
+    if (i >= (size_t)N * CV) return;
+    const int n = (int)(i / CV), c = (int)(i % CV) * 8;
+    const int id = ids[n];
+    const float s = lyr::rnd(*bigram_scale);
+    float e[8], g[8];
+    lyr::load8(g, bg_proj + (size_t)n * D + c);
+    if (id < 0 || id >= V) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) e[j] = lyr::nan_value();
+    } else {
+        lyr::load8(e, tok_emb + (size_t)id * D + c);
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) e[j] += s * g[j];
+    lyr::store8(out + (size_t)n * D + c, e);
+}
+
+// The embedding gradient dtable[ids[n],:] += dout[n,:], deterministic, in three steps:
+//  1. a stable counting sort of the positions by id (sort_*_kernel): sorted_pos lists the
+//     positions of id 0 in increasing order, then those of id 1, ...; start[r] is where id r
+//     begins. Each block of SORT_CHUNK positions counts its ids (integer atomics), the counts
+//     are scanned over chunks then over ids, and every position finds its slot from its chunk's
+//     offset plus its rank among equal ids earlier in the chunk. Bad ids (outside [0, rows)) get
+//     the key `rows`, sort last, and are ignored.
+//  2. the sorted list is cut into fixed pieces of EMB_PIECE entries; one warp per piece (and per
+//     256 channels) adds up each run of equal ids in position order. A run that lies inside its
+//     piece is added straight into dtable (no one else touches that row); a run that crosses a
+//     piece boundary leaves its part in the piece's `tail` (the run starts here) or `head` (it
+//     started earlier) slot.
+//  3. the warp of the piece where a crossing run starts adds its tail and the heads of the
+//     following pieces, in order, into dtable.
+// Fixed pieces keep the work balanced however skewed the ids are (a frequent token is spread
+// over many warps), and every sum runs in a fixed order.
+
+// cnt[c][key] = occurrences of key among the positions of chunk c (cnt zeroed by the launcher)
+__global__ void sort_hist_kernel(int *cnt, const int *ids, int N, int rows) {
+    const int R1 = rows + 1;
+    for (int i = threadIdx.x; i < SORT_CHUNK; i += blockDim.x) {
+        const long n = (long)blockIdx.x * SORT_CHUNK + i;
+        if (n < N) {
+            const int id = ids[n];
+            const int key = (id < 0 || id >= rows) ? rows : id;
+            atomicAdd(&cnt[(size_t)blockIdx.x * R1 + key], 1);
+        }
+    }
+}
+// per key, over chunks: cnt[c][key] <- occurrences in chunks before c; total[key] = all of them
+__global__ void sort_colscan_kernel(int *cnt, int *total, int nch, int R1) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= R1) return;
+    int run = 0;
+    for (int c = 0; c < nch; c++) {
+        const size_t at = (size_t)c * R1 + r;
+        const int t = cnt[at];
+        cnt[at] = run;
+        run += t;
+    }
+    total[r] = run;
+}
+// start[key] = exclusive prefix sum of total over keys, start[R1] = the sum; one block of 1024
+__global__ void __launch_bounds__(1024) sort_rowscan_kernel(int *start, const int *total, int R1) {
+    __shared__ int wsum[32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int carry = 0;
+    for (int base = 0; base < R1; base += 1024) {
+        const int i = base + threadIdx.x;
+        const int v = i < R1 ? total[i] : 0;
+        int x = v;  // inclusive scan within the warp
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += y;
+        }
+        if (lane == 31) wsum[w] = x;
+        __syncthreads();
+        if (w == 0) {  // scan the 32 warp totals
+            int s = wsum[lane];
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int y = __shfl_up_sync(0xffffffffu, s, o);
+                if (lane >= o) s += y;
+            }
+            wsum[lane] = s;
+        }
+        __syncthreads();
+        if (i < R1) start[i] = carry + (w > 0 ? wsum[w - 1] : 0) + x - v;
+        carry += wsum[31];
+        __syncthreads();  // wsum is rewritten by the next round
+    }
+    if (threadIdx.x == 0) start[R1] = carry;
+}
+// Stable placement: the position n with key k, preceded in the whole list by m positions of
+// key k, goes to slot start[k] + m. m = (earlier chunks: cnt) + (earlier warps of this chunk:
+// counted from shared memory) + (earlier lanes of this warp: __match_any_sync).
+__global__ void __launch_bounds__(SORT_CHUNK) sort_place_kernel(int *sorted_pos, int *sorted_key, const int *ids,
+                                                                const int *cnt, const int *start, int N, int rows) {
+    __shared__ __align__(16) int keys[SORT_CHUNK];
+    const int R1 = rows + 1, i = threadIdx.x, lane = i & 31, w = i >> 5;
+    const long n = (long)blockIdx.x * SORT_CHUNK + i;
+    int key = -1;  // past the end: equal to no real key
+    if (n < N) {
+        const int id = ids[n];
+        key = (id < 0 || id >= rows) ? rows : id;
+    }
+    keys[i] = key;
+    __syncthreads();
+    int rank = 0;
+    const int4 *k4 = reinterpret_cast<const int4 *>(keys);
+    for (int q = 0; q < w * 8; q++) {  // the 32*w keys of the earlier warps, 4 at a time
+        const int4 k = k4[q];
+        rank += (k.x == key) + (k.y == key) + (k.z == key) + (k.w == key);
+    }
+    const unsigned peers = __match_any_sync(0xffffffffu, key);
+    rank += __popc(peers & ((1u << lane) - 1u));
+    if (n < N) {
+        const int slot = start[key] + cnt[(size_t)blockIdx.x * R1 + key] + rank;
+        sorted_pos[slot] = (int)n;
+        sorted_key[slot] = key;
+    }
+}
+
+// Add acc (8 channels from c) to a float row that may be only 4-byte aligned.
+__device__ __forceinline__ void add8_f32(float *dst, const float (&acc)[8]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) dst[j] += acc[j];
+}
+__device__ __forceinline__ void put8_f32(float *dst, const float (&acc)[8]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) dst[j] = acc[j];
+}
+
+// Step 2. Block (32, EMB_WARPS): warp y sums piece blockIdx.x*EMB_WARPS + y over the channel
+// vectors blockIdx.y*32 + lane. head, tail: (npieces, C).
+__global__ void __launch_bounds__(32 * EMB_WARPS) embedding_backward_piece_kernel(
+    float *dtable, float *head, float *tail, const bf16 *dout, const int *sorted_pos, const int *sorted_key,
+    const int *start, int C, int rows) {
+    const int lane = threadIdx.x;
+    const int p = blockIdx.x * EMB_WARPS + threadIdx.y;
+    const int nvalid = start[rows];  // entries with a good id
+    const int begin = p * EMB_PIECE;
+    if (begin >= nvalid) return;  // warp-uniform
+    const int end = min(begin + EMB_PIECE, nvalid), cnt = end - begin;
+    const int CV = C / 8, cv = blockIdx.y * 32 + lane;
+    const bool active = cv < CV;
+    const int c = cv * 8;
+    // the piece's keys and positions: entry e is in lane e % 32 of register e / 32
+    const int key0 = lane < cnt ? sorted_key[begin + lane] : -1;
+    const int key1 = lane + 32 < cnt ? sorted_key[begin + 32 + lane] : -1;
+    const int pos0 = lane < cnt ? sorted_pos[begin + lane] : 0;
+    const int pos1 = lane + 32 < cnt ? sorted_pos[begin + 32 + lane] : 0;
+
+    float acc[8];
+    lyr::zero8(acc);
+    int cur = __shfl_sync(0xffffffffu, key0, 0);
+    // a run of key r, finished: into dtable if it lies inside the piece, else into a slot
+    auto flush = [&](int r) {
+        if (!active) return;
+        const bool starts_here = start[r] >= begin, ends_here = start[r + 1] <= end;
+        if (starts_here && ends_here) add8_f32(dtable + (size_t)r * C + c, acc);
+        else if (starts_here) put8_f32(tail + (size_t)p * C + c, acc);
+        else put8_f32(head + (size_t)p * C + c, acc);
+    };
+    for (int e0 = 0; e0 < cnt; e0 += 8) {
+        // issue the loads of 8 entries first, then add them in order
+        float v[8][8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int e = e0 + u;  // warp-uniform
+            const int pe = __shfl_sync(0xffffffffu, e < 32 ? pos0 : pos1, e & 31);
+            if (e < cnt && active) lyr::load8(v[u], dout + (size_t)pe * C + c);
+            else lyr::zero8(v[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int e = e0 + u;
+            const int ke = __shfl_sync(0xffffffffu, e < 32 ? key0 : key1, e & 31);
+            if (e >= cnt) break;
+            if (ke != cur) {
+                flush(cur);
+                cur = ke;
+                lyr::zero8(acc);
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[j] += v[u][j];
+        }
+    }
+    flush(cur);
+}
+
+// Step 3. Same grid as step 2: the warp of piece p finishes the run that starts in p and
+// continues past it (if any).
+__global__ void __launch_bounds__(32 * EMB_WARPS) embedding_backward_chain_kernel(
+    float *dtable, const float *head, const float *tail, const int *sorted_key, const int *start, int C, int rows) {
+    const int lane = threadIdx.x;
+    const int p = blockIdx.x * EMB_WARPS + threadIdx.y;
+    const int nvalid = start[rows];
+    const int begin = p * EMB_PIECE;
+    if (begin >= nvalid) return;
+    const int end = min(begin + EMB_PIECE, nvalid);
+    const int r = sorted_key[end - 1];  // the piece's last run
+    const int rs = start[r], re = start[r + 1];
+    if (!(rs >= begin && re > end)) return;  // it did not start here, or it ends here
+    const int cv = blockIdx.y * 32 + lane, c = cv * 8;
+    if (cv >= C / 8) return;
+    const int qlast = (re - 1) / EMB_PIECE;
+    float acc[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j] = tail[(size_t)p * C + c + j];
+    for (int q = p + 1; q <= qlast; q++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[j] += head[(size_t)q * C + c + j];
+    }
+    add8_f32(dtable + (size_t)r * C + c, acc);
+}
+
+// ----------------------------------------------------------------------------
+// rmsnorm: out = scale * x / sqrt(mean(x^2) + eps), one warp per row
+
+template <int CACHE>
+__global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_forward_kernel(bf16 *out, float *rstd, const bf16 *inp,
+                                                                          int N, int C, float scale) {
+    const int lane = threadIdx.x & 31;
+    const int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5);
+    if (n >= N) return;
+    const int CV = C / 8;
+    const bf16 *x = inp + (size_t)n * C;
+    bf16 *o = out + (size_t)n * C;
+    float v[CACHE][8];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < CACHE; k++) {
+        const int cv = k * 32 + lane;
+        if (cv < CV) {
+            lyr::load8(v[k], x + cv * 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) ss += v[k][j] * v[k][j];
+        }
+    }
+    for (int cv = CACHE * 32 + lane; cv < CV; cv += 32) {  // rows longer than the cache: read twice
+        float t[8];
+        lyr::load8(t, x + cv * 8);
+#pragma unroll
+        for (int j = 0; j < 8; j++) ss += t[j] * t[j];
+    }
+    ss = lyr::warp_sum(ss);
+    const float r = rsqrtf(ss / (float)C + (float)RMS_EPS);
+    if (rstd && lane == 0) rstd[n] = r;
+    const float rs = r * scale;
+#pragma unroll
+    for (int k = 0; k < CACHE; k++) {
+        const int cv = k * 32 + lane;
+        if (cv < CV) {
+            float t[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) t[j] = v[k][j] * rs;
+            lyr::store8(o + cv * 8, t);
+        }
+    }
+    for (int cv = CACHE * 32 + lane; cv < CV; cv += 32) {
+        float t[8];
+        lyr::load8(t, x + cv * 8);
+#pragma unroll
+        for (int j = 0; j < 8; j++) t[j] *= rs;
+        lyr::store8(o + cv * 8, t);
+    }
+}
+
+// dx = scale * r * (dy - xhat * mean(xhat * dy)), xhat = x * r; written as a*dy - b*x
+template <int CACHE>
+__global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_backward_kernel(bf16 *dinp, const bf16 *dout,
+                                                                           const bf16 *inp, const float *rstd,
+                                                                           int N, int C, float scale,
+                                                                           bool accumulate) {
+    const int lane = threadIdx.x & 31;
+    const int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5);
+    if (n >= N) return;
+    const int CV = C / 8;
+    const size_t row = (size_t)n * C;
+    float dy[CACHE][8], x[CACHE][8];
+    float dot = 0.f;  // sum(x * dy)
+#pragma unroll
+    for (int k = 0; k < CACHE; k++) {
+        const int cv = k * 32 + lane;
+        if (cv < CV) {
+            lyr::load8(dy[k], dout + row + cv * 8);
+            lyr::load8(x[k], inp + row + cv * 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) dot += x[k][j] * dy[k][j];
+        }
+    }
+    for (int cv = CACHE * 32 + lane; cv < CV; cv += 32) {
+        float a[8], b[8];
+        lyr::load8(a, dout + row + cv * 8);
+        lyr::load8(b, inp + row + cv * 8);
+#pragma unroll
+        for (int j = 0; j < 8; j++) dot += b[j] * a[j];
+    }
+    dot = lyr::warp_sum(dot);
+    const float r = rstd[n];
+    const float a = scale * r, b = scale * r * r * r * dot / (float)C;
+#pragma unroll
+    for (int k = 0; k < CACHE; k++) {
+        const int cv = k * 32 + lane;
+        if (cv < CV) {
+            float o[8];
+            if (accumulate) lyr::load8(o, dinp + row + cv * 8);
+            else lyr::zero8(o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) o[j] += a * dy[k][j] - b * x[k][j];
+            lyr::store8(dinp + row + cv * 8, o);
+        }
+    }
+    for (int cv = CACHE * 32 + lane; cv < CV; cv += 32) {
+        float d[8], xv[8], o[8];
+        lyr::load8(d, dout + row + cv * 8);
+        lyr::load8(xv, inp + row + cv * 8);
+        if (accumulate) lyr::load8(o, dinp + row + cv * 8);
+        else lyr::zero8(o);
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[j] += a * d[j] - b * xv[j];
+        lyr::store8(dinp + row + cv * 8, o);
+    }
+}
+
+// The residual update fused with the rmsnorm that reads it (one pass instead of two):
+//   MODE 1 (resid_mix):      v = mix[0] * a + mix[1] * b     (a = x, b = x0, p = mix (2, C))
+//   MODE 2 (residual_scale): v = a + scale * b               (a = x, b = y, p = scale (C))
+// resid = v (bf16), ln = scale_ln * rmsnorm(v) computed from the bf16-rounded v (what the unfused
+// rmsnorm would read, and what its backward reads), rstd = the norm's 1/rms. One warp per row,
+// each warp FUSED_ROWS rows; the block loads the parameters once, into shared memory.
+constexpr int FUSED_ROWS = 4;
+template <int MODE>
+__global__ void __launch_bounds__(ROW_WARPS * 32) residual_rmsnorm_forward_kernel(bf16 *resid, bf16 *ln, float *rstd,
+                                                                                   const bf16 *a, const bf16 *b,
+                                                                                   const float *p, int N, int C,
+                                                                                   float scale_ln) {
+    constexpr int K = 2;  // 8-value vectors per lane kept in registers (C <= 512)
+    const int lane = threadIdx.x & 31, CV = C / 8;
+    // the first K*256 channels' parameters, bf16-rounded as the reference uses them, in shared
+    // memory (in registers they would cost 32 of them, and occupancy)
+    __shared__ __align__(16) float sp[2][K * 256];
+    for (int i = threadIdx.x; i < K * 256; i += blockDim.x) {
+        sp[0][i] = i < C ? lyr::rnd(p[i]) : 0.f;
+        sp[1][i] = (MODE == 1 && i < C) ? lyr::rnd(p[C + i]) : 0.f;
+    }
+    __syncthreads();
+    auto combine = [&](float av, float bv, float q0, float q1) {
+        const float v = MODE == 1 ? q0 * av + q1 * bv : av + q0 * bv;
+        return lyr::rnd(v);  // as stored
+    };
+    const int nwarps = gridDim.x * ROW_WARPS;
+    for (int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5); n < N; n += nwarps) {
+        const size_t row = (size_t)n * C;
+        float v[K][8];
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int cv = k * 32 + lane;
+            if (cv < CV) {
+                float x[8], y[8], q0[8], q1[8];
+                lyr::load8(x, a + row + cv * 8);
+                lyr::load8(y, b + row + cv * 8);
+                *reinterpret_cast<float4 *>(q0) = *reinterpret_cast<const float4 *>(&sp[0][cv * 8]);
+                *reinterpret_cast<float4 *>(q0 + 4) = *reinterpret_cast<const float4 *>(&sp[0][cv * 8 + 4]);
+                if (MODE == 1) {
+                    *reinterpret_cast<float4 *>(q1) = *reinterpret_cast<const float4 *>(&sp[1][cv * 8]);
+                    *reinterpret_cast<float4 *>(q1 + 4) = *reinterpret_cast<const float4 *>(&sp[1][cv * 8 + 4]);
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    v[k][j] = combine(x[j], y[j], q0[j], MODE == 1 ? q1[j] : 0.f);
+                    ss += v[k][j] * v[k][j];
+                }
+                lyr::store8(resid + row + cv * 8, v[k]);
+            }
+        }
+        for (int cv = K * 32 + lane; cv < CV; cv += 32) {  // longer rows: parameters per row, v read back
+            float x[8], y[8];
+            lyr::load8(x, a + row + cv * 8);
+            lyr::load8(y, b + row + cv * 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int c = cv * 8 + j;
+                x[j] = combine(x[j], y[j], lyr::rnd(p[c]), MODE == 1 ? lyr::rnd(p[C + c]) : 0.f);
+                ss += x[j] * x[j];
+            }
+            lyr::store8(resid + row + cv * 8, x);
+        }
+        ss = lyr::warp_sum(ss);
+        const float r = rsqrtf(ss / (float)C + (float)RMS_EPS);
+        if (rstd && lane == 0) rstd[n] = r;
+        const float rs = r * scale_ln;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int cv = k * 32 + lane;
+            if (cv < CV) {
+                float t[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) t[j] = v[k][j] * rs;
+                lyr::store8(ln + row + cv * 8, t);
+            }
+        }
+        for (int cv = K * 32 + lane; cv < CV; cv += 32) {  // this lane's own stores, read back
+            float t[8];
+            lyr::load8(t, resid + row + cv * 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) t[j] *= rs;
+            lyr::store8(ln + row + cv * 8, t);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// smear, resid_mix, residual_scale. All run RED_THREADS threads as RP rows x TPR threads, each
+// thread owning 8 channels of a channel slice (blockIdx.y) and striding over rows: a thread loads
+// its channels' parameters once (reading 8-16 scattered floats per 16-byte vector would make
+// these kernels bound by L1, not DRAM). The backward kernels also sum their parameter gradients
+// per block (lyr::store_channel_partial).
+
+// out[b,t] = (1-g) x[b,t] + g x[b,t-1], g = sigmoid(gate), x[b,-1] = 0
+__global__ void __launch_bounds__(RED_THREADS) smear_forward_kernel(bf16 *out, const bf16 *inp, const float *gate,
+                                                                    int N, int T, int C, int TPR, int RP) {
+    const int tx = threadIdx.x % TPR, ty = threadIdx.x / TPR, CV = C / 8;
+    const int cv = blockIdx.y * TPR + tx, c = cv * 8;
+    if (ty >= RP || cv >= CV) return;
+    float g[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) g[j] = lyr::sigmoid(lyr::rnd(gate[c + j]));
+    for (int n = blockIdx.x * RP + ty; n < N; n += gridDim.x * RP) {
+        const size_t at = (size_t)n * C + c;
+        float x[8], prev[8];
+        lyr::load8(x, inp + at);
+        if (n % T) lyr::load8(prev, inp + at - C);
+        else lyr::zero8(prev);  // never across sequences
+#pragma unroll
+        for (int j = 0; j < 8; j++) x[j] = (1.f - g[j]) * x[j] + g[j] * prev[j];
+        lyr::store8(out + at, x);
+    }
+}
+
+// dinp[t] (+)= (1-g) dout[t] + g dout[t+1]; partial: sum of dout[t] * (x[t-1] - x[t]) (the
+// finalize multiplies by g(1-g))
+__global__ void __launch_bounds__(RED_THREADS) smear_backward_kernel(bf16 *dinp, float *partial, const bf16 *dout,
+                                                                     const bf16 *inp, const float *gate, int N,
+                                                                     int T, int C, int TPR, int RP,
+                                                                     bool accumulate) {
+    __shared__ float sh[RED_THREADS * 8];
+    const int tx = threadIdx.x % TPR, ty = threadIdx.x / TPR, CV = C / 8;
+    const int cv = blockIdx.y * TPR + tx, c = cv * 8;
+    const bool active = ty < RP && cv < CV;
+    float acc[8];
+    lyr::zero8(acc);
+    if (active) {
+        float g[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) g[j] = lyr::sigmoid(lyr::rnd(gate[c + j]));
+        for (int n = blockIdx.x * RP + ty; n < N; n += gridDim.x * RP) {
+            const size_t at = (size_t)n * C + c;
+            const int t = n % T;
+            float d[8], dn[8], x[8], xp[8], o[8];
+            lyr::load8(d, dout + at);
+            lyr::load8(x, inp + at);
+            if (t + 1 < T) lyr::load8(dn, dout + at + C);
+            else lyr::zero8(dn);
+            if (t > 0) lyr::load8(xp, inp + at - C);
+            else lyr::zero8(xp);
+            if (accumulate) lyr::load8(o, dinp + at);
+            else lyr::zero8(o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                o[j] += (1.f - g[j]) * d[j] + g[j] * dn[j];
+                acc[j] += d[j] * (xp[j] - x[j]);
+            }
+            lyr::store8(dinp + at, o);
+        }
+    }
+    lyr::store_channel_partial(partial, sh, acc, tx, ty, TPR, RP, cv, CV, (size_t)C, 0);
+}
+
+// out = mix[0] * x + mix[1] * x0, mix (2, C)
+__global__ void __launch_bounds__(RED_THREADS) resid_mix_forward_kernel(bf16 *out, const bf16 *x, const bf16 *x0,
+                                                                        const float *mix, int N, int C, int TPR,
+                                                                        int RP) {
+    const int tx = threadIdx.x % TPR, ty = threadIdx.x / TPR, CV = C / 8;
+    const int cv = blockIdx.y * TPR + tx, c = cv * 8;
+    if (ty >= RP || cv >= CV) return;
+    float m0[8], m1[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        m0[j] = lyr::rnd(mix[c + j]);
+        m1[j] = lyr::rnd(mix[C + c + j]);
+    }
+    for (int n = blockIdx.x * RP + ty; n < N; n += gridDim.x * RP) {
+        const size_t at = (size_t)n * C + c;
+        float a[8], b[8];
+        lyr::load8(a, x + at);
+        lyr::load8(b, x0 + at);
+#pragma unroll
+        for (int j = 0; j < 8; j++) a[j] = m0[j] * a[j] + m1[j] * b[j];
+        lyr::store8(out + at, a);
+    }
+}
+
+// dx (+)= mix0 * dout; dx0 (+)= mix1 * dout; partial (2, C): sums of dout * x and dout * x0
+__global__ void __launch_bounds__(RED_THREADS) resid_mix_backward_kernel(bf16 *dx, bf16 *dx0, float *partial,
+                                                                         const bf16 *dout, const bf16 *x,
+                                                                         const bf16 *x0, const float *mix, int N,
+                                                                         int C, int TPR, int RP, bool acc_dx,
+                                                                         bool acc_dx0) {
+    __shared__ float sh[RED_THREADS * 8];
+    const int tx = threadIdx.x % TPR, ty = threadIdx.x / TPR, CV = C / 8;
+    const int cv = blockIdx.y * TPR + tx, c = cv * 8;
+    const bool active = ty < RP && cv < CV;
+    float acc0[8], acc1[8];
+    lyr::zero8(acc0);
+    lyr::zero8(acc1);
+    if (active) {
+        float m0[8], m1[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            m0[j] = lyr::rnd(mix[c + j]);
+            m1[j] = lyr::rnd(mix[C + c + j]);
+        }
+        for (int n = blockIdx.x * RP + ty; n < N; n += gridDim.x * RP) {
+            const size_t at = (size_t)n * C + c;
+            float d[8], a[8], b[8], o[8], o0[8];
+            lyr::load8(d, dout + at);
+            lyr::load8(a, x + at);
+            lyr::load8(b, x0 + at);
+            if (acc_dx) lyr::load8(o, dx + at);
+            else lyr::zero8(o);
+            if (acc_dx0) lyr::load8(o0, dx0 + at);
+            else lyr::zero8(o0);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                o[j] += m0[j] * d[j];
+                o0[j] += m1[j] * d[j];
+                acc0[j] += d[j] * a[j];
+                acc1[j] += d[j] * b[j];
+            }
+            lyr::store8(dx + at, o);
+            lyr::store8(dx0 + at, o0);
+        }
+    }
+    lyr::store_channel_partial(partial, sh, acc0, tx, ty, TPR, RP, cv, CV, (size_t)2 * C, 0);
+    lyr::store_channel_partial(partial, sh, acc1, tx, ty, TPR, RP, cv, CV, (size_t)2 * C, C);
+}
+
+// out = x + scale * y, scale (C)
+__global__ void __launch_bounds__(RED_THREADS) residual_scale_forward_kernel(bf16 *out, const bf16 *x,
+                                                                             const float *scale, const bf16 *y, int N,
+                                                                             int C, int TPR, int RP) {
+    const int tx = threadIdx.x % TPR, ty = threadIdx.x / TPR, CV = C / 8;
+    const int cv = blockIdx.y * TPR + tx, c = cv * 8;
+    if (ty >= RP || cv >= CV) return;
+    float s[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j] = lyr::rnd(scale[c + j]);
+    for (int n = blockIdx.x * RP + ty; n < N; n += gridDim.x * RP) {
+        const size_t at = (size_t)n * C + c;
+        float a[8], b[8];
+        lyr::load8(a, x + at);
+        lyr::load8(b, y + at);
+#pragma unroll
+        for (int j = 0; j < 8; j++) a[j] += s[j] * b[j];
+        lyr::store8(out + at, a);
+    }
+}
+
+// dx (+)= dout (skipped when dx is null); dy (+)= scale * dout; partial: sums of dout * y
+__global__ void __launch_bounds__(RED_THREADS) residual_scale_backward_kernel(bf16 *dx, bf16 *dy, float *partial,
+                                                                              const bf16 *dout, const float *scale,
+                                                                              const bf16 *y, int N, int C, int TPR,
+                                                                              int RP, bool acc_dx, bool acc_dy) {
+    __shared__ float sh[RED_THREADS * 8];
+    const int tx = threadIdx.x % TPR, ty = threadIdx.x / TPR, CV = C / 8;
+    const int cv = blockIdx.y * TPR + tx, c = cv * 8;
+    const bool active = ty < RP && cv < CV;
+    float acc[8];
+    lyr::zero8(acc);
+    if (active) {
+        float s[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) s[j] = lyr::rnd(scale[c + j]);
+        for (int n = blockIdx.x * RP + ty; n < N; n += gridDim.x * RP) {
+            const size_t at = (size_t)n * C + c;
+            float d[8], v[8], o[8];
+            lyr::load8(d, dout + at);
+            lyr::load8(v, y + at);
+            if (dx) {
+                if (acc_dx) {
+                    lyr::load8(o, dx + at);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) o[j] += d[j];
+                    lyr::store8(dx + at, o);
+                } else {
+                    lyr::store8(dx + at, d);
+                }
+            }
+            if (acc_dy) lyr::load8(o, dy + at);
+            else lyr::zero8(o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                o[j] += s[j] * d[j];
+                acc[j] += d[j] * v[j];
+            }
+            lyr::store8(dy + at, o);
+        }
+    }
+    lyr::store_channel_partial(partial, sh, acc, tx, ty, TPR, RP, cv, CV, (size_t)C, 0);
+}
+
+// ----------------------------------------------------------------------------
+// flat kernels over n values (n need not be a multiple of 8): item i < n/8 is the vector
+// [8i, 8i+8), items n/8 .. n/8 + n%8 - 1 are the single values of the tail
+
+__device__ __forceinline__ size_t flat_items(size_t n) { return n / 8 + n % 8; }
+
+__global__ void relu2_forward_kernel(bf16 *out, const bf16 *inp, size_t n) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nv = n / 8;
+    if (i < nv) {
+        float x[8];
+        lyr::load8(x, inp + i * 8);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float r = fmaxf(x[j], 0.f);
+            x[j] = r * r;
+        }
+        lyr::store8(out + i * 8, x);
+    } else if (i < flat_items(n)) {
+        const size_t e = nv * 8 + (i - nv);
+        const float r = fmaxf(__bfloat162float(inp[e]), 0.f);
+        out[e] = __float2bfloat16(r * r);
+    }
+}
+__global__ void relu2_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nv = n / 8;
+    if (i < nv) {
+        float x[8], d[8], o[8];
+        lyr::load8(x, inp + i * 8);
+        lyr::load8(d, dout + i * 8);
+        if (accumulate) lyr::load8(o, dinp + i * 8);
+        else lyr::zero8(o);
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[j] += x[j] > 0.f ? 2.f * x[j] * d[j] : 0.f;
+        lyr::store8(dinp + i * 8, o);
+    } else if (i < flat_items(n)) {
+        const size_t e = nv * 8 + (i - nv);
+        const float x = __bfloat162float(inp[e]), d = __bfloat162float(dout[e]);
+        const float o = (accumulate ? __bfloat162float(dinp[e]) : 0.f) + (x > 0.f ? 2.f * x * d : 0.f);
+        dinp[e] = __float2bfloat16(o);
+    }
+}
+
+// out = (accumulate ? out : 0) + s * inp, s a scalar parameter
+__global__ void scalar_scale_forward_kernel(bf16 *out, const bf16 *inp, const float *s_ptr, size_t n,
+                                            bool accumulate) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nv = n / 8;
+    const float s = lyr::rnd(*s_ptr);
+    if (i < nv) {
+        float x[8], o[8];
+        lyr::load8(x, inp + i * 8);
+        if (accumulate) lyr::load8(o, out + i * 8);
+        else lyr::zero8(o);
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[j] += s * x[j];
+        lyr::store8(out + i * 8, o);
+    } else if (i < flat_items(n)) {
+        const size_t e = nv * 8 + (i - nv);
+        const float o = (accumulate ? __bfloat162float(out[e]) : 0.f) + s * __bfloat162float(inp[e]);
+        out[e] = __float2bfloat16(o);
+    }
+}
+// dinp (+)= s * dout; partial[block] = the block's sum of dout * inp (grid-stride, fixed grid)
+__global__ void scalar_scale_backward_kernel(bf16 *dinp, float *partial, const bf16 *dout, const bf16 *inp,
+                                             const float *s_ptr, size_t n, bool accumulate) {
+    __shared__ float sh[32];
+    const size_t nv = n / 8, items = flat_items(n);
+    const float s = lyr::rnd(*s_ptr);
+    float acc = 0.f;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < items; i += (size_t)gridDim.x * blockDim.x) {
+        if (i < nv) {
+            float x[8], d[8], o[8];
+            lyr::load8(x, inp + i * 8);
+            lyr::load8(d, dout + i * 8);
+            if (accumulate) lyr::load8(o, dinp + i * 8);
+            else lyr::zero8(o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                o[j] += s * d[j];
+                acc += d[j] * x[j];
+            }
+            lyr::store8(dinp + i * 8, o);
+        } else {
+            const size_t e = nv * 8 + (i - nv);
+            const float x = __bfloat162float(inp[e]), d = __bfloat162float(dout[e]);
+            dinp[e] = __float2bfloat16((accumulate ? __bfloat162float(dinp[e]) : 0.f) + s * d);
+            acc += d * x;
+        }
+    }
+    acc = lyr::block_sum(acc, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// ----------------------------------------------------------------------------
+// q/k: per-head rmsnorm, partial RoPE, gain. A block handles a tile of HPT = QK_THREADS / (hd/8)
+// consecutive head-rows (the (n, h) rows of hd values), one thread per 8 values; the head's
+// sums and the RoPE partners (dims i and i + rd/2, possibly in another thread) go through
+// shared memory, which works for any even rd <= hd.
+
+__global__ void __launch_bounds__(QK_THREADS) qk_norm_rope_gain_forward_kernel(
+    bf16 *out, bf16 *xn_out, float *rstd, const bf16 *inp, const float *cos_t, const float *sin_t,
+    const float *gain, int NH, int T, int hd, int rd, long HR) {
+    __shared__ float xs[QK_THREADS * 8];  // the tile's normalized values
+    __shared__ float ss[QK_THREADS];
+    __shared__ float rs[QK_THREADS];
+    const int hv = hd / 8, HPT = QK_THREADS / hv, half = rd / 2;
+    const int j = threadIdx.x / hv, v = threadIdx.x % hv;
+    const long hr = (long)blockIdx.x * HPT + j;
+    const bool active = j < HPT && hr < HR;
+    const size_t at = (size_t)hr * hd + v * 8;
+    float x[8];
+    float s2 = 0.f;
+    if (active) {
+        lyr::load8(x, inp + at);
+#pragma unroll
+        for (int k = 0; k < 8; k++) s2 += x[k] * x[k];
+    } else {
+        lyr::zero8(x);
+    }
+    ss[threadIdx.x] = s2;
+    __syncthreads();
+    if ((int)threadIdx.x < HPT) {  // one thread per head-row adds its hv partial sums in order
+        float t = 0.f;
+        for (int u = 0; u < hv; u++) t += ss[threadIdx.x * hv + u];
+        const float r = rsqrtf(t / (float)hd + (float)RMS_EPS);
+        rs[threadIdx.x] = r;
+        const long h2 = (long)blockIdx.x * HPT + threadIdx.x;
+        if (rstd && h2 < HR) rstd[h2] = r;
+    }
+    __syncthreads();
+    const float r = active ? rs[j] : 0.f;
+    float y[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        y[k] = x[k] * r;
+        xs[threadIdx.x * 8 + k] = y[k];
+    }
+    if (active && xn_out) lyr::store8(xn_out + at, y);
+    __syncthreads();
+    if (!active) return;
+    const int h = (int)(hr % NH), t = (int)((hr / NH) % T);
+    const float g = gain ? lyr::rnd(gain[h]) : 1.f;
+    const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+    const float *row = xs + j * hd;  // this head-row's normalized values
+    float o[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int i = v * 8 + k;
+        float val;
+        if (i < half) val = y[k] * cs[i] + row[i + half] * sn[i];                      // x1 cos + x2 sin
+        else if (i < rd) val = -row[i - half] * sn[i - half] + y[k] * cs[i - half];    // -x1 sin + x2 cos
+        else val = y[k];
+        o[k] = g * val;
+    }
+    lyr::store8(out + at, o);
+}
+
+// dinp (+)= rmsnorm'(rope^T(gain * dout)); partial[block][h] = the block's sum over its head-rows
+// of head h of dout . rope(xn) (only when partial is given). Grid-stride over tiles.
+__global__ void __launch_bounds__(QK_THREADS, 4) qk_norm_rope_gain_backward_kernel(
+    bf16 *dinp, float *partial, const bf16 *dout, const bf16 *xn, const float *rstd, const float *cos_t,
+    const float *sin_t, const float *gain, int NH, int T, int hd, int rd, long HR, bool accumulate) {
+    __shared__ float ds[QK_THREADS * 8];
+    __shared__ float ys[QK_THREADS * 8];
+    __shared__ float sdot[QK_THREADS], sgn[QK_THREADS];
+    __shared__ float hdot[QK_THREADS], hgn[QK_THREADS];
+    const int hv = hd / 8, HPT = QK_THREADS / hv, half = rd / 2;
+    const int j = threadIdx.x / hv, v = threadIdx.x % hv;
+    const long ntiles = (HR + HPT - 1) / HPT;
+    float gacc = 0.f;  // thread h < NH: this block's q_gain gradient of head h
+    for (long tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+        const long hr = tile * HPT + j;
+        const bool active = j < HPT && hr < HR;
+        const size_t at = (size_t)hr * hd + v * 8;
+        float d[8], y[8];
+        if (active) {
+            lyr::load8(d, dout + at);
+            lyr::load8(y, xn + at);
+        } else {
+            lyr::zero8(d);
+            lyr::zero8(y);
+        }
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            ds[threadIdx.x * 8 + k] = d[k];
+            ys[threadIdx.x * 8 + k] = y[k];
+        }
+        __syncthreads();
+        float dy[8];  // d loss / d xn
+        float pdot = 0.f, pg = 0.f;
+        if (active) {
+            const int h = (int)(hr % NH), t = (int)((hr / NH) % T);
+            const float g = gain ? lyr::rnd(gain[h]) : 1.f;
+            const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+            const float *drow = ds + j * hd, *yrow = ys + j * hd;
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const int i = v * 8 + k;
+                float rot;  // rope(xn)[i]
+                if (i < half) {  // the rotation's transpose: (d1, d2) -> (d1 cos - d2 sin, d1 sin + d2 cos)
+                    dy[k] = g * (d[k] * cs[i] - drow[i + half] * sn[i]);
+                    rot = y[k] * cs[i] + yrow[i + half] * sn[i];
+                } else if (i < rd) {
+                    const int i1 = i - half;
+                    dy[k] = g * (drow[i1] * sn[i1] + d[k] * cs[i1]);
+                    rot = -yrow[i1] * sn[i1] + y[k] * cs[i1];
+                } else {
+                    dy[k] = g * d[k];
+                    rot = y[k];
+                }
+                pdot += y[k] * dy[k];
+                pg += d[k] * rot;
+            }
+        } else {
+            lyr::zero8(dy);
+        }
+        sdot[threadIdx.x] = pdot;
+        sgn[threadIdx.x] = pg;
+        __syncthreads();
+        if ((int)threadIdx.x < HPT) {  // per head-row, in order
+            float a = 0.f, b = 0.f;
+            for (int u = 0; u < hv; u++) {
+                a += sdot[threadIdx.x * hv + u];
+                b += sgn[threadIdx.x * hv + u];
+            }
+            hdot[threadIdx.x] = a;
+            hgn[threadIdx.x] = b;
+        }
+        __syncthreads();
+        if (active) {
+            const float r = rstd[hr], m = hdot[j] / (float)hd;
+            float o[8];
+            if (accumulate) lyr::load8(o, dinp + at);
+            else lyr::zero8(o);
+#pragma unroll
+            for (int k = 0; k < 8; k++) o[k] += r * (dy[k] - y[k] * m);
+            lyr::store8(dinp + at, o);
+        }
+        if (partial && (int)threadIdx.x < NH) {  // head-rows u of this tile with head == threadIdx.x, in order
+            const long first = tile * HPT;
+            for (int u = (int)(((long)threadIdx.x - first % NH + NH) % NH); u < HPT; u += NH)
+                if (first + u < HR) gacc += hgn[u];
+        }
+        __syncthreads();  // the shared arrays are rewritten for the next tile
+    }
+    if (partial && (int)threadIdx.x < NH) partial[(size_t)blockIdx.x * NH + threadIdx.x] = gacc;
+}
+
+// ----------------------------------------------------------------------------
+// launchers: host-side checks
+
+inline void layers_require(bool ok, const char *who, const char *what) {
+    if (!ok) fatal_config("layers.cuh: %s: %s", who, what);
+}
+inline void layers_check_aligned(const void *p, const char *who, const char *name) {
+    if (((uintptr_t)p & 15) != 0)
+        fatal_config("layers.cuh: %s: %s is not 16-byte aligned HINT: bf16 tensors must start on 16 bytes (cudaMalloc does)",
+                     who, name);
+}
+inline void layers_check_rowlen(int C, const char *who, const char *name) {
+    if (C <= 0 || C % 8 != 0) fatal_config("layers.cuh: %s: %s=%d must be a positive multiple of 8", who, name, C);
+}
+inline void layers_check_scratch(const DeviceScratch &s, size_t need, const char *who) {
+    if (s.ptr == nullptr || s.bytes < need)
+        fatal_config("layers.cuh: %s: scratch of %zu bytes is too small (needs %zu) HINT: allocate layers_scratch_bytes(N, C, rows)",
+                     who, s.bytes, need);
+    layers_check_aligned(s.ptr, who, "scratch");
+}
+
+// One full wave of the device for a kernel: SMs x resident blocks per SM, at most
+// REDUCE_MAX_BLOCKS. Cached per kernel (the first call asks the driver about the current
+// device; a process that mixes GPU models would need the cache keyed by device). The partition
+// of the grid-stride reductions, so their summation order, depends only on this and the shape.
+inline int full_wave_blocks(const void *kernel, int threads, size_t smem = 0) {
+    static std::mutex mu;
+    static std::vector<std::pair<const void *, int>> cache;
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto &e : cache)
+        if (e.first == kernel) return e.second;
+    int dev = 0, sms = 0, per_sm = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    const int n = std::max(1, std::min(std::max(per_sm, 1) * sms, REDUCE_MAX_BLOCKS));
+    cache.push_back({kernel, n});
+    return n;
+}
+
+// How a RED_THREADS block covers rows of C channels: TPR threads per row (8 channels each), RP
+// rows at once, `slices` channel slices (grid.y) when a row needs more than RED_THREADS threads.
+struct RowLayout {
+    int TPR, RP, slices;
+};
+inline RowLayout row_layout(int C) {
+    const int CV = C / 8;
+    RowLayout l;
+    l.TPR = std::min(CV, RED_THREADS);
+    l.RP = RED_THREADS / l.TPR;
+    l.slices = ceil_div(CV, l.TPR);
+    return l;
+}
+// blocks along x for the row-layout forward kernels: each thread takes up to FWD_ROWS rows
+constexpr int FWD_ROWS = 8;
+inline int fwd_grid_x(int N, const RowLayout &l) { return std::max(1, ceil_div(N, (long)l.RP * FWD_ROWS)); }
+// blocks along x for a per-channel reduction kernel over N rows
+inline int reduce_grid_x(const void *kernel, int N, const RowLayout &l) {
+    const int wave = std::max(1, full_wave_blocks(kernel, RED_THREADS) / l.slices);
+    return std::max(1, std::min(ceil_div(N, l.RP), wave));
+}
+
+inline void channel_partials_finalize(float *dst, const float *partial, int nblocks, int width, const float *gate,
+                                      cudaStream_t stream) {
+    channel_partials_finalize_kernel<<<ceil_div(width, 32), dim3(32, 32), 0, stream>>>(dst, partial, nblocks, width, gate);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// scratch sizes
+
+// the per-channel partial sums: at most REDUCE_MAX_BLOCKS x 2C floats (resid_mix has 2C values)
+inline size_t reduce_scratch_bytes(int C) { return (size_t)REDUCE_MAX_BLOCKS * 2 * std::max(C, 1) * sizeof(float); }
+
+// The embedding sort and piece sums. Offsets of each array in the scratch (256-byte aligned).
+struct EmbedScratchLayout {
+    size_t cnt, total, start, sorted_pos, sorted_key, head, tail, bytes;
+};
+inline EmbedScratchLayout embed_scratch_layout(int N, int C, int rows) {
+    auto up = [](size_t x) { return (x + 255) & ~(size_t)255; };
+    const size_t R1 = (size_t)rows + 1, nch = (size_t)ceil_div(std::max(N, 1), SORT_CHUNK);
+    const size_t npieces = (size_t)ceil_div(std::max(N, 1), EMB_PIECE);
+    EmbedScratchLayout l;
+    size_t off = 0;
+    l.cnt = off;        off += up(nch * R1 * sizeof(int));
+    l.total = off;      off += up(R1 * sizeof(int));
+    l.start = off;      off += up((R1 + 1) * sizeof(int));
+    l.sorted_pos = off; off += up((size_t)std::max(N, 1) * sizeof(int));
+    l.sorted_key = off; off += up((size_t)std::max(N, 1) * sizeof(int));
+    l.head = off;       off += up(npieces * C * sizeof(float));
+    l.tail = off;       off += up(npieces * C * sizeof(float));
+    l.bytes = off;
+    return l;
+}
+inline size_t embedding_backward_scratch_bytes(int N, int C, int rows) { return embed_scratch_layout(N, C, rows).bytes; }
+
+// Enough scratch for every launcher of this header with at most N rows, rows of at most C
+// channels (the model dim) and tables of at most `rows` rows (the largest of vocab and bigram
+// buckets).
+inline size_t layers_scratch_bytes(int N, int C, int rows) {
+    return std::max(reduce_scratch_bytes(C), embedding_backward_scratch_bytes(N, C, rows));
+}
+
+// ----------------------------------------------------------------------------
+// launchers: embeddings
+
+// h (N) = the BigramHash bucket of each position; ids (B*T) int32
+inline void bigram_hash(int *h, const int *ids, int B, int T, int buckets, cudaStream_t stream) {
+    const char *who = "bigram_hash";
+    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
+    layers_require(buckets >= 2, who, "needs at least 2 buckets (the hash is mod buckets-1)");
+    const int N = B * T;
+    if (N == 0) return;
+    bigram_hash_kernel<<<ceil_div(N, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(h, ids, N, T, buckets);
+    cudaCheckLaunch();
+}
+
+// out (N, C) bf16 = table[ids] with table (rows, C) fp32 (a master copy) or bf16 (a weight copy)
+template <typename Tw>
+inline void embedding_forward(bf16 *out, const int *ids, const Tw *table, int N, int C, int rows, cudaStream_t stream) {
+    const char *who = "embedding_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    if (sizeof(Tw) == 2) layers_check_aligned(table, who, "table");
+    if (N <= 0) return;
+    const size_t items = (size_t)N * (C / 8);
+    embedding_forward_kernel<Tw><<<ceil_div(items, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, ids, table, N, C, rows);
+    cudaCheckLaunch();
+}
+
+// dtable (rows, C) fp32 += the scatter of dout (N, C) by ids; deterministic (see above)
+inline void embedding_backward(float *dtable, const bf16 *dout, const int *ids, int N, int C, int rows,
+                               DeviceScratch scratch, cudaStream_t stream) {
+    const char *who = "embedding_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(rows >= 1, who, "needs a table of at least 1 row");
+    layers_check_aligned(dout, who, "dout");
+    if (N <= 0) return;
+    const EmbedScratchLayout L = embed_scratch_layout(N, C, rows);
+    layers_check_scratch(scratch, L.bytes, who);
+    char *base = (char *)scratch.ptr;
+    int *cnt = (int *)(base + L.cnt), *total = (int *)(base + L.total), *start = (int *)(base + L.start);
+    int *sorted_pos = (int *)(base + L.sorted_pos), *sorted_key = (int *)(base + L.sorted_key);
+    float *head = (float *)(base + L.head), *tail = (float *)(base + L.tail);
+    const int R1 = rows + 1, nch = ceil_div(N, SORT_CHUNK), npieces = ceil_div(N, EMB_PIECE);
+    // 1. stable counting sort of the positions by id
+    cudaCheck(cudaMemsetAsync(cnt, 0, (size_t)nch * R1 * sizeof(int), stream));
+    sort_hist_kernel<<<nch, 256, 0, stream>>>(cnt, ids, N, rows);
+    cudaCheckLaunch();
+    sort_colscan_kernel<<<ceil_div(R1, 256), 256, 0, stream>>>(cnt, total, nch, R1);
+    cudaCheckLaunch();
+    sort_rowscan_kernel<<<1, 1024, 0, stream>>>(start, total, R1);
+    cudaCheckLaunch();
+    sort_place_kernel<<<nch, SORT_CHUNK, 0, stream>>>(sorted_pos, sorted_key, ids, cnt, start, N, rows);
+    cudaCheckLaunch();
+    // 2. + 3. sums of runs of equal ids, in pieces, then the runs that cross pieces
+    const dim3 grid(ceil_div(npieces, EMB_WARPS), ceil_div(C / 8, 32)), block(32, EMB_WARPS);
+    embedding_backward_piece_kernel<<<grid, block, 0, stream>>>(dtable, head, tail, dout, sorted_pos, sorted_key, start, C, rows);
+    cudaCheckLaunch();
+    embedding_backward_chain_kernel<<<grid, block, 0, stream>>>(dtable, head, tail, sorted_key, start, C, rows);
+    cudaCheckLaunch();
+}
+
+// out (N, D) = tok_emb[ids] + bigram_scale * bg_proj; tok_emb (V, D) fp32 or bf16, bigram_scale
+// a device scalar
+template <typename Tw>
+inline void encoder_forward(bf16 *out, const int *ids, const Tw *tok_emb, const bf16 *bg_proj, const float *bigram_scale,
+                            int N, int D, int V, cudaStream_t stream) {
+    const char *who = "encoder_forward";
+    layers_check_rowlen(D, who, "D");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(bg_proj, who, "bg_proj");
+    if (sizeof(Tw) == 2) layers_check_aligned(tok_emb, who, "tok_emb");
+    if (N <= 0) return;
+    const size_t items = (size_t)N * (D / 8);
+    encoder_forward_kernel<Tw><<<ceil_div(items, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, ids, tok_emb, bg_proj,
+                                                                                          bigram_scale, N, D, V);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// launchers: scalar scale (also the encoder's bigram scale)
+
+// out (n) (+)= s * inp
+inline void scalar_scale_forward(bf16 *out, const bf16 *inp, const float *s, size_t n, bool accumulate,
+                                 cudaStream_t stream) {
+    const char *who = "scalar_scale_forward";
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    scalar_scale_forward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, inp, s, n, accumulate);
+    cudaCheckLaunch();
+}
+// dinp (+)= s * dout; ds[0] += sum(dout * inp). dinp may be dout.
+inline void scalar_scale_backward(bf16 *dinp, float *ds, const bf16 *dout, const bf16 *inp, const float *s, size_t n,
+                                  bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    const char *who = "scalar_scale_backward";
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    const int wave = full_wave_blocks((const void *)scalar_scale_backward_kernel, ELEM_THREADS);
+    const int nb = std::max(1, std::min(ceil_div(n / 8 + n % 8, ELEM_THREADS), wave));
+    layers_check_scratch(scratch, (size_t)nb * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    scalar_scale_backward_kernel<<<nb, ELEM_THREADS, 0, stream>>>(dinp, partial, dout, inp, s, n, accumulate);
+    cudaCheckLaunch();
+    scalar_partials_finalize_kernel<<<1, 1024, 0, stream>>>(ds, partial, nb);
+    cudaCheckLaunch();
+}
+
+// The embedding sum's backward: dbg_proj (+)= bigram_scale * dout; dbigram_scale += sum(dout *
+// bg_proj); dtok_emb (V, D) fp32 += scatter of dout by ids (skipped when dtok_emb is null: the
+// head's GEMM adds the other part of the tied embedding's gradient).
+inline void encoder_backward(float *dtok_emb, bf16 *dbg_proj, float *dbigram_scale, const bf16 *dout, const int *ids,
+                             const bf16 *bg_proj, const float *bigram_scale, int N, int D, int V, bool accumulate,
+                             DeviceScratch scratch, cudaStream_t stream) {
+    layers_check_rowlen(D, "encoder_backward", "D");
+    if (N <= 0) return;
+    scalar_scale_backward(dbg_proj, dbigram_scale, dout, bg_proj, bigram_scale, (size_t)N * D, accumulate, scratch, stream);
+    if (dtok_emb) embedding_backward(dtok_emb, dout, ids, N, D, V, scratch, stream);
+}
+
+// ----------------------------------------------------------------------------
+// launchers: rmsnorm
+
+// out (N, C) = scale * inp / sqrt(mean(inp^2) + eps); rstd (N) may be null (no backward). out may be inp.
+inline void rmsnorm_forward(bf16 *out, float *rstd, const bf16 *inp, int N, int C, float scale, cudaStream_t stream) {
+    const char *who = "rmsnorm_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    if (N <= 0) return;
+    // the smaller register cache when it holds the whole row (fewer registers, more warps)
+    if (C <= 512)
+        rmsnorm_forward_kernel<2><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(out, rstd, inp, N, C, scale);
+    else
+        rmsnorm_forward_kernel<RMS_CACHE><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(out, rstd, inp, N, C, scale);
+    cudaCheckLaunch();
+}
+// dinp (+)= the gradient through rmsnorm (rstd from the forward). dinp may be dout.
+inline void rmsnorm_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, const float *rstd, int N, int C,
+                             float scale, bool accumulate, cudaStream_t stream) {
+    const char *who = "rmsnorm_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    if (N <= 0) return;
+    rmsnorm_backward_kernel<RMS_CACHE / 2><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(
+        dinp, dout, inp, rstd, N, C, scale, accumulate);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// launchers: smear, resid_mix, residual_scale
+
+// out (B, T, C) = smear(inp); out must not be inp (each row reads its predecessor)
+inline void smear_forward(bf16 *out, const bf16 *inp, const float *gate, int B, int T, int C, cudaStream_t stream) {
+    const char *who = "smear_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
+    layers_require(out != inp, who, "out must not be inp");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    const int N = B * T;
+    if (N == 0) return;
+    const RowLayout l = row_layout(C);
+    smear_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, inp, gate, N, T, C, l.TPR, l.RP);
+    cudaCheckLaunch();
+}
+// dinp (+)= the input gradient; dgate (C) += the gate gradient. dinp must not be dout.
+inline void smear_backward(bf16 *dinp, float *dgate, const bf16 *dout, const bf16 *inp, const float *gate, int B, int T,
+                           int C, bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    const char *who = "smear_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
+    layers_require(dinp != dout, who, "dinp must not be dout");
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    const int N = B * T;
+    if (N == 0) return;
+    const RowLayout l = row_layout(C);
+    const int nb = reduce_grid_x((const void *)smear_backward_kernel, N, l);
+    layers_check_scratch(scratch, (size_t)nb * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    smear_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(dinp, partial, dout, inp, gate, N, T, C, l.TPR,
+                                                                          l.RP, accumulate);
+    cudaCheckLaunch();
+    channel_partials_finalize(dgate, partial, nb, C, gate, stream);
+}
+
+// out (N, C) = mix[0] * x + mix[1] * x0; mix (2, C). out may be x or x0.
+inline void resid_mix_forward(bf16 *out, const bf16 *x, const bf16 *x0, const float *mix, int N, int C,
+                              cudaStream_t stream) {
+    const char *who = "resid_mix_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(x, who, "x");
+    layers_check_aligned(x0, who, "x0");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    resid_mix_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, x, x0, mix, N, C, l.TPR, l.RP);
+    cudaCheckLaunch();
+}
+// dx (+)= mix[0] * dout, dx0 (+)= mix[1] * dout, dmix (2, C) += sums over rows. Pointwise: dx
+// (or dx0) may be dout.
+inline void resid_mix_backward(bf16 *dx, bf16 *dx0, float *dmix, const bf16 *dout, const bf16 *x, const bf16 *x0,
+                               const float *mix, int N, int C, bool acc_dx, bool acc_dx0, DeviceScratch scratch,
+                               cudaStream_t stream) {
+    const char *who = "resid_mix_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(dx && dx0, who, "dx and dx0 are both needed");
+    layers_require(dx != dx0, who, "dx and dx0 must be different buffers");
+    layers_check_aligned(dx, who, "dx");
+    layers_check_aligned(dx0, who, "dx0");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(x, who, "x");
+    layers_check_aligned(x0, who, "x0");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    const int nb = reduce_grid_x((const void *)resid_mix_backward_kernel, N, l);
+    layers_check_scratch(scratch, (size_t)nb * 2 * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    resid_mix_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(dx, dx0, partial, dout, x, x0, mix, N, C,
+                                                                              l.TPR, l.RP, acc_dx, acc_dx0);
+    cudaCheckLaunch();
+    channel_partials_finalize(dmix, partial, nb, 2 * C, nullptr, stream);
+}
+
+// out (N, C) = x + scale * y, scale (C): attn_scale / mlp_scale updates and the skip add
+// (scale = skip_weights[i]). out may be x or y.
+inline void residual_scale_forward(bf16 *out, const bf16 *x, const float *scale, const bf16 *y, int N, int C,
+                                   cudaStream_t stream) {
+    const char *who = "residual_scale_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(x, who, "x");
+    layers_check_aligned(y, who, "y");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    residual_scale_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, x, scale, y, N, C,
+                                                                                                l.TPR, l.RP);
+    cudaCheckLaunch();
+}
+// dx (+)= dout (dx may be null: the caller keeps using dout, it is the same gradient; dx = dout
+// without accumulate is skipped too); dy (+)= scale * dout; dscale (C) += sum over rows of
+// dout * y. Pointwise: dy may be dout (then dx must be null or dout).
+inline void residual_scale_backward(bf16 *dx, float *dscale, bf16 *dy, const bf16 *dout, const float *scale,
+                                    const bf16 *y, int N, int C, bool acc_dx, bool acc_dy, DeviceScratch scratch,
+                                    cudaStream_t stream) {
+    const char *who = "residual_scale_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(dy != nullptr, who, "dy is needed");
+    layers_require(!(dy == dout && dx && dx != dout), who, "with dy = dout, dx must be null or dout");
+    if (dx) layers_check_aligned(dx, who, "dx");
+    layers_check_aligned(dy, who, "dy");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(y, who, "y");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    const int nb = reduce_grid_x((const void *)residual_scale_backward_kernel, N, l);
+    layers_check_scratch(scratch, (size_t)nb * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    residual_scale_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(
+        dx == dout && !acc_dx ? nullptr : dx, dy, partial, dout, scale, y, N, C, l.TPR, l.RP, acc_dx, acc_dy);
+    cudaCheckLaunch();
+    channel_partials_finalize(dscale, partial, nb, C, nullptr, stream);
+}
+
+// ----------------------------------------------------------------------------
+// launchers: a residual update fused with the rmsnorm that follows it
+
+inline void residual_rmsnorm_check(bf16 *resid, bf16 *ln, const bf16 *a, const bf16 *b, int C, const char *who) {
+    layers_check_rowlen(C, who, "C");
+    layers_require(resid != ln, who, "resid and ln must be different buffers");
+    layers_check_aligned(resid, who, "resid");
+    layers_check_aligned(ln, who, "ln");
+    layers_check_aligned(a, who, "x");
+    layers_check_aligned(b, who, "x0/y");
+}
+inline int residual_rmsnorm_grid(int N) { return std::max(1, ceil_div(N, (long)ROW_WARPS * FUSED_ROWS)); }
+
+// x_in = mix[0] * x + mix[1] * x0 (resid_mix_forward), then ln = scale * rmsnorm(x_in) with rstd
+// (rmsnorm_forward), in one pass. x_in may be x or x0; rstd may be null.
+inline void resid_mix_rmsnorm_forward(bf16 *x_in, bf16 *ln, float *rstd, const bf16 *x, const bf16 *x0, const float *mix,
+                                      int N, int C, float scale, cudaStream_t stream) {
+    residual_rmsnorm_check(x_in, ln, x, x0, C, "resid_mix_rmsnorm_forward");
+    if (N <= 0) return;
+    residual_rmsnorm_forward_kernel<1><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(x_in, ln, rstd, x, x0, mix,
+                                                                                               N, C, scale);
+    cudaCheckLaunch();
+}
+// out = x + rscale * y (residual_scale_forward, rscale (C)), then ln = scale * rmsnorm(out) with
+// rstd, in one pass. out may be x or y; rstd may be null.
+inline void residual_scale_rmsnorm_forward(bf16 *out, bf16 *ln, float *rstd, const bf16 *x, const float *rscale,
+                                           const bf16 *y, int N, int C, float scale, cudaStream_t stream) {
+    residual_rmsnorm_check(out, ln, x, y, C, "residual_scale_rmsnorm_forward");
+    if (N <= 0) return;
+    residual_rmsnorm_forward_kernel<2><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(out, ln, rstd, x, y, rscale,
+                                                                                               N, C, scale);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// launchers: relu^2
+
+// out (n) = max(inp, 0)^2; out may be inp
+inline void relu2_forward(bf16 *out, const bf16 *inp, size_t n, cudaStream_t stream) {
+    const char *who = "relu2_forward";
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    relu2_forward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, inp, n);
+    cudaCheckLaunch();
+}
+// dinp (+)= 2 * max(inp, 0) * dout; dinp may be dout
+inline void relu2_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate, cudaStream_t stream) {
+    const char *who = "relu2_backward";
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    relu2_backward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(dinp, dout, inp, n, accumulate);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// launchers: RoPE tables and the q/k path
+
+// cos_t, sin_t (T, rd/2) fp32 on the device: computed on the host by rope_tables_cpu (the
+// reference's fp32 arithmetic, NTK-scaled base for T > 1024) and copied; synchronous, once per T.
+inline void rope_tables(float *cos_t, float *sin_t, int T, int rd, double base) {
+    layers_require(T >= 1 && rd >= 2 && rd % 2 == 0, "rope_tables", "needs T >= 1 and an even rd >= 2");
+    const size_t n = (size_t)T * (rd / 2);
+    std::vector<float> c(n), s(n);
+    rope_tables_cpu(c.data(), s.data(), T, rd, base);
+    cudaCheck(cudaMemcpy(cos_t, c.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(sin_t, s.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+inline void qk_check_shape(int B, int T, int NH, int hd, int rd, const char *who) {
+    layers_require(B >= 0 && T >= 1 && NH >= 1, who, "needs B >= 0, T >= 1, NH >= 1");
+    if (hd <= 0 || hd % 8 != 0 || hd / 8 > QK_THREADS)
+        fatal_config("layers.cuh: %s: head_dim=%d must be a positive multiple of 8, at most %d", who, hd, 8 * QK_THREADS);
+    if (rd < 0 || rd % 2 != 0 || rd > hd)
+        fatal_config("layers.cuh: %s: rope dims=%d must be even and in [0, head_dim=%d]", who, rd, hd);
+}
+
+// out, xn (B, T, NH, hd) bf16, rstd (B, T, NH) fp32: per-head rmsnorm (xn), partial RoPE on the
+// first rd dims, times gain[h] (gain null: 1, for k). xn and rstd may be null (no backward).
+// cos_t/sin_t from rope_tables(T, rd). out may be inp.
+inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf16 *inp, const float *cos_t,
+                                      const float *sin_t, const float *gain, int B, int T, int NH, int hd, int rd,
+                                      cudaStream_t stream) {
+    const char *who = "qk_norm_rope_gain_forward";
+    qk_check_shape(B, T, NH, hd, rd, who);
+    layers_check_aligned(out, who, "out");
+    if (xn) layers_check_aligned(xn, who, "xn");
+    layers_check_aligned(inp, who, "inp");
+    const long HR = (long)B * T * NH;
+    if (HR == 0) return;
+    const int HPT = QK_THREADS / (hd / 8);
+    qk_norm_rope_gain_forward_kernel<<<ceil_div(HR, HPT), QK_THREADS, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t, gain,
+                                                                                   NH, T, hd, rd, HR);
+    cudaCheckLaunch();
+}
+// dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from xn and rstd of the
+// forward; dgain (NH) += the gain gradient (both null for k). dinp may be dout.
+inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dout, const bf16 *xn, const float *rstd,
+                                       const float *cos_t, const float *sin_t, const float *gain, int B, int T, int NH,
+                                       int hd, int rd, bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    const char *who = "qk_norm_rope_gain_backward";
+    qk_check_shape(B, T, NH, hd, rd, who);
+    layers_require(!dgain || gain, who, "dgain needs gain");
+    layers_require(!dgain || NH <= QK_THREADS, who, "at most 256 heads with a gain gradient");
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(xn, who, "xn");
+    const long HR = (long)B * T * NH;
+    if (HR == 0) return;
+    const int HPT = QK_THREADS / (hd / 8);
+    const long ntiles = (HR + HPT - 1) / HPT;
+    const int wave = full_wave_blocks((const void *)qk_norm_rope_gain_backward_kernel, QK_THREADS);
+    const int nb = (int)std::max(1L, std::min(ntiles, (long)wave));
+    float *partial = nullptr;
+    if (dgain) {
+        layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
+        partial = (float *)scratch.ptr;
+    }
+    qk_norm_rope_gain_backward_kernel<<<nb, QK_THREADS, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain,
+                                                                     NH, T, hd, rd, HR, accumulate);
+    cudaCheckLaunch();
+    if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
+}

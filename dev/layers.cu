@@ -1,0 +1,755 @@
+// dev/layers.cu: checks and benchmarks of the memory-bound layers (common/layers.cuh) against
+// their CPU twins (common/model_cpu.h).
+//
+// Version 0 of every kernel is the shipping launcher, #included from common/ (no copies here).
+// (resid_mix_rmsnorm_forward and residual_scale_rmsnorm_forward are checked against two CPU
+// twins in a row.) For each family, at several shapes (awkward ones on purpose: N = 1, N = 333, C = 96, rows longer
+// than the register caches, more than 2048 channels (channel slices), T = 1030 for the NTK RoPE
+// branch, head_dim 32 / 64 / 96, rope dims 4 / 16 / all), fresh random inputs are rounded to bf16
+// and given to both the GPU and the CPU reference (in float, on the same rounded values).
+// Outputs are poisoned with NaN first, or pre-filled with random values when the launcher
+// accumulates, then compared with validate():
+//   bf16 outputs: rtol 1e-2 (bf16 keeps 8 bits), atol 1e-3 * rms(ref) (values that cancel);
+//   fp32 parameter gradients (sums over rows): rtol 1e-3, atol 1e-4 * max|ref| (summation order);
+//   the embedding scatter-add (fp32): rtol 1e-4, atol 1e-5 * max|ref| against a double reference;
+//   fp32 rstd: rtol 1e-5; integer outputs: exact.
+// Determinism: the embedding scatter-add and every per-channel reduction run twice and must
+// agree bit for bit. Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
+// F=1536, V=1024, bigram 10240 x 128) against the 4.3 TB/s copy bandwidth.
+//
+//   make build/dev_layers && ./build/dev_layers       exit status 0 = every check passed
+//   ./build/dev_layers --no-bench                      checks only
+#include <cstring>
+
+#include "check.cuh"
+#include "../common/layers.cuh"
+#include "../common/model_cpu.h"
+
+static int g_fail = 0;
+static void expect(bool ok) {
+    if (!ok) g_fail++;
+}
+
+// ----------------------------------------------------------------------------
+// host helpers
+
+static float rbf(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+// n normal values rounded to bf16
+static std::vector<float> randn(size_t n, float std = 1.f, float mean = 0.f) {
+    std::vector<float> v(n);
+    fill_normal(v, std, mean);
+    for (float &x : v) x = rbf(x);
+    return v;
+}
+static double rms(const std::vector<float> &v) {
+    double s = 0;
+    for (float x : v) s += (double)x * x;
+    return v.empty() ? 0 : std::sqrt(s / v.size());
+}
+static double maxabs(const std::vector<float> &v) {
+    double m = 0;
+    for (float x : v) m = std::max(m, (double)std::fabs(x));
+    return m;
+}
+
+template <typename T>
+struct DevBuf {
+    T *p = nullptr;
+    size_t n = 0;
+    explicit DevBuf(size_t count) : n(count) { cudaCheck(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T))); }
+    ~DevBuf() { cudaFreeCheck(p); }
+    DevBuf(const DevBuf &) = delete;
+    DevBuf &operator=(const DevBuf &) = delete;
+};
+static void put(DevBuf<bf16> &d, const std::vector<float> &h) { to_device_bf16(d.p, h.data(), h.size()); }
+static void put(DevBuf<float> &d, const std::vector<float> &h) {
+    cudaCheck(cudaMemcpy(d.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+}
+static void put(DevBuf<int> &d, const std::vector<int> &h) {
+    cudaCheck(cudaMemcpy(d.p, h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice));
+}
+static std::vector<float> get(const DevBuf<bf16> &d, size_t n) {
+    std::vector<float> h(n);
+    from_device_bf16(h.data(), d.p, n);
+    return h;
+}
+static std::vector<float> get(const DevBuf<float> &d, size_t n) {
+    std::vector<float> h(n);
+    cudaCheck(cudaMemcpy(h.data(), d.p, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+static std::vector<int> get(const DevBuf<int> &d, size_t n) {
+    std::vector<int> h(n);
+    cudaCheck(cudaMemcpy(h.data(), d.p, n * sizeof(int), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+static bool check_bf16(const char *name, const std::vector<float> &got, const std::vector<float> &ref) {
+    return validate(name, got.data(), ref.data(), ref.size(), 1e-2, 1e-3 * rms(ref) + 1e-30);
+}
+static bool check_sum(const char *name, const std::vector<float> &got, const std::vector<float> &ref) {
+    return validate(name, got.data(), ref.data(), ref.size(), 1e-3, 1e-4 * maxabs(ref) + 1e-30);
+}
+static bool check_exact(const char *name, const std::vector<float> &a, const std::vector<float> &b) {
+    const bool same = a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    printf("  %s %-28s bitwise identical on a second run\n", same ? "ok  " : "FAIL", name);
+    return same;
+}
+
+// one scratch for every launcher (sized for the largest shapes used below)
+static DeviceScratch g_scratch;
+static void scratch_init() {
+    g_scratch.bytes = layers_scratch_bytes(98304, 4200, 10240);
+    cudaCheck(cudaMalloc(&g_scratch.ptr, g_scratch.bytes));
+}
+
+// ----------------------------------------------------------------------------
+// embeddings
+
+static void test_bigram_hash(int B, int T, int buckets, int max_id) {
+    printf("bigram_hash B=%d T=%d buckets=%d ids<%d\n", B, T, buckets, max_id);
+    const int N = B * T;
+    std::vector<int> ids(N), ref(N);
+    fill_uniform_int(ids, 0, max_id);
+    bigram_hash_cpu(ref.data(), ids.data(), B, T, buckets);
+    DevBuf<int> d_ids(N), d_h(N);
+    put(d_ids, ids);
+    cudaCheck(cudaMemset(d_h.p, 0xFF, N * sizeof(int)));
+    bigram_hash(d_h.p, d_ids.p, B, T, buckets, 0);
+    std::vector<int> got = get(d_h, N);
+    size_t bad = 0;
+    for (int n = 0; n < N; n++) bad += got[n] != ref[n];
+    printf("  %s %-28s %zu/%d mismatches\n", bad ? "FAIL" : "ok  ", "h", bad, N);
+    expect(bad == 0);
+}
+
+template <typename Tw>
+static void test_embedding_forward(int N, int C, int rows) {
+    printf("embedding_forward<%s> N=%d C=%d rows=%d\n", sizeof(Tw) == 2 ? "bf16" : "fp32", N, C, rows);
+    std::vector<float> table = randn((size_t)rows * C), ref((size_t)N * C);
+    std::vector<int> ids(N);
+    fill_uniform_int(ids, 0, rows);
+    embedding_forward_cpu(ref.data(), ids.data(), table.data(), N, C);
+    DevBuf<Tw> d_table((size_t)rows * C);
+    put(d_table, table);
+    DevBuf<int> d_ids(N);
+    put(d_ids, ids);
+    DevBuf<bf16> d_out((size_t)N * C);
+    poison(d_out.p, d_out.n);
+    embedding_forward(d_out.p, d_ids.p, d_table.p, N, C, rows, 0);
+    expect(check_bf16("out", get(d_out, d_out.n), ref));
+    // a bad id gives a NaN row
+    ids[N - 1] = rows;
+    put(d_ids, ids);
+    embedding_forward(d_out.p, d_ids.p, d_table.p, N, C, rows, 0);
+    std::vector<float> got = get(d_out, d_out.n);
+    bool all_nan = true;
+    for (int i = 0; i < C; i++) all_nan = all_nan && std::isnan(got[(size_t)(N - 1) * C + i]);
+    printf("  %s %-28s\n", all_nan ? "ok  " : "FAIL", "bad id -> NaN row");
+    expect(all_nan);
+}
+
+// ids with a skew: a fraction `hot` of the positions take one of 3 hot ids, plus a few bad ids
+static std::vector<int> skewed_ids(int N, int rows, double hot, bool with_bad) {
+    std::vector<int> ids(N);
+    fill_uniform_int(ids, 0, rows);
+    std::uniform_real_distribution<double> u(0, 1);
+    for (int n = 0; n < N; n++)
+        if (u(dev_rng()) < hot) ids[n] = std::min(rows - 1, (int)(u(dev_rng()) * 3));
+    if (with_bad && N >= 8) {
+        ids[N / 3] = -1;
+        ids[N / 2] = rows;
+        ids[N - 1] = rows + 7;
+    }
+    return ids;
+}
+
+static void test_embedding_backward(int N, int C, int rows, double hot) {
+    printf("embedding_backward N=%d C=%d rows=%d hot=%.2f\n", N, C, rows, hot);
+    std::vector<int> ids = skewed_ids(N, rows, hot, true);
+    std::vector<float> dout = randn((size_t)N * C), prefill = randn((size_t)rows * C);
+    // CPU, in double (a hot row sums ~35000 values: a float reference would be the noisier side),
+    // skipping the bad ids as the GPU does
+    std::vector<double> refd(prefill.begin(), prefill.end()), doutd(dout.begin(), dout.end());
+    for (int n = 0; n < N; n++)
+        if (ids[n] >= 0 && ids[n] < rows) embedding_backward_cpu(refd.data(), doutd.data() + (size_t)n * C, ids.data() + n, 1, C);
+    std::vector<float> ref(refd.begin(), refd.end());
+    DevBuf<int> d_ids(N);
+    put(d_ids, ids);
+    DevBuf<bf16> d_dout((size_t)N * C);
+    put(d_dout, dout);
+    DevBuf<float> d_dt((size_t)rows * C);
+    put(d_dt, prefill);
+    embedding_backward(d_dt.p, d_dout.p, d_ids.p, N, C, rows, g_scratch, 0);
+    std::vector<float> got = get(d_dt, d_dt.n);
+    expect(validate("dtable", got.data(), ref.data(), ref.size(), 1e-4, 1e-5 * maxabs(ref) + 1e-30));
+    put(d_dt, prefill);
+    embedding_backward(d_dt.p, d_dout.p, d_ids.p, N, C, rows, g_scratch, 0);
+    expect(check_exact("dtable", get(d_dt, d_dt.n), got));
+}
+
+template <typename Tw>
+static void test_encoder(int N, int D, int V, bool accumulate) {
+    printf("encoder_forward/backward<%s> N=%d D=%d V=%d accumulate=%d\n", sizeof(Tw) == 2 ? "bf16" : "fp32", N, D, V,
+           accumulate);
+    std::vector<float> tok = randn((size_t)V * D, 0.5f), bg = randn((size_t)N * D), scale = {rbf(0.37f)};
+    std::vector<int> ids(N);
+    fill_uniform_int(ids, 0, V);
+    std::vector<float> ref((size_t)N * D);
+    encoder_forward_cpu(ref.data(), ids.data(), tok.data(), bg.data(), scale.data(), N, D);
+    DevBuf<Tw> d_tok((size_t)V * D);
+    put(d_tok, tok);
+    DevBuf<int> d_ids(N);
+    put(d_ids, ids);
+    DevBuf<bf16> d_bg((size_t)N * D), d_out((size_t)N * D);
+    put(d_bg, bg);
+    DevBuf<float> d_scale(1);
+    put(d_scale, scale);
+    poison(d_out.p, d_out.n);
+    encoder_forward(d_out.p, d_ids.p, d_tok.p, d_bg.p, d_scale.p, N, D, V, 0);
+    expect(check_bf16("out", get(d_out, d_out.n), ref));
+    // backward
+    std::vector<float> dout = randn((size_t)N * D), dtok = randn((size_t)V * D), ds = {0.25f};
+    std::vector<float> dbg = accumulate ? randn((size_t)N * D) : std::vector<float>((size_t)N * D, 0.f);
+    std::vector<float> r_dtok = dtok, r_dbg = dbg, r_ds = ds;
+    encoder_backward_cpu(r_dtok.data(), r_dbg.data(), r_ds.data(), dout.data(), ids.data(), bg.data(), scale.data(), N, D);
+    DevBuf<bf16> d_dout((size_t)N * D), d_dbg((size_t)N * D);
+    put(d_dout, dout);
+    if (accumulate) put(d_dbg, dbg);
+    else poison(d_dbg.p, d_dbg.n);
+    DevBuf<float> d_dtok((size_t)V * D), d_ds(1);
+    put(d_dtok, dtok);
+    put(d_ds, ds);
+    encoder_backward(d_dtok.p, d_dbg.p, d_ds.p, d_dout.p, d_ids.p, d_bg.p, d_scale.p, N, D, V, accumulate, g_scratch, 0);
+    expect(check_bf16("dbg_proj", get(d_dbg, d_dbg.n), r_dbg));
+    std::vector<float> g_dtok = get(d_dtok, d_dtok.n);
+    expect(validate("dtok_emb", g_dtok.data(), r_dtok.data(), r_dtok.size(), 1e-4, 1e-5 * maxabs(r_dtok) + 1e-30));
+    // the scale's gradient is one sum of N*D products
+    std::vector<float> g_ds = get(d_ds, 1);
+    double l1 = 0;
+    for (size_t i = 0; i < dout.size(); i++) l1 += std::fabs((double)dout[i] * bg[i]);
+    expect(validate("dbigram_scale", g_ds.data(), r_ds.data(), 1, 1e-3, 1e-6 * l1));
+}
+
+// ----------------------------------------------------------------------------
+// rmsnorm
+
+static void test_rmsnorm(int N, int C, float scale) {
+    printf("rmsnorm N=%d C=%d scale=%g\n", N, C, scale);
+    std::vector<float> x = randn((size_t)N * C, 1.3f, 0.2f), out((size_t)N * C), rstd(N);
+    rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), N, C, scale);
+    DevBuf<bf16> d_x((size_t)N * C), d_out((size_t)N * C);
+    DevBuf<float> d_rstd(N);
+    put(d_x, x);
+    poison(d_out.p, d_out.n);
+    poison(d_rstd.p, d_rstd.n);
+    rmsnorm_forward(d_out.p, d_rstd.p, d_x.p, N, C, scale, 0);
+    expect(check_bf16("out", get(d_out, d_out.n), out));
+    std::vector<float> g_rstd = get(d_rstd, N);
+    expect(validate("rstd", g_rstd.data(), rstd.data(), N, 1e-5, 0));
+    // backward, with the CPU's rstd on both sides
+    put(d_rstd, rstd);
+    std::vector<float> dout = randn((size_t)N * C);
+    DevBuf<bf16> d_dout((size_t)N * C), d_dx((size_t)N * C);
+    put(d_dout, dout);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dx = acc ? randn((size_t)N * C) : std::vector<float>((size_t)N * C, 0.f);
+        std::vector<float> ref = dx;
+        rmsnorm_backward_cpu(ref.data(), dout.data(), x.data(), rstd.data(), N, C, scale);
+        if (acc) put(d_dx, dx);
+        else poison(d_dx.p, d_dx.n);
+        rmsnorm_backward(d_dx.p, d_dout.p, d_x.p, d_rstd.p, N, C, scale, acc, 0);
+        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, d_dx.n), ref));
+    }
+    // in place: dinp = dout
+    std::vector<float> ref((size_t)N * C, 0.f);
+    rmsnorm_backward_cpu(ref.data(), dout.data(), x.data(), rstd.data(), N, C, scale);
+    rmsnorm_backward(d_dout.p, d_dout.p, d_x.p, d_rstd.p, N, C, scale, false, 0);
+    expect(check_bf16("dinp (in place)", get(d_dout, d_dout.n), ref));
+}
+
+// ----------------------------------------------------------------------------
+// smear, resid_mix, residual_scale
+
+static void test_smear(int B, int T, int C) {
+    printf("smear B=%d T=%d C=%d\n", B, T, C);
+    const int N = B * T;
+    std::vector<float> x = randn((size_t)N * C), gate = randn(C, 1.5f), out((size_t)N * C);
+    smear_forward_cpu(out.data(), x.data(), gate.data(), B, T, C);
+    DevBuf<bf16> d_x((size_t)N * C), d_out((size_t)N * C), d_dout((size_t)N * C), d_dx((size_t)N * C);
+    DevBuf<float> d_gate(C), d_dgate(C);
+    put(d_x, x);
+    put(d_gate, gate);
+    poison(d_out.p, d_out.n);
+    smear_forward(d_out.p, d_x.p, d_gate.p, B, T, C, 0);
+    expect(check_bf16("out", get(d_out, d_out.n), out));
+    std::vector<float> dout = randn((size_t)N * C);
+    put(d_dout, dout);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dx = acc ? randn((size_t)N * C) : std::vector<float>((size_t)N * C, 0.f);
+        std::vector<float> dgate = randn(C), r_dx = dx, r_dgate = dgate;
+        smear_backward_cpu(r_dx.data(), r_dgate.data(), dout.data(), x.data(), gate.data(), B, T, C);
+        if (acc) put(d_dx, dx);
+        else poison(d_dx.p, d_dx.n);
+        put(d_dgate, dgate);
+        smear_backward(d_dx.p, d_dgate.p, d_dout.p, d_x.p, d_gate.p, B, T, C, acc, g_scratch, 0);
+        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, d_dx.n), r_dx));
+        std::vector<float> g = get(d_dgate, C);
+        expect(check_sum("dgate", g, r_dgate));
+        if (!acc) {  // determinism
+            put(d_dgate, dgate);
+            smear_backward(d_dx.p, d_dgate.p, d_dout.p, d_x.p, d_gate.p, B, T, C, acc, g_scratch, 0);
+            expect(check_exact("dgate", get(d_dgate, C), g));
+        }
+    }
+}
+
+static void test_resid_mix(int N, int C) {
+    printf("resid_mix N=%d C=%d\n", N, C);
+    std::vector<float> x = randn((size_t)N * C), x0 = randn((size_t)N * C), mix = randn(2 * C), out((size_t)N * C);
+    resid_mix_forward_cpu(out.data(), x.data(), x0.data(), mix.data(), N, C);
+    DevBuf<bf16> d_x((size_t)N * C), d_x0((size_t)N * C), d_out((size_t)N * C), d_dout((size_t)N * C);
+    DevBuf<bf16> d_dx((size_t)N * C), d_dx0((size_t)N * C);
+    DevBuf<float> d_mix(2 * C), d_dmix(2 * C);
+    put(d_x, x);
+    put(d_x0, x0);
+    put(d_mix, mix);
+    poison(d_out.p, d_out.n);
+    resid_mix_forward(d_out.p, d_x.p, d_x0.p, d_mix.p, N, C, 0);
+    expect(check_bf16("out", get(d_out, d_out.n), out));
+    std::vector<float> dout = randn((size_t)N * C);
+    put(d_dout, dout);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dx = acc ? randn((size_t)N * C) : std::vector<float>((size_t)N * C, 0.f);
+        std::vector<float> dx0 = acc ? randn((size_t)N * C) : std::vector<float>((size_t)N * C, 0.f);
+        std::vector<float> dmix = randn(2 * C), r_dx = dx, r_dx0 = dx0, r_dmix = dmix;
+        resid_mix_backward_cpu(r_dx.data(), r_dx0.data(), r_dmix.data(), dout.data(), x.data(), x0.data(), mix.data(), N, C);
+        if (acc) {
+            put(d_dx, dx);
+            put(d_dx0, dx0);
+        } else {
+            poison(d_dx.p, d_dx.n);
+            poison(d_dx0.p, d_dx0.n);
+        }
+        put(d_dmix, dmix);
+        resid_mix_backward(d_dx.p, d_dx0.p, d_dmix.p, d_dout.p, d_x.p, d_x0.p, d_mix.p, N, C, acc, acc, g_scratch, 0);
+        expect(check_bf16(acc ? "dx (accumulate)" : "dx", get(d_dx, d_dx.n), r_dx));
+        expect(check_bf16(acc ? "dx0 (accumulate)" : "dx0", get(d_dx0, d_dx0.n), r_dx0));
+        std::vector<float> g = get(d_dmix, 2 * C);
+        expect(check_sum("dmix", g, r_dmix));
+        if (!acc) {
+            put(d_dmix, dmix);
+            resid_mix_backward(d_dx.p, d_dx0.p, d_dmix.p, d_dout.p, d_x.p, d_x0.p, d_mix.p, N, C, acc, acc, g_scratch, 0);
+            expect(check_exact("dmix", get(d_dmix, 2 * C), g));
+        }
+    }
+}
+
+static void test_residual_scale(int N, int C) {
+    printf("residual_scale N=%d C=%d\n", N, C);
+    std::vector<float> x = randn((size_t)N * C), y = randn((size_t)N * C), scale = randn(C), out((size_t)N * C);
+    residual_scale_forward_cpu(out.data(), x.data(), scale.data(), y.data(), N, C);
+    DevBuf<bf16> d_x((size_t)N * C), d_y((size_t)N * C), d_out((size_t)N * C), d_dout((size_t)N * C);
+    DevBuf<bf16> d_dx((size_t)N * C), d_dy((size_t)N * C);
+    DevBuf<float> d_scale(C), d_ds(C);
+    put(d_x, x);
+    put(d_y, y);
+    put(d_scale, scale);
+    poison(d_out.p, d_out.n);
+    residual_scale_forward(d_out.p, d_x.p, d_scale.p, d_y.p, N, C, 0);
+    expect(check_bf16("out", get(d_out, d_out.n), out));
+    residual_scale_forward(d_x.p, d_x.p, d_scale.p, d_y.p, N, C, 0);  // in place
+    expect(check_bf16("out (in place)", get(d_x, d_x.n), out));
+    std::vector<float> dout = randn((size_t)N * C);
+    put(d_dout, dout);
+    // modes: 0 = write dx and dy, 1 = accumulate both, 2 = no dx, write dy
+    for (int mode = 0; mode < 3; mode++) {
+        const bool acc = mode == 1, with_dx = mode != 2;
+        std::vector<float> dx = acc ? randn((size_t)N * C) : std::vector<float>((size_t)N * C, 0.f);
+        std::vector<float> dy = acc ? randn((size_t)N * C) : std::vector<float>((size_t)N * C, 0.f);
+        std::vector<float> ds = randn(C), r_dx = dx, r_dy = dy, r_ds = ds;
+        residual_scale_backward_cpu(with_dx ? r_dx.data() : nullptr, r_ds.data(), r_dy.data(), dout.data(), scale.data(),
+                                    y.data(), N, C);
+        if (acc) {
+            put(d_dx, dx);
+            put(d_dy, dy);
+        } else {
+            poison(d_dx.p, d_dx.n);
+            poison(d_dy.p, d_dy.n);
+        }
+        put(d_ds, ds);
+        residual_scale_backward(with_dx ? d_dx.p : nullptr, d_ds.p, d_dy.p, d_dout.p, d_scale.p, d_y.p, N, C, acc, acc,
+                                g_scratch, 0);
+        if (with_dx) expect(check_bf16(acc ? "dx (accumulate)" : "dx", get(d_dx, d_dx.n), r_dx));
+        expect(check_bf16(acc ? "dy (accumulate)" : "dy", get(d_dy, d_dy.n), r_dy));
+        std::vector<float> g = get(d_ds, C);
+        expect(check_sum("dscale", g, r_ds));
+        if (mode == 2) {
+            put(d_ds, ds);
+            residual_scale_backward(nullptr, d_ds.p, d_dy.p, d_dout.p, d_scale.p, d_y.p, N, C, false, false, g_scratch, 0);
+            expect(check_exact("dscale", get(d_ds, C), g));
+        }
+    }
+}
+
+// the fused residual + rmsnorm forwards: the residual against its CPU twin, then ln and rstd
+// against rmsnorm_forward_cpu of the residual the GPU stored (the norm must be that of the
+// stored bf16 values, which the backward reads; a CPU-rounded residual could differ in a last
+// bf16 bit where the GPU's fma and the CPU's multiply-add round differently)
+static void test_residual_rmsnorm(int N, int C, float scale) {
+    printf("resid_mix_rmsnorm / residual_scale_rmsnorm N=%d C=%d scale=%g\n", N, C, scale);
+    std::vector<float> x = randn((size_t)N * C), x0 = randn((size_t)N * C), mix = randn(2 * C), rs = randn(C);
+    DevBuf<bf16> d_x((size_t)N * C), d_x0((size_t)N * C), d_res((size_t)N * C), d_ln((size_t)N * C);
+    DevBuf<float> d_mix(2 * C), d_rs(C), d_rstd(N);
+    put(d_x, x);
+    put(d_x0, x0);
+    put(d_mix, mix);
+    put(d_rs, rs);
+    for (int mode = 1; mode <= 2; mode++) {
+        std::vector<float> res((size_t)N * C), ln((size_t)N * C), rstd(N);
+        if (mode == 1) resid_mix_forward_cpu(res.data(), x.data(), x0.data(), mix.data(), N, C);
+        else residual_scale_forward_cpu(res.data(), x.data(), rs.data(), x0.data(), N, C);
+        poison(d_res.p, d_res.n);
+        poison(d_ln.p, d_ln.n);
+        poison(d_rstd.p, N);
+        if (mode == 1) resid_mix_rmsnorm_forward(d_res.p, d_ln.p, d_rstd.p, d_x.p, d_x0.p, d_mix.p, N, C, scale, 0);
+        else residual_scale_rmsnorm_forward(d_res.p, d_ln.p, d_rstd.p, d_x.p, d_rs.p, d_x0.p, N, C, scale, 0);
+        std::vector<float> g_res = get(d_res, d_res.n);
+        expect(check_bf16(mode == 1 ? "x_in" : "out", g_res, res));
+        rmsnorm_forward_cpu(ln.data(), rstd.data(), g_res.data(), N, C, scale);
+        expect(check_bf16("ln", get(d_ln, d_ln.n), ln));
+        std::vector<float> g = get(d_rstd, N);
+        expect(validate("rstd", g.data(), rstd.data(), N, 1e-5, 0));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// relu^2, scalar scale
+
+static void test_relu2(size_t n) {
+    printf("relu2 n=%zu\n", n);
+    std::vector<float> x = randn(n), out(n);
+    relu2_forward_cpu(out.data(), x.data(), n);
+    DevBuf<bf16> d_x(n), d_out(n), d_dout(n), d_dx(n);
+    put(d_x, x);
+    poison(d_out.p, n);
+    relu2_forward(d_out.p, d_x.p, n, 0);
+    expect(check_bf16("out", get(d_out, n), out));
+    std::vector<float> dout = randn(n);
+    put(d_dout, dout);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dx = acc ? randn(n) : std::vector<float>(n, 0.f), ref = dx;
+        relu2_backward_cpu(ref.data(), dout.data(), x.data(), n);
+        if (acc) put(d_dx, dx);
+        else poison(d_dx.p, n);
+        relu2_backward(d_dx.p, d_dout.p, d_x.p, n, acc, 0);
+        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, n), ref));
+    }
+}
+
+static void test_scalar_scale(size_t n) {
+    printf("scalar_scale n=%zu\n", n);
+    std::vector<float> x = randn(n), s = {rbf(-0.71f)};
+    DevBuf<bf16> d_x(n), d_out(n), d_dout(n), d_dx(n);
+    DevBuf<float> d_s(1), d_ds(1);
+    put(d_x, x);
+    put(d_s, s);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> out = acc ? randn(n) : std::vector<float>(n, 0.f), ref = out;
+        scalar_scale_forward_cpu(ref.data(), x.data(), s.data(), n, acc != 0);
+        if (acc) put(d_out, out);
+        else poison(d_out.p, n);
+        scalar_scale_forward(d_out.p, d_x.p, d_s.p, n, acc, 0);
+        expect(check_bf16(acc ? "out (accumulate)" : "out", get(d_out, n), ref));
+    }
+    std::vector<float> dout = randn(n);
+    put(d_dout, dout);
+    double l1 = 0;
+    for (size_t i = 0; i < n; i++) l1 += std::fabs((double)dout[i] * x[i]);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dx = acc ? randn(n) : std::vector<float>(n, 0.f), ds = {1.5f}, r_dx = dx, r_ds = ds;
+        scalar_scale_backward_cpu(r_dx.data(), r_ds.data(), dout.data(), x.data(), s.data(), n);
+        if (acc) put(d_dx, dx);
+        else poison(d_dx.p, n);
+        put(d_ds, ds);
+        scalar_scale_backward(d_dx.p, d_ds.p, d_dout.p, d_x.p, d_s.p, n, acc, g_scratch, 0);
+        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, n), r_dx));
+        std::vector<float> g = get(d_ds, 1);
+        expect(validate("ds", g.data(), r_ds.data(), 1, 1e-3, 1e-6 * l1));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// q/k norm + RoPE + gain
+
+static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
+    printf("qk_norm_rope_gain B=%d T=%d NH=%d hd=%d rd=%d gain=%d\n", B, T, NH, hd, rd, with_gain);
+    const int N = B * T, half = rd / 2;
+    const size_t n = (size_t)N * NH * hd;
+    std::vector<float> cs((size_t)T * half), sn((size_t)T * half);
+    rope_tables_cpu(cs.data(), sn.data(), T, rd, 10000.0);
+    DevBuf<float> d_cos((size_t)T * half), d_sin((size_t)T * half);
+    rope_tables(d_cos.p, d_sin.p, T, rd, 10000.0);
+    expect(validate("rope cos", get(d_cos, cs.size()).data(), cs.data(), cs.size(), 0, 0));
+    expect(validate("rope sin", get(d_sin, sn.size()).data(), sn.data(), sn.size(), 0, 0));
+    std::vector<float> x = randn(n, 0.8f, 0.1f), gain = randn(NH, 0.7f, 1.5f);
+    std::vector<float> out(n), xn(n), rstd((size_t)N * NH);
+    qk_norm_rope_gain_forward_cpu(out.data(), xn.data(), rstd.data(), x.data(), cs.data(), sn.data(),
+                                  with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
+    DevBuf<bf16> d_x(n), d_out(n), d_xn(n), d_dout(n), d_dx(n);
+    DevBuf<float> d_rstd((size_t)N * NH), d_gain(NH), d_dgain(NH);
+    put(d_x, x);
+    put(d_gain, gain);
+    poison(d_out.p, n);
+    poison(d_xn.p, n);
+    poison(d_rstd.p, d_rstd.n);
+    qk_norm_rope_gain_forward(d_out.p, d_xn.p, d_rstd.p, d_x.p, d_cos.p, d_sin.p, with_gain ? d_gain.p : nullptr, B, T,
+                              NH, hd, rd, 0);
+    expect(check_bf16("out", get(d_out, n), out));
+    expect(check_bf16("xn", get(d_xn, n), xn));
+    std::vector<float> g_rstd = get(d_rstd, d_rstd.n);
+    expect(validate("rstd", g_rstd.data(), rstd.data(), rstd.size(), 1e-5, 0));
+    // backward on independent random inputs (any xn, rstd will do for the formula)
+    std::vector<float> b_xn = randn(n), b_rstd((size_t)N * NH), dout = randn(n);
+    std::uniform_real_distribution<float> u(0.5f, 2.f);
+    for (float &r : b_rstd) r = u(dev_rng());
+    put(d_xn, b_xn);
+    put(d_rstd, b_rstd);
+    put(d_dout, dout);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dx = acc ? randn(n) : std::vector<float>(n, 0.f), dgain = randn(NH), r_dx = dx, r_dgain = dgain;
+        qk_norm_rope_gain_backward_cpu(r_dx.data(), with_gain ? r_dgain.data() : nullptr, dout.data(), b_xn.data(),
+                                       b_rstd.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH,
+                                       hd, rd);
+        if (acc) put(d_dx, dx);
+        else poison(d_dx.p, n);
+        put(d_dgain, dgain);
+        qk_norm_rope_gain_backward(d_dx.p, with_gain ? d_dgain.p : nullptr, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p,
+                                   with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, acc, g_scratch, 0);
+        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, n), r_dx));
+        if (with_gain) {
+            std::vector<float> g = get(d_dgain, NH);
+            expect(check_sum("dgain", g, r_dgain));
+            if (!acc) {
+                put(d_dgain, dgain);
+                qk_norm_rope_gain_backward(d_dx.p, d_dgain.p, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p, d_gain.p, B, T,
+                                           NH, hd, rd, acc, g_scratch, 0);
+                expect(check_exact("dgain", get(d_dgain, NH), g));
+            }
+        }
+    }
+    // in place (dinp = dout), no accumulation
+    std::vector<float> ref(n, 0.f);
+    qk_norm_rope_gain_backward_cpu(ref.data(), (float *)nullptr, dout.data(), b_xn.data(), b_rstd.data(), cs.data(),
+                                   sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
+    qk_norm_rope_gain_backward(d_dout.p, nullptr, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p,
+                               with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, false, g_scratch, 0);
+    expect(check_bf16("dinp (in place)", get(d_dout, n), ref));
+}
+
+// ----------------------------------------------------------------------------
+// benchmarks at the seed shapes
+
+static void bench_all() {
+    printf("\nbenchmarks (seed shapes: B=48 T=2048 N=98304 D=512 KVD=256 H=8 KV=4 hd=64 rd=16 F=1536 V=1024)\n");
+    const int B = 48, T = 2048, N = B * T, D = 512, KVD = 256, H = 8, KV = 4, hd = 64, rd = 16, F = 1536, V = 1024;
+    const int BG = 10240, BD = 128;
+    const size_t ND = (size_t)N * D, NF = (size_t)N * F;
+    DevBuf<bf16> a(NF), b(NF), c(NF), d(ND), e(ND);
+    DevBuf<float> rstd((size_t)N * H), params(4 * D), grads(4 * D), fscal(4);
+    DevBuf<float> cos_t((size_t)T * rd / 2), sin_t((size_t)T * rd / 2);
+    DevBuf<float> tok_f((size_t)V * D), dtok((size_t)V * D), bgt_f((size_t)BG * BD), dbgt((size_t)BG * BD);
+    DevBuf<bf16> tok_b((size_t)V * D), bgt_b((size_t)BG * BD);
+    DevBuf<int> ids(N), hid(N);
+    {
+        std::vector<float> r = randn(NF);
+        put(a, r);
+        put(b, r);
+        put(c, r);
+        std::vector<float> rd_ = randn(ND);
+        put(d, rd_);
+        put(e, rd_);
+        std::vector<float> p = randn(4 * D, 0.3f, 1.f);
+        put(params, p);
+        put(fscal, std::vector<float>{0.05f, 0.1f, 1.f, 1.f});
+        std::vector<float> t = randn((size_t)V * D, 0.01f);
+        put(tok_f, t);
+        put(tok_b, t);
+        std::vector<float> bt = randn((size_t)BG * BD, 0.01f);
+        put(bgt_f, bt);
+        put(bgt_b, bt);
+        std::vector<int> ih(N);
+        fill_uniform_int(ih, 0, V);
+        put(ids, ih);
+        bigram_hash(hid.p, ids.p, B, T, BG, 0);
+        std::vector<float> rs((size_t)N * H, 1.f);
+        put(rstd, rs);
+        rope_tables(cos_t.p, sin_t.p, T, rd, 10000.0);
+        cudaCheck(cudaMemset(dtok.p, 0, dtok.n * sizeof(float)));
+        cudaCheck(cudaMemset(dbgt.p, 0, dbgt.n * sizeof(float)));
+        cudaCheck(cudaMemset(grads.p, 0, grads.n * sizeof(float)));
+    }
+    const double b2 = 2, b4 = 4;  // bytes per bf16 / fp32 value
+    char shape[64];
+    snprintf(shape, sizeof shape, "N=%d", N);
+    bench_row("bigram_hash", shape, bench_ms([&] { bigram_hash(hid.p, ids.p, B, T, BG, 0); }), N * 8.0, 0);
+    snprintf(shape, sizeof shape, "N=%d C=%d rows=%d", N, BD, BG);
+    bench_row("embedding_forward bf16", shape, bench_ms([&] { embedding_forward(a.p, hid.p, bgt_b.p, N, BD, BG, 0); }),
+              N * (BD * b2 + 4.0) + BG * BD * b2, 0);
+    bench_row("embedding_forward fp32", shape, bench_ms([&] { embedding_forward(a.p, hid.p, bgt_f.p, N, BD, BG, 0); }),
+              N * (BD * b2 + 4.0) + BG * BD * b4, 0);
+    bench_row("embedding_backward", shape,
+              bench_ms([&] { embedding_backward(dbgt.p, a.p, hid.p, N, BD, BG, g_scratch, 0); }),
+              N * (BD * b2 + 4.0) + 2.0 * BG * BD * b4, 0);
+    snprintf(shape, sizeof shape, "N=%d D=%d V=%d", N, D, V);
+    bench_row("embedding_backward", shape,
+              bench_ms([&] { embedding_backward(dtok.p, d.p, ids.p, N, D, V, g_scratch, 0); }),
+              N * (D * b2 + 4.0) + 2.0 * V * D * b4, 0);
+    bench_row("encoder_forward bf16", shape, bench_ms([&] { encoder_forward(e.p, ids.p, tok_b.p, d.p, fscal.p, N, D, V, 0); }),
+              N * (2 * D * b2 + 4.0) + V * D * b2, 0);
+    bench_row("encoder_backward", shape,
+              bench_ms([&] { encoder_backward(dtok.p, e.p, fscal.p + 3, d.p, ids.p, a.p, fscal.p, N, D, V, false, g_scratch, 0); }),
+              N * (3 * D * b2 + 4.0) + 2.0 * V * D * b4, 0);
+    snprintf(shape, sizeof shape, "N=%d C=%d", N, D);
+    bench_row("rmsnorm_forward", shape, bench_ms([&] { rmsnorm_forward(e.p, rstd.p, d.p, N, D, 0.5f, 0); }),
+              ND * 2 * b2 + N * b4, 0);
+    bench_row("rmsnorm_backward", shape, bench_ms([&] { rmsnorm_backward(e.p, a.p, d.p, rstd.p, N, D, 0.5f, false, 0); }),
+              ND * 3 * b2 + N * b4, 0);
+    bench_row("rmsnorm_backward acc", shape, bench_ms([&] { rmsnorm_backward(e.p, a.p, d.p, rstd.p, N, D, 0.5f, true, 0); }),
+              ND * 4 * b2 + N * b4, 0);
+    snprintf(shape, sizeof shape, "B=%d T=%d C=%d", B, T, D);
+    bench_row("smear_forward", shape, bench_ms([&] { smear_forward(e.p, d.p, params.p, B, T, D, 0); }), ND * 2 * b2, 0);
+    bench_row("smear_backward", shape,
+              bench_ms([&] { smear_backward(e.p, grads.p, a.p, d.p, params.p, B, T, D, false, g_scratch, 0); }),
+              ND * 3 * b2, 0);
+    snprintf(shape, sizeof shape, "N=%d C=%d", N, D);
+    bench_row("resid_mix_forward", shape, bench_ms([&] { resid_mix_forward(e.p, d.p, a.p, params.p, N, D, 0); }),
+              ND * 3 * b2, 0);
+    bench_row("resid_mix_backward acc dx0", shape,
+              bench_ms([&] { resid_mix_backward(b.p, e.p, grads.p, a.p, d.p, c.p, params.p, N, D, false, true, g_scratch, 0); }),
+              ND * 6 * b2, 0);
+    bench_row("residual_scale_forward", shape, bench_ms([&] { residual_scale_forward(e.p, e.p, params.p, d.p, N, D, 0); }),
+              ND * 3 * b2, 0);
+    bench_row("residual_scale_backward", shape,
+              bench_ms([&] { residual_scale_backward(nullptr, grads.p, e.p, d.p, params.p, a.p, N, D, false, false, g_scratch, 0); }),
+              ND * 3 * b2, 0);
+    bench_row("resid_mix_rmsnorm_forward", shape,
+              bench_ms([&] { resid_mix_rmsnorm_forward(e.p, b.p, rstd.p, d.p, a.p, params.p, N, D, 0.5f, 0); }),
+              ND * 4 * b2 + N * b4, 0);
+    bench_row("residual_scale_rmsnorm_fwd", shape,
+              bench_ms([&] { residual_scale_rmsnorm_forward(e.p, b.p, rstd.p, d.p, params.p, a.p, N, D, 0.5f, 0); }),
+              ND * 4 * b2 + N * b4, 0);
+    snprintf(shape, sizeof shape, "N=%d F=%d", N, F);
+    bench_row("relu2_forward", shape, bench_ms([&] { relu2_forward(b.p, a.p, NF, 0); }), NF * 2 * b2, 0);
+    bench_row("relu2_backward", shape, bench_ms([&] { relu2_backward(c.p, b.p, a.p, NF, false, 0); }), NF * 3 * b2, 0);
+    snprintf(shape, sizeof shape, "N=%d C=%d", N, KVD);
+    bench_row("scalar_scale_forward acc", shape,
+              bench_ms([&] { scalar_scale_forward(e.p, d.p, fscal.p + 1, (size_t)N * KVD, true, 0); }),
+              (double)N * KVD * 3 * b2, 0);
+    bench_row("scalar_scale_backward", shape,
+              bench_ms([&] { scalar_scale_backward(e.p, fscal.p + 3, d.p, a.p, fscal.p + 1, (size_t)N * KVD, false, g_scratch, 0); }),
+              (double)N * KVD * 3 * b2, 0);
+    snprintf(shape, sizeof shape, "q: N=%d H=%d hd=%d rd=%d", N, H, hd, rd);
+    bench_row("qk_norm_rope_gain_forward", shape,
+              bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd, 0); }),
+              ND * 3 * b2 + (double)N * H * b4, 0);
+    bench_row("qk_norm_rope_gain_backward", shape,
+              bench_ms([&] { qk_norm_rope_gain_backward(a.p, grads.p, d.p, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H,
+                                                        hd, rd, false, g_scratch, 0); }),
+              ND * 3 * b2 + (double)N * H * b4, 0);
+    snprintf(shape, sizeof shape, "k: N=%d KV=%d hd=%d rd=%d", N, KV, hd, rd);
+    bench_row("qk_norm_rope_gain_forward", shape,
+              bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0); }),
+              (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
+    bench_row("qk_norm_rope_gain_backward", shape,
+              bench_ms([&] { qk_norm_rope_gain_backward(a.p, nullptr, d.p, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV,
+                                                        hd, rd, false, g_scratch, 0); }),
+              (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
+}
+
+int main(int argc, char **argv) {
+    bool bench = true;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-bench")) bench = false;
+        else fatal_config("dev/layers.cu: unknown argument %s (usage: dev_layers [--no-bench])", argv[i]);
+    }
+    DeviceInfo dev = device_info();
+    printf("dev_layers on %s (%d SMs, sm_%d%d)\n", dev.name, dev.sm_count, dev.cc_major, dev.cc_minor);
+    scratch_init();
+
+    test_bigram_hash(1, 1, 2, 10);
+    test_bigram_hash(3, 333, 10240, 1024);
+    test_bigram_hash(2, 1030, 2048, 70000);  // ids >= 59139: the int32 products wrap
+    test_bigram_hash(4, 2048, 10240, 65536);
+
+    test_embedding_forward<float>(1, 8, 1);
+    test_embedding_forward<float>(333, 96, 50);
+    test_embedding_forward<bf16>(333, 96, 50);
+    test_embedding_forward<bf16>(4096, 512, 1024);
+    test_embedding_forward<float>(4096, 128, 10240);
+
+    test_embedding_backward(1, 8, 3, 0.0);
+    test_embedding_backward(333, 96, 50, 0.5);
+    test_embedding_backward(2500, 64, 7, 0.0);       // long runs over many pieces
+    test_embedding_backward(5000, 128, 10240, 0.3);
+    test_embedding_backward(70001, 8, 2, 0.9);       // one run crosses ~1000 pieces
+    test_embedding_backward(98304, 512, 1024, 0.3);  // the seed shape of tok_emb
+
+    test_encoder<float>(1, 8, 5, false);
+    test_encoder<bf16>(333, 96, 50, true);
+    test_encoder<float>(4096, 512, 1024, false);
+
+    test_rmsnorm(1, 8, 1.f);
+    test_rmsnorm(333, 96, 0.5f);
+    test_rmsnorm(4099, 512, 1.f / std::sqrt(3.f));
+    test_rmsnorm(77, 1536, 1.f);  // longer than the backward's register cache
+    test_rmsnorm(5, 2056, 1.f);   // longer than the forward's too
+
+    test_smear(1, 1, 8);
+    test_smear(3, 111, 96);
+    test_smear(2, 1030, 512);
+    test_smear(2, 7, 4104);  // 513 vectors a row: 3 channel slices
+
+    test_resid_mix(1, 8);
+    test_resid_mix(333, 96);
+    test_resid_mix(4099, 512);
+    test_resid_mix(37, 4104);
+
+    test_residual_scale(1, 8);
+    test_residual_scale(333, 96);
+    test_residual_scale(4099, 512);
+    test_residual_scale(37, 4104);
+
+    test_residual_rmsnorm(1, 8, 1.f);
+    test_residual_rmsnorm(333, 96, 0.5f);
+    test_residual_rmsnorm(4099, 512, 1.f / std::sqrt(5.f));
+    test_residual_rmsnorm(77, 1536, 1.f);  // longer than the register cache
+    test_residual_rmsnorm(3, 2056, 1.f);
+
+    test_relu2(1);
+    test_relu2(7);
+    test_relu2((size_t)333 * 97);
+    test_relu2((size_t)4099 * 1536);
+
+    test_scalar_scale(3);
+    test_scalar_scale((size_t)333 * 96 + 5);
+    test_scalar_scale((size_t)(1 << 20) + 3);
+
+    test_qk(1, 1, 1, 8, 4, true);
+    test_qk(2, 1030, 8, 64, 16, true);   // T > 1024: the NTK base
+    test_qk(2, 1030, 4, 64, 16, false);  // k: no gain
+    test_qk(3, 50, 4, 32, 16, true);
+    test_qk(1, 33, 3, 96, 96, true);     // 12 threads a head: tiles of 21 heads; RoPE on every dim
+    test_qk(2, 17, 8, 64, 4, true);      // RoPE partners inside one thread
+    test_qk(1, 9, 2, 64, 64, false);
+    test_qk(1, 300, 5, 8, 8, true);      // 256 heads a tile
+
+    if (g_fail) {
+        printf("dev_layers: %d check(s) FAILED\n", g_fail);
+        return 1;
+    }
+    printf("dev_layers: all checks passed\n");
+    if (bench) bench_all();
+    cudaFreeCheck(g_scratch.ptr);
+    return 0;
+}
