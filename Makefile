@@ -60,11 +60,13 @@ else
 endif
 
 PROGRAMS := train_gpt quantize eval
+BUILD_DIR ?= build
 TEST_TOOLS := $(patsubst test/%.cpp,build/%,$(wildcard test/*.cpp))
 # GPU checks: every dev/<family>.cu is a standalone check + benchmark (built only with nvcc)
-DEV_CHECKS := $(if $(NVCC),$(patsubst dev/%.cu,build/dev_%,$(wildcard dev/*.cu)))
+# (BUILD_DIR=build80 GPU_ARCH=80 make dev-checks builds the portable path beside the default one)
+DEV_CHECKS := $(if $(NVCC),$(patsubst dev/%.cu,$(BUILD_DIR)/dev_%,$(wildcard dev/*.cu)))
 
-.PHONY: all test clean
+.PHONY: all test clean dev-checks
 all: $(PROGRAMS) $(TEST_TOOLS) $(DEV_CHECKS)
 
 train_gpt: train_gpt.cu $(COMMON_HEADERS)
@@ -79,15 +81,16 @@ build/%: test/%.cpp $(COMMON_HEADERS)
 	@mkdir -p build
 	$(CXX) $(HOST_FLAGS) $< -o $@ $(LDLIBS)
 
-build/dev_%: dev/%.cu $(COMMON_HEADERS) dev/check.cuh
-	@mkdir -p build
+dev-checks: $(DEV_CHECKS)
+$(BUILD_DIR)/dev_%: dev/%.cu $(COMMON_HEADERS) dev/check.cuh
+	@mkdir -p $(BUILD_DIR)
 	$(PROG_CC) $< -o $@ $(PROG_LIBS)
 
 test: all
 	PYTHON=$(PYTHON) bash test/run_tests.sh
 
 clean:
-	rm -rf $(PROGRAMS) build
+	rm -rf $(PROGRAMS) build build80
 
 # `make data`: FineWeb when Hugging Face answers, else the offline stand-in (dev/data/README.md)
 include dev/data/data.mk

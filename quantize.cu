@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     }
     double t0 = now_seconds();
     Artifact art;
-    artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, cfg.checkpoint.c_str());
+    artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, cfg.checkpoint.c_str(), cfg.quant_pct_per_row);
     double t1 = now_seconds();
     std::vector<uint8_t> file = artifact_serialize(art, level);
     double t2 = now_seconds();
@@ -56,6 +56,24 @@ int main(int argc, char **argv) {
     if (!artifact_parse(file.data(), file.size(), back, &err)) fatal("internal: the artifact does not parse back (%s)", err.c_str());
     printf("quant: quantized in %.1f s, zstd level %d in %.1f s\n", t1 - t0, level, t2 - t1);
     for (const std::string &line : artifact_report(art, file.size(), code, level)) printf("%s\n", line.c_str());
+
+    // reconstruction error of what the artifact decompresses to, per quantization scheme
+    Checkpoint deq;
+    artifact_dequantize(back, deq);
+    double sq[6] = {0}, cnt[6] = {0};
+    for (const QTensor &qt : back.tensors) {
+        const CkptTensor *a = ck.find(qt.name), *b = deq.find(qt.name);
+        if (!a || !b || !dtype_is_float(a->dtype)) continue;
+        for (size_t i = 0, n = shape_numel(a->shape); i < n; i++) {
+            double d = (double)ckpt_float_at(*a, i) - (double)ckpt_float_at(*b, i);
+            sq[qt.scheme] += d * d;
+            cnt[qt.scheme] += 1;
+        }
+    }
+    printf("quant: reconstruction mse%s:", cfg.quant_pct_per_row ? " (percentile per row)" : "");
+    for (QScheme q : {QS_INT6, QS_INT5, QS_INT8, QS_FP16})
+        if (cnt[q] > 0) printf(" %s %.6e (%.0f values)", qscheme_name(q), sq[q] / cnt[q], cnt[q]);
+    printf("\n");
 
     if (cfg.dequantize) {
         Checkpoint out;

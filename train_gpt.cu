@@ -275,7 +275,7 @@ static void train_cpu(Config &cfg, Logger &log, const ByteLuts &luts, const std:
     t_phase = now_seconds();
     CodeFiles code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", (int)cfg.zstd_level);
     Artifact art;
-    artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, ckpt_path.c_str());
+    artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, ckpt_path.c_str(), cfg.quant_pct_per_row);
     std::vector<uint8_t> file = artifact_serialize(art, (int)cfg.zstd_level);
     write_file_bytes(ptz_path.c_str(), file.data(), file.size());
     double quant_ms = 1000.0 * (now_seconds() - t_phase);

@@ -84,12 +84,14 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     /* export */ \
     X(INT,  zstd_level,       "ZSTD_LEVEL",       "zstd-level",       "22",      P_TRAIN | P_QUANT, "artifact compression level, 1..22 (the submission is measured at 22)") \
     X(STR,  source_dir,       "SOURCE_DIR",       "source-dir",       "",        P_TRAIN | P_QUANT, "repository root whose train_gpt.cu sources count as code bytes (default: next to the binary)") \
+    X(BOOL, quant_pct_per_row,"QUANT_PCT_PER_ROW","quant-pct-per-row","0",       P_TRAIN | P_QUANT, "GPTQ-lite picks the clip percentile per row, not per tensor (ours; off = the reference)") \
     X(INT,  mlp_quant_bits,   "MLP_QUANT_BITS",   "mlp-quant-bits",   "5",       P_ALL,   "MLP weights: 5 = int5 row-max (seed), 6 = int6 GPTQ-lite (record)") \
-    /* program inputs and outputs */ \
-    X(STR,  checkpoint,       "CHECKPOINT",       "checkpoint",       "",        P_QUANT | P_EVAL, "model checkpoint (.ckpt) to read") \
-    X(STR,  artifact,         "ARTIFACT",         "artifact",         "",        P_EVAL,  "compressed artifact (.ptz) to score") \
-    X(STR,  out,              "OUT",              "out",              "",        P_QUANT, "output file") \
-    X(BOOL, dequantize,       "DEQUANTIZE",       "dequantize",       "0",       P_QUANT, "write the round-tripped weights as a checkpoint") \
+    /* program inputs and outputs: flags only (no environment variable: OUT and friends are too \
+       common as variable names to read from the environment) */ \
+    X(STR,  checkpoint,       "",       "checkpoint",       "",        P_QUANT | P_EVAL, "model checkpoint (.ckpt) to read") \
+    X(STR,  artifact,         "",         "artifact",         "",        P_EVAL,  "compressed artifact (.ptz) to score") \
+    X(STR,  out,              "",              "out",              "",        P_QUANT, "output file") \
+    X(BOOL, dequantize,       "",       "dequantize",       "0",       P_QUANT, "write the round-tripped weights as a checkpoint") \
     X(BOOL, dump_tokenizer,   "",                 "dump-tokenizer",   "0",       P_EVAL,  "print the tokenizer table (id, type, bytes, space, boundary, piece) and exit") \
     X(BOOL, dry_run,          "",                 "dry-run",          "0",       P_ALL,   "print the configuration and parameter count, then exit")
 

@@ -71,7 +71,8 @@
 //   |    u8    scheme   0 RAW, 1 FP16, 2 FP32, 3 INT8, 4 INT6, 5 INT5                       |
 //   |    u8    dtype    the training dtype (checkpoint.h codes: 0 f32, 1 bf16, 2 f16, ...)  |
 //   |    u8    ndim     0..4, then u64 dims[ndim]                                          |
-//   |    u8    pct      INT6 2-D: index of the chosen percentile (0..4); else 255          |
+//   |    u8    pct      INT6 2-D: index of the chosen percentile (0..4), 5 = chosen per row |
+//   |                   (QUANT_PCT_PER_ROW, not the reference's); else 255                  |
 //   | payload, tensor by tensor in table order:                                            |
 //   |    values  RAW: numel x dtype size | FP16: numel x 2 | FP32: numel x 4 |             |
 //   |            INT*: numel x 1 byte, the code as an int8 (two's complement), row-major    |
@@ -124,6 +125,10 @@ static const char *QUANT_CONTROL_PATTERNS[] = {"attn_scale", "attn_scales", "mlp
 static const double GPTQ_PERCENTILES[5] = {0.999, 0.9995, 0.9999, 0.99999, 1.0};
 static const int GPTQ_NUM_PCT = 5;
 static const uint8_t QPCT_NONE = 255;
+// Ours, off by default (QUANT_PCT_PER_ROW=1): each row keeps the percentile with its own least
+// squared error instead of the tensor's. The scales carry the choice, so dequantization is the
+// same; the table records this value instead of one index.
+static const uint8_t QPCT_PER_ROW = 5;
 // INT8_CLIP_PERCENTILE / 100, computed in double as the script does (99.99984 / 100.0)
 static const double INT8_CLIP_Q = 99.99984 / 100.0;
 
@@ -235,7 +240,8 @@ inline void check_quantile_size(const std::string &name, size_t n) {
 // the quantizers. w: the tensor as fp32, row-major; they fill qt.values / qt.scales / qt.pct.
 
 // INT6 GPTQ-lite for a (rows, cols) matrix.
-inline void quantize_int6_rows(const std::string &name, const float *w, size_t rows, size_t cols, QTensor &qt) {
+inline void quantize_int6_rows(const std::string &name, const float *w, size_t rows, size_t cols, QTensor &qt,
+                               bool per_row = false) {
     check_quantile_size(name, cols);
     const float inv31 = (float)(1.0 / 31);
     // per row and candidate: the fp16 scale, and the sum of fp32 squared errors (in double)
@@ -278,11 +284,15 @@ inline void quantize_int6_rows(const std::string &name, const float *w, size_t r
         e /= (double)(rows * cols);
         if (c == 0 || e < best_err) { best = c; best_err = e; }  // strict <: the first of equals wins
     }
-    qt.pct = (uint8_t)best;
+    qt.pct = per_row ? QPCT_PER_ROW : (uint8_t)best;
     qt.values.resize(rows * cols);
     qt.scales.resize(rows * 2);
     for (size_t r = 0; r < rows; r++) {
-        uint16_t h = s16[r * GPTQ_NUM_PCT + best];
+        int pick = per_row ? 0 : best;
+        if (per_row)  // the row's own least error (strict <: the first of equals wins)
+            for (int c = 1; c < GPTQ_NUM_PCT; c++)
+                if (err[r * GPTQ_NUM_PCT + c] < err[r * GPTQ_NUM_PCT + pick]) pick = c;
+        uint16_t h = s16[r * GPTQ_NUM_PCT + pick];
         float s = f16_to_f32(h);
         put_u16le(&qt.scales[2 * r], h);
         for (size_t i = 0; i < cols; i++) qt.values[r * cols + i] = (uint8_t)round_clamp(w[r * cols + i] / s, -31, 31);
@@ -366,7 +376,7 @@ inline void quantize_whole_tensor(const std::string &name, const float *w, size_
 // Quantize one checkpoint tensor with the given scheme (any scheme may be forced: the tests and
 // the fuzz seeds use that on small tensors; artifact_quantize applies the policy). `origin`
 // names where the weights came from (a file) in error messages.
-inline QTensor qtensor_quantize(const CkptTensor &t, QScheme scheme, const char *origin = "checkpoint") {
+inline QTensor qtensor_quantize(const CkptTensor &t, QScheme scheme, const char *origin = "checkpoint", bool pct_per_row = false) {
     QTensor qt;
     qt.name = t.name;
     qt.scheme = scheme;
@@ -397,7 +407,7 @@ inline QTensor qtensor_quantize(const CkptTensor &t, QScheme scheme, const char 
                   origin, t.name.c_str(), i, (double)w[i]);
     if (t.shape.size() == 2) {
         size_t rows = (size_t)t.shape[0], cols = (size_t)t.shape[1];
-        if (scheme == QS_INT6) quantize_int6_rows(t.name, w.data(), rows, cols, qt);
+        if (scheme == QS_INT6) quantize_int6_rows(t.name, w.data(), rows, cols, qt, pct_per_row);
         else if (scheme == QS_INT5) quantize_int5_rows(w.data(), rows, cols, qt);
         else quantize_int8_rows(t.name, w.data(), rows, cols, qt);
     } else {
@@ -408,13 +418,15 @@ inline QTensor qtensor_quantize(const CkptTensor &t, QScheme scheme, const char 
 
 // The whole export: every model tensor of the checkpoint (training-state extras, whose names
 // contain '/', are left out) under the policy above. mlp_bits: 5 (seed) or 6 (record).
-inline void artifact_quantize(const Checkpoint &ck, int mlp_bits, Artifact &art, const char *origin = "checkpoint") {
+inline void artifact_quantize(const Checkpoint &ck, int mlp_bits, Artifact &art, const char *origin = "checkpoint",
+                              bool pct_per_row = false) {
     if (mlp_bits != 5 && mlp_bits != 6) fatal_config("MLP_QUANT_BITS=%d: must be 5 or 6", mlp_bits);
     art = Artifact();
     art.config = ck.config;
     for (const CkptTensor &t : ck.tensors) {
         if (t.name.find('/') != std::string::npos) continue;
-        art.tensors.push_back(qtensor_quantize(t, quant_scheme_for(t.name, t.dtype, shape_numel(t.shape), mlp_bits), origin));
+        art.tensors.push_back(
+            qtensor_quantize(t, quant_scheme_for(t.name, t.dtype, shape_numel(t.shape), mlp_bits), origin, pct_per_row));
     }
 }
 
@@ -608,7 +620,7 @@ inline bool artifact_parse_body(const uint8_t *p, size_t n, Artifact &art, std::
             return fail(buf);
         }
         bool has_pct = qt.scheme == QS_INT6 && nd == 2;
-        if (has_pct ? qt.pct >= GPTQ_NUM_PCT : qt.pct != QPCT_NONE) {
+        if (has_pct ? (qt.pct >= GPTQ_NUM_PCT && qt.pct != QPCT_PER_ROW) : qt.pct != QPCT_NONE) {
             snprintf(buf, sizeof buf, "tensor %.200s: bad percentile index %u", nm, qt.pct);
             return fail(buf);
         }

@@ -19,7 +19,8 @@ int main(int argc, char **argv) {
         TensorList tl = build_tensor_list(c);
         std::vector<float> p(tl.total);
         std::mt19937 rng((uint32_t)c.seed);
-        std::normal_distribution<float> nd(0.f, 0.05f);
+        const char *std_env = getenv("CKPT_TOOL_STD");  // wider weights exercise the clip percentiles
+        std::normal_distribution<float> nd(0.f, std_env ? (float)atof(std_env) : 0.05f);
         for (float &x : p) x = nd(rng);
         Checkpoint ck;
         checkpoint_from_params(ck, c, tl, p.data());

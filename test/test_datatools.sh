@@ -158,7 +158,7 @@ fi
 # --- 3. make data from a fresh copy of the tree --------------------------------------------
 # (needs the KJV Debian packages, or apt-get to install them: skipped where neither works, e.g. on
 # an offline GPU machine)
-if ! dpkg -s bible-kjv-text >/dev/null 2>&1 && ! timeout 120 apt-get install -y -q bible-kjv bible-kjv-text >/dev/null 2>&1; then
+if ! dpkg -s bible-kjv-text >/dev/null 2>&1 && ! timeout 60 apt-get install -y -q bible-kjv bible-kjv-text >/dev/null 2>&1; then
     skip "datatools: make data from a fresh copy (offline stand-in)" "bible-kjv-text not installed and apt-get cannot install it"
 else
 CL=$DT/clone

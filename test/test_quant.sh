@@ -135,3 +135,17 @@ empty-name|empty tensor name in the table
 code-range|tensor a.weight: code 20 out of the int5 range
 many-tensors|absurd tensor count
 EOF
+
+# ours, off by default: GPTQ-lite choosing the clip percentile per row (QUANT_PCT_PER_ROW=1).
+# Each row keeps its own best of the same five candidates, so the error can only go down.
+make -s build/ckpt_tool >/dev/null
+CKPT_TOOL_STD=0.6 build/ckpt_tool random "$QD/wide.ckpt" --preset record --num-layers 1 --model-dim 320 --ve-layers 0 \
+    --bigram-vocab-size 64 >/dev/null
+mse_int6() { grep 'reconstruction mse' | sed -E 's/.* int6 ([0-9.e+-]+) .*/\1/'; }
+export -f mse_int6
+check "per-row percentile: never a larger int6 reconstruction error than per tensor" bash -c "
+    a=\$(./quantize --checkpoint $QD/wide.ckpt --out $QD/wide_t.ptz --zstd-level 1 | mse_int6)
+    b=\$(./quantize --checkpoint $QD/wide.ckpt --out $QD/wide_r.ptz --zstd-level 1 --quant-pct-per-row 1 | mse_int6)
+    echo \"per tensor \$a  per row \$b\"; $PYTHON -c \"import sys; a, b = float('\$a'), float('\$b'); sys.exit(0 if b <= a and b < a * 0.999 else 1)\""
+check "per-row percentile: the artifact reads back (dequantize)" bash -c \
+    "./quantize --checkpoint $QD/wide.ckpt --out $QD/wide_r.ckpt --zstd-level 1 --quant-pct-per-row 1 --dequantize >/dev/null && build/ckpt_tool load $QD/wide_r.ckpt >/dev/null"
