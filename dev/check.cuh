@@ -30,6 +30,31 @@ inline void fill_uniform_int(std::vector<int> &v, int lo, int hi) {
     for (int &x : v) x = u(dev_rng());
 }
 
+// Device copies of host vectors (at least one element, so empty shapes still get a pointer) and
+// host copies of device buffers.
+inline __nv_bfloat16 *dev_bf16(const std::vector<float> &h) {
+    __nv_bfloat16 *d;
+    cudaCheck(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(__nv_bfloat16)));
+    to_device_bf16(d, h.data(), h.size());
+    return d;
+}
+inline float *dev_f32(const std::vector<float> &h) {
+    float *d;
+    cudaCheck(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(float)));
+    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+}
+inline std::vector<float> host_f32(const float *d, size_t n) {
+    std::vector<float> h(n);
+    cudaCheck(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+inline std::vector<float> host_bf16(const __nv_bfloat16 *d, size_t n) {
+    std::vector<float> h(n);
+    from_device_bf16(h.data(), d, n);
+    return h;
+}
+
 // Poison a device buffer with NaN bytes (0xFF..) so unwritten outputs fail the check.
 template <typename T>
 inline void poison(T *d, size_t n) { cudaCheck(cudaMemset(d, 0xFF, n * sizeof(T))); }

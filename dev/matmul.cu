@@ -38,28 +38,6 @@ static std::vector<double> abs_double(const std::vector<float> &v) {
     for (size_t i = 0; i < v.size(); i++) r[i] = std::fabs((double)v[i]);
     return r;
 }
-static bf16 *dev_bf16(const std::vector<float> &h) {
-    bf16 *d;
-    cudaCheck(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(bf16)));
-    to_device_bf16(d, h.data(), h.size());
-    return d;
-}
-static float *dev_f32(const std::vector<float> &h) {
-    float *d;
-    cudaCheck(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
-}
-static std::vector<float> host_f32(const float *d, size_t n) {
-    std::vector<float> h(n);
-    cudaCheck(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
-    return h;
-}
-static std::vector<float> host_bf16(const bf16 *d, size_t n) {
-    std::vector<float> h(n);
-    from_device_bf16(h.data(), d, n);
-    return h;
-}
 
 // The bound check described at the top. mag[i]: the magnitude sum that bounds accumulation error.
 static bool check_bound(const char *name, const std::vector<float> &got, const std::vector<double> &ref,

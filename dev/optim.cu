@@ -41,22 +41,6 @@ static void report(bool ok, const char *name, const char *detail = "") {
     record(ok);
 }
 
-static float *dev_f32(const std::vector<float> &h) {
-    float *d;
-    cudaCheck(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
-}
-static std::vector<float> host_f32(const float *d, size_t n) {
-    std::vector<float> h(n);
-    cudaCheck(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
-    return h;
-}
-static std::vector<float> host_bf16(const bf16 *d, size_t n) {
-    std::vector<float> h(n);
-    from_device_bf16(h.data(), d, n);
-    return h;
-}
 static float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); }
 static uint32_t bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 
