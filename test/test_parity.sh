@@ -34,3 +34,29 @@ check "resume: bit-identical weights, EMA and optimizer state" bash -c \
     "diff <(build/ckpt_tool dump $PD/cpp/train_state.ckpt | grep -v STATE_) <(build/ckpt_tool dump $PD/r2/train_state.ckpt | grep -v STATE_) && diff <(build/ckpt_tool dump $PD/cpp/final_model.ckpt) <(build/ckpt_tool dump $PD/r2/final_model.ckpt)"
 check_fail "resume: a state for another model is refused" 1 "the state is for NUM_LAYERS=5 but this run has NUM_LAYERS=6" \
     bash -c "cd $PD && env $CFG NUM_LAYERS=6 DATA_PATH=$PD/data TRAIN_ONLY=1 $ROOT/train_gpt --device cpu --resume $PD/r1/train_state.ckpt --out-dir $PD/r3"
+
+# eval: ./eval against dev/ref/eval.py on the same weights, in float, both modes, with a val
+# length that is not a multiple of the stride (960 scored pairs, stride 28: the tail windows
+# re-score their last 28 positions, the reference's quirk). BPB within 1e-6.
+SHARED_TOK=$ROOT/../shared/data/tokenizers/fineweb_1024_bpe.model
+if [ -f "$SHARED_TOK" ]; then
+    $PYTHON test/loader_ref.py gen $PD/evdata --vocab 1024 --seed 11 --train 500 --val 1000 >/dev/null
+    EVSETS=$(echo "$SETS" | sed 's/VOCAB_SIZE=64/VOCAB_SIZE=1024/; s/TRAIN_SEQ_LEN=64/TRAIN_SEQ_LEN=64 --set EVAL_SEQ_LEN=64/')
+    $PYTHON dev/ref/model.py init $PD/ev.ckpt --random --seed 5 $EVSETS >/dev/null
+    check "eval parity: standard and sliding BPB equal the PyTorch reference's within 1e-6" bash -c "
+        ./eval --checkpoint $PD/ev.ckpt --device cpu --data-path $PD/evdata --tokenizer-path $SHARED_TOK \
+            --eval-seq-len 64 --eval-stride 28 > $PD/ev_cpp.txt 2>/dev/null &&
+        $PYTHON dev/ref/eval.py --ckpt $PD/ev.ckpt --data-path $PD/evdata --tokenizer $SHARED_TOK --seq-len 64 --stride 28 \
+            --mode fp32 > $PD/ev_py.txt && $PYTHON - $PD/ev_cpp.txt $PD/ev_py.txt <<'PY'
+import re, sys
+cpp, py = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+c_std = float(re.search(r'val_bpb_exact:([0-9.]+)', cpp).group(1))
+c_sw = float(re.search(r'sliding_window_exact stride:28 val_loss:[0-9.]+ val_bpb:([0-9.]+)', cpp).group(1))
+p_std = float(re.search(r'^val_loss:[0-9.]+ val_bpb:([0-9.]+)', py, re.M).group(1))
+p_sw = float(re.search(r'^sliding val_loss:[0-9.]+ val_bpb:([0-9.]+)', py, re.M).group(1))
+print(f'standard c++ {c_std:.8f} torch {p_std:.8f}   sliding c++ {c_sw:.8f} torch {p_sw:.8f}')
+sys.exit(0 if abs(c_std - p_std) < 1e-6 and abs(c_sw - p_sw) < 1e-6 and c_std != c_sw else 1)
+PY"
+else
+    skip "eval parity" "no shared tokenizer at $SHARED_TOK"
+fi
