@@ -299,7 +299,8 @@ inline void config_derive(Config &c) {
     if (c.mlp_hidden <= 0) config_fail("MLP_MULT=%g gives an MLP hidden size of 0", c.mlp_mult);
     if (c.bigram_vocab_size < 2) config_fail("BIGRAM_VOCAB_SIZE=%ld: must be at least 2 (hash mod B-1)", c.bigram_vocab_size);
     if (c.bigram_dim == c.model_dim)
-        config_fail("BIGRAM_DIM=%ld equals MODEL_DIM: the projection-free bigram variant is not supported", c.bigram_dim);
+        config_fail("BIGRAM_DIM=%ld equals MODEL_DIM: the reference then drops bigram.proj, a variant not supported here "
+                    "(HINT: set BIGRAM_DIM to another width, e.g. --bigram-dim 64)", c.bigram_dim);
     // XSA_LAST_N > NUM_LAYERS just means every layer, as in the reference (max(0, L - n)).
     if (c.zstd_level < 1 || c.zstd_level > 22) config_fail("ZSTD_LEVEL=%ld: must be in 1..22", c.zstd_level);
     if (c.mlp_quant_bits != 5 && c.mlp_quant_bits != 6) config_fail("MLP_QUANT_BITS=%ld: must be 5 or 6", c.mlp_quant_bits);
@@ -310,7 +311,8 @@ inline void config_derive(Config &c) {
     c.ve_layer_list.clear();
     if (c.ve_enabled) {
         if (c.ve_dim == c.kv_dim)
-            config_fail("VE_DIM=%ld equals the KV width: the projection-free VE variant is not supported", c.ve_dim);
+            config_fail("VE_DIM=%ld equals the KV width: the reference then drops ve_shared.proj, a variant not supported here "
+                        "(HINT: set VE_DIM to another width)", c.ve_dim);
         const char *s = c.ve_layers.c_str();
         while (*s) {
             char *end;
