@@ -87,43 +87,30 @@ inline bool checkpoint_parse(const uint8_t *p, size_t n, Checkpoint &ck, std::st
     }
     if (crc32(p, n - 4) != stored) return fail("checksum mismatch: the file is truncated or corrupt");
     // From here the bytes are what the writer wrote, but we still bounds-check every field.
-    size_t pos = 12, end = n - 4;
-    auto need = [&](size_t k) { return k <= end - pos; };
-    auto rd_u32 = [&](uint32_t &v) { if (!need(4)) return false; v = (uint32_t)p[pos] | ((uint32_t)p[pos + 1] << 8) | ((uint32_t)p[pos + 2] << 16) | ((uint32_t)p[pos + 3] << 24); pos += 4; return true; };
-    auto rd_u64 = [&](uint64_t &v) { uint32_t lo, hi; if (!rd_u32(lo) || !rd_u32(hi)) return false; v = (uint64_t)lo | ((uint64_t)hi << 32); return true; };
-    auto rd_str = [&](std::string &s) {
-        if (!need(2)) return false;
-        size_t k = p[pos] | (p[pos + 1] << 8);
-        pos += 2;
-        if (!need(k)) return false;
-        s.assign((const char *)p + pos, k);
-        pos += k;
-        return true;
-    };
+    ByteReader r{p, n - 4, 12};  // the body between the version and the crc
     uint32_t ncfg, nt;
-    if (!rd_u32(ncfg)) return fail("truncated (config count)");
+    if (!r.u32(ncfg)) return fail("truncated (config count)");
     if (ncfg > 10000) return fail("absurd config entry count");
     for (uint32_t i = 0; i < ncfg; i++) {
         std::string k, v;
-        if (!rd_str(k) || !rd_str(v)) return fail("truncated (config entries)");
+        if (!r.str16(k) || !r.str16(v)) return fail("truncated (config entries)");
         ck.config.emplace_back(k, v);
     }
-    if (!rd_u32(nt)) return fail("truncated (tensor count)");
+    if (!r.u32(nt)) return fail("truncated (tensor count)");
     if (nt > 100000) return fail("absurd tensor count");
     for (uint32_t i = 0; i < nt; i++) {
         CkptTensor t;
-        if (!rd_str(t.name)) return fail("truncated (tensor name)");
+        if (!r.str16(t.name)) return fail("truncated (tensor name)");
         if (t.name.empty()) return fail("empty tensor name");
-        if (!need(2)) return fail("truncated (tensor header)");
-        uint8_t dt = p[pos], nd = p[pos + 1];
-        pos += 2;
+        uint8_t dt, nd;
+        if (!r.u8(dt) || !r.u8(nd)) return fail("truncated (tensor header)");
         if (dt > DT_I64) { snprintf(buf, sizeof buf, "tensor %s: unknown dtype code %u", t.name.c_str(), dt); return fail(buf); }
         if (nd > 4) { snprintf(buf, sizeof buf, "tensor %s: %u dimensions (at most 4)", t.name.c_str(), nd); return fail(buf); }
         t.dtype = (DType)dt;
         uint64_t numel = 1;
         for (int d = 0; d < nd; d++) {
             uint64_t dim;
-            if (!rd_u64(dim)) return fail("truncated (tensor shape)");
+            if (!r.u64(dim)) return fail("truncated (tensor shape)");
             if (dim > (1ull << 40) || (dim && numel > (1ull << 40) / dim)) {
                 snprintf(buf, sizeof buf, "tensor %s: absurd shape", t.name.c_str());
                 return fail(buf);
@@ -132,13 +119,13 @@ inline bool checkpoint_parse(const uint8_t *p, size_t n, Checkpoint &ck, std::st
             t.shape.push_back((int64_t)dim);
         }
         uint64_t nbytes = numel * dtype_size(t.dtype);
-        if (nbytes > end - pos) { snprintf(buf, sizeof buf, "tensor %s: data runs past the end of the file", t.name.c_str()); return fail(buf); }
-        t.data.assign(p + pos, p + pos + nbytes);
-        pos += nbytes;
+        if (!r.need(nbytes)) { snprintf(buf, sizeof buf, "tensor %s: data runs past the end of the file", t.name.c_str()); return fail(buf); }
+        t.data.assign(p + r.pos, p + r.pos + nbytes);
+        r.pos += nbytes;
         if (ck.find(t.name)) { snprintf(buf, sizeof buf, "tensor %s appears twice", t.name.c_str()); return fail(buf); }
         ck.tensors.push_back(std::move(t));
     }
-    if (pos != end) return fail("unexpected bytes after the last tensor");
+    if (r.pos != r.n) return fail("unexpected bytes after the last tensor");
     return true;
 }
 

@@ -95,10 +95,10 @@ inline long read_shard_header(const std::string &path) {
     FILE *fp = fopenCheck(p, "rb");
     if (fread(hdr, 1, sizeof(hdr), fp) != sizeof(hdr)) fatal("%s: short read of the shard header", p);
     fclose(fp);
-    ByteReader r(hdr, sizeof(hdr), p);
-    int32_t magic = (int32_t)r.u32("magic");
-    int32_t version = (int32_t)r.u32("version");
-    int32_t count = (int32_t)r.u32("token count");
+    ByteReader r{hdr, sizeof(hdr)};
+    uint32_t w[3];
+    for (uint32_t &x : w) check_internal(r.u32(x));  // the header is all here (size checked above)
+    int32_t magic = (int32_t)w[0], version = (int32_t)w[1], count = (int32_t)w[2];
     if (magic != SHARD_MAGIC)
         fatal("%s: bad shard magic %d (expected %d) HINT: not a FineWeb token shard", p, magic, SHARD_MAGIC);
     if (version != SHARD_VERSION)

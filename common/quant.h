@@ -545,27 +545,6 @@ inline std::vector<uint8_t> artifact_serialize(const Artifact &art, int level = 
 // parsing: bounds-checked, never reads out of range, never allocates more than the input
 // justifies; every failure is false plus one line in *err (the caller adds the file name).
 
-struct QReader {
-    const uint8_t *p;
-    size_t n, pos = 0;
-    bool need(size_t k) const { return k <= n - pos; }
-    bool u8(uint8_t &v) { if (!need(1)) return false; v = p[pos++]; return true; }
-    bool u16(uint16_t &v) { if (!need(2)) return false; v = get_u16le(p + pos); pos += 2; return true; }
-    bool u32(uint32_t &v) {
-        if (!need(4)) return false;
-        v = (uint32_t)p[pos] | ((uint32_t)p[pos + 1] << 8) | ((uint32_t)p[pos + 2] << 16) | ((uint32_t)p[pos + 3] << 24);
-        pos += 4;
-        return true;
-    }
-    bool u64(uint64_t &v) { uint32_t lo, hi; if (!u32(lo) || !u32(hi)) return false; v = (uint64_t)lo | ((uint64_t)hi << 32); return true; }
-    bool str16(std::string &s) {
-        uint16_t k;
-        if (!u16(k) || !need(k)) return false;
-        s.assign((const char *)p + pos, k);
-        pos += k;
-        return true;
-    }
-};
 
 // Parse a decompressed body (the fuzzer drives this directly too).
 inline bool artifact_parse_body(const uint8_t *p, size_t n, Artifact &art, std::string *err) {
@@ -577,7 +556,7 @@ inline bool artifact_parse_body(const uint8_t *p, size_t n, Artifact &art, std::
     if (n < 4 + 4 + 4) return fail("body too short to be an artifact");
     uint32_t stored = (uint32_t)p[n - 4] | ((uint32_t)p[n - 3] << 8) | ((uint32_t)p[n - 2] << 16) | ((uint32_t)p[n - 1] << 24);
     if (crc32(p, n - 4) != stored) return fail("corrupt (checksum mismatch in the decompressed body)");
-    QReader r{p, n - 4};
+    ByteReader r{p, n - 4};
     uint32_t ncfg, nt;
     if (!r.u32(ncfg)) return fail("truncated (config count)");
     if (ncfg > 10000) return fail("absurd config entry count");

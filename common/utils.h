@@ -134,28 +134,30 @@ struct ByteWriter {
     void str16(const std::string &s) { u16((uint16_t)s.size()); bytes(s.data(), s.size()); }
 };
 
-// A bounds-checked reader over a byte range. Every read that would run past the end is a
-// fatal "truncated" error naming `what` (the file) and the offset.
+// A bounds-checked little-endian reader over a byte range for the parsers of files we do not
+// trust (checkpoints, artifacts, shard headers). Every read returns false instead of running past
+// the end, and the caller turns that into its own one-line error; nothing here exits, so the
+// fuzzers can drive the parsers directly.
 struct ByteReader {
     const uint8_t *p;
     size_t n, pos = 0;
-    const char *what;
-    ByteReader(const uint8_t *p_, size_t n_, const char *what_) : p(p_), n(n_), what(what_) {}
-    size_t left() const { return n - pos; }
-    const uint8_t *take(size_t k, const char *field) {
-        if (k > left()) fatal("%s: truncated (needed %zu bytes for %s at offset %zu, %zu left)", what, k, field, pos, left());
-        const uint8_t *r = p + pos;
+    bool need(size_t k) const { return k <= n - pos; }
+    bool u8(uint8_t &v) { if (!need(1)) return false; v = p[pos++]; return true; }
+    bool u16(uint16_t &v) { if (!need(2)) return false; v = (uint16_t)(p[pos] | (p[pos + 1] << 8)); pos += 2; return true; }
+    bool u32(uint32_t &v) {
+        if (!need(4)) return false;
+        v = (uint32_t)p[pos] | ((uint32_t)p[pos + 1] << 8) | ((uint32_t)p[pos + 2] << 16) | ((uint32_t)p[pos + 3] << 24);
+        pos += 4;
+        return true;
+    }
+    bool u64(uint64_t &v) { uint32_t lo, hi; if (!u32(lo) || !u32(hi)) return false; v = (uint64_t)lo | ((uint64_t)hi << 32); return true; }
+    bool str16(std::string &s) {
+        uint16_t k;
+        if (!u16(k) || !need(k)) return false;
+        s.assign((const char *)p + pos, k);
         pos += k;
-        return r;
+        return true;
     }
-    uint8_t u8(const char *f) { return *take(1, f); }
-    uint16_t u16(const char *f) { const uint8_t *b = take(2, f); return (uint16_t)(b[0] | (b[1] << 8)); }
-    uint32_t u32(const char *f) {
-        const uint8_t *b = take(4, f);
-        return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
-    }
-    uint64_t u64(const char *f) { uint64_t lo = u32(f); uint64_t hi = u32(f); return lo | (hi << 32); }
-    std::string str16(const char *f) { uint16_t k = u16(f); const uint8_t *b = take(k, f); return std::string((const char *)b, k); }
 };
 
 // CRC-32 (IEEE 802.3, the zlib/PNG polynomial), bytewise with a table built on first use.
