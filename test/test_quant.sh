@@ -149,3 +149,21 @@ check "per-row percentile: never a larger int6 reconstruction error than per ten
     echo \"per tensor \$a  per row \$b\"; $PYTHON -c \"import sys; a, b = float('\$a'), float('\$b'); sys.exit(0 if b <= a and b < a * 0.999 else 1)\""
 check "per-row percentile: the artifact reads back (dequantize)" bash -c \
     "./quantize --checkpoint $QD/wide.ckpt --out $QD/wide_r.ckpt --zstd-level 1 --quant-pct-per-row 1 --dequantize >/dev/null && build/ckpt_tool load $QD/wide_r.ckpt >/dev/null"
+
+# a CPU-trained checkpoint (3 steps of ./train_gpt, width 288 so the attention and MLP matrices
+# are above the 65,536-element passthrough): codes, scales, percentiles and the dequantized
+# weights equal the reference quantizer's, for both presets (MLP int5 and int6)
+$PYTHON test/loader_ref.py gen "$QD/tdata" --vocab 256 --seed 3 --train 4000 --val 600 >/dev/null
+for pre in seed record; do
+    b=$([ $pre = seed ] && echo 5 || echo 6)
+    env VOCAB_SIZE=256 NUM_LAYERS=1 MODEL_DIM=288 NUM_HEADS=4 NUM_KV_HEADS=2 BIGRAM_VOCAB_SIZE=64 BIGRAM_DIM=32 \
+        VE_LAYERS=0 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=512 ITERATIONS=3 WARMUP_STEPS=0 MAX_WALLCLOCK_SECONDS=0 \
+        DATA_PATH="$QD/tdata" TRAIN_ONLY=1 ZSTD_LEVEL=1 ./train_gpt --device cpu --preset $pre --out-dir "$QD/trained_$pre" \
+        --run-id quant_$pre > "$QD/trained_$pre.log" 2>&1
+    $QT quantize "$QD/trained_$pre/final_model.ckpt" "$QD/tr$b.ptz" --mlp-bits $b --level 3 >/dev/null
+    $QT dump "$QD/tr$b.ptz" "$QD/tr_codes$b.ckpt"
+    $QT dequantize "$QD/tr$b.ptz" "$QD/tr_deq$b.ckpt"
+    $QREF "$QD/trained_$pre/final_model.ckpt" --mlp-bits $b --dump "$QD/tr_ref_codes$b.ckpt" --dequant "$QD/tr_ref_deq$b.ckpt" >/dev/null
+    check "CPU-trained ($pre): codes, scales, percentiles equal the reference's" $QCMP "$QD/tr_ref_codes$b.ckpt" "$QD/tr_codes$b.ckpt"
+    check "CPU-trained ($pre): dequantized weights equal the reference's bit for bit" $QCMP "$QD/tr_ref_deq$b.ckpt" "$QD/tr_deq$b.ckpt"
+done
