@@ -37,7 +37,7 @@ struct CkptTensor {
     std::vector<uint8_t> data;  // numel * dtype_size bytes
 };
 struct Checkpoint {
-    std::vector<std::pair<std::string, std::string>> config;  // key, value (in file order)
+    std::vector<std::pair<std::string, std::string>> config;  // key, value (in file order): ConfigEntries
     std::vector<CkptTensor> tensors;
     const std::string *get(const std::string &key) const {
         for (auto &kv : config) if (kv.first == key) return &kv.second;
@@ -49,12 +49,35 @@ struct Checkpoint {
     }
 };
 
+// The two pieces our file formats share (the .ckpt here, the .ptz body in quant.h): the config
+// section (u32 count, then str16 key / str16 value pairs) and the CRC-32 trailer.
+using ConfigEntries = std::vector<std::pair<std::string, std::string>>;
+inline void config_entries_write(ByteWriter &w, const ConfigEntries &cfg) {
+    w.u32((uint32_t)cfg.size());
+    for (auto &kv : cfg) { w.str16(kv.first); w.str16(kv.second); }
+}
+inline bool config_entries_read(ByteReader &r, ConfigEntries &cfg, std::string *err) {
+    uint32_t count;
+    if (!r.u32(count)) { *err = "truncated (config count)"; return false; }
+    if (count > 10000) { *err = "absurd config entry count"; return false; }
+    for (uint32_t i = 0; i < count; i++) {
+        std::string k, v;
+        if (!r.str16(k) || !r.str16(v)) { *err = "truncated (config entries)"; return false; }
+        cfg.emplace_back(std::move(k), std::move(v));
+    }
+    return true;
+}
+// True when the last 4 bytes of p[0..n) are the CRC-32 of the bytes before them (n >= 4).
+inline bool crc32_trailer_ok(const uint8_t *p, size_t n) {
+    uint32_t stored = (uint32_t)p[n - 4] | ((uint32_t)p[n - 3] << 8) | ((uint32_t)p[n - 2] << 16) | ((uint32_t)p[n - 1] << 24);
+    return crc32(p, n - 4) == stored;
+}
+
 inline std::vector<uint8_t> checkpoint_serialize(const Checkpoint &ck) {
     ByteWriter w;
     w.bytes(CKPT_MAGIC, 8);
     w.u32(CKPT_VERSION);
-    w.u32((uint32_t)ck.config.size());
-    for (auto &kv : ck.config) { w.str16(kv.first); w.str16(kv.second); }
+    config_entries_write(w, ck.config);
     w.u32((uint32_t)ck.tensors.size());
     for (auto &t : ck.tensors) {
         check_internal(t.data.size() == shape_numel(t.shape) * dtype_size(t.dtype));
@@ -77,25 +100,19 @@ inline bool checkpoint_parse(const uint8_t *p, size_t n, Checkpoint &ck, std::st
     ck = Checkpoint();
     if (n < 8 || memcmp(p, CKPT_MAGIC, 8) != 0) return fail("not a checkpoint (bad magic; expected a .ckpt written by train_gpt or dev/convert_checkpoint.py)");
     if (n < 8 + 4 + 4) return fail("truncated (header)");
-    // Check the CRC first: on a corrupt file it gives the clearest message.
-    uint32_t stored = (uint32_t)p[n - 4] | ((uint32_t)p[n - 3] << 8) | ((uint32_t)p[n - 2] << 16) | ((uint32_t)p[n - 1] << 24);
     // The version check comes before the CRC so a newer file says "version", not "corrupt".
     uint32_t version = (uint32_t)p[8] | ((uint32_t)p[9] << 8) | ((uint32_t)p[10] << 16) | ((uint32_t)p[11] << 24);
     if (version != CKPT_VERSION) {
         snprintf(buf, sizeof buf, "unsupported checkpoint version %u (this build reads version %u)", version, CKPT_VERSION);
         return fail(buf);
     }
-    if (crc32(p, n - 4) != stored) return fail("checksum mismatch: the file is truncated or corrupt");
+    // the CRC before the fields: on a corrupt file it gives the clearest message
+    if (!crc32_trailer_ok(p, n)) return fail("checksum mismatch: the file is truncated or corrupt");
     // From here the bytes are what the writer wrote, but we still bounds-check every field.
     ByteReader r{p, n - 4, 12};  // the body between the version and the crc
-    uint32_t ncfg, nt;
-    if (!r.u32(ncfg)) return fail("truncated (config count)");
-    if (ncfg > 10000) return fail("absurd config entry count");
-    for (uint32_t i = 0; i < ncfg; i++) {
-        std::string k, v;
-        if (!r.str16(k) || !r.str16(v)) return fail("truncated (config entries)");
-        ck.config.emplace_back(k, v);
-    }
+    std::string msg;
+    if (!config_entries_read(r, ck.config, &msg)) return fail(msg.c_str());
+    uint32_t nt;
     if (!r.u32(nt)) return fail("truncated (tensor count)");
     if (nt > 100000) return fail("absurd tensor count");
     for (uint32_t i = 0; i < nt; i++) {

@@ -488,8 +488,7 @@ inline size_t qtensor_scale_bytes(QScheme s, const std::vector<int64_t> &shape) 
 
 inline std::vector<uint8_t> artifact_body_serialize(const Artifact &art) {
     ByteWriter w;
-    w.u32((uint32_t)art.config.size());
-    for (auto &kv : art.config) { w.str16(kv.first); w.str16(kv.second); }
+    config_entries_write(w, art.config);
     w.u32((uint32_t)art.tensors.size());
     for (const QTensor &qt : art.tensors) {
         check_internal(qt.values.size() == qtensor_value_bytes(qt.scheme, qt.dtype, shape_numel(qt.shape)));
@@ -554,17 +553,11 @@ inline bool artifact_parse_body(const uint8_t *p, size_t n, Artifact &art, std::
     auto fail = [&](const std::string &m) { *err = m; return false; };
     art = Artifact();
     if (n < 4 + 4 + 4) return fail("body too short to be an artifact");
-    uint32_t stored = (uint32_t)p[n - 4] | ((uint32_t)p[n - 3] << 8) | ((uint32_t)p[n - 2] << 16) | ((uint32_t)p[n - 1] << 24);
-    if (crc32(p, n - 4) != stored) return fail("corrupt (checksum mismatch in the decompressed body)");
+    if (!crc32_trailer_ok(p, n)) return fail("corrupt (checksum mismatch in the decompressed body)");
     ByteReader r{p, n - 4};
-    uint32_t ncfg, nt;
-    if (!r.u32(ncfg)) return fail("truncated (config count)");
-    if (ncfg > 10000) return fail("absurd config entry count");
-    for (uint32_t i = 0; i < ncfg; i++) {
-        std::string k, v;
-        if (!r.str16(k) || !r.str16(v)) return fail("truncated (config entries)");
-        art.config.emplace_back(std::move(k), std::move(v));
-    }
+    std::string msg;
+    if (!config_entries_read(r, art.config, &msg)) return fail(msg);
+    uint32_t nt;
     if (!r.u32(nt)) return fail("truncated (tensor count)");
     if (nt > 100000) return fail("absurd tensor count");
     std::set<std::string> names;
