@@ -15,6 +15,10 @@
 #include "common/data.h"        // defines: load_val_tokens
 #include "common/quant.h"       // defines: artifact_read, artifact_dequantize
 #include "common/eval.h"        // defines: eval_standard, eval_sliding, nll_fn_cpu
+#ifndef NO_CUDA
+#include "common/model_gpu.cuh"  // defines: the model on the GPU, nll_fn_gpu
+#endif
+#include <memory>
 
 static const char *USAGE = "--checkpoint FILE | --artifact FILE | --dump-tokenizer  [--OPTION VALUE ...]";
 
@@ -40,16 +44,15 @@ int main(int argc, char **argv) {
         artifact_dequantize(art, ck);
     }
     config_from_checkpoint(cfg, ck, path.c_str());
-    ModelCPU<float> model;
-    model_build(model, cfg);
-    checkpoint_to_params(ck, model.tensors, model.params_mem.data(), path.c_str());
+    const TensorList tl = build_tensor_list(cfg);
+    std::vector<float> weights(tl.flat, 0.f);
+    checkpoint_to_params(ck, tl, weights.data(), path.c_str());
     printf("%s:%s tensors:%zu model_params:%zu\n", cfg.checkpoint.empty() ? "artifact" : "checkpoint", path.c_str(),
-           model.tensors.specs.size(), model.tensors.total);
+           tl.specs.size(), tl.count);
     if (cfg.dry_run) {
         config_print_table(cfg, P_EVAL, [](const char *fmt, auto... a) { printf(fmt, a...); });
         return 0;
     }
-    if (cfg.device != "cpu") fatal_config("the GPU eval path is not built yet (issue [E]); use --device cpu");
 
     // tokenizer tables and the val tokens
     Tokenizer tok;
@@ -67,9 +70,31 @@ int main(int argc, char **argv) {
     }
     printf("val_tokens:%zu eval_seq_len:%d stride:%ld\n", val.size() - 1, seq, cfg.eval_stride);
 
-    NllFn nll = nll_fn_cpu(model);
-    auto print = [](const char *fmt, auto... a) { printf(fmt, a...); fflush(stdout); };
+    // the model on the chosen device, as an NllFn (eval mode)
+    NllFn nll;
+    std::unique_ptr<ModelCPU<float>> cpu;
+#ifndef NO_CUDA
+    std::unique_ptr<ModelGPU> gpu;
+#endif
     const int batch_seqs = std::max(1, (int)(cfg.val_batch_size / 8 / seq));
+    if (cfg.device == "cpu") {
+        cpu.reset(new ModelCPU<float>());
+        model_build(*cpu, cfg);
+        cpu->params_mem = weights;
+        nll = nll_fn_cpu(*cpu);
+    } else {
+#ifdef NO_CUDA
+        fatal_config("this eval was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
+#else
+        DeviceInfo dev = device_info();
+        printf("device:cuda %s\n", dev.name);
+        gpu.reset(new ModelGPU());
+        model_gpu_build(*gpu, cfg, std::max(batch_seqs, (int)cfg.eval_batch_seqs) * seq, seq);
+        model_gpu_set_params(*gpu, weights.data());
+        nll = nll_fn_gpu(*gpu);
+#endif
+    }
+    auto print = [](const char *fmt, auto... a) { printf(fmt, a...); fflush(stdout); };
     double t0 = now_seconds();
     EvalResult r = eval_standard(val, seq, batch_seqs, luts, nll);
     print("val_loss:%.4f val_bpb:%.4f eval_time:%.0fms\n", r.val_loss(), r.val_bpb(), 1000.0 * (now_seconds() - t0));

@@ -32,11 +32,11 @@ int main(int argc, char **argv) {
     config_from_checkpoint(cfg, ck, cfg.checkpoint.c_str());
     TensorList tl = build_tensor_list(cfg);
     {
-        std::vector<float> params(tl.total);
+        std::vector<float> params(tl.flat);
         checkpoint_to_params(ck, tl, params.data(), cfg.checkpoint.c_str());
     }
     printf("checkpoint: %s (%zu tensors, MLP_QUANT_BITS=%ld)\n", cfg.checkpoint.c_str(), tl.specs.size(), cfg.mlp_quant_bits);
-    printf("model_params:%zu\n", tl.total);
+    printf("model_params:%zu\n", tl.count);
     if (cfg.dry_run) {
         // the plan: which scheme each tensor gets
         for (const TensorSpec &s : tl.specs)

@@ -1,11 +1,14 @@
 // train_gpt.cu: trains the parameter-golf GPT ("11L + XSA4 + EMA + Late QAT + GPTQ-lite"),
 // then runs the reference's finale (EMA -> eval -> quantize -> zstd -> roundtrip eval).
 //
-//   make train_gpt && ./train_gpt                       # seed preset, data in ./data
+//   make train_gpt && ./train_gpt                       # seed preset on one GPU, data in ./data
 //   ./train_gpt --preset record --dry-run                # print the config and parameter count
 //   NUM_LAYERS=2 MODEL_DIM=128 ./train_gpt --device cpu  # the CPU reference path, tiny configs
+//   ./train_gpt --save-every 100 ...; ./train_gpt --resume train_state.ckpt ...  # checkpoint, continue
 //
-// Reads top to bottom like the reference script: config, data, model, loop, finale. Everything
+// Reads top to bottom like the reference script: config, data, model, loop, finale. One loop
+// (train) drives either device through the Trainer interface: TrainerCPU wraps the reference
+// model of model_cpu.h, TrainerGPU the kernels of model_gpu.cuh and optim.cuh. Everything
 // reusable lives in common/.
 #include "common/utils.h"       // defines: fatal, checked I/O, Logger, timers
 #include "common/config.h"      // defines: Config, the option table, presets, validation
@@ -17,6 +20,10 @@
 #include "common/optim.h"       // defines: schedules, Muon, AdamW, clipping, EMA (CPU)
 #include "common/eval.h"        // defines: standard and sliding-window bits-per-byte
 #include "common/quant.h"       // defines: the artifact (int6/int5/int8 + zstd), code size
+#ifndef NO_CUDA
+#include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses)
+#endif
+#include <memory>
 
 static const char *USAGE = "[--preset seed|record] [--dry-run] [--device cuda|cpu] [--OPTION VALUE ...]";
 
@@ -33,13 +40,7 @@ static void require_data(const Config &c) {
 }
 
 // ----------------------------------------------------------------------------
-// the CPU training loop: the reference's loop, step for step, on the CPU reference model.
-
-// Everything that the warmup must undo: weights and optimizer state.
-struct TrainState {
-    std::vector<float> params;
-    OptimState opt;
-};
+// the training state on the host: what checkpoints hold and what the warmup undoes
 
 // The full training state as a checkpoint: the weights under their own names (f32), then the
 // EMA and the optimizer state under "ema/", "muon_buf/", "adam_m/", "adam_v/" prefixes, and the
@@ -51,8 +52,14 @@ struct RunCounters {
     double training_ms = 0;
 };
 
-static void save_train_state(const std::string &path, const Config &cfg, const TensorList &tl, const std::vector<float> &params,
-                             const std::vector<float> &ema, const OptimState &opt, const RunCounters &rc) {
+// Everything the warmup must undo and a checkpoint must hold, in host memory (flat layout).
+struct HostState {
+    std::vector<float> params, ema;
+    OptimState opt;
+};
+
+static void save_train_state(const std::string &path, const Config &cfg, const TensorList &tl, const HostState &st,
+                             const RunCounters &rc) {
     Checkpoint ck;
     checkpoint_set_config(ck, cfg);
     enum Which { ALL, MUON_ONLY, ADAM_ONLY };  // the moments exist only for their optimizer's tensors
@@ -65,15 +72,15 @@ static void save_train_state(const std::string &path, const Config &cfg, const T
             ck.tensors.push_back(std::move(t));
         }
     };
-    add("", params, ALL);
-    add("ema/", ema, ALL);
-    add("muon_buf/", opt.muon_buf, MUON_ONLY);
-    add("adam_m/", opt.adam_m, ADAM_ONLY);
-    add("adam_v/", opt.adam_v, ADAM_ONLY);
+    add("", st.params, ALL);
+    add("ema/", st.ema, ALL);
+    add("muon_buf/", st.opt.muon_buf, MUON_ONLY);
+    add("adam_m/", st.opt.adam_m, ADAM_ONLY);
+    add("adam_v/", st.opt.adam_v, ADAM_ONLY);
     char buf[64];
     auto put = [&](const char *k, const char *fmt, auto v) { snprintf(buf, sizeof buf, fmt, v); ck.config.emplace_back(k, buf); };
     put("STATE_STEP", "%ld", rc.step);
-    put("STATE_ADAM_T", "%ld", opt.adam_t);
+    put("STATE_ADAM_T", "%ld", st.opt.adam_t);
     put("STATE_FILE_IDX", "%ld", rc.file_idx);
     put("STATE_POS", "%ld", rc.pos);
     put("STATE_QAT", "%d", rc.qat);
@@ -81,8 +88,8 @@ static void save_train_state(const std::string &path, const Config &cfg, const T
     checkpoint_write(path.c_str(), ck);
 }
 
-static void load_train_state(const std::string &path, Config &cfg, const TensorList &tl, std::vector<float> &params,
-                             std::vector<float> &ema, OptimState &opt, RunCounters &rc) {
+// Fills st (sized to the tensor list's flat layout, gaps zero) and rc from a state file.
+static void load_train_state(const std::string &path, Config &cfg, const TensorList &tl, HostState &st, RunCounters &rc) {
     Checkpoint ck;
     checkpoint_read(path.c_str(), ck);
     for (const char *key : MODEL_KEYS) {  // the model must be the one we built
@@ -96,8 +103,11 @@ static void load_train_state(const std::string &path, Config &cfg, const TensorL
         if (!v) fatal("%s: not a training state (no %s; write one with --save-every)", path.c_str(), k);
         return *v;
     };
+    st.params.assign(tl.flat, 0.f);
+    st.ema.assign(tl.flat, 0.f);
+    st.opt.init(tl.flat);
     rc.step = atol(get("STATE_STEP").c_str());
-    opt.adam_t = atol(get("STATE_ADAM_T").c_str());
+    st.opt.adam_t = atol(get("STATE_ADAM_T").c_str());
     rc.file_idx = atol(get("STATE_FILE_IDX").c_str());
     rc.pos = atol(get("STATE_POS").c_str());
     rc.qat = atoi(get("STATE_QAT").c_str());
@@ -111,32 +121,199 @@ static void load_train_state(const std::string &path, Config &cfg, const TensorL
             memcpy(buf.data() + s.offset, t->data.data(), s.numel * 4);
         }
     };
-    take("", params, false, false);
-    take("ema/", ema, false, false);
-    take("muon_buf/", opt.muon_buf, true, false);
-    take("adam_m/", opt.adam_m, false, true);
-    take("adam_v/", opt.adam_v, false, true);
+    take("", st.params, false, false);
+    take("ema/", st.ema, false, false);
+    take("muon_buf/", st.opt.muon_buf, true, false);
+    take("adam_m/", st.opt.adam_m, false, true);
+    take("adam_v/", st.opt.adam_v, false, true);
 }
 
-static void train_cpu(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens) {
-    const int world_size = 1, grad_accum = 8 / world_size;
+// ----------------------------------------------------------------------------
+// the two devices behind one training loop
+//
+// The loop (train() below) owns the schedule, the clocks, validation, logging and checkpoints;
+// a Trainer owns the model, the optimizer state and the EMA on its device.
+
+struct StepResult {
+    double loss = 0, grad_norm = 0;
+    bool finite = true;  // false: loss or gradient norm is NaN/Inf and the update was NOT applied
+};
+
+struct Trainer {
+    virtual ~Trainer() = default;
+    // One optimizer step: grad_accum micro-batches of forward+backward from the loader, global-norm
+    // clipping, Muon/AdamW at base LR x lr_mult, then the EMA update. Finished when it returns.
+    virtual StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) = 0;
+    virtual void ema_reset() = 0;            // EMA <- the current weights
+    virtual NllFn nll() = 0;                 // per-position losses of the current weights (eval mode)
+    virtual void get(HostState &st) = 0;     // weights, EMA, optimizer state -> host
+    virtual void set(const HostState &st) = 0;
+    virtual void set_params(const std::vector<float> &params) = 0;  // weights only (finale)
+    virtual void report_memory(Logger &log) = 0;
+};
+
+// Batch geometry of the reference: 8 / world_size micro-steps of local_tokens / T sequences.
+struct Geometry {
+    int grad_accum, B, T;
+};
+static Geometry geometry(const Config &cfg, int world_size) {
+    const int grad_accum = 8 / world_size;
     const long local_tokens = cfg.train_batch_tokens / (world_size * grad_accum);
-    const int B = (int)(local_tokens / cfg.train_seq_len), T = (int)cfg.train_seq_len;
+    return Geometry{grad_accum, (int)(local_tokens / cfg.train_seq_len), (int)cfg.train_seq_len};
+}
+
+struct TrainerCPU : Trainer {
+    const Config &cfg;
+    Geometry geo;
     ModelCPU<float> model;
-    model_build(model, cfg);
-    const TensorList &tl = model.tensors;
+    OptimState opt;
+    std::vector<float> ema;
+    std::vector<int32_t> x, y;
+    TrainerCPU(const Config &c, const std::vector<float> &init, Geometry g) : cfg(c), geo(g) {
+        model_build(model, cfg);
+        model.params_mem = init;
+        opt.init(model.tensors.flat);
+        ema = init;
+    }
+    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) override {
+        model.qat = qat;
+        model_zero_grad(model);
+        StepResult r;
+        for (int micro = 0; micro < geo.grad_accum; micro++) {
+            loader.next_batch(cfg.train_batch_tokens, geo.grad_accum, x, y);
+            r.loss += model_forward(model, x.data(), y.data(), geo.B, geo.T);
+            model_backward(model, 1.0f / geo.grad_accum);
+        }
+        r.loss /= geo.grad_accum;
+        r.grad_norm = clip_grad_norm_cpu(model.grads_mem.data(), model.tensors.flat, cfg.grad_clip_norm);
+        r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
+        if (!r.finite) return r;
+        optimizer_step_cpu(cfg, model.tensors, model.params_mem.data(), model.grads_mem.data(), opt, lr_mult, muon_mu);
+        ema_update_cpu(ema.data(), model.params_mem.data(), model.tensors.flat, cfg.ema_decay);
+        return r;
+    }
+    void ema_reset() override { ema = model.params_mem; }
+    NllFn nll() override { return nll_fn_cpu(model); }
+    void get(HostState &st) override { st.params = model.params_mem; st.ema = ema; st.opt = opt; }
+    void set(const HostState &st) override { model.params_mem = st.params; ema = st.ema; opt = st.opt; }
+    void set_params(const std::vector<float> &params) override { model.params_mem = params; }
+    void report_memory(Logger &) override {}
+};
+
+#ifndef NO_CUDA
+// The GPU trainer: the model of model_gpu.cuh, the optimizer of optim.cuh, the EMA in fp32 on
+// the device. One stream; the host syncs twice a step: to read the loss and gradient norm before
+// the update (a NaN must not reach the weights) and at the end (honest step times).
+struct TrainerGPU : Trainer {
+    const Config &cfg;
+    Geometry geo;
+    ModelGPU model;
+    OptimizerGPU opt;
+    float *ema = nullptr;  // (flat) fp32
+    std::vector<int32_t> x, y;
+    TrainerGPU(const Config &c, const std::vector<float> &init, Geometry g, int max_N, int max_T) : cfg(c), geo(g) {
+        model_gpu_build(model, cfg, max_N, max_T);
+        optimizer_gpu_create(opt, cfg, model.tensors);
+        cudaCheck(cudaMalloc(&ema, model.tensors.flat * sizeof(float)));
+        model_gpu_set_params(model, init.data());
+        ema_reset();
+    }
+    ~TrainerGPU() override {
+        cudaFreeCheck(ema);
+        optimizer_gpu_free(opt);
+        model_gpu_free(model);
+    }
+    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) override {
+        const cudaStream_t st = 0;
+        if (model.wbf_mode != (qat ? 1 : 0)) model_gpu_refresh_weights(model, qat, st);
+        model_gpu_zero_grad(model, st);
+        for (int micro = 0; micro < geo.grad_accum; micro++) {
+            loader.next_batch(cfg.train_batch_tokens, geo.grad_accum, x, y);  // overlaps the GPU's work
+            model_gpu_upload(model, x.data(), y.data(), geo.B, geo.T, st);
+            model_gpu_forward(model, 1.0f / geo.grad_accum, true, micro > 0, st);
+            model_gpu_backward(model, st);
+        }
+        clip_grad_norm(opt, model.grads, cfg.grad_clip_norm, /*scale_now=*/false, st);
+        StepResult r;
+        float loss = 0;
+        cudaCheck(cudaMemcpyAsync(&r.grad_norm, opt.d_grad_norm, sizeof(double), cudaMemcpyDeviceToHost, st));
+        cudaCheck(cudaMemcpyAsync(&loss, model.loss_acc, sizeof(float), cudaMemcpyDeviceToHost, st));
+        cudaCheck(cudaStreamSynchronize(st));
+        r.loss = loss;
+        r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
+        if (!r.finite) return r;
+        optimizer_step(opt, cfg, model.params, model.grads, lr_mult, muon_mu, opt.d_clip_coef, st);
+        model.wbf_mode = -1;
+        ema_update(ema, model.params, model.tensors.flat, cfg.ema_decay, st);
+        cudaCheck(cudaStreamSynchronize(st));
+        return r;
+    }
+    void ema_reset() override {
+        cudaCheck(cudaMemcpy(ema, model.params, model.tensors.flat * sizeof(float), cudaMemcpyDeviceToDevice));
+    }
+    NllFn nll() override { return nll_fn_gpu(model); }
+    void get(HostState &st) override {
+        st.params.resize(model.tensors.flat);
+        st.ema.resize(model.tensors.flat);
+        model_gpu_get_params(model, st.params.data());
+        cudaCheck(cudaMemcpy(st.ema.data(), ema, model.tensors.flat * sizeof(float), cudaMemcpyDeviceToHost));
+        optim_state_download(opt, st.opt);
+    }
+    void set(const HostState &st) override {
+        model_gpu_set_params(model, st.params.data());
+        cudaCheck(cudaMemcpy(ema, st.ema.data(), model.tensors.flat * sizeof(float), cudaMemcpyHostToDevice));
+        optim_state_upload(opt, st.opt);
+    }
+    void set_params(const std::vector<float> &params) override { model_gpu_set_params(model, params.data()); }
+    void report_memory(Logger &log) override {
+        size_t free_b = 0, total_b = 0;
+        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        log.printf("gpu_memory: model+activations %.0f MiB, device in use %.0f of %.0f MiB\n", model_gpu_bytes(model) / 1048576.0,
+                   (total_b - free_b) / 1048576.0, total_b / 1048576.0);
+    }
+};
+#endif
+
+// ----------------------------------------------------------------------------
+// the training loop: the reference's loop, step for step, on either device
+
+static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens) {
+    const int world_size = 1;
+    const Geometry geo = geometry(cfg, world_size);
+    const TensorList tl = build_tensor_list(cfg);
+    std::vector<float> init(tl.flat, 0.f);
     if (!cfg.init_ckpt.empty()) {
         // start from given weights (parity runs, fine-tuning): the model shape must match
-        Checkpoint init;
-        checkpoint_read(cfg.init_ckpt.c_str(), init);
-        checkpoint_to_params(init, tl, model.params_mem.data(), cfg.init_ckpt.c_str());
+        Checkpoint ck;
+        checkpoint_read(cfg.init_ckpt.c_str(), ck);
+        checkpoint_to_params(ck, tl, init.data(), cfg.init_ckpt.c_str());
         log.printf("init:%s\n", cfg.init_ckpt.c_str());
     } else {
-        model_init(model.params, cfg, (uint64_t)cfg.seed);
+        Params<float> p;
+        params_bind(p, cfg, init.data());
+        model_init(p, cfg, (uint64_t)cfg.seed);
     }
-    OptimState opt;
-    opt.init(tl.total);
-    log.printf("device:cpu world_size:%d grad_accum_steps:%d micro_batch:%dx%d\n", world_size, grad_accum, B, T);
+    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
+    std::unique_ptr<Trainer> trainer;
+    if (cfg.device == "cpu") {
+        trainer.reset(new TrainerCPU(cfg, init, geo));
+    } else {
+#ifdef NO_CUDA
+        fatal_config("this train_gpt was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
+#else
+        DeviceInfo dev = device_info();
+        log.printf("device:cuda %s (sm_%d%d, %d SMs, %.0f GiB)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count,
+                   dev.total_mem / 1073741824.0);
+        const long max_N = std::max({(long)geo.B * geo.T, (long)val_batch_seqs * cfg.train_seq_len,
+                                     cfg.eval_batch_seqs * cfg.eval_seq_len});
+        const long max_T = std::max(cfg.train_seq_len, cfg.eval_seq_len);
+        if (max_N > INT32_MAX / std::max(cfg.vocab_size, 1L))
+            fatal_config("batches of %ld tokens are too large for one GPU forward (lower TRAIN_BATCH_TOKENS or EVAL_BATCH_SEQS)", max_N);
+        trainer.reset(new TrainerGPU(cfg, init, geo, (int)max_N, (int)max_T));
+#endif
+    }
+    log.printf("device:%s world_size:%d grad_accum_steps:%d micro_batch:%dx%d\n", cfg.device.c_str(), world_size, geo.grad_accum,
+               geo.B, geo.T);
     log.printf("XSA:last_%ld  VE:%s  late_qat_threshold:%g  ema_decay:%g\n", cfg.xsa_last_n,
                cfg.ve_enabled ? cfg.ve_layers.c_str() : "off", cfg.late_qat_threshold, cfg.ema_decay);
     log.printf("train_batch_tokens:%ld train_seq_len:%ld iterations:%ld warmup_steps:%ld max_wallclock_seconds:%.3f\n",
@@ -145,64 +322,52 @@ static void train_cpu(Config &cfg, Logger &log, const ByteLuts &luts, const std:
 
     TrainLoader loader;
     loader.init(cfg.data_path, 0, world_size, (int)cfg.vocab_size);
-    std::vector<int32_t> x, y;
+    mkdir(cfg.out_dir.c_str(), 0755);  // fine if it exists
+    const std::string state_path = cfg.out_dir + "/train_state.ckpt";
+    HostState hs;
 
-    // One optimizer step: grad_accum micro-steps of forward+backward, clip, optimizer. Returns the
-    // mean train loss over the micro-steps.
-    auto train_step = [&](double lr_mult, double muon_mu) {
-        model_zero_grad(model);
-        double loss = 0;
-        for (int micro = 0; micro < grad_accum; micro++) {
-            loader.next_batch(cfg.train_batch_tokens, grad_accum, x, y);
-            loss += model_forward(model, x.data(), y.data(), B, T);
-            model_backward(model, 1.0f / grad_accum);
-        }
-        loss /= grad_accum;
-        double gnorm = clip_grad_norm_cpu(model.grads_mem.data(), tl.total, cfg.grad_clip_norm);
-        if (!std::isfinite(loss) || !std::isfinite(gnorm))
-            fatal("training diverged: loss %g, gradient norm %g (HINT: lower the learning rates, or check the data)", loss, gnorm);
-        optimizer_step_cpu(cfg, tl, model.params_mem.data(), model.grads_mem.data(), opt, lr_mult, muon_mu);
-        return loss;
-    };
-
-    // Warmup steps, then undo them: the reference does this to keep compilation off the clock.
-    // On the CPU nothing is compiled, but we keep the semantics (it moves no state).
-    if (cfg.warmup_steps > 0) {
-        TrainState saved{model.params_mem, opt};
+    // Warmup steps, then undo them (weights, optimizer state, data cursor): the reference does this
+    // to keep compilation off the clock; here it takes cuBLASLt's algorithm search, the first
+    // launches and the caches' warm-up off the clock.
+    if (cfg.warmup_steps > 0 && cfg.resume.empty()) {
+        double t_w = now_seconds();
+        trainer->get(hs);
         for (long w = 0; w < cfg.warmup_steps; w++) {
-            train_step(1.0, muon_momentum_at(cfg, 0));
+            trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), false);
             if (cfg.warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg.warmup_steps)
                 log.printf("warmup_step:%ld/%ld\n", w + 1, cfg.warmup_steps);
         }
-        model.params_mem = saved.params;
-        opt = saved.opt;
+        trainer->set(hs);
         loader.seek(0, 0);
+        log.printf("warmup: %ld steps in %.1fs, undone (weights, optimizer, data cursor; off the training clock)\n",
+                   cfg.warmup_steps, now_seconds() - t_w);
     }
+    trainer->ema_reset();
+    NllFn nll = trainer->nll();
 
-    // per-position NLL of the current weights, for the evals (no QAT: the reference evaluates in
-    // eval mode)
-    NllFn nll = nll_fn_cpu(model);
-    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * grad_accum) / cfg.train_seq_len);
-
-    std::vector<float> ema = model.params_mem;
     RunCounters rc;
     if (!cfg.resume.empty()) {
-        load_train_state(cfg.resume, cfg, tl, model.params_mem, ema, opt, rc);
+        load_train_state(cfg.resume, cfg, tl, hs, rc);
+        trainer->set(hs);
         loader.seek((int)rc.file_idx, rc.pos);
         log.printf("resume:%s step:%ld train_time:%.0fms\n", cfg.resume.c_str(), rc.step, rc.training_ms);
     }
     bool qat = rc.qat != 0;
     double training_ms = rc.training_ms, t0 = now_seconds();
     long stop_after = -1;
-    const std::string state_path = cfg.out_dir + "/train_state.ckpt";
-    if (cfg.save_every > 0 || cfg.stop_step > 0) mkdir(cfg.out_dir.c_str(), 0755);
+    // the clock stops while the state is written (it is not training time)
+    auto save_state = [&](long done) {
+        double t_save = now_seconds();
+        RunCounters now{done, loader.file_idx(), loader.pos(), qat ? 1 : 0, training_ms + 1000.0 * (t_save - t0)};
+        trainer->get(hs);
+        save_train_state(state_path, cfg, tl, hs, now);
+        t0 += now_seconds() - t_save;
+    };
     for (long step = rc.step;; step++) {
         bool last = step == cfg.iterations || (stop_after >= 0 && step >= stop_after);
         if (!cfg.train_only && (last || (cfg.val_loss_every > 0 && step % cfg.val_loss_every == 0))) {
             training_ms += 1000.0 * (now_seconds() - t0);
-            bool q = model.qat;
             EvalResult r = eval_standard(val_tokens, (int)cfg.train_seq_len, val_batch_seqs, luts, nll);
-            model.qat = q;
             log.printf("step:%ld/%ld val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms\n", step, cfg.iterations,
                        r.val_loss(), r.val_bpb(), training_ms, training_ms / std::max(step, 1L));
             t0 = now_seconds();
@@ -218,28 +383,33 @@ static void train_cpu(Config &cfg, Logger &log, const ByteLuts &luts, const std:
             qat = true;
             log.printf("late_qat:enabled step:%ld scale:%.4f\n", step, lr_mult);
         }
-        model.qat = qat;
-        double train_loss = train_step(lr_mult, muon_momentum_at(cfg, step));
-        ema_update_cpu(ema.data(), model.params_mem.data(), tl.total, cfg.ema_decay);
-        long done = step + 1;
-        double approx_ms = training_ms + 1000.0 * (now_seconds() - t0);
+        const long file_idx = loader.file_idx(), pos = loader.pos();
+        StepResult res = trainer->step(loader, lr_mult, muon_momentum_at(cfg, step), qat);
+        if (!res.finite) {
+            // the update was not applied: save the last good state, with the cursor before this step
+            loader.seek((int)file_idx, pos);
+            save_state(step);
+            fatal("training diverged at step %ld: train loss %g, gradient norm %g; the last good state (after step %ld) is in %s "
+                  "(HINT: lower the learning rates or check the data, then --resume from it)",
+                  step + 1, res.loss, res.grad_norm, step, state_path.c_str());
+        }
+        const long done = step + 1;
+        const double approx_ms = training_ms + 1000.0 * (now_seconds() - t0);
         if (cfg.train_log_every > 0 && (done <= 10 || done % cfg.train_log_every == 0 || stop_after >= 0))
             log.printf("step:%ld/%ld train_loss:%.4f train_time:%.0fms step_avg:%.2fms tok/s:%.0f\n", done, cfg.iterations,
-                       train_loss, approx_ms, approx_ms / done, cfg.train_batch_tokens * done / (approx_ms / 1000.0));
+                       res.loss, approx_ms, approx_ms / done,
+                       cfg.train_batch_tokens * (double)(done - rc.step) / std::max((approx_ms - rc.training_ms) / 1000.0, 1e-9));
+        if (done == rc.step + 1) trainer->report_memory(log);
         if (stop_after < 0 && cfg.max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg.max_wallclock_seconds) stop_after = done;
-        bool interrupt = cfg.stop_step > 0 && done == cfg.stop_step;
-        if ((cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.iterations || stop_after >= 0)) || interrupt) {
-            // the clock stops while we write (it is not training time)
-            double t_save = now_seconds();
-            RunCounters now{done, loader.file_idx(), loader.pos(), qat ? 1 : 0, training_ms + 1000.0 * (t_save - t0)};
-            save_train_state(state_path, cfg, tl, model.params_mem, ema, opt, now);
-            t0 += now_seconds() - t_save;
-        }
+        const bool interrupt = cfg.stop_step > 0 && done == cfg.stop_step;
+        if ((cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.iterations || stop_after >= 0)) || interrupt)
+            save_state(done);
         if (interrupt) {
             log.printf("stop_step:%ld reached: training state saved to %s (continue with --resume)\n", done, state_path.c_str());
             return;
         }
     }
+    trainer->report_memory(log);
 
     // ---- the finale, as the reference: EMA weights -> eval -> checkpoint -> quantize + zstd ->
     // read the artifact back -> roundtrip eval -> sliding-window eval. Each phase is timed; the
@@ -247,13 +417,14 @@ static void train_cpu(Config &cfg, Logger &log, const ByteLuts &luts, const std:
     auto print = [&](const char *fmt, auto... a) { log.printf(fmt, a...); };
     double t_phase = now_seconds(), eval_s = 0;
     log.printf("ema:applying EMA weights\n");
+    trainer->get(hs);
     // The reference loads the fp32 EMA into the model in each tensor's own dtype: the bf16
     // embedding tables get rounded to bf16 here.
+    std::vector<float> weights = hs.ema;
     for (const TensorSpec &s : tl.specs)
-        for (size_t i = 0; i < s.numel; i++) {
-            float v = ema[s.offset + i];
-            model.params_mem[s.offset + i] = s.dtype == DT_BF16 ? bf16_to_f32(f32_to_bf16(v)) : v;
-        }
+        if (s.dtype == DT_BF16)
+            for (size_t i = 0; i < s.numel; i++) weights[s.offset + i] = bf16_to_f32(f32_to_bf16(weights[s.offset + i]));
+    trainer->set_params(weights);
     double ema_ms = 1000.0 * (now_seconds() - t_phase);
     double ms = 0;
     if (!cfg.train_only) {
@@ -265,10 +436,9 @@ static void train_cpu(Config &cfg, Logger &log, const ByteLuts &luts, const std:
         log.printf("final_float_fixed_exact val_loss:%.8f val_bpb:%.8f\n", post.val_loss(), post.val_bpb());
     }
 
-    mkdir(cfg.out_dir.c_str(), 0755);  // fine if it exists
     std::string ckpt_path = cfg.out_dir + "/final_model.ckpt", ptz_path = cfg.out_dir + "/final_model.ptz";
     Checkpoint ck;
-    checkpoint_from_params(ck, cfg, tl, model.params_mem.data());
+    checkpoint_from_params(ck, cfg, tl, weights.data());
     checkpoint_write(ckpt_path.c_str(), ck);
     log.printf("Serialized model: %lld bytes (%s)\n", file_size(ckpt_path.c_str()), ckpt_path.c_str());
 
@@ -287,7 +457,8 @@ static void train_cpu(Config &cfg, Logger &log, const ByteLuts &luts, const std:
     artifact_read(ptz_path.c_str(), back);
     Checkpoint deq;
     artifact_dequantize(back, deq);
-    checkpoint_to_params(deq, tl, model.params_mem.data(), ptz_path.c_str());
+    checkpoint_to_params(deq, tl, weights.data(), ptz_path.c_str());
+    trainer->set_params(weights);
     t_phase = now_seconds();
     EvalResult rt = eval_standard(val_tokens, (int)cfg.eval_seq_len, val_batch_seqs, luts, nll);
     ms = 1000.0 * (now_seconds() - t_phase);
@@ -316,7 +487,7 @@ int main(int argc, char **argv) {
 
     if (cfg.dry_run) {
         config_print_table(cfg, P_TRAIN, [](const char *fmt, auto... a) { printf(fmt, a...); });
-        printf("model_params:%zu\n", tl.total);
+        printf("model_params:%zu\n", tl.count);
         return 0;
     }
 
@@ -325,7 +496,7 @@ int main(int argc, char **argv) {
     log.open(cfg.run_id);
     log.printf("%s\n", log.path.c_str());
     config_print_table(cfg, P_TRAIN, [&](const char *fmt, auto... a) { log.printf(fmt, a...); });
-    log.printf("model_params:%zu\n", tl.total);
+    log.printf("model_params:%zu\n", tl.count);
 
     // tokenizer and its byte tables (bits per byte), and the validation tokens
     ByteLuts luts;
@@ -354,9 +525,7 @@ int main(int argc, char **argv) {
     if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
         log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
                    cfg.data_path.c_str());
-    if (cfg.device != "cpu")
-        fatal_config("the GPU training path is not built yet (issue [E]); run the CPU reference with --device cpu");
-    train_cpu(cfg, log, luts, val_tokens);
+    train(cfg, log, luts, val_tokens);
     log.close();
     return 0;
 }

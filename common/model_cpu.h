@@ -913,7 +913,7 @@ template <typename real>
 struct ModelCPU {
     Config config;
     TensorList tensors;          // names, shapes, offsets of the flat buffers below
-    std::vector<real> params_mem, grads_mem, qparams_mem;  // (tensors.total) each
+    std::vector<real> params_mem, grads_mem, qparams_mem;  // (tensors.flat) each
     Params<real> params;         // the weights
     Params<real> grads;          // d loss / d weights, same layout
     Params<real> qparams;        // QAT: the weights with every linear weight fake-quantized
@@ -935,8 +935,8 @@ template <typename real>
 void model_build(ModelCPU<real> &m, const Config &c) {
     m.config = c;
     m.tensors = build_tensor_list(c);
-    m.params_mem.assign(m.tensors.total, (real)0);
-    m.grads_mem.assign(m.tensors.total, (real)0);
+    m.params_mem.assign(m.tensors.flat, (real)0);
+    m.grads_mem.assign(m.tensors.flat, (real)0);
     params_bind(m.params, c, m.params_mem.data());
     params_bind(m.grads, c, m.grads_mem.data());
     m.acts = Acts<real>();

@@ -497,7 +497,7 @@ inline T *opt_upload(const std::vector<T> &v) {
 // Build the plan from the tensor list and allocate zeroed state.
 inline void optimizer_gpu_create(OptimizerGPU &o, const Config &c, const TensorList &tl) {
     o = OptimizerGPU();
-    o.n = tl.total;
+    o.n = tl.flat;
     std::vector<AdamChunk> chunks;
     std::vector<LinearRef> linear;
     for (const TensorSpec &s : tl.specs) {

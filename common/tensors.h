@@ -125,10 +125,19 @@ inline size_t shape_numel(const std::vector<int64_t> &shape) {
     return n;
 }
 
-// The list as data: names, shapes, offsets into one flat buffer, and the total size.
+// Each tensor starts at a multiple of this many elements in the flat buffers (256 bytes of fp32,
+// 128 of bf16): the GPU's vector loads and cuBLASLt's fast kernels want aligned operands, and the
+// scalars (bigram.scale, q_gain) would otherwise shift everything after them. The gaps stay zero
+// in every buffer (weights, gradients, optimizer state), so sums over the whole buffer (the
+// gradient norm) and elementwise passes (EMA) are unaffected.
+constexpr size_t TENSOR_ALIGN = 64;
+inline size_t tensor_align(size_t off) { return (off + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN; }
+
+// The list as data: names, shapes, offsets into one flat buffer, and the sizes.
 struct TensorList {
     std::vector<TensorSpec> specs;
-    size_t total = 0;  // number of parameters (elements) = model_params
+    size_t count = 0;  // number of parameters (elements) = model_params
+    size_t flat = 0;   // elements of a flat buffer: count plus the alignment gaps
     int find(const std::string &name) const {
         for (size_t i = 0; i < specs.size(); i++) if (specs[i].name == name) return (int)i;
         return -1;
@@ -138,8 +147,9 @@ struct TensorList {
 inline TensorList build_tensor_list(const Config &c) {
     TensorList tl;
     visit_tensors<float>(c, nullptr, [&](const std::string &name, std::vector<int64_t> shape, DType dt, OptGroup g, float **) {
-        TensorSpec s{name, shape, dt, g, shape_numel(shape), tl.total};
-        tl.total += s.numel;
+        TensorSpec s{name, shape, dt, g, shape_numel(shape), tensor_align(tl.flat)};
+        tl.count += s.numel;
+        tl.flat = s.offset + s.numel;
         tl.specs.push_back(s);
     });
     return tl;
@@ -151,6 +161,7 @@ template <typename T>
 void params_bind(Params<T> &p, const Config &c, T *base) {
     size_t off = 0;
     visit_tensors<T>(c, &p, [&](const std::string &, std::vector<int64_t> shape, DType, OptGroup, T **slot) {
+        off = tensor_align(off);  // the same offsets as build_tensor_list
         *slot = base + off;
         off += shape_numel(shape);
     });

@@ -342,7 +342,7 @@ static Config small_config() {
 static void check_optimizer_steps() {
     const Config c = small_config();
     const TensorList tl = build_tensor_list(c);
-    const size_t n = tl.total;
+    const size_t n = tl.flat;
     OptimizerGPU o;
     optimizer_gpu_create(o, c, tl);
     printf("  (small config: %zu parameters, %zu Muon groups, %d Adam chunks)\n", n, o.groups.size(), o.n_adam_chunks);
@@ -491,7 +491,7 @@ static void bench() {
     config_defaults(c);
     config_derive(c);
     const TensorList tl = build_tensor_list(c);
-    const size_t n = tl.total;
+    const size_t n = tl.flat;
     OptimizerGPU o;
     optimizer_gpu_create(o, c, tl);
     size_t n_muon = 0;

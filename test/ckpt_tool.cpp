@@ -17,7 +17,7 @@ int main(int argc, char **argv) {
         for (int i = 3; i < argc; i++) args.push_back(argv[i]);
         config_parse(c, (int)args.size(), args.data(), P_ALL, "");
         TensorList tl = build_tensor_list(c);
-        std::vector<float> p(tl.total);
+        std::vector<float> p(tl.flat);
         std::mt19937 rng((uint32_t)c.seed);
         const char *std_env = getenv("CKPT_TOOL_STD");  // wider weights exercise the clip percentiles
         std::normal_distribution<float> nd(0.f, std_env ? (float)atof(std_env) : 0.05f);
@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
         Checkpoint ck;
         checkpoint_from_params(ck, c, tl, p.data());
         checkpoint_write(argv[2], ck);
-        printf("wrote %s: %zu tensors, %zu params\n", argv[2], tl.specs.size(), tl.total);
+        printf("wrote %s: %zu tensors, %zu params\n", argv[2], tl.specs.size(), tl.count);
     } else if (cmd == "roundtrip") {
         if (argc < 4) fatal_config("usage: ckpt_tool roundtrip IN OUT");
         Checkpoint ck;
@@ -40,9 +40,9 @@ int main(int argc, char **argv) {
         config_defaults(c);
         config_from_checkpoint(c, ck, argv[2]);
         TensorList tl = build_tensor_list(c);
-        std::vector<float> p(tl.total);
+        std::vector<float> p(tl.flat);
         checkpoint_to_params(ck, tl, p.data(), argv[2]);
-        printf("ok %zu tensors %zu params\n", tl.specs.size(), tl.total);
+        printf("ok %zu tensors %zu params\n", tl.specs.size(), tl.count);
     } else if (cmd == "dump") {
         Checkpoint ck;
         checkpoint_read(argv[2], ck);

@@ -474,7 +474,7 @@ static void bench() {
     }
     printf("bench float: L=%ld D=%ld H=%ld KV=%ld F=%d V=%ld B=%d T=%d (%zu params): forward %.1f ms, backward %.1f ms, "
            "%.0f tokens/s\n",
-           c.num_layers, c.model_dim, c.num_heads, c.num_kv_heads, c.mlp_hidden, c.vocab_size, B, T, m.tensors.total,
+           c.num_layers, c.model_dim, c.num_heads, c.num_kv_heads, c.mlp_hidden, c.vocab_size, B, T, m.tensors.count,
            1e3 * tf / reps, 1e3 * tb / reps, B * T * reps / (tf + tb));
 }
 

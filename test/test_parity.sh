@@ -35,6 +35,16 @@ check "resume: bit-identical weights, EMA and optimizer state" bash -c \
 check_fail "resume: a state for another model is refused" 1 "the state is for NUM_LAYERS=5 but this run has NUM_LAYERS=6" \
     bash -c "cd $PD && env $CFG NUM_LAYERS=6 DATA_PATH=$PD/data TRAIN_ONLY=1 $ROOT/train_gpt --device cpu --resume $PD/r1/train_state.ckpt --out-dir $PD/r3"
 
+# health: a run whose update would be NaN stops before it lands, with the last good state saved
+HEALTH="env $CFG DATA_PATH=$PD/data TRAIN_ONLY=1 VAL_LOSS_EVERY=0 TIED_EMBED_LR=1e38 MATRIX_LR=1e38 SCALAR_LR=1e38"
+check_fail "health: a NaN gradient norm stops the run (exit 1) and names the saved state" 1 \
+    "training diverged at step 2: .*gradient norm -?nan; the last good state \(after step 1\) is in .*/health/train_state.ckpt" \
+    bash -c "cd $PD && $HEALTH $ROOT/train_gpt --device cpu --init-ckpt $PD/init.ckpt --run-id health --out-dir $PD/health"
+# (that state is finite but already wrecked by step 1's huge update: a resume loads it at step 1)
+check "health: the saved state is a loadable training state at step 1" bash -c \
+    "cd $PD && env $CFG DATA_PATH=$PD/data TRAIN_ONLY=1 VAL_LOSS_EVERY=0 $ROOT/train_gpt --device cpu --resume $PD/health/train_state.ckpt \
+     --run-id health2 --out-dir $PD/health2 > $PD/health2.log 2>&1; grep -q 'resume:.* step:1 ' $PD/health2.log"
+
 # eval: ./eval against dev/ref/eval.py on the same weights, in float, both modes, with a val
 # length that is not a multiple of the stride (960 scored pairs, stride 28: the tail windows
 # re-score their last 28 positions, the reference's quirk). BPB within 1e-6.

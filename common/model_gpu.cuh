@@ -1,0 +1,489 @@
+// model_gpu.cuh: the whole model on one GPU: weights, activations, forward and backward.
+//
+// The GPU twin of ModelCPU (model_cpu.h): model_gpu_forward / model_gpu_backward run the same
+// ops in the same order as model_forward / model_backward, with the kernels of layers.cuh,
+// attention.cuh, loss.cuh and the GEMMs of matmul.cuh. Read it beside model_cpu.h; the comments
+// here are about what differs.
+//
+// Memory (the letters of model_cpu.h; N = B*T tokens of one micro-batch):
+//   params, grads   (flat)  fp32   master weights and their gradients, the tensor list's layout
+//                                  (tensors.h): checkpoints and the optimizer use them as they are
+//   wbf             (flat)  bf16   the weights the kernels read: a cast of params, with the linear
+//                                  weights fake-quantized under late QAT (model_gpu_refresh_weights)
+//   activations             bf16   what the backward needs, per layer (LayerActsGPU), plus rstd /
+//                                  lse / vnorm in fp32; about 17 N*D bf16 values per layer
+//   gradient activations    bf16   a handful of (N, D) buffers reused by every layer: the backward
+//                                  updates the residual stream's gradient `dres` in place
+//
+// Precision follows the reference under torch.autocast(bfloat16): bf16 activations and GEMM
+// operands, fp32 accumulation and reductions, fp32 parameter gradients (accumulated over
+// micro-steps in fp32, never rounded). The softcapped logits are rounded to bf16 before the
+// cross-entropy as the reference does.
+//
+// Two savings over storing every CPU activation: the block's input is not copied (resid points
+// at the previous block's output unless a U-Net skip adds to it), and relu(fc)^2 is not kept:
+// the fc GEMM stores r = relu(u) (cuBLASLt's RELU epilogue) and the backward squares it again.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "config.h"
+#include "cuda_utils.cuh"
+#include "tensors.h"
+#include "attention.cuh"
+#include "layers.cuh"
+#include "loss.cuh"
+#include "matmul.cuh"
+#include "eval.h"       // NllFn
+#include "model_cpu.h"  // layer_has_xsa, layer_ve_index
+#include "optim.cuh"    // params_to_bf16, fake_quant, LinearRef
+
+// ----------------------------------------------------------------------------
+// one device allocation carved into many buffers (256-byte aligned each)
+
+struct DeviceArena {
+    char *base = nullptr;
+    size_t bytes = 0, used = 0;
+};
+// Two passes over the same carve function: the first (base null) only counts.
+template <typename T>
+inline T *arena_take(DeviceArena &a, size_t n) {
+    size_t off = (a.used + 255) & ~(size_t)255;
+    a.used = off + std::max<size_t>(n, 1) * sizeof(T);
+    return a.base ? (T *)(a.base + off) : nullptr;
+}
+
+// ----------------------------------------------------------------------------
+// the state
+
+struct LayerActsGPU {
+    bf16 *resid;     // (N,D)     the block input: the previous output, or its own buffer on skip layers
+    bf16 *x_in;      // (N,D)     mix[0]*x + mix[1]*x0
+    float *rstd1;    // (N)
+    bf16 *ln1;       // (N,D)     rmsnorm(x_in) * s
+    bf16 *qn;        // (N,H,hd)  c_q output after the per-head rmsnorm
+    bf16 *kn;        // (N,KV,hd)
+    float *rstd_q;   // (N,H)
+    float *rstd_k;   // (N,KV)
+    bf16 *q;         // (N,H,hd)  after RoPE and q_gain
+    bf16 *k;         // (N,KV,hd)
+    bf16 *v;         // (N,KV,hd)
+    bf16 *att;       // (N,H,hd)
+    float *lse;      // (B,H,T)
+    float *vnorm;    // (N,KV)    XSA layers only
+    bf16 *att_xsa;   // (N,H,hd)  XSA layers only
+    bf16 *attn_out;  // (N,D)
+    bf16 *x_mid;     // (N,D)
+    float *rstd2;    // (N)
+    bf16 *ln2;       // (N,D)
+    bf16 *fc_relu;   // (N,F)     relu(fc(ln2)); relu^2 is recomputed from it
+    bf16 *mlp_out;   // (N,D)
+    bf16 *out;       // (N,D)     the block output
+};
+
+struct ModelGPU {
+    Config config;
+    TensorList tensors;
+    int max_N = 0;                  // the most tokens one forward may take (buffers are sized for it)
+    int B = 0, T = 0;               // shape of the last forward
+    bool have_targets = false;      // the last forward had targets (the backward needs them)
+    // weights
+    float *params = nullptr;        // (flat) fp32 master
+    float *grads = nullptr;         // (flat) fp32
+    bf16 *wbf = nullptr;            // (flat) bf16 weights as the kernels read them
+    Params<float> p, g;             // pointers into params / grads
+    Params<bf16> w;                 // pointers into wbf
+    int wbf_mode = -1;              // what wbf holds: -1 stale (params changed), 0 plain cast, 1 with QAT
+    LinearRef *d_linear = nullptr;  // the linear weights (fake-quantized under QAT)
+    int n_linear = 0, linear_max_rows = 0;
+    // inputs
+    int *ids = nullptr, *targets = nullptr, *bigram_idx = nullptr;  // (max_N)
+    int *pinned = nullptr;          // (2, 2, max_N) host staging for ids and targets, double-buffered
+    cudaEvent_t staged[2];          // the copy out of staging slot k is done
+    int stage_slot = 0;
+    float *rope_cos = nullptr, *rope_sin = nullptr;  // (T, rd/2) for rope_T
+    int rope_T = 0, rope_max_T = 0;
+    // activations
+    bf16 *bg_emb, *bg_proj, *emb, *emb_norm, *x0;  // (N,bigram_dim), (N,D) x4
+    float *rstd0;                                   // (N)
+    bf16 *ve_emb, *ve_proj, *ve_base;               // (N,ve_dim), (N,KVD) x2   VE only
+    std::vector<LayerActsGPU> layers;
+    bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch
+    bf16 *fc_act;                   // (N,F) scratch: relu^2, forward and (recomputed) backward
+    bf16 *xf;                       // (N,D)
+    float *rstd_f;                  // (N)
+    bf16 *logits;                   // (N,V) raw logits; after a training forward, d loss / d raw
+    float *losses;                  // (N) per-position NLL
+    float *loss_acc = nullptr;      // (1) sum of loss_scale * mean loss over the step's micro-batches
+    // gradient activations
+    bf16 *dres, *dx0, *dln, *dattn_out, *datt_xsa, *datt, *dq, *dk, *dv, *dfc_act, *dfc;
+    bf16 *dskip;                    // (n_skip, N, D)
+    bf16 *dbg_proj, *dbg_emb, *dve_base, *dve_proj, *dve_emb;
+    float *attn_scratch = nullptr;  // attention_backward's fp32 scratch
+    DeviceScratch scratch;          // layers.cuh's reductions and sorts
+    float *d_one = nullptr;         // (1) the constant 1 (adds via scalar_scale)
+    DeviceArena arena;
+    size_t weight_bytes = 0;        // params + grads + wbf
+};
+
+// Carve (or count, with a.base null) every buffer sized by max_N.
+inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
+    const Config &c = m.config;
+    const size_t N = m.max_N, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, KVD = c.kv_dim, F = c.mlp_hidden;
+    const size_t V = c.vocab_size, VE = c.ve_enabled ? 1 : 0;
+    m.ids = arena_take<int>(a, N);
+    m.targets = arena_take<int>(a, N);
+    m.bigram_idx = arena_take<int>(a, N);
+    m.rope_cos = arena_take<float>(a, (size_t)m.rope_max_T * c.rope_dims_eff / 2);
+    m.rope_sin = arena_take<float>(a, (size_t)m.rope_max_T * c.rope_dims_eff / 2);
+    m.bg_emb = arena_take<bf16>(a, N * c.bigram_dim);
+    m.bg_proj = arena_take<bf16>(a, N * D);
+    m.emb = arena_take<bf16>(a, N * D);
+    m.emb_norm = arena_take<bf16>(a, N * D);
+    m.x0 = arena_take<bf16>(a, N * D);
+    m.rstd0 = arena_take<float>(a, N);
+    m.ve_emb = arena_take<bf16>(a, VE * N * c.ve_dim);
+    m.ve_proj = arena_take<bf16>(a, VE * N * KVD);
+    m.ve_base = arena_take<bf16>(a, VE * N * KVD);
+    m.layers.resize(c.num_layers);
+    for (int l = 0; l < c.num_layers; l++) {
+        LayerActsGPU &la = m.layers[l];
+        const int i = l - (int)c.num_encoder;
+        const bool skip = i >= 0 && i < c.num_skip, xsa = layer_has_xsa(c, l);
+        la.resid = skip ? arena_take<bf16>(a, N * D) : nullptr;  // else set by the forward
+        la.x_in = arena_take<bf16>(a, N * D);
+        la.rstd1 = arena_take<float>(a, N);
+        la.ln1 = arena_take<bf16>(a, N * D);
+        la.qn = arena_take<bf16>(a, N * D);
+        la.kn = arena_take<bf16>(a, N * KVD);
+        la.rstd_q = arena_take<float>(a, N * H);
+        la.rstd_k = arena_take<float>(a, N * KV);
+        la.q = arena_take<bf16>(a, N * D);
+        la.k = arena_take<bf16>(a, N * KVD);
+        la.v = arena_take<bf16>(a, N * KVD);
+        la.att = arena_take<bf16>(a, N * D);
+        la.lse = arena_take<float>(a, N * H);
+        la.vnorm = xsa ? arena_take<float>(a, N * KV) : nullptr;
+        la.att_xsa = xsa ? arena_take<bf16>(a, N * D) : nullptr;
+        la.attn_out = arena_take<bf16>(a, N * D);
+        la.x_mid = arena_take<bf16>(a, N * D);
+        la.rstd2 = arena_take<float>(a, N);
+        la.ln2 = arena_take<bf16>(a, N * D);
+        la.fc_relu = arena_take<bf16>(a, N * F);
+        la.mlp_out = arena_take<bf16>(a, N * D);
+        la.out = arena_take<bf16>(a, N * D);
+    }
+    m.q_raw = arena_take<bf16>(a, N * D);
+    m.k_raw = arena_take<bf16>(a, N * KVD);
+    m.fc_act = arena_take<bf16>(a, N * F);
+    m.xf = arena_take<bf16>(a, N * D);
+    m.rstd_f = arena_take<float>(a, N);
+    m.logits = arena_take<bf16>(a, N * V);
+    m.losses = arena_take<float>(a, N);
+    m.loss_acc = arena_take<float>(a, 1);
+    m.d_one = arena_take<float>(a, 1);
+    m.dres = arena_take<bf16>(a, N * D);
+    m.dx0 = arena_take<bf16>(a, N * D);
+    m.dln = arena_take<bf16>(a, N * D);
+    m.dattn_out = arena_take<bf16>(a, N * D);
+    m.datt_xsa = arena_take<bf16>(a, N * D);
+    m.datt = arena_take<bf16>(a, N * D);
+    m.dq = arena_take<bf16>(a, N * D);
+    m.dk = arena_take<bf16>(a, N * KVD);
+    m.dv = arena_take<bf16>(a, N * KVD);
+    m.dfc_act = arena_take<bf16>(a, N * F);
+    m.dfc = m.dfc_act;  // relu2_backward runs in place
+    m.dskip = arena_take<bf16>(a, (size_t)c.num_skip * N * D);
+    m.dbg_proj = arena_take<bf16>(a, N * D);
+    m.dbg_emb = arena_take<bf16>(a, N * c.bigram_dim);
+    m.dve_base = arena_take<bf16>(a, VE * N * KVD);
+    m.dve_proj = arena_take<bf16>(a, VE * N * KVD);
+    m.dve_emb = arena_take<bf16>(a, VE * N * c.ve_dim);
+    m.attn_scratch = arena_take<float>(a, attention_backward_scratch_floats(1, (int)N, (int)H, (int)c.head_dim));
+    const int C = (int)std::max<long>(std::max<long>(D, c.bigram_dim), c.ve_dim);
+    const int rows = (int)std::max<long>(V, c.bigram_vocab_size);
+    m.scratch.bytes = layers_scratch_bytes((int)N, C, rows);
+    m.scratch.ptr = arena_take<char>(a, m.scratch.bytes);
+}
+
+// Allocate everything for forwards of up to max_N tokens with sequences of up to max_T.
+inline void model_gpu_build(ModelGPU &m, const Config &c, int max_N, int max_T) {
+    m.config = c;
+    m.tensors = build_tensor_list(c);
+    m.max_N = max_N;
+    m.rope_max_T = max_T;
+    const size_t n = m.tensors.flat;
+    cudaCheck(cudaMalloc(&m.params, n * sizeof(float)));
+    cudaCheck(cudaMalloc(&m.grads, n * sizeof(float)));
+    cudaCheck(cudaMalloc(&m.wbf, n * sizeof(bf16)));
+    cudaCheck(cudaMemset(m.params, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m.grads, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m.wbf, 0, n * sizeof(bf16)));
+    m.weight_bytes = n * (2 * sizeof(float) + sizeof(bf16));
+    params_bind(m.p, c, m.params);
+    params_bind(m.g, c, m.grads);
+    params_bind(m.w, c, m.wbf);
+    std::vector<LinearRef> linear;
+    for (const TensorSpec &s : m.tensors.specs)
+        if (s.group == OPT_MUON) {
+            linear.push_back(LinearRef{s.offset, (int)s.shape[0], (int)s.shape[1]});
+            m.linear_max_rows = std::max(m.linear_max_rows, (int)s.shape[0]);
+        }
+    m.d_linear = opt_upload(linear);
+    m.n_linear = (int)linear.size();
+    // activations: count, allocate, carve
+    m.arena = DeviceArena();
+    model_gpu_carve(m, m.arena);
+    m.arena.bytes = m.arena.used;
+    cudaCheck(cudaMalloc(&m.arena.base, m.arena.bytes));
+    m.arena.used = 0;
+    model_gpu_carve(m, m.arena);
+    const float one = 1.f;
+    cudaCheck(cudaMemcpy(m.d_one, &one, sizeof one, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMallocHost(&m.pinned, 4 * (size_t)max_N * sizeof(int)));
+    for (cudaEvent_t &e : m.staged) cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    m.stage_slot = 0;
+    m.rope_T = 0;
+}
+
+inline void model_gpu_free(ModelGPU &m) {
+    cudaFreeCheck(m.params);
+    cudaFreeCheck(m.grads);
+    cudaFreeCheck(m.wbf);
+    cudaFreeCheck(m.d_linear);
+    cudaFreeCheck(m.arena.base);
+    if (m.pinned) cudaCheck(cudaFreeHost(m.pinned));
+    m.pinned = nullptr;
+    for (cudaEvent_t &e : m.staged) cudaCheck(cudaEventDestroy(e));
+}
+
+// Host <-> device copies of the flat fp32 weights (checkpoints, EMA swaps, tests).
+inline void model_gpu_set_params(ModelGPU &m, const float *host) {
+    m.wbf_mode = -1;
+    cudaCheck(cudaMemcpy(m.params, host, m.tensors.flat * sizeof(float), cudaMemcpyHostToDevice));
+}
+inline void model_gpu_get_params(const ModelGPU &m, float *host) {
+    cudaCheck(cudaMemcpy(host, m.params, m.tensors.flat * sizeof(float), cudaMemcpyDeviceToHost));
+}
+inline void model_gpu_zero_grad(ModelGPU &m, cudaStream_t stream) {
+    cudaCheck(cudaMemsetAsync(m.grads, 0, m.tensors.flat * sizeof(float), stream));
+}
+
+// wbf <- bf16(params), then with QAT the linear weights <- their fake-quantized values. Call
+// after every change of params (an optimizer step, a load) and when QAT switches.
+inline void model_gpu_refresh_weights(ModelGPU &m, bool qat, cudaStream_t stream) {
+    m.wbf_mode = qat ? 1 : 0;
+    params_to_bf16(m.wbf, m.params, m.tensors.flat, stream);
+    if (qat) fake_quant(m.wbf, nullptr, m.params, m.d_linear, m.n_linear, m.linear_max_rows, stream);
+}
+
+// Copy a (B, T) batch of ids and targets (targets may be null) from the host to the device,
+// asynchronously through pinned staging: the host may refill its vectors right away.
+inline void model_gpu_upload(ModelGPU &m, const int *ids, const int *targets, int B, int T, cudaStream_t stream) {
+    const size_t N = (size_t)B * T;
+    if (B < 1 || T < 1 || N > (size_t)m.max_N)
+        fatal("model_gpu: a batch of %d x %d tokens does not fit the %d the model was built for", B, T, m.max_N);
+    const int k = m.stage_slot;
+    m.stage_slot ^= 1;
+    cudaCheck(cudaEventSynchronize(m.staged[k]));  // the previous copy out of this slot is done
+    int *hi = m.pinned + (size_t)k * 2 * m.max_N, *ht = hi + m.max_N;
+    memcpy(hi, ids, N * sizeof(int));
+    cudaCheck(cudaMemcpyAsync(m.ids, hi, N * sizeof(int), cudaMemcpyHostToDevice, stream));
+    if (targets) {
+        memcpy(ht, targets, N * sizeof(int));
+        cudaCheck(cudaMemcpyAsync(m.targets, ht, N * sizeof(int), cudaMemcpyHostToDevice, stream));
+    }
+    cudaCheck(cudaEventRecord(m.staged[k], stream));
+    m.B = B;
+    m.T = T;
+    m.have_targets = targets != nullptr;
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+// The forward of the batch last uploaded. With targets: per-position losses in m.losses and
+// loss_scale * mean loss added to m.loss_acc (set instead when !accumulate_loss); with backward,
+// the logits buffer is turned into d(loss_scale * mean loss)/d(raw logits) in the same pass, ready
+// for model_gpu_backward. Uses the weights in wbf (see model_gpu_refresh_weights).
+inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool accumulate_loss, cudaStream_t stream) {
+    const Config &c = m.config;
+    const int B = m.B, T = m.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
+    const int KVD = c.kv_dim, F = c.mlp_hidden, V = c.vocab_size, L = c.num_layers, rd = c.rope_dims_eff;
+    const int nE = c.num_encoder;
+    const Params<float> &p = m.p;
+    const Params<bf16> &w = m.w;
+    if (T > m.rope_max_T) fatal("model_gpu: sequence length %d exceeds the %d the model was built for", T, m.rope_max_T);
+    if (m.rope_T != T) {  // the RoPE base depends on T (NTK scaling past 1024)
+        cudaCheck(cudaStreamSynchronize(stream));
+        rope_tables(m.rope_cos, m.rope_sin, T, rd, c.rope_base);
+        m.rope_T = T;
+    }
+    // embeddings: x0 = smear(rmsnorm(tok_emb[ids] + scale * bigram.proj(bigram.embed[hash])))
+    bigram_hash(m.bigram_idx, m.ids, B, T, (int)c.bigram_vocab_size, stream);
+    embedding_forward(m.bg_emb, m.bigram_idx, w.bigram_embed, N, (int)c.bigram_dim, (int)c.bigram_vocab_size, stream);
+    matmul_forward(m.bg_proj, m.bg_emb, w.bigram_proj, N, (int)c.bigram_dim, D, stream);
+    encoder_forward(m.emb, m.ids, w.tok_emb, m.bg_proj, p.bigram_scale, N, D, V, stream);
+    rmsnorm_forward(m.emb_norm, m.rstd0, m.emb, N, D, 1.f, stream);
+    smear_forward(m.x0, m.emb_norm, p.smear_gate, B, T, D, stream);
+    if (c.ve_enabled) {
+        embedding_forward(m.ve_emb, m.ids, w.ve_embed, N, (int)c.ve_dim, V, stream);
+        matmul_forward(m.ve_proj, m.ve_emb, w.ve_proj, N, (int)c.ve_dim, KVD, stream);
+        scalar_scale_forward(m.ve_base, m.ve_proj, p.ve_scale, (size_t)N * KVD, false, stream);
+    }
+
+    const bf16 *x = m.x0;
+    for (int l = 0; l < L; l++) {
+        LayerActsGPU &la = m.layers[l];
+        const BlockParams<float> &bp = p.blocks[l];
+        const BlockParams<bf16> &bw = w.blocks[l];
+        const float s = c.ln_scale ? (float)(1.0 / std::sqrt((double)l + 1)) : 1.f;
+        const int i = l - nE;
+        if (i >= 0 && i < c.num_skip)  // U-Net skip (la.resid is this layer's own buffer)
+            residual_scale_forward(la.resid, x, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, stream);
+        else
+            la.resid = (bf16 *)x;  // no copy: the previous output is kept anyway
+        resid_mix_rmsnorm_forward(la.x_in, la.ln1, la.rstd1, la.resid, m.x0, bp.resid_mix, N, D, s, stream);
+        // attention
+        matmul_forward(m.q_raw, la.ln1, bw.c_q, N, D, D, stream);
+        matmul_forward(m.k_raw, la.ln1, bw.c_k, N, D, KVD, stream);
+        matmul_forward(la.v, la.ln1, bw.c_v, N, D, KVD, stream);
+        const int ve = layer_ve_index(c, l);
+        if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
+        qk_norm_rope_gain_forward(la.q, la.qn, la.rstd_q, m.q_raw, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
+        qk_norm_rope_gain_forward(la.k, la.kn, la.rstd_k, m.k_raw, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
+        attention_forward(la.att, la.lse, la.q, la.k, la.v, B, T, H, KV, hd, stream);
+        const bool xsa = layer_has_xsa(c, l);
+        if (xsa) xsa_forward(la.att_xsa, la.vnorm, la.att, la.v, N, H, KV, hd, stream);
+        matmul_forward(la.attn_out, xsa ? la.att_xsa : la.att, bw.attn_proj, N, D, D, stream);
+        residual_scale_rmsnorm_forward(la.x_mid, la.ln2, la.rstd2, la.x_in, bp.attn_scale, la.attn_out, N, D, s, stream);
+        // MLP: the fc GEMM stores relu(u); relu(u)^2 == relu(u^2 on u > 0), the reference's relu^2
+        matmul_forward(la.fc_relu, la.ln2, bw.fc, N, D, F, stream, /*relu=*/true);
+        relu2_forward(m.fc_act, la.fc_relu, (size_t)N * F, stream);
+        matmul_forward(la.mlp_out, m.fc_act, bw.mlp_proj, N, F, D, stream);
+        if (l + 1 < L) residual_scale_forward(la.out, la.x_mid, bp.mlp_scale, la.mlp_out, N, D, stream);
+        else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, la.x_mid, bp.mlp_scale, la.mlp_out, N, D, 1.f, stream);
+        x = la.out;
+    }
+
+    // head: tied embedding, softcap and cross-entropy in one pass (see loss.cuh)
+    matmul_forward(m.logits, m.xf, w.tok_emb, N, D, V, stream);
+    if (!m.have_targets) return;
+    crossentropy_softcap_fused(m.logits, m.losses, m.targets, N, V, (float)c.logit_softcap, loss_scale / N, backward,
+                               /*round_bf16=*/true, stream);
+    loss_sum(m.loss_acc, m.losses, N, loss_scale / N, accumulate_loss, stream);
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+// ACCUMULATES the gradient of the last training forward (model_gpu_forward with backward) into
+// m.grads (zero them once per step: model_gpu_zero_grad). With QAT the weights of wbf were the
+// fake-quantized ones: the input gradients use them and the weight gradients land on the fp32
+// master (straight-through), as model_backward does.
+inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
+    const Config &c = m.config;
+    if (!m.have_targets) fatal("model_gpu_backward: the last forward had no targets");
+    const int B = m.B, T = m.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
+    const int KVD = c.kv_dim, F = c.mlp_hidden, V = c.vocab_size, L = c.num_layers, rd = c.rope_dims_eff;
+    const int nE = c.num_encoder;
+    const Params<float> &p = m.p;
+    const Params<bf16> &w = m.w;
+    Params<float> &dp = m.g;
+    const size_t ND = (size_t)N * D;
+    const DeviceScratch sc = m.scratch;
+
+    // head: the logits buffer already holds d loss / d raw logits
+    matmul_backward(m.dln, dp.tok_emb, m.logits, m.xf, w.tok_emb, N, D, V, false, true, stream);
+    rmsnorm_backward(m.dres, m.dln, m.layers[L - 1].out, m.rstd_f, N, D, 1.f, false, stream);
+
+    bool first_ve = true;  // dve_base sums over the VE layers: the first one visited writes it
+    for (int l = L - 1; l >= 0; l--) {
+        LayerActsGPU &la = m.layers[l];
+        const BlockParams<float> &bp = p.blocks[l];
+        const BlockParams<bf16> &bw = w.blocks[l];
+        BlockParams<float> &dbp = dp.blocks[l];
+        const float s = c.ln_scale ? (float)(1.0 / std::sqrt((double)l + 1)) : 1.f;
+        // dres: the gradient of this block's output; an encoder output also feeds a skip
+        if (l < nE && nE - 1 - l < c.num_skip)
+            scalar_scale_forward(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, m.d_one, ND, true, stream);
+        // MLP: out = x_mid + mlp_scale * mlp_out. dres goes on as d x_mid (dx null: the same gradient)
+        residual_scale_backward(nullptr, dbp.mlp_scale, m.dln, m.dres, bp.mlp_scale, la.mlp_out, N, D, false, false, sc, stream);
+        relu2_forward(m.fc_act, la.fc_relu, (size_t)N * F, stream);  // recompute relu^2
+        matmul_backward(m.dfc_act, dbp.mlp_proj, m.dln, m.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
+        relu2_backward(m.dfc, m.dfc_act, la.fc_relu, (size_t)N * F, false, stream);
+        matmul_backward(m.dln, dbp.fc, m.dfc, la.ln2, bw.fc, N, D, F, false, true, stream);
+        rmsnorm_backward(m.dres, m.dln, la.x_mid, la.rstd2, N, D, s, true, stream);
+        // attention: x_mid = x_in + attn_scale * attn_out. dres goes on as d x_in
+        residual_scale_backward(nullptr, dbp.attn_scale, m.dattn_out, m.dres, bp.attn_scale, la.attn_out, N, D, false, false, sc,
+                                stream);
+        const bool xsa = layer_has_xsa(c, l);
+        matmul_backward(m.datt_xsa, dbp.attn_proj, m.dattn_out, xsa ? la.att_xsa : la.att, bw.attn_proj, N, D, D, false, true,
+                        stream);
+        if (xsa) {
+            // XSA writes dv (its self-value term); attention then adds its dq/dk/dv, so zero those two
+            xsa_backward(m.datt, m.dv, m.datt_xsa, la.att, la.v, la.vnorm, N, H, KV, hd, false, stream);
+            cudaCheck(cudaMemsetAsync(m.dq, 0, ND * sizeof(bf16), stream));
+            cudaCheck(cudaMemsetAsync(m.dk, 0, (size_t)N * KVD * sizeof(bf16), stream));
+            attention_backward(m.dq, m.dk, m.dv, m.datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, m.attn_scratch, true,
+                               stream);
+        } else {
+            attention_backward(m.dq, m.dk, m.dv, m.datt_xsa, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, m.attn_scratch,
+                               false, stream);
+        }
+        // through gain/RoPE/per-head rmsnorm, in place: dq, dk become the c_q / c_k output gradients
+        qk_norm_rope_gain_backward(m.dq, dbp.q_gain, m.dq, la.qn, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd,
+                                   false, sc, stream);
+        qk_norm_rope_gain_backward(m.dk, nullptr, m.dk, la.kn, la.rstd_k, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd,
+                                   false, sc, stream);
+        const int ve = layer_ve_index(c, l);
+        if (ve >= 0) {
+            scalar_scale_backward(m.dve_base, dp.ve_layer_scales[ve], m.dv, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD,
+                                  !first_ve, sc, stream);
+            first_ve = false;
+        }
+        matmul_backward(m.dln, dbp.c_q, m.dq, la.ln1, bw.c_q, N, D, D, false, true, stream);
+        matmul_backward(m.dln, dbp.c_k, m.dk, la.ln1, bw.c_k, N, D, KVD, true, true, stream);
+        matmul_backward(m.dln, dbp.c_v, m.dv, la.ln1, bw.c_v, N, D, KVD, true, true, stream);
+        rmsnorm_backward(m.dres, m.dln, la.x_in, la.rstd1, N, D, s, true, stream);
+        // x_in = mix[0] * resid + mix[1] * x0: dres becomes d resid in place; dx0 sums over blocks
+        resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dres, la.resid, m.x0, bp.resid_mix, N, D, false, l != L - 1, sc,
+                           stream);
+        // the skip add of a decoder block: resid = prev + skip_weights[i] * enc; d prev = dres
+        const int i = l - nE;
+        if (i >= 0 && i < c.num_skip)
+            residual_scale_backward(nullptr, dp.skip_weights + (size_t)i * D, m.dskip + (size_t)i * ND, m.dres,
+                                    p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, false, false, sc, stream);
+    }
+    // block 0's input was x0 itself
+    scalar_scale_forward(m.dx0, m.dres, m.d_one, ND, true, stream);
+
+    // embeddings
+    smear_backward(m.dln, dp.smear_gate, m.dx0, m.emb_norm, p.smear_gate, B, T, D, false, sc, stream);
+    rmsnorm_backward(m.dln, m.dln, m.emb, m.rstd0, N, D, 1.f, false, stream);
+    encoder_backward(dp.tok_emb, m.dbg_proj, dp.bigram_scale, m.dln, m.ids, m.bg_proj, p.bigram_scale, N, D, V, false, sc, stream);
+    matmul_backward(m.dbg_emb, dp.bigram_proj, m.dbg_proj, m.bg_emb, w.bigram_proj, N, (int)c.bigram_dim, D, false, true, stream);
+    embedding_backward(dp.bigram_embed, m.dbg_emb, m.bigram_idx, N, (int)c.bigram_dim, (int)c.bigram_vocab_size, sc, stream);
+    if (c.ve_enabled && !first_ve) {
+        scalar_scale_backward(m.dve_proj, dp.ve_scale, m.dve_base, m.ve_proj, p.ve_scale, (size_t)N * KVD, false, sc, stream);
+        matmul_backward(m.dve_emb, dp.ve_proj, m.dve_proj, m.ve_emb, w.ve_proj, N, (int)c.ve_dim, KVD, false, true, stream);
+        embedding_backward(dp.ve_embed, m.dve_emb, m.ids, N, (int)c.ve_dim, V, sc, stream);
+    }
+}
+
+// The GPU forward as eval.h's NllFn: per-position losses of a host batch, in eval mode (no QAT,
+// as the reference's model.eval()). Synchronous (it copies the losses back).
+inline NllFn nll_fn_gpu(ModelGPU &m) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, float *out) {
+        if (m.wbf_mode != 0) model_gpu_refresh_weights(m, false, 0);
+        model_gpu_upload(m, x, y, B, T, 0);
+        model_gpu_forward(m, 1.f, false, false, 0);
+        cudaCheck(cudaMemcpy(out, m.losses, sizeof(float) * (size_t)B * T, cudaMemcpyDeviceToHost));
+    };
+}
+
+// Bytes of device memory the model holds (weights, activations, scratch), for the log.
+inline size_t model_gpu_bytes(const ModelGPU &m) { return m.weight_bytes + m.arena.bytes; }
