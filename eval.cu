@@ -86,6 +86,7 @@ int main(int argc, char **argv) {
 #ifdef NO_CUDA
         fatal_config("this eval was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
+        model_gpu_check_config(cfg);
         DeviceInfo dev = device_info();
         printf("device:cuda %s\n", dev.name);
         gpu.reset(new ModelGPU());

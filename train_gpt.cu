@@ -301,6 +301,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
 #ifdef NO_CUDA
         fatal_config("this train_gpt was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
+        model_gpu_check_config(cfg);
         DeviceInfo dev = device_info();
         log.printf("device:cuda %s (sm_%d%d, %d SMs, %.0f GiB)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count,
                    dev.total_mem / 1073741824.0);

@@ -209,8 +209,22 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.scratch.ptr = arena_take<char>(a, m.scratch.bytes);
 }
 
+// The shapes the GPU kernels support (the CPU path takes any): one line per problem, exit 2.
+inline void model_gpu_check_config(const Config &c) {
+    if (c.head_dim != attn::HD)
+        fatal_config("the GPU path needs a head dim of %d (MODEL_DIM / NUM_HEADS = %ld / %ld = %d); use --device cpu for other shapes",
+                     attn::HD, c.model_dim, c.num_heads, c.head_dim);
+    auto mult8 = [](long v, const char *what) {
+        if (v % 8 != 0) fatal_config("the GPU path needs %s to be a multiple of 8 (got %ld): its kernels move 8 bf16 at a time", what, v);
+    };
+    mult8(c.model_dim, "MODEL_DIM");
+    mult8(c.bigram_dim, "BIGRAM_DIM");
+    if (c.ve_enabled) mult8(c.ve_dim, "VE_DIM");
+}
+
 // Allocate everything for forwards of up to max_N tokens with sequences of up to max_T.
 inline void model_gpu_build(ModelGPU &m, const Config &c, int max_N, int max_T) {
+    model_gpu_check_config(c);
     m.config = c;
     m.tensors = build_tensor_list(c);
     m.max_N = max_N;
