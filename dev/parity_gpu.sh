@@ -49,7 +49,8 @@ cpu)
     run cpu20 --device cpu && run gpu20 --device cuda
     result $? "cpu: both runs complete"
     $PYTHON dev/parity_compare.py "$OUT/gpu20.log" "$OUT/cpu20.log" --names gpu,cpu --max-rel 0.02 --csv "$OUT/cpu_curves.csv"
-    result $? "cpu: 20 steps, every train loss within 2% (late QAT on from step 12: $(grep -c 'late_qat:enabled step:1[0-9]' "$OUT/gpu20.log") )"
+    rc=$?; qat=$(grep -o 'late_qat:enabled step:[0-9]*' "$OUT/gpu20.log" | cut -d: -f3)
+    result $rc "cpu: 20 steps, every train loss within 2% (late QAT on from step ${qat:-never})"
     run gpu10 --device cuda --stop-step 10 && run gpu10r --device cuda --resume "$OUT/gpu10/train_state.ckpt"
     result $? "resume: stop at 10, resume to 20"
     $PYTHON dev/parity_compare.py "$OUT/gpu10r.log" "$OUT/gpu20.log" --names resumed,straight --max-rel 1e-3 | tail -2
