@@ -330,7 +330,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     // Warmup steps, then undo them (weights, optimizer state, data cursor): the reference does this
     // to keep compilation off the clock; here it takes cuBLASLt's algorithm search, the first
     // launches and the caches' warm-up off the clock.
-    if (cfg.warmup_steps > 0 && cfg.resume.empty()) {
+    if (cfg.warmup_steps > 0) {  // also before a resume: the state is loaded after it
         double t_w = now_seconds();
         trainer->get(hs);
         for (long w = 0; w < cfg.warmup_steps; w++) {

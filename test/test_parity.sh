@@ -32,6 +32,14 @@ check "resume: same losses as the uninterrupted run" bash -c \
     "diff <(grep -E '^step:[45]/' $PD/cpp.log | cut -d' ' -f1-2) <(grep -E '^step:[45]/' $PD/r2.log | cut -d' ' -f1-2)"
 check "resume: bit-identical weights, EMA and optimizer state" bash -c \
     "diff <(build/ckpt_tool dump $PD/cpp/train_state.ckpt | grep -v STATE_) <(build/ckpt_tool dump $PD/r2/train_state.ckpt | grep -v STATE_) && diff <(build/ckpt_tool dump $PD/cpp/final_model.ckpt) <(build/ckpt_tool dump $PD/r2/final_model.ckpt)"
+# with warmup steps: they run (and are undone) before the state is loaded, so nothing changes
+RUNW="env $CFG WARMUP_STEPS=2 DATA_PATH=$PD/data TRAIN_ONLY=1 VAL_LOSS_EVERY=0 $ROOT/train_gpt --device cpu --init-ckpt $PD/init.ckpt"
+check "resume: with 2 warmup steps (undone) before the load, still bit-identical" bash -c "cd $PD && \
+    $RUNW --run-id w1 --out-dir $PD/w1 --stop-step 3 > $PD/w1.log 2>&1 && \
+    $RUNW --run-id w2 --out-dir $PD/w2 --resume $PD/w1/train_state.ckpt --save-every 5 > $PD/w2.log 2>&1 && \
+    grep -q 'warmup: 2 steps' $PD/w2.log && \
+    $ROOT/build/ckpt_tool dump $PD/cpp/train_state.ckpt > $PD/w_ref.txt && $ROOT/build/ckpt_tool dump $PD/w2/train_state.ckpt > $PD/w_got.txt && \
+    [ -s $PD/w_ref.txt ] && diff $PD/w_ref.txt $PD/w_got.txt"
 check_fail "resume: a state for another model is refused" 1 "the state is for NUM_LAYERS=5 but this run has NUM_LAYERS=6" \
     bash -c "cd $PD && env $CFG NUM_LAYERS=6 DATA_PATH=$PD/data TRAIN_ONLY=1 $ROOT/train_gpt --device cpu --resume $PD/r1/train_state.ckpt --out-dir $PD/r3"
 
