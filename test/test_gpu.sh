@@ -12,14 +12,13 @@ else
         check "gpu: ${b#$GPU_BUILD_DIR/dev_}" bash -c "$b > ${GPU_LOG_DIR:-$TEST_TMP}/${b#$GPU_BUILD_DIR/}.log 2>&1; rc=\$?; cat ${GPU_LOG_DIR:-$TEST_TMP}/${b#$GPU_BUILD_DIR/}.log; exit \$rc"
     done
 fi
-# the GPU trainer end to end against the CPU trainer (synthetic shards, 20 steps, then a resume)
+# the GPU trainer end to end: against the CPU trainer (synthetic shards, 20 steps, then a resume)
+# and its stop on a NaN
 if [ -e "${gpu_checks[0]}" ] && nvidia-smi -L >/dev/null 2>&1; then
     $PYTHON test/loader_ref.py gen $TEST_TMP/gpudata --vocab 1024 --seed 3 --train 100000,100000 --val 5000 >/dev/null
     check "gpu: training, GPU vs CPU 20 steps within 2% + resume (dev/parity_gpu.sh cpu)" \
         env DATA_PATH=$TEST_TMP/gpudata OUT=$TEST_TMP/parity_gpu PYTHON=$PYTHON dev/parity_gpu.sh cpu
-fi
-# health on the GPU: a NaN gradient norm stops the run before the update, with the state saved
-if [ -e "${gpu_checks[0]}" ] && nvidia-smi -L >/dev/null 2>&1; then
+    # health: a NaN/Inf gradient norm stops the run before the update, with the state saved
     check_fail "gpu: a NaN/Inf loss or gradient norm stops the run (exit 1) and names the saved state" 1 \
         "training diverged at step [0-9]+: train loss .*, gradient norm .*; the last good state \(after step [0-9]+\) is in .*/gpuhealth/train_state.ckpt" \
         env VOCAB_SIZE=1024 NUM_LAYERS=2 MODEL_DIM=128 NUM_HEADS=2 NUM_KV_HEADS=1 BIGRAM_VOCAB_SIZE=96 BIGRAM_DIM=32 \
