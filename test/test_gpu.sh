@@ -25,4 +25,7 @@ if [ -e "${gpu_checks[0]}" ] && nvidia-smi -L >/dev/null 2>&1; then
             TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=8192 ITERATIONS=5 MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=0 TRAIN_ONLY=1 \
             TIED_EMBED_LR=1e38 MATRIX_LR=1e38 SCALAR_LR=1e38 DATA_PATH=$TEST_TMP/gpudata \
             ./train_gpt --device cuda --run-id gpuhealth --out-dir $TEST_TMP/gpuhealth
+else
+    skip "gpu: training, GPU vs CPU 20 steps + resume" "no GPU on this machine"
+    skip "gpu: a NaN/Inf loss or gradient norm stops the run" "no GPU on this machine"
 fi
