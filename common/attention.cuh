@@ -950,6 +950,9 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
     const char *names[] = {"dy", "dv", "dout", "y", "v"};
     for (int i = 0; i < 5; i++) check_aligned("xsa_backward", ptrs[i], names[i]);
     const size_t threads = (size_t)N * KV * 8;
+#ifdef BREAK_XSA_ACCUMULATE  // a deliberately wrong variant (dev/broken_variants.sh): always overwrites
+    accumulate = false;
+#endif
     xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate);
     cudaCheckLaunch();
 }

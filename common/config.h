@@ -81,6 +81,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(INT,  eval_stride,      "EVAL_STRIDE",      "eval-stride",      "64",      P_ALL,   "sliding-window eval stride (0 = skip the sliding eval)") \
     X(INT,  val_max_tokens,   "VAL_MAX_TOKENS",   "val-max-tokens",   "0",       P_ALL,   "score only the first N val tokens (0 = all; ours, for quick CPU runs)") \
     X(INT,  eval_batch_seqs,  "EVAL_BATCH_SEQS",  "eval-batch-seqs",  "32",      P_ALL,   "windows per batch in the sliding eval") \
+    X(BOOL, eval_ref_rounding,"EVAL_REF_ROUNDING","eval-ref-rounding","0",       P_ALL,   "evals round the softcapped logits like the record script: to bf16 in the sliding eval, not in the standard one (ours; docs/RESULTS.md)") \
     /* export */ \
     X(INT,  zstd_level,       "ZSTD_LEVEL",       "zstd-level",       "22",      P_TRAIN | P_QUANT, "artifact compression level, 1..22 (the submission is measured at 22)") \
     X(STR,  source_dir,       "SOURCE_DIR",       "source-dir",       "",        P_TRAIN | P_QUANT, "repository root whose train_gpt.cu sources count as code bytes (default: next to the binary)") \

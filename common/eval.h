@@ -26,7 +26,19 @@
 #include "tokenizer.h"
 #include "utils.h"
 
-using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, float *nll)>;
+// `sliding` says which eval calls: with EVAL_REF_ROUNDING the two round the logits differently
+// (see logits_rounding below).
+using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *nll)>;
+
+// Whether an eval rounds the softcapped logits z to bf16 before its cross-entropy.
+//   ours (EVAL_REF_ROUNDING=0): the model's own precision in both evals: the GPU rounds z (as
+//     its training forward does), the CPU reference keeps fp32;
+//   the record script's (EVAL_REF_ROUNDING=1): its standard eval calls the torch.compile'd
+//     forward, where the softcap and the cross-entropy fuse into one kernel and z stays fp32;
+//     its sliding eval calls the compiled forward_logits, which returns z as a bf16 tensor, and
+//     the cross-entropy runs on that. So: standard fp32, sliding bf16, on both devices.
+// Returns -1 for "the device's own default", else 0/1.
+inline int logits_rounding(const Config &c, bool sliding) { return c.eval_ref_rounding ? (sliding ? 1 : 0) : -1; }
 
 struct EvalResult {
     double loss_sum = 0, tokens = 0, bytes = 0;  // sums over scored positions (float64, as the reference)
@@ -63,7 +75,7 @@ inline EvalResult eval_standard(const std::vector<uint16_t> &val, int seq_len, i
         int B = (int)std::min((size_t)batch_seqs, total_seqs - s0);
         x.resize((size_t)B * seq_len); y.resize(x.size()); out.resize(x.size());
         for (size_t i = 0; i < x.size(); i++) { x[i] = val[s0 * seq_len + i]; y[i] = val[s0 * seq_len + i + 1]; }
-        nll(x.data(), y.data(), B, seq_len, out.data());
+        nll(x.data(), y.data(), B, seq_len, false, out.data());
         for (size_t i = 0; i < x.size(); i++) {
             r.loss_sum += out[i];
             r.bytes += target_bytes(luts, x[i], y[i]);
@@ -91,7 +103,7 @@ inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, in
             long ws = starts[b0 + i], wlen = std::min(ws + seq_len, total) - ws;
             for (long t = 0; t < wlen; t++) { x[(size_t)i * seq_len + t] = val[ws + t]; y[(size_t)i * seq_len + t] = val[ws + t + 1]; }
         }
-        nll(x.data(), y.data(), B, seq_len, out.data());
+        nll(x.data(), y.data(), B, seq_len, true, out.data());
         for (int i = 0; i < B; i++) {
             long ws = starts[b0 + i], wlen = std::min(ws + seq_len, total) - ws;
             long s = ws == 0 ? 0 : std::max(wlen - stride, 0L);
@@ -109,10 +121,16 @@ inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, in
 
 // The CPU reference model's forward as an NllFn (eval mode: no QAT, as the reference's
 // model.eval() turns CastedLinear's fake quantization off).
+// With logits_rounding() = 1 the losses are recomputed from z rounded to bf16.
 inline NllFn nll_fn_cpu(ModelCPU<float> &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, float *out) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
         m.qat = false;
         model_forward(m, x, y, B, T);
+        if (logits_rounding(m.config, sliding) == 1) {
+            const size_t n = (size_t)B * T * m.config.vocab_size;
+            for (size_t i = 0; i < n; i++) m.acts.logits[i] = bf16_to_f32(f32_to_bf16(m.acts.logits[i]));
+            crossentropy_forward_cpu(m.acts.losses, m.acts.logits, y, B * T, (int)m.config.vocab_size);
+        }
         memcpy(out, m.acts.losses, sizeof(float) * (size_t)B * T);
     };
 }

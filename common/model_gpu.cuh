@@ -106,6 +106,7 @@ struct ModelGPU {
     int stage_slot = 0;
     float *rope_cos = nullptr, *rope_sin = nullptr;  // (T, rd/2) for rope_T
     int rope_T = 0, rope_max_T = 0;
+    bool round_logits = true;       // round the softcapped logits to bf16 before the loss (see loss.cuh)
     // activations
     bf16 *bg_emb, *bg_proj, *emb, *emb_norm, *x0;  // (N,bigram_dim), (N,D) x4
     float *rstd0;                                   // (N)
@@ -387,7 +388,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
     matmul_forward(m.logits, m.xf, w.tok_emb, N, D, V, stream);
     if (!m.have_targets) return;
     crossentropy_softcap_fused(m.logits, m.losses, m.targets, N, V, (float)c.logit_softcap, loss_scale / N, backward,
-                               /*round_bf16=*/true, stream);
+                               m.round_logits, stream);
     loss_sum(m.loss_acc, m.losses, N, loss_scale / N, accumulate_loss, stream);
 }
 
@@ -490,11 +491,14 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
 
 // The GPU forward as eval.h's NllFn: per-position losses of a host batch, in eval mode (no QAT,
 // as the reference's model.eval()). Synchronous (it copies the losses back).
+// EVAL_REF_ROUNDING (eval.h, logits_rounding) may turn the logits' bf16 rounding off for one call.
 inline NllFn nll_fn_gpu(ModelGPU &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, float *out) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
         if (m.wbf_mode != 0) model_gpu_refresh_weights(m, false, 0);
         model_gpu_upload(m, x, y, B, T, 0);
+        m.round_logits = logits_rounding(m.config, sliding) != 0;
         model_gpu_forward(m, 1.f, false, false, 0);
+        m.round_logits = true;
         cudaCheck(cudaMemcpy(out, m.losses, sizeof(float) * (size_t)B * T, cudaMemcpyDeviceToHost));
     };
 }

@@ -147,6 +147,9 @@ inline void optimizer_step_cpu(const Config &c, const TensorList &tl, float *par
             newton_schulz_cpu(g, rows, cols, (int)c.muon_backend_steps);
             double scale = std::sqrt(std::max(1.0, (double)rows / cols));
             double decay = 1.0 - lr * c.muon_wd;
+#ifdef BREAK_MUON_WD_CPU  // a deliberately wrong variant (test_parity.sh must catch it): no weight decay
+            decay = 1.0;
+#endif
             for (size_t i = 0; i < s.numel; i++) p[i] = (float)(p[i] * decay - lr * (g[i] * scale));
         } else {
             // torch.optim.AdamW: decoupled decay, then the bias-corrected Adam update

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# dev/broken_variants.sh: shows that the dev/ GPU checks can fail. Each deliberately wrong
+# variant of the shipping code (a -DBREAK_* flag, off in every normal build) is compiled into
+# build_break/<FLAG>/ and the check that should catch it is run on it: it must FAIL. The same
+# checks from the normal build (build/, `make dev-checks`) must PASS. Prints a table
+#   check | variant | result | expected
+# and exits 1 when any row is not what it should be. Needs a GPU and nvcc; about 1-2 minutes of
+# compilation (in parallel) and ~2 minutes of checks on an H200.
+#
+#   make -j dev-checks && dev/broken_variants.sh
+#
+# The variants (grep BREAK_ in common/ to see each one):
+#   BREAK_MUON_WD         Muon ignores MUON_WD                 (common/optim.cuh)   -> dev_optim
+#   BREAK_NTK_ROPE        GPU RoPE tables keep the plain base past T = 1024
+#                                                              (common/layers.cuh)  -> dev_model
+#   BREAK_SCALAR_GRAD     scalar gradients (bigram/VE scales) 5% too large
+#                                                              (common/layers.cuh)  -> dev_model
+#   BREAK_CE_ROUND        the loss ignores round_bf16          (common/loss.cuh)    -> dev_loss
+#   BREAK_XSA_ACCUMULATE  xsa_backward overwrites when asked to accumulate
+#                                                              (common/attention.cuh) -> dev_attention
+# Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
+# "observed: <check> <err>" lines are collected in build_break/observed.txt.
+set -u
+cd "$(dirname "$0")/.."
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+GPU_ARCH=${GPU_ARCH:-90a}
+OUT=build_break
+mkdir -p $OUT
+
+# variant -> "source file|arguments"
+declare -A CHECK=(
+    [BREAK_MUON_WD]="optim|--no-bench"
+    [BREAK_NTK_ROPE]="model|--no-bench"
+    [BREAK_SCALAR_GRAD]="model|--no-bench"
+    [BREAK_CE_ROUND]="loss|--no-bench"
+    [BREAK_XSA_ACCUMULATE]="attention|--check-only --small"
+)
+VARIANTS=(BREAK_MUON_WD BREAK_NTK_ROPE BREAK_SCALAR_GRAD BREAK_CE_ROUND BREAK_XSA_ACCUMULATE)
+
+# the normal builds must exist (make dev-checks); the broken ones are compiled here, in parallel
+for name in optim model loss attention; do
+    [ -x build/dev_$name ] || { echo "error: build/dev_$name missing: run 'make -j dev-checks' first" >&2; exit 2; }
+done
+[ -x "$NVCC" ] || { echo "error: nvcc not found (set NVCC)" >&2; exit 2; }
+ZSTD=$(echo '#include <zstd.h>' | g++ -E -x c++ - >/dev/null 2>&1 && echo "-DUSE_ZSTD -lzstd")
+echo "compiling ${#VARIANTS[@]} broken variants with $NVCC (sm_$GPU_ARCH) ..."
+pids=()
+for v in "${VARIANTS[@]}"; do
+    name=${CHECK[$v]%%|*}
+    mkdir -p $OUT/$v
+    $NVCC -x cu -O3 -std=c++17 -gencode arch=compute_$GPU_ARCH,code=sm_$GPU_ARCH -Xcompiler -fopenmp -D$v \
+        dev/$name.cu -o $OUT/$v/dev_$name $ZSTD -lcublasLt -lcublas -lgomp > $OUT/$v/build.log 2>&1 &
+    pids+=($!)
+done
+build_failed=0
+for i in "${!pids[@]}"; do
+    wait ${pids[$i]} || { echo "error: building ${VARIANTS[$i]} failed: $OUT/${VARIANTS[$i]}/build.log" >&2; build_failed=1; }
+done
+[ $build_failed = 0 ] || exit 2
+
+BAD=0
+: > $OUT/observed.txt
+rows=()
+run_row() { # check-name variant binary args expected(PASS|FAIL) log
+    local name=$1 variant=$2 bin=$3 args=$4 want=$5 log=$6 got
+    local t0=$SECONDS
+    timeout 300 $bin $args > $log 2>&1 && got=PASS || got=FAIL
+    grep '^observed:' $log | sed "s/^/[$variant] /" >> $OUT/observed.txt
+    local mark=ok
+    [ $got = $want ] || { mark="UNEXPECTED"; BAD=1; }
+    rows+=("$(printf '%-14s | %-22s | %-4s | expected %-4s %-10s %3ds  %s' dev_$name "$variant" $got $want $mark $((SECONDS - t0)) "$log")")
+    echo "${rows[-1]}"
+}
+echo
+printf '%-14s | %-22s | %-4s | %s\n' check variant result expected
+for name in optim model loss attention; do
+    args="--no-bench"; [ $name = attention ] && args="--check-only"
+    run_row $name real build/dev_$name "$args" PASS $OUT/real_$name.log
+done
+for v in "${VARIANTS[@]}"; do
+    name=${CHECK[$v]%%|*}
+    run_row $name $v $OUT/$v/dev_$name "${CHECK[$v]#*|}" FAIL $OUT/$v/$name.log
+    # which lines failed (the evidence that the targeted check is what caught it)
+    grep -E 'FAIL' $OUT/$v/$name.log | head -4 | sed 's/^/      /'
+done
+echo
+echo "observed errors (real build first; tolerances are set at ~5-10x these): $OUT/observed.txt"
+grep '^\[real\]' $OUT/observed.txt | head -80
+echo
+[ $BAD = 0 ] && echo "broken_variants: every broken variant FAILED its check and the real code PASSED" ||
+    echo "broken_variants: UNEXPECTED results above"
+exit $BAD
