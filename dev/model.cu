@@ -301,7 +301,7 @@ int main(int argc, char **argv) {
     check_config("small, NTK RoPE", small, 1, 1100, false);
     // the forward-only eval path there, at 1100 and at the eval length 2048
     check_eval_ntk(small, 1, 1100);
-    check_eval_ntk(small, 2, 2048);
+    check_eval_ntk(small, 1, 2048);
     // the seed model itself (11 layers, 512 wide, bigram 10240 x 128), a short batch
     Config seed = make_config({{"TRAIN_SEQ_LEN", "256"}}, "seed");
     check_config("seed preset", seed, 2, 256, false);

@@ -111,7 +111,8 @@ print(f'the rounding moves sliding by {c_sw - b_sw:+.2e}, standard by {c_std - b
 sys.exit(0 if abs(c_std - p_std) < 1e-6 and abs(c_sw - p_sw) < 1e-6 and c_std == b_std and abs(c_sw - b_sw) > 1e-5 else 1)
 PY"
 else
-    skip "eval parity" "no shared tokenizer at $SHARED_TOK"
+    skip "eval parity: standard and sliding BPB = PyTorch" "no shared tokenizer at $SHARED_TOK"
+    skip "eval parity: --eval-ref-rounding 1 = eval.py --ref-rounding" "no shared tokenizer at $SHARED_TOK"
 fi
 
 # dev/parity_compare.py (the GPU parity scripts' judge) must fail on bad curves: a NaN anywhere,
