@@ -91,9 +91,10 @@ static double rel_l2(const float *got, const float *ref, size_t n, bool *finite)
 // of two bf16 values are exact in fp32, and a blocked sum of depth d (longest chain of fp32
 // additions any term goes through) errs by at most d * u * sum|t|, u = 2^-24. For
 // scalar_scale_backward: a thread's chain is 8 values per vector times ceil(n / (2048 * blocks))
-// vectors with blocks >= min(ceil(n / 2048), 132 SMs), then 8 levels of block sum, a chain of
-// ceil(blocks / 1024) <= 2 partials and 10 levels in the finalize: d <= chain + 20. A 5% error
-// fails whenever the cancellation sum|t| / |g| is below 0.05 / (d u), ~20000 here (printed).
+// vectors with blocks >= min(ceil(n / 2048), 132 SMs), then 10 levels of block sum (two warp
+// trees), a chain of ceil(blocks / 1024) <= 2 partials and 10 levels in the finalize, and the
+// final add: d <= chain + 23 (24 used). A 5% error fails whenever the cancellation
+// sum|t| / |g| is below 0.05 / (d u), ~25000 here (printed).
 static void check_scalar_same_inputs(const char *name, float got, const bf16 *a, const bf16 *b, size_t n) {
     std::vector<float> ha = host_bf16(a, n), hb = host_bf16(b, n);
     double sum = 0, sabs = 0;
@@ -102,11 +103,11 @@ static void check_scalar_same_inputs(const char *name, float got, const bf16 *a,
         sabs += std::fabs((double)ha[i] * hb[i]);
     }
     const double chain = 8.0 * std::max(1.0, std::ceil((double)n / (2048.0 * 132)));
-    const double bound = (chain + 20) * std::ldexp(1.0, -24) * sabs;
+    const double bound = (chain + 24) * std::ldexp(1.0, -24) * sabs;
     const double err = std::fabs((double)got - sum);
     const bool ok = std::isfinite(got) && err <= bound;
     printf("  %s %-34s gpu %.6g same-input double %.6g err %.2e (bound %.2e = %.0f u sum|t|, cancellation %.0fx)\n",
-           ok ? "ok  " : "FAIL", name, got, sum, err, bound, chain + 20, sabs / std::max(std::fabs(sum), 1e-300));
+           ok ? "ok  " : "FAIL", name, got, sum, err, bound, chain + 24, sabs / std::max(std::fabs(sum), 1e-300));
     printf("observed: model_scalar_same_input %s %.3e\n", name, err / std::max(std::fabs(sum), 1e-300));
     g_ok = g_ok && ok;
 }
