@@ -72,6 +72,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(FLT,  adam_eps,         "ADAM_EPS",         "adam-eps",         "1e-8",    P_TRAIN, "AdamW epsilon") \
     X(FLT,  grad_clip_norm,   "GRAD_CLIP_NORM",   "grad-clip-norm",   "0.3",     P_TRAIN, "clip the global gradient norm to this (0 = off)") \
     X(FLT,  ema_decay,        "EMA_DECAY",        "ema-decay",        "0.997",   P_TRAIN, "EMA of the weights, updated after every step") \
+    X(BOOL, ema_warmup,       "EMA_WARMUP",       "ema-warmup",       "0",       P_TRAIN, "ramp the EMA decay: min(EMA_DECAY, (1+t)/(10+t)) at step t, for short runs (ours; off = the reference)") \
     X(FLT,  late_qat_threshold,"LATE_QAT_THRESHOLD","late-qat-threshold","0.15", P_TRAIN, "fake-quantize linear weights once the LR multiplier drops below this (0 = off)") \
     X(INT,  train_log_every,  "TRAIN_LOG_EVERY",  "train-log-every",  "500",     P_TRAIN, "log a step line every N steps (and the first 10)") \
     /* evaluation */ \
