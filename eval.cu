@@ -94,6 +94,8 @@ static int sample_main(const Config &cfg, const Tokenizer &tok, const std::vecto
     for (; n_new < cfg.max_new_tokens; n_new++) {
         const int T = (int)std::min(ids.size(), (size_t)window);
         last_logits(ids.data() + ids.size() - T, T, logits.data());
+        for (float l : logits)
+            if (!std::isfinite(l)) fatal("%s: the model's logits are not finite (NaN/Inf weights?)", cfg.checkpoint.empty() ? cfg.artifact.c_str() : cfg.checkpoint.c_str());
         const int next = sample_token(logits, cfg.temperature, cfg.top_k, rng);
         if (next == tok.bos_id || next == tok.eos_id) break;
         ids.push_back(next);
