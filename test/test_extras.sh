@@ -25,6 +25,11 @@ if command -v spm_train >/dev/null 2>&1; then
     $PYTHON test/tokenizer_check.py mutate "$XD/bf.model" "$XD/unused.model"
     check "encode: byte fallback + user-defined pieces, as sentencepiece" $PYTHON test/encode_check.py "$XD/bf.model" build/tok_tool /usr/share/common-licenses/GPL-2
     check "encode: with unused pieces, as sentencepiece" $PYTHON test/encode_check.py "$XD/unused.model" build/tok_tool /usr/share/common-licenses/GPL-2
+    for flags in "--remove_extra_whitespaces=false" "--remove_extra_whitespaces=false --add_dummy_prefix=false"; do
+        spm_train --input=/usr/share/common-licenses/GPL-3 --model_prefix="$XD/ws" --model_type=bpe --vocab_size=360 \
+            --byte_fallback=true --character_coverage=1.0 --minloglevel=2 $flags
+        check "encode: $flags, as sentencepiece" $PYTHON test/encode_check.py "$XD/ws.model" build/tok_tool /usr/share/common-licenses/GPL-2
+    done
 else
     skip "encode: trained tokenizers" "spm_train not installed"
 fi
