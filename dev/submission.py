@@ -148,10 +148,10 @@ def main(argv):
         "bytes_total": total, "bytes_model_int6_zstd": artifact, "bytes_code": code_bytes,
     }
 
-    buf = io.StringIO()
-    seeds.report(runs, None, out=buf)
-    table = buf.getvalue().replace(os.path.dirname(runs[0]["path"]) + "/", "")
     log_names = [f"train_seed{r['seed']}.log" for r in runs]
+    buf = io.StringIO()
+    seeds.report([dict(r, path=ln) for r, ln in zip(runs, log_names)], None, out=buf)  # named as in the folder
+    table = buf.getvalue()
     cfg_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in settings.items()) or "| (none) | |"
     steps = ", ".join(str(r["steps"]) for r in runs)
     readme = f"""# {name}
