@@ -94,3 +94,10 @@ clean:
 
 # `make data`: FineWeb when Hugging Face answers, else the offline stand-in (dev/data/README.md)
 include dev/data/data.mk
+
+# `make submission NAME=... AUTHOR=... GITHUB=... [LOGS="logs/a.txt ..."] [OUT=dir]`: the records
+# folder from a seeds run's logs (default: dev/seeds.py run's logs/seeds_seed*.txt)
+.PHONY: submission
+submission:
+	$(PYTHON) dev/submission.py --name "$(NAME)" --author "$(AUTHOR)" --github "$(GITHUB)" $(if $(OUT),--out "$(OUT)") \
+	    $(if $(BLURB),--blurb "$(BLURB)") $(or $(LOGS),$(wildcard logs/seeds_seed*.txt))

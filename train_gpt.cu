@@ -141,6 +141,7 @@ struct StepResult {
 
 struct Trainer {
     virtual ~Trainer() = default;
+    double ema_decay = 0;  // decay of the next step's EMA update: ema_decay_at(step), set by the loop
     // One optimizer step: grad_accum micro-batches of forward+backward from the loader, global-norm
     // clipping, Muon/AdamW at base LR x lr_mult, then the EMA update. Finished when it returns.
     virtual StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) = 0;
@@ -189,7 +190,7 @@ struct TrainerCPU : Trainer {
         r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
         if (!r.finite) return r;
         optimizer_step_cpu(cfg, model.tensors, model.params_mem.data(), model.grads_mem.data(), opt, lr_mult, muon_mu);
-        ema_update_cpu(ema.data(), model.params_mem.data(), model.tensors.flat, cfg.ema_decay);
+        ema_update_cpu(ema.data(), model.params_mem.data(), model.tensors.flat, ema_decay);
         return r;
     }
     void ema_reset() override { ema = model.params_mem; }
@@ -244,7 +245,7 @@ struct TrainerGPU : Trainer {
         if (!r.finite) return r;
         optimizer_step(opt, cfg, model.params, model.grads, lr_mult, muon_mu, opt.d_clip_coef, st);
         model.wbf_mode = -1;
-        ema_update(ema, model.params, model.tensors.flat, cfg.ema_decay, st);
+        ema_update(ema, model.params, model.tensors.flat, ema_decay, st);
         cudaCheck(cudaStreamSynchronize(st));
         return r;
     }
@@ -315,8 +316,9 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     }
     log.printf("device:%s world_size:%d grad_accum_steps:%d micro_batch:%dx%d\n", cfg.device.c_str(), world_size, geo.grad_accum,
                geo.B, geo.T);
-    log.printf("XSA:last_%ld  VE:%s  late_qat_threshold:%g  ema_decay:%g\n", cfg.xsa_last_n,
-               cfg.ve_enabled ? cfg.ve_layers.c_str() : "off", cfg.late_qat_threshold, cfg.ema_decay);
+    log.printf("XSA:last_%ld  VE:%s  late_qat_threshold:%g  ema_decay:%g%s\n", cfg.xsa_last_n,
+               cfg.ve_enabled ? cfg.ve_layers.c_str() : "off", cfg.late_qat_threshold, cfg.ema_decay,
+               cfg.ema_warmup ? " ema_warmup:(1+t)/(10+t)" : "");
     log.printf("train_batch_tokens:%ld train_seq_len:%ld iterations:%ld warmup_steps:%ld max_wallclock_seconds:%.3f\n",
                cfg.train_batch_tokens, cfg.train_seq_len, cfg.iterations, cfg.warmup_steps, cfg.max_wallclock_seconds);
     log.printf("seed:%ld\n", cfg.seed);
@@ -333,6 +335,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     if (cfg.warmup_steps > 0) {  // also before a resume: the state is loaded after it
         double t_w = now_seconds();
         trainer->get(hs);
+        trainer->ema_decay = ema_decay_at(cfg, 0);  // (the EMA is reset after the warmup anyway)
         for (long w = 0; w < cfg.warmup_steps; w++) {
             trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), false);
             if (cfg.warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg.warmup_steps)
@@ -385,6 +388,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
             log.printf("late_qat:enabled step:%ld scale:%.4f\n", step, lr_mult);
         }
         const long file_idx = loader.file_idx(), pos = loader.pos();
+        trainer->ema_decay = ema_decay_at(cfg, step);
         StepResult res = trainer->step(loader, lr_mult, muon_momentum_at(cfg, step), qat);
         if (!res.finite) {
             // the update was not applied: save the last good state, with the cursor before this step

@@ -31,7 +31,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(INT,  stop_step,        "STOP_STEP",        "stop-step",        "0",       P_TRAIN, "stop after this step as if interrupted: save the training state, skip the finale (0 = off)") \
     X(STR,  resume,           "RESUME",           "resume",           "",        P_TRAIN, "continue from a train_state.ckpt written by --save-every") \
     X(BOOL, train_only,       "TRAIN_ONLY",       "train-only",       "0",       P_TRAIN, "no tokenizer, no val data, no evals: train, then write the checkpoint and artifact") \
-    X(INT,  seed,             "SEED",             "seed",             "1337",    P_TRAIN, "random seed for the init") \
+    X(INT,  seed,             "SEED",             "seed",             "1337",    P_TRAIN | P_EVAL, "random seed for the init (eval --sample: for the sampling)") \
     /* model */ \
     X(INT,  vocab_size,       "VOCAB_SIZE",       "vocab-size",       "1024",    P_ALL,   "vocabulary size (token ids must be below it)") \
     X(INT,  num_layers,       "NUM_LAYERS",       "num-layers",       "11",      P_ALL,   "transformer blocks (first half encoder, rest decoder with U-Net skips)") \
@@ -72,6 +72,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(FLT,  adam_eps,         "ADAM_EPS",         "adam-eps",         "1e-8",    P_TRAIN, "AdamW epsilon") \
     X(FLT,  grad_clip_norm,   "GRAD_CLIP_NORM",   "grad-clip-norm",   "0.3",     P_TRAIN, "clip the global gradient norm to this (0 = off)") \
     X(FLT,  ema_decay,        "EMA_DECAY",        "ema-decay",        "0.997",   P_TRAIN, "EMA of the weights, updated after every step") \
+    X(BOOL, ema_warmup,       "EMA_WARMUP",       "ema-warmup",       "0",       P_TRAIN, "ramp the EMA decay: min(EMA_DECAY, (1+t)/(10+t)) at step t, for short runs (ours; off = the reference)") \
     X(FLT,  late_qat_threshold,"LATE_QAT_THRESHOLD","late-qat-threshold","0.15", P_TRAIN, "fake-quantize linear weights once the LR multiplier drops below this (0 = off)") \
     X(INT,  train_log_every,  "TRAIN_LOG_EVERY",  "train-log-every",  "500",     P_TRAIN, "log a step line every N steps (and the first 10)") \
     /* evaluation */ \
@@ -94,6 +95,10 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(STR,  out,              "",              "out",              "",        P_QUANT, "output file") \
     X(BOOL, dequantize,       "",       "dequantize",       "0",       P_QUANT, "write the round-tripped weights as a checkpoint") \
     X(BOOL, dump_tokenizer,   "",                 "dump-tokenizer",   "0",       P_EVAL,  "print the tokenizer table (id, type, bytes, space, boundary, piece) and exit") \
+    X(STR,  sample,           "",                 "sample",           "",        P_EVAL,  "generate text after this prompt instead of scoring (see --max-new-tokens, --temperature, --top-k, --seed)") \
+    X(INT,  max_new_tokens,   "",                 "max-new-tokens",   "128",     P_EVAL,  "--sample: generate at most this many tokens (stops early at a document boundary)") \
+    X(FLT,  temperature,      "",                 "temperature",      "0.8",     P_EVAL,  "--sample: softmax temperature (0 = always the most likely token)") \
+    X(INT,  top_k,            "",                 "top-k",            "40",      P_EVAL,  "--sample: draw from the k most likely tokens only (0 = all)") \
     X(BOOL, dry_run,          "",                 "dry-run",          "0",       P_ALL,   "print the configuration and parameter count, then exit")
 
 // The presets: named lists of overrides on top of the defaults (which are `seed`).
@@ -281,6 +286,9 @@ inline void config_derive(Config &c) {
     if (c.beta1 < 0 || c.beta1 >= 1) config_fail("BETA1=%g: must be in [0, 1)", c.beta1);
     if (c.beta2 < 0 || c.beta2 >= 1) config_fail("BETA2=%g: must be in [0, 1)", c.beta2);
     if (c.ema_decay < 0 || c.ema_decay > 1) config_fail("EMA_DECAY=%g: must be in [0, 1]", c.ema_decay);
+    if (c.max_new_tokens < 0) config_fail("--max-new-tokens %ld: must be >= 0", c.max_new_tokens);
+    if (c.temperature < 0) config_fail("--temperature %g: must be >= 0", c.temperature);
+    if (c.top_k < 0) config_fail("--top-k %ld: must be >= 0", c.top_k);
     if (c.muon_momentum < 0 || c.muon_momentum >= 1) config_fail("MUON_MOMENTUM=%g: must be in [0, 1)", c.muon_momentum);
     if (c.muon_momentum_warmup_start < 0 || c.muon_momentum_warmup_start >= 1)
         config_fail("MUON_MOMENTUM_WARMUP_START=%g: must be in [0, 1)", c.muon_momentum_warmup_start);

@@ -503,5 +503,18 @@ inline NllFn nll_fn_gpu(ModelGPU &m) {
     };
 }
 
+// The softcapped logits at the last position of one sequence ids[0..T), in eval mode, on the
+// host: out (V). For sampling (eval --sample); the twin of model_forward_logits' last row.
+inline void model_gpu_last_logits(ModelGPU &m, const int *ids, int T, float *out) {
+    const int V = (int)m.config.vocab_size;
+    const float cap = (float)m.config.logit_softcap;
+    if (m.wbf_mode != 0) model_gpu_refresh_weights(m, false, 0);
+    model_gpu_upload(m, ids, nullptr, 1, T, 0);
+    model_gpu_forward(m, 1.f, false, false, 0);
+    std::vector<uint16_t> row(V);  // raw bf16 logits (the softcap is fused into the loss on the GPU)
+    cudaCheck(cudaMemcpy(row.data(), m.logits + (size_t)(T - 1) * V, V * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    for (int v = 0; v < V; v++) out[v] = cap * std::tanh(bf16_to_f32(row[v]) / cap);
+}
+
 // Bytes of device memory the model holds (weights, activations, scratch), for the log.
 inline size_t model_gpu_bytes(const ModelGPU &m) { return m.weight_bytes + m.arena.bytes; }

@@ -428,7 +428,8 @@ inline void adamw_update(float *params, float *m, float *v, const float *grads, 
     cudaCheckLaunch();
 }
 
-// e = decay * e + (1 - decay) * p over n elements (twin of ema_update_cpu)
+// e = decay * e + (1 - decay) * p over n elements (twin of ema_update_cpu; decay = optim.h's
+// ema_decay_at(step), computed on the host)
 inline void ema_update(float *ema, const float *params, size_t n, double decay, cudaStream_t stream) {
     if (n == 0) return;
     const int grid = opt_grid(n / 4 + 1, OPT_BLOCK * 2);
