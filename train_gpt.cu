@@ -374,10 +374,12 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         model_gpu_check_config(cfg);
         int n_gpus = 0;
         cudaCheck(cudaGetDeviceCount(&n_gpus));
-        if (dist.local_rank >= n_gpus)
+        // the GPU of this rank: LOCAL_RANK among the node's GPUs, or the only one this process
+        // sees (srun --gpus-per-task 1 gives each task its own CUDA_VISIBLE_DEVICES)
+        if (n_gpus != 1 && dist.local_rank >= n_gpus)
             fatal_config("local rank %d has no GPU: %d visible on this node HINT: one rank per GPU (LOCAL_WORLD_SIZE, "
                          "--nproc, CUDA_VISIBLE_DEVICES)", dist.local_rank, n_gpus);
-        cudaCheck(cudaSetDevice(dist.local_rank));  // before anything else touches the GPU
+        cudaCheck(cudaSetDevice(n_gpus == 1 ? 0 : dist.local_rank));  // before anything else touches the GPU
 #ifdef USE_NCCL
         if (dist.active) {
             dist_nccl_init(dist);
@@ -588,6 +590,15 @@ static int ranks_to_launch(const Config &cfg) {
     int gpus = 0;
 #ifndef NO_CUDA
     if (cfg.device != "cpu" && cudaGetDeviceCount(&gpus) != cudaSuccess) gpus = 0;  // no GPU: the run says so later
+#endif
+#ifndef USE_NCCL
+    if (cfg.device != "cpu" && cfg.nproc > 1)
+        fatal_config("NPROC=%ld: this train_gpt was built without NCCL, so it trains on one GPU HINT: install NCCL (nccl.h and "
+                     "libnccl under CUDA_HOME) and rebuild", cfg.nproc);
+    if (cfg.device != "cpu" && cfg.nproc == 0 && gpus > 1) {
+        fprintf(stderr, "note: %d GPUs visible, but this train_gpt was built without NCCL: training on one\n", gpus);
+        gpus = 1;
+    }
 #endif
     const int n = cfg.nproc > 0 ? (int)cfg.nproc : std::max(gpus, 1);
     if (8 % n != 0)

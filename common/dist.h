@@ -410,9 +410,9 @@ inline void dist_nccl_init(Dist &d) {
     dist_nccl_wait_ready(d, "communicator init");
 }
 
-// buf <- the average (op = ncclAvg) or sum over ranks, enqueued on `stream`.
+// buf <- the average (op = ncclAvg) or sum over ranks, enqueued on `stream`. (Also at world
+// size 1, a copy: RANK=0 WORLD_SIZE=1 runs the whole NCCL path on one GPU.)
 inline void dist_nccl_all_reduce(Dist &d, float *buf, size_t n, ncclRedOp_t op, cudaStream_t stream, const char *what) {
-    if (d.world_size == 1) return;
     dist_nccl_check(d, ncclAllReduce(buf, buf, n, ncclFloat32, op, d.nccl, stream), what);
 }
 
