@@ -36,6 +36,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -277,9 +278,20 @@ inline void dist_init(Dist &d, const DistEnv &e, double timeout_s) {
             if (gai != 0) {
                 last_error = std::string("cannot resolve MASTER_ADDR: ") + gai_strerror(gai);
             } else {
+                // a non-blocking connect, so an address that never answers costs at most the
+                // time left (a blocking one waits for the kernel's own ~2-minute timeout)
                 fd = socket(AF_INET, SOCK_STREAM, 0);
-                if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) {  // refused at once, or the kernel's own timeout
-                    last_error = strerror(errno);
+                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+                int err = connect(fd, res->ai_addr, res->ai_addrlen) == 0 ? 0 : errno;
+                if (err == EINPROGRESS) {
+                    struct pollfd p = {fd, POLLOUT, 0};
+                    double left = std::max(deadline - now_seconds(), 0.0);
+                    socklen_t len = sizeof err;
+                    if (poll(&p, 1, (int)(std::min(left, 5.0) * 1000) + 1) <= 0) err = ETIMEDOUT;
+                    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+                }
+                if (err != 0) {
+                    last_error = strerror(err);
                     close(fd);
                     fd = -1;
                 }

@@ -137,6 +137,9 @@ check_fail "dist: rank 0 unreachable: a timeout naming the address" 1 "\[rank 1\
 check_fail "dist: unknown MASTER_ADDR: a timeout naming the address and the resolver's error" 1 \
     "cannot reach rank 0 at no-such-host.invalid:$P within 2s \(cannot resolve MASTER_ADDR" \
     env RANK=1 WORLD_SIZE=2 MASTER_ADDR=no-such-host.invalid DIST_PORT=$P DIST_TIMEOUT=2 $SELF --out-dir $DD
+# an address that never answers (TEST-NET-1, RFC 5737): the connect must not outlast DIST_TIMEOUT
+check_fail "dist: MASTER_ADDR that never answers: a timeout within DIST_TIMEOUT" 1 "cannot reach rank 0 at 192.0.2.1:$P within 2s" \
+    timeout 20 env RANK=1 WORLD_SIZE=2 MASTER_ADDR=192.0.2.1 DIST_PORT=$P DIST_TIMEOUT=2 $SELF --out-dir $DD
 check_fail "dist: rank 0 alone: names the missing ranks" 1 "only 1 of 4 ranks connected to port $P within 2s \(missing ranks: 1,2,3\)" \
     env RANK=0 WORLD_SIZE=4 MASTER_ADDR=127.0.0.1 DIST_PORT=$P DIST_TIMEOUT=2 $SELF --out-dir $DD
 mismatch() {
