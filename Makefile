@@ -48,15 +48,20 @@ else
   PROG_LIBS := $(LDLIBS)
 endif
 
-# --- NCCL (multi-GPU, later) ------------------------------------------------------------------
+# --- NCCL (several GPUs: common/dist.h; the GPU build only) ------------------------------------
 NCCL_H := $(shell [ -f $(CUDA_HOME)/include/nccl.h ] || [ -f /usr/include/nccl.h ] && echo yes)
 ifeq ($(NO_NCCL),1)
   NCCL_H :=
 endif
+ifeq ($(NVCC),)
+  NCCL_H :=
+endif
 ifeq ($(NCCL_H),yes)
-  $(info ✓ NCCL found (multi-GPU support available))
+  $(info ✓ NCCL found: train_gpt trains on every GPU of a node, or several nodes)
+  PROG_CC += -DUSE_NCCL
+  PROG_LIBS += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lnccl
 else
-  $(info ✗ NCCL not found: single-GPU only)
+  $(info ✗ NCCL not found (or NO_NCCL=1): train_gpt trains on one GPU; the CPU path still runs several ranks)
 endif
 
 PROGRAMS := train_gpt quantize eval

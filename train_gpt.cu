@@ -5,6 +5,7 @@
 //   ./train_gpt --preset record --dry-run                # print the config and parameter count
 //   NUM_LAYERS=2 MODEL_DIM=128 ./train_gpt --device cpu  # the CPU reference path, tiny configs
 //   ./train_gpt --save-every 100 ...; ./train_gpt --resume train_state.ckpt ...  # checkpoint, continue
+//   ./train_gpt --nproc 2 ...                            # data parallel over 2 GPUs (default: every visible GPU)
 //
 // Reads top to bottom like the reference script: config, data, model, loop, finale. One loop
 // (train) drives either device through the Trainer interface: TrainerCPU wraps the reference
@@ -20,6 +21,7 @@
 #include "common/optim.h"       // defines: schedules, Muon, AdamW, clipping, EMA (CPU)
 #include "common/eval.h"        // defines: standard and sliding-window bits-per-byte
 #include "common/quant.h"       // defines: the artifact (int6/int5/int8 + zstd), code size
+#include "common/dist.h"        // defines: the launcher, rendezvous, control-plane collectives, NCCL
 #ifndef NO_CUDA
 #include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses)
 #endif
@@ -166,11 +168,12 @@ static Geometry geometry(const Config &cfg, int world_size) {
 struct TrainerCPU : Trainer {
     const Config &cfg;
     Geometry geo;
+    Dist &dist;
     ModelCPU<float> model;
     OptimState opt;
     std::vector<float> ema;
     std::vector<int32_t> x, y;
-    TrainerCPU(const Config &c, const std::vector<float> &init, Geometry g) : cfg(c), geo(g) {
+    TrainerCPU(const Config &c, const std::vector<float> &init, Geometry g, Dist &d) : cfg(c), geo(g), dist(d) {
         model_build(model, cfg);
         model.params_mem = init;
         opt.init(model.tensors.flat);
@@ -186,6 +189,16 @@ struct TrainerCPU : Trainer {
             model_backward(model, 1.0f / geo.grad_accum);
         }
         r.loss /= geo.grad_accum;
+        if (dist.world_size > 1) {
+            // data parallel: every rank gets the average of all ranks' gradients (summed in rank
+            // order over the control sockets, so bit-identical everywhere); the loss too, so the
+            // logged loss is the whole batch's at any world size
+            float *g = model.grads_mem.data();
+            dist_allreduce_sum(dist, g, model.tensors.flat, "gradient all-reduce");
+            for (size_t i = 0; i < model.tensors.flat; i++) g[i] /= (float)dist.world_size;
+            dist_allreduce_sum(dist, &r.loss, 1, "loss all-reduce");
+            r.loss /= dist.world_size;
+        }
         r.grad_norm = clip_grad_norm_cpu(model.grads_mem.data(), model.tensors.flat, cfg.grad_clip_norm);
         r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
         if (!r.finite) return r;
@@ -208,11 +221,12 @@ struct TrainerCPU : Trainer {
 struct TrainerGPU : Trainer {
     const Config &cfg;
     Geometry geo;
+    Dist &dist;
     ModelGPU model;
     OptimizerGPU opt;
     float *ema = nullptr;  // (flat) fp32
     std::vector<int32_t> x, y;
-    TrainerGPU(const Config &c, const std::vector<float> &init, Geometry g, int max_N, int max_T) : cfg(c), geo(g) {
+    TrainerGPU(const Config &c, const std::vector<float> &init, Geometry g, Dist &d, int max_N, int max_T) : cfg(c), geo(g), dist(d) {
         model_gpu_build(model, cfg, max_N, max_T);
         optimizer_gpu_create(opt, cfg, model.tensors);
         cudaCheck(cudaMalloc(&ema, model.tensors.flat * sizeof(float)));
@@ -234,20 +248,36 @@ struct TrainerGPU : Trainer {
             model_gpu_forward(model, 1.0f / geo.grad_accum, true, micro > 0, st);
             model_gpu_backward(model, st);
         }
+#ifdef USE_NCCL
+        if (dist.nccl) {
+            // data parallel: the average of all ranks' gradients (the whole flat buffer, one
+            // call; the gaps between tensors are zero) and of the loss, on the training stream,
+            // so the clipping below sees the global gradient norm
+            dist_nccl_all_reduce(dist, model.grads, model.tensors.flat, ncclAvg, st, "gradient all-reduce");
+            dist_nccl_all_reduce(dist, model.loss_acc, 1, ncclAvg, st, "loss all-reduce");
+        }
+#endif
         clip_grad_norm(opt, model.grads, cfg.grad_clip_norm, /*scale_now=*/false, st);
         StepResult r;
         float loss = 0;
         cudaCheck(cudaMemcpyAsync(&r.grad_norm, opt.d_grad_norm, sizeof(double), cudaMemcpyDeviceToHost, st));
         cudaCheck(cudaMemcpyAsync(&loss, model.loss_acc, sizeof(float), cudaMemcpyDeviceToHost, st));
-        cudaCheck(cudaStreamSynchronize(st));
+        sync(st, "training step");
         r.loss = loss;
         r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
         if (!r.finite) return r;
         optimizer_step(opt, cfg, model.params, model.grads, lr_mult, muon_mu, opt.d_clip_coef, st);
         model.wbf_mode = -1;
         ema_update(ema, model.params, model.tensors.flat, ema_decay, st);
-        cudaCheck(cudaStreamSynchronize(st));
+        sync(st, "optimizer step");
         return r;
+    }
+    // a stream wait; with NCCL, one that notices a dead rank or an NCCL error instead of hanging
+    void sync(cudaStream_t st, const char *what) {
+#ifdef USE_NCCL
+        if (dist.nccl) return dist_nccl_sync(dist, st, what);
+#endif
+        cudaCheck(cudaStreamSynchronize(st));
     }
     void ema_reset() override {
         cudaCheck(cudaMemcpy(ema, model.params, model.tensors.flat * sizeof(float), cudaMemcpyDeviceToDevice));
@@ -276,10 +306,50 @@ struct TrainerGPU : Trainer {
 #endif
 
 // ----------------------------------------------------------------------------
-// the training loop: the reference's loop, step for step, on either device
+// data parallel helpers: eval sums and the weight-sync check
 
-static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens) {
-    const int world_size = 1;
+// The sums of every rank's share of an eval (fp64, added in rank order: the same on every rank).
+static EvalResult eval_all_ranks(Dist &dist, const EvalResult &mine) {
+    double s[3] = {mine.loss_sum, mine.tokens, mine.bytes};
+    dist_allreduce_sum(dist, s, 3, "eval sums");
+    EvalResult r;
+    r.loss_sum = s[0], r.tokens = s[1], r.bytes = s[2];
+    return r;
+}
+
+// CHECK_SYNC_EVERY (debug): the ranks must hold bit-identical weights, EMA and optimizer state
+// (they start equal and apply the same averaged gradients). One 64-bit hash per rank, compared.
+static void check_ranks_in_sync(Dist &dist, Trainer &trainer, HostState &hs, long step, Logger &log) {
+    trainer.get(hs);
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](const std::vector<float> &v) {
+        for (float f : v) {
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            h = (h ^ u) * 1099511628211ull;
+        }
+    };
+    for (const std::vector<float> *v : {&hs.params, &hs.ema, &hs.opt.muon_buf, &hs.opt.adam_m, &hs.opt.adam_v}) mix(*v);
+    std::vector<uint64_t> all(dist.world_size);
+    dist_allgather(dist, &h, sizeof h, all.data(), "weight-sync check");
+    for (int r = 1; r < dist.world_size; r++)
+        if (all[r] != all[0])
+            fatal("check_sync: after step %ld rank %d's weights/optimizer state differ from rank 0's (hash %016llx vs %016llx)",
+                  step, r, (unsigned long long)all[r], (unsigned long long)all[0]);
+    log.printf("check_sync: step:%ld %d ranks bit-identical (hash %016llx)\n", step, dist.world_size, (unsigned long long)h);
+}
+
+// ----------------------------------------------------------------------------
+// the training loop: the reference's loop, step for step, on either device
+//
+// With several ranks (dist.world_size > 1) every rank runs this same loop on its slice of each
+// batch; the trainers average the gradients, so the ranks stay identical. Rank 0's clock is
+// the one that counts: it is broadcast before and after every step, so the LR schedule, late
+// QAT and the wallclock stop are decided once. Only rank 0 logs and writes files.
+
+static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens, Dist &dist) {
+    const int world_size = dist.world_size, rank = dist.rank;
+    const bool lead = rank == 0;
     const Geometry geo = geometry(cfg, world_size);
     const TensorList tl = build_tensor_list(cfg);
     std::vector<float> init(tl.flat, 0.f);
@@ -297,12 +367,31 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
     std::unique_ptr<Trainer> trainer;
     if (cfg.device == "cpu") {
-        trainer.reset(new TrainerCPU(cfg, init, geo));
+        trainer.reset(new TrainerCPU(cfg, init, geo, dist));
     } else {
 #ifdef NO_CUDA
         fatal_config("this train_gpt was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
         model_gpu_check_config(cfg);
+        int n_gpus = 0;
+        cudaCheck(cudaGetDeviceCount(&n_gpus));
+        // the GPU of this rank: LOCAL_RANK among the node's GPUs, or the only one this process
+        // sees (srun --gpus-per-task 1 gives each task its own CUDA_VISIBLE_DEVICES)
+        if (n_gpus != 1 && dist.local_rank >= n_gpus)
+            fatal_config("local rank %d has no GPU: %d visible on this node HINT: one rank per GPU (LOCAL_WORLD_SIZE, "
+                         "--nproc, CUDA_VISIBLE_DEVICES)", dist.local_rank, n_gpus);
+        cudaCheck(cudaSetDevice(n_gpus == 1 ? 0 : dist.local_rank));  // before anything else touches the GPU
+#ifdef USE_NCCL
+        if (dist.active) {
+            dist_nccl_init(dist);
+            log.printf("nccl:%d.%d.%d communicator of %d ranks (NCCL_NVLS_ENABLE=%s)\n", NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH,
+                       world_size, getenv("NCCL_NVLS_ENABLE"));
+        }
+#else
+        if (world_size > 1)
+            fatal_config("this train_gpt was built without NCCL, so it trains on one GPU only (WORLD_SIZE=%d) HINT: install "
+                         "NCCL (nccl.h and libnccl under CUDA_HOME) and rebuild", world_size);
+#endif
         DeviceInfo dev = device_info();
         log.printf("device:cuda %s (sm_%d%d, %d SMs, %.0f GiB)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count,
                    dev.total_mem / 1073741824.0);
@@ -311,11 +400,12 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         const long max_T = std::max(cfg.train_seq_len, cfg.eval_seq_len);
         if (max_N > INT32_MAX / std::max(cfg.vocab_size, 1L))
             fatal_config("batches of %ld tokens are too large for one GPU forward (lower TRAIN_BATCH_TOKENS or EVAL_BATCH_SEQS)", max_N);
-        trainer.reset(new TrainerGPU(cfg, init, geo, (int)max_N, (int)max_T));
+        trainer.reset(new TrainerGPU(cfg, init, geo, dist, (int)max_N, (int)max_T));
 #endif
     }
     log.printf("device:%s world_size:%d grad_accum_steps:%d micro_batch:%dx%d\n", cfg.device.c_str(), world_size, geo.grad_accum,
                geo.B, geo.T);
+    if (dist.active) log.printf("dist: %d ranks (%d per node), control plane %s\n", world_size, dist.local_world_size, dist.where.c_str());
     log.printf("XSA:last_%ld  VE:%s  late_qat_threshold:%g  ema_decay:%g%s\n", cfg.xsa_last_n,
                cfg.ve_enabled ? cfg.ve_layers.c_str() : "off", cfg.late_qat_threshold, cfg.ema_decay,
                cfg.ema_warmup ? " ema_warmup:(1+t)/(10+t)" : "");
@@ -324,7 +414,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     log.printf("seed:%ld\n", cfg.seed);
 
     TrainLoader loader;
-    loader.init(cfg.data_path, 0, world_size, (int)cfg.vocab_size);
+    loader.init(cfg.data_path, rank, world_size, (int)cfg.vocab_size);  // the cursor is global: same on every rank
     mkdir(cfg.out_dir.c_str(), 0755);  // fine if it exists
     const std::string state_path = cfg.out_dir + "/train_state.ckpt";
     HostState hs;
@@ -361,6 +451,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     long stop_after = -1;
     // the clock stops while the state is written (it is not training time)
     auto save_state = [&](long done) {
+        if (!lead) return;
         double t_save = now_seconds();
         RunCounters now{done, loader.file_idx(), loader.pos(), qat ? 1 : 0, training_ms + 1000.0 * (t_save - t0)};
         trainer->get(hs);
@@ -371,7 +462,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         bool last = step == cfg.iterations || (stop_after >= 0 && step >= stop_after);
         if (!cfg.train_only && (last || (cfg.val_loss_every > 0 && step % cfg.val_loss_every == 0))) {
             training_ms += 1000.0 * (now_seconds() - t0);
-            EvalResult r = eval_standard(val_tokens, (int)cfg.train_seq_len, val_batch_seqs, luts, nll);
+            EvalResult r = eval_all_ranks(dist, eval_standard(val_tokens, (int)cfg.train_seq_len, val_batch_seqs, luts, nll, rank, world_size));
             log.printf("step:%ld/%ld val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms\n", step, cfg.iterations,
                        r.val_loss(), r.val_bpb(), training_ms, training_ms / std::max(step, 1L));
             t0 = now_seconds();
@@ -381,7 +472,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
                 log.printf("stopping_early: wallclock_cap train_time:%.0fms step:%ld/%ld\n", training_ms, step, cfg.iterations);
             break;
         }
-        double elapsed_ms = training_ms + 1000.0 * (now_seconds() - t0);
+        const double elapsed_ms = dist_from_rank0(dist, training_ms + 1000.0 * (now_seconds() - t0), "training clock");
         double lr_mult = lr_multiplier(cfg, step, elapsed_ms);
         if (cfg.late_qat_threshold > 0 && lr_mult < cfg.late_qat_threshold && !qat) {
             qat = true;
@@ -394,17 +485,19 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
             // the update was not applied: save the last good state, with the cursor before this step
             loader.seek((int)file_idx, pos);
             save_state(step);
+            dist_barrier(dist, "saving the last good state");  // nobody exits (and stops rank 0) before it is written
             fatal("training diverged at step %ld: train loss %g, gradient norm %g; the last good state (after step %ld) is in %s "
                   "(HINT: lower the learning rates or check the data, then --resume from it)",
                   step + 1, res.loss, res.grad_norm, step, state_path.c_str());
         }
         const long done = step + 1;
-        const double approx_ms = training_ms + 1000.0 * (now_seconds() - t0);
+        const double approx_ms = dist_from_rank0(dist, training_ms + 1000.0 * (now_seconds() - t0), "training clock");
         if (cfg.train_log_every > 0 && (done <= 10 || done % cfg.train_log_every == 0 || stop_after >= 0))
             log.printf("step:%ld/%ld train_loss:%.4f train_time:%.0fms step_avg:%.2fms tok/s:%.0f\n", done, cfg.iterations,
                        res.loss, approx_ms, approx_ms / done,
                        cfg.train_batch_tokens * (double)(done - rc.step) / std::max((approx_ms - rc.training_ms) / 1000.0, 1e-9));
         if (done == rc.step + 1) trainer->report_memory(log);
+        if (cfg.check_sync_every > 0 && done % cfg.check_sync_every == 0) check_ranks_in_sync(dist, *trainer, hs, done, log);
         if (stop_after < 0 && cfg.max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg.max_wallclock_seconds) stop_after = done;
         const bool interrupt = cfg.stop_step > 0 && done == cfg.stop_step;
         if ((cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.iterations || stop_after >= 0)) || interrupt)
@@ -434,7 +527,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     double ms = 0;
     if (!cfg.train_only) {
         t_phase = now_seconds();
-        EvalResult post = eval_standard(val_tokens, (int)cfg.train_seq_len, val_batch_seqs, luts, nll);
+        EvalResult post = eval_all_ranks(dist, eval_standard(val_tokens, (int)cfg.train_seq_len, val_batch_seqs, luts, nll, rank, world_size));
         ms = 1000.0 * (now_seconds() - t_phase);
         eval_s += ms / 1000.0;
         log.printf("DIAGNOSTIC post_ema val_loss:%.4f val_bpb:%.4f eval_time:%.0fms\n", post.val_loss(), post.val_bpb(), ms);
@@ -442,36 +535,47 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     }
 
     std::string ckpt_path = cfg.out_dir + "/final_model.ckpt", ptz_path = cfg.out_dir + "/final_model.ptz";
-    Checkpoint ck;
-    checkpoint_from_params(ck, cfg, tl, weights.data());
-    checkpoint_write(ckpt_path.c_str(), ck);
-    log.printf("Serialized model: %lld bytes (%s)\n", file_size(ckpt_path.c_str()), ckpt_path.c_str());
+    double quant_ms = 0;
+    if (lead) {  // one writer
+        Checkpoint ck;
+        checkpoint_from_params(ck, cfg, tl, weights.data());
+        checkpoint_write(ckpt_path.c_str(), ck);
+        log.printf("Serialized model: %lld bytes (%s)\n", file_size(ckpt_path.c_str()), ckpt_path.c_str());
 
-    t_phase = now_seconds();
-    CodeFiles code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", (int)cfg.zstd_level);
-    Artifact art;
-    artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, ckpt_path.c_str(), cfg.quant_pct_per_row);
-    std::vector<uint8_t> file = artifact_serialize(art, (int)cfg.zstd_level);
-    write_file_bytes(ptz_path.c_str(), file.data(), file.size());
-    double quant_ms = 1000.0 * (now_seconds() - t_phase);
-    for (const std::string &line : artifact_report(art, file.size(), code, (int)cfg.zstd_level)) log.printf("%s\n", line.c_str());
+        t_phase = now_seconds();
+        CodeFiles code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", (int)cfg.zstd_level);
+        Artifact art;
+        artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, ckpt_path.c_str(), cfg.quant_pct_per_row);
+        std::vector<uint8_t> file = artifact_serialize(art, (int)cfg.zstd_level);
+        write_file_bytes(ptz_path.c_str(), file.data(), file.size());
+        quant_ms = 1000.0 * (now_seconds() - t_phase);
+        for (const std::string &line : artifact_report(art, file.size(), code, (int)cfg.zstd_level)) log.printf("%s\n", line.c_str());
+    }
 
     if (cfg.train_only) return;
-    // read the artifact back from disk and score what it decompresses to
+    // read the artifact back from disk and score what it decompresses to (rank 0 reads the file
+    // and sends its bytes to the other ranks, which may be on nodes without that disk)
+    std::vector<uint8_t> ptz_bytes;
+    if (lead) ptz_bytes = read_file_bytes(ptz_path.c_str());
+    uint64_t ptz_size = dist_from_rank0(dist, (uint64_t)ptz_bytes.size(), "artifact size");
+    ptz_bytes.resize(ptz_size);
+    dist_broadcast(dist, ptz_bytes.data(), ptz_size, "artifact bytes");
     Artifact back;
-    artifact_read(ptz_path.c_str(), back);
+    std::string perr;
+    if (!artifact_parse(ptz_bytes.data(), ptz_bytes.size(), back, &perr)) fatal("%s: %s", ptz_path.c_str(), perr.c_str());
     Checkpoint deq;
     artifact_dequantize(back, deq);
     checkpoint_to_params(deq, tl, weights.data(), ptz_path.c_str());
     trainer->set_params(weights);
     t_phase = now_seconds();
-    EvalResult rt = eval_standard(val_tokens, (int)cfg.eval_seq_len, val_batch_seqs, luts, nll);
+    EvalResult rt = eval_all_ranks(dist, eval_standard(val_tokens, (int)cfg.eval_seq_len, val_batch_seqs, luts, nll, rank, world_size));
     ms = 1000.0 * (now_seconds() - t_phase);
     eval_s += ms / 1000.0;
     print_eval(print, "final_int6_roundtrip", rt, ms);
     if (cfg.eval_stride > 0 && cfg.eval_stride < cfg.eval_seq_len) {
         t_phase = now_seconds();
-        EvalResult sw = eval_sliding(val_tokens, (int)cfg.eval_seq_len, (int)cfg.eval_stride, (int)cfg.eval_batch_seqs, luts, nll);
+        EvalResult sw = eval_all_ranks(dist, eval_sliding(val_tokens, (int)cfg.eval_seq_len, (int)cfg.eval_stride,
+                                                         (int)cfg.eval_batch_seqs, luts, nll, rank, world_size));
         ms = 1000.0 * (now_seconds() - t_phase);
         eval_s += ms / 1000.0;
         char extra[32];
@@ -482,11 +586,86 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
                eval_s, eval_s <= 600 ? "within" : "OVER");
 }
 
+// ----------------------------------------------------------------------------
+// several ranks: how many to start, and the launcher/rendezvous self-test
+
+// The ranks a plain `./train_gpt` starts on this node: NPROC, or one per visible GPU.
+static int ranks_to_launch(const Config &cfg) {
+    int gpus = 0;
+#ifndef NO_CUDA
+    if (cfg.device != "cpu" && cudaGetDeviceCount(&gpus) != cudaSuccess) gpus = 0;  // no GPU: the run says so later
+#endif
+#ifndef USE_NCCL
+    if (cfg.device != "cpu" && cfg.nproc > 1)
+        fatal_config("NPROC=%ld: this train_gpt was built without NCCL, so it trains on one GPU HINT: install NCCL (nccl.h and "
+                     "libnccl under CUDA_HOME) and rebuild", cfg.nproc);
+    if (cfg.device != "cpu" && cfg.nproc == 0 && gpus > 1) {
+        fprintf(stderr, "note: %d GPUs visible, but this train_gpt was built without NCCL: training on one\n", gpus);
+        gpus = 1;
+    }
+#endif
+    const int n = cfg.nproc > 0 ? (int)cfg.nproc : std::max(gpus, 1);
+    if (8 % n != 0)
+        fatal_config("%d ranks (%s) do not divide 8, so the gradient accumulation 8 / ranks would not be whole HINT: use "
+                     "--nproc 1, 2, 4 or 8, or narrow the GPUs with CUDA_VISIBLE_DEVICES", n,
+                     cfg.nproc > 0 ? "NPROC" : "one per visible GPU");
+    if (cfg.device != "cpu" && gpus > 0 && n > gpus) fatal_config("NPROC=%d but only %d GPUs are visible", n, gpus);
+    return n;
+}
+
+// --dist-selftest (for test/test_dist.sh, no GPU needed): rendezvous, then the collectives must
+// give the expected answers, then every rank writes OUT_DIR/dist_rank<R>.txt: its identity and
+// its micro-batches of the first ITERATIONS steps in test/loader_dump's format, which the test
+// compares with the reference loader's arithmetic. DIST_SELFTEST_HOLD=S then keeps all ranks
+// exchanging messages for S seconds (the failure tests kill a rank meanwhile).
+static int dist_selftest(const Config &cfg, Dist &dist) {
+    const int W = dist.world_size;
+    struct Who { int32_t rank, world_size, local_rank, local_world_size; };
+    Who me{dist.rank, W, dist.local_rank, dist.local_world_size};
+    std::vector<Who> all(W);
+    dist_allgather(dist, &me, sizeof me, all.data(), "selftest identities");
+    for (int r = 0; r < W; r++)
+        if (all[r].rank != r || all[r].world_size != W) fatal("selftest: slot %d holds rank %d of %d", r, all[r].rank, all[r].world_size);
+    double sum = dist.rank + 1;
+    dist_allreduce_sum(dist, &sum, 1, "selftest all-reduce");
+    if (sum != W * (W + 1) / 2.0) fatal("selftest: the sum of rank+1 over %d ranks came out %g", W, sum);
+    const uint64_t token = dist_from_rank0(dist, (uint64_t)getpid() * 2654435761u, "selftest broadcast");
+    const std::string path = cfg.out_dir + "/dist_rank" + std::to_string(dist.rank) + ".txt";
+    FILE *f = fopenCheck(path.c_str(), "w");
+    fprintf(f, "rank %d world_size %d local_rank %d local_world_size %d token %llu pid %d\n", dist.rank, W, dist.local_rank,
+            dist.local_world_size, (unsigned long long)token, (int)getpid());
+    fflush(f);  // (the failure tests read the pid while the ranks hold)
+    const Geometry geo = geometry(cfg, W);
+    TrainLoader loader;
+    loader.init(cfg.data_path, dist.rank, W, (int)cfg.vocab_size);
+    std::vector<int32_t> x, y;
+    for (long i = 0; i < cfg.iterations * geo.grad_accum; i++) {
+        loader.next_batch(cfg.train_batch_tokens, geo.grad_accum, x, y);
+        for (auto *v : {&x, &y}) {
+            fputs(v == &x ? "x" : "y", f);
+            for (int32_t t : *v) fprintf(f, " %d", (int)t);
+            fputc('\n', f);
+        }
+        fprintf(f, "cursor %d %ld\n", loader.file_idx(), loader.pos());
+    }
+    fcloseCheck(f, path.c_str());
+    const double hold_until = now_seconds() + (double)env_long("DIST_SELFTEST_HOLD", 0);
+    while (now_seconds() < hold_until) {
+        dist_barrier(dist, "selftest hold");
+        usleep(20 * 1000);
+    }
+    dist_finalize(dist);
+    printf("dist_selftest: %d ranks ok (rank 0's token %llu)\n", W, (unsigned long long)token);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     Config cfg;
     config_parse(cfg, argc, argv, P_TRAIN, USAGE);
-    const char *ws_env = getenv("WORLD_SIZE");
-    int world_size = ws_env ? atoi(ws_env) : 1;
+    // Who runs: one rank started by a launcher (ours, torchrun, srun), or a plain process, which
+    // starts one rank per GPU itself when there is more than one (common/dist.h).
+    const DistEnv env = dist_env_from_environment();
+    const int world_size = env.launched ? env.world_size : ranks_to_launch(cfg);
     config_check_batch(cfg, world_size);
     TensorList tl = build_tensor_list(cfg);
 
@@ -497,8 +676,14 @@ int main(int argc, char **argv) {
     }
 
     require_data(cfg);
+    if (!env.launched && world_size > 1) return dist_launch(world_size, argv);
+    Dist dist;
+    dist_init(dist, env, cfg.dist_timeout);
+    if (cfg.dist_selftest) return dist_selftest(cfg, dist);
+    // only rank 0 logs: the other ranks' stdout goes nowhere (errors still reach stderr)
+    if (dist.rank != 0 && freopen("/dev/null", "w", stdout) == nullptr) fatal("cannot silence rank %d's stdout", dist.rank);
     Logger log;
-    log.open(cfg.run_id);
+    if (dist.rank == 0) log.open(cfg.run_id);
     log.printf("%s\n", log.path.c_str());
     config_print_table(cfg, P_TRAIN, [&](const char *fmt, auto... a) { log.printf(fmt, a...); });
     log.printf("model_params:%zu\n", tl.count);
@@ -530,7 +715,8 @@ int main(int argc, char **argv) {
     if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
         log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
                    cfg.data_path.c_str());
-    train(cfg, log, luts, val_tokens);
+    train(cfg, log, luts, val_tokens, dist);
+    dist_finalize(dist);
     log.close();
     return 0;
 }

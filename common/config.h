@@ -75,6 +75,11 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(BOOL, ema_warmup,       "EMA_WARMUP",       "ema-warmup",       "0",       P_TRAIN, "ramp the EMA decay: min(EMA_DECAY, (1+t)/(10+t)) at step t, for short runs (ours; off = the reference)") \
     X(FLT,  late_qat_threshold,"LATE_QAT_THRESHOLD","late-qat-threshold","0.15", P_TRAIN, "fake-quantize linear weights once the LR multiplier drops below this (0 = off)") \
     X(INT,  train_log_every,  "TRAIN_LOG_EVERY",  "train-log-every",  "500",     P_TRAIN, "log a step line every N steps (and the first 10)") \
+    /* several GPUs or CPU ranks (common/dist.h) */ \
+    X(INT,  nproc,            "NPROC",            "nproc",            "0",       P_TRAIN, "ranks to start on this node (0 = one per visible GPU, 1 on --device cpu); must divide 8") \
+    X(FLT,  dist_timeout,     "DIST_TIMEOUT",     "dist-timeout",     "300",     P_TRAIN, "seconds any rank waits for another (rendezvous, collectives) before giving up") \
+    X(INT,  check_sync_every, "CHECK_SYNC_EVERY", "check-sync-every", "0",       P_TRAIN, "debug: every N steps, check that all ranks hold bit-identical weights (0 = off)") \
+    X(BOOL, dist_selftest,    "",                 "dist-selftest",    "0",       P_TRAIN, "test the launcher, rendezvous and data slices: every rank writes OUT_DIR/dist_rank<R>.txt, no training") \
     /* evaluation */ \
     X(INT,  val_loss_every,   "VAL_LOSS_EVERY",   "val-loss-every",   "4000",    P_TRAIN, "validate every N steps (0 = only at the end)") \
     X(INT,  val_batch_size,   "VAL_BATCH_SIZE",   "val-batch-size",   "524288",  P_ALL,   "tokens per validation batch, all ranks") \

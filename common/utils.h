@@ -28,12 +28,15 @@
 // Exit codes: 1 = bad input (a file, data), 2 = bad configuration or usage.
 enum { EXIT_BAD_INPUT = 1, EXIT_BAD_CONFIG = 2 };
 
+// In a multi-process run dist.h sets this to "[rank R] ", so every error line names its rank.
+inline char g_error_prefix[32] = "";
+
 // Print "error: <message>" on stderr (one line) and exit with `code`.
 [[noreturn]] inline void fatal_code(int code, const char *fmt, ...) {
     fflush(stdout);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "error: ");
+    fprintf(stderr, "error: %s", g_error_prefix);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
