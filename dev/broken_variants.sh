@@ -27,23 +27,21 @@ GPU_ARCH=${GPU_ARCH:-90a}
 OUT=build_break
 mkdir -p $OUT
 
-# variant -> "source file|arguments"
-declare -A CHECK=(
-    [BREAK_MUON_WD]="optim|--no-bench"
-    [BREAK_NTK_ROPE]="model|--no-bench"
-    [BREAK_SCALAR_GRAD]="model|--no-bench"
-    [BREAK_CE_ROUND]="loss|--no-bench"
-    [BREAK_XSA_ACCUMULATE]="attention|--check-only --small"
+# one row per variant: FLAG | dev check | its arguments | the line that must say FAIL (so a
+# crash or an unrelated failure does not count as caught)
+ROWS=(
+    'BREAK_MUON_WD|optim|--no-bench|FAIL +Muon weight decay'
+    'BREAK_NTK_ROPE|model|--no-bench|FAIL +rope (cos|sin) T=(1100|2048)'
+    'BREAK_SCALAR_GRAD|model|--no-bench|FAIL +(bigram|ve_shared).scale \(same inputs\)'
+    'BREAK_CE_ROUND|loss|--no-bench|FAIL +(losses|dlogits)'
+    'BREAK_XSA_ACCUMULATE|attention|--check-only --small|FAIL +xsa bwd d[yv] \(accumulate\)'
 )
-VARIANTS=(BREAK_MUON_WD BREAK_NTK_ROPE BREAK_SCALAR_GRAD BREAK_CE_ROUND BREAK_XSA_ACCUMULATE)
-# the line that must say FAIL for each (so a crash or an unrelated failure does not count)
-declare -A WANT=(
-    [BREAK_MUON_WD]="FAIL +Muon weight decay"
-    [BREAK_NTK_ROPE]="FAIL +rope (cos|sin) T=(1100|2048)"
-    [BREAK_SCALAR_GRAD]="FAIL +(bigram|ve_shared).scale \\(same inputs\\)"
-    [BREAK_CE_ROUND]="FAIL +(losses|dlogits)"
-    [BREAK_XSA_ACCUMULATE]="FAIL +xsa bwd d[yv] \\(accumulate\\)"
-)
+declare -A CHECK ARGS WANT
+VARIANTS=()
+for r in "${ROWS[@]}"; do
+    IFS='|' read -r v c a w <<< "${r%%|FAIL*}|"
+    VARIANTS+=("$v"); CHECK[$v]=$c; ARGS[$v]=$a; WANT[$v]="FAIL${r#*|FAIL}"
+done
 
 # the normal builds must exist (make dev-checks); the broken ones are compiled here, in parallel
 for name in optim model loss attention; do
@@ -54,7 +52,7 @@ ZSTD=$(echo '#include <zstd.h>' | g++ -E -x c++ - >/dev/null 2>&1 && echo "-DUSE
 echo "compiling ${#VARIANTS[@]} broken variants with $NVCC (sm_$GPU_ARCH) ..."
 pids=()
 for v in "${VARIANTS[@]}"; do
-    name=${CHECK[$v]%%|*}
+    name=${CHECK[$v]}
     mkdir -p $OUT/$v
     $NVCC -x cu -O3 -std=c++17 -gencode arch=compute_$GPU_ARCH,code=sm_$GPU_ARCH -Xcompiler -fopenmp -D$v \
         dev/$name.cu -o $OUT/$v/dev_$name $ZSTD -lcublasLt -lcublas -lgomp > $OUT/$v/build.log 2>&1 &
@@ -88,8 +86,8 @@ for name in optim model loss attention; do
     run_row $name real build/dev_$name "$args" PASS $OUT/real_$name.log
 done
 for v in "${VARIANTS[@]}"; do
-    name=${CHECK[$v]%%|*}
-    run_row $name $v $OUT/$v/dev_$name "${CHECK[$v]#*|}" FAIL $OUT/$v/$name.log "${WANT[$v]}"
+    name=${CHECK[$v]}
+    run_row $name $v $OUT/$v/dev_$name "${ARGS[$v]}" FAIL $OUT/$v/$name.log "${WANT[$v]}"
     # which lines failed (the evidence that the targeted check is what caught it)
     grep -E 'FAIL' $OUT/$v/$name.log | head -4 | sed 's/^/      /'
 done
