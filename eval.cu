@@ -5,6 +5,8 @@
 //   ./eval --artifact final_model.ptz
 //   ./eval --dump-tokenizer [--tokenizer-path data/tokenizers/fineweb_1024_bpe.model]
 //
+// --device auto (the default) scores on the GPU when one is usable, else on the CPU.
+//
 // The model's shape comes from the file; DATA_PATH, TOKENIZER_PATH and the eval options
 // (EVAL_SEQ_LEN, EVAL_STRIDE, ...) from the command line / environment as in ./train_gpt.
 #include "common/utils.h"       // defines: fatal, checked I/O, timers
@@ -33,6 +35,9 @@ int main(int argc, char **argv) {
     }
     if (cfg.checkpoint.empty() == cfg.artifact.empty())
         fatal_config("give exactly one of --checkpoint FILE or --artifact FILE (or --dump-tokenizer); see --help");
+    // the device before anything else: an explicit --device cuda without a GPU stops here
+    const std::string device_notice = cfg.dry_run ? "" : config_resolve_device(cfg, "eval");
+    if (!device_notice.empty()) printf("%s\n", device_notice.c_str());
     // the model: weights and shape from the file
     const std::string path = cfg.checkpoint.empty() ? cfg.artifact : cfg.checkpoint;
     Checkpoint ck;
@@ -86,7 +91,7 @@ int main(int argc, char **argv) {
 #ifdef NO_CUDA
         fatal_config("this eval was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);
+        model_gpu_check_config(cfg);  // the shape from the file: head dim 64, 8-multiples
         DeviceInfo dev = device_info();
         printf("device:cuda %s\n", dev.name);
         gpu.reset(new ModelGPU());

@@ -23,9 +23,16 @@
 #ifndef NO_CUDA
 #include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses)
 #endif
+#include <csignal>
 #include <memory>
+#include <unistd.h>
 
-static const char *USAGE = "[--preset seed|record] [--dry-run] [--device cuda|cpu] [--OPTION VALUE ...]";
+static const char *USAGE = "[--preset seed|record] [--dry-run] [--device auto|cuda|cpu] [--OPTION VALUE ...]";
+
+// The README's small CPU example: what the memory refusal suggests instead.
+static const char *SMALL_CPU_EXAMPLE =
+    "NUM_LAYERS=2 MODEL_DIM=128 BIGRAM_DIM=64 TRAIN_SEQ_LEN=256 EVAL_SEQ_LEN=256 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
+    "WARMDOWN_ITERS=60 MAX_WALLCLOCK_SECONDS=0 VAL_MAX_TOKENS=65536 TRAIN_LOG_EVERY=20 ./train_gpt --device cpu";
 
 // Where to get data, for the error message when there is none.
 static void require_data(const Config &c) {
@@ -88,11 +95,11 @@ static void save_train_state(const std::string &path, const Config &cfg, const T
     checkpoint_write(path.c_str(), ck);
 }
 
-// Fills st (sized to the tensor list's flat layout, gaps zero) and rc from a state file.
-static void load_train_state(const std::string &path, Config &cfg, const TensorList &tl, HostState &st, RunCounters &rc) {
-    Checkpoint ck;
+// Reads a state file and checks it against this run (the model's shape, the counters) before
+// anything large is allocated; load_train_state unpacks it later.
+static RunCounters read_train_state(const std::string &path, const Config &cfg, Checkpoint &ck) {
     checkpoint_read(path.c_str(), ck);
-    for (const char *key : MODEL_KEYS) {  // the model must be the one we built
+    for (const char *key : MODEL_KEYS) {  // the model must be the one we build
         const std::string *v = ck.get(key);
         int i = option_index_by_env(key);
         if (v && *v != config_get(cfg, i))
@@ -103,15 +110,23 @@ static void load_train_state(const std::string &path, Config &cfg, const TensorL
         if (!v) fatal("%s: not a training state (no %s; write one with --save-every)", path.c_str(), k);
         return *v;
     };
-    st.params.assign(tl.flat, 0.f);
-    st.ema.assign(tl.flat, 0.f);
-    st.opt.init(tl.flat);
+    RunCounters rc;
     rc.step = atol(get("STATE_STEP").c_str());
-    st.opt.adam_t = atol(get("STATE_ADAM_T").c_str());
     rc.file_idx = atol(get("STATE_FILE_IDX").c_str());
     rc.pos = atol(get("STATE_POS").c_str());
     rc.qat = atoi(get("STATE_QAT").c_str());
     rc.training_ms = atof(get("STATE_TRAINING_MS").c_str());
+    get("STATE_ADAM_T");
+    if (rc.step < 0) fatal("%s: corrupt training state (STATE_STEP=%ld)", path.c_str(), rc.step);
+    return rc;
+}
+
+// Fills st (sized to the tensor list's flat layout, gaps zero) from a state read_train_state checked.
+static void load_train_state(const std::string &path, const Checkpoint &ck, const TensorList &tl, HostState &st) {
+    st.params.assign(tl.flat, 0.f);
+    st.ema.assign(tl.flat, 0.f);
+    st.opt.init(tl.flat);
+    st.opt.adam_t = atol(ck.get("STATE_ADAM_T")->c_str());
     auto take = [&](const std::string &prefix, std::vector<float> &buf, bool muon_only, bool adam_only) {
         for (const TensorSpec &s : tl.specs) {
             if ((muon_only && s.group != OPT_MUON) || (adam_only && s.group == OPT_MUON)) continue;
@@ -275,12 +290,120 @@ struct TrainerGPU : Trainer {
 #endif
 
 // ----------------------------------------------------------------------------
+// memory: what a run needs on its device, checked before anything large is allocated
+
+// Activations of one CPU forward (and its backward when `grads`) of B sequences of T tokens.
+static double cpu_acts_bytes(const Config &cfg, int B, int T, bool grads) {
+    size_t n = 0;
+    Acts<float> a;
+    acts_visit(a, cfg, B, T, [&](float *&, size_t k) { n += k; });
+    if (grads) {
+        GradActs<float> g;
+        grad_acts_visit(g, cfg, B, T, [&](float *&, size_t k) { n += k; });
+    }
+    return (double)n * sizeof(float);
+}
+
+// Refuses a run that cannot fit, with the estimate and a config that does: on the CPU against
+// MemAvailable, on the GPU against cudaMemGetInfo's free bytes. The estimate counts the fp32
+// copies of the weights (model, gradients, QAT copy, EMA, Muon/Adam state, the host copies that
+// warmup, checkpoints and the finale use) and the largest activations (training forward+backward,
+// the evals' forwards).
+static void check_memory(const Config &cfg, const TensorList &tl, const Geometry &geo, int val_batch_seqs, Logger &log) {
+    const double GiB = 1073741824.0, flat = (double)tl.flat * sizeof(float);
+    const double host_copies = 1 /*init*/ + 5 /*HostState: weights, EMA, 3 optimizer buffers*/ + (cfg.resume.empty() ? 0 : 5) /*the state file*/;
+    double need = 0, have = 0;
+    std::string where;
+    if (cfg.device == "cpu") {
+        const double acts = cpu_acts_bytes(cfg, geo.B, geo.T, true) + (cfg.train_only ? 0.0 :
+                            std::max(cpu_acts_bytes(cfg, val_batch_seqs, (int)cfg.train_seq_len, false),
+                                     cpu_acts_bytes(cfg, (int)cfg.eval_batch_seqs, (int)cfg.eval_seq_len, false)));
+        need = flat * (3 /*params, grads, QAT copy*/ + 1 /*EMA*/ + 3 /*optimizer*/ + host_copies) + acts;
+        FILE *f = fopen("/proc/meminfo", "r");
+        char line[256];
+        long kb = -1;
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1) break;
+        if (f) fclose(f);
+        if (kb < 0) return;  // not Linux: nothing to compare against
+        have = kb * 1024.0;
+        where = "available RAM (MemAvailable)";
+    } else {
+#ifndef NO_CUDA
+        const long max_N = std::max({(long)geo.B * geo.T, (long)val_batch_seqs * cfg.train_seq_len, cfg.eval_batch_seqs * cfg.eval_seq_len});
+        ModelGPU m;  // counts the activation arena the way model_gpu_build carves it, without allocating
+        m.config = cfg;
+        m.tensors = tl;
+        m.max_N = (int)std::min<long>(max_N, INT32_MAX);
+        m.rope_max_T = (int)std::max(cfg.train_seq_len, cfg.eval_seq_len);
+        DeviceArena count;
+        model_gpu_carve(m, count);
+        // weights fp32 + grads fp32 + bf16 copy, EMA, optimizer state and its bf16 Newton-Schulz scratch
+        need = flat * (2 + 0.5 + 1 + 3 + 1.5) + (double)count.used + 1.0 * GiB /*context, cuBLASLt workspaces*/;
+        size_t free_b = 0, total_b = 0;
+        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        have = (double)free_b;
+        where = "free GPU memory";
+#endif
+    }
+    log.printf("memory: this run needs about %.2f GiB on the %s, %.2f GiB %s\n", need / GiB, cfg.device.c_str(), have / GiB,
+               where.c_str());
+    if (need > have)
+        fatal_config("this config needs about %.1f GiB on the %s but only %.1f GiB is %s. HINT: a smaller model or batch "
+                     "(TRAIN_BATCH_TOKENS, TRAIN_SEQ_LEN, NUM_LAYERS, MODEL_DIM, VAL_BATCH_SIZE, EVAL_BATCH_SEQS); the README's "
+                     "CPU example: %s",
+                     need / GiB, cfg.device.c_str(), have / GiB, where.c_str(), SMALL_CPU_EXAMPLE);
+}
+
+// ----------------------------------------------------------------------------
+// interrupts: Ctrl-C (SIGINT) or a scheduler's SIGTERM finishes the current step, saves the
+// training state and exits 128+signal; a second signal exits at once.
+
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    if (g_stop_signal) _exit(128 + sig);
+    g_stop_signal = sig;
+    static const char msg[] = "\ninterrupt: finishing the current step, then saving the training state (again to quit at once)\n";
+    ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)r;
+}
+
+static void catch_stop_signals() {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+}
+
+// "1h02m03s" for progress lines
+static std::string hms(double s) {
+    char b[32];
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(b, sizeof b, "%ldh%02ldm%02lds", t / 3600, t / 60 % 60, t % 60);
+    else if (t >= 60) snprintf(b, sizeof b, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(b, sizeof b, "%lds", t);
+    return b;
+}
+
+// ----------------------------------------------------------------------------
 // the training loop: the reference's loop, step for step, on either device
 
-static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens) {
+// resume_ck/resume_rc: the state file read and checked by main (empty when not resuming).
+static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens, Checkpoint &resume_ck,
+                  const RunCounters &resume_rc) {
     const int world_size = 1;
     const Geometry geo = geometry(cfg, world_size);
     const TensorList tl = build_tensor_list(cfg);
+    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
+    // the inputs first (every shard header is checked here), then the memory, then the big allocations
+    TrainLoader loader;
+    loader.init(cfg.data_path, 0, world_size, (int)cfg.vocab_size);
+    if (!cfg.init_ckpt.empty() && !file_exists(cfg.init_ckpt.c_str()))
+        fatal("%s: no such file (INIT_CKPT / --init-ckpt)", cfg.init_ckpt.c_str());
+    check_memory(cfg, tl, geo, val_batch_seqs, log);
     std::vector<float> init(tl.flat, 0.f);
     if (!cfg.init_ckpt.empty()) {
         // start from given weights (parity runs, fine-tuning): the model shape must match
@@ -293,7 +416,6 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         params_bind(p, cfg, init.data());
         model_init(p, cfg, (uint64_t)cfg.seed);
     }
-    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
     std::unique_ptr<Trainer> trainer;
     if (cfg.device == "cpu") {
         trainer.reset(new TrainerCPU(cfg, init, geo));
@@ -301,7 +423,6 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
 #ifdef NO_CUDA
         fatal_config("this train_gpt was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);
         DeviceInfo dev = device_info();
         log.printf("device:cuda %s (sm_%d%d, %d SMs, %.0f GiB)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count,
                    dev.total_mem / 1073741824.0);
@@ -321,8 +442,6 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
                cfg.train_batch_tokens, cfg.train_seq_len, cfg.iterations, cfg.warmup_steps, cfg.max_wallclock_seconds);
     log.printf("seed:%ld\n", cfg.seed);
 
-    TrainLoader loader;
-    loader.init(cfg.data_path, 0, world_size, (int)cfg.vocab_size);
     mkdir(cfg.out_dir.c_str(), 0755);  // fine if it exists
     const std::string state_path = cfg.out_dir + "/train_state.ckpt";
     HostState hs;
@@ -334,6 +453,10 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         double t_w = now_seconds();
         trainer->get(hs);
         for (long w = 0; w < cfg.warmup_steps; w++) {
+            if (g_stop_signal) {  // nothing trained yet: nothing to save
+                log.printf("interrupted (signal %d) during the warmup: nothing trained yet, nothing saved\n", (int)g_stop_signal);
+                exit(128 + g_stop_signal);
+            }
             trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), false);
             if (cfg.warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg.warmup_steps)
                 log.printf("warmup_step:%ld/%ld\n", w + 1, cfg.warmup_steps);
@@ -346,9 +469,10 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     trainer->ema_reset();
     NllFn nll = trainer->nll();
 
-    RunCounters rc;
+    const RunCounters rc = resume_rc;
     if (!cfg.resume.empty()) {
-        load_train_state(cfg.resume, cfg, tl, hs, rc);
+        load_train_state(cfg.resume, resume_ck, tl, hs);
+        resume_ck = Checkpoint();  // its memory back
         trainer->set(hs);
         loader.seek((int)rc.file_idx, rc.pos);
         log.printf("resume:%s step:%ld train_time:%.0fms\n", cfg.resume.c_str(), rc.step, rc.training_ms);
@@ -362,10 +486,15 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         RunCounters now{done, loader.file_idx(), loader.pos(), qat ? 1 : 0, training_ms + 1000.0 * (t_save - t0)};
         trainer->get(hs);
         save_train_state(state_path, cfg, tl, hs, now);
+        log.printf("saved training state: step %ld to %s (%.1f s)\n", done, state_path.c_str(), now_seconds() - t_save);
         t0 += now_seconds() - t_save;
     };
+    const double t_loop = now_seconds();
+    double last_line = t_loop;  // wall time of the last step line (TRAIN_LOG_SECONDS)
+    long end_step = rc.step;
     for (long step = rc.step;; step++) {
-        bool last = step == cfg.iterations || (stop_after >= 0 && step >= stop_after);
+        end_step = step;
+        bool last = step >= cfg.iterations || (stop_after >= 0 && step >= stop_after);
         if (!cfg.train_only && (last || (cfg.val_loss_every > 0 && step % cfg.val_loss_every == 0))) {
             training_ms += 1000.0 * (now_seconds() - t0);
             EvalResult r = eval_standard(val_tokens, (int)cfg.train_seq_len, val_batch_seqs, luts, nll);
@@ -396,21 +525,49 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         }
         const long done = step + 1;
         const double approx_ms = training_ms + 1000.0 * (now_seconds() - t0);
-        if (cfg.train_log_every > 0 && (done <= 10 || done % cfg.train_log_every == 0 || stop_after >= 0))
-            log.printf("step:%ld/%ld train_loss:%.4f train_time:%.0fms step_avg:%.2fms tok/s:%.0f\n", done, cfg.iterations,
-                       res.loss, approx_ms, approx_ms / done,
-                       cfg.train_batch_tokens * (double)(done - rc.step) / std::max((approx_ms - rc.training_ms) / 1000.0, 1e-9));
+        const bool by_time = cfg.train_log_seconds > 0 && now_seconds() - last_line >= cfg.train_log_seconds;
+        if (by_time || (cfg.train_log_every > 0 && (done <= 10 || done % cfg.train_log_every == 0 || stop_after >= 0))) {
+            // ETA: the remaining steps at this run's pace, or the wallclock cap if that comes first
+            const double pace_s = (now_seconds() - t_loop) / (double)(done - rc.step);
+            double eta_s = pace_s * (double)(cfg.iterations - done);
+            if (cfg.max_wallclock_seconds > 0) eta_s = std::min(eta_s, std::max(cfg.max_wallclock_seconds - approx_ms / 1000.0, 0.0));
+            log.printf("step:%ld/%ld train_loss:%.4f train_time:%.0fms step_avg:%.2fms tok/s:%.0f elapsed:%s eta:%s\n", done,
+                       cfg.iterations, res.loss, approx_ms, approx_ms / done,
+                       cfg.train_batch_tokens * (double)(done - rc.step) / std::max((approx_ms - rc.training_ms) / 1000.0, 1e-9),
+                       hms(now_seconds() - t_loop).c_str(), hms(eta_s).c_str());
+            last_line = now_seconds();
+        }
         if (done == rc.step + 1) trainer->report_memory(log);
         if (stop_after < 0 && cfg.max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg.max_wallclock_seconds) stop_after = done;
         const bool interrupt = cfg.stop_step > 0 && done == cfg.stop_step;
-        if ((cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.iterations || stop_after >= 0)) || interrupt)
+        const int sig = g_stop_signal;  // read once: a signal may arrive while we save
+        if ((cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.iterations || stop_after >= 0)) || interrupt || sig)
             save_state(done);
+        if (sig) {
+            log.printf("interrupted by %s after step %ld/%ld: training state saved to %s. Continue with the same options plus "
+                       "--resume %s\n",
+                       sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal", done, cfg.iterations, state_path.c_str(),
+                       state_path.c_str());
+            log.close();
+            exit(128 + sig);
+        }
         if (interrupt) {
             log.printf("stop_step:%ld reached: training state saved to %s (continue with --resume)\n", done, state_path.c_str());
             return;
         }
     }
     trainer->report_memory(log);
+    // the finale is not resumable: from here a signal ends the run at once (after a last save if
+    // one came during the final eval)
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (g_stop_signal) {
+        save_state(end_step);
+        log.printf("interrupted after the last step: training state saved to %s; --resume %s runs the finale\n", state_path.c_str(),
+                   state_path.c_str());
+        log.close();
+        exit(128 + g_stop_signal);
+    }
 
     // ---- the finale, as the reference: EMA weights -> eval -> checkpoint -> quantize + zstd ->
     // read the artifact back -> roundtrip eval -> sliding-window eval. Each phase is timed; the
@@ -443,6 +600,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     checkpoint_write(ckpt_path.c_str(), ck);
     log.printf("Serialized model: %lld bytes (%s)\n", file_size(ckpt_path.c_str()), ckpt_path.c_str());
 
+    log.printf("quantize+zstd: int6/int5/int8 per row, then zstd level %ld (the slowest part of the finale) ...\n", cfg.zstd_level);
     t_phase = now_seconds();
     CodeFiles code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", (int)cfg.zstd_level);
     Artifact art;
@@ -492,12 +650,29 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    // the device first (is there a GPU at all?), then every input file, then the memory
+    const std::string device_notice = config_resolve_device(cfg, "train_gpt");
+#ifndef NO_CUDA
+    if (cfg.device == "cuda") model_gpu_check_config(cfg);
+#endif
+    Checkpoint resume_ck;
+    RunCounters resume_rc;
+    if (!cfg.resume.empty()) {
+        resume_rc = read_train_state(cfg.resume, cfg, resume_ck);
+        if (resume_rc.step >= cfg.iterations) {
+            printf("resume: %s is at step %ld and ITERATIONS=%ld: nothing left to train, so nothing was run. HINT: raise "
+                   "ITERATIONS / --iterations to train on; ./eval --checkpoint %s scores its weights\n",
+                   cfg.resume.c_str(), resume_rc.step, cfg.iterations, cfg.resume.c_str());
+            return 0;
+        }
+    }
     require_data(cfg);
     Logger log;
     log.open(cfg.run_id);
     log.printf("%s\n", log.path.c_str());
     config_print_table(cfg, P_TRAIN, [&](const char *fmt, auto... a) { log.printf(fmt, a...); });
     log.printf("model_params:%zu\n", tl.count);
+    if (!device_notice.empty()) log.printf("%s\n", device_notice.c_str());
 
     // tokenizer and its byte tables (bits per byte), and the validation tokens
     ByteLuts luts;
@@ -526,7 +701,8 @@ int main(int argc, char **argv) {
     if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
         log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
                    cfg.data_path.c_str());
-    train(cfg, log, luts, val_tokens);
+    catch_stop_signals();
+    train(cfg, log, luts, val_tokens, resume_ck, resume_rc);
     log.close();
     return 0;
 }

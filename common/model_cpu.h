@@ -1,7 +1,7 @@
 // model_cpu.h: the whole model on the CPU, forward and backward, in plain loops.
 //
 // This is the "exact math" reference that the GPU kernels are checked against, and the CPU
-// training path for tiny configs. Every op of SPEC.md "Model" is a pair of functions
+// training path for tiny configs. Every op of docs/RECIPE.md "The model" is a pair of functions
 // <op>_forward_cpu / <op>_backward_cpu, named like its GPU twin, templated on `real` (float for
 // the CPU trainer, double for the gradient checks), and written as plain loops over row-major
 // arrays. The letters in the shape comments:
@@ -49,7 +49,7 @@
 
 #include "tensors.h"
 
-// eps of every rmsnorm: float32 machine epsilon, what torch's F.rms_norm(eps=None) uses (SPEC 7)
+// eps of every rmsnorm: float32 machine epsilon, what torch's F.rms_norm(eps=None) uses (docs/RECIPE.md, "The model")
 constexpr double RMS_EPS = 1.1920928955078125e-07;
 // F.normalize's eps (XSA): the norm is clamped to at least this
 constexpr double XSA_NORM_EPS = 1e-12;
