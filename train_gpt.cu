@@ -289,6 +289,14 @@ struct TrainerGPU : Trainer {
 };
 #endif
 
+// OUT_DIR and its parents (mkdir -p), checked at the start: not after the run, when the results are written.
+static void make_out_dir(const std::string &dir) {
+    for (size_t i = 1; i <= dir.size(); i++)
+        if (i == dir.size() || dir[i] == '/') mkdir(dir.substr(0, i).c_str(), 0755);  // fine if it exists
+    if (!dir_exists(dir.c_str()) || access(dir.c_str(), W_OK) != 0)
+        fatal("OUT_DIR=%s: cannot create it or write there (%s)", dir.c_str(), strerror(errno));
+}
+
 // ----------------------------------------------------------------------------
 // memory: what a run needs on its device, checked before anything large is allocated
 
@@ -442,7 +450,6 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
                cfg.train_batch_tokens, cfg.train_seq_len, cfg.iterations, cfg.warmup_steps, cfg.max_wallclock_seconds);
     log.printf("seed:%ld\n", cfg.seed);
 
-    mkdir(cfg.out_dir.c_str(), 0755);  // fine if it exists
     const std::string state_path = cfg.out_dir + "/train_state.ckpt";
     HostState hs;
 
@@ -600,7 +607,9 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     checkpoint_write(ckpt_path.c_str(), ck);
     log.printf("Serialized model: %lld bytes (%s)\n", file_size(ckpt_path.c_str()), ckpt_path.c_str());
 
-    log.printf("quantize+zstd: int6/int5/int8 per row, then zstd level %ld (the slowest part of the finale) ...\n", cfg.zstd_level);
+    log.printf("quantize+zstd: int6/int5/int8 per row, then zstd level %ld ...%s%s\n", cfg.zstd_level,
+               cfg.zstd_level == QUANT_ZSTD_LEVEL ? " (" : "",
+               cfg.zstd_level == QUANT_ZSTD_LEVEL ? (std::string(QUANT_ZSTD_WHY) + ")").c_str() : "");
     t_phase = now_seconds();
     CodeFiles code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", (int)cfg.zstd_level);
     Artifact art;
@@ -650,6 +659,9 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    // From here a Ctrl-C / SIGTERM is handled (also where the shell started us with it ignored):
+    // before the first step it ends the run at the warmup or after step 1, with the state saved.
+    catch_stop_signals();
     // the device first (is there a GPU at all?), then every input file, then the memory
     const std::string device_notice = config_resolve_device(cfg, "train_gpt");
 #ifndef NO_CUDA
@@ -667,6 +679,7 @@ int main(int argc, char **argv) {
         }
     }
     require_data(cfg);
+    make_out_dir(cfg.out_dir);
     Logger log;
     log.open(cfg.run_id);
     log.printf("%s\n", log.path.c_str());
@@ -701,7 +714,6 @@ int main(int argc, char **argv) {
     if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
         log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
                    cfg.data_path.c_str());
-    catch_stop_signals();
     train(cfg, log, luts, val_tokens, resume_ck, resume_rc);
     log.close();
     return 0;

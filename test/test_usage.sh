@@ -22,7 +22,7 @@ if gpu_here; then
 else
     check_fail "--device auto (the default) without a GPU: a notice, then the CPU" 2 \
         "no usable GPU .*running on the CPU \(--device auto\).*needs about" \
-        bash -c "cd $UD && DATA_PATH=$UD/data TRAIN_ONLY=1 timeout 30 $ROOT/train_gpt --run-id auto"
+        bash -c "cd $UD && DATA_PATH=$UD/data TRAIN_ONLY=1 timeout 30 $ROOT/train_gpt --run-id auto 2>&1 | tr '\n' ' '; exit \${PIPESTATUS[0]}"
     check_fail "train_gpt --device cuda without a GPU says there is none" 2 "--device cuda: no usable GPU here" \
         bash -c "cd $UD && DATA_PATH=$UD/data TRAIN_ONLY=1 $ROOT/train_gpt --device cuda --run-id nogpu"
 fi
@@ -62,7 +62,7 @@ SIG="env $TINY ITERATIONS=16 WARMDOWN_ITERS=6 TRAIN_LOG_EVERY=1 $ROOT/train_gpt 
 check "signals: an uninterrupted 16-step run" bash -c "cd $UD && $SIG --out-dir $UD/full --run-id full > $UD/full.log 2>&1"
 interrupt_run() { # name signal -> runs until step 5 is logged, sends the signal, prints the exit status
     ( cd $UD && exec $SIG --out-dir $UD/$1 --run-id $1 > $UD/$1.log 2>&1 ) & local pid=$!
-    for _ in $(seq 1200); do grep -q '^step:5/' $UD/$1.log 2>/dev/null && break; sleep 0.05; done
+    for _ in $(seq 6000); do grep -q '^step:5/' $UD/$1.log 2>/dev/null && break; sleep 0.05; done
     kill -$2 $pid; wait $pid; echo $?
 }
 for sg in INT TERM; do
@@ -74,11 +74,11 @@ for sg in INT TERM; do
         $SIG --out-dir $UD/sig$sg --run-id sig${sg}r --resume $UD/sig$sg/train_state.ckpt > $UD/sig${sg}r.log 2>&1 &&
         diff <(grep -ho '^step:[0-9]*/16 train_loss:[0-9.]*' $UD/sig$sg.log $UD/sig${sg}r.log) <(grep -o '^step:[0-9]*/16 train_loss:[0-9.]*' $UD/full.log)"
 done
-# (steps of 16k tokens, ~2 s each: the second signal comes while the step the first one let finish runs)
-check "a second Ctrl-C exits at once, without saving" bash -c "cd $UD && (exec env $TINY ITERATIONS=50 TRAIN_BATCH_TOKENS=16384 \
+# (steps of 8k tokens, ~1 s each: the second signal comes while the step the first one let finish runs)
+check "a second Ctrl-C exits at once, without saving" bash -c "cd $UD && (exec env $TINY ITERATIONS=50 TRAIN_BATCH_TOKENS=8192 \
     TRAIN_LOG_EVERY=1 $ROOT/train_gpt --device cpu --out-dir $UD/twice --run-id twice > $UD/twice.log 2>&1) & pid=\$!;
-    for _ in \$(seq 1200); do grep -q '^step:1/' $UD/twice.log 2>/dev/null && break; sleep 0.05; done; kill -INT \$pid;
-    for _ in \$(seq 1200); do grep -q '^interrupt: finishing' $UD/twice.log 2>/dev/null && break; sleep 0.01; done; kill -INT \$pid;
+    for _ in \$(seq 6000); do grep -q '^step:1/' $UD/twice.log 2>/dev/null && break; sleep 0.05; done; kill -INT \$pid;
+    for _ in \$(seq 6000); do grep -q '^interrupt: finishing' $UD/twice.log 2>/dev/null && break; sleep 0.01; done; kill -INT \$pid;
     wait \$pid; rc=\$?; [ \$rc = 130 ] && ! grep -q 'saved training state' $UD/twice.log"
 
 # 6. the artifact is a function of the weights and the model config: two runs of the same
