@@ -83,6 +83,14 @@ int main(int argc, char **argv) {
 #endif
     const int batch_seqs = std::max(1, (int)(cfg.val_batch_size / 8 / seq));
     if (cfg.device == "cpu") {
+        // the weights twice (here and in the model) and the largest forward's activations
+        const double need = 2.0 * tl.flat * sizeof(float) +
+                            model_cpu_acts_bytes(cfg, std::max(batch_seqs, (int)cfg.eval_batch_seqs), seq, false),
+                     have = mem_available_bytes(), GiB = 1073741824.0;
+        if (have >= 0 && need > have)
+            fatal_config("scoring this model on the cpu needs about %.1f GiB but only %.1f GiB is available (MemAvailable). "
+                         "HINT: lower VAL_BATCH_SIZE / --val-batch-size, EVAL_BATCH_SEQS / --eval-batch-seqs or EVAL_SEQ_LEN / --eval-seq-len",
+                         need / GiB, have / GiB);
         cpu.reset(new ModelCPU<float>());
         model_build(*cpu, cfg);
         cpu->params_mem = weights;

@@ -300,18 +300,6 @@ static void make_out_dir(const std::string &dir) {
 // ----------------------------------------------------------------------------
 // memory: what a run needs on its device, checked before anything large is allocated
 
-// Activations of one CPU forward (and its backward when `grads`) of B sequences of T tokens.
-static double cpu_acts_bytes(const Config &cfg, int B, int T, bool grads) {
-    size_t n = 0;
-    Acts<float> a;
-    acts_visit(a, cfg, B, T, [&](float *&, size_t k) { n += k; });
-    if (grads) {
-        GradActs<float> g;
-        grad_acts_visit(g, cfg, B, T, [&](float *&, size_t k) { n += k; });
-    }
-    return (double)n * sizeof(float);
-}
-
 // Refuses a run that cannot fit, with the estimate and a config that does: on the CPU against
 // MemAvailable, on the GPU against cudaMemGetInfo's free bytes. The estimate counts the fp32
 // copies of the weights (model, gradients, QAT copy, EMA, Muon/Adam state, the host copies that
@@ -323,18 +311,12 @@ static void check_memory(const Config &cfg, const TensorList &tl, const Geometry
     double need = 0, have = 0;
     std::string where;
     if (cfg.device == "cpu") {
-        const double acts = cpu_acts_bytes(cfg, geo.B, geo.T, true) + (cfg.train_only ? 0.0 :
-                            std::max(cpu_acts_bytes(cfg, val_batch_seqs, (int)cfg.train_seq_len, false),
-                                     cpu_acts_bytes(cfg, (int)cfg.eval_batch_seqs, (int)cfg.eval_seq_len, false)));
+        const double acts = model_cpu_acts_bytes(cfg, geo.B, geo.T, true) + (cfg.train_only ? 0.0 :
+                            std::max(model_cpu_acts_bytes(cfg, val_batch_seqs, (int)cfg.train_seq_len, false),
+                                     model_cpu_acts_bytes(cfg, (int)cfg.eval_batch_seqs, (int)cfg.eval_seq_len, false)));
         need = flat * (3 /*params, grads, QAT copy*/ + 1 /*EMA*/ + 3 /*optimizer*/ + host_copies) + acts;
-        FILE *f = fopen("/proc/meminfo", "r");
-        char line[256];
-        long kb = -1;
-        while (f && fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1) break;
-        if (f) fclose(f);
-        if (kb < 0) return;  // not Linux: nothing to compare against
-        have = kb * 1024.0;
+        have = mem_available_bytes();
+        if (have < 0) return;  // no /proc: nothing to compare against
         where = "available RAM (MemAvailable)";
     } else {
 #ifndef NO_CUDA

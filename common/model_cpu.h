@@ -896,6 +896,19 @@ void grad_acts_visit(GradActs<real> &g, const Config &c, int B, int T, Fn fn) {
     fn(g.dbg_emb, N * c.bigram_dim);
 }
 
+// Bytes of the activations of one forward of B sequences of T tokens (and of its backward when
+// `grads`): what model_forward / model_backward allocate, for memory checks before a run.
+inline double model_cpu_acts_bytes(const Config &c, int B, int T, bool grads) {
+    size_t n = 0;
+    Acts<float> a;
+    acts_visit(a, c, B, T, [&](float *&, size_t k) { n += k; });
+    if (grads) {
+        GradActs<float> g;
+        grad_acts_visit(g, c, B, T, [&](float *&, size_t k) { n += k; });
+    }
+    return (double)n * sizeof(float);
+}
+
 // Carve the pointers of a struct out of one vector, via its visitor.
 template <typename real, typename Visit>
 void carve(std::vector<real> &mem, Visit visit) {

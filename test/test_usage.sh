@@ -75,7 +75,7 @@ for sg in INT TERM; do
         diff <(grep -ho '^step:[0-9]*/16 train_loss:[0-9.]*' $UD/sig$sg.log $UD/sig${sg}r.log) <(grep -o '^step:[0-9]*/16 train_loss:[0-9.]*' $UD/full.log)"
 done
 # (steps of 8k tokens, ~1 s each: the second signal comes while the step the first one let finish runs)
-check "a second Ctrl-C exits at once, without saving" bash -c "cd $UD && (exec env $TINY ITERATIONS=50 TRAIN_BATCH_TOKENS=8192 \
+check "a second Ctrl-C exits at once, without saving" bash -c "cd $UD; (exec env $TINY ITERATIONS=50 TRAIN_BATCH_TOKENS=8192 \
     TRAIN_LOG_EVERY=1 $ROOT/train_gpt --device cpu --out-dir $UD/twice --run-id twice > $UD/twice.log 2>&1) & pid=\$!;
     for _ in \$(seq 6000); do grep -q '^step:1/' $UD/twice.log 2>/dev/null && break; sleep 0.05; done; kill -INT \$pid;
     for _ in \$(seq 6000); do grep -q '^interrupt: finishing' $UD/twice.log 2>/dev/null && break; sleep 0.01; done; kill -INT \$pid;
