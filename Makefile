@@ -19,15 +19,23 @@ COMMON_HEADERS := $(wildcard common/*.h common/*.cuh)
 HOST_FLAGS := -O2 -std=c++17 -Wall -Wextra -Wno-unused-parameter -fopenmp
 LDLIBS :=
 
-# --- zstd (required for quantize/eval artifacts) ----------------------------------------------
-ZSTD_H := $(shell echo '\#include <zstd.h>' | $(CXX) -E -x c++ - >/dev/null 2>&1 && echo yes)
+# --- zstd (required by the programs: artifacts are zstd-compressed) ---------------------------
+# Every probe must be able to fail: this one compiles and links a tiny program against zstd.h and
+# -lzstd (printf's \043 is '#': a `\#` here would reach the compiler with its backslash and the
+# probe would always pass). ZSTD_PROBE_HEADER exists for the test that checks the failure path.
+ZSTD_PROBE_HEADER ?= zstd.h
+ZSTD_H := $(shell d=$$(mktemp -d) && printf '\043include <$(ZSTD_PROBE_HEADER)>\nint main() { return ZSTD_versionNumber() == 0; }\n' \
+            > $$d/p.cpp && $(CXX) $$d/p.cpp -o $$d/p -lzstd >/dev/null 2>&1 && echo yes; rm -rf $$d)
+ZSTD_HINT := install libzstd-dev (Debian/Ubuntu: sudo apt-get install libzstd-dev; see README.md, Prerequisites), then make again
 ifeq ($(ZSTD_H),yes)
   $(info ✓ zstd found (libzstd-dev))
   HOST_FLAGS += -DUSE_ZSTD
   LDLIBS += -lzstd
 else
-  $(info ✗ zstd not found: artifacts cannot be written. HINT: apt-get install libzstd-dev)
+  $(info ✗ zstd not found: train_gpt, quantize and eval need it. HINT: $(ZSTD_HINT))
 endif
+# in a recipe: stop with the hint when zstd is missing
+NEED_ZSTD = $(if $(ZSTD_H),,$(error zstd.h or libzstd not found, $@ cannot be built. HINT: $(ZSTD_HINT)))
 
 # --- nvcc -----------------------------------------------------------------------------------
 ifeq ($(NO_NVCC),1)
@@ -75,11 +83,11 @@ DEV_CHECKS := $(if $(NVCC),$(patsubst dev/%.cu,$(BUILD_DIR)/dev_%,$(wildcard dev
 all: $(PROGRAMS) $(TEST_TOOLS) $(DEV_CHECKS)
 
 train_gpt: train_gpt.cu $(COMMON_HEADERS)
-	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+	$(NEED_ZSTD)$(PROG_CC) $< -o $@ $(PROG_LIBS)
 quantize: quantize.cu $(COMMON_HEADERS)
-	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+	$(NEED_ZSTD)$(PROG_CC) $< -o $@ $(PROG_LIBS)
 eval: eval.cu $(COMMON_HEADERS)
-	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+	$(NEED_ZSTD)$(PROG_CC) $< -o $@ $(PROG_LIBS)
 
 # CPU test tools: plain C++ over the same common/ headers
 build/%: test/%.cpp $(COMMON_HEADERS)

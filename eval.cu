@@ -6,6 +6,8 @@
 //   ./eval --dump-tokenizer [--tokenizer-path data/tokenizers/fineweb_1024_bpe.model]
 //   ./eval --artifact final_model.ptz --sample "The history of" [--max-new-tokens 128 --temperature 0.8 --top-k 40 --seed 1]
 //
+// --device auto (the default) scores on the GPU when one is usable, else on the CPU.
+//
 // The model's shape comes from the file; DATA_PATH, TOKENIZER_PATH and the eval options
 // (EVAL_SEQ_LEN, EVAL_STRIDE, ...) from the command line / environment as in ./train_gpt.
 #include "common/utils.h"       // defines: fatal, checked I/O, timers
@@ -119,6 +121,9 @@ int main(int argc, char **argv) {
     }
     if (cfg.checkpoint.empty() == cfg.artifact.empty())
         fatal_config("give exactly one of --checkpoint FILE or --artifact FILE (or --dump-tokenizer); see --help");
+    // the device before anything else: an explicit --device cuda without a GPU stops here
+    const std::string device_notice = cfg.dry_run ? "" : config_resolve_device(cfg, "eval");
+    if (!device_notice.empty()) printf("%s\n", device_notice.c_str());
     // the model: weights and shape from the file
     const std::string path = cfg.checkpoint.empty() ? cfg.artifact : cfg.checkpoint;
     Checkpoint ck;
@@ -165,6 +170,14 @@ int main(int argc, char **argv) {
 #endif
     const int batch_seqs = std::max(1, (int)(cfg.val_batch_size / 8 / seq));
     if (cfg.device == "cpu") {
+        // the weights twice (here and in the model) and the largest forward's activations
+        const double need = 2.0 * tl.flat * sizeof(float) +
+                            model_cpu_acts_bytes(cfg, std::max(batch_seqs, (int)cfg.eval_batch_seqs), seq, false),
+                     have = mem_available_bytes(), GiB = 1073741824.0;
+        if (have >= 0 && need > have)
+            fatal_config("scoring this model on the cpu needs about %.1f GiB but only %.1f GiB is available (MemAvailable). "
+                         "HINT: lower VAL_BATCH_SIZE / --val-batch-size, EVAL_BATCH_SEQS / --eval-batch-seqs or EVAL_SEQ_LEN / --eval-seq-len",
+                         need / GiB, have / GiB);
         cpu.reset(new ModelCPU<float>());
         model_build(*cpu, cfg);
         cpu->params_mem = weights;
@@ -173,7 +186,7 @@ int main(int argc, char **argv) {
 #ifdef NO_CUDA
         fatal_config("this eval was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);
+        model_gpu_check_config(cfg);  // the shape from the file: head dim 64, 8-multiples
         DeviceInfo dev = device_info();
         printf("device:cuda %s\n", dev.name);
         gpu.reset(new ModelGPU());

@@ -25,9 +25,16 @@
 #ifndef NO_CUDA
 #include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses)
 #endif
+#include <csignal>
 #include <memory>
+#include <unistd.h>
 
-static const char *USAGE = "[--preset seed|record] [--dry-run] [--device cuda|cpu] [--OPTION VALUE ...]";
+static const char *USAGE = "[--preset seed|record] [--dry-run] [--device auto|cuda|cpu] [--OPTION VALUE ...]";
+
+// The README's small CPU example: what the memory refusal suggests instead.
+static const char *SMALL_CPU_EXAMPLE =
+    "NUM_LAYERS=2 MODEL_DIM=128 BIGRAM_DIM=64 TRAIN_SEQ_LEN=256 EVAL_SEQ_LEN=256 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
+    "WARMDOWN_ITERS=60 MAX_WALLCLOCK_SECONDS=0 VAL_MAX_TOKENS=65536 TRAIN_LOG_EVERY=20 ./train_gpt --device cpu";
 
 // Where to get data, for the error message when there is none.
 static void require_data(const Config &c) {
@@ -90,11 +97,11 @@ static void save_train_state(const std::string &path, const Config &cfg, const T
     checkpoint_write(path.c_str(), ck);
 }
 
-// Fills st (sized to the tensor list's flat layout, gaps zero) and rc from a state file.
-static void load_train_state(const std::string &path, Config &cfg, const TensorList &tl, HostState &st, RunCounters &rc) {
-    Checkpoint ck;
+// Reads a state file and checks it against this run (the model's shape, the counters) before
+// anything large is allocated; load_train_state unpacks it later.
+static RunCounters read_train_state(const std::string &path, const Config &cfg, Checkpoint &ck) {
     checkpoint_read(path.c_str(), ck);
-    for (const char *key : MODEL_KEYS) {  // the model must be the one we built
+    for (const char *key : MODEL_KEYS) {  // the model must be the one we build
         const std::string *v = ck.get(key);
         int i = option_index_by_env(key);
         if (v && *v != config_get(cfg, i))
@@ -105,15 +112,23 @@ static void load_train_state(const std::string &path, Config &cfg, const TensorL
         if (!v) fatal("%s: not a training state (no %s; write one with --save-every)", path.c_str(), k);
         return *v;
     };
-    st.params.assign(tl.flat, 0.f);
-    st.ema.assign(tl.flat, 0.f);
-    st.opt.init(tl.flat);
+    RunCounters rc;
     rc.step = atol(get("STATE_STEP").c_str());
-    st.opt.adam_t = atol(get("STATE_ADAM_T").c_str());
     rc.file_idx = atol(get("STATE_FILE_IDX").c_str());
     rc.pos = atol(get("STATE_POS").c_str());
     rc.qat = atoi(get("STATE_QAT").c_str());
     rc.training_ms = atof(get("STATE_TRAINING_MS").c_str());
+    get("STATE_ADAM_T");
+    if (rc.step < 0) fatal("%s: corrupt training state (STATE_STEP=%ld)", path.c_str(), rc.step);
+    return rc;
+}
+
+// Fills st (sized to the tensor list's flat layout, gaps zero) from a state read_train_state checked.
+static void load_train_state(const std::string &path, const Checkpoint &ck, const TensorList &tl, HostState &st) {
+    st.params.assign(tl.flat, 0.f);
+    st.ema.assign(tl.flat, 0.f);
+    st.opt.init(tl.flat);
+    st.opt.adam_t = atol(ck.get("STATE_ADAM_T")->c_str());
     auto take = [&](const std::string &prefix, std::vector<float> &buf, bool muon_only, bool adam_only) {
         for (const TensorSpec &s : tl.specs) {
             if ((muon_only && s.group != OPT_MUON) || (adam_only && s.group == OPT_MUON)) continue;
@@ -305,6 +320,95 @@ struct TrainerGPU : Trainer {
 };
 #endif
 
+// OUT_DIR and its parents (mkdir -p), checked at the start: not after the run, when the results are written.
+static void make_out_dir(const std::string &dir) {
+    for (size_t i = 1; i <= dir.size(); i++)
+        if (i == dir.size() || dir[i] == '/') mkdir(dir.substr(0, i).c_str(), 0755);  // fine if it exists
+    if (!dir_exists(dir.c_str()) || access(dir.c_str(), W_OK) != 0)
+        fatal("OUT_DIR=%s: cannot create it or write there (%s)", dir.c_str(), strerror(errno));
+}
+
+// ----------------------------------------------------------------------------
+// memory: what a run needs on its device, checked before anything large is allocated
+
+// Refuses a run that cannot fit, with the estimate and a config that does: on the CPU against
+// MemAvailable, on the GPU against cudaMemGetInfo's free bytes. The estimate counts the fp32
+// copies of the weights (model, gradients, QAT copy, EMA, Muon/Adam state, the host copies that
+// warmup, checkpoints and the finale use) and the largest activations (training forward+backward,
+// the evals' forwards).
+static void check_memory(const Config &cfg, const TensorList &tl, const Geometry &geo, int val_batch_seqs, Logger &log) {
+    const double GiB = 1073741824.0, flat = (double)tl.flat * sizeof(float);
+    const double host_copies = 1 /*init*/ + 5 /*HostState: weights, EMA, 3 optimizer buffers*/ + (cfg.resume.empty() ? 0 : 5) /*the state file*/;
+    double need = 0, have = 0;
+    std::string where;
+    if (cfg.device == "cpu") {
+        const double acts = model_cpu_acts_bytes(cfg, geo.B, geo.T, true) + (cfg.train_only ? 0.0 :
+                            std::max(model_cpu_acts_bytes(cfg, val_batch_seqs, (int)cfg.train_seq_len, false),
+                                     model_cpu_acts_bytes(cfg, (int)cfg.eval_batch_seqs, (int)cfg.eval_seq_len, false)));
+        need = flat * (3 /*params, grads, QAT copy*/ + 1 /*EMA*/ + 3 /*optimizer*/ + host_copies) + acts;
+        have = mem_available_bytes();
+        if (have < 0) return;  // no /proc: nothing to compare against
+        where = "available RAM (MemAvailable)";
+    } else {
+#ifndef NO_CUDA
+        const long max_N = std::max({(long)geo.B * geo.T, (long)val_batch_seqs * cfg.train_seq_len, cfg.eval_batch_seqs * cfg.eval_seq_len});
+        ModelGPU m;  // counts the activation arena the way model_gpu_build carves it, without allocating
+        m.config = cfg;
+        m.tensors = tl;
+        m.max_N = (int)std::min<long>(max_N, INT32_MAX);
+        m.rope_max_T = (int)std::max(cfg.train_seq_len, cfg.eval_seq_len);
+        DeviceArena count;
+        model_gpu_carve(m, count);
+        // weights fp32 + grads fp32 + bf16 copy, EMA, optimizer state and its bf16 Newton-Schulz scratch
+        need = flat * (2 + 0.5 + 1 + 3 + 1.5) + (double)count.used + 1.0 * GiB /*context, cuBLASLt workspaces*/;
+        size_t free_b = 0, total_b = 0;
+        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        have = (double)free_b;
+        where = "free GPU memory";
+#endif
+    }
+    log.printf("memory: this run needs about %.2f GiB on the %s, %.2f GiB %s\n", need / GiB, cfg.device.c_str(), have / GiB,
+               where.c_str());
+    if (need > have)
+        fatal_config("this config needs about %.1f GiB on the %s but only %.1f GiB is %s. HINT: a smaller model or batch "
+                     "(TRAIN_BATCH_TOKENS, TRAIN_SEQ_LEN, NUM_LAYERS, MODEL_DIM, VAL_BATCH_SIZE, EVAL_BATCH_SEQS); the README's "
+                     "CPU example: %s",
+                     need / GiB, cfg.device.c_str(), have / GiB, where.c_str(), SMALL_CPU_EXAMPLE);
+}
+
+// ----------------------------------------------------------------------------
+// interrupts: Ctrl-C (SIGINT) or a scheduler's SIGTERM finishes the current step, saves the
+// training state and exits 128+signal; a second signal exits at once.
+
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    if (g_stop_signal) _exit(128 + sig);
+    g_stop_signal = sig;
+    static const char msg[] = "\ninterrupt: finishing the current step, then saving the training state (again to quit at once)\n";
+    ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)r;
+}
+
+static void catch_stop_signals() {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+}
+
+// "1h02m03s" for progress lines
+static std::string hms(double s) {
+    char b[32];
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(b, sizeof b, "%ldh%02ldm%02lds", t / 3600, t / 60 % 60, t % 60);
+    else if (t >= 60) snprintf(b, sizeof b, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(b, sizeof b, "%lds", t);
+    return b;
+}
+
 // ----------------------------------------------------------------------------
 // data parallel helpers: eval sums and the weight-sync check
 
@@ -347,11 +451,20 @@ static void check_ranks_in_sync(Dist &dist, Trainer &trainer, HostState &hs, lon
 // the one that counts: it is broadcast before and after every step, so the LR schedule, late
 // QAT and the wallclock stop are decided once. Only rank 0 logs and writes files.
 
-static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens, Dist &dist) {
+// resume_ck/resume_rc: the state file read and checked by main (empty when not resuming).
+static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens, Checkpoint &resume_ck,
+                  const RunCounters &resume_rc, Dist &dist) {
     const int world_size = dist.world_size, rank = dist.rank;
     const bool lead = rank == 0;
     const Geometry geo = geometry(cfg, world_size);
     const TensorList tl = build_tensor_list(cfg);
+    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
+    // the inputs first (every shard header is checked here), then the memory, then the big allocations
+    TrainLoader loader;
+    loader.init(cfg.data_path, 0, world_size, (int)cfg.vocab_size);
+    if (!cfg.init_ckpt.empty() && !file_exists(cfg.init_ckpt.c_str()))
+        fatal("%s: no such file (INIT_CKPT / --init-ckpt)", cfg.init_ckpt.c_str());
+    check_memory(cfg, tl, geo, val_batch_seqs, log);
     std::vector<float> init(tl.flat, 0.f);
     if (!cfg.init_ckpt.empty()) {
         // start from given weights (parity runs, fine-tuning): the model shape must match
@@ -364,7 +477,6 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         params_bind(p, cfg, init.data());
         model_init(p, cfg, (uint64_t)cfg.seed);
     }
-    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
     std::unique_ptr<Trainer> trainer;
     if (cfg.device == "cpu") {
         trainer.reset(new TrainerCPU(cfg, init, geo, dist));
@@ -372,15 +484,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
 #ifdef NO_CUDA
         fatal_config("this train_gpt was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);
-        int n_gpus = 0;
-        cudaCheck(cudaGetDeviceCount(&n_gpus));
-        // the GPU of this rank: LOCAL_RANK among the node's GPUs, or the only one this process
-        // sees (srun --gpus-per-task 1 gives each task its own CUDA_VISIBLE_DEVICES)
-        if (n_gpus != 1 && dist.local_rank >= n_gpus)
-            fatal_config("local rank %d has no GPU: %d visible on this node HINT: one rank per GPU (LOCAL_WORLD_SIZE, "
-                         "--nproc, CUDA_VISIBLE_DEVICES)", dist.local_rank, n_gpus);
-        cudaCheck(cudaSetDevice(n_gpus == 1 ? 0 : dist.local_rank));  // before anything else touches the GPU
+        // (this rank's GPU was selected in main, before the device probe created a context)
 #ifdef USE_NCCL
         if (dist.active) {
             dist_nccl_init(dist);
@@ -413,9 +517,6 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
                cfg.train_batch_tokens, cfg.train_seq_len, cfg.iterations, cfg.warmup_steps, cfg.max_wallclock_seconds);
     log.printf("seed:%ld\n", cfg.seed);
 
-    TrainLoader loader;
-    loader.init(cfg.data_path, rank, world_size, (int)cfg.vocab_size);  // the cursor is global: same on every rank
-    mkdir(cfg.out_dir.c_str(), 0755);  // fine if it exists
     const std::string state_path = cfg.out_dir + "/train_state.ckpt";
     HostState hs;
 
@@ -427,6 +528,10 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         trainer->get(hs);
         trainer->ema_decay = ema_decay_at(cfg, 0);  // (the EMA is reset after the warmup anyway)
         for (long w = 0; w < cfg.warmup_steps; w++) {
+            if (g_stop_signal) {  // nothing trained yet: nothing to save
+                log.printf("interrupted (signal %d) during the warmup: nothing trained yet, nothing saved\n", (int)g_stop_signal);
+                exit(128 + g_stop_signal);
+            }
             trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), false);
             if (cfg.warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg.warmup_steps)
                 log.printf("warmup_step:%ld/%ld\n", w + 1, cfg.warmup_steps);
@@ -439,9 +544,10 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     trainer->ema_reset();
     NllFn nll = trainer->nll();
 
-    RunCounters rc;
+    const RunCounters rc = resume_rc;
     if (!cfg.resume.empty()) {
-        load_train_state(cfg.resume, cfg, tl, hs, rc);
+        load_train_state(cfg.resume, resume_ck, tl, hs);
+        resume_ck = Checkpoint();  // its memory back
         trainer->set(hs);
         loader.seek((int)rc.file_idx, rc.pos);
         log.printf("resume:%s step:%ld train_time:%.0fms\n", cfg.resume.c_str(), rc.step, rc.training_ms);
@@ -456,10 +562,15 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         RunCounters now{done, loader.file_idx(), loader.pos(), qat ? 1 : 0, training_ms + 1000.0 * (t_save - t0)};
         trainer->get(hs);
         save_train_state(state_path, cfg, tl, hs, now);
+        log.printf("saved training state: step %ld to %s (%.1f s)\n", done, state_path.c_str(), now_seconds() - t_save);
         t0 += now_seconds() - t_save;
     };
+    const double t_loop = now_seconds();
+    double last_line = t_loop;  // wall time of the last step line (TRAIN_LOG_SECONDS)
+    long end_step = rc.step;
     for (long step = rc.step;; step++) {
-        bool last = step == cfg.iterations || (stop_after >= 0 && step >= stop_after);
+        end_step = step;
+        bool last = step >= cfg.iterations || (stop_after >= 0 && step >= stop_after);
         if (!cfg.train_only && (last || (cfg.val_loss_every > 0 && step % cfg.val_loss_every == 0))) {
             training_ms += 1000.0 * (now_seconds() - t0);
             EvalResult r = eval_all_ranks(dist, eval_standard(val_tokens, (int)cfg.train_seq_len, val_batch_seqs, luts, nll, rank, world_size));
@@ -492,22 +603,52 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         }
         const long done = step + 1;
         const double approx_ms = dist_from_rank0(dist, training_ms + 1000.0 * (now_seconds() - t0), "training clock");
-        if (cfg.train_log_every > 0 && (done <= 10 || done % cfg.train_log_every == 0 || stop_after >= 0))
-            log.printf("step:%ld/%ld train_loss:%.4f train_time:%.0fms step_avg:%.2fms tok/s:%.0f\n", done, cfg.iterations,
-                       res.loss, approx_ms, approx_ms / done,
-                       cfg.train_batch_tokens * (double)(done - rc.step) / std::max((approx_ms - rc.training_ms) / 1000.0, 1e-9));
+        const bool by_time = cfg.train_log_seconds > 0 && now_seconds() - last_line >= cfg.train_log_seconds;
+        if (by_time || (cfg.train_log_every > 0 && (done <= 10 || done % cfg.train_log_every == 0 || stop_after >= 0))) {
+            // ETA: the remaining steps at this run's pace, or the wallclock cap if that comes first
+            const double pace_s = (now_seconds() - t_loop) / (double)(done - rc.step);
+            double eta_s = pace_s * (double)(cfg.iterations - done);
+            if (cfg.max_wallclock_seconds > 0) eta_s = std::min(eta_s, std::max(cfg.max_wallclock_seconds - approx_ms / 1000.0, 0.0));
+            log.printf("step:%ld/%ld train_loss:%.4f train_time:%.0fms step_avg:%.2fms tok/s:%.0f elapsed:%s eta:%s\n", done,
+                       cfg.iterations, res.loss, approx_ms, approx_ms / done,
+                       cfg.train_batch_tokens * (double)(done - rc.step) / std::max((approx_ms - rc.training_ms) / 1000.0, 1e-9),
+                       hms(now_seconds() - t_loop).c_str(), hms(eta_s).c_str());
+            last_line = now_seconds();
+        }
         if (done == rc.step + 1) trainer->report_memory(log);
         if (cfg.check_sync_every > 0 && done % cfg.check_sync_every == 0) check_ranks_in_sync(dist, *trainer, hs, done, log);
         if (stop_after < 0 && cfg.max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg.max_wallclock_seconds) stop_after = done;
         const bool interrupt = cfg.stop_step > 0 && done == cfg.stop_step;
-        if ((cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.iterations || stop_after >= 0)) || interrupt)
+        // read once (a signal may arrive while we save), and rank 0's: every rank stops after the same step
+        const int sig = dist_from_rank0(dist, (int)g_stop_signal, "stop signal");
+        if ((cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.iterations || stop_after >= 0)) || interrupt || sig)
             save_state(done);
+        if (sig) {
+            log.printf("interrupted by %s after step %ld/%ld: training state saved to %s. Continue with the same options plus "
+                       "--resume %s\n",
+                       sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal", done, cfg.iterations, state_path.c_str(),
+                       state_path.c_str());
+            log.close();
+            exit(128 + sig);
+        }
         if (interrupt) {
             log.printf("stop_step:%ld reached: training state saved to %s (continue with --resume)\n", done, state_path.c_str());
             return;
         }
     }
     trainer->report_memory(log);
+    // the finale is not resumable: from here a signal ends the run at once (after a last save if
+    // one came during the final eval)
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    const int sig_end = dist_from_rank0(dist, (int)g_stop_signal, "stop signal");  // rank 0's, as in the loop
+    if (sig_end) {
+        save_state(end_step);
+        log.printf("interrupted after the last step: training state saved to %s; --resume %s runs the finale\n", state_path.c_str(),
+                   state_path.c_str());
+        log.close();
+        exit(128 + sig_end);
+    }
 
     // ---- the finale, as the reference: EMA weights -> eval -> checkpoint -> quantize + zstd ->
     // read the artifact back -> roundtrip eval -> sliding-window eval. Each phase is timed; the
@@ -542,6 +683,9 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         checkpoint_write(ckpt_path.c_str(), ck);
         log.printf("Serialized model: %lld bytes (%s)\n", file_size(ckpt_path.c_str()), ckpt_path.c_str());
 
+        log.printf("quantize+zstd: int6/int5/int8 per row, then zstd level %ld ...%s%s\n", cfg.zstd_level,
+                   cfg.zstd_level == QUANT_ZSTD_LEVEL ? " (" : "",
+                   cfg.zstd_level == QUANT_ZSTD_LEVEL ? (std::string(QUANT_ZSTD_WHY) + ")").c_str() : "");
         t_phase = now_seconds();
         CodeFiles code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", (int)cfg.zstd_level);
         Artifact art;
@@ -613,6 +757,24 @@ static int ranks_to_launch(const Config &cfg) {
     return n;
 }
 
+#ifndef NO_CUDA
+// The GPU of this rank: LOCAL_RANK among the node's GPUs, or the only one this process sees
+// (srun --gpus-per-task 1 gives each task its own CUDA_VISIBLE_DEVICES). Chosen before anything
+// creates a CUDA context, so that no rank leaves one (and its memory) on GPU 0. With no GPU at
+// all this does nothing: the device probe then says so (or --device auto falls back to the CPU).
+static void select_rank_gpu(const DistEnv &env) {
+    int n_gpus = 0;
+    if (cudaGetDeviceCount(&n_gpus) != cudaSuccess || n_gpus == 0) {
+        (void)cudaGetLastError();
+        return;
+    }
+    if (n_gpus != 1 && env.local_rank >= n_gpus)
+        fatal_config("local rank %d has no GPU: %d visible on this node HINT: one rank per GPU (LOCAL_WORLD_SIZE, "
+                     "--nproc, CUDA_VISIBLE_DEVICES)", env.local_rank, n_gpus);
+    cudaCheck(cudaSetDevice(n_gpus == 1 ? 0 : env.local_rank));
+}
+#endif
+
 // --dist-selftest (for test/test_dist.sh, no GPU needed): rendezvous, then the collectives must
 // give the expected answers, then every rank writes OUT_DIR/dist_rank<R>.txt: its identity and
 // its micro-batches of the first ITERATIONS steps in test/loader_dump's format, which the test
@@ -675,8 +837,36 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    // From here a Ctrl-C / SIGTERM is handled (also where the shell started us with it ignored):
+    // before the first step it ends the run at the warmup or after step 1, with the state saved.
+    catch_stop_signals();
+    // Several ranks wanted and none started yet: this process becomes their launcher (it touches
+    // no GPU, so it holds no memory on one); every rank runs main again and checks everything.
+    if (!env.launched && world_size > 1) {
+        require_data(cfg);
+        return dist_launch(world_size, argv);
+    }
+#ifndef NO_CUDA
+    if (env.launched && cfg.device != "cpu") select_rank_gpu(env);  // before the probe below creates a context
+#endif
+    // the device first (is there a GPU at all?), then every input file, then the memory
+    const std::string device_notice = config_resolve_device(cfg, "train_gpt");
+#ifndef NO_CUDA
+    if (cfg.device == "cuda") model_gpu_check_config(cfg);
+#endif
+    Checkpoint resume_ck;
+    RunCounters resume_rc;
+    if (!cfg.resume.empty()) {
+        resume_rc = read_train_state(cfg.resume, cfg, resume_ck);
+        if (resume_rc.step >= cfg.iterations) {
+            printf("resume: %s is at step %ld and ITERATIONS=%ld: nothing left to train, so nothing was run. HINT: raise "
+                   "ITERATIONS / --iterations to train on; ./eval --checkpoint %s scores its weights\n",
+                   cfg.resume.c_str(), resume_rc.step, cfg.iterations, cfg.resume.c_str());
+            return 0;
+        }
+    }
     require_data(cfg);
-    if (!env.launched && world_size > 1) return dist_launch(world_size, argv);
+    make_out_dir(cfg.out_dir);
     Dist dist;
     dist_init(dist, env, cfg.dist_timeout);
     if (cfg.dist_selftest) return dist_selftest(cfg, dist);
@@ -687,6 +877,7 @@ int main(int argc, char **argv) {
     log.printf("%s\n", log.path.c_str());
     config_print_table(cfg, P_TRAIN, [&](const char *fmt, auto... a) { log.printf(fmt, a...); });
     log.printf("model_params:%zu\n", tl.count);
+    if (!device_notice.empty()) log.printf("%s\n", device_notice.c_str());
 
     // tokenizer and its byte tables (bits per byte), and the validation tokens
     ByteLuts luts;
@@ -715,7 +906,7 @@ int main(int argc, char **argv) {
     if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
         log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
                    cfg.data_path.c_str());
-    train(cfg, log, luts, val_tokens, dist);
+    train(cfg, log, luts, val_tokens, resume_ck, resume_rc, dist);
     dist_finalize(dist);
     log.close();
     return 0;

@@ -8,7 +8,7 @@
 // Query head h reads KV head h / (H/KV) (GQA), the softmax scale is 1/sqrt(hd) = 1/8, and
 // head_dim is fixed at 64 at compile time (the kernels' tiles are built around a 128-byte row).
 //
-// How it works (the FlashAttention-2 recipe, stage S0 of shared/ATTENTION.md):
+// How it works (the FlashAttention-2 recipe):
 // - Forward: one CTA owns 128 query rows of one (b, h); its 4 warps own 32 rows each. K and V
 //   stream through shared memory in 64-row tiles with cp.async double buffering (the loads of
 //   tile j+1 fly while tile j is being used). S = Q K^T and O += P V run on the tensor cores

@@ -18,7 +18,7 @@
 // GEMM needs anyway: half the bytes, and it is what the reference computes with (its three
 // tables are bf16 parameters). Gradients always go to the fp32 tables.
 //
-// Precision (GPU.md): activations and activation gradients are bf16 in memory; every kernel
+// Precision: activations and activation gradients are bf16 in memory; every kernel
 // computes in fp32 and rounds once, when it stores. Parameters and parameter gradients are fp32.
 // Like the reference (which casts them to the activation dtype), control parameters (scales,
 // mix, smear gate, q_gain, the scalar scales) are rounded to bf16 before use.

@@ -1,7 +1,7 @@
 // model_cpu.h: the whole model on the CPU, forward and backward, in plain loops.
 //
 // This is the "exact math" reference that the GPU kernels are checked against, and the CPU
-// training path for tiny configs. Every op of SPEC.md "Model" is a pair of functions
+// training path for tiny configs. Every op of docs/RECIPE.md "The model" is a pair of functions
 // <op>_forward_cpu / <op>_backward_cpu, named like its GPU twin, templated on `real` (float for
 // the CPU trainer, double for the gradient checks), and written as plain loops over row-major
 // arrays. The letters in the shape comments:
@@ -49,7 +49,7 @@
 
 #include "tensors.h"
 
-// eps of every rmsnorm: float32 machine epsilon, what torch's F.rms_norm(eps=None) uses (SPEC 7)
+// eps of every rmsnorm: float32 machine epsilon, what torch's F.rms_norm(eps=None) uses (docs/RECIPE.md, "The model")
 constexpr double RMS_EPS = 1.1920928955078125e-07;
 // F.normalize's eps (XSA): the norm is clamped to at least this
 constexpr double XSA_NORM_EPS = 1e-12;
@@ -894,6 +894,19 @@ void grad_acts_visit(GradActs<real> &g, const Config &c, int B, int T, Fn fn) {
     fn(g.demb_norm, N * D);
     fn(g.dbg_proj, N * D);
     fn(g.dbg_emb, N * c.bigram_dim);
+}
+
+// Bytes of the activations of one forward of B sequences of T tokens (and of its backward when
+// `grads`): what model_forward / model_backward allocate, for memory checks before a run.
+inline double model_cpu_acts_bytes(const Config &c, int B, int T, bool grads) {
+    size_t n = 0;
+    Acts<float> a;
+    acts_visit(a, c, B, T, [&](float *&, size_t k) { n += k; });
+    if (grads) {
+        GradActs<float> g;
+        grad_acts_visit(g, c, B, T, [&](float *&, size_t k) { n += k; });
+    }
+    return (double)n * sizeof(float);
 }
 
 // Carve the pointers of a struct out of one vector, via its visitor.

@@ -3,7 +3,7 @@
 //
 // Training and scoring never tokenize text (the shards are already token ids); they need, per id:
 //   - its piece and type, to print and to decode ids back to text (for samples and tests);
-//   - the byte-count lookup tables of SPEC.md ("Tokenizer and bits per byte"):
+//   - the byte-count lookup tables of docs/RECIPE.md ("Scoring"):
 //       base_bytes[id]    UTF-8 bytes of the piece without its leading U+2581, 1 for <0xAB>
 //                         byte pieces, 0 for boundary tokens;
 //       leading_space[id] the piece started with U+2581 ("▁", SentencePiece's space);

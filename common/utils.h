@@ -233,6 +233,19 @@ inline double now_seconds() {
     return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
+// The memory a new allocation can get without swapping (/proc/meminfo's MemAvailable), in
+// bytes; -1 where there is no /proc (then nothing is checked).
+inline double mem_available_bytes() {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024.0;
+}
+
 // ----------------------------------------------------------------------------
 // Logger: printf to stdout and, once opened, to logs/<run_id>.txt as well.
 

@@ -54,7 +54,7 @@ check_fail "datatools: --train-shards beyond the manifest" 2 "has only 4 train s
     $FW --out $DT/d1 --base-url $URL --train-shards 5
 check_fail "datatools: unreachable, files complete = ok" 0 "all 8 files are present" \
     $FW --out $DT/d1 --base-url $DEAD --train-shards 4
-check_fail "datatools: unreachable, nothing here = exit 3" 3 "error: cannot reach .*manifest.json" \
+check_fail "datatools: unreachable, nothing here = exit 3" 3 "notice: cannot reach .*manifest.json" \
     $FW --out $DT/d0 --base-url $DEAD
 check_fail "datatools: unreachable, files missing = exit 3" 3 "1 of 8 files missing" \
     bash -c "rm $DT/d1/$DS/fineweb_train_000003.bin && $FW --out $DT/d1 --base-url $DEAD --train-shards 4"

@@ -1,5 +1,4 @@
-"""eval.py: validation loss and bits per byte, the reference's two ways (SPEC "Tokenizer and
-bits per byte", "Export and scoring").
+"""eval.py: validation loss and bits per byte, the reference's two ways (docs/RECIPE.md "Scoring").
 
   eval_val          non-overlapping seq_len windows over the val tokens, in batches of
                     batch_seqs windows; each batch's mean loss is weighted by its token count.
