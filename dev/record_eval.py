@@ -32,7 +32,11 @@ unchanged by the variant and not rerun):
   eager          no torch.compile at all (every op rounds to bf16 as eager autocast does)
   attn_fp32      attention in fp32 end to end (flash kernels, FA3's and ours, round the
                  softmax probabilities to bf16 for the P V product)
-Ours: ./eval --artifact X --device cuda, with and without EVAL_REF_ROUNDING=1, same tokens.
+They run in this order; --time-budget skips the ones left. Ours: ./eval --artifact X --device
+cuda, with and without EVAL_REF_ROUNDING=1, same tokens, eval settings from the record run.
+Stride sweep (--strides, right after `ref`): the record's sliding eval as is and ours at other
+strides; stride s scores positions seq-s..seq-1 of each window, so a difference that grows as s
+shrinks depends on the position (RoPE, attention over long contexts), not on the logits.
 
 --device cpu is a smoke mode for machines without a GPU (torch >= 1.13): the record's model in
 fp32 (no autocast, no compile), variant `ref` only unless --variants is given, and ./eval --device
@@ -41,12 +45,11 @@ cpu; `ref` and ours should then agree to ~1e-6 (the same fp32 math), which check
   --device cpu --val-tokens 4096 --set EVAL_SEQ_LEN=256 --set TRAIN_SEQ_LEN=256 --strides 128
 
 Prints one line per result as it comes ("result <variant> standard:X sliding:Y time:Ts"), then
-the table. Exit 1 with one "error: ..." line on bad input.
+the table (its last two columns: record minus ours) and record minus ours by scored positions. Exit 1 with one "error: ..." line on bad input.
 """
 import argparse
 import contextlib
 import importlib.util
-import math
 import os
 import re
 import subprocess
