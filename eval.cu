@@ -13,11 +13,13 @@
 #include "common/checkpoint.h"  // defines: the .ckpt format
 #include "common/tokenizer.h"   // defines: SentencePiece loader, byte LUTs, tokenizer_dump
 #include "common/data.h"        // defines: load_val_tokens
-#include "common/quant.h"       // defines: artifact_read, artifact_dequantize
-#include "common/eval.h"        // defines: eval_standard, eval_sliding, nll_fn_cpu
+#include "common/model.h"       // defines: BatchGeometry, NllFn
+#include "common/model_cpu.h"   // defines: the CPU reference model, nll_fn_cpu
 #ifndef NO_CUDA
 #include "common/model_gpu.cuh"  // defines: the model on the GPU, nll_fn_gpu
 #endif
+#include "common/eval.h"        // defines: eval_standard, eval_sliding
+#include "common/quant.h"       // defines: artifact_read, artifact_dequantize
 #include <memory>
 
 static const char *USAGE = "--checkpoint FILE | --artifact FILE | --dump-tokenizer  [--OPTION VALUE ...]";
@@ -76,7 +78,7 @@ int main(int argc, char **argv) {
 #ifndef NO_CUDA
     std::unique_ptr<ModelGPU> gpu;
 #endif
-    const int batch_seqs = std::max(1, (int)(cfg.val_batch_size / 8 / seq));
+    const int batch_seqs = std::max(1, batch_geometry(cfg, 1).val_batch_seqs(cfg, seq));
     if (cfg.device == "cpu") {
         cpu.reset(new ModelCPU<float>());
         model_build(*cpu, cfg);
@@ -86,7 +88,6 @@ int main(int argc, char **argv) {
 #ifdef NO_CUDA
         fatal_config("this eval was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);
         DeviceInfo dev = device_info();
         printf("device:cuda %s\n", dev.name);
         gpu.reset(new ModelGPU());

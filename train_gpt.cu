@@ -16,13 +16,17 @@
 #include "common/checkpoint.h"  // defines: the .ckpt format
 #include "common/data.h"        // defines: shard reader, TrainLoader, load_val_tokens
 #include "common/tokenizer.h"   // defines: SentencePiece loader, byte LUTs
-#include "common/model_cpu.h"   // defines: the CPU reference model (forward, backward, init)
+#include "common/model.h"       // defines: BatchGeometry, QatMode, NllFn, the layer facts both models share
+#include "common/model_cpu.h"   // defines: the CPU reference model (forward, backward, init), nll_fn_cpu
+#ifndef NO_CUDA
+#include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses), nll_fn_gpu
+#endif
 #include "common/optim.h"       // defines: schedules, Muon, AdamW, clipping, EMA (CPU)
+#ifndef NO_CUDA
+#include "common/optim.cuh"      // defines: Muon, AdamW, clipping, EMA on the GPU
+#endif
 #include "common/eval.h"        // defines: standard and sliding-window bits-per-byte
 #include "common/quant.h"       // defines: the artifact (int6/int5/int8 + zstd), code size
-#ifndef NO_CUDA
-#include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses)
-#endif
 #include <memory>
 
 static const char *USAGE = "[--preset seed|record] [--dry-run] [--device cuda|cpu] [--OPTION VALUE ...]";
@@ -92,9 +96,10 @@ static void save_train_state(const std::string &path, const Config &cfg, const T
 static void load_train_state(const std::string &path, Config &cfg, const TensorList &tl, HostState &st, RunCounters &rc) {
     Checkpoint ck;
     checkpoint_read(path.c_str(), ck);
-    for (const char *key : MODEL_KEYS) {  // the model must be the one we built
+    for (int i = 0; i < NUM_OPTIONS; i++) {  // the model must be the one we built
+        if (!model_option(i)) continue;
+        const char *key = OPTIONS[i].env;
         const std::string *v = ck.get(key);
-        int i = option_index_by_env(key);
         if (v && *v != config_get(cfg, i))
             fatal("%s: the state is for %s=%s but this run has %s=%s", path.c_str(), key, v->c_str(), key, config_get(cfg, i).c_str());
     }
@@ -143,7 +148,7 @@ struct Trainer {
     virtual ~Trainer() = default;
     // One optimizer step: grad_accum micro-batches of forward+backward from the loader, global-norm
     // clipping, Muon/AdamW at base LR x lr_mult, then the EMA update. Finished when it returns.
-    virtual StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) = 0;
+    virtual StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, QatMode qat) = 0;
     virtual void ema_reset() = 0;            // EMA <- the current weights
     virtual NllFn nll() = 0;                 // per-position losses of the current weights (eval mode)
     virtual void get(HostState &st) = 0;     // weights, EMA, optimizer state -> host
@@ -152,30 +157,20 @@ struct Trainer {
     virtual void report_memory(Logger &log) = 0;
 };
 
-// Batch geometry of the reference: 8 / world_size micro-steps of local_tokens / T sequences.
-struct Geometry {
-    int grad_accum, B, T;
-};
-static Geometry geometry(const Config &cfg, int world_size) {
-    const int grad_accum = 8 / world_size;
-    const long local_tokens = cfg.train_batch_tokens / (world_size * grad_accum);
-    return Geometry{grad_accum, (int)(local_tokens / cfg.train_seq_len), (int)cfg.train_seq_len};
-}
-
 struct TrainerCPU : Trainer {
     const Config &cfg;
-    Geometry geo;
+    BatchGeometry geo;
     ModelCPU<float> model;
     OptimState opt;
     std::vector<float> ema;
     std::vector<int32_t> x, y;
-    TrainerCPU(const Config &c, const std::vector<float> &init, Geometry g) : cfg(c), geo(g) {
+    TrainerCPU(const Config &c, const std::vector<float> &init, BatchGeometry g) : cfg(c), geo(g) {
         model_build(model, cfg);
         model.params_mem = init;
         opt.init(model.tensors.flat);
         ema = init;
     }
-    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) override {
+    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, QatMode qat) override {
         model.qat = qat;
         model_zero_grad(model);
         StepResult r;
@@ -206,12 +201,12 @@ struct TrainerCPU : Trainer {
 // the update (a NaN must not reach the weights) and at the end (honest step times).
 struct TrainerGPU : Trainer {
     const Config &cfg;
-    Geometry geo;
+    BatchGeometry geo;
     ModelGPU model;
     OptimizerGPU opt;
     float *ema = nullptr;  // (flat) fp32
     std::vector<int32_t> x, y;
-    TrainerGPU(const Config &c, const std::vector<float> &init, Geometry g, int max_N, int max_T) : cfg(c), geo(g) {
+    TrainerGPU(const Config &c, const std::vector<float> &init, BatchGeometry g, int max_N, int max_T) : cfg(c), geo(g) {
         model_gpu_build(model, cfg, max_N, max_T);
         optimizer_gpu_create(opt, cfg, model.tensors);
         cudaCheck(cudaMalloc(&ema, model.tensors.flat * sizeof(float)));
@@ -223,9 +218,9 @@ struct TrainerGPU : Trainer {
         optimizer_gpu_free(opt);
         model_gpu_free(model);
     }
-    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) override {
+    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, QatMode qat) override {
         const cudaStream_t st = 0;
-        if (model.wbf_mode != (qat ? 1 : 0)) model_gpu_refresh_weights(model, qat, st);
+        model.qat = qat;  // the first forward refreshes the bf16 weights if they are stale
         model_gpu_zero_grad(model, st);
         for (int micro = 0; micro < geo.grad_accum; micro++) {
             loader.next_batch(cfg.train_batch_tokens, geo.grad_accum, x, y);  // overlaps the GPU's work
@@ -243,7 +238,7 @@ struct TrainerGPU : Trainer {
         r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
         if (!r.finite) return r;
         optimizer_step(opt, cfg, model.params, model.grads, lr_mult, muon_mu, opt.d_clip_coef, st);
-        model.wbf_mode = -1;
+        model_gpu_params_changed(model);
         ema_update(ema, model.params, model.tensors.flat, cfg.ema_decay, st);
         cudaCheck(cudaStreamSynchronize(st));
         return r;
@@ -277,10 +272,8 @@ struct TrainerGPU : Trainer {
 // ----------------------------------------------------------------------------
 // the training loop: the reference's loop, step for step, on either device
 
-static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens) {
-    const int world_size = 1;
-    const Geometry geo = geometry(cfg, world_size);
-    const TensorList tl = build_tensor_list(cfg);
+static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, Logger &log, const ByteLuts &luts,
+                  const std::vector<uint16_t> &val_tokens) {
     std::vector<float> init(tl.flat, 0.f);
     if (!cfg.init_ckpt.empty()) {
         // start from given weights (parity runs, fine-tuning): the model shape must match
@@ -293,7 +286,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         params_bind(p, cfg, init.data());
         model_init(p, cfg, (uint64_t)cfg.seed);
     }
-    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
+    const int val_batch_seqs = geo.val_batch_seqs(cfg, cfg.train_seq_len);
     std::unique_ptr<Trainer> trainer;
     if (cfg.device == "cpu") {
         trainer.reset(new TrainerCPU(cfg, init, geo));
@@ -301,7 +294,6 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
 #ifdef NO_CUDA
         fatal_config("this train_gpt was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);
         DeviceInfo dev = device_info();
         log.printf("device:cuda %s (sm_%d%d, %d SMs, %.0f GiB)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count,
                    dev.total_mem / 1073741824.0);
@@ -313,7 +305,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         trainer.reset(new TrainerGPU(cfg, init, geo, (int)max_N, (int)max_T));
 #endif
     }
-    log.printf("device:%s world_size:%d grad_accum_steps:%d micro_batch:%dx%d\n", cfg.device.c_str(), world_size, geo.grad_accum,
+    log.printf("device:%s world_size:%d grad_accum_steps:%d micro_batch:%dx%d\n", cfg.device.c_str(), geo.world_size, geo.grad_accum,
                geo.B, geo.T);
     log.printf("XSA:last_%ld  VE:%s  late_qat_threshold:%g  ema_decay:%g\n", cfg.xsa_last_n,
                cfg.ve_enabled ? cfg.ve_layers.c_str() : "off", cfg.late_qat_threshold, cfg.ema_decay);
@@ -322,7 +314,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
     log.printf("seed:%ld\n", cfg.seed);
 
     TrainLoader loader;
-    loader.init(cfg.data_path, 0, world_size, (int)cfg.vocab_size);
+    loader.init(cfg.data_path, geo.rank, geo.world_size, (int)cfg.vocab_size);
     mkdir(cfg.out_dir.c_str(), 0755);  // fine if it exists
     const std::string state_path = cfg.out_dir + "/train_state.ckpt";
     HostState hs;
@@ -334,7 +326,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         double t_w = now_seconds();
         trainer->get(hs);
         for (long w = 0; w < cfg.warmup_steps; w++) {
-            trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), false);
+            trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), QAT_OFF);
             if (cfg.warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg.warmup_steps)
                 log.printf("warmup_step:%ld/%ld\n", w + 1, cfg.warmup_steps);
         }
@@ -353,13 +345,13 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         loader.seek((int)rc.file_idx, rc.pos);
         log.printf("resume:%s step:%ld train_time:%.0fms\n", cfg.resume.c_str(), rc.step, rc.training_ms);
     }
-    bool qat = rc.qat != 0;
+    QatMode qat = rc.qat ? QAT_INT6 : QAT_OFF;
     double training_ms = rc.training_ms, t0 = now_seconds();
     long stop_after = -1;
     // the clock stops while the state is written (it is not training time)
     auto save_state = [&](long done) {
         double t_save = now_seconds();
-        RunCounters now{done, loader.file_idx(), loader.pos(), qat ? 1 : 0, training_ms + 1000.0 * (t_save - t0)};
+        RunCounters now{done, loader.file_idx(), loader.pos(), (int)qat, training_ms + 1000.0 * (t_save - t0)};
         trainer->get(hs);
         save_train_state(state_path, cfg, tl, hs, now);
         t0 += now_seconds() - t_save;
@@ -380,8 +372,8 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         }
         double elapsed_ms = training_ms + 1000.0 * (now_seconds() - t0);
         double lr_mult = lr_multiplier(cfg, step, elapsed_ms);
-        if (cfg.late_qat_threshold > 0 && lr_mult < cfg.late_qat_threshold && !qat) {
-            qat = true;
+        if (cfg.late_qat_threshold > 0 && lr_mult < cfg.late_qat_threshold && qat == QAT_OFF) {
+            qat = QAT_INT6;
             log.printf("late_qat:enabled step:%ld scale:%.4f\n", step, lr_mult);
         }
         const long file_idx = loader.file_idx(), pos = loader.pos();
@@ -526,7 +518,7 @@ int main(int argc, char **argv) {
     if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
         log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
                    cfg.data_path.c_str());
-    train(cfg, log, luts, val_tokens);
+    train(cfg, batch_geometry(cfg, 1), tl, log, luts, val_tokens);  // one process (multi-GPU: later)
     log.close();
     return 0;
 }

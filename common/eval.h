@@ -12,8 +12,9 @@
 // bits per byte = (mean loss in nats / ln 2) * (scored tokens / scored bytes), where a target's
 // bytes are base_bytes[tgt] + (leading_space[tgt] and not boundary[prev]).
 //
-// The forward pass is a callback: nll(x, y, B, T, out) fills out[B*T] with the per-position
-// cross-entropy of targets y given inputs x (both (B, T) int32). It always gets T = seq_len:
+// The forward pass is a callback, model.h's NllFn (nll_fn_cpu in model_cpu.h, nll_fn_gpu in
+// model_gpu.cuh): nll(x, y, B, T, out) fills out[B*T] with the per-position cross-entropy of
+// targets y given inputs x (both (B, T) int32). It always gets T = seq_len:
 // short windows are zero-padded like the reference does, which matters because the RoPE base
 // depends on the sequence length of the call.
 #pragma once
@@ -22,11 +23,9 @@
 #include <functional>
 #include <vector>
 
-#include "model_cpu.h"
-#include "tokenizer.h"
+#include "model.h"      // NllFn
+#include "tokenizer.h"  // ByteLuts
 #include "utils.h"
-
-using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, float *nll)>;
 
 struct EvalResult {
     double loss_sum = 0, tokens = 0, bytes = 0;  // sums over scored positions (float64, as the reference)
@@ -105,16 +104,6 @@ inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, in
         prog.tick(b0 + B, starts.size());
     }
     return r;
-}
-
-// The CPU reference model's forward as an NllFn (eval mode: no QAT, as the reference's
-// model.eval() turns CastedLinear's fake quantization off).
-inline NllFn nll_fn_cpu(ModelCPU<float> &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, float *out) {
-        m.qat = false;
-        model_forward(m, x, y, B, T);
-        memcpy(out, m.acts.losses, sizeof(float) * (size_t)B * T);
-    };
 }
 
 // Log "<tag> val_loss:X val_bpb:Y<extra> eval_time:Tms" and its 8-decimal "_exact" twin.

@@ -21,11 +21,6 @@
 #include "../common/loss.cuh"
 #include "../common/model_cpu.h"
 
-static int g_fail = 0;
-static void expect(bool ok) {
-    if (!ok) g_fail++;
-}
-static float rbf(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
 // the CPU reference: losses and d loss / d raw, from bf16-rounded raw logits
 static void reference(std::vector<float> &losses, std::vector<float> &draw, const std::vector<float> &raw,
@@ -184,11 +179,7 @@ static void bench_all() {
 }
 
 int main(int argc, char **argv) {
-    bool bench = true;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--no-bench")) bench = false;
-        else fatal_config("dev/loss.cu: unknown argument %s (usage: dev_loss [--no-bench])", argv[i]);
-    }
+    const bool bench = check_args(argc, argv, "dev_loss");
     DeviceInfo dev = device_info();
     printf("dev_loss on %s (%d SMs, sm_%d%d)\n", dev.name, dev.sm_count, dev.cc_major, dev.cc_minor);
 
@@ -205,11 +196,7 @@ int main(int argc, char **argv) {
     test_bad_target(1024);
     test_bad_target(1000);
 
-    if (g_fail) {
-        printf("dev_loss: %d check(s) FAILED\n", g_fail);
-        return 1;
-    }
-    printf("dev_loss: all checks passed\n");
+    if (check_verdict("dev_loss")) return 1;
     if (bench) bench_all();
     return 0;
 }

@@ -18,6 +18,7 @@
 // Run:  make build/dev_model && ./build/dev_model [--no-bench]
 // Exit status: 0 when every check passes.
 #include "check.cuh"
+#include "../common/model_cpu.h"
 #include "../common/model_gpu.cuh"
 
 #include <cstring>
@@ -92,7 +93,7 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
     ModelCPU<float> cpu;
     model_build(cpu, c);
     cpu.params_mem = w;
-    cpu.qat = qat;
+    cpu.qat = qat ? QAT_INT6 : QAT_OFF;
     model_zero_grad(cpu);
     const float cpu_loss = model_forward(cpu, x.data(), y.data(), B, T);
     model_backward(cpu, 1.f);
@@ -100,10 +101,8 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
     ModelGPU gpu;
     model_gpu_build(gpu, c, N, T);
     poison(gpu.arena.base, gpu.arena.bytes);
-    const float one = 1.f;  // poison hit the constant too
-    cudaCheck(cudaMemcpy(gpu.d_one, &one, sizeof one, cudaMemcpyHostToDevice));
     model_gpu_set_params(gpu, w.data());
-    model_gpu_refresh_weights(gpu, qat, 0);
+    gpu.qat = qat ? QAT_INT6 : QAT_OFF;  // the forward refreshes the bf16 weights
     model_gpu_zero_grad(gpu, 0);
     model_gpu_upload(gpu, x.data(), y.data(), B, T, 0);
     model_gpu_forward(gpu, 1.f, true, false, 0);
@@ -214,7 +213,6 @@ int main(int argc, char **argv) {
         model_gpu_build(m, c, N, T);
         std::vector<float> w = random_weights(c, 3);
         model_gpu_set_params(m, w.data());
-        model_gpu_refresh_weights(m, false, 0);
         std::vector<int> ids = random_ids(N + 1, (int)c.vocab_size, 9);
         model_gpu_upload(m, ids.data(), ids.data() + 1, B, T, 0);
         const double P = (double)m.tensors.count;
