@@ -19,15 +19,23 @@ COMMON_HEADERS := $(wildcard common/*.h common/*.cuh)
 HOST_FLAGS := -O2 -std=c++17 -Wall -Wextra -Wno-unused-parameter -fopenmp
 LDLIBS :=
 
-# --- zstd (required for quantize/eval artifacts) ----------------------------------------------
-ZSTD_H := $(shell echo '\#include <zstd.h>' | $(CXX) -E -x c++ - >/dev/null 2>&1 && echo yes)
+# --- zstd (required by the programs: artifacts are zstd-compressed) ---------------------------
+# Every probe must be able to fail: this one compiles and links a tiny program against zstd.h and
+# -lzstd (printf's \043 is '#': a `\#` here would reach the compiler with its backslash and the
+# probe would always pass). ZSTD_PROBE_HEADER exists for the test that checks the failure path.
+ZSTD_PROBE_HEADER ?= zstd.h
+ZSTD_H := $(shell d=$$(mktemp -d) && printf '\043include <$(ZSTD_PROBE_HEADER)>\nint main() { return ZSTD_versionNumber() == 0; }\n' \
+            > $$d/p.cpp && $(CXX) $$d/p.cpp -o $$d/p -lzstd >/dev/null 2>&1 && echo yes; rm -rf $$d)
+ZSTD_HINT := install libzstd-dev (Debian/Ubuntu: sudo apt-get install libzstd-dev; see README.md, Prerequisites), then make again
 ifeq ($(ZSTD_H),yes)
   $(info ✓ zstd found (libzstd-dev))
   HOST_FLAGS += -DUSE_ZSTD
   LDLIBS += -lzstd
 else
-  $(info ✗ zstd not found: artifacts cannot be written. HINT: apt-get install libzstd-dev)
+  $(info ✗ zstd not found: train_gpt, quantize and eval need it. HINT: $(ZSTD_HINT))
 endif
+# in a recipe: stop with the hint when zstd is missing
+NEED_ZSTD = $(if $(ZSTD_H),,$(error zstd.h or libzstd not found, $@ cannot be built. HINT: $(ZSTD_HINT)))
 
 # --- nvcc -----------------------------------------------------------------------------------
 ifeq ($(NO_NVCC),1)
@@ -48,15 +56,20 @@ else
   PROG_LIBS := $(LDLIBS)
 endif
 
-# --- NCCL (multi-GPU, later) ------------------------------------------------------------------
+# --- NCCL (several GPUs: common/dist.h; the GPU build only) ------------------------------------
 NCCL_H := $(shell [ -f $(CUDA_HOME)/include/nccl.h ] || [ -f /usr/include/nccl.h ] && echo yes)
 ifeq ($(NO_NCCL),1)
   NCCL_H :=
 endif
+ifeq ($(NVCC),)
+  NCCL_H :=
+endif
 ifeq ($(NCCL_H),yes)
-  $(info ✓ NCCL found (multi-GPU support available))
+  $(info ✓ NCCL found: train_gpt trains on every GPU of a node, or several nodes)
+  PROG_CC += -DUSE_NCCL
+  PROG_LIBS += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -lnccl
 else
-  $(info ✗ NCCL not found: single-GPU only)
+  $(info ✗ NCCL not found (or NO_NCCL=1): train_gpt trains on one GPU; the CPU path still runs several ranks)
 endif
 
 PROGRAMS := train_gpt quantize eval
@@ -70,11 +83,11 @@ DEV_CHECKS := $(if $(NVCC),$(patsubst dev/%.cu,$(BUILD_DIR)/dev_%,$(wildcard dev
 all: $(PROGRAMS) $(TEST_TOOLS) $(DEV_CHECKS)
 
 train_gpt: train_gpt.cu $(COMMON_HEADERS)
-	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+	$(NEED_ZSTD)$(PROG_CC) $< -o $@ $(PROG_LIBS)
 quantize: quantize.cu $(COMMON_HEADERS)
-	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+	$(NEED_ZSTD)$(PROG_CC) $< -o $@ $(PROG_LIBS)
 eval: eval.cu $(COMMON_HEADERS)
-	$(PROG_CC) $< -o $@ $(PROG_LIBS)
+	$(NEED_ZSTD)$(PROG_CC) $< -o $@ $(PROG_LIBS)
 
 # CPU test tools: plain C++ over the same common/ headers
 build/%: test/%.cpp $(COMMON_HEADERS)
@@ -94,3 +107,10 @@ clean:
 
 # `make data`: FineWeb when Hugging Face answers, else the offline stand-in (dev/data/README.md)
 include dev/data/data.mk
+
+# `make submission NAME=... AUTHOR=... GITHUB=... [LOGS="logs/a.txt ..."] [OUT=dir]`: the records
+# folder from a seeds run's logs (default: dev/seeds.py run's logs/seeds_seed*.txt)
+.PHONY: submission
+submission:
+	$(PYTHON) dev/submission.py --name "$(NAME)" --author "$(AUTHOR)" --github "$(GITHUB)" $(if $(OUT),--out "$(OUT)") \
+	    $(if $(BLURB),--blurb "$(BLURB)") $(or $(LOGS),$(wildcard logs/seeds_seed*.txt))

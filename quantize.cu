@@ -48,13 +48,16 @@ int main(int argc, char **argv) {
     Artifact art;
     artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, cfg.checkpoint.c_str(), cfg.quant_pct_per_row);
     double t1 = now_seconds();
+    printf("quant: quantized in %.1f s; compressing with zstd level %d ...%s%s\n", t1 - t0, level,
+           level == QUANT_ZSTD_LEVEL ? " (" : "", level == QUANT_ZSTD_LEVEL ? (std::string(QUANT_ZSTD_WHY) + ")").c_str() : "");
+    fflush(stdout);
     std::vector<uint8_t> file = artifact_serialize(art, level);
     double t2 = now_seconds();
     // read back what we are about to write: the artifact is only good if it parses again
     Artifact back;
     std::string err;
     if (!artifact_parse(file.data(), file.size(), back, &err)) fatal("internal: the artifact does not parse back (%s)", err.c_str());
-    printf("quant: quantized in %.1f s, zstd level %d in %.1f s\n", t1 - t0, level, t2 - t1);
+    printf("quant: zstd level %d in %.1f s\n", level, t2 - t1);
     for (const std::string &line : artifact_report(art, file.size(), code, level)) printf("%s\n", line.c_str());
 
     // reconstruction error of what the artifact decompresses to, per quantization scheme

@@ -8,7 +8,7 @@
 // Query head h reads KV head h / (H/KV) (GQA), the softmax scale is 1/sqrt(hd) = 1/8, and
 // head_dim is fixed at 64 at compile time (the kernels' tiles are built around a 128-byte row).
 //
-// How it works (the FlashAttention-2 recipe, stage S0 of shared/ATTENTION.md):
+// How it works (the FlashAttention-2 recipe):
 // - Forward: one CTA owns 128 query rows of one (b, h); its 4 warps own 32 rows each. K and V
 //   stream through shared memory in 64-row tiles with cp.async double buffering (the loads of
 //   tile j+1 fly while tile j is being used). S = Q K^T and O += P V run on the tensor cores
@@ -950,6 +950,9 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
     const char *names[] = {"dy", "dv", "dout", "y", "v"};
     for (int i = 0; i < 5; i++) check_aligned("xsa_backward", ptrs[i], names[i]);
     const size_t threads = (size_t)N * KV * 8;
+#ifdef BREAK_XSA_ACCUMULATE  // a deliberately wrong variant (dev/broken_variants.sh): always overwrites
+    accumulate = false;
+#endif
     xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate);
     cudaCheckLaunch();
 }

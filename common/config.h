@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "utils.h"
+#ifdef __CUDACC__
+#include <cuda_runtime.h>  // config_resolve_device asks the driver whether a GPU is usable
+#endif
 
 // Which program shows an option in --help (an option may belong to several). P_MODEL marks the
 // options that define the model's shape and forward pass: checkpoints carry them and a
@@ -27,13 +30,13 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7, P_MODEL = 8 };
     X(STR,  tokenizer_path,   "TOKENIZER_PATH",   "tokenizer-path",   "./data/tokenizers/fineweb_1024_bpe.model", P_ALL, "SentencePiece .model used for bits-per-byte") \
     X(STR,  run_id,           "RUN_ID",           "run-id",           "",        P_ALL,   "name of the log file logs/<RUN_ID>.txt (default: a random id)") \
     X(STR,  out_dir,          "OUT_DIR",          "out-dir",          ".",       P_TRAIN, "where final_model.ckpt and final_model.ptz are written") \
-    X(STR,  device,           "DEVICE",           "device",           "cuda",    P_ALL,   "cuda or cpu (the CPU path is the reference, for tiny configs)") \
+    X(STR,  device,           "DEVICE",           "device",           "auto",    P_ALL,   "auto (the GPU when one is usable, else the CPU), cuda or cpu (the CPU path is the reference, for tiny configs)") \
     X(STR,  init_ckpt,        "INIT_CKPT",        "init-ckpt",        "",        P_TRAIN, "start from these weights (a .ckpt) instead of the seeded init") \
     X(INT,  save_every,       "SAVE_EVERY",       "save-every",       "0",       P_TRAIN, "write the full training state to OUT_DIR/train_state.ckpt every N steps and at the end (0 = never)") \
     X(INT,  stop_step,        "STOP_STEP",        "stop-step",        "0",       P_TRAIN, "stop after this step as if interrupted: save the training state, skip the finale (0 = off)") \
     X(STR,  resume,           "RESUME",           "resume",           "",        P_TRAIN, "continue from a train_state.ckpt written by --save-every") \
     X(BOOL, train_only,       "TRAIN_ONLY",       "train-only",       "0",       P_TRAIN, "no tokenizer, no val data, no evals: train, then write the checkpoint and artifact") \
-    X(INT,  seed,             "SEED",             "seed",             "1337",    P_TRAIN, "random seed for the init") \
+    X(INT,  seed,             "SEED",             "seed",             "1337",    P_TRAIN | P_EVAL, "random seed for the init (eval --sample: for the sampling)") \
     /* model */ \
     X(INT,  vocab_size,       "VOCAB_SIZE",       "vocab-size",       "1024",    P_ALL | P_MODEL,   "vocabulary size (token ids must be below it)") \
     X(INT,  num_layers,       "NUM_LAYERS",       "num-layers",       "11",      P_ALL | P_MODEL,   "transformer blocks (first half encoder, rest decoder with U-Net skips)") \
@@ -74,8 +77,15 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7, P_MODEL = 8 };
     X(FLT,  adam_eps,         "ADAM_EPS",         "adam-eps",         "1e-8",    P_TRAIN, "AdamW epsilon") \
     X(FLT,  grad_clip_norm,   "GRAD_CLIP_NORM",   "grad-clip-norm",   "0.3",     P_TRAIN, "clip the global gradient norm to this (0 = off)") \
     X(FLT,  ema_decay,        "EMA_DECAY",        "ema-decay",        "0.997",   P_TRAIN, "EMA of the weights, updated after every step") \
+    X(BOOL, ema_warmup,       "EMA_WARMUP",       "ema-warmup",       "0",       P_TRAIN, "ramp the EMA decay: min(EMA_DECAY, (1+t)/(10+t)) at step t, for short runs (ours; off = the reference)") \
     X(FLT,  late_qat_threshold,"LATE_QAT_THRESHOLD","late-qat-threshold","0.15", P_TRAIN, "fake-quantize linear weights once the LR multiplier drops below this (0 = off)") \
     X(INT,  train_log_every,  "TRAIN_LOG_EVERY",  "train-log-every",  "500",     P_TRAIN, "log a step line every N steps (and the first 10)") \
+    X(FLT,  train_log_seconds,"TRAIN_LOG_SECONDS","train-log-seconds","30",      P_TRAIN, "also log a step line when this many seconds passed since the last one (0 = off; ours)") \
+    /* several GPUs or CPU ranks (common/dist.h) */ \
+    X(INT,  nproc,            "NPROC",            "nproc",            "0",       P_TRAIN, "ranks to start on this node (0 = one per visible GPU, 1 on --device cpu); must divide 8") \
+    X(FLT,  dist_timeout,     "DIST_TIMEOUT",     "dist-timeout",     "300",     P_TRAIN, "seconds any rank waits for another (rendezvous, collectives) before giving up") \
+    X(INT,  check_sync_every, "CHECK_SYNC_EVERY", "check-sync-every", "0",       P_TRAIN, "debug: every N steps, check that all ranks hold bit-identical weights (0 = off)") \
+    X(BOOL, dist_selftest,    "",                 "dist-selftest",    "0",       P_TRAIN, "test the launcher, rendezvous and data slices: every rank writes OUT_DIR/dist_rank<R>.txt, no training") \
     /* evaluation */ \
     X(INT,  val_loss_every,   "VAL_LOSS_EVERY",   "val-loss-every",   "4000",    P_TRAIN, "validate every N steps (0 = only at the end)") \
     X(INT,  val_batch_size,   "VAL_BATCH_SIZE",   "val-batch-size",   "524288",  P_ALL,   "tokens per validation batch, all ranks") \
@@ -83,6 +93,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7, P_MODEL = 8 };
     X(INT,  eval_stride,      "EVAL_STRIDE",      "eval-stride",      "64",      P_ALL,   "sliding-window eval stride (0 = skip the sliding eval)") \
     X(INT,  val_max_tokens,   "VAL_MAX_TOKENS",   "val-max-tokens",   "0",       P_ALL,   "score only the first N val tokens (0 = all; ours, for quick CPU runs)") \
     X(INT,  eval_batch_seqs,  "EVAL_BATCH_SEQS",  "eval-batch-seqs",  "32",      P_ALL,   "windows per batch in the sliding eval") \
+    X(BOOL, eval_ref_rounding,"EVAL_REF_ROUNDING","eval-ref-rounding","0",       P_ALL,   "evals round the softcapped logits like the record script: to bf16 in the sliding eval, not in the standard one (ours; docs/RESULTS.md)") \
     /* export */ \
     X(INT,  zstd_level,       "ZSTD_LEVEL",       "zstd-level",       "22",      P_TRAIN | P_QUANT, "artifact compression level, 1..22 (the submission is measured at 22)") \
     X(STR,  source_dir,       "SOURCE_DIR",       "source-dir",       "",        P_TRAIN | P_QUANT, "repository root whose train_gpt.cu sources count as code bytes (default: next to the binary)") \
@@ -95,6 +106,10 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7, P_MODEL = 8 };
     X(STR,  out,              "",              "out",              "",        P_QUANT, "output file") \
     X(BOOL, dequantize,       "",       "dequantize",       "0",       P_QUANT, "write the round-tripped weights as a checkpoint") \
     X(BOOL, dump_tokenizer,   "",                 "dump-tokenizer",   "0",       P_EVAL,  "print the tokenizer table (id, type, bytes, space, boundary, piece) and exit") \
+    X(STR,  sample,           "",                 "sample",           "",        P_EVAL,  "generate text after this prompt instead of scoring (see --max-new-tokens, --temperature, --top-k, --seed)") \
+    X(INT,  max_new_tokens,   "",                 "max-new-tokens",   "128",     P_EVAL,  "--sample: generate at most this many tokens (stops early at a document boundary)") \
+    X(FLT,  temperature,      "",                 "temperature",      "0.8",     P_EVAL,  "--sample: softmax temperature (0 = always the most likely token)") \
+    X(INT,  top_k,            "",                 "top-k",            "40",      P_EVAL,  "--sample: draw from the k most likely tokens only (0 = all)") \
     X(BOOL, dry_run,          "",                 "dry-run",          "0",       P_ALL,   "print the configuration and parameter count, then exit")
 
 // The presets: named lists of overrides on top of the defaults (which are `seed`).
@@ -261,6 +276,7 @@ inline void config_derive(Config &c) {
     nonneg(c.warmup_steps, "WARMUP_STEPS");
     nonneg(c.val_loss_every, "VAL_LOSS_EVERY");
     nonneg(c.train_log_every, "TRAIN_LOG_EVERY");
+    if (!(c.train_log_seconds >= 0)) config_fail("TRAIN_LOG_SECONDS=%g: must be 0 (off) or positive", c.train_log_seconds);
     nonneg(c.eval_stride, "EVAL_STRIDE");
     nonneg(c.val_max_tokens, "VAL_MAX_TOKENS");
     nonneg(c.save_every, "SAVE_EVERY");
@@ -282,6 +298,9 @@ inline void config_derive(Config &c) {
     if (c.beta1 < 0 || c.beta1 >= 1) config_fail("BETA1=%g: must be in [0, 1)", c.beta1);
     if (c.beta2 < 0 || c.beta2 >= 1) config_fail("BETA2=%g: must be in [0, 1)", c.beta2);
     if (c.ema_decay < 0 || c.ema_decay > 1) config_fail("EMA_DECAY=%g: must be in [0, 1]", c.ema_decay);
+    if (c.max_new_tokens < 0) config_fail("--max-new-tokens %ld: must be >= 0", c.max_new_tokens);
+    if (c.temperature < 0) config_fail("--temperature %g: must be >= 0", c.temperature);
+    if (c.top_k < 0) config_fail("--top-k %ld: must be >= 0", c.top_k);
     if (c.muon_momentum < 0 || c.muon_momentum >= 1) config_fail("MUON_MOMENTUM=%g: must be in [0, 1)", c.muon_momentum);
     if (c.muon_momentum_warmup_start < 0 || c.muon_momentum_warmup_start >= 1)
         config_fail("MUON_MOMENTUM_WARMUP_START=%g: must be in [0, 1)", c.muon_momentum_warmup_start);
@@ -306,7 +325,7 @@ inline void config_derive(Config &c) {
     // XSA_LAST_N > NUM_LAYERS just means every layer, as in the reference (max(0, L - n)).
     if (c.zstd_level < 1 || c.zstd_level > 22) config_fail("ZSTD_LEVEL=%ld: must be in 1..22", c.zstd_level);
     if (c.mlp_quant_bits != 5 && c.mlp_quant_bits != 6) config_fail("MLP_QUANT_BITS=%ld: must be 5 or 6", c.mlp_quant_bits);
-    if (c.device != "cuda" && c.device != "cpu") config_fail("DEVICE=%s: must be cuda or cpu", c.device.c_str());
+    if (c.device != "auto" && c.device != "cuda" && c.device != "cpu") config_fail("DEVICE=%s: must be auto, cuda or cpu", c.device.c_str());
     c.num_encoder = (int)c.num_layers / 2;
     c.num_decoder = (int)c.num_layers - c.num_encoder;
     c.num_skip = std::min(c.num_encoder, c.num_decoder);
@@ -359,7 +378,7 @@ inline void config_print_help(const char *prog, int program, const char *usage) 
     printf("Every option can be set as --flag VALUE (or --flag=VALUE) or by its environment variable.\n");
     printf("Precedence: --flag > environment > --preset > defaults (the seed preset).\n\n");
     printf("  %-34s %-28s %-14s %s\n", "--flag", "ENV", "default", "meaning");
-    printf("  %-34s %-28s %-14s %s\n", "--preset NAME", "", "seed", "seed (the default) or record (see SPEC.md)");
+    printf("  %-34s %-28s %-14s %s\n", "--preset NAME", "", "seed", "seed (the default) or record (docs/RECIPE.md, Presets)");
     printf("  %-34s %-28s %-14s %s\n", "--help", "", "", "print this table and exit");
     for (int i = 0; i < NUM_OPTIONS; i++) {
         const OptionInfo &o = OPTIONS[i];
@@ -448,4 +467,33 @@ void config_print_table(const Config &c, int program, Print print) {
         print("| %-28s | %-40s | %-7s |\n", o.env, v.c_str(), c.source[i].c_str());
     }
     print(line);
+}
+
+// --device auto|cuda|cpu, resolved before anything is built: auto takes the GPU when one is
+// usable and else the CPU; an explicit cuda without a usable GPU is an error saying why. Builds
+// without CUDA (g++, or nvcc absent at build time) have no GPU. Returns a notice line when auto
+// fell back to the CPU ("" otherwise); leaves c.device at "cuda" or "cpu".
+inline std::string config_resolve_device(Config &c, const char *prog) {
+    if (c.device == "cpu") return "";
+    std::string why;
+#ifdef __CUDACC__
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    size_t free_b = 0, total_b = 0;
+    if (e == cudaSuccess && n > 0) e = cudaMemGetInfo(&free_b, &total_b);  // creates the context: the real test
+    if (e != cudaSuccess) why = cudaGetErrorString(e);
+    else if (n == 0) why = "no CUDA device";
+    (void)cudaGetLastError();  // clear the sticky error of a failed probe
+#else
+    why = "this build has no CUDA (nvcc was not found when it was built)";
+#endif
+    if (why.empty()) {
+        c.device = "cuda";
+        return "";
+    }
+    if (c.device == "cuda")
+        fatal_config("--device cuda: no usable GPU here (%s). HINT: --device cpu runs the CPU reference (tiny configs, see "
+                     "README.md), or --device auto picks whatever is there", why.c_str());
+    c.device = "cpu";
+    return std::string(prog) + ": no usable GPU (" + why + "), running on the CPU (--device auto)";
 }

@@ -83,32 +83,60 @@ inline std::vector<std::string> list_shards(const std::string &dir, const char *
     return paths;
 }
 
+// Check a shard header (the first SHARD_HEADER_BYTES bytes, n of them present) against the
+// file's size in bytes: the magic, the version, a count >= 0 and size == header + 2 * count.
+// Returns the token count, or -1 with a one-line reason in *err (no exit: the fuzz target
+// test/fuzz/fuzz_shard_header.cpp drives this with arbitrary bytes).
+inline long shard_header_parse(const uint8_t *hdr, size_t n, long long size, std::string *err) {
+    char buf[256];
+    auto fail = [&](const char *msg) { *err = msg; return -1L; };
+    if (size < SHARD_HEADER_BYTES || n < SHARD_HEADER_BYTES) {
+        snprintf(buf, sizeof buf, "file too short for the %ld-byte shard header (%lld bytes)", SHARD_HEADER_BYTES,
+                 size < SHARD_HEADER_BYTES ? size : (long long)n);
+        return fail(buf);
+    }
+    ByteReader r{hdr, (size_t)SHARD_HEADER_BYTES};
+    uint32_t w[3];
+    for (uint32_t &x : w) check_internal(r.u32(x));  // the header is all here (n checked above)
+    int32_t magic = (int32_t)w[0], version = (int32_t)w[1], count = (int32_t)w[2];
+    if (magic != SHARD_MAGIC) {
+        snprintf(buf, sizeof buf, "bad shard magic %d (expected %d) HINT: not a FineWeb token shard", magic, SHARD_MAGIC);
+        return fail(buf);
+    }
+    if (version != SHARD_VERSION) {
+        snprintf(buf, sizeof buf, "unsupported shard version %d (expected %d)", version, SHARD_VERSION);
+        return fail(buf);
+    }
+    if (count < 0) {  // an absurd count (>= 2^31 as unsigned) shows up here too
+        snprintf(buf, sizeof buf, "bad token count %d in the shard header", count);
+        return fail(buf);
+    }
+    long long expected = SHARD_HEADER_BYTES + 2LL * count;
+    if (size != expected) {
+        snprintf(buf, sizeof buf, "shard size mismatch: header says %d tokens = %lld bytes, file has %lld bytes%s", count,
+                 expected, size, size < expected ? " (truncated)" : " (trailing bytes)");
+        return fail(buf);
+    }
+    return count;
+}
+
 // Read and check a shard's header and the file size; returns the token count.
 // This is cheap, so the train loader checks every shard this way up front.
 inline long read_shard_header(const std::string &path) {
     const char *p = path.c_str();
     long long size = file_size(p);
     if (size < 0) fatal("%s: no such shard file", p);
-    if (size < SHARD_HEADER_BYTES)
-        fatal("%s: file too short for the %ld-byte shard header (%lld bytes)", p, SHARD_HEADER_BYTES, size);
     uint8_t hdr[SHARD_HEADER_BYTES];
-    FILE *fp = fopenCheck(p, "rb");
-    if (fread(hdr, 1, sizeof(hdr), fp) != sizeof(hdr)) fatal("%s: short read of the shard header", p);
-    fclose(fp);
-    ByteReader r{hdr, sizeof(hdr)};
-    uint32_t w[3];
-    for (uint32_t &x : w) check_internal(r.u32(x));  // the header is all here (size checked above)
-    int32_t magic = (int32_t)w[0], version = (int32_t)w[1], count = (int32_t)w[2];
-    if (magic != SHARD_MAGIC)
-        fatal("%s: bad shard magic %d (expected %d) HINT: not a FineWeb token shard", p, magic, SHARD_MAGIC);
-    if (version != SHARD_VERSION)
-        fatal("%s: unsupported shard version %d (expected %d)", p, version, SHARD_VERSION);
-    if (count < 0) // an absurd count (>= 2^31 as unsigned) shows up here too
-        fatal("%s: bad token count %d in the shard header", p, count);
-    long long expected = SHARD_HEADER_BYTES + 2LL * count;
-    if (size != expected)
-        fatal("%s: shard size mismatch: header says %d tokens = %lld bytes, file has %lld bytes%s", p, count,
-              expected, size, size < expected ? " (truncated)" : " (trailing bytes)");
+    size_t got = 0;
+    if (size >= SHARD_HEADER_BYTES) {
+        FILE *fp = fopenCheck(p, "rb");
+        got = fread(hdr, 1, sizeof(hdr), fp);
+        fclose(fp);
+        if (got != sizeof(hdr)) fatal("%s: short read of the shard header", p);
+    }
+    std::string err;
+    long count = shard_header_parse(hdr, got, size, &err);
+    if (count < 0) fatal("%s: %s", p, err.c_str());
     return count;
 }
 

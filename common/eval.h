@@ -40,49 +40,63 @@ inline double target_bytes(const ByteLuts &luts, int prev, int tgt) {
 // Progress line every few seconds on long evals.
 struct EvalProgress {
     const char *name;
+    bool show = true;  // only rank 0 reports (its share), when the eval is split across ranks
     double t0 = now_seconds(), last = now_seconds();
     void tick(size_t done, size_t total) {
         double t = now_seconds();
-        if (t - last < 5.0) return;
+        if (!show || t - last < 5.0) return;
         last = t;
         fprintf(stderr, "%s: %zu/%zu windows (%.0f%%) %.0fs\n", name, done, total, 100.0 * done / total, t - t0);
     }
 };
 
+// Rank `rank` of `world` scores the items [begin, end) of n, contiguous and in order, as the
+// reference splits its evals; the caller adds the ranks' sums (in fp64).
+struct EvalShard {
+    size_t begin, end;
+};
+inline EvalShard eval_shard(size_t n, int rank, int world) {
+    return EvalShard{n * (size_t)rank / (size_t)world, n * (size_t)(rank + 1) / (size_t)world};
+}
+
 // Standard eval over val (N tokens, N - 1 a multiple of seq_len as load_val_tokens cuts it), in
-// batches of `batch_seqs` sequences. (The reference's per-rank slicing does not change the sums.)
+// batches of `batch_seqs` sequences; with world > 1, this rank's share of the sequences only.
 inline EvalResult eval_standard(const std::vector<uint16_t> &val, int seq_len, int batch_seqs, const ByteLuts &luts,
-                                const NllFn &nll) {
+                                const NllFn &nll, int rank = 0, int world = 1) {
     EvalResult r;
-    size_t total_seqs = (val.size() - 1) / seq_len;
+    const EvalShard sh = eval_shard((val.size() - 1) / seq_len, rank, world);
+    const size_t total_seqs = sh.end;
     std::vector<int32_t> x, y;
     std::vector<float> out;
-    EvalProgress prog{"eval"};
-    for (size_t s0 = 0; s0 < total_seqs; s0 += batch_seqs) {
+    EvalProgress prog{"eval", rank == 0};
+    for (size_t s0 = sh.begin; s0 < total_seqs; s0 += batch_seqs) {
         int B = (int)std::min((size_t)batch_seqs, total_seqs - s0);
         x.resize((size_t)B * seq_len); y.resize(x.size()); out.resize(x.size());
         for (size_t i = 0; i < x.size(); i++) { x[i] = val[s0 * seq_len + i]; y[i] = val[s0 * seq_len + i + 1]; }
-        nll(x.data(), y.data(), B, seq_len, out.data());
+        nll(x.data(), y.data(), B, seq_len, false, out.data());
         for (size_t i = 0; i < x.size(); i++) {
             r.loss_sum += out[i];
             r.bytes += target_bytes(luts, x[i], y[i]);
         }
         r.tokens += (double)x.size();
-        prog.tick(s0 + B, total_seqs);
+        prog.tick(s0 + B - sh.begin, total_seqs - sh.begin);
     }
     return r;
 }
 
-// Sliding-window eval with the reference's window and scoring rules (see the top of the file).
+// Sliding-window eval with the reference's window and scoring rules (see the top of the file);
+// with world > 1, this rank's share of the windows only.
 inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, int stride, int batch_seqs,
-                               const ByteLuts &luts, const NllFn &nll) {
+                               const ByteLuts &luts, const NllFn &nll, int rank = 0, int world = 1) {
     EvalResult r;
     const long total = (long)val.size() - 1;  // number of (input, target) pairs
-    std::vector<long> starts;
-    for (long ws = 0; ws < total; ws += stride) starts.push_back(ws);
+    std::vector<long> all_starts, starts;
+    for (long ws = 0; ws < total; ws += stride) all_starts.push_back(ws);
+    const EvalShard sh = eval_shard(all_starts.size(), rank, world);
+    starts.assign(all_starts.begin() + sh.begin, all_starts.begin() + sh.end);
     std::vector<int32_t> x, y;
     std::vector<float> out;
-    EvalProgress prog{"sliding_window"};
+    EvalProgress prog{"sliding_window", rank == 0};
     for (size_t b0 = 0; b0 < starts.size(); b0 += batch_seqs) {
         int B = (int)std::min((size_t)batch_seqs, starts.size() - b0);
         x.assign((size_t)B * seq_len, 0); y.assign(x.size(), 0); out.resize(x.size());
@@ -90,7 +104,7 @@ inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, in
             long ws = starts[b0 + i], wlen = std::min(ws + seq_len, total) - ws;
             for (long t = 0; t < wlen; t++) { x[(size_t)i * seq_len + t] = val[ws + t]; y[(size_t)i * seq_len + t] = val[ws + t + 1]; }
         }
-        nll(x.data(), y.data(), B, seq_len, out.data());
+        nll(x.data(), y.data(), B, seq_len, true, out.data());
         for (int i = 0; i < B; i++) {
             long ws = starts[b0 + i], wlen = std::min(ws + seq_len, total) - ws;
             long s = ws == 0 ? 0 : std::max(wlen - stride, 0L);

@@ -23,7 +23,7 @@
 // GEMM needs anyway: half the bytes, and it is what the reference computes with (its three
 // tables are bf16 parameters). Gradients always go to the fp32 tables.
 //
-// Precision (GPU.md): activations and activation gradients are bf16 in memory; every kernel
+// Precision: activations and activation gradients are bf16 in memory; every kernel
 // computes in fp32 and rounds once, when it stores. Parameters and parameter gradients are fp32.
 // Like the reference (which casts them to the activation dtype), control parameters (scales,
 // mix, smear gate, q_gain, the scalar scales) are rounded to bf16 before use.
@@ -136,6 +136,9 @@ __global__ void scalar_partials_finalize_kernel(float *dst, const float *partial
     float s = 0.f;
     for (int b = threadIdx.x; b < nblocks; b += blockDim.x) s += partial[b];
     s = lyr::block_sum(s, sh);
+#ifdef BREAK_SCALAR_GRAD  // a deliberately wrong variant (dev/broken_variants.sh): scalar gradients 5% off
+    s *= 1.05f;
+#endif
     if (threadIdx.x == 0) dst[0] += s;
 }
 
@@ -1469,6 +1472,10 @@ inline void rope_tables(float *cos_t, float *sin_t, int T, int rd, double base) 
     layers_require(T >= 1 && rd >= 2 && rd % 2 == 0, "rope_tables", "needs T >= 1 and an even rd >= 2");
     const size_t n = (size_t)T * (rd / 2);
     std::vector<float> c(n), s(n);
+#ifdef BREAK_NTK_ROPE  // a deliberately wrong variant (dev/broken_variants.sh): the GPU tables keep the
+    // plain base past 1024 (the base is pre-divided by the NTK factor rope_tables_cpu applies)
+    if (T > ROPE_REF_LEN) base /= std::pow((double)T / ROPE_REF_LEN, (double)rd / (double)(rd - 2));
+#endif
     rope_tables_cpu(c.data(), s.data(), T, rd, base);
     cudaCheck(cudaMemcpy(cos_t, c.data(), n * sizeof(float), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(sin_t, s.data(), n * sizeof(float), cudaMemcpyHostToDevice));

@@ -31,6 +31,9 @@ constexpr int CE_CACHE = 4;  // 8-value vectors per lane kept in registers (V <=
 __device__ __forceinline__ float softcap_value(float raw, float cap, float inv_cap, bool round_bf16) {
     const float e = __expf(-2.f * fabsf(raw * inv_cap));
     const float z = cap * copysignf(__fdividef(1.f - e, 1.f + e), raw);
+#ifdef BREAK_CE_ROUND  // a deliberately wrong variant (dev/broken_variants.sh): round_bf16 ignored
+    return z;
+#endif
     return round_bf16 ? lyr::rnd(z) : z;
 }
 

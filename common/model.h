@@ -6,7 +6,7 @@
 //   layer_has_xsa, layer_ve_index                      which layers have XSA and value embeddings
 //   visit_linear_weights                               the linear weights (QAT fake-quantizes them)
 //   QatMode                                            which weights the forward uses
-//   NllFn                                              a forward pass as the evaluator sees it
+//   NllFn, logits_rounding                             a forward pass as the evaluator sees it
 //   BatchGeometry                                      micro-steps and micro-batch shape of a step
 //
 // The parameter list itself (names, shapes, optimizer groups) is tensors.h; the hyperparameters
@@ -21,7 +21,7 @@
 #include "config.h"
 #include "tensors.h"
 
-// eps of every rmsnorm: float32 machine epsilon, what torch's F.rms_norm(eps=None) uses (SPEC 7)
+// eps of every rmsnorm: float32 machine epsilon, what torch's F.rms_norm(eps=None) uses (docs/RECIPE.md, "The model")
 constexpr double RMS_EPS = 1.1920928955078125e-07;
 // F.normalize's eps (XSA): the norm is clamped to at least this
 constexpr double XSA_NORM_EPS = 1e-12;
@@ -100,9 +100,21 @@ enum QatMode : int {
     QAT_INT6 = 1,  // every linear weight fake-quantized to int6 per row, straight-through gradient
 };
 
-// A forward pass as the evaluator (eval.h) sees it: nll(x, y, B, T, out) fills out[B*T] with the
-// per-position cross-entropy of targets y given inputs x (both (B, T) int32), in eval mode.
-using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, float *nll)>;
+// A forward pass as the evaluator (eval.h) sees it: nll(x, y, B, T, sliding, out) fills out[B*T]
+// with the per-position cross-entropy of targets y given inputs x (both (B, T) int32), in eval
+// mode. `sliding` says which eval calls: with EVAL_REF_ROUNDING the two round the logits
+// differently (logits_rounding below).
+using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *nll)>;
+
+// Whether an eval rounds the softcapped logits z to bf16 before its cross-entropy.
+//   ours (EVAL_REF_ROUNDING=0): the model's own precision in both evals: the GPU rounds z (as
+//     its training forward does), the CPU reference keeps fp32;
+//   the record script's (EVAL_REF_ROUNDING=1): its standard eval calls the torch.compile'd
+//     forward, where the softcap and the cross-entropy fuse into one kernel and z stays fp32;
+//     its sliding eval calls the compiled forward_logits, which returns z as a bf16 tensor, and
+//     the cross-entropy runs on that. So: standard fp32, sliding bf16, on both devices.
+// Returns -1 for "the device's own default", else 0/1. (nll_fn_cpu, nll_fn_gpu apply it.)
+inline int logits_rounding(const Config &c, bool sliding) { return c.eval_ref_rounding ? (sliding ? 1 : 0) : -1; }
 
 // One optimizer step of the reference: REF_GRAD_ACCUM / world_size micro-steps per rank, each of
 // B sequences of T tokens (TRAIN_BATCH_TOKENS = world_size * grad_accum * B * T). Computed once

@@ -1,7 +1,7 @@
 // model_cpu.h: the whole model on the CPU, forward and backward, in plain loops.
 //
 // This is the "exact math" reference that the GPU kernels are checked against, and the CPU
-// training path for tiny configs. Every op of SPEC.md "Model" is a pair of functions
+// training path for tiny configs. Every op of docs/RECIPE.md "The model" is a pair of functions
 // <op>_forward_cpu / <op>_backward_cpu, named like its GPU twin, templated on `real` (float for
 // the CPU trainer, double for the gradient checks), and written as plain loops over row-major
 // arrays. The letters in the shape comments:
@@ -855,6 +855,19 @@ void grad_acts_visit(GradActs<real> &g, const Config &c, int B, int T, Fn fn) {
     fn(g.dbg_emb, N * c.bigram_dim);
 }
 
+// Bytes of the activations of one forward of B sequences of T tokens (and of its backward when
+// `grads`): what model_forward / model_backward allocate, for memory checks before a run.
+inline double model_cpu_acts_bytes(const Config &c, int B, int T, bool grads) {
+    size_t n = 0;
+    Acts<float> a;
+    acts_visit(a, c, B, T, [&](float *&, size_t k) { n += k; });
+    if (grads) {
+        GradActs<float> g;
+        grad_acts_visit(g, c, B, T, [&](float *&, size_t k) { n += k; });
+    }
+    return (double)n * sizeof(float);
+}
+
 // Carve the pointers of a struct out of one vector, via its visitor.
 template <typename real, typename Visit>
 void carve(std::vector<real> &mem, Visit visit) {
@@ -1020,12 +1033,18 @@ const real *model_forward_logits(ModelCPU<real> &m, const int *ids, int B, int T
 
 // The forward as eval.h's NllFn: per-position losses in eval mode (QAT_OFF, as the reference's
 // model.eval() turns CastedLinear's fake quantization off). Twin of nll_fn_gpu.
+// With logits_rounding() = 1 (model.h) the losses are recomputed from z rounded to bf16.
 inline NllFn nll_fn_cpu(ModelCPU<float> &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, float *out) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
         const QatMode train_mode = m.qat;
         m.qat = QAT_OFF;
         model_forward(m, x, y, B, T);
         m.qat = train_mode;
+        if (logits_rounding(m.config, sliding) == 1) {
+            const size_t n = (size_t)B * T * m.config.vocab_size;
+            for (size_t i = 0; i < n; i++) m.acts.logits[i] = bf16_to_f32(f32_to_bf16(m.acts.logits[i]));
+            crossentropy_forward_cpu(m.acts.losses, m.acts.logits, y, B * T, (int)m.config.vocab_size);
+        }
         memcpy(out, m.acts.losses, sizeof(float) * (size_t)B * T);
     };
 }

@@ -107,6 +107,7 @@ struct ModelGPU {
     int stage_slot = 0;
     float *rope_cos = nullptr, *rope_sin = nullptr;  // (T, rd/2) for rope_T
     int rope_T = 0, rope_max_T = 0;
+    bool round_logits = true;       // round the softcapped logits to bf16 before the loss (see loss.cuh)
     // activations
     bf16 *bg_emb, *bg_proj, *emb, *emb_norm, *x0;  // (N,bigram_dim), (N,D) x4
     float *rstd0;                                   // (N)
@@ -382,7 +383,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
     matmul_forward(m.logits, m.xf, w.tok_emb, N, D, V, stream);
     if (!m.have_targets) return;
     crossentropy_softcap_fused(m.logits, m.losses, m.targets, N, V, (float)c.logit_softcap, loss_scale / N, backward,
-                               /*round_bf16=*/true, stream);
+                               m.round_logits, stream);
     loss_sum(m.loss_acc, m.losses, N, loss_scale / N, accumulate_loss, stream);
 }
 
@@ -485,15 +486,33 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
 
 // The GPU forward as eval.h's NllFn: per-position losses of a host batch, in eval mode (QAT_OFF,
 // as the reference's model.eval()). Synchronous (it copies the losses back). Twin of nll_fn_cpu.
+// EVAL_REF_ROUNDING (model.h, logits_rounding) may turn the logits' bf16 rounding off for one call.
 inline NllFn nll_fn_gpu(ModelGPU &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, float *out) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
         const QatMode train_mode = m.qat;
         m.qat = QAT_OFF;
         model_gpu_upload(m, x, y, B, T, 0);
+        m.round_logits = logits_rounding(m.config, sliding) != 0;
         model_gpu_forward(m, 1.f, false, false, 0);
+        m.round_logits = true;
         m.qat = train_mode;
         cudaCheck(cudaMemcpy(out, m.losses, sizeof(float) * (size_t)B * T, cudaMemcpyDeviceToHost));
     };
+}
+
+// The softcapped logits at the last position of one sequence ids[0..T), in eval mode, on the
+// host: out (V). For sampling (eval --sample); the twin of model_forward_logits' last row.
+inline void model_gpu_last_logits(ModelGPU &m, const int *ids, int T, float *out) {
+    const int V = (int)m.config.vocab_size;
+    const float cap = (float)m.config.logit_softcap;
+    const QatMode train_mode = m.qat;
+    m.qat = QAT_OFF;
+    model_gpu_upload(m, ids, nullptr, 1, T, 0);
+    model_gpu_forward(m, 1.f, false, false, 0);
+    m.qat = train_mode;
+    std::vector<uint16_t> row(V);  // raw bf16 logits (the softcap is fused into the loss on the GPU)
+    cudaCheck(cudaMemcpy(row.data(), m.logits + (size_t)(T - 1) * V, V * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    for (int v = 0; v < V; v++) out[v] = cap * std::tanh(bf16_to_f32(row[v]) / cap);
 }
 
 // Bytes of device memory the model holds (weights, activations, scratch), for the log.

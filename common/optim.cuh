@@ -371,7 +371,8 @@ inline void adamw_update(float *params, float *m, float *v, const float *grads, 
     cudaCheckLaunch();
 }
 
-// e = decay * e + (1 - decay) * p over n elements (twin of ema_update_cpu)
+// e = decay * e + (1 - decay) * p over n elements (twin of ema_update_cpu; decay = optim.h's
+// ema_decay_at(step), computed on the host)
 inline void ema_update(float *ema, const float *params, size_t n, double decay, cudaStream_t stream) {
     if (n == 0) return;
     const int grid = grid_blocks(n / 4 + 1, OPT_BLOCK * 2);
@@ -507,7 +508,10 @@ inline void optimizer_step(OptimizerGPU &o, const Config &c, float *params, cons
     o.adam_t++;
     // Muon, group by group: momentum -> Newton-Schulz (batched) -> update
     const double lr_muon = group_lr(c, OPT_MUON) * lr_mult;
-    const float decay_muon = (float)(1.0 - lr_muon * c.muon_wd);
+    float decay_muon = (float)(1.0 - lr_muon * c.muon_wd);
+#ifdef BREAK_MUON_WD  // a deliberately wrong variant (dev/broken_variants.sh): Muon ignores MUON_WD
+    decay_muon = 1.f;
+#endif
     for (const MuonGroup &g : o.groups) {
         const size_t numel = (size_t)g.rows * g.cols;
         muon_momentum(o.ns.X, o.muon_buf, grads, g.d_offsets, g.count, numel, (float)muon_mu, grad_scale, stream);

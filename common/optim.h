@@ -147,6 +147,9 @@ inline void optimizer_step_cpu(const Config &c, const TensorList &tl, float *par
             newton_schulz_cpu(g, rows, cols, (int)c.muon_backend_steps);
             double scale = std::sqrt(std::max(1.0, (double)rows / cols));
             double decay = 1.0 - lr * c.muon_wd;
+#ifdef BREAK_MUON_WD_CPU  // a deliberately wrong variant (test_parity.sh must catch it): no weight decay
+            decay = 1.0;
+#endif
             for (size_t i = 0; i < s.numel; i++) p[i] = (float)(p[i] * decay - lr * (g[i] * scale));
         } else {
             // torch.optim.AdamW: decoupled decay, then the bias-corrected Adam update
@@ -162,7 +165,18 @@ inline void optimizer_step_cpu(const Config &c, const TensorList &tl, float *par
     }
 }
 
-// EMA of the weights: e = decay * e + (1 - decay) * p, every step from step 0.
+// The EMA decay of the update after step t (t = 0 for the first step after the EMA reset that
+// follows the warmup; t is the training step, so a resume restores it from STATE_STEP). The
+// reference's decay is constant; EMA_WARMUP=1 ramps it as min(EMA_DECAY, (1+t)/(10+t)): 0.1,
+// 0.18, 0.25, ... reaching 0.997 at t = 2990, so the average of a short run forgets its first
+// (random) weights instead of carrying ~0.997^t of them to the end.
+inline double ema_decay_at(const Config &c, long t) {
+    if (!c.ema_warmup) return c.ema_decay;
+    return std::min(c.ema_decay, (1.0 + (double)t) / (10.0 + (double)t));
+}
+
+// EMA of the weights: e = decay * e + (1 - decay) * p, every step from step 0, with decay =
+// ema_decay_at(step).
 inline void ema_update_cpu(float *ema, const float *params, size_t n, double decay) {
     for (size_t i = 0; i < n; i++) ema[i] = (float)(decay * ema[i] + (1.0 - decay) * params[i]);
 }

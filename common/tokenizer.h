@@ -1,9 +1,9 @@
 // tokenizer.h: the SentencePiece tokenizer, read by hand from its `.model` file, and the
 // per-token byte counts that turn a loss in nats per token into bits per byte.
 //
-// We never tokenize text here (the shards are already token ids); we only need, per id:
+// Training and scoring never tokenize text (the shards are already token ids); they need, per id:
 //   - its piece and type, to print and to decode ids back to text (for samples and tests);
-//   - the byte-count lookup tables of SPEC.md ("Tokenizer and bits per byte"):
+//   - the byte-count lookup tables of docs/RECIPE.md ("Scoring"):
 //       base_bytes[id]    UTF-8 bytes of the piece without its leading U+2581, 1 for <0xAB>
 //                         byte pieces, 0 for boundary tokens;
 //       leading_space[id] the piece started with U+2581 ("▁", SentencePiece's space);
@@ -38,6 +38,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <functional>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -429,6 +431,104 @@ inline std::string tokenizer_decode(const Tokenizer &tok, const int *ids, size_t
         }
     }
     tokenizer_flush_bytes(out, bytes);
+    return out;
+}
+
+// ----------------------------------------------------------------------------
+// encoding text to ids (the prompt of `eval --sample`), as SentencePiece encodes with a BPE model:
+//   1. whitespace: ASCII tabs and line breaks are spaces; with remove_extra_whitespaces, leading and trailing spaces go and runs of
+//      spaces become one; with add_dummy_prefix a space is put in front; every space becomes "▁".
+//      (SentencePiece also applies its NFKC normalization table first; we do not, so text that
+//      NFKC would change - compatibility characters, full-width forms, ligatures - may encode
+//      differently. Plain text, accents and CJK are NFKC-stable.)
+//   2. symbols: one per UTF-8 character, except that user-defined pieces match as a whole
+//      (longest first) and never merge further.
+//   3. merges: while some adjacent pair concatenates to a piece (normal, user-defined or unused),
+//      merge the pair whose piece has the highest score, the leftmost one on a tie.
+//   4. ids: a symbol that is a piece gets its id, except unused pieces made by a merge, which are
+//      split back into the two symbols they were merged from; otherwise, with byte pieces in the model (byte
+//      fallback) one <0xAB> piece per byte, else the unknown id, one for each run of unknowns.
+
+inline std::vector<int> tokenizer_encode(const Tokenizer &tok, const std::string &text) {
+    std::unordered_map<std::string, int> ids;  // the pieces merges may produce
+    std::vector<int> byte_id(256, -1);
+    std::vector<std::string> user;  // user-defined pieces, matched whole
+    for (int i = 0; i < tok.size(); i++) {
+        int t = tok.types[i];
+        if (t == PIECE_NORMAL || t == PIECE_USER_DEFINED || t == PIECE_UNUSED) ids.emplace(tok.pieces[i], i);
+        if (t == PIECE_USER_DEFINED) user.push_back(tok.pieces[i]);
+        if (t == PIECE_BYTE) byte_id[byte_piece_value(tok.pieces[i])] = i;
+    }
+    const bool byte_fallback = byte_id[0] >= 0;
+    // 1. whitespace
+    std::string norm;
+    for (char ch : text) {
+        if (ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f') ch = ' ';  // as NFKC's table does
+        if (ch == ' ' && tok.remove_extra_whitespaces && (norm.empty() || norm.back() == ' ')) continue;
+        norm += ch;
+    }
+    if (tok.remove_extra_whitespaces) while (!norm.empty() && norm.back() == ' ') norm.pop_back();
+    if (norm.empty()) return {};
+    if (tok.add_dummy_prefix) norm = " " + norm;
+    std::string s;
+    for (char ch : norm) { if (ch == ' ') s += kSpaceSymbol; else s += ch; }
+    // 2. symbols (a bad UTF-8 byte is a symbol of its own: it can only become bytes or unknown).
+    // Every symbol is a node of the merge tree, so an unused piece can be split back.
+    struct Node { std::string text; int left, right; };  // left/right: the nodes it merged from, -1 for none
+    std::vector<Node> nodes;
+    std::vector<int> syms;       // the current segmentation, as node indices
+    std::vector<uint8_t> frozen; // (per symbol) a user-defined piece: never merged
+    const uint8_t *b = (const uint8_t *)s.data();
+    for (size_t i = 0; i < s.size();) {
+        size_t len = 0;
+        for (const std::string &u : user)
+            if (u.size() > len && s.compare(i, u.size(), u) == 0) len = u.size();
+        frozen.push_back(len > 0);
+        if (len == 0) len = std::max(utf8_char_len(b + i, s.size() - i), 1);
+        nodes.push_back({s.substr(i, len), -1, -1});
+        syms.push_back((int)nodes.size() - 1);
+        i += len;
+    }
+    // 3. merges, best score first (a prompt is short: a linear scan per merge is plenty)
+    for (;;) {
+        int best = -1;
+        float best_score = 0;
+        for (size_t i = 0; i + 1 < syms.size(); i++) {
+            if (frozen[i] || frozen[i + 1]) continue;
+            auto it = ids.find(nodes[syms[i]].text + nodes[syms[i + 1]].text);
+            if (it == ids.end()) continue;
+            float sc = tok.scores[it->second];
+            if (best < 0 || sc > best_score) { best = (int)i; best_score = sc; }
+        }
+        if (best < 0) break;
+        nodes.push_back({nodes[syms[best]].text + nodes[syms[best + 1]].text, syms[best], syms[best + 1]});
+        syms[best] = (int)nodes.size() - 1;
+        syms.erase(syms.begin() + best + 1);
+        frozen.erase(frozen.begin() + best + 1);
+    }
+    // 4. ids
+    std::vector<int> out;
+    bool last_unk = false;
+    std::function<void(int)> emit = [&](int n) {
+        const Node &nd = nodes[n];
+        auto it = ids.find(nd.text);
+        if (it != ids.end() && tok.types[it->second] == PIECE_UNUSED && nd.left >= 0) {
+            emit(nd.left);
+            emit(nd.right);
+            return;
+        }
+        if (it != ids.end()) {  // (an unused piece that is a single character stays, as in SentencePiece)
+            out.push_back(it->second);
+            last_unk = false;
+        } else if (byte_fallback) {
+            for (unsigned char c : nd.text) out.push_back(byte_id[c]);
+            last_unk = false;
+        } else {
+            if (!last_unk) out.push_back(tok.unk_id);
+            last_unk = true;
+        }
+    };
+    for (int n : syms) emit(n);
     return out;
 }
 

@@ -28,12 +28,15 @@
 // Exit codes: 1 = bad input (a file, data), 2 = bad configuration or usage.
 enum { EXIT_BAD_INPUT = 1, EXIT_BAD_CONFIG = 2 };
 
+// In a multi-process run dist.h sets this to "[rank R] ", so every error line names its rank.
+inline char g_error_prefix[32] = "";
+
 // Print "error: <message>" on stderr (one line) and exit with `code`.
 [[noreturn]] inline void fatal_code(int code, const char *fmt, ...) {
     fflush(stdout);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "error: ");
+    fprintf(stderr, "error: %s", g_error_prefix);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -260,6 +263,19 @@ inline uint16_t f32_to_f16(float f) {
 inline double now_seconds() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// The memory a new allocation can get without swapping (/proc/meminfo's MemAvailable), in
+// bytes; -1 where there is no /proc (then nothing is checked).
+inline double mem_available_bytes() {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024.0;
 }
 
 // ----------------------------------------------------------------------------

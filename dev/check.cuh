@@ -15,7 +15,7 @@
 
 #include "../common/cuda_utils.cuh"
 
-// Measured on an H200 of this project's device machine (KINDS.md, 2026-10/11): a large
+// Measured on an H200 of this project's device machine (2026-10/11): a large
 // device-to-device copy moves ~4.3 TB/s (bytes read + written); a large bf16 GEMM on random data
 // runs ~790 TFLOP/s. These are the ceilings the benchmark rows are compared against.
 static const double H200_COPY_BYTES_PER_S = 4.3e12;

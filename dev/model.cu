@@ -10,6 +10,11 @@
 //                             N*D terms that can cancel) relative to max(|g|, 1% of the largest)
 //   with QAT on (fake-quantized linear weights, straight-through gradients): the same bounds
 //   accumulation: two micro-batches of loss_scale 1/2 == the mean of the two single gradients
+//   bigram.scale and the VE scale: also against a double sum over the GPU's own bf16 inputs, with
+//     the fp32 summation bound (check_scalar_same_inputs): a 5% error fails
+//   the eval path (nll_fn_gpu) at T = 1100 and 2048 (NTK RoPE): its RoPE tables exactly, its
+//     per-position losses against the CPU (check_eval_ntk)
+// Lines "observed: <check> <err>" record the measured errors (tolerances are set from them).
 // The tolerances are the issue's: bf16 keeps 8 mantissa bits and every activation is rounded,
 // so per-element gradients differ by a few 1e-3 relative; summed over tensors that is ~1e-2.
 // Activations and gradients are poisoned (NaN bytes) before the first forward, so anything read
@@ -80,6 +85,87 @@ static double rel_l2(const float *got, const float *ref, size_t n, bool *finite)
     return std::sqrt(num / std::max(den, 1e-300));
 }
 
+// A scalar gradient g = sum_k a_k b_k that the GPU summed from two of its own bf16 buffers,
+// against the same sum in double over exactly those bf16 values (so the activations' bf16
+// error, which a CPU-vs-GPU comparison cannot separate from a wrong gradient when the sum
+// cancels 100-1000x, is out of the picture). What is left is the fp32 summation: the products
+// of two bf16 values are exact in fp32, and a blocked sum of depth d (longest chain of fp32
+// additions any term goes through) errs by at most d * u * sum|t|, u = 2^-24. For
+// scalar_scale_backward: a thread's chain is 8 values per vector times ceil(n / (2048 * blocks))
+// vectors with blocks >= min(ceil(n / 2048), 132 SMs), then 10 levels of block sum (two warp
+// trees), a chain of ceil(blocks / 1024) <= 2 partials and 10 levels in the finalize, and the
+// final add: d <= chain + 23 (24 used). A 5% error fails whenever the cancellation
+// sum|t| / |g| is below 0.05 / (d u), ~25000 here (printed).
+static void check_scalar_same_inputs(const char *name, float got, const bf16 *a, const bf16 *b, size_t n) {
+    std::vector<float> ha = host_bf16(a, n), hb = host_bf16(b, n);
+    double sum = 0, sabs = 0;
+    for (size_t i = 0; i < n; i++) {
+        sum += (double)ha[i] * hb[i];
+        sabs += std::fabs((double)ha[i] * hb[i]);
+    }
+    const double chain = 8.0 * std::max(1.0, std::ceil((double)n / (2048.0 * 132)));
+    const double bound = (chain + 24) * std::ldexp(1.0, -24) * sabs;
+    const double err = std::fabs((double)got - sum);
+    const bool ok = std::isfinite(got) && err <= bound;
+    printf("  %s %-34s gpu %.6g same-input double %.6g err %.2e (bound %.2e = %.0f u sum|t|, cancellation %.0fx)\n",
+           ok ? "ok  " : "FAIL", name, got, sum, err, bound, chain + 24, sabs / std::max(std::fabs(sum), 1e-300));
+    printf("observed: model_scalar_same_input %s %.3e\n", name, err / std::max(std::fabs(sum), 1e-300));
+    g_ok = g_ok && ok;
+}
+
+// The forward-only eval path (nll_fn_gpu, what ./eval and the training finale call) at a length
+// past 1024, where RoPE's base is NTK-scaled: the RoPE tables it uploads must be the CPU's for
+// that T exactly (they are a copy: tol 0), and the per-position losses must match the CPU
+// model's. (A RoPE that ignores the NTK base moves per-position losses by only ~1e-3 relative,
+// the size of the bf16 noise, so the tables are the sharp check; the losses are printed with the
+// distance to a CPU run with the plain base, for the record.)
+static void check_eval_ntk(const Config &c, int B, int T) {
+    printf("eval path (nll_fn_gpu), NTK RoPE: B=%d T=%d rope_dims=%ld\n", B, T, (long)c.rope_dims_eff);
+    const int N = B * T, rd = (int)c.rope_dims_eff;
+    std::vector<float> w = random_weights(c, 23);
+    std::vector<int> ids = random_ids(N + 1, (int)c.vocab_size, 7);
+    std::vector<int32_t> x(ids.begin(), ids.end() - 1), y(ids.begin() + 1, ids.end());
+    ModelGPU gpu;
+    model_gpu_build(gpu, c, N, T);
+    poison(gpu.arena.base, gpu.arena.bytes);
+    model_gpu_set_params(gpu, w.data());  // nll_fn_gpu's forward refreshes the bf16 weights (QAT_OFF)
+    std::vector<float> losses(N);
+    nll_fn_gpu(gpu)(x.data(), y.data(), B, T, false, losses.data());
+    // the tables the forward used
+    const size_t nt = (size_t)T * rd / 2;
+    std::vector<float> cs(nt), sn(nt);
+    rope_tables_cpu(cs.data(), sn.data(), T, rd, c.rope_base);
+    std::vector<float> gc = host_f32(gpu.rope_cos, nt), gs = host_f32(gpu.rope_sin, nt);
+    char name[64];
+    snprintf(name, sizeof name, "rope cos T=%d (NTK base)", T);
+    g_ok = validate(name, gc.data(), cs.data(), nt, 0, 0) && g_ok;
+    snprintf(name, sizeof name, "rope sin T=%d (NTK base)", T);
+    g_ok = validate(name, gs.data(), sn.data(), nt, 0, 0) && g_ok;
+    // the losses against the CPU model (eval mode: no QAT), and against a CPU with the plain base
+    auto cpu_losses = [&](double base) {
+        Config cc = c;
+        cc.rope_base = base;
+        ModelCPU<float> cpu;
+        model_build(cpu, cc);
+        cpu.params_mem = w;
+        cpu.qat = QAT_OFF;
+        model_forward(cpu, x.data(), y.data(), B, T);
+        return std::vector<float>(cpu.acts.losses, cpu.acts.losses + N);
+    };
+    const std::vector<float> ref = cpu_losses(c.rope_base);
+    const double ntk = std::pow((double)T / ROPE_REF_LEN, (double)rd / (rd - 2));
+    const std::vector<float> plain = cpu_losses(c.rope_base / ntk);
+    bool finite;
+    const double r = rel_l2(losses.data(), ref.data(), N, &finite), r_plain = rel_l2(losses.data(), plain.data(), N, &finite);
+    const double tol = 5e-3;  // provisional: finalize at ~5x the observed value printed below
+    const bool ok = finite && r <= tol;
+    printf("  %s %-34s rel L2 %.2e (tol %.0e); vs a CPU with the plain base %.2e\n", ok ? "ok  " : "FAIL",
+           "per-position losses (eval path)", r, tol, r_plain);
+    printf("observed: model_eval_ntk_losses T=%d %.3e (plain-base distance %.3e)\n", T, r, r_plain);
+    g_ok = g_ok && ok;
+    model_gpu_free(gpu);
+}
+
 // One config: CPU and GPU forward+backward from the same weights and batch, B x T tokens.
 static void check_config(const char *label, const Config &c, int B, int T, bool qat) {
     printf("%s: L=%ld D=%ld H=%ld KV=%ld F=%ld V=%ld XSA=%ld VE=%s rope_dims=%ld B=%d T=%d%s\n", label, c.num_layers, c.model_dim,
@@ -145,11 +231,23 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
                    sabs / std::max(std::fabs((double)gc[0]), 1e-300), gg[0]);
         }
         const bool ok = finite && e <= 5e-2;
+        if (small)  // error relative to the tensor's own norm, for the record (the judged e is above)
+            printf("observed: model_small_grad %s %s %.3e (judged %.3e)\n", label, s.name.c_str(),
+                   rel_l2(gg, gc, s.numel, &finite), e);
         if (e > worst[small]) { worst[small] = e; worst_name[small] = s.name.c_str(); }
         if (!ok)
             printf("  FAIL grad %-29s rel err %.2e%s  |g| gpu %.4g cpu %.4g\n", s.name.c_str(), e, finite ? "" : " (NaN/Inf)",
                    norm(gg, s.numel), nc);
         g_ok = g_ok && ok;
+    }
+    // the two scalar gradients whose inputs are still in the GPU's buffers after the backward:
+    // bigram.scale = sum(demb * bg_proj) (dln holds demb: the last write to it), the VE scale =
+    // sum(dve_base * ve_proj); each against a double sum of the same bf16 values (see above)
+    for (const TensorSpec &s : gpu.tensors.specs) {
+        if (s.name == "bigram.scale")
+            check_scalar_same_inputs("bigram.scale (same inputs)", g[s.offset], gpu.dln, gpu.bg_proj, (size_t)N * c.model_dim);
+        if (s.name == "ve_shared.scale" && c.ve_enabled)
+            check_scalar_same_inputs("ve_shared.scale (same inputs)", g[s.offset], gpu.dve_base, gpu.ve_proj, (size_t)N * c.kv_dim);
     }
     printf("  %s %-34s worst rel L2 %.2e (%s) (tol 5e-02)\n", worst[0] <= 5e-2 ? "ok  " : "FAIL", "gradients of the >64-value tensors",
            worst[0], worst_name[0]);
@@ -198,6 +296,9 @@ int main(int argc, char **argv) {
     check_config("small, every feature", small, 4, 100, true);
     // T past 1024 takes RoPE's NTK-scaled base; one sequence
     check_config("small, NTK RoPE", small, 1, 1100, false);
+    // the forward-only eval path there, at 1100 and at the eval length 2048
+    check_eval_ntk(small, 1, 1100);
+    check_eval_ntk(small, 1, 2048);
     // the seed model itself (11 layers, 512 wide, bigram 10240 x 128), a short batch
     Config seed = make_config({{"TRAIN_SEQ_LEN", "256"}}, "seed");
     check_config("seed preset", seed, 2, 256, false);

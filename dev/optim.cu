@@ -436,6 +436,39 @@ static void check_optimizer_steps() {
         if (o.adam_t != st.adam_t) report(false, "Adam step counts agree");
     }
 
+    // Weight decay where it dominates: MUON_WD = ADAM_WD = 2 at lr_mult 1 (decay 1 - lr * wd: 5%
+    // of every Muon weight per step, 10% of the Adam ones), a fresh state and ZERO gradients, so
+    // the momentum, Newton-Schulz (of a zero matrix) and Adam updates are all exactly zero and
+    // p' = p * decay is all that is left. Both sides compute that product in fp32 from the same
+    // decay, so they agree to ~1 ulp (tol 1e-6 rel); a step that skips or misapplies the decay is
+    // off by lr * wd = 5e-2 relative, 5e4 times the tolerance.
+    {
+        Config cw = c;
+        cw.muon_wd = 2.0; cw.adam_wd = 2.0;
+        OptimizerGPU ow;
+        optimizer_gpu_create(ow, cw, tl);
+        std::vector<float> pw(n), zero(n, 0.f);
+        fill_normal(pw, 0.05f);
+        float *d_pw = dev_f32(pw), *d_zero = dev_f32(zero);
+        OptimState sw;
+        optim_state_download(ow, sw);
+        optimizer_step(ow, cw, d_pw, d_zero, 1.0, muon_momentum_at(cw, 0), nullptr, 0);
+        std::vector<float> got = host_f32(d_pw, n), ref = pw, gz = zero;
+        optimizer_step_cpu(cw, tl, ref.data(), gz.data(), sw, 1.0, muon_momentum_at(cw, 0));
+        std::vector<float> gm, rm, ga, ra, expect_m;
+        for (const TensorSpec &s : tl.specs)
+            for (size_t i = s.offset; i < s.offset + s.numel; i++) {
+                (s.group == OPT_MUON ? gm : ga).push_back(got[i]);
+                (s.group == OPT_MUON ? rm : ra).push_back(ref[i]);
+                if (s.group == OPT_MUON) expect_m.push_back((float)(pw[i] * (1.0 - group_lr(cw, OPT_MUON) * cw.muon_wd)));
+            }
+        record(validate("Muon weight decay (wd 2, zero grads) vs CPU", gm.data(), rm.data(), gm.size(), 1e-6, 0));
+        record(validate("Muon weight decay = p * (1 - lr wd)", gm.data(), expect_m.data(), gm.size(), 1e-6, 0));
+        record(validate("AdamW weight decay (wd 2, zero grads) vs CPU", ga.data(), ra.data(), ga.size(), 1e-6, 0));
+        cudaCheck(cudaFree(d_pw)); cudaCheck(cudaFree(d_zero));
+        optimizer_gpu_free(ow);
+    }
+
     // the bf16 GEMM weights, with and without QAT
     {
         std::vector<float> p_now = host_f32(d_p, n);

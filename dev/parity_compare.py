@@ -7,11 +7,17 @@ checks the tolerances given:
   --max-rel R        every step: |a - b| / b <= R
   --final-rel R      the mean of the last --window steps: |a - b| / b <= R
   --val A B --val-tol T   two val_bpb figures: |A - B| <= T
+  --min-steps K      fewer than K common logged steps fails (default 2: one point is no curve)
+
+A NaN or Inf loss in either log, anywhere (not only at the common steps), fails, as does, with
+--max-rel, a step inside the range both logs cover that only one of them logged (every step in
+that range is compared; a resumed run's log may start later than the straight one's).
 
   python3 dev/parity_compare.py A.log B.log --names gpu,cpu --max-rel 0.02 --csv curves.csv
 Exit status 0 when every given check passes, 1 otherwise.
 """
 import argparse
+import math
 import re
 import sys
 
@@ -40,14 +46,25 @@ def main(argv):
     ap.add_argument("--val-tol", type=float, default=0.01)
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--csv", default=None)
+    ap.add_argument("--min-steps", type=int, default=2)
     args = ap.parse_args(argv)
     na, nb = args.names.split(",")
     a, b = curve(args.a), curve(args.b)
     steps = sorted(set(a) & set(b))
-    if not steps:
-        print(f"no common step lines in {args.a} and {args.b}")
+    bad = [(n, s, v) for n, c in ((na, a), (nb, b)) for s, v in sorted(c.items()) if not math.isfinite(v)]
+    if bad:
+        n, s, v = bad[0]
+        print(f"FAIL {len(bad)} non-finite train losses, first: {n} step {s} = {v}")
+        return 1
+    if len(steps) < args.min_steps:
+        print(f"FAIL only {len(steps)} common logged steps in {args.a} and {args.b} (need >= {args.min_steps})")
         return 1
     ok = True
+    lo, hi = max(min(a), min(b)), min(max(a), max(b))
+    only = sorted(s for s in set(a) ^ set(b) if lo <= s <= hi)
+    if args.max_rel is not None and only:
+        print(f"FAIL {len(only)} steps logged by only one side (first: step {only[0]}): every step must be compared")
+        ok = False
     rel = {s: abs(a[s] - b[s]) / abs(b[s]) for s in steps}
     print(f"{'step':>6} {na:>10} {nb:>10} {'rel':>9}")
     for s in steps:

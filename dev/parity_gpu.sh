@@ -6,13 +6,15 @@
 #                 every parameter gradient 5e-2 relative (rel L2), with and without QAT
 #   part "cpu":   a small model with every feature, 20 training steps on each device from the same
 #                 init and data (warmdown, late QAT switching on at step 12): every step's train
-#                 loss within 2%; then resume on the GPU (10 steps, stop, resume 10) against the
+#                 loss within 6e-3 (observed worst 1.05e-3 and 8.7e-4 on the H200); then resume on the GPU (10 steps, stop, resume 10) against the
 #                 straight 20 (dq's fp32 atomics make the GPU bitwise non-deterministic: 1e-3)
 #   part "torch": the seed preset from one init checkpoint, 300 steps at TRAIN_BATCH_TOKENS=131072
 #                 (ITERATIONS=300, WARMDOWN_ITERS=150, no wallclock cap: the LR schedule is a pure
 #                 function of the step on both sides), against dev/ref/train.py on the GPU (torch,
-#                 bf16 autocast): final train loss (mean of the last 10 steps) within 1%, val_bpb
-#                 of the final weights on the first 1M val tokens within 0.01
+#                 bf16 autocast): every logged step's train loss within 5% (the worst printed;
+#                 observed 1.19e-2 at step 37 on the H200, the two runs' noise decorrelates),
+#                 final train loss (mean of the last 10 steps) within 1% (observed 1.1e-3),
+#                 val_bpb of the final weights on the first 1M val tokens within 0.01 (observed 0.0013)
 #
 #   dev/parity_gpu.sh [model] [cpu] [torch]        (default: all three)
 #   env: DATA_PATH (./data/datasets/fineweb10B_sp1024), TOKENIZER_PATH, OUT (/tmp/parity_gpu),
@@ -48,12 +50,12 @@ cpu)
     run() { env $SMALL ./train_gpt --run-id "$1" --out-dir "$OUT/$1" "${@:2}" > "$OUT/$1.log" 2>&1; }
     run cpu20 --device cpu && run gpu20 --device cuda
     result $? "cpu: both runs complete"
-    $PYTHON dev/parity_compare.py "$OUT/gpu20.log" "$OUT/cpu20.log" --names gpu,cpu --max-rel 0.02 --csv "$OUT/cpu_curves.csv"
+    $PYTHON dev/parity_compare.py "$OUT/gpu20.log" "$OUT/cpu20.log" --names gpu,cpu --max-rel 6e-3 --min-steps 20 --csv "$OUT/cpu_curves.csv"
     rc=$?; qat=$(grep -o 'late_qat:enabled step:[0-9]*' "$OUT/gpu20.log" | cut -d: -f3)
-    result $rc "cpu: 20 steps, every train loss within 2% (late QAT on from step ${qat:-never})"
+    result $rc "cpu: 20 steps, every train loss within 6e-3 (late QAT on from step ${qat:-never})"
     run gpu10 --device cuda --stop-step 10 && run gpu10r --device cuda --resume "$OUT/gpu10/train_state.ckpt"
     result $? "resume: stop at 10, resume to 20"
-    $PYTHON dev/parity_compare.py "$OUT/gpu10r.log" "$OUT/gpu20.log" --names resumed,straight --max-rel 1e-3 | tail -2
+    $PYTHON dev/parity_compare.py "$OUT/gpu10r.log" "$OUT/gpu20.log" --names resumed,straight --max-rel 1e-3 --min-steps 10 | tail -2
     result ${PIPESTATUS[0]} "resume: steps 11-20 of the resumed run within 1e-3 of the straight run"
     ;;
 torch)
@@ -71,8 +73,8 @@ torch)
     ours=$(grep -E "^step:$STEPS/$STEPS val_loss" "$OUT/gpu_seed.log" | sed 's/.*val_bpb:\([0-9.]*\).*/\1/')
     theirs=$(grep -E "^val_loss:" "$OUT/py_eval.log" | head -1 | sed 's/.*val_bpb:\([0-9.]*\).*/\1/')
     $PYTHON dev/parity_compare.py "$OUT/gpu_seed.log" "$OUT/py_seed.log" --names train_gpt,torch --every 25 \
-        --final-rel 0.01 --val "${ours:-nan}" "${theirs:-nan}" --val-tol 0.01 --csv "$OUT/torch_curves.csv"
-    result $? "torch: final train loss 1%, val_bpb 0.01"
+        --max-rel 0.05 --min-steps "$STEPS" --final-rel 0.01 --val "${ours:-nan}" "${theirs:-nan}" --val-tol 0.01 --csv "$OUT/torch_curves.csv"
+    result $? "torch: every step 5%, final train loss 1%, val_bpb 0.01"
     ;;
 *) echo "unknown part $part (model, cpu, torch)"; exit 2 ;;
 esac; done

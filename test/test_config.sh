@@ -21,6 +21,6 @@ check_fail "VE layers not numbers"             2 "VE_LAYERS=a: expected comma-se
 check_fail "unknown flag"                      2 "unknown option --num-layer "                      $T --num-layer 3 --dry-run
 check_fail "unknown preset"                    2 "unknown preset"                                   $T --preset fast --dry-run
 check_fail "batch not splitting into seqs"     2 "TRAIN_BATCH_TOKENS=1000 must split"               $T --train-batch-tokens 1000 --dry-run
-check_fail "bad device"                        2 "DEVICE=tpu: must be cuda or cpu"                  $T --device tpu --dry-run
+check_fail "bad device"                        2 "DEVICE=tpu: must be auto, cuda or cpu"            $T --device tpu --dry-run
 check_fail "no data: clear message"            1 "no data directory at DATA_PATH=.*HINT: .make data"  bash -c "cd $TEST_TMP && $ROOT/train_gpt --device cpu"
 check_fail "bigram width equal to the model width" 2 "BIGRAM_DIM=128 equals MODEL_DIM.*HINT" $T --model-dim 128 --dry-run

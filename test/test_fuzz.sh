@@ -1,6 +1,7 @@
 # test_fuzz.sh: libFuzzer with AddressSanitizer and UndefinedBehaviorSanitizer over the parsers of
 # files we do not trust: checkpoint_parse (.ckpt), tokenizer_parse (SentencePiece .model),
-# artifact_parse (.ptz) and artifact_parse_body (the .ptz body behind zstd). Each target runs for
+# artifact_parse (.ptz), artifact_parse_body (the .ptz body behind zstd) and shard_header_parse
+# (the 1024-byte header of a token shard, common/data.h). Each target runs for
 # FUZZ_TIME seconds (default 15), two at a time, from a small seed corpus made here; any crash,
 # sanitizer report, leak, timeout or failed property (see test/fuzz/*.cpp) fails its check and
 # leaves the input in $TEST_TMP/fuzz/crash-*. Longer hunts: FUZZ_TIME=600 bash test/run_tests.sh fuzz
@@ -10,7 +11,7 @@
 FUZZ_TIME=${FUZZ_TIME:-15}
 FUZZ_CXX=${FUZZ_CXX:-clang++}
 FZ=$TEST_TMP/fuzz
-FUZZ_TARGETS=(checkpoint tokenizer artifact artifact_body)
+FUZZ_TARGETS=(checkpoint tokenizer artifact artifact_body shard_header)
 mkdir -p "$FZ" build/fuzz
 
 fuzz_build() { # target: rebuild only when a source is newer than the binary
@@ -33,6 +34,7 @@ else
         pids+=($!)
         if [ ${#pids[@]} -eq 2 ]; then wait "${pids[@]}"; pids=(); fi
     done
+    [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"  # an odd number of targets leaves one running
 
     # seed corpora
     for t in "${FUZZ_TARGETS[@]}"; do mkdir -p "$FZ/seeds_$t" "$FZ/corpus_$t"; done
@@ -51,6 +53,15 @@ else
             --normalization_rule_name=identity --minloglevel=2 >/dev/null 2>&1
         rm -f "$FZ"/seeds_tokenizer/*.vocab
     fi
+    # shard headers: 8 bytes of file size, then the header (a good one, a truncated and a wrong-size one)
+    $PYTHON - "$FZ/seeds_shard_header" <<'PY'
+import struct, sys
+d = sys.argv[1]
+hdr = lambda magic, ver, count: struct.pack("<256i", magic, ver, count, *([0] * 253))
+for name, size, h in [("good", 1024 + 2 * 5000, hdr(20240520, 1, 5000)), ("truncated", 1500, hdr(20240520, 1, 5000)),
+                      ("empty", 1024, hdr(20240520, 1, 0)), ("magic", 1024, hdr(20240521, 1, 0)), ("short", 1024, hdr(20240520, 1, 0)[:100])]:
+    open(f"{d}/{name}.bin", "wb").write(struct.pack("<q", size) + h)
+PY
     [ -n "$(ls "$FZ/seeds_tokenizer")" ] || cp "$ROOT/../shared/data/tokenizers/fineweb_1024_bpe.model" "$FZ/seeds_tokenizer/" 2>/dev/null
 
     fuzz_run() { # target
@@ -66,6 +77,7 @@ else
         pids+=($!)
         if [ ${#pids[@]} -eq 2 ]; then wait "${pids[@]}"; pids=(); fi
     done
+    [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"  # an odd number of targets leaves one running
     for t in "${FUZZ_TARGETS[@]}"; do
         runs=$(grep -o 'number_of_executed_units: [0-9]*' "$FZ/run_$t.log" 2>/dev/null | grep -o '[0-9]*$')
         check "fuzz $t: ${FUZZ_TIME}s, ${runs:-0} inputs, no crash or sanitizer report" bash -c \

@@ -16,7 +16,7 @@ fi
 # and its stop on a NaN
 if [ -e "${gpu_checks[0]}" ] && nvidia-smi -L >/dev/null 2>&1; then
     $PYTHON test/loader_ref.py gen $TEST_TMP/gpudata --vocab 1024 --seed 3 --train 100000,100000 --val 5000 >/dev/null
-    check "gpu: training, GPU vs CPU 20 steps within 2% + resume (dev/parity_gpu.sh cpu)" \
+    check "gpu: training, GPU vs CPU 20 steps within 6e-3 + resume (dev/parity_gpu.sh cpu)" \
         env DATA_PATH=$TEST_TMP/gpudata OUT=$TEST_TMP/parity_gpu PYTHON=$PYTHON dev/parity_gpu.sh cpu
     # health: a NaN/Inf gradient norm stops the run before the update, with the state saved
     check_fail "gpu: a NaN/Inf loss or gradient norm stops the run (exit 1) and names the saved state" 1 \
@@ -25,4 +25,7 @@ if [ -e "${gpu_checks[0]}" ] && nvidia-smi -L >/dev/null 2>&1; then
             TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=8192 ITERATIONS=5 MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=0 TRAIN_ONLY=1 \
             TIED_EMBED_LR=1e38 MATRIX_LR=1e38 SCALAR_LR=1e38 DATA_PATH=$TEST_TMP/gpudata \
             ./train_gpt --device cuda --run-id gpuhealth --out-dir $TEST_TMP/gpuhealth
+else
+    skip "gpu: training, GPU vs CPU 20 steps + resume" "no GPU on this machine"
+    skip "gpu: a NaN/Inf loss or gradient norm stops the run" "no GPU on this machine"
 fi

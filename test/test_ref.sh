@@ -36,5 +36,5 @@ if [ -f "$REF_TOKENIZER" ]; then
         $PYTHON dev/ref/eval.py --ckpt "$REF_TMP/data/out.ema.ckpt" --data-path "$REF_TMP/data" \
             --tokenizer "$REF_TOKENIZER" --seq-len 128 --stride 32 --batch-seqs 4
 else
-    echo "  skip  ref: eval.py CLI (no $REF_TOKENIZER)"
+    skip "ref: eval.py CLI" "no shared tokenizer at $REF_TOKENIZER"
 fi

@@ -4,6 +4,7 @@
 //                                            tables padded to VOCAB_SIZE ids when it is larger
 //   build/tok_tool decode MODEL              whitespace-separated ids on stdin -> the decoded
 //                                            text on stdout, exactly (no newline added)
+//   build/tok_tool encode MODEL              the text on stdin (all of it) -> its ids, one line
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -12,7 +13,7 @@
 #include "../common/tokenizer.h" // defines: Tokenizer, tokenizer_load, tokenizer_dump, tokenizer_decode
 
 static void usage() {
-    fatal_config("usage: tok_tool dump MODEL [VOCAB_SIZE] | tok_tool decode MODEL < ids.txt");
+    fatal_config("usage: tok_tool dump MODEL [VOCAB_SIZE] | tok_tool decode MODEL < ids.txt | tok_tool encode MODEL < text");
 }
 
 int main(int argc, char **argv) {
@@ -45,6 +46,17 @@ int main(int argc, char **argv) {
         if (r != EOF) fatal("<stdin>: expected whitespace-separated token ids");
         std::string text = tokenizer_decode(tok, ids.data(), ids.size());
         fwriteCheck(text.data(), 1, text.size(), stdout, "<stdout>");
+    } else if (cmd == "encode") {
+        if (argc != 3) usage();
+        Tokenizer tok;
+        tokenizer_load(tok, argv[2]);
+        std::string text;
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) text.append(buf, n);
+        std::vector<int> ids = tokenizer_encode(tok, text);
+        for (size_t i = 0; i < ids.size(); i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
     } else {
         usage();
     }

@@ -18,7 +18,7 @@ TRAIN_SHARDS ?= 1
 data:
 	@$(PYTHON) dev/data/fineweb.py --train-shards $(TRAIN_SHARDS); rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
-	    echo "huggingface.co cannot be reached: building the offline stand-in dataset instead (NOT FineWeb)"; \
+	    echo "notice: huggingface.co cannot be reached, so building the offline stand-in dataset instead (NOT FineWeb)"; \
 	    $(PYTHON) dev/data/offline_data.py; \
 	else exit $$rc; fi
 data-fineweb:

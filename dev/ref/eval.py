@@ -1,5 +1,4 @@
-"""eval.py: validation loss and bits per byte, the reference's two ways (SPEC "Tokenizer and
-bits per byte", "Export and scoring").
+"""eval.py: validation loss and bits per byte, the reference's two ways (docs/RECIPE.md "Scoring").
 
   eval_val          non-overlapping seq_len windows over the val tokens, in batches of
                     batch_seqs windows; each batch's mean loss is weighted by its token count.
@@ -18,7 +17,11 @@ C++ side parses the .model itself).
 Command line:
   python3 dev/ref/eval.py --ckpt X.ckpt --data-path DIR --tokenizer fineweb_1024_bpe.model
         [--max-val-tokens N] [--seq-len T] [--stride 64] [--batch-seqs 32]
-        [--device cpu|cuda] [--mode fp32|bf16|fp64] [--no-sliding] [--no-standard]
+        [--device cpu|cuda] [--mode fp32|bf16|fp64] [--no-sliding] [--no-standard] [--ref-rounding]
+--ref-rounding rounds the sliding eval's softcapped logits to bf16 before the cross-entropy, as
+the record script's sliding eval does (its torch.compile'd forward_logits returns a bf16 tensor),
+and leaves the standard eval's alone (there the compiled forward fuses the softcap into the
+cross-entropy: the logits stay fp32). ./eval's EVAL_REF_ROUNDING=1 is the same rule.
 --max-val-tokens keeps only the first N val tokens (before the cut to whole windows): the full
 val set is ~62M tokens, far too much for a CPU.
 """
@@ -115,7 +118,7 @@ def sliding_windows(n_val_tokens, seq_len, stride):
 
 
 @torch.no_grad()
-def eval_val_sliding(model, val_tokens, luts, seq_len, stride, batch_seqs):
+def eval_val_sliding(model, val_tokens, luts, seq_len, stride, batch_seqs, ref_rounding=False):
     """(mean loss, bpb) of the sliding-window eval (module doc), batch_seqs windows per forward."""
     device = model.tok_emb.weight.device
     windows = sliding_windows(val_tokens.numel(), seq_len, stride)
@@ -132,6 +135,8 @@ def eval_val_sliding(model, val_tokens, luts, seq_len, stride, batch_seqs):
         x, y = x.to(device), y.to(device)
         with model.autocast():
             logits = model.forward_logits(x)
+        if ref_rounding:
+            logits = logits.to(torch.bfloat16)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
         nll = nll.reshape(len(batch), seq_len)
@@ -159,6 +164,8 @@ def main(argv):
     ap.add_argument("--mode", default=None, choices=["fp32", "fp64", "bf16"])
     ap.add_argument("--no-sliding", action="store_true")
     ap.add_argument("--no-standard", action="store_true")
+    ap.add_argument("--ref-rounding", action="store_true",
+                    help="round the sliding eval's logits to bf16 (the record script's rounding)")
     args = ap.parse_args(argv)
     mode = args.mode or ("bf16" if args.device == "cuda" else "fp32")
     def run():
@@ -177,7 +184,7 @@ def main(argv):
             print(f"val_loss:{loss:.8f} val_bpb:{bpb:.8f}")
         if not args.no_sliding and 0 < stride < seq_sw:
             bs = args.batch_seqs or C.get(cfg, "EVAL_BATCH_SEQS")
-            loss, bpb = eval_val_sliding(model, val, luts, seq_sw, stride, bs)
+            loss, bpb = eval_val_sliding(model, val, luts, seq_sw, stride, bs, args.ref_rounding)
             print(f"sliding val_loss:{loss:.8f} val_bpb:{bpb:.8f} stride:{stride}")
     return C.cli_run(run)
 

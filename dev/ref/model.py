@@ -1,4 +1,4 @@
-"""model.py: the GPT of the 1.1233 record in plain PyTorch, written from /work/shared/SPEC.md.
+"""model.py: the GPT of the 1.1233 record in plain PyTorch, written from docs/RECIPE.md.
 
 This is the project's Python reference for the CUDA code: same math, and exactly the
 reference's parameter names and state_dict order (notes/CKPT_FORMAT.md), so a .ckpt written by
@@ -18,7 +18,7 @@ Three numeric modes (prepare(model, mode, device)):
          dtype), F.rms_norm when torch has it, SDPA (flash) attention on a GPU, and the
          reference's bf16 RoPE tables for sequences <= 1024 (see Rotary).
 
-The forward pass (SPEC "Model"):
+The forward pass (docs/RECIPE.md "The model"):
 
   x = rmsnorm(tok_emb[ids] + bigram(ids)); x = smear(x); x0 = x
   encoder blocks 0..L/2-1 push their outputs; decoder block i first adds
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import config as C  # noqa: E402
 
-# float32 machine epsilon: what F.rms_norm(eps=None) uses on bf16/fp32 input (SPEC "Model" 7)
+# float32 machine epsilon: what F.rms_norm(eps=None) uses on bf16/fp32 input (docs/RECIPE.md "The model")
 RMS_EPS = 1.1920929e-07
 # the rotary module's reference length: beyond it the RoPE base is NTK-scaled
 ROPE_REF_LEN = 1024

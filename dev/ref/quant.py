@@ -22,7 +22,7 @@ SIMD kernels. We print a warning when torch reports no AVX2.
 
 --dump writes the codes as a checkpoint (the same layout `build/quant_tool dump` writes from an
 artifact, so the two files can be compared byte for byte):
-    config: the input's config, then one entry "scheme.NAME" = raw|fp16|fp32|int8|int6|int5 per tensor
+    config: the input's model options, then one entry "scheme.NAME" = raw|fp16|fp32|int8|int6|int5 per tensor
     tensors, in state_dict order:
         raw/fp16/fp32:  NAME          the stored copy (its dtype, f16, f32)
         int8/int6/int5: NAME.q        int8 codes, the tensor's shape
@@ -39,6 +39,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ckpt import read_ckpt, write_ckpt  # noqa: E402
+
+# The config entries a .ptz artifact keeps: the P_MODEL options of common/config.h's option table,
+# in its order, so the artifact depends only on the weights and the model (not on RUN_ID,
+# OUT_DIR, ...). test/test_usage.sh checks that the two lists agree.
+ARTIFACT_CONFIG_KEYS = ["VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT",
+                        "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM", "XSA_LAST_N", "ROPE_DIMS", "ROPE_BASE",
+                        "LN_SCALE", "VE_ENABLED", "VE_DIM", "VE_LAYERS", "LOGIT_SOFTCAP", "MLP_QUANT_BITS"]
 
 CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain",
                     "skip_weight", "skip_weights", "smear", "dtg_gate", "ve_layer_scales", "ve_shared.scale")
@@ -209,6 +216,8 @@ def main(argv):
         print(f"error: MLP_QUANT_BITS={bits}: must be 5 or 6", file=sys.stderr)
         return 2
     quant = quantize(tensors, bits, args.verbose)
+    # the artifact keeps only the model's options (the P_MODEL options of common/config.h, in table order)
+    config = OrderedDict((k, config[k]) for k in ARTIFACT_CONFIG_KEYS if k in config)
     if args.dump:
         cfg, ts = dump_tensors(quant)
         write_ckpt(args.dump, OrderedDict(list(config.items()) + list(cfg.items())), ts)

@@ -1,4 +1,4 @@
-"""train.py: the reference training step, written from /work/shared/SPEC.md ("Training").
+"""train.py: the reference training step, written from docs/RECIPE.md ("Training").
 
 Pieces (each a plain function or a small class, so parity tests can use them one by one):
 
@@ -311,7 +311,7 @@ def train_steps(model, batches, n_steps, cfg, trainer=None, elapsed_ms=None, log
 
 
 # ----------------------------------------------------------------------------
-# data: FineWeb shards (SPEC "Data")
+# data: FineWeb shards (docs/RECIPE.md "Data")
 
 SHARD_MAGIC, SHARD_VERSION, SHARD_HEADER_INTS = 20240520, 1, 256
 

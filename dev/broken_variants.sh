@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# dev/broken_variants.sh: shows that the dev/ GPU checks can fail. Each deliberately wrong
+# variant of the shipping code (a -DBREAK_* flag, off in every normal build) is compiled into
+# build_break/<FLAG>/ and the check that should catch it is run on it: it must FAIL. The same
+# checks from the normal build (build/, `make dev-checks`) must PASS. Prints a table
+#   check | variant | result | expected
+# and exits 1 when any row is not what it should be. Needs a GPU and nvcc; about 1-2 minutes of
+# compilation (in parallel) and ~2 minutes of checks on an H200.
+#
+#   make -j dev-checks && dev/broken_variants.sh
+#
+# The variants (grep BREAK_ in common/ to see each one):
+#   BREAK_MUON_WD         Muon ignores MUON_WD                 (common/optim.cuh)   -> dev_optim
+#   BREAK_NTK_ROPE        GPU RoPE tables keep the plain base past T = 1024
+#                                                              (common/layers.cuh)  -> dev_model
+#   BREAK_SCALAR_GRAD     scalar gradients (bigram/VE scales) 5% too large
+#                                                              (common/layers.cuh)  -> dev_model
+#   BREAK_CE_ROUND        the loss ignores round_bf16          (common/loss.cuh)    -> dev_loss
+#   BREAK_XSA_ACCUMULATE  xsa_backward overwrites when asked to accumulate
+#                                                              (common/attention.cuh) -> dev_attention
+# Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
+# "observed: <check> <err>" lines are collected in build_break/observed.txt.
+set -u
+cd "$(dirname "$0")/.."
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+GPU_ARCH=${GPU_ARCH:-90a}
+OUT=build_break
+mkdir -p $OUT
+
+# one row per variant: FLAG | dev check | its arguments | the line that must say FAIL (so a
+# crash or an unrelated failure does not count as caught)
+ROWS=(
+    'BREAK_MUON_WD|optim|--no-bench|FAIL +Muon weight decay'
+    'BREAK_NTK_ROPE|model|--no-bench|FAIL +rope (cos|sin) T=(1100|2048)'
+    'BREAK_SCALAR_GRAD|model|--no-bench|FAIL +(bigram|ve_shared).scale \(same inputs\)'
+    'BREAK_CE_ROUND|loss|--no-bench|FAIL +(losses|dlogits)'
+    'BREAK_XSA_ACCUMULATE|attention|--check-only --small|FAIL +xsa bwd d[yv] \(accumulate\)'
+)
+declare -A CHECK ARGS WANT
+VARIANTS=()
+for r in "${ROWS[@]}"; do
+    IFS='|' read -r v c a w <<< "${r%%|FAIL*}|"
+    VARIANTS+=("$v"); CHECK[$v]=$c; ARGS[$v]=$a; WANT[$v]="FAIL${r#*|FAIL}"
+done
+
+# the normal builds must exist (make dev-checks); the broken ones are compiled here, in parallel
+for name in optim model loss attention; do
+    [ -x build/dev_$name ] || { echo "error: build/dev_$name missing: run 'make -j dev-checks' first" >&2; exit 2; }
+done
+[ -x "$NVCC" ] || { echo "error: nvcc not found (set NVCC)" >&2; exit 2; }
+ZSTD=$(echo '#include <zstd.h>' | g++ -E -x c++ - >/dev/null 2>&1 && echo "-DUSE_ZSTD -lzstd")
+echo "compiling ${#VARIANTS[@]} broken variants with $NVCC (sm_$GPU_ARCH) ..."
+pids=()
+for v in "${VARIANTS[@]}"; do
+    name=${CHECK[$v]}
+    mkdir -p $OUT/$v
+    $NVCC -x cu -O3 -std=c++17 -gencode arch=compute_$GPU_ARCH,code=sm_$GPU_ARCH -Xcompiler -fopenmp -D$v \
+        dev/$name.cu -o $OUT/$v/dev_$name $ZSTD -lcublasLt -lcublas -lgomp > $OUT/$v/build.log 2>&1 &
+    pids+=($!)
+done
+build_failed=0
+for i in "${!pids[@]}"; do
+    wait ${pids[$i]} || { echo "error: building ${VARIANTS[$i]} failed: $OUT/${VARIANTS[$i]}/build.log" >&2; build_failed=1; }
+done
+[ $build_failed = 0 ] || exit 2
+
+BAD=0
+: > $OUT/observed.txt
+rows=()
+run_row() { # check-name variant binary args expected(PASS|FAIL) log [pattern a FAIL must show]
+    local name=$1 variant=$2 bin=$3 args=$4 want=$5 log=$6 pat=${7:-} got
+    local t0=$SECONDS
+    timeout 300 $bin $args > $log 2>&1 && got=PASS || got=FAIL
+    # a broken variant counts as caught only when its targeted check is among the failures
+    if [ $got = FAIL ] && [ -n "$pat" ] && ! grep -qE -- "$pat" $log; then got="FAIL(other)"; fi
+    grep '^observed:' $log | sed "s/^/[$variant] /" >> $OUT/observed.txt
+    local mark=ok
+    [ $got = $want ] || { mark="UNEXPECTED"; BAD=1; }
+    rows+=("$(printf '%-14s | %-22s | %-11s | expected %-4s %-10s %3ds  %s' dev_$name "$variant" $got $want $mark $((SECONDS - t0)) "$log")")
+    echo "${rows[-1]}"
+}
+echo
+printf '%-14s | %-22s | %-11s | %s\n' check variant result expected
+for name in optim model loss attention; do
+    args="--no-bench"; [ $name = attention ] && args="--check-only"
+    run_row $name real build/dev_$name "$args" PASS $OUT/real_$name.log
+done
+for v in "${VARIANTS[@]}"; do
+    name=${CHECK[$v]}
+    run_row $name $v $OUT/$v/dev_$name "${ARGS[$v]}" FAIL $OUT/$v/$name.log "${WANT[$v]}"
+    # which lines failed (the evidence that the targeted check is what caught it)
+    grep -E 'FAIL' $OUT/$v/$name.log | head -4 | sed 's/^/      /'
+done
+echo
+echo "observed errors (real build first; tolerances are set at ~5-10x these): $OUT/observed.txt"
+grep '^\[real\]' $OUT/observed.txt | head -80
+echo
+[ $BAD = 0 ] && echo "broken_variants: every broken variant FAILED its check and the real code PASSED" ||
+    echo "broken_variants: UNEXPECTED results above"
+exit $BAD
