@@ -16,12 +16,13 @@
 #include "common/checkpoint.h"  // defines: the .ckpt format
 #include "common/tokenizer.h"   // defines: SentencePiece loader, byte LUTs, tokenizer_dump, encode/decode
 #include "common/data.h"        // defines: load_val_tokens
-#include "common/quant.h"       // defines: artifact_read, artifact_dequantize
-#include "common/eval.h"        // defines: eval_standard, eval_sliding, nll_fn_cpu
-#include "common/model_cpu.h"   // defines: model_forward_logits, Rng (for --sample)
+#include "common/model.h"       // defines: BatchGeometry, NllFn
+#include "common/model_cpu.h"   // defines: the CPU reference model, nll_fn_cpu, model_forward_logits, Rng (for --sample)
 #ifndef NO_CUDA
-#include "common/model_gpu.cuh"  // defines: the model on the GPU, nll_fn_gpu
+#include "common/model_gpu.cuh"  // defines: the model on the GPU, nll_fn_gpu, model_gpu_last_logits
 #endif
+#include "common/eval.h"        // defines: eval_standard, eval_sliding
+#include "common/quant.h"       // defines: artifact_read, artifact_dequantize
 #include <algorithm>
 #include <functional>
 #include <memory>
@@ -82,9 +83,8 @@ static int sample_main(const Config &cfg, const Tokenizer &tok, const std::vecto
 #ifdef NO_CUDA
         fatal_config("this eval was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);
         gpu.reset(new ModelGPU());
-        model_gpu_build(*gpu, cfg, window, window);
+        model_gpu_build(*gpu, cfg, window, window);  // checks the shape (model_gpu_check_config)
         model_gpu_set_params(*gpu, weights.data());
         last_logits = [&](const int *x, int T, float *out) { model_gpu_last_logits(*gpu, x, T, out); };
 #endif
@@ -168,7 +168,7 @@ int main(int argc, char **argv) {
 #ifndef NO_CUDA
     std::unique_ptr<ModelGPU> gpu;
 #endif
-    const int batch_seqs = std::max(1, (int)(cfg.val_batch_size / 8 / seq));
+    const int batch_seqs = std::max(1, batch_geometry(cfg, 1).val_batch_seqs(cfg, seq));
     if (cfg.device == "cpu") {
         // the weights twice (here and in the model) and the largest forward's activations
         const double need = 2.0 * tl.flat * sizeof(float) +
@@ -186,7 +186,6 @@ int main(int argc, char **argv) {
 #ifdef NO_CUDA
         fatal_config("this eval was built without CUDA (no nvcc at build time): run with --device cpu, or rebuild with nvcc");
 #else
-        model_gpu_check_config(cfg);  // the shape from the file: head dim 64, 8-multiples
         DeviceInfo dev = device_info();
         printf("device:cuda %s\n", dev.name);
         gpu.reset(new ModelGPU());

@@ -17,14 +17,18 @@
 #include "common/checkpoint.h"  // defines: the .ckpt format
 #include "common/data.h"        // defines: shard reader, TrainLoader, load_val_tokens
 #include "common/tokenizer.h"   // defines: SentencePiece loader, byte LUTs
-#include "common/model_cpu.h"   // defines: the CPU reference model (forward, backward, init)
+#include "common/model.h"       // defines: BatchGeometry, QatMode, NllFn, the layer facts both models share
+#include "common/model_cpu.h"   // defines: the CPU reference model (forward, backward, init), nll_fn_cpu
+#ifndef NO_CUDA
+#include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses), nll_fn_gpu
+#endif
 #include "common/optim.h"       // defines: schedules, Muon, AdamW, clipping, EMA (CPU)
+#ifndef NO_CUDA
+#include "common/optim.cuh"      // defines: Muon, AdamW, clipping, EMA on the GPU
+#endif
 #include "common/eval.h"        // defines: standard and sliding-window bits-per-byte
 #include "common/quant.h"       // defines: the artifact (int6/int5/int8 + zstd), code size
 #include "common/dist.h"        // defines: the launcher, rendezvous, control-plane collectives, NCCL
-#ifndef NO_CUDA
-#include "common/model_gpu.cuh"  // defines: the model on the GPU (and every kernel header it uses)
-#endif
 #include <csignal>
 #include <memory>
 #include <unistd.h>
@@ -101,9 +105,10 @@ static void save_train_state(const std::string &path, const Config &cfg, const T
 // anything large is allocated; load_train_state unpacks it later.
 static RunCounters read_train_state(const std::string &path, const Config &cfg, Checkpoint &ck) {
     checkpoint_read(path.c_str(), ck);
-    for (const char *key : MODEL_KEYS) {  // the model must be the one we build
+    for (int i = 0; i < NUM_OPTIONS; i++) {  // the model must be the one we build
+        if (!model_option(i)) continue;
+        const char *key = OPTIONS[i].env;
         const std::string *v = ck.get(key);
-        int i = option_index_by_env(key);
         if (v && *v != config_get(cfg, i))
             fatal("%s: the state is for %s=%s but this run has %s=%s", path.c_str(), key, v->c_str(), key, config_get(cfg, i).c_str());
     }
@@ -161,7 +166,7 @@ struct Trainer {
     double ema_decay = 0;  // decay of the next step's EMA update: ema_decay_at(step), set by the loop
     // One optimizer step: grad_accum micro-batches of forward+backward from the loader, global-norm
     // clipping, Muon/AdamW at base LR x lr_mult, then the EMA update. Finished when it returns.
-    virtual StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) = 0;
+    virtual StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, QatMode qat) = 0;
     virtual void ema_reset() = 0;            // EMA <- the current weights
     virtual NllFn nll() = 0;                 // per-position losses of the current weights (eval mode)
     virtual void get(HostState &st) = 0;     // weights, EMA, optimizer state -> host
@@ -170,31 +175,21 @@ struct Trainer {
     virtual void report_memory(Logger &log) = 0;
 };
 
-// Batch geometry of the reference: 8 / world_size micro-steps of local_tokens / T sequences.
-struct Geometry {
-    int grad_accum, B, T;
-};
-static Geometry geometry(const Config &cfg, int world_size) {
-    const int grad_accum = 8 / world_size;
-    const long local_tokens = cfg.train_batch_tokens / (world_size * grad_accum);
-    return Geometry{grad_accum, (int)(local_tokens / cfg.train_seq_len), (int)cfg.train_seq_len};
-}
-
 struct TrainerCPU : Trainer {
     const Config &cfg;
-    Geometry geo;
+    BatchGeometry geo;
     Dist &dist;
     ModelCPU<float> model;
     OptimState opt;
     std::vector<float> ema;
     std::vector<int32_t> x, y;
-    TrainerCPU(const Config &c, const std::vector<float> &init, Geometry g, Dist &d) : cfg(c), geo(g), dist(d) {
+    TrainerCPU(const Config &c, const std::vector<float> &init, BatchGeometry g, Dist &d) : cfg(c), geo(g), dist(d) {
         model_build(model, cfg);
         model.params_mem = init;
         opt.init(model.tensors.flat);
         ema = init;
     }
-    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) override {
+    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, QatMode qat) override {
         model.qat = qat;
         model_zero_grad(model);
         StepResult r;
@@ -235,13 +230,13 @@ struct TrainerCPU : Trainer {
 // the update (a NaN must not reach the weights) and at the end (honest step times).
 struct TrainerGPU : Trainer {
     const Config &cfg;
-    Geometry geo;
+    BatchGeometry geo;
     Dist &dist;
     ModelGPU model;
     OptimizerGPU opt;
     float *ema = nullptr;  // (flat) fp32
     std::vector<int32_t> x, y;
-    TrainerGPU(const Config &c, const std::vector<float> &init, Geometry g, Dist &d, int max_N, int max_T) : cfg(c), geo(g), dist(d) {
+    TrainerGPU(const Config &c, const std::vector<float> &init, BatchGeometry g, Dist &d, int max_N, int max_T) : cfg(c), geo(g), dist(d) {
         model_gpu_build(model, cfg, max_N, max_T);
         optimizer_gpu_create(opt, cfg, model.tensors);
         cudaCheck(cudaMalloc(&ema, model.tensors.flat * sizeof(float)));
@@ -253,9 +248,9 @@ struct TrainerGPU : Trainer {
         optimizer_gpu_free(opt);
         model_gpu_free(model);
     }
-    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, bool qat) override {
+    StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, QatMode qat) override {
         const cudaStream_t st = 0;
-        if (model.wbf_mode != (qat ? 1 : 0)) model_gpu_refresh_weights(model, qat, st);
+        model.qat = qat;  // the first forward refreshes the bf16 weights if they are stale
         model_gpu_zero_grad(model, st);
         for (int micro = 0; micro < geo.grad_accum; micro++) {
             loader.next_batch(cfg.train_batch_tokens, geo.grad_accum, x, y);  // overlaps the GPU's work
@@ -282,7 +277,7 @@ struct TrainerGPU : Trainer {
         r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
         if (!r.finite) return r;
         optimizer_step(opt, cfg, model.params, model.grads, lr_mult, muon_mu, opt.d_clip_coef, st);
-        model.wbf_mode = -1;
+        model_gpu_params_changed(model);
         ema_update(ema, model.params, model.tensors.flat, ema_decay, st);
         sync(st, "optimizer step");
         return r;
@@ -336,7 +331,7 @@ static void make_out_dir(const std::string &dir) {
 // copies of the weights (model, gradients, QAT copy, EMA, Muon/Adam state, the host copies that
 // warmup, checkpoints and the finale use) and the largest activations (training forward+backward,
 // the evals' forwards).
-static void check_memory(const Config &cfg, const TensorList &tl, const Geometry &geo, int val_batch_seqs, Logger &log) {
+static void check_memory(const Config &cfg, const TensorList &tl, const BatchGeometry &geo, int val_batch_seqs, Logger &log) {
     const double GiB = 1073741824.0, flat = (double)tl.flat * sizeof(float);
     const double host_copies = 1 /*init*/ + 5 /*HostState: weights, EMA, 3 optimizer buffers*/ + (cfg.resume.empty() ? 0 : 5) /*the state file*/;
     double need = 0, have = 0;
@@ -451,17 +446,16 @@ static void check_ranks_in_sync(Dist &dist, Trainer &trainer, HostState &hs, lon
 // the one that counts: it is broadcast before and after every step, so the LR schedule, late
 // QAT and the wallclock stop are decided once. Only rank 0 logs and writes files.
 
-// resume_ck/resume_rc: the state file read and checked by main (empty when not resuming).
-static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vector<uint16_t> &val_tokens, Checkpoint &resume_ck,
-                  const RunCounters &resume_rc, Dist &dist) {
-    const int world_size = dist.world_size, rank = dist.rank;
+// geo: this rank's batch geometry (batch_geometry(cfg, dist.world_size, dist.rank)). resume_ck/
+// resume_rc: the state file read and checked by main (empty when not resuming).
+static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, Logger &log, const ByteLuts &luts,
+                  const std::vector<uint16_t> &val_tokens, Checkpoint &resume_ck, const RunCounters &resume_rc, Dist &dist) {
+    const int world_size = geo.world_size, rank = geo.rank;
     const bool lead = rank == 0;
-    const Geometry geo = geometry(cfg, world_size);
-    const TensorList tl = build_tensor_list(cfg);
-    const int val_batch_seqs = (int)(cfg.val_batch_size / (world_size * geo.grad_accum) / cfg.train_seq_len);
+    const int val_batch_seqs = geo.val_batch_seqs(cfg, cfg.train_seq_len);
     // the inputs first (every shard header is checked here), then the memory, then the big allocations
     TrainLoader loader;
-    loader.init(cfg.data_path, 0, world_size, (int)cfg.vocab_size);
+    loader.init(cfg.data_path, geo.rank, geo.world_size, (int)cfg.vocab_size);  // the cursor is global: same on every rank
     if (!cfg.init_ckpt.empty() && !file_exists(cfg.init_ckpt.c_str()))
         fatal("%s: no such file (INIT_CKPT / --init-ckpt)", cfg.init_ckpt.c_str());
     check_memory(cfg, tl, geo, val_batch_seqs, log);
@@ -532,7 +526,7 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
                 log.printf("interrupted (signal %d) during the warmup: nothing trained yet, nothing saved\n", (int)g_stop_signal);
                 exit(128 + g_stop_signal);
             }
-            trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), false);
+            trainer->step(loader, 1.0, muon_momentum_at(cfg, 0), QAT_OFF);
             if (cfg.warmup_steps <= 20 || (w + 1) % 10 == 0 || w + 1 == cfg.warmup_steps)
                 log.printf("warmup_step:%ld/%ld\n", w + 1, cfg.warmup_steps);
         }
@@ -552,14 +546,14 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         loader.seek((int)rc.file_idx, rc.pos);
         log.printf("resume:%s step:%ld train_time:%.0fms\n", cfg.resume.c_str(), rc.step, rc.training_ms);
     }
-    bool qat = rc.qat != 0;
+    QatMode qat = rc.qat ? QAT_INT6 : QAT_OFF;
     double training_ms = rc.training_ms, t0 = now_seconds();
     long stop_after = -1;
     // the clock stops while the state is written (it is not training time)
     auto save_state = [&](long done) {
         if (!lead) return;
         double t_save = now_seconds();
-        RunCounters now{done, loader.file_idx(), loader.pos(), qat ? 1 : 0, training_ms + 1000.0 * (t_save - t0)};
+        RunCounters now{done, loader.file_idx(), loader.pos(), (int)qat, training_ms + 1000.0 * (t_save - t0)};
         trainer->get(hs);
         save_train_state(state_path, cfg, tl, hs, now);
         log.printf("saved training state: step %ld to %s (%.1f s)\n", done, state_path.c_str(), now_seconds() - t_save);
@@ -585,8 +579,8 @@ static void train(Config &cfg, Logger &log, const ByteLuts &luts, const std::vec
         }
         const double elapsed_ms = dist_from_rank0(dist, training_ms + 1000.0 * (now_seconds() - t0), "training clock");
         double lr_mult = lr_multiplier(cfg, step, elapsed_ms);
-        if (cfg.late_qat_threshold > 0 && lr_mult < cfg.late_qat_threshold && !qat) {
-            qat = true;
+        if (cfg.late_qat_threshold > 0 && lr_mult < cfg.late_qat_threshold && qat == QAT_OFF) {
+            qat = QAT_INT6;
             log.printf("late_qat:enabled step:%ld scale:%.4f\n", step, lr_mult);
         }
         const long file_idx = loader.file_idx(), pos = loader.pos();
@@ -749,10 +743,10 @@ static int ranks_to_launch(const Config &cfg) {
     }
 #endif
     const int n = cfg.nproc > 0 ? (int)cfg.nproc : std::max(gpus, 1);
-    if (8 % n != 0)
-        fatal_config("%d ranks (%s) do not divide 8, so the gradient accumulation 8 / ranks would not be whole HINT: use "
+    if (REF_GRAD_ACCUM % n != 0)
+        fatal_config("%d ranks (%s) do not divide %d, so the gradient accumulation %d / ranks would not be whole HINT: use "
                      "--nproc 1, 2, 4 or 8, or narrow the GPUs with CUDA_VISIBLE_DEVICES", n,
-                     cfg.nproc > 0 ? "NPROC" : "one per visible GPU");
+                     cfg.nproc > 0 ? "NPROC" : "one per visible GPU", REF_GRAD_ACCUM, REF_GRAD_ACCUM);
     if (cfg.device != "cpu" && gpus > 0 && n > gpus) fatal_config("NPROC=%d but only %d GPUs are visible", n, gpus);
     return n;
 }
@@ -797,9 +791,9 @@ static int dist_selftest(const Config &cfg, Dist &dist) {
     fprintf(f, "rank %d world_size %d local_rank %d local_world_size %d token %llu pid %d\n", dist.rank, W, dist.local_rank,
             dist.local_world_size, (unsigned long long)token, (int)getpid());
     fflush(f);  // (the failure tests read the pid while the ranks hold)
-    const Geometry geo = geometry(cfg, W);
+    const BatchGeometry geo = batch_geometry(cfg, W, dist.rank);
     TrainLoader loader;
-    loader.init(cfg.data_path, dist.rank, W, (int)cfg.vocab_size);
+    loader.init(cfg.data_path, geo.rank, geo.world_size, (int)cfg.vocab_size);
     std::vector<int32_t> x, y;
     for (long i = 0; i < cfg.iterations * geo.grad_accum; i++) {
         loader.next_batch(cfg.train_batch_tokens, geo.grad_accum, x, y);
@@ -813,7 +807,10 @@ static int dist_selftest(const Config &cfg, Dist &dist) {
     fcloseCheck(f, path.c_str());
     const double hold_until = now_seconds() + (double)env_long("DIST_SELFTEST_HOLD", 0);
     while (now_seconds() < hold_until) {
-        dist_barrier(dist, "selftest hold");
+        // a Ctrl-C forwarded by the launcher ends the hold on every rank (rank 0's decides, as in
+        // the training loop; catch_stop_signals only sets the flag)
+        const int sig = dist_from_rank0(dist, (int)g_stop_signal, "selftest hold");
+        if (sig) exit(128 + sig);
         usleep(20 * 1000);
     }
     dist_finalize(dist);
@@ -906,7 +903,7 @@ int main(int argc, char **argv) {
     if (file_exists((cfg.data_path + "/NOT_FINEWEB.txt").c_str()))
         log.printf("warning: %s is the offline stand-in dataset (NOT FineWeb): losses are not comparable to the leaderboard\n",
                    cfg.data_path.c_str());
-    train(cfg, log, luts, val_tokens, resume_ck, resume_rc, dist);
+    train(cfg, batch_geometry(cfg, dist.world_size, dist.rank), tl, log, luts, val_tokens, resume_ck, resume_rc, dist);
     dist_finalize(dist);
     log.close();
     return 0;

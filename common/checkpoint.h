@@ -36,6 +36,30 @@ struct CkptTensor {
     std::vector<int64_t> shape;
     std::vector<uint8_t> data;  // numel * dtype_size bytes
 };
+// nd little-endian u64 dimensions from r into shape, their product into numel. Returns "" or why
+// not: "truncated" (the bytes end) or "absurd" (a dimension or the product above 2^40, so sizes
+// cannot overflow). Shared by the .ckpt and .ptz parsers.
+inline const char *read_dims(ByteReader &r, unsigned nd, std::vector<int64_t> &shape, uint64_t &numel) {
+    numel = 1;
+    for (unsigned d = 0; d < nd; d++) {
+        uint64_t dim;
+        if (!r.u64(dim)) return "truncated";
+        if (dim > (1ull << 40) || (dim && numel > (1ull << 40) / dim)) return "absurd";
+        numel *= dim;
+        shape.push_back((int64_t)dim);
+    }
+    return "";
+}
+
+// Element i of a float tensor (f32, bf16 or f16; 0 for the others) as fp32, exact.
+inline float ckpt_float_at(const CkptTensor &t, size_t i) {
+    switch (t.dtype) {
+    case DT_F32: return get_f32le(&t.data[4 * i]);
+    case DT_BF16: return bf16_to_f32(get_u16le(&t.data[2 * i]));
+    case DT_F16: return f16_to_f32(get_u16le(&t.data[2 * i]));
+    default: return 0.f;
+    }
+}
 struct Checkpoint {
     std::vector<std::pair<std::string, std::string>> config;  // key, value (in file order): ConfigEntries
     std::vector<CkptTensor> tensors;
@@ -69,7 +93,7 @@ inline bool config_entries_read(ByteReader &r, ConfigEntries &cfg, std::string *
 }
 // True when the last 4 bytes of p[0..n) are the CRC-32 of the bytes before them (n >= 4).
 inline bool crc32_trailer_ok(const uint8_t *p, size_t n) {
-    uint32_t stored = (uint32_t)p[n - 4] | ((uint32_t)p[n - 3] << 8) | ((uint32_t)p[n - 2] << 16) | ((uint32_t)p[n - 1] << 24);
+    uint32_t stored = get_u32le(p + n - 4);
     return crc32(p, n - 4) == stored;
 }
 
@@ -101,7 +125,7 @@ inline bool checkpoint_parse(const uint8_t *p, size_t n, Checkpoint &ck, std::st
     if (n < 8 || memcmp(p, CKPT_MAGIC, 8) != 0) return fail("not a checkpoint (bad magic; expected a .ckpt written by train_gpt or dev/convert_checkpoint.py)");
     if (n < 8 + 4 + 4) return fail("truncated (header)");
     // The version check comes before the CRC so a newer file says "version", not "corrupt".
-    uint32_t version = (uint32_t)p[8] | ((uint32_t)p[9] << 8) | ((uint32_t)p[10] << 16) | ((uint32_t)p[11] << 24);
+    uint32_t version = get_u32le(p + 8);
     if (version != CKPT_VERSION) {
         snprintf(buf, sizeof buf, "unsupported checkpoint version %u (this build reads version %u)", version, CKPT_VERSION);
         return fail(buf);
@@ -125,16 +149,9 @@ inline bool checkpoint_parse(const uint8_t *p, size_t n, Checkpoint &ck, std::st
         if (nd > 4) { snprintf(buf, sizeof buf, "tensor %s: %u dimensions (at most 4)", t.name.c_str(), nd); return fail(buf); }
         t.dtype = (DType)dt;
         uint64_t numel = 1;
-        for (int d = 0; d < nd; d++) {
-            uint64_t dim;
-            if (!r.u64(dim)) return fail("truncated (tensor shape)");
-            if (dim > (1ull << 40) || (dim && numel > (1ull << 40) / dim)) {
-                snprintf(buf, sizeof buf, "tensor %s: absurd shape", t.name.c_str());
-                return fail(buf);
-            }
-            numel *= dim;
-            t.shape.push_back((int64_t)dim);
-        }
+        const char *bad = read_dims(r, nd, t.shape, numel);
+        if (!strcmp(bad, "truncated")) return fail("truncated (tensor shape)");
+        if (*bad) { snprintf(buf, sizeof buf, "tensor %s: absurd shape", t.name.c_str()); return fail(buf); }
         uint64_t nbytes = numel * dtype_size(t.dtype);
         if (!r.need(nbytes)) { snprintf(buf, sizeof buf, "tensor %s: data runs past the end of the file", t.name.c_str()); return fail(buf); }
         t.data.assign(p + r.pos, p + r.pos + nbytes);
@@ -168,17 +185,17 @@ inline void checkpoint_set_config(Checkpoint &ck, const Config &c) {
         if (OPTIONS[i].env[0]) ck.config.emplace_back(OPTIONS[i].env, config_get(c, i));
 }
 
-// The options that define the model's shape and forward pass: a checkpoint's values for these
-// override whatever the user configured (eval and quantize read the model from the file).
-static const char *MODEL_KEYS[] = {"VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT",
-                                   "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM", "XSA_LAST_N", "ROPE_DIMS", "ROPE_BASE",
-                                   "LN_SCALE", "VE_ENABLED", "VE_DIM", "VE_LAYERS", "LOGIT_SOFTCAP", "MLP_QUANT_BITS"};
+// The options that define the model's shape and forward pass (P_MODEL in the option table): a
+// checkpoint's values for these override whatever the user configured (eval and quantize read
+// the model from the file).
+inline bool model_option(int i) { return (OPTIONS[i].programs & P_MODEL) != 0; }
 
 inline void config_from_checkpoint(Config &c, const Checkpoint &ck, const char *path) {
-    for (const char *key : MODEL_KEYS) {
-        const std::string *v = ck.get(key);
+    for (int i = 0; i < NUM_OPTIONS; i++) {
+        if (!model_option(i)) continue;
+        const std::string *v = ck.get(OPTIONS[i].env);
         if (!v) continue;  // older/converted files may lack some keys: keep the configured value
-        config_set(c, option_index_by_env(key), v->c_str(), path);
+        config_set(c, i, v->c_str(), path);
     }
     config_error_origin() = path;
     config_derive(c);
@@ -194,8 +211,8 @@ inline void checkpoint_from_params(Checkpoint &ck, const Config &c, const Tensor
         t.data.resize(s.numel * dtype_size(s.dtype));
         const float *src = params + s.offset;
         for (size_t i = 0; i < s.numel; i++) {
-            if (s.dtype == DT_F32) memcpy(&t.data[4 * i], &src[i], 4);
-            else { uint16_t h = s.dtype == DT_BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]); memcpy(&t.data[2 * i], &h, 2); }
+            if (s.dtype == DT_F32) put_f32le(&t.data[4 * i], src[i]);
+            else put_u16le(&t.data[2 * i], s.dtype == DT_BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]));
         }
         ck.tensors.push_back(std::move(t));
     }
@@ -213,15 +230,10 @@ inline void checkpoint_to_params(const Checkpoint &ck, const TensorList &tl, flo
             for (int64_t d : t->shape) got += std::to_string(d) + ",";
             fatal("%s: tensor %s has shape (%s) but the config needs (%s)", path, s.name.c_str(), got.c_str(), want.c_str());
         }
+        if (s.numel > 0 && t->dtype != DT_F32 && t->dtype != DT_BF16 && t->dtype != DT_F16)
+            fatal("%s: tensor %s has dtype %s; model weights must be f32, bf16 or f16", path, s.name.c_str(), dtype_name(t->dtype));
         float *dst = params + s.offset;
-        for (size_t i = 0; i < s.numel; i++) {
-            switch (t->dtype) {
-            case DT_F32: memcpy(&dst[i], &t->data[4 * i], 4); break;
-            case DT_BF16: { uint16_t h; memcpy(&h, &t->data[2 * i], 2); dst[i] = bf16_to_f32(h); break; }
-            case DT_F16: { uint16_t h; memcpy(&h, &t->data[2 * i], 2); dst[i] = f16_to_f32(h); break; }
-            default: fatal("%s: tensor %s has dtype %s; model weights must be f32, bf16 or f16", path, s.name.c_str(), dtype_name(t->dtype));
-            }
-        }
+        for (size_t i = 0; i < s.numel; i++) dst[i] = ckpt_float_at(*t, i);
     }
     for (const CkptTensor &t : ck.tensors)
         if (tl.find(t.name) < 0 && t.name.find('/') == std::string::npos)  // '/' marks training-state extras

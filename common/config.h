@@ -16,8 +16,10 @@
 #include <cuda_runtime.h>  // config_resolve_device asks the driver whether a GPU is usable
 #endif
 
-// Which program shows an option in --help (an option may belong to several).
-enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
+// Which program shows an option in --help (an option may belong to several). P_MODEL marks the
+// options that define the model's shape and forward pass: checkpoints carry them and a
+// checkpoint's values override the configured ones (config_from_checkpoint, model_option).
+enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7, P_MODEL = 8 };
 
 // X(type, field, ENV_NAME, "flag-name", "default", programs, "help")
 // type: INT (long), FLT (double), STR (std::string), BOOL (0/1).
@@ -36,23 +38,23 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(BOOL, train_only,       "TRAIN_ONLY",       "train-only",       "0",       P_TRAIN, "no tokenizer, no val data, no evals: train, then write the checkpoint and artifact") \
     X(INT,  seed,             "SEED",             "seed",             "1337",    P_TRAIN | P_EVAL, "random seed for the init (eval --sample: for the sampling)") \
     /* model */ \
-    X(INT,  vocab_size,       "VOCAB_SIZE",       "vocab-size",       "1024",    P_ALL,   "vocabulary size (token ids must be below it)") \
-    X(INT,  num_layers,       "NUM_LAYERS",       "num-layers",       "11",      P_ALL,   "transformer blocks (first half encoder, rest decoder with U-Net skips)") \
-    X(INT,  model_dim,        "MODEL_DIM",        "model-dim",        "512",     P_ALL,   "model width") \
-    X(INT,  num_heads,        "NUM_HEADS",        "num-heads",        "8",       P_ALL,   "query heads") \
-    X(INT,  num_kv_heads,     "NUM_KV_HEADS",     "num-kv-heads",     "4",       P_ALL,   "key/value heads (GQA)") \
-    X(FLT,  mlp_mult,         "MLP_MULT",         "mlp-mult",         "3.0",     P_ALL,   "MLP hidden = int(MLP_MULT * MODEL_DIM), relu^2") \
-    X(INT,  bigram_vocab_size,"BIGRAM_VOCAB_SIZE","bigram-vocab-size","10240",   P_ALL,   "BigramHash buckets (seed 10240, record 2048)") \
-    X(INT,  bigram_dim,       "BIGRAM_DIM",       "bigram-dim",       "128",     P_ALL,   "BigramHash embedding width (projected to MODEL_DIM)") \
-    X(INT,  xsa_last_n,       "XSA_LAST_N",       "xsa-last-n",       "4",       P_ALL,   "XSA on the last N layers (0 = off)") \
-    X(INT,  rope_dims,        "ROPE_DIMS",        "rope-dims",        "16",      P_ALL,   "partial RoPE: rotate the first ROPE_DIMS of each head (0 = all)") \
-    X(FLT,  rope_base,        "ROPE_BASE",        "rope-base",        "10000",   P_ALL,   "RoPE base (NTK-scaled for sequences longer than 1024)") \
-    X(BOOL, ln_scale,         "LN_SCALE",         "ln-scale",         "1",       P_ALL,   "scale block l's normed inputs by 1/sqrt(l+1)") \
-    X(BOOL, ve_enabled,       "VE_ENABLED",       "ve-enabled",       "0",       P_ALL,   "value embeddings (seed 0, record 1)") \
-    X(INT,  ve_dim,           "VE_DIM",           "ve-dim",           "128",     P_ALL,   "value embedding width") \
-    X(STR,  ve_layers,        "VE_LAYERS",        "ve-layers",        "9,10",    P_ALL,   "comma-separated layers that get value embeddings") \
+    X(INT,  vocab_size,       "VOCAB_SIZE",       "vocab-size",       "1024",    P_ALL | P_MODEL,   "vocabulary size (token ids must be below it)") \
+    X(INT,  num_layers,       "NUM_LAYERS",       "num-layers",       "11",      P_ALL | P_MODEL,   "transformer blocks (first half encoder, rest decoder with U-Net skips)") \
+    X(INT,  model_dim,        "MODEL_DIM",        "model-dim",        "512",     P_ALL | P_MODEL,   "model width") \
+    X(INT,  num_heads,        "NUM_HEADS",        "num-heads",        "8",       P_ALL | P_MODEL,   "query heads") \
+    X(INT,  num_kv_heads,     "NUM_KV_HEADS",     "num-kv-heads",     "4",       P_ALL | P_MODEL,   "key/value heads (GQA)") \
+    X(FLT,  mlp_mult,         "MLP_MULT",         "mlp-mult",         "3.0",     P_ALL | P_MODEL,   "MLP hidden = int(MLP_MULT * MODEL_DIM), relu^2") \
+    X(INT,  bigram_vocab_size,"BIGRAM_VOCAB_SIZE","bigram-vocab-size","10240",   P_ALL | P_MODEL,   "BigramHash buckets (seed 10240, record 2048)") \
+    X(INT,  bigram_dim,       "BIGRAM_DIM",       "bigram-dim",       "128",     P_ALL | P_MODEL,   "BigramHash embedding width (projected to MODEL_DIM)") \
+    X(INT,  xsa_last_n,       "XSA_LAST_N",       "xsa-last-n",       "4",       P_ALL | P_MODEL,   "XSA on the last N layers (0 = off)") \
+    X(INT,  rope_dims,        "ROPE_DIMS",        "rope-dims",        "16",      P_ALL | P_MODEL,   "partial RoPE: rotate the first ROPE_DIMS of each head (0 = all)") \
+    X(FLT,  rope_base,        "ROPE_BASE",        "rope-base",        "10000",   P_ALL | P_MODEL,   "RoPE base (NTK-scaled for sequences longer than 1024)") \
+    X(BOOL, ln_scale,         "LN_SCALE",         "ln-scale",         "1",       P_ALL | P_MODEL,   "scale block l's normed inputs by 1/sqrt(l+1)") \
+    X(BOOL, ve_enabled,       "VE_ENABLED",       "ve-enabled",       "0",       P_ALL | P_MODEL,   "value embeddings (seed 0, record 1)") \
+    X(INT,  ve_dim,           "VE_DIM",           "ve-dim",           "128",     P_ALL | P_MODEL,   "value embedding width") \
+    X(STR,  ve_layers,        "VE_LAYERS",        "ve-layers",        "9,10",    P_ALL | P_MODEL,   "comma-separated layers that get value embeddings") \
     X(FLT,  qk_gain_init,     "QK_GAIN_INIT",     "qk-gain-init",     "1.5",     P_TRAIN, "initial per-head query gain") \
-    X(FLT,  logit_softcap,    "LOGIT_SOFTCAP",    "logit-softcap",    "30",      P_ALL,   "logits = c * tanh(logits / c)") \
+    X(FLT,  logit_softcap,    "LOGIT_SOFTCAP",    "logit-softcap",    "30",      P_ALL | P_MODEL,   "logits = c * tanh(logits / c)") \
     X(FLT,  tied_embed_init_std,"TIED_EMBED_INIT_STD","tied-embed-init-std","0.005", P_TRAIN, "std of the tied embedding init") \
     /* training */ \
     X(INT,  iterations,       "ITERATIONS",       "iterations",       "20000",   P_TRAIN, "training steps (the wallclock cap usually stops earlier)") \
@@ -96,7 +98,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7 };
     X(INT,  zstd_level,       "ZSTD_LEVEL",       "zstd-level",       "22",      P_TRAIN | P_QUANT, "artifact compression level, 1..22 (the submission is measured at 22)") \
     X(STR,  source_dir,       "SOURCE_DIR",       "source-dir",       "",        P_TRAIN | P_QUANT, "repository root whose train_gpt.cu sources count as code bytes (default: next to the binary)") \
     X(BOOL, quant_pct_per_row,"QUANT_PCT_PER_ROW","quant-pct-per-row","0",       P_TRAIN | P_QUANT, "GPTQ-lite picks the clip percentile per row, not per tensor (ours; off = the reference)") \
-    X(INT,  mlp_quant_bits,   "MLP_QUANT_BITS",   "mlp-quant-bits",   "5",       P_ALL,   "MLP weights: 5 = int5 row-max (seed), 6 = int6 GPTQ-lite (record)") \
+    X(INT,  mlp_quant_bits,   "MLP_QUANT_BITS",   "mlp-quant-bits",   "5",       P_ALL | P_MODEL,   "MLP weights: 5 = int5 row-max (seed), 6 = int6 GPTQ-lite (record)") \
     /* program inputs and outputs: flags only (no environment variable: OUT and friends are too \
        common as variable names to read from the environment) */ \
     X(STR,  checkpoint,       "",       "checkpoint",       "",        P_QUANT | P_EVAL, "model checkpoint (.ckpt) to read") \
@@ -352,21 +354,23 @@ inline void config_derive(Config &c) {
     }
 }
 
-// Checks that depend on the number of ranks (grad accumulation = 8 / world_size).
+// The reference's gradient accumulation: 8 micro-steps per optimizer step on one GPU, 8 /
+// world_size on more (the global batch stays TRAIN_BATCH_TOKENS). model.h's batch_geometry.
+constexpr int REF_GRAD_ACCUM = 8;
+
+// Checks that depend on the number of ranks (grad accumulation = REF_GRAD_ACCUM / world_size).
 inline void config_check_batch(const Config &c, int world_size) {
-    if (world_size <= 0 || 8 % world_size != 0)
-        config_fail("WORLD_SIZE=%d must divide 8 so the gradient accumulation stays integral", world_size);
-    long accum = 8 / world_size;
+    if (world_size <= 0 || REF_GRAD_ACCUM % world_size != 0)
+        config_fail("WORLD_SIZE=%d must divide %d so the gradient accumulation stays integral", world_size, REF_GRAD_ACCUM);
+    long accum = REF_GRAD_ACCUM / world_size;
     long local = c.train_batch_tokens / (world_size * accum);
     if (local <= 0 || c.train_batch_tokens % (world_size * accum) != 0 || local % c.train_seq_len != 0)
         config_fail("TRAIN_BATCH_TOKENS=%ld must split into %d ranks x %ld micro-steps of whole TRAIN_SEQ_LEN=%ld sequences",
                      c.train_batch_tokens, world_size, accum, c.train_seq_len);
     long val_local = c.val_batch_size / (world_size * accum);
-    long val_seq = std::max(c.train_seq_len, c.eval_seq_len);
     if (val_local < c.train_seq_len)
         config_fail("VAL_BATCH_SIZE=%ld must give each of %d ranks x %ld micro-steps at least one sequence of %ld tokens",
                      c.val_batch_size, world_size, accum, c.train_seq_len);
-    (void)val_seq;
 }
 
 inline void config_print_help(const char *prog, int program, const char *usage) {

@@ -1,13 +1,18 @@
 // cuda_utils.cuh: the CUDA basics every GPU header uses: error checks with file:line, bf16
-// helpers, device properties, one-block allocations and event timers.
+// helpers, device properties, one-block allocations and event timers, and the device helpers
+// several kernel headers share (8-wide bf16 vectors, warp and block reductions).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "utils.h"
+
+typedef __nv_bfloat16 bf16;
 
 // ----------------------------------------------------------------------------
 // error checks: report the failing call's file:line and a hint, then exit
@@ -36,6 +41,9 @@ inline void cuda_free_check(T *&p, const char *file, int line) {
 #define cudaFreeCheck(p) cuda_free_check(p, __FILE__, __LINE__)
 
 inline int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
+// blocks for n items at per_block a block, at least 1 and at most 65535 (grid-stride kernels)
+inline int grid_blocks(size_t n, int per_block) { return (int)std::min<size_t>(std::max<size_t>((n + per_block - 1) / per_block, 1), 65535); }
+inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 // ----------------------------------------------------------------------------
 // device info
@@ -90,3 +98,67 @@ struct GpuTimer {
         return ms;
     }
 };
+
+// ----------------------------------------------------------------------------
+// device helpers shared by the kernel headers
+
+// x rounded to bf16 and back: a value as the reference's bf16 tensors hold it
+__device__ inline float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+namespace lyr {
+
+// 8 bf16 <-> 8 floats, one 16-byte access
+__device__ __forceinline__ void load8(float (&f)[8], const bf16 *p) {
+    const uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 t = __bfloat1622float2(h[j]);
+        f[2 * j] = t.x;
+        f[2 * j + 1] = t.y;
+    }
+}
+// 8 fp32 values of a parameter table that may be only 4-byte aligned
+__device__ __forceinline__ void load8(float (&f)[8], const float *p) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = p[j];
+}
+__device__ __forceinline__ void store8(bf16 *p, const float (&f)[8]) {
+    uint4 u;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
+    *reinterpret_cast<uint4 *>(p) = u;
+}
+__device__ __forceinline__ void zero8(float (&f)[8]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = 0.f;
+}
+// a control parameter as the reference uses it: cast to bf16
+__device__ __forceinline__ float rnd(float x) { return __bfloat162float(__float2bfloat16(x)); }
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float nan_value() { return __int_as_float(0x7fc00000); }
+
+// Butterfly reductions: every lane ends with the same bits (each step adds two equal-order
+// partials, and a + b == b + a exactly), so the result is deterministic.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over a 1-D block (whole warps), the same in every thread. sh: >= 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // sh may still be read by a previous call
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    return warp_sum(lane < nw ? sh[lane] : 0.f);
+}
+
+}  // namespace lyr

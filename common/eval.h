@@ -12,8 +12,9 @@
 // bits per byte = (mean loss in nats / ln 2) * (scored tokens / scored bytes), where a target's
 // bytes are base_bytes[tgt] + (leading_space[tgt] and not boundary[prev]).
 //
-// The forward pass is a callback: nll(x, y, B, T, out) fills out[B*T] with the per-position
-// cross-entropy of targets y given inputs x (both (B, T) int32). It always gets T = seq_len:
+// The forward pass is a callback, model.h's NllFn (nll_fn_cpu in model_cpu.h, nll_fn_gpu in
+// model_gpu.cuh): nll(x, y, B, T, out) fills out[B*T] with the per-position cross-entropy of
+// targets y given inputs x (both (B, T) int32). It always gets T = seq_len:
 // short windows are zero-padded like the reference does, which matters because the RoPE base
 // depends on the sequence length of the call.
 #pragma once
@@ -22,23 +23,9 @@
 #include <functional>
 #include <vector>
 
-#include "model_cpu.h"
-#include "tokenizer.h"
+#include "model.h"      // NllFn
+#include "tokenizer.h"  // ByteLuts
 #include "utils.h"
-
-// `sliding` says which eval calls: with EVAL_REF_ROUNDING the two round the logits differently
-// (see logits_rounding below).
-using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *nll)>;
-
-// Whether an eval rounds the softcapped logits z to bf16 before its cross-entropy.
-//   ours (EVAL_REF_ROUNDING=0): the model's own precision in both evals: the GPU rounds z (as
-//     its training forward does), the CPU reference keeps fp32;
-//   the record script's (EVAL_REF_ROUNDING=1): its standard eval calls the torch.compile'd
-//     forward, where the softcap and the cross-entropy fuse into one kernel and z stays fp32;
-//     its sliding eval calls the compiled forward_logits, which returns z as a bf16 tensor, and
-//     the cross-entropy runs on that. So: standard fp32, sliding bf16, on both devices.
-// Returns -1 for "the device's own default", else 0/1.
-inline int logits_rounding(const Config &c, bool sliding) { return c.eval_ref_rounding ? (sliding ? 1 : 0) : -1; }
 
 struct EvalResult {
     double loss_sum = 0, tokens = 0, bytes = 0;  // sums over scored positions (float64, as the reference)
@@ -131,22 +118,6 @@ inline EvalResult eval_sliding(const std::vector<uint16_t> &val, int seq_len, in
         prog.tick(b0 + B, starts.size());
     }
     return r;
-}
-
-// The CPU reference model's forward as an NllFn (eval mode: no QAT, as the reference's
-// model.eval() turns CastedLinear's fake quantization off).
-// With logits_rounding() = 1 the losses are recomputed from z rounded to bf16.
-inline NllFn nll_fn_cpu(ModelCPU<float> &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
-        m.qat = false;
-        model_forward(m, x, y, B, T);
-        if (logits_rounding(m.config, sliding) == 1) {
-            const size_t n = (size_t)B * T * m.config.vocab_size;
-            for (size_t i = 0; i < n; i++) m.acts.logits[i] = bf16_to_f32(f32_to_bf16(m.acts.logits[i]));
-            crossentropy_forward_cpu(m.acts.losses, m.acts.logits, y, B * T, (int)m.config.vocab_size);
-        }
-        memcpy(out, m.acts.losses, sizeof(float) * (size_t)B * T);
-    };
 }
 
 // Log "<tag> val_loss:X val_bpb:Y<extra> eval_time:Tms" and its 8-decimal "_exact" twin.

@@ -1,19 +1,24 @@
 // layers.cuh: the memory-bound layers of the model on the GPU, forward and backward. Each launcher
-// is the twin of a *_cpu function in model_cpu.h (same name without _cpu, same layouts):
+// is the twin of a *_cpu function in model_cpu.h (same name without _cpu, same layouts). The file
+// is one section per op family, in this order, each reading top to bottom: an opening comment
+// naming its CPU twin, its kernels, then its launchers:
 //
-//   bigram_hash, embedding_forward/backward, encoder_forward/backward   the input embeddings
-//   rmsnorm_forward/backward                                           no weight, optional scale
-//   smear_forward/backward                                             SmearGate
-//   resid_mix_forward/backward                                         x_in = mix0*x + mix1*x0
-//   residual_scale_forward/backward                                    x + scale*y: attn/mlp scales, U-Net skips
-//   resid_mix_rmsnorm_forward, residual_scale_rmsnorm_forward          those two fused with the next rmsnorm
-//   scalar_scale_forward/backward                                      the value embedding's scalar scales
-//   relu2_forward/backward                                             relu(x)^2
-//   rope_tables, qk_norm_rope_gain_forward/backward                    per-head rmsnorm + partial RoPE + q_gain
+//   scalar_scale_forward/backward, add_inplace                     VE scalar scales; dst += src
+//   bigram_hash, embedding_forward/backward, embed_sum_forward/backward   the input embeddings
+//   rmsnorm_forward/backward                                       no weight, optional scale
+//   smear_forward/backward                                         SmearGate
+//   resid_mix_forward/backward                                     x_in = mix0*x + mix1*x0
+//   residual_scale_forward/backward                                x + scale*y: attn/mlp scales, U-Net skips
+//   resid_mix_rmsnorm_forward, residual_scale_rmsnorm_forward      those two fused with the next rmsnorm
+//   relu2_forward/backward                                         relu(x)^2
+//   rope_tables, qk_norm_rope_gain_forward/backward                per-head rmsnorm + partial RoPE + q_gain
+//   params_to_bf16, fake_quant, weights_to_bf16                    the bf16 weights the kernels read (late QAT)
 //
+// (Before them: what several families share, the partial-sum finalizers and the launchers' checks.
+// The 8-wide bf16 vector helpers and warp reductions are cuda_utils.cuh's, shared with loss.cuh.)
 // The GEMMs between them (bigram/VE projections, c_q/c_k/c_v, fc, proj, the head) live elsewhere.
 //
-// Embedding tables: the gathers (embedding_forward, encoder_forward) are templated on the table
+// Embedding tables: the gathers (embedding_forward, embed_sum_forward) are templated on the table
 // type and read either the fp32 master or a bf16 copy. Use the bf16 copy that the tied head's
 // GEMM needs anyway: half the bytes, and it is what the reference computes with (its three
 // tables are bf16 parameters). Gradients always go to the fp32 tables.
@@ -51,10 +56,8 @@
 #include <utility>
 #include <vector>
 
-#include "cuda_utils.cuh"
-#include "model_cpu.h"  // RMS_EPS, ROPE_REF_LEN, BIGRAM_MUL_*, rope_tables_cpu
-
-typedef __nv_bfloat16 bf16;
+#include "cuda_utils.cuh"  // defines: bf16, cudaCheck, lyr:: vector helpers and warp reductions
+#include "model.h"         // defines: RMS_EPS, ROPE_REF_LEN, BIGRAM_MUL_*, rope_tables_cpu, visit_linear_weights, QatMode
 
 // ----------------------------------------------------------------------------
 // launch configuration
@@ -79,63 +82,10 @@ struct DeviceScratch {
 };
 
 // ----------------------------------------------------------------------------
-// device helpers
+// shared by the families below: per-channel partial sums and their finalize kernels, the
+// launchers' host-side checks, the row layout, the flat layout
 
 namespace lyr {
-
-// 8 bf16 <-> 8 floats, one 16-byte access
-__device__ __forceinline__ void load8(float (&f)[8], const bf16 *p) {
-    const uint4 u = *reinterpret_cast<const uint4 *>(p);
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const float2 t = __bfloat1622float2(h[j]);
-        f[2 * j] = t.x;
-        f[2 * j + 1] = t.y;
-    }
-}
-// 8 fp32 values of a parameter table that may be only 4-byte aligned
-__device__ __forceinline__ void load8(float (&f)[8], const float *p) {
-#pragma unroll
-    for (int j = 0; j < 8; j++) f[j] = p[j];
-}
-__device__ __forceinline__ void store8(bf16 *p, const float (&f)[8]) {
-    uint4 u;
-    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
-    *reinterpret_cast<uint4 *>(p) = u;
-}
-__device__ __forceinline__ void zero8(float (&f)[8]) {
-#pragma unroll
-    for (int j = 0; j < 8; j++) f[j] = 0.f;
-}
-// a control parameter as the reference uses it: cast to bf16
-__device__ __forceinline__ float rnd(float x) { return __bfloat162float(__float2bfloat16(x)); }
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
-__device__ __forceinline__ float nan_value() { return __int_as_float(0x7fc00000); }
-
-// Butterfly reductions: every lane ends with the same bits (each step adds two equal-order
-// partials, and a + b == b + a exactly), so the result is deterministic.
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-// Sum over a 1-D block (whole warps), the same in every thread. sh: >= 32 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float *sh) {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();  // sh may still be read by a previous call
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    return warp_sum(lane < nw ? sh[lane] : 0.f);
-}
 
 // The per-channel reduction kernels run RED_THREADS threads as RP rows of TPR threads; thread
 // (tx, ty) owns the 8 channels cv*8.. of channel slice blockIdx.y and sums them over its rows.
@@ -158,9 +108,6 @@ __device__ __forceinline__ void store_channel_partial(float *partial, float *sh,
 }
 
 }  // namespace lyr
-
-// ----------------------------------------------------------------------------
-// finishing the deterministic reductions
 
 // dst[j] += sum over b of partial[b * width + j], b in order (times sigmoid'(gate[j]) when gate
 // is given: the smear gate's chain rule). Block (32, 32): 32 columns, 32 interleaved row sets.
@@ -195,8 +142,176 @@ __global__ void scalar_partials_finalize_kernel(float *dst, const float *partial
     if (threadIdx.x == 0) dst[0] += s;
 }
 
+// flat kernels over n values (n need not be a multiple of 8): item i < n/8 is the vector
+// [8i, 8i+8), items n/8 .. n/8 + n%8 - 1 are the single values of the tail
+__device__ __forceinline__ size_t flat_items(size_t n) { return n / 8 + n % 8; }
+
+inline void layers_require(bool ok, const char *who, const char *what) {
+    if (!ok) fatal_config("layers.cuh: %s: %s", who, what);
+}
+inline void layers_check_aligned(const void *p, const char *who, const char *name) {
+    if (((uintptr_t)p & 15) != 0)
+        fatal_config("layers.cuh: %s: %s is not 16-byte aligned HINT: bf16 tensors must start on 16 bytes (cudaMalloc does)",
+                     who, name);
+}
+inline void layers_check_rowlen(int C, const char *who, const char *name) {
+    if (C <= 0 || C % 8 != 0) fatal_config("layers.cuh: %s: %s=%d must be a positive multiple of 8", who, name, C);
+}
+inline void layers_check_scratch(const DeviceScratch &s, size_t need, const char *who) {
+    if (s.ptr == nullptr || s.bytes < need)
+        fatal_config("layers.cuh: %s: scratch of %zu bytes is too small (needs %zu) HINT: allocate layers_scratch_bytes(N, C, rows)",
+                     who, s.bytes, need);
+    layers_check_aligned(s.ptr, who, "scratch");
+}
+
+// One full wave of the device for a kernel: SMs x resident blocks per SM, at most
+// REDUCE_MAX_BLOCKS. Cached per kernel (the first call asks the driver about the current
+// device; a process that mixes GPU models would need the cache keyed by device). The partition
+// of the grid-stride reductions, so their summation order, depends only on this and the shape.
+inline int full_wave_blocks(const void *kernel, int threads, size_t smem = 0) {
+    static std::mutex mu;
+    static std::vector<std::pair<const void *, int>> cache;
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto &e : cache)
+        if (e.first == kernel) return e.second;
+    int dev = 0, sms = 0, per_sm = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    const int n = std::max(1, std::min(std::max(per_sm, 1) * sms, REDUCE_MAX_BLOCKS));
+    cache.push_back({kernel, n});
+    return n;
+}
+
+// How a RED_THREADS block covers rows of C channels: TPR threads per row (8 channels each), RP
+// rows at once, `slices` channel slices (grid.y) when a row needs more than RED_THREADS threads.
+struct RowLayout {
+    int TPR, RP, slices;
+};
+inline RowLayout row_layout(int C) {
+    const int CV = C / 8;
+    RowLayout l;
+    l.TPR = std::min(CV, RED_THREADS);
+    l.RP = RED_THREADS / l.TPR;
+    l.slices = ceil_div(CV, l.TPR);
+    return l;
+}
+// blocks along x for the row-layout forward kernels: each thread takes up to FWD_ROWS rows
+constexpr int FWD_ROWS = 8;
+inline int fwd_grid_x(int N, const RowLayout &l) { return std::max(1, ceil_div(N, (long)l.RP * FWD_ROWS)); }
+// blocks along x for a per-channel reduction kernel over N rows
+inline int reduce_grid_x(const void *kernel, int N, const RowLayout &l) {
+    const int wave = std::max(1, full_wave_blocks(kernel, RED_THREADS) / l.slices);
+    return std::max(1, std::min(ceil_div(N, l.RP), wave));
+}
+
+inline void channel_partials_finalize(float *dst, const float *partial, int nblocks, int width, const float *gate,
+                                      cudaStream_t stream) {
+    channel_partials_finalize_kernel<<<ceil_div(width, 32), dim3(32, 32), 0, stream>>>(dst, partial, nblocks, width, gate);
+    cudaCheckLaunch();
+}
+
+// the per-channel partial sums: at most REDUCE_MAX_BLOCKS x 2C floats (resid_mix has 2C values)
+inline size_t reduce_scratch_bytes(int C) { return (size_t)REDUCE_MAX_BLOCKS * 2 * std::max(C, 1) * sizeof(float); }
+
 // ----------------------------------------------------------------------------
-// embeddings
+// scalar scale: out (+)= s * inp with s a scalar parameter (the value embedding's scales, the
+// bigram scale). CPU twin: scalar_scale_forward_cpu / scalar_scale_backward_cpu
+
+// out = (accumulate ? out : 0) + s * inp, s a scalar parameter
+__global__ void scalar_scale_forward_kernel(bf16 *out, const bf16 *inp, const float *s_ptr, size_t n,
+                                            bool accumulate) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nv = n / 8;
+    const float s = lyr::rnd(*s_ptr);
+    if (i < nv) {
+        float x[8], o[8];
+        lyr::load8(x, inp + i * 8);
+        if (accumulate) lyr::load8(o, out + i * 8);
+        else lyr::zero8(o);
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[j] += s * x[j];
+        lyr::store8(out + i * 8, o);
+    } else if (i < flat_items(n)) {
+        const size_t e = nv * 8 + (i - nv);
+        const float o = (accumulate ? __bfloat162float(out[e]) : 0.f) + s * __bfloat162float(inp[e]);
+        out[e] = __float2bfloat16(o);
+    }
+}
+// dinp (+)= s * dout; partial[block] = the block's sum of dout * inp (grid-stride, fixed grid)
+__global__ void scalar_scale_backward_kernel(bf16 *dinp, float *partial, const bf16 *dout, const bf16 *inp,
+                                             const float *s_ptr, size_t n, bool accumulate) {
+    __shared__ float sh[32];
+    const size_t nv = n / 8, items = flat_items(n);
+    const float s = lyr::rnd(*s_ptr);
+    float acc = 0.f;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < items; i += (size_t)gridDim.x * blockDim.x) {
+        if (i < nv) {
+            float x[8], d[8], o[8];
+            lyr::load8(x, inp + i * 8);
+            lyr::load8(d, dout + i * 8);
+            if (accumulate) lyr::load8(o, dinp + i * 8);
+            else lyr::zero8(o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                o[j] += s * d[j];
+                acc += d[j] * x[j];
+            }
+            lyr::store8(dinp + i * 8, o);
+        } else {
+            const size_t e = nv * 8 + (i - nv);
+            const float x = __bfloat162float(inp[e]), d = __bfloat162float(dout[e]);
+            dinp[e] = __float2bfloat16((accumulate ? __bfloat162float(dinp[e]) : 0.f) + s * d);
+            acc += d * x;
+        }
+    }
+    acc = lyr::block_sum(acc, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// out (n) (+)= s * inp
+inline void scalar_scale_forward(bf16 *out, const bf16 *inp, const float *s, size_t n, bool accumulate,
+                                 cudaStream_t stream) {
+    const char *who = "scalar_scale_forward";
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    scalar_scale_forward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, inp, s, n, accumulate);
+    cudaCheckLaunch();
+}
+// dinp (+)= s * dout; ds[0] += sum(dout * inp). dinp may be dout.
+inline void scalar_scale_backward(bf16 *dinp, float *ds, const bf16 *dout, const bf16 *inp, const float *s, size_t n,
+                                  bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    const char *who = "scalar_scale_backward";
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    const int wave = full_wave_blocks((const void *)scalar_scale_backward_kernel, ELEM_THREADS);
+    const int nb = std::max(1, std::min(ceil_div(n / 8 + n % 8, ELEM_THREADS), wave));
+    layers_check_scratch(scratch, (size_t)nb * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    scalar_scale_backward_kernel<<<nb, ELEM_THREADS, 0, stream>>>(dinp, partial, dout, inp, s, n, accumulate);
+    cudaCheckLaunch();
+    scalar_partials_finalize_kernel<<<1, 1024, 0, stream>>>(ds, partial, nb);
+    cudaCheckLaunch();
+}
+
+// The constant 1 as a device scalar, for add_inplace.
+__device__ float LAYERS_ONE = 1.f;
+
+// dst (n) += src: a gradient with several sources gathering them (the backward's skip and x0
+// sums). It is scalar_scale_forward with s = 1 (exact: 1 * x == x), so the sum rounds once.
+inline void add_inplace(bf16 *dst, const bf16 *src, size_t n, cudaStream_t stream) {
+    void *one = nullptr;
+    cudaCheck(cudaGetSymbolAddress(&one, LAYERS_ONE));  // per device: no caching
+    scalar_scale_forward(dst, src, (const float *)one, n, true, stream);
+}
+
+// ----------------------------------------------------------------------------
+// embeddings: bigram_hash, embedding_forward/backward (a deterministic sorted scatter-add),
+// embed_sum_forward/backward (tok_emb[ids] + bigram_scale * bigram projection). CPU twins:
+// bigram_hash_cpu, embedding_forward_cpu / embedding_backward_cpu, embed_sum_forward_cpu /
+// embed_sum_backward_cpu
 
 // h[b,0] = buckets-1; h[b,t] = (36313*ids[b,t] XOR 27191*ids[b,t-1]) mod (buckets-1), in int32
 // with wraparound and a floor modulo, exactly as bigram_hash_cpu. One thread per position.
@@ -236,7 +351,7 @@ __global__ void embedding_forward_kernel(bf16 *out, const int *ids, const Tw *ta
 
 // out[n,:] = tok_emb[ids[n],:] + bigram_scale * bg_proj[n,:]
 template <typename Tw>
-__global__ void encoder_forward_kernel(bf16 *out, const int *ids, const Tw *tok_emb, const bf16 *bg_proj,
+__global__ void embed_sum_forward_kernel(bf16 *out, const int *ids, const Tw *tok_emb, const bf16 *bg_proj,
                                        const float *bigram_scale, int N, int D, int V) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const int CV = D / 8;
@@ -455,8 +570,147 @@ __global__ void __launch_bounds__(32 * EMB_WARPS) embedding_backward_chain_kerne
     add8_f32(dtable + (size_t)r * C + c, acc);
 }
 
+// The embedding sort and piece sums. Offsets of each array in the scratch (256-byte aligned).
+struct EmbedScratchLayout {
+    size_t cnt, total, start, sorted_pos, sorted_key, head, tail, bytes;
+};
+inline EmbedScratchLayout embed_scratch_layout(int N, int C, int rows) {
+    auto up = [](size_t x) { return (x + 255) & ~(size_t)255; };
+    const size_t R1 = (size_t)rows + 1, nch = (size_t)ceil_div(std::max(N, 1), SORT_CHUNK);
+    const size_t npieces = (size_t)ceil_div(std::max(N, 1), EMB_PIECE);
+    EmbedScratchLayout l;
+    size_t off = 0;
+    l.cnt = off;        off += up(nch * R1 * sizeof(int));
+    l.total = off;      off += up(R1 * sizeof(int));
+    l.start = off;      off += up((R1 + 1) * sizeof(int));
+    l.sorted_pos = off; off += up((size_t)std::max(N, 1) * sizeof(int));
+    l.sorted_key = off; off += up((size_t)std::max(N, 1) * sizeof(int));
+    l.head = off;       off += up(npieces * C * sizeof(float));
+    l.tail = off;       off += up(npieces * C * sizeof(float));
+    l.bytes = off;
+    return l;
+}
+inline size_t embedding_backward_scratch_bytes(int N, int C, int rows) { return embed_scratch_layout(N, C, rows).bytes; }
+
+// h (N) = the BigramHash bucket of each position; ids (B*T) int32
+inline void bigram_hash(int *h, const int *ids, int B, int T, int buckets, cudaStream_t stream) {
+    const char *who = "bigram_hash";
+    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
+    layers_require(buckets >= 2, who, "needs at least 2 buckets (the hash is mod buckets-1)");
+    const int N = B * T;
+    if (N == 0) return;
+    bigram_hash_kernel<<<ceil_div(N, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(h, ids, N, T, buckets);
+    cudaCheckLaunch();
+}
+
+// out (N, C) bf16 = table[ids] with table (rows, C) fp32 (a master copy) or bf16 (a weight copy)
+template <typename Tw>
+inline void embedding_forward(bf16 *out, const int *ids, const Tw *table, int N, int C, int rows, cudaStream_t stream) {
+    const char *who = "embedding_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    if (sizeof(Tw) == 2) layers_check_aligned(table, who, "table");
+    if (N <= 0) return;
+    const size_t items = (size_t)N * (C / 8);
+    embedding_forward_kernel<Tw><<<ceil_div(items, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, ids, table, N, C, rows);
+    cudaCheckLaunch();
+}
+
+// dtable (rows, C) fp32 += the scatter of dout (N, C) by ids; deterministic (see above)
+inline void embedding_backward(float *dtable, const bf16 *dout, const int *ids, int N, int C, int rows,
+                               DeviceScratch scratch, cudaStream_t stream) {
+    const char *who = "embedding_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(rows >= 1, who, "needs a table of at least 1 row");
+    layers_check_aligned(dout, who, "dout");
+    if (N <= 0) return;
+    const EmbedScratchLayout L = embed_scratch_layout(N, C, rows);
+    layers_check_scratch(scratch, L.bytes, who);
+    char *base = (char *)scratch.ptr;
+    int *cnt = (int *)(base + L.cnt), *total = (int *)(base + L.total), *start = (int *)(base + L.start);
+    int *sorted_pos = (int *)(base + L.sorted_pos), *sorted_key = (int *)(base + L.sorted_key);
+    float *head = (float *)(base + L.head), *tail = (float *)(base + L.tail);
+    const int R1 = rows + 1, nch = ceil_div(N, SORT_CHUNK), npieces = ceil_div(N, EMB_PIECE);
+    // 1. stable counting sort of the positions by id
+    cudaCheck(cudaMemsetAsync(cnt, 0, (size_t)nch * R1 * sizeof(int), stream));
+    sort_hist_kernel<<<nch, 256, 0, stream>>>(cnt, ids, N, rows);
+    cudaCheckLaunch();
+    sort_colscan_kernel<<<ceil_div(R1, 256), 256, 0, stream>>>(cnt, total, nch, R1);
+    cudaCheckLaunch();
+    sort_rowscan_kernel<<<1, 1024, 0, stream>>>(start, total, R1);
+    cudaCheckLaunch();
+    sort_place_kernel<<<nch, SORT_CHUNK, 0, stream>>>(sorted_pos, sorted_key, ids, cnt, start, N, rows);
+    cudaCheckLaunch();
+    // 2. + 3. sums of runs of equal ids, in pieces, then the runs that cross pieces
+    const dim3 grid(ceil_div(npieces, EMB_WARPS), ceil_div(C / 8, 32)), block(32, EMB_WARPS);
+    embedding_backward_piece_kernel<<<grid, block, 0, stream>>>(dtable, head, tail, dout, sorted_pos, sorted_key, start, C, rows);
+    cudaCheckLaunch();
+    embedding_backward_chain_kernel<<<grid, block, 0, stream>>>(dtable, head, tail, sorted_key, start, C, rows);
+    cudaCheckLaunch();
+}
+
+// out (N, D) = tok_emb[ids] + bigram_scale * bg_proj; tok_emb (V, D) fp32 or bf16, bigram_scale
+// a device scalar
+template <typename Tw>
+inline void embed_sum_forward(bf16 *out, const int *ids, const Tw *tok_emb, const bf16 *bg_proj, const float *bigram_scale,
+                            int N, int D, int V, cudaStream_t stream) {
+    const char *who = "embed_sum_forward";
+    layers_check_rowlen(D, who, "D");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(bg_proj, who, "bg_proj");
+    if (sizeof(Tw) == 2) layers_check_aligned(tok_emb, who, "tok_emb");
+    if (N <= 0) return;
+    const size_t items = (size_t)N * (D / 8);
+    embed_sum_forward_kernel<Tw><<<ceil_div(items, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, ids, tok_emb, bg_proj,
+                                                                                          bigram_scale, N, D, V);
+    cudaCheckLaunch();
+}
+
+// The embedding sum's backward: dbg_proj (+)= bigram_scale * dout; dbigram_scale += sum(dout *
+// bg_proj); dtok_emb (V, D) fp32 += scatter of dout by ids (skipped when dtok_emb is null: the
+// head's GEMM adds the other part of the tied embedding's gradient).
+inline void embed_sum_backward(float *dtok_emb, bf16 *dbg_proj, float *dbigram_scale, const bf16 *dout, const int *ids,
+                             const bf16 *bg_proj, const float *bigram_scale, int N, int D, int V, bool accumulate,
+                             DeviceScratch scratch, cudaStream_t stream) {
+    layers_check_rowlen(D, "embed_sum_backward", "D");
+    if (N <= 0) return;
+    scalar_scale_backward(dbg_proj, dbigram_scale, dout, bg_proj, bigram_scale, (size_t)N * D, accumulate, scratch, stream);
+    if (dtok_emb) embedding_backward(dtok_emb, dout, ids, N, D, V, scratch, stream);
+}
+
 // ----------------------------------------------------------------------------
-// rmsnorm: out = scale * x / sqrt(mean(x^2) + eps), one warp per row
+// rmsnorm: out = scale * x / sqrt(mean(x^2) + eps), one warp per row. CPU twin:
+// rmsnorm_forward_cpu / rmsnorm_backward_cpu
+
+// The end of a row's rmsnorm, shared by rmsnorm_forward_kernel and the fused kernels below: the
+// lane's partial sum of squares ss -> r = 1/rms (rstd[n] = r), then out = v * r * scale, the
+// first K vectors from the registers v, the longer rows' rest read back from src (the row's
+// values in memory). One warp per row.
+template <int K>
+__device__ __forceinline__ void rmsnorm_row_finish(bf16 *o, float *rstd, const bf16 *src, const float (&v)[K][8], float ss,
+                                                   int n, int C, int CV, int lane, float scale) {
+    ss = lyr::warp_sum(ss);
+    const float r = rsqrtf(ss / (float)C + (float)RMS_EPS);
+    if (rstd && lane == 0) rstd[n] = r;
+    const float rs = r * scale;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int cv = k * 32 + lane;
+        if (cv < CV) {
+            float t[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) t[j] = v[k][j] * rs;
+            lyr::store8(o + cv * 8, t);
+        }
+    }
+    for (int cv = K * 32 + lane; cv < CV; cv += 32) {
+        float t[8];
+        lyr::load8(t, src + cv * 8);
+#pragma unroll
+        for (int j = 0; j < 8; j++) t[j] *= rs;
+        lyr::store8(o + cv * 8, t);
+    }
+}
 
 template <int CACHE>
 __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_forward_kernel(bf16 *out, float *rstd, const bf16 *inp,
@@ -484,27 +738,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_forward_kernel(bf16 *o
 #pragma unroll
         for (int j = 0; j < 8; j++) ss += t[j] * t[j];
     }
-    ss = lyr::warp_sum(ss);
-    const float r = rsqrtf(ss / (float)C + (float)RMS_EPS);
-    if (rstd && lane == 0) rstd[n] = r;
-    const float rs = r * scale;
-#pragma unroll
-    for (int k = 0; k < CACHE; k++) {
-        const int cv = k * 32 + lane;
-        if (cv < CV) {
-            float t[8];
-#pragma unroll
-            for (int j = 0; j < 8; j++) t[j] = v[k][j] * rs;
-            lyr::store8(o + cv * 8, t);
-        }
-    }
-    for (int cv = CACHE * 32 + lane; cv < CV; cv += 32) {
-        float t[8];
-        lyr::load8(t, x + cv * 8);
-#pragma unroll
-        for (int j = 0; j < 8; j++) t[j] *= rs;
-        lyr::store8(o + cv * 8, t);
-    }
+    rmsnorm_row_finish<CACHE>(o, rstd, x, v, ss, n, C, CV, lane, scale);
 }
 
 // dx = scale * r * (dy - xhat * mean(xhat * dy)), xhat = x * r; written as a*dy - b*x
@@ -564,96 +798,40 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_backward_kernel(bf16 *
     }
 }
 
-// The residual update fused with the rmsnorm that reads it (one pass instead of two):
-//   MODE 1 (resid_mix):      v = mix[0] * a + mix[1] * b     (a = x, b = x0, p = mix (2, C))
-//   MODE 2 (residual_scale): v = a + scale * b               (a = x, b = y, p = scale (C))
-// resid = v (bf16), ln = scale_ln * rmsnorm(v) computed from the bf16-rounded v (what the unfused
-// rmsnorm would read, and what its backward reads), rstd = the norm's 1/rms. One warp per row,
-// each warp FUSED_ROWS rows; the block loads the parameters once, into shared memory.
-constexpr int FUSED_ROWS = 4;
-template <int MODE>
-__global__ void __launch_bounds__(ROW_WARPS * 32) residual_rmsnorm_forward_kernel(bf16 *resid, bf16 *ln, float *rstd,
-                                                                                   const bf16 *a, const bf16 *b,
-                                                                                   const float *p, int N, int C,
-                                                                                   float scale_ln) {
-    constexpr int K = 2;  // 8-value vectors per lane kept in registers (C <= 512)
-    const int lane = threadIdx.x & 31, CV = C / 8;
-    // the first K*256 channels' parameters, bf16-rounded as the reference uses them, in shared
-    // memory (in registers they would cost 32 of them, and occupancy)
-    __shared__ __align__(16) float sp[2][K * 256];
-    for (int i = threadIdx.x; i < K * 256; i += blockDim.x) {
-        sp[0][i] = i < C ? lyr::rnd(p[i]) : 0.f;
-        sp[1][i] = (MODE == 1 && i < C) ? lyr::rnd(p[C + i]) : 0.f;
-    }
-    __syncthreads();
-    auto combine = [&](float av, float bv, float q0, float q1) {
-        const float v = MODE == 1 ? q0 * av + q1 * bv : av + q0 * bv;
-        return lyr::rnd(v);  // as stored
-    };
-    const int nwarps = gridDim.x * ROW_WARPS;
-    for (int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5); n < N; n += nwarps) {
-        const size_t row = (size_t)n * C;
-        float v[K][8];
-        float ss = 0.f;
-#pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int cv = k * 32 + lane;
-            if (cv < CV) {
-                float x[8], y[8], q0[8], q1[8];
-                lyr::load8(x, a + row + cv * 8);
-                lyr::load8(y, b + row + cv * 8);
-                *reinterpret_cast<float4 *>(q0) = *reinterpret_cast<const float4 *>(&sp[0][cv * 8]);
-                *reinterpret_cast<float4 *>(q0 + 4) = *reinterpret_cast<const float4 *>(&sp[0][cv * 8 + 4]);
-                if (MODE == 1) {
-                    *reinterpret_cast<float4 *>(q1) = *reinterpret_cast<const float4 *>(&sp[1][cv * 8]);
-                    *reinterpret_cast<float4 *>(q1 + 4) = *reinterpret_cast<const float4 *>(&sp[1][cv * 8 + 4]);
-                }
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    v[k][j] = combine(x[j], y[j], q0[j], MODE == 1 ? q1[j] : 0.f);
-                    ss += v[k][j] * v[k][j];
-                }
-                lyr::store8(resid + row + cv * 8, v[k]);
-            }
-        }
-        for (int cv = K * 32 + lane; cv < CV; cv += 32) {  // longer rows: parameters per row, v read back
-            float x[8], y[8];
-            lyr::load8(x, a + row + cv * 8);
-            lyr::load8(y, b + row + cv * 8);
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const int c = cv * 8 + j;
-                x[j] = combine(x[j], y[j], lyr::rnd(p[c]), MODE == 1 ? lyr::rnd(p[C + c]) : 0.f);
-                ss += x[j] * x[j];
-            }
-            lyr::store8(resid + row + cv * 8, x);
-        }
-        ss = lyr::warp_sum(ss);
-        const float r = rsqrtf(ss / (float)C + (float)RMS_EPS);
-        if (rstd && lane == 0) rstd[n] = r;
-        const float rs = r * scale_ln;
-#pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int cv = k * 32 + lane;
-            if (cv < CV) {
-                float t[8];
-#pragma unroll
-                for (int j = 0; j < 8; j++) t[j] = v[k][j] * rs;
-                lyr::store8(ln + row + cv * 8, t);
-            }
-        }
-        for (int cv = K * 32 + lane; cv < CV; cv += 32) {  // this lane's own stores, read back
-            float t[8];
-            lyr::load8(t, resid + row + cv * 8);
-#pragma unroll
-            for (int j = 0; j < 8; j++) t[j] *= rs;
-            lyr::store8(ln + row + cv * 8, t);
-        }
-    }
+// out (N, C) = scale * inp / sqrt(mean(inp^2) + eps); rstd (N) may be null (no backward). out may be inp.
+inline void rmsnorm_forward(bf16 *out, float *rstd, const bf16 *inp, int N, int C, float scale, cudaStream_t stream) {
+    const char *who = "rmsnorm_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    if (N <= 0) return;
+    // the smaller register cache when it holds the whole row (fewer registers, more warps)
+    if (C <= 512)
+        rmsnorm_forward_kernel<2><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(out, rstd, inp, N, C, scale);
+    else
+        rmsnorm_forward_kernel<RMS_CACHE><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(out, rstd, inp, N, C, scale);
+    cudaCheckLaunch();
+}
+// dinp (+)= the gradient through rmsnorm (rstd from the forward). dinp may be dout.
+inline void rmsnorm_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, const float *rstd, int N, int C,
+                             float scale, bool accumulate, cudaStream_t stream) {
+    const char *who = "rmsnorm_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    if (N <= 0) return;
+    rmsnorm_backward_kernel<RMS_CACHE / 2><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(
+        dinp, dout, inp, rstd, N, C, scale, accumulate);
+    cudaCheckLaunch();
 }
 
 // ----------------------------------------------------------------------------
-// smear, resid_mix, residual_scale. All run RED_THREADS threads as RP rows x TPR threads, each
+// smear, resid_mix, residual_scale. CPU twins: smear_forward_cpu / smear_backward_cpu,
+// resid_mix_forward_cpu / resid_mix_backward_cpu, residual_scale_forward_cpu /
+// residual_scale_backward_cpu.
+//
+// All run RED_THREADS threads as RP rows x TPR threads, each
 // thread owning 8 channels of a channel slice (blockIdx.y) and striding over rows: a thread loads
 // its channels' parameters once (reading 8-16 scattered floats per 16-byte vector would make
 // these kernels bound by L1, not DRAM). The backward kernels also sum their parameter gradients
@@ -852,11 +1030,227 @@ __global__ void __launch_bounds__(RED_THREADS) residual_scale_backward_kernel(bf
     lyr::store_channel_partial(partial, sh, acc, tx, ty, TPR, RP, cv, CV, (size_t)C, 0);
 }
 
-// ----------------------------------------------------------------------------
-// flat kernels over n values (n need not be a multiple of 8): item i < n/8 is the vector
-// [8i, 8i+8), items n/8 .. n/8 + n%8 - 1 are the single values of the tail
+// out (B, T, C) = smear(inp); out must not be inp (each row reads its predecessor)
+inline void smear_forward(bf16 *out, const bf16 *inp, const float *gate, int B, int T, int C, cudaStream_t stream) {
+    const char *who = "smear_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
+    layers_require(out != inp, who, "out must not be inp");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    const int N = B * T;
+    if (N == 0) return;
+    const RowLayout l = row_layout(C);
+    smear_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, inp, gate, N, T, C, l.TPR, l.RP);
+    cudaCheckLaunch();
+}
+// dinp (+)= the input gradient; dgate (C) += the gate gradient. dinp must not be dout.
+inline void smear_backward(bf16 *dinp, float *dgate, const bf16 *dout, const bf16 *inp, const float *gate, int B, int T,
+                           int C, bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    const char *who = "smear_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
+    layers_require(dinp != dout, who, "dinp must not be dout");
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    const int N = B * T;
+    if (N == 0) return;
+    const RowLayout l = row_layout(C);
+    const int nb = reduce_grid_x((const void *)smear_backward_kernel, N, l);
+    layers_check_scratch(scratch, (size_t)nb * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    smear_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(dinp, partial, dout, inp, gate, N, T, C, l.TPR,
+                                                                          l.RP, accumulate);
+    cudaCheckLaunch();
+    channel_partials_finalize(dgate, partial, nb, C, gate, stream);
+}
 
-__device__ __forceinline__ size_t flat_items(size_t n) { return n / 8 + n % 8; }
+// out (N, C) = mix[0] * x + mix[1] * x0; mix (2, C). out may be x or x0.
+inline void resid_mix_forward(bf16 *out, const bf16 *x, const bf16 *x0, const float *mix, int N, int C,
+                              cudaStream_t stream) {
+    const char *who = "resid_mix_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(x, who, "x");
+    layers_check_aligned(x0, who, "x0");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    resid_mix_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, x, x0, mix, N, C, l.TPR, l.RP);
+    cudaCheckLaunch();
+}
+// dx (+)= mix[0] * dout, dx0 (+)= mix[1] * dout, dmix (2, C) += sums over rows. Pointwise: dx
+// (or dx0) may be dout.
+inline void resid_mix_backward(bf16 *dx, bf16 *dx0, float *dmix, const bf16 *dout, const bf16 *x, const bf16 *x0,
+                               const float *mix, int N, int C, bool acc_dx, bool acc_dx0, DeviceScratch scratch,
+                               cudaStream_t stream) {
+    const char *who = "resid_mix_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(dx && dx0, who, "dx and dx0 are both needed");
+    layers_require(dx != dx0, who, "dx and dx0 must be different buffers");
+    layers_check_aligned(dx, who, "dx");
+    layers_check_aligned(dx0, who, "dx0");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(x, who, "x");
+    layers_check_aligned(x0, who, "x0");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    const int nb = reduce_grid_x((const void *)resid_mix_backward_kernel, N, l);
+    layers_check_scratch(scratch, (size_t)nb * 2 * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    resid_mix_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(dx, dx0, partial, dout, x, x0, mix, N, C,
+                                                                              l.TPR, l.RP, acc_dx, acc_dx0);
+    cudaCheckLaunch();
+    channel_partials_finalize(dmix, partial, nb, 2 * C, nullptr, stream);
+}
+
+// out (N, C) = x + scale * y, scale (C): attn_scale / mlp_scale updates and the skip add
+// (scale = skip_weights[i]). out may be x or y.
+inline void residual_scale_forward(bf16 *out, const bf16 *x, const float *scale, const bf16 *y, int N, int C,
+                                   cudaStream_t stream) {
+    const char *who = "residual_scale_forward";
+    layers_check_rowlen(C, who, "C");
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(x, who, "x");
+    layers_check_aligned(y, who, "y");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    residual_scale_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, x, scale, y, N, C,
+                                                                                                l.TPR, l.RP);
+    cudaCheckLaunch();
+}
+// dx (+)= dout (dx may be null: the caller keeps using dout, it is the same gradient; dx = dout
+// without accumulate is skipped too); dy (+)= scale * dout; dscale (C) += sum over rows of
+// dout * y. Pointwise: dy may be dout (then dx must be null or dout).
+inline void residual_scale_backward(bf16 *dx, float *dscale, bf16 *dy, const bf16 *dout, const float *scale,
+                                    const bf16 *y, int N, int C, bool acc_dx, bool acc_dy, DeviceScratch scratch,
+                                    cudaStream_t stream) {
+    const char *who = "residual_scale_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(dy != nullptr, who, "dy is needed");
+    layers_require(!(dy == dout && dx && dx != dout), who, "with dy = dout, dx must be null or dout");
+    if (dx) layers_check_aligned(dx, who, "dx");
+    layers_check_aligned(dy, who, "dy");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(y, who, "y");
+    if (N <= 0) return;
+    const RowLayout l = row_layout(C);
+    const int nb = reduce_grid_x((const void *)residual_scale_backward_kernel, N, l);
+    layers_check_scratch(scratch, (size_t)nb * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    residual_scale_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(
+        dx == dout && !acc_dx ? nullptr : dx, dy, partial, dout, scale, y, N, C, l.TPR, l.RP, acc_dx, acc_dy);
+    cudaCheckLaunch();
+    channel_partials_finalize(dscale, partial, nb, C, nullptr, stream);
+}
+
+// ----------------------------------------------------------------------------
+// a residual update fused with the rmsnorm that reads it: resid_mix_rmsnorm_forward,
+// residual_scale_rmsnorm_forward. CPU twin: resid_mix_forward_cpu or residual_scale_forward_cpu,
+// then rmsnorm_forward_cpu (the backward is the unfused ops')
+
+// The residual update fused with the rmsnorm that reads it (one pass instead of two):
+//   MODE 1 (resid_mix):      v = mix[0] * a + mix[1] * b     (a = x, b = x0, p = mix (2, C))
+//   MODE 2 (residual_scale): v = a + scale * b               (a = x, b = y, p = scale (C))
+// resid = v (bf16), ln = scale_ln * rmsnorm(v) computed from the bf16-rounded v (what the unfused
+// rmsnorm would read, and what its backward reads), rstd = the norm's 1/rms. One warp per row,
+// each warp FUSED_ROWS rows; the block loads the parameters once, into shared memory.
+constexpr int FUSED_ROWS = 4;
+template <int MODE>
+__global__ void __launch_bounds__(ROW_WARPS * 32) residual_rmsnorm_forward_kernel(bf16 *resid, bf16 *ln, float *rstd,
+                                                                                   const bf16 *a, const bf16 *b,
+                                                                                   const float *p, int N, int C,
+                                                                                   float scale_ln) {
+    constexpr int K = 2;  // 8-value vectors per lane kept in registers (C <= 512)
+    const int lane = threadIdx.x & 31, CV = C / 8;
+    // the first K*256 channels' parameters, bf16-rounded as the reference uses them, in shared
+    // memory (in registers they would cost 32 of them, and occupancy)
+    __shared__ __align__(16) float sp[2][K * 256];
+    for (int i = threadIdx.x; i < K * 256; i += blockDim.x) {
+        sp[0][i] = i < C ? lyr::rnd(p[i]) : 0.f;
+        sp[1][i] = (MODE == 1 && i < C) ? lyr::rnd(p[C + i]) : 0.f;
+    }
+    __syncthreads();
+    auto combine = [&](float av, float bv, float q0, float q1) {
+        const float v = MODE == 1 ? q0 * av + q1 * bv : av + q0 * bv;
+        return lyr::rnd(v);  // as stored
+    };
+    const int nwarps = gridDim.x * ROW_WARPS;
+    for (int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5); n < N; n += nwarps) {
+        const size_t row = (size_t)n * C;
+        float v[K][8];
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int cv = k * 32 + lane;
+            if (cv < CV) {
+                float x[8], y[8], q0[8], q1[8];
+                lyr::load8(x, a + row + cv * 8);
+                lyr::load8(y, b + row + cv * 8);
+                *reinterpret_cast<float4 *>(q0) = *reinterpret_cast<const float4 *>(&sp[0][cv * 8]);
+                *reinterpret_cast<float4 *>(q0 + 4) = *reinterpret_cast<const float4 *>(&sp[0][cv * 8 + 4]);
+                if (MODE == 1) {
+                    *reinterpret_cast<float4 *>(q1) = *reinterpret_cast<const float4 *>(&sp[1][cv * 8]);
+                    *reinterpret_cast<float4 *>(q1 + 4) = *reinterpret_cast<const float4 *>(&sp[1][cv * 8 + 4]);
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    v[k][j] = combine(x[j], y[j], q0[j], MODE == 1 ? q1[j] : 0.f);
+                    ss += v[k][j] * v[k][j];
+                }
+                lyr::store8(resid + row + cv * 8, v[k]);
+            }
+        }
+        for (int cv = K * 32 + lane; cv < CV; cv += 32) {  // longer rows: parameters per row, v read back
+            float x[8], y[8];
+            lyr::load8(x, a + row + cv * 8);
+            lyr::load8(y, b + row + cv * 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int c = cv * 8 + j;
+                x[j] = combine(x[j], y[j], lyr::rnd(p[c]), MODE == 1 ? lyr::rnd(p[C + c]) : 0.f);
+                ss += x[j] * x[j];
+            }
+            lyr::store8(resid + row + cv * 8, x);
+        }
+        // the rest of the row's values are this lane's own stores to resid, read back
+        rmsnorm_row_finish<K>(ln + row, rstd, resid + row, v, ss, n, C, CV, lane, scale_ln);
+    }
+}
+
+inline void residual_rmsnorm_check(bf16 *resid, bf16 *ln, const bf16 *a, const bf16 *b, int C, const char *who) {
+    layers_check_rowlen(C, who, "C");
+    layers_require(resid != ln, who, "resid and ln must be different buffers");
+    layers_check_aligned(resid, who, "resid");
+    layers_check_aligned(ln, who, "ln");
+    layers_check_aligned(a, who, "x");
+    layers_check_aligned(b, who, "x0/y");
+}
+inline int residual_rmsnorm_grid(int N) { return std::max(1, ceil_div(N, (long)ROW_WARPS * FUSED_ROWS)); }
+
+// x_in = mix[0] * x + mix[1] * x0 (resid_mix_forward), then ln = scale * rmsnorm(x_in) with rstd
+// (rmsnorm_forward), in one pass. x_in may be x or x0; rstd may be null.
+inline void resid_mix_rmsnorm_forward(bf16 *x_in, bf16 *ln, float *rstd, const bf16 *x, const bf16 *x0, const float *mix,
+                                      int N, int C, float scale, cudaStream_t stream) {
+    residual_rmsnorm_check(x_in, ln, x, x0, C, "resid_mix_rmsnorm_forward");
+    if (N <= 0) return;
+    residual_rmsnorm_forward_kernel<1><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(x_in, ln, rstd, x, x0, mix,
+                                                                                               N, C, scale);
+    cudaCheckLaunch();
+}
+// out = x + rscale * y (residual_scale_forward, rscale (C)), then ln = scale * rmsnorm(out) with
+// rstd, in one pass. out may be x or y; rstd may be null.
+inline void residual_scale_rmsnorm_forward(bf16 *out, bf16 *ln, float *rstd, const bf16 *x, const float *rscale,
+                                           const bf16 *y, int N, int C, float scale, cudaStream_t stream) {
+    residual_rmsnorm_check(out, ln, x, y, C, "residual_scale_rmsnorm_forward");
+    if (N <= 0) return;
+    residual_rmsnorm_forward_kernel<2><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(out, ln, rstd, x, y, rscale,
+                                                                                               N, C, scale);
+    cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// relu^2: out = max(x, 0)^2. CPU twin: relu2_forward_cpu / relu2_backward_cpu
 
 __global__ void relu2_forward_kernel(bf16 *out, const bf16 *inp, size_t n) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nv = n / 8;
@@ -894,57 +1288,30 @@ __global__ void relu2_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *
     }
 }
 
-// out = (accumulate ? out : 0) + s * inp, s a scalar parameter
-__global__ void scalar_scale_forward_kernel(bf16 *out, const bf16 *inp, const float *s_ptr, size_t n,
-                                            bool accumulate) {
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nv = n / 8;
-    const float s = lyr::rnd(*s_ptr);
-    if (i < nv) {
-        float x[8], o[8];
-        lyr::load8(x, inp + i * 8);
-        if (accumulate) lyr::load8(o, out + i * 8);
-        else lyr::zero8(o);
-#pragma unroll
-        for (int j = 0; j < 8; j++) o[j] += s * x[j];
-        lyr::store8(out + i * 8, o);
-    } else if (i < flat_items(n)) {
-        const size_t e = nv * 8 + (i - nv);
-        const float o = (accumulate ? __bfloat162float(out[e]) : 0.f) + s * __bfloat162float(inp[e]);
-        out[e] = __float2bfloat16(o);
-    }
+// out (n) = max(inp, 0)^2; out may be inp
+inline void relu2_forward(bf16 *out, const bf16 *inp, size_t n, cudaStream_t stream) {
+    const char *who = "relu2_forward";
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    relu2_forward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, inp, n);
+    cudaCheckLaunch();
 }
-// dinp (+)= s * dout; partial[block] = the block's sum of dout * inp (grid-stride, fixed grid)
-__global__ void scalar_scale_backward_kernel(bf16 *dinp, float *partial, const bf16 *dout, const bf16 *inp,
-                                             const float *s_ptr, size_t n, bool accumulate) {
-    __shared__ float sh[32];
-    const size_t nv = n / 8, items = flat_items(n);
-    const float s = lyr::rnd(*s_ptr);
-    float acc = 0.f;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < items; i += (size_t)gridDim.x * blockDim.x) {
-        if (i < nv) {
-            float x[8], d[8], o[8];
-            lyr::load8(x, inp + i * 8);
-            lyr::load8(d, dout + i * 8);
-            if (accumulate) lyr::load8(o, dinp + i * 8);
-            else lyr::zero8(o);
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                o[j] += s * d[j];
-                acc += d[j] * x[j];
-            }
-            lyr::store8(dinp + i * 8, o);
-        } else {
-            const size_t e = nv * 8 + (i - nv);
-            const float x = __bfloat162float(inp[e]), d = __bfloat162float(dout[e]);
-            dinp[e] = __float2bfloat16((accumulate ? __bfloat162float(dinp[e]) : 0.f) + s * d);
-            acc += d * x;
-        }
-    }
-    acc = lyr::block_sum(acc, sh);
-    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+// dinp (+)= 2 * max(inp, 0) * dout; dinp may be dout
+inline void relu2_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate, cudaStream_t stream) {
+    const char *who = "relu2_backward";
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, "inp");
+    if (n == 0) return;
+    relu2_backward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(dinp, dout, inp, n, accumulate);
+    cudaCheckLaunch();
 }
 
 // ----------------------------------------------------------------------------
+// RoPE tables and the q/k path: rope_tables, qk_norm_rope_gain_forward/backward. CPU twins:
+// rope_tables_cpu (model.h), qk_norm_rope_gain_forward_cpu / qk_norm_rope_gain_backward_cpu
+//
 // q/k: per-head rmsnorm, partial RoPE, gain. A block handles a tile of HPT = QK_THREADS / (hd/8)
 // consecutive head-rows (the (n, h) rows of hd values), one thread per 8 values; the head's
 // sums and the RoPE partners (dims i and i + rd/2, possibly in another thread) go through
@@ -1099,437 +1466,6 @@ __global__ void __launch_bounds__(QK_THREADS, 4) qk_norm_rope_gain_backward_kern
     if (partial && (int)threadIdx.x < NH) partial[(size_t)blockIdx.x * NH + threadIdx.x] = gacc;
 }
 
-// ----------------------------------------------------------------------------
-// launchers: host-side checks
-
-inline void layers_require(bool ok, const char *who, const char *what) {
-    if (!ok) fatal_config("layers.cuh: %s: %s", who, what);
-}
-inline void layers_check_aligned(const void *p, const char *who, const char *name) {
-    if (((uintptr_t)p & 15) != 0)
-        fatal_config("layers.cuh: %s: %s is not 16-byte aligned HINT: bf16 tensors must start on 16 bytes (cudaMalloc does)",
-                     who, name);
-}
-inline void layers_check_rowlen(int C, const char *who, const char *name) {
-    if (C <= 0 || C % 8 != 0) fatal_config("layers.cuh: %s: %s=%d must be a positive multiple of 8", who, name, C);
-}
-inline void layers_check_scratch(const DeviceScratch &s, size_t need, const char *who) {
-    if (s.ptr == nullptr || s.bytes < need)
-        fatal_config("layers.cuh: %s: scratch of %zu bytes is too small (needs %zu) HINT: allocate layers_scratch_bytes(N, C, rows)",
-                     who, s.bytes, need);
-    layers_check_aligned(s.ptr, who, "scratch");
-}
-
-// One full wave of the device for a kernel: SMs x resident blocks per SM, at most
-// REDUCE_MAX_BLOCKS. Cached per kernel (the first call asks the driver about the current
-// device; a process that mixes GPU models would need the cache keyed by device). The partition
-// of the grid-stride reductions, so their summation order, depends only on this and the shape.
-inline int full_wave_blocks(const void *kernel, int threads, size_t smem = 0) {
-    static std::mutex mu;
-    static std::vector<std::pair<const void *, int>> cache;
-    std::lock_guard<std::mutex> lock(mu);
-    for (auto &e : cache)
-        if (e.first == kernel) return e.second;
-    int dev = 0, sms = 0, per_sm = 0;
-    cudaCheck(cudaGetDevice(&dev));
-    cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-    const int n = std::max(1, std::min(std::max(per_sm, 1) * sms, REDUCE_MAX_BLOCKS));
-    cache.push_back({kernel, n});
-    return n;
-}
-
-// How a RED_THREADS block covers rows of C channels: TPR threads per row (8 channels each), RP
-// rows at once, `slices` channel slices (grid.y) when a row needs more than RED_THREADS threads.
-struct RowLayout {
-    int TPR, RP, slices;
-};
-inline RowLayout row_layout(int C) {
-    const int CV = C / 8;
-    RowLayout l;
-    l.TPR = std::min(CV, RED_THREADS);
-    l.RP = RED_THREADS / l.TPR;
-    l.slices = ceil_div(CV, l.TPR);
-    return l;
-}
-// blocks along x for the row-layout forward kernels: each thread takes up to FWD_ROWS rows
-constexpr int FWD_ROWS = 8;
-inline int fwd_grid_x(int N, const RowLayout &l) { return std::max(1, ceil_div(N, (long)l.RP * FWD_ROWS)); }
-// blocks along x for a per-channel reduction kernel over N rows
-inline int reduce_grid_x(const void *kernel, int N, const RowLayout &l) {
-    const int wave = std::max(1, full_wave_blocks(kernel, RED_THREADS) / l.slices);
-    return std::max(1, std::min(ceil_div(N, l.RP), wave));
-}
-
-inline void channel_partials_finalize(float *dst, const float *partial, int nblocks, int width, const float *gate,
-                                      cudaStream_t stream) {
-    channel_partials_finalize_kernel<<<ceil_div(width, 32), dim3(32, 32), 0, stream>>>(dst, partial, nblocks, width, gate);
-    cudaCheckLaunch();
-}
-
-// ----------------------------------------------------------------------------
-// scratch sizes
-
-// the per-channel partial sums: at most REDUCE_MAX_BLOCKS x 2C floats (resid_mix has 2C values)
-inline size_t reduce_scratch_bytes(int C) { return (size_t)REDUCE_MAX_BLOCKS * 2 * std::max(C, 1) * sizeof(float); }
-
-// The embedding sort and piece sums. Offsets of each array in the scratch (256-byte aligned).
-struct EmbedScratchLayout {
-    size_t cnt, total, start, sorted_pos, sorted_key, head, tail, bytes;
-};
-inline EmbedScratchLayout embed_scratch_layout(int N, int C, int rows) {
-    auto up = [](size_t x) { return (x + 255) & ~(size_t)255; };
-    const size_t R1 = (size_t)rows + 1, nch = (size_t)ceil_div(std::max(N, 1), SORT_CHUNK);
-    const size_t npieces = (size_t)ceil_div(std::max(N, 1), EMB_PIECE);
-    EmbedScratchLayout l;
-    size_t off = 0;
-    l.cnt = off;        off += up(nch * R1 * sizeof(int));
-    l.total = off;      off += up(R1 * sizeof(int));
-    l.start = off;      off += up((R1 + 1) * sizeof(int));
-    l.sorted_pos = off; off += up((size_t)std::max(N, 1) * sizeof(int));
-    l.sorted_key = off; off += up((size_t)std::max(N, 1) * sizeof(int));
-    l.head = off;       off += up(npieces * C * sizeof(float));
-    l.tail = off;       off += up(npieces * C * sizeof(float));
-    l.bytes = off;
-    return l;
-}
-inline size_t embedding_backward_scratch_bytes(int N, int C, int rows) { return embed_scratch_layout(N, C, rows).bytes; }
-
-// Enough scratch for every launcher of this header with at most N rows, rows of at most C
-// channels (the model dim) and tables of at most `rows` rows (the largest of vocab and bigram
-// buckets).
-inline size_t layers_scratch_bytes(int N, int C, int rows) {
-    return std::max(reduce_scratch_bytes(C), embedding_backward_scratch_bytes(N, C, rows));
-}
-
-// ----------------------------------------------------------------------------
-// launchers: embeddings
-
-// h (N) = the BigramHash bucket of each position; ids (B*T) int32
-inline void bigram_hash(int *h, const int *ids, int B, int T, int buckets, cudaStream_t stream) {
-    const char *who = "bigram_hash";
-    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
-    layers_require(buckets >= 2, who, "needs at least 2 buckets (the hash is mod buckets-1)");
-    const int N = B * T;
-    if (N == 0) return;
-    bigram_hash_kernel<<<ceil_div(N, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(h, ids, N, T, buckets);
-    cudaCheckLaunch();
-}
-
-// out (N, C) bf16 = table[ids] with table (rows, C) fp32 (a master copy) or bf16 (a weight copy)
-template <typename Tw>
-inline void embedding_forward(bf16 *out, const int *ids, const Tw *table, int N, int C, int rows, cudaStream_t stream) {
-    const char *who = "embedding_forward";
-    layers_check_rowlen(C, who, "C");
-    layers_check_aligned(out, who, "out");
-    if (sizeof(Tw) == 2) layers_check_aligned(table, who, "table");
-    if (N <= 0) return;
-    const size_t items = (size_t)N * (C / 8);
-    embedding_forward_kernel<Tw><<<ceil_div(items, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, ids, table, N, C, rows);
-    cudaCheckLaunch();
-}
-
-// dtable (rows, C) fp32 += the scatter of dout (N, C) by ids; deterministic (see above)
-inline void embedding_backward(float *dtable, const bf16 *dout, const int *ids, int N, int C, int rows,
-                               DeviceScratch scratch, cudaStream_t stream) {
-    const char *who = "embedding_backward";
-    layers_check_rowlen(C, who, "C");
-    layers_require(rows >= 1, who, "needs a table of at least 1 row");
-    layers_check_aligned(dout, who, "dout");
-    if (N <= 0) return;
-    const EmbedScratchLayout L = embed_scratch_layout(N, C, rows);
-    layers_check_scratch(scratch, L.bytes, who);
-    char *base = (char *)scratch.ptr;
-    int *cnt = (int *)(base + L.cnt), *total = (int *)(base + L.total), *start = (int *)(base + L.start);
-    int *sorted_pos = (int *)(base + L.sorted_pos), *sorted_key = (int *)(base + L.sorted_key);
-    float *head = (float *)(base + L.head), *tail = (float *)(base + L.tail);
-    const int R1 = rows + 1, nch = ceil_div(N, SORT_CHUNK), npieces = ceil_div(N, EMB_PIECE);
-    // 1. stable counting sort of the positions by id
-    cudaCheck(cudaMemsetAsync(cnt, 0, (size_t)nch * R1 * sizeof(int), stream));
-    sort_hist_kernel<<<nch, 256, 0, stream>>>(cnt, ids, N, rows);
-    cudaCheckLaunch();
-    sort_colscan_kernel<<<ceil_div(R1, 256), 256, 0, stream>>>(cnt, total, nch, R1);
-    cudaCheckLaunch();
-    sort_rowscan_kernel<<<1, 1024, 0, stream>>>(start, total, R1);
-    cudaCheckLaunch();
-    sort_place_kernel<<<nch, SORT_CHUNK, 0, stream>>>(sorted_pos, sorted_key, ids, cnt, start, N, rows);
-    cudaCheckLaunch();
-    // 2. + 3. sums of runs of equal ids, in pieces, then the runs that cross pieces
-    const dim3 grid(ceil_div(npieces, EMB_WARPS), ceil_div(C / 8, 32)), block(32, EMB_WARPS);
-    embedding_backward_piece_kernel<<<grid, block, 0, stream>>>(dtable, head, tail, dout, sorted_pos, sorted_key, start, C, rows);
-    cudaCheckLaunch();
-    embedding_backward_chain_kernel<<<grid, block, 0, stream>>>(dtable, head, tail, sorted_key, start, C, rows);
-    cudaCheckLaunch();
-}
-
-// out (N, D) = tok_emb[ids] + bigram_scale * bg_proj; tok_emb (V, D) fp32 or bf16, bigram_scale
-// a device scalar
-template <typename Tw>
-inline void encoder_forward(bf16 *out, const int *ids, const Tw *tok_emb, const bf16 *bg_proj, const float *bigram_scale,
-                            int N, int D, int V, cudaStream_t stream) {
-    const char *who = "encoder_forward";
-    layers_check_rowlen(D, who, "D");
-    layers_check_aligned(out, who, "out");
-    layers_check_aligned(bg_proj, who, "bg_proj");
-    if (sizeof(Tw) == 2) layers_check_aligned(tok_emb, who, "tok_emb");
-    if (N <= 0) return;
-    const size_t items = (size_t)N * (D / 8);
-    encoder_forward_kernel<Tw><<<ceil_div(items, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, ids, tok_emb, bg_proj,
-                                                                                          bigram_scale, N, D, V);
-    cudaCheckLaunch();
-}
-
-// ----------------------------------------------------------------------------
-// launchers: scalar scale (also the encoder's bigram scale)
-
-// out (n) (+)= s * inp
-inline void scalar_scale_forward(bf16 *out, const bf16 *inp, const float *s, size_t n, bool accumulate,
-                                 cudaStream_t stream) {
-    const char *who = "scalar_scale_forward";
-    layers_check_aligned(out, who, "out");
-    layers_check_aligned(inp, who, "inp");
-    if (n == 0) return;
-    scalar_scale_forward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, inp, s, n, accumulate);
-    cudaCheckLaunch();
-}
-// dinp (+)= s * dout; ds[0] += sum(dout * inp). dinp may be dout.
-inline void scalar_scale_backward(bf16 *dinp, float *ds, const bf16 *dout, const bf16 *inp, const float *s, size_t n,
-                                  bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
-    const char *who = "scalar_scale_backward";
-    layers_check_aligned(dinp, who, "dinp");
-    layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(inp, who, "inp");
-    if (n == 0) return;
-    const int wave = full_wave_blocks((const void *)scalar_scale_backward_kernel, ELEM_THREADS);
-    const int nb = std::max(1, std::min(ceil_div(n / 8 + n % 8, ELEM_THREADS), wave));
-    layers_check_scratch(scratch, (size_t)nb * sizeof(float), who);
-    float *partial = (float *)scratch.ptr;
-    scalar_scale_backward_kernel<<<nb, ELEM_THREADS, 0, stream>>>(dinp, partial, dout, inp, s, n, accumulate);
-    cudaCheckLaunch();
-    scalar_partials_finalize_kernel<<<1, 1024, 0, stream>>>(ds, partial, nb);
-    cudaCheckLaunch();
-}
-
-// The embedding sum's backward: dbg_proj (+)= bigram_scale * dout; dbigram_scale += sum(dout *
-// bg_proj); dtok_emb (V, D) fp32 += scatter of dout by ids (skipped when dtok_emb is null: the
-// head's GEMM adds the other part of the tied embedding's gradient).
-inline void encoder_backward(float *dtok_emb, bf16 *dbg_proj, float *dbigram_scale, const bf16 *dout, const int *ids,
-                             const bf16 *bg_proj, const float *bigram_scale, int N, int D, int V, bool accumulate,
-                             DeviceScratch scratch, cudaStream_t stream) {
-    layers_check_rowlen(D, "encoder_backward", "D");
-    if (N <= 0) return;
-    scalar_scale_backward(dbg_proj, dbigram_scale, dout, bg_proj, bigram_scale, (size_t)N * D, accumulate, scratch, stream);
-    if (dtok_emb) embedding_backward(dtok_emb, dout, ids, N, D, V, scratch, stream);
-}
-
-// ----------------------------------------------------------------------------
-// launchers: rmsnorm
-
-// out (N, C) = scale * inp / sqrt(mean(inp^2) + eps); rstd (N) may be null (no backward). out may be inp.
-inline void rmsnorm_forward(bf16 *out, float *rstd, const bf16 *inp, int N, int C, float scale, cudaStream_t stream) {
-    const char *who = "rmsnorm_forward";
-    layers_check_rowlen(C, who, "C");
-    layers_check_aligned(out, who, "out");
-    layers_check_aligned(inp, who, "inp");
-    if (N <= 0) return;
-    // the smaller register cache when it holds the whole row (fewer registers, more warps)
-    if (C <= 512)
-        rmsnorm_forward_kernel<2><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(out, rstd, inp, N, C, scale);
-    else
-        rmsnorm_forward_kernel<RMS_CACHE><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(out, rstd, inp, N, C, scale);
-    cudaCheckLaunch();
-}
-// dinp (+)= the gradient through rmsnorm (rstd from the forward). dinp may be dout.
-inline void rmsnorm_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, const float *rstd, int N, int C,
-                             float scale, bool accumulate, cudaStream_t stream) {
-    const char *who = "rmsnorm_backward";
-    layers_check_rowlen(C, who, "C");
-    layers_check_aligned(dinp, who, "dinp");
-    layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(inp, who, "inp");
-    if (N <= 0) return;
-    rmsnorm_backward_kernel<RMS_CACHE / 2><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(
-        dinp, dout, inp, rstd, N, C, scale, accumulate);
-    cudaCheckLaunch();
-}
-
-// ----------------------------------------------------------------------------
-// launchers: smear, resid_mix, residual_scale
-
-// out (B, T, C) = smear(inp); out must not be inp (each row reads its predecessor)
-inline void smear_forward(bf16 *out, const bf16 *inp, const float *gate, int B, int T, int C, cudaStream_t stream) {
-    const char *who = "smear_forward";
-    layers_check_rowlen(C, who, "C");
-    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
-    layers_require(out != inp, who, "out must not be inp");
-    layers_check_aligned(out, who, "out");
-    layers_check_aligned(inp, who, "inp");
-    const int N = B * T;
-    if (N == 0) return;
-    const RowLayout l = row_layout(C);
-    smear_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, inp, gate, N, T, C, l.TPR, l.RP);
-    cudaCheckLaunch();
-}
-// dinp (+)= the input gradient; dgate (C) += the gate gradient. dinp must not be dout.
-inline void smear_backward(bf16 *dinp, float *dgate, const bf16 *dout, const bf16 *inp, const float *gate, int B, int T,
-                           int C, bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
-    const char *who = "smear_backward";
-    layers_check_rowlen(C, who, "C");
-    layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
-    layers_require(dinp != dout, who, "dinp must not be dout");
-    layers_check_aligned(dinp, who, "dinp");
-    layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(inp, who, "inp");
-    const int N = B * T;
-    if (N == 0) return;
-    const RowLayout l = row_layout(C);
-    const int nb = reduce_grid_x((const void *)smear_backward_kernel, N, l);
-    layers_check_scratch(scratch, (size_t)nb * C * sizeof(float), who);
-    float *partial = (float *)scratch.ptr;
-    smear_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(dinp, partial, dout, inp, gate, N, T, C, l.TPR,
-                                                                          l.RP, accumulate);
-    cudaCheckLaunch();
-    channel_partials_finalize(dgate, partial, nb, C, gate, stream);
-}
-
-// out (N, C) = mix[0] * x + mix[1] * x0; mix (2, C). out may be x or x0.
-inline void resid_mix_forward(bf16 *out, const bf16 *x, const bf16 *x0, const float *mix, int N, int C,
-                              cudaStream_t stream) {
-    const char *who = "resid_mix_forward";
-    layers_check_rowlen(C, who, "C");
-    layers_check_aligned(out, who, "out");
-    layers_check_aligned(x, who, "x");
-    layers_check_aligned(x0, who, "x0");
-    if (N <= 0) return;
-    const RowLayout l = row_layout(C);
-    resid_mix_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, x, x0, mix, N, C, l.TPR, l.RP);
-    cudaCheckLaunch();
-}
-// dx (+)= mix[0] * dout, dx0 (+)= mix[1] * dout, dmix (2, C) += sums over rows. Pointwise: dx
-// (or dx0) may be dout.
-inline void resid_mix_backward(bf16 *dx, bf16 *dx0, float *dmix, const bf16 *dout, const bf16 *x, const bf16 *x0,
-                               const float *mix, int N, int C, bool acc_dx, bool acc_dx0, DeviceScratch scratch,
-                               cudaStream_t stream) {
-    const char *who = "resid_mix_backward";
-    layers_check_rowlen(C, who, "C");
-    layers_require(dx && dx0, who, "dx and dx0 are both needed");
-    layers_require(dx != dx0, who, "dx and dx0 must be different buffers");
-    layers_check_aligned(dx, who, "dx");
-    layers_check_aligned(dx0, who, "dx0");
-    layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(x, who, "x");
-    layers_check_aligned(x0, who, "x0");
-    if (N <= 0) return;
-    const RowLayout l = row_layout(C);
-    const int nb = reduce_grid_x((const void *)resid_mix_backward_kernel, N, l);
-    layers_check_scratch(scratch, (size_t)nb * 2 * C * sizeof(float), who);
-    float *partial = (float *)scratch.ptr;
-    resid_mix_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(dx, dx0, partial, dout, x, x0, mix, N, C,
-                                                                              l.TPR, l.RP, acc_dx, acc_dx0);
-    cudaCheckLaunch();
-    channel_partials_finalize(dmix, partial, nb, 2 * C, nullptr, stream);
-}
-
-// out (N, C) = x + scale * y, scale (C): attn_scale / mlp_scale updates and the skip add
-// (scale = skip_weights[i]). out may be x or y.
-inline void residual_scale_forward(bf16 *out, const bf16 *x, const float *scale, const bf16 *y, int N, int C,
-                                   cudaStream_t stream) {
-    const char *who = "residual_scale_forward";
-    layers_check_rowlen(C, who, "C");
-    layers_check_aligned(out, who, "out");
-    layers_check_aligned(x, who, "x");
-    layers_check_aligned(y, who, "y");
-    if (N <= 0) return;
-    const RowLayout l = row_layout(C);
-    residual_scale_forward_kernel<<<dim3(fwd_grid_x(N, l), l.slices), RED_THREADS, 0, stream>>>(out, x, scale, y, N, C,
-                                                                                                l.TPR, l.RP);
-    cudaCheckLaunch();
-}
-// dx (+)= dout (dx may be null: the caller keeps using dout, it is the same gradient; dx = dout
-// without accumulate is skipped too); dy (+)= scale * dout; dscale (C) += sum over rows of
-// dout * y. Pointwise: dy may be dout (then dx must be null or dout).
-inline void residual_scale_backward(bf16 *dx, float *dscale, bf16 *dy, const bf16 *dout, const float *scale,
-                                    const bf16 *y, int N, int C, bool acc_dx, bool acc_dy, DeviceScratch scratch,
-                                    cudaStream_t stream) {
-    const char *who = "residual_scale_backward";
-    layers_check_rowlen(C, who, "C");
-    layers_require(dy != nullptr, who, "dy is needed");
-    layers_require(!(dy == dout && dx && dx != dout), who, "with dy = dout, dx must be null or dout");
-    if (dx) layers_check_aligned(dx, who, "dx");
-    layers_check_aligned(dy, who, "dy");
-    layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(y, who, "y");
-    if (N <= 0) return;
-    const RowLayout l = row_layout(C);
-    const int nb = reduce_grid_x((const void *)residual_scale_backward_kernel, N, l);
-    layers_check_scratch(scratch, (size_t)nb * C * sizeof(float), who);
-    float *partial = (float *)scratch.ptr;
-    residual_scale_backward_kernel<<<dim3(nb, l.slices), RED_THREADS, 0, stream>>>(
-        dx == dout && !acc_dx ? nullptr : dx, dy, partial, dout, scale, y, N, C, l.TPR, l.RP, acc_dx, acc_dy);
-    cudaCheckLaunch();
-    channel_partials_finalize(dscale, partial, nb, C, nullptr, stream);
-}
-
-// ----------------------------------------------------------------------------
-// launchers: a residual update fused with the rmsnorm that follows it
-
-inline void residual_rmsnorm_check(bf16 *resid, bf16 *ln, const bf16 *a, const bf16 *b, int C, const char *who) {
-    layers_check_rowlen(C, who, "C");
-    layers_require(resid != ln, who, "resid and ln must be different buffers");
-    layers_check_aligned(resid, who, "resid");
-    layers_check_aligned(ln, who, "ln");
-    layers_check_aligned(a, who, "x");
-    layers_check_aligned(b, who, "x0/y");
-}
-inline int residual_rmsnorm_grid(int N) { return std::max(1, ceil_div(N, (long)ROW_WARPS * FUSED_ROWS)); }
-
-// x_in = mix[0] * x + mix[1] * x0 (resid_mix_forward), then ln = scale * rmsnorm(x_in) with rstd
-// (rmsnorm_forward), in one pass. x_in may be x or x0; rstd may be null.
-inline void resid_mix_rmsnorm_forward(bf16 *x_in, bf16 *ln, float *rstd, const bf16 *x, const bf16 *x0, const float *mix,
-                                      int N, int C, float scale, cudaStream_t stream) {
-    residual_rmsnorm_check(x_in, ln, x, x0, C, "resid_mix_rmsnorm_forward");
-    if (N <= 0) return;
-    residual_rmsnorm_forward_kernel<1><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(x_in, ln, rstd, x, x0, mix,
-                                                                                               N, C, scale);
-    cudaCheckLaunch();
-}
-// out = x + rscale * y (residual_scale_forward, rscale (C)), then ln = scale * rmsnorm(out) with
-// rstd, in one pass. out may be x or y; rstd may be null.
-inline void residual_scale_rmsnorm_forward(bf16 *out, bf16 *ln, float *rstd, const bf16 *x, const float *rscale,
-                                           const bf16 *y, int N, int C, float scale, cudaStream_t stream) {
-    residual_rmsnorm_check(out, ln, x, y, C, "residual_scale_rmsnorm_forward");
-    if (N <= 0) return;
-    residual_rmsnorm_forward_kernel<2><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(out, ln, rstd, x, y, rscale,
-                                                                                               N, C, scale);
-    cudaCheckLaunch();
-}
-
-// ----------------------------------------------------------------------------
-// launchers: relu^2
-
-// out (n) = max(inp, 0)^2; out may be inp
-inline void relu2_forward(bf16 *out, const bf16 *inp, size_t n, cudaStream_t stream) {
-    const char *who = "relu2_forward";
-    layers_check_aligned(out, who, "out");
-    layers_check_aligned(inp, who, "inp");
-    if (n == 0) return;
-    relu2_forward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, inp, n);
-    cudaCheckLaunch();
-}
-// dinp (+)= 2 * max(inp, 0) * dout; dinp may be dout
-inline void relu2_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate, cudaStream_t stream) {
-    const char *who = "relu2_backward";
-    layers_check_aligned(dinp, who, "dinp");
-    layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(inp, who, "inp");
-    if (n == 0) return;
-    relu2_backward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(dinp, dout, inp, n, accumulate);
-    cudaCheckLaunch();
-}
-
-// ----------------------------------------------------------------------------
-// launchers: RoPE tables and the q/k path
-
 // cos_t, sin_t (T, rd/2) fp32 on the device: computed on the host by rope_tables_cpu (the
 // reference's fp32 arithmetic, NTK-scaled base for T > 1024) and copied; synchronous, once per T.
 inline void rope_tables(float *cos_t, float *sin_t, int T, int rd, double base) {
@@ -1598,4 +1534,126 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
                                                                      NH, T, hd, rd, HR, accumulate);
     cudaCheckLaunch();
     if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
+}
+
+// ----------------------------------------------------------------------------
+// the weights the kernels read: the bf16 copy of the fp32 master weights, and under late QAT the
+// linear weights fake-quantized to int6 per row. CPU twin: fake_quant_cpu and model_refresh_qat
+// (model_cpu.h). The GPU model owns the copy and refreshes it when its weights or its QAT mode
+// change (model_gpu_refresh_weights); these are the pieces.
+
+constexpr int FQ_WARPS = 8;  // fake_quant: one warp per row, this many rows per block
+
+// VEC: p 16-byte and out 8-byte aligned
+template <bool VEC>
+__global__ void to_bf16_kernel(bf16 *__restrict__ out, const float *__restrict__ p, size_t n) {
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t start = 0;
+    if (VEC) {
+        const size_t n4 = n / 4;
+        for (size_t i = tid; i < n4; i += stride) {
+            const float4 q = reinterpret_cast<const float4 *>(p)[i];
+            __nv_bfloat162 lo = __floats2bfloat162_rn(q.x, q.y), hi = __floats2bfloat162_rn(q.z, q.w);
+            reinterpret_cast<__nv_bfloat162 *>(out)[2 * i] = lo;
+            reinterpret_cast<__nv_bfloat162 *>(out)[2 * i + 1] = hi;
+        }
+        start = n4 * 4;
+    }
+    for (size_t i = start + tid; i < n; i += stride) out[i] = __float2bfloat16(p[i]);
+}
+
+// A matrix inside a flat buffer: `rows` x `cols` row-major at element `offset`.
+struct LinearRef {
+    size_t offset;
+    int rows, cols;
+};
+
+// Per-row int6 fake quantization, exactly fake_quant_cpu's fp32 arithmetic:
+//   s = max(rowmax|w| / 31, 1/31); q = clamp(round_half_even(w / s), -32, 31); w_q = q * s
+// (IEEE division and product spelled out with __fdiv_rn/__fmul_rn so no compiler flag changes
+// them). out (bf16) gets the reference's straight-through value evaluated in bf16; out_f32 (may
+// be null) gets w_q. One warp per row; grid (row blocks, matrices).
+__global__ void fake_quant_kernel(bf16 *out, float *out_f32, const float *__restrict__ w, const LinearRef *mats) {
+    const LinearRef mr = mats[blockIdx.y];
+    const int lane = threadIdx.x & 31, row = blockIdx.x * FQ_WARPS + (threadIdx.x >> 5);
+    if (row >= mr.rows) return;  // whole warps leave together: the shuffles below stay full-warp
+    const size_t base = mr.offset + (size_t)row * mr.cols;
+    const float *x = w + base;
+    float mx = 0.f;
+    for (int j = lane; j < mr.cols; j += 32) mx = fmaxf(mx, fabsf(x[j]));
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    const float s = fmaxf(__fdiv_rn(mx, 31.f), (float)(1.0 / 31.0));
+    for (int j = lane; j < mr.cols; j += 32) {
+        const float q = fminf(fmaxf(rintf(__fdiv_rn(x[j], s)), -32.f), 31.f);  // rintf: half to even
+        const float wq = __fmul_rn(q, s);
+        if (out_f32) out_f32[base + j] = wq;
+        // the reference's w + (w_q - w).detach() on bf16 tensors: each op rounds to bf16
+        const float wb = bf16_round(x[j]);
+        out[base + j] = __float2bfloat16(wb + bf16_round(bf16_round(wq) - wb));
+    }
+}
+
+// out = bf16(params), n elements (round to nearest even)
+inline void params_to_bf16(bf16 *out, const float *params, size_t n, cudaStream_t stream) {
+    if (n == 0) return;
+    const int grid = grid_blocks(n / 4 + 1, ELEM_THREADS * 2);
+    if (aligned16(params) && ((uintptr_t)out & 7) == 0) to_bf16_kernel<true><<<grid, ELEM_THREADS, 0, stream>>>(out, params, n);
+    else to_bf16_kernel<false><<<grid, ELEM_THREADS, 0, stream>>>(out, params, n);
+    cudaCheckLaunch();
+}
+
+// Fake-quantize the n_mats matrices of the device table d_mats: w (fp32) -> out (bf16, same
+// offsets) and, when out_f32 is not null, the fp32 values w_q. max_rows: the most rows of any.
+inline void fake_quant(bf16 *out, float *out_f32, const float *w, const LinearRef *d_mats, int n_mats, int max_rows,
+                       cudaStream_t stream) {
+    if (n_mats <= 0) return;
+    if (n_mats > 65535 || max_rows <= 0) fatal("fake_quant: bad table (%d matrices, max rows %d)", n_mats, max_rows);
+    dim3 grid(ceil_div(max_rows, FQ_WARPS), n_mats);
+    fake_quant_kernel<<<grid, 32 * FQ_WARPS, 0, stream>>>(out, out_f32, w, d_mats);
+    cudaCheckLaunch();
+}
+
+// The linear weights (model.h's visit_linear_weights) as a device table of LinearRefs into
+// `params`, a flat buffer laid out like the tensor list (only its addresses are used).
+struct LinearTable {
+    LinearRef *d = nullptr;  // (n) on the device
+    int n = 0, max_rows = 0;
+};
+inline LinearTable linear_table_create(const Config &c, float *params) {
+    Params<float> p;
+    params_bind(p, c, params);
+    std::vector<LinearRef> refs;
+    LinearTable t;
+    visit_linear_weights(p, c, [&](float *w, int rows, int cols) {
+        refs.push_back(LinearRef{(size_t)(w - params), rows, cols});
+        t.max_rows = std::max(t.max_rows, rows);
+    });
+    t.n = (int)refs.size();
+    if (t.n > 0) {
+        cudaCheck(cudaMalloc(&t.d, refs.size() * sizeof(LinearRef)));
+        cudaCheck(cudaMemcpy(t.d, refs.data(), refs.size() * sizeof(LinearRef), cudaMemcpyHostToDevice));
+    }
+    return t;
+}
+inline void linear_table_free(LinearTable &t) {
+    cudaFreeCheck(t.d);
+    t = LinearTable();
+}
+
+// out (flat, n) = the bf16 weights for a forward in mode `qat`: bf16(params), then under QAT_INT6
+// the linear weights overwritten by their fake-quantized values.
+inline void weights_to_bf16(bf16 *out, const float *params, size_t n, const LinearTable &linear, QatMode qat,
+                            cudaStream_t stream) {
+    params_to_bf16(out, params, n, stream);
+    if (qat == QAT_INT6) fake_quant(out, nullptr, params, linear.d, linear.n, linear.max_rows, stream);
+}
+
+// ----------------------------------------------------------------------------
+// scratch sizes of the whole header
+
+// Enough scratch for every launcher of this header with at most N rows, rows of at most C
+// channels (the model dim) and tables of at most `rows` rows (the largest of vocab and bigram
+// buckets).
+inline size_t layers_scratch_bytes(int N, int C, int rows) {
+    return std::max(reduce_scratch_bytes(C), embedding_backward_scratch_bytes(N, C, rows));
 }

@@ -20,7 +20,7 @@
 // loss and NaN gradients for its row, so bad data cannot pass silently.
 #pragma once
 
-#include "layers.cuh"  // bf16, lyr:: vector helpers and warp reductions
+#include "cuda_utils.cuh"  // defines: bf16, cudaCheck, lyr:: vector helpers and warp reductions
 
 constexpr int CE_WARPS = 8;  // rows per block
 constexpr int CE_CACHE = 4;  // 8-value vectors per lane kept in registers (V <= 1024 read once)

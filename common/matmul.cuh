@@ -53,8 +53,6 @@
 
 #include "cuda_utils.cuh"
 
-typedef __nv_bfloat16 bf16;
-
 // ----------------------------------------------------------------------------
 // error check with file:line
 

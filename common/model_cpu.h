@@ -47,16 +47,8 @@
 #include <random>
 #include <vector>
 
-#include "tensors.h"
-
-// eps of every rmsnorm: float32 machine epsilon, what torch's F.rms_norm(eps=None) uses (docs/RECIPE.md, "The model")
-constexpr double RMS_EPS = 1.1920928955078125e-07;
-// F.normalize's eps (XSA): the norm is clamped to at least this
-constexpr double XSA_NORM_EPS = 1e-12;
-// the rotary module's reference length: longer sequences get an NTK-scaled base
-constexpr int ROPE_REF_LEN = 1024;
-// BigramHash multipliers
-constexpr int32_t BIGRAM_MUL_CUR = 36313, BIGRAM_MUL_PREV = 27191;
+#include "model.h"  // defines: RMS_EPS and the other constants, rope_tables_cpu, layer_has_xsa,
+                     //          layer_ve_index, visit_linear_weights, QatMode, NllFn
 
 // ----------------------------------------------------------------------------
 // embeddings
@@ -103,7 +95,7 @@ void embedding_backward_cpu(real *dtable, const real *dout, const int *ids, int 
 // The embedding sum: out[n,:] = tok_emb[ids[n],:] + bigram_scale * bg_proj[n,:]
 // tok_emb (V, D), bg_proj (N, D) = bigram.proj(bigram.embed[h]), scale a scalar, out (N, D)
 template <typename real>
-void encoder_forward_cpu(real *out, const int *ids, const real *tok_emb, const real *bg_proj,
+void embed_sum_forward_cpu(real *out, const int *ids, const real *tok_emb, const real *bg_proj,
                          const real *bigram_scale, int N, int D) {
     const real s = *bigram_scale;
 #pragma omp parallel for
@@ -116,7 +108,7 @@ void encoder_forward_cpu(real *out, const int *ids, const real *tok_emb, const r
     }
 }
 template <typename real>
-void encoder_backward_cpu(real *dtok_emb, real *dbg_proj, real *dbigram_scale, const real *dout,
+void embed_sum_backward_cpu(real *dtok_emb, real *dbg_proj, real *dbigram_scale, const real *dout,
                           const int *ids, const real *bg_proj, const real *bigram_scale, int N, int D) {
     const real s = *bigram_scale;
     real ds = 0;
@@ -364,32 +356,6 @@ void matmul_backward_cpu(real *dinp, real *dweight, const real *dout, const real
 
 // ----------------------------------------------------------------------------
 // attention
-
-// RoPE tables cos/sin (T, rd/2) for the first rd dims of each head.
-// inv_f[i] = 1 / base'^(2i/rd) in float32, as the reference's Rotary builds it with torch; base' =
-// base, or base * (T/1024)^(rd/(rd-2)) (NTK scaling, in double as Python computes it) when
-// T > 1024. The angle t * inv_f[i] is a float32 product too; cos and sin are taken of that float.
-inline void rope_inv_freq_cpu(float *inv_f, int T, int rd, double base) {
-    double b = base;
-    if (T > ROPE_REF_LEN) b = base * std::pow((double)T / ROPE_REF_LEN, (double)rd / (double)(rd - 2));
-    for (int i = 0; i < rd / 2; i++) {
-        float e = (float)(2 * i) / (float)rd;  // torch.arange(0, rd, 2, float32) / rd
-        inv_f[i] = 1.0f / std::pow((float)b, e);  // python float ** float32 tensor: float32 pow
-    }
-}
-template <typename real>
-void rope_tables_cpu(real *cos_t, real *sin_t, int T, int rd, double base) {
-    const int half = rd / 2;
-    std::vector<float> inv_f(half);
-    rope_inv_freq_cpu(inv_f.data(), T, rd, base);
-    for (int i = 0; i < half; i++) {
-        for (int t = 0; t < T; t++) {
-            float angle = (float)t * inv_f[i];
-            cos_t[(size_t)t * half + i] = (real)std::cos((real)angle);
-            sin_t[(size_t)t * half + i] = (real)std::sin((real)angle);
-        }
-    }
-}
 
 // The per-head path from c_q/c_k output to what attention reads, for q (gain given) or k (no gain):
 //   xn = x / sqrt(mean(x^2) + eps) over the head's hd dims,
@@ -804,13 +770,6 @@ struct GradActs {
     std::vector<real> mem;
 };
 
-inline bool layer_has_xsa(const Config &c, int l) { return l >= c.num_layers - c.xsa_last_n; }
-// index k of layer l in VE_LAYERS (its ve_layer_scales[k]), or -1
-inline int layer_ve_index(const Config &c, int l) {
-    for (size_t k = 0; k < c.ve_layer_list.size(); k++) if (c.ve_layer_list[k] == l) return (int)k;
-    return -1;
-}
-
 // Walk every activation pointer with its element count (0 = not used in this config).
 template <typename real, typename Fn>
 void acts_visit(Acts<real> &a, const Config &c, int B, int T, Fn fn) {
@@ -930,9 +889,8 @@ struct ModelCPU {
     Params<real> params;         // the weights
     Params<real> grads;          // d loss / d weights, same layout
     Params<real> qparams;        // QAT: the weights with every linear weight fake-quantized
-    bool qat = false;            // fake-quantize the linear weights in the forward (training only:
-                                 // the reference's eval runs in eval mode, without QAT)
-    bool qat_used = false;       // whether the last forward used qparams (the backward follows it)
+    QatMode qat = QAT_OFF;       // the weights the forward uses (set by the trainer; eval runs QAT_OFF)
+    QatMode qat_used = QAT_OFF;  // what the last forward used (the backward follows it)
     Acts<real> acts;
     GradActs<real> gacts;
     int gacts_B = 0, gacts_T = 0;
@@ -962,23 +920,6 @@ void model_zero_grad(ModelCPU<real> &m) {
     std::fill(m.grads_mem.begin(), m.grads_mem.end(), (real)0);
 }
 
-// Visit every CastedLinear weight of the reference (the ones QAT fake-quantizes; tok_emb, used
-// by the head through F.linear, is not one): fn(pointer-in-Params, rows, cols).
-template <typename real, typename Fn>
-void visit_linear_weights(Params<real> &p, const Config &c, Fn fn) {
-    const int D = c.model_dim, KVD = c.kv_dim, F = c.mlp_hidden;
-    fn(p.bigram_proj, D, (int)c.bigram_dim);
-    for (auto &bp : p.blocks) {
-        fn(bp.c_q, D, D);
-        fn(bp.c_k, KVD, D);
-        fn(bp.c_v, KVD, D);
-        fn(bp.attn_proj, D, D);
-        fn(bp.fc, F, D);
-        fn(bp.mlp_proj, D, F);
-    }
-    if (c.ve_enabled) fn(p.ve_proj, KVD, (int)c.ve_dim);
-}
-
 // qparams = params with every linear weight fake-quantized
 template <typename real>
 void model_refresh_qat(ModelCPU<real> &m) {
@@ -994,7 +935,7 @@ void model_refresh_qat(ModelCPU<real> &m) {
 // The forward pass. ids, targets (B, T) int32; targets may be null (then only the logits are
 // computed, e.g. for eval). Returns the mean cross-entropy (0 without targets). Afterwards
 // m.acts.logits (B,T,V) holds the softcapped logits and m.acts.losses (B,T) the per-token NLL.
-// Uses the fake-quantized weights when m.qat is set.
+// Uses the fake-quantized weights when m.qat is QAT_INT6.
 template <typename real>
 real model_forward(ModelCPU<real> &m, const int *ids, const int *targets, int B, int T) {
     const Config &c = m.config;
@@ -1018,14 +959,14 @@ real model_forward(ModelCPU<real> &m, const int *ids, const int *targets, int B,
     else a.targets.clear();
     a.bigram_idx.resize(N);
     m.qat_used = m.qat;
-    if (m.qat) model_refresh_qat(m);
-    const Params<real> &p = m.qat ? m.qparams : m.params;
+    if (m.qat == QAT_INT6) model_refresh_qat(m);
+    const Params<real> &p = m.qat == QAT_INT6 ? m.qparams : m.params;
 
     // embeddings: x0 = smear(rmsnorm(tok_emb[ids] + scale * bigram.proj(bigram.embed[hash])))
     bigram_hash_cpu(a.bigram_idx.data(), ids, B, T, (int)c.bigram_vocab_size);
     embedding_forward_cpu(a.bg_emb, a.bigram_idx.data(), p.bigram_embed, N, (int)c.bigram_dim);
     matmul_forward_cpu(a.bg_proj, a.bg_emb, p.bigram_proj, N, (int)c.bigram_dim, D);
-    encoder_forward_cpu(a.emb, ids, p.tok_emb, a.bg_proj, p.bigram_scale, N, D);
+    embed_sum_forward_cpu(a.emb, ids, p.tok_emb, a.bg_proj, p.bigram_scale, N, D);
     rmsnorm_forward_cpu(a.emb_norm, a.rstd0, a.emb, N, D, (real)1);
     smear_forward_cpu(a.x0, a.emb_norm, p.smear_gate, B, T, D);
     // the shared value embedding, computed once: ve_base = scale * proj(ve_embed[ids])
@@ -1090,6 +1031,24 @@ const real *model_forward_logits(ModelCPU<real> &m, const int *ids, int B, int T
     return m.acts.logits;
 }
 
+// The forward as eval.h's NllFn: per-position losses in eval mode (QAT_OFF, as the reference's
+// model.eval() turns CastedLinear's fake quantization off). Twin of nll_fn_gpu.
+// With logits_rounding() = 1 (model.h) the losses are recomputed from z rounded to bf16.
+inline NllFn nll_fn_cpu(ModelCPU<float> &m) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
+        const QatMode train_mode = m.qat;
+        m.qat = QAT_OFF;
+        model_forward(m, x, y, B, T);
+        m.qat = train_mode;
+        if (logits_rounding(m.config, sliding) == 1) {
+            const size_t n = (size_t)B * T * m.config.vocab_size;
+            for (size_t i = 0; i < n; i++) m.acts.logits[i] = bf16_to_f32(f32_to_bf16(m.acts.logits[i]));
+            crossentropy_forward_cpu(m.acts.losses, m.acts.logits, y, B * T, (int)m.config.vocab_size);
+        }
+        memcpy(out, m.acts.losses, sizeof(float) * (size_t)B * T);
+    };
+}
+
 // The backward pass of the last forward (which must have had targets): ACCUMULATES
 // loss_scale * d(mean loss)/d(weights) into m.grads (call model_zero_grad first; loss_scale is
 // 1/grad_accum when micro-steps add up). With QAT the gradient is straight-through: computed at
@@ -1109,7 +1068,7 @@ void model_backward(ModelCPU<real> &m, real loss_scale = 1) {
         m.gacts_T = T;
     }
     std::fill(g.mem.begin(), g.mem.end(), (real)0);
-    const Params<real> &p = m.qat_used ? m.qparams : m.params;  // the weights the forward used
+    const Params<real> &p = m.qat_used == QAT_INT6 ? m.qparams : m.params;  // the weights the forward used
     Params<real> &dp = m.grads;
     const size_t ND = (size_t)N * D;
     auto zero = [](real *ptr, size_t n) { std::fill(ptr, ptr + n, (real)0); };
@@ -1185,7 +1144,7 @@ void model_backward(ModelCPU<real> &m, real loss_scale = 1) {
     // embeddings
     smear_backward_cpu(g.demb_norm, dp.smear_gate, g.dx0, a.emb_norm, p.smear_gate, B, T, D);
     rmsnorm_backward_cpu(g.demb, g.demb_norm, a.emb, a.rstd0, N, D, (real)1);
-    encoder_backward_cpu(dp.tok_emb, g.dbg_proj, dp.bigram_scale, g.demb, a.ids.data(), a.bg_proj, p.bigram_scale, N, D);
+    embed_sum_backward_cpu(dp.tok_emb, g.dbg_proj, dp.bigram_scale, g.demb, a.ids.data(), a.bg_proj, p.bigram_scale, N, D);
     matmul_backward_cpu(g.dbg_emb, dp.bigram_proj, g.dbg_proj, a.bg_emb, p.bigram_proj, N, (int)c.bigram_dim, D);
     embedding_backward_cpu(dp.bigram_embed, g.dbg_emb, a.bigram_idx.data(), N, (int)c.bigram_dim);
     if (c.ve_enabled) {

@@ -9,7 +9,10 @@
 //   params, grads   (flat)  fp32   master weights and their gradients, the tensor list's layout
 //                                  (tensors.h): checkpoints and the optimizer use them as they are
 //   wbf             (flat)  bf16   the weights the kernels read: a cast of params, with the linear
-//                                  weights fake-quantized under late QAT (model_gpu_refresh_weights)
+//                                  weights fake-quantized under late QAT. The model owns it: the
+//                                  forward refreshes it when params or the QAT mode changed since
+//                                  (model_gpu_refresh_weights; call model_gpu_params_changed after
+//                                  writing params other than through model_gpu_set_params)
 //   activations             bf16   what the backward needs, per layer (LayerActsGPU), plus rstd /
 //                                  lse / vnorm in fp32; about 17 N*D bf16 values per layer
 //   gradient activations    bf16   a handful of (N, D) buffers reused by every layer: the backward
@@ -30,16 +33,12 @@
 
 #include <vector>
 
-#include "config.h"
-#include "cuda_utils.cuh"
-#include "tensors.h"
-#include "attention.cuh"
-#include "layers.cuh"
-#include "loss.cuh"
-#include "matmul.cuh"
-#include "eval.h"       // NllFn
-#include "model_cpu.h"  // layer_has_xsa, layer_ve_index
-#include "optim.cuh"    // params_to_bf16, fake_quant, LinearRef
+#include "cuda_utils.cuh"  // defines: cudaCheck, DeviceInfo
+#include "model.h"         // defines: Config, the tensor list, layer_has_xsa, layer_ve_index, QatMode, NllFn
+#include "attention.cuh"   // defines: attention_forward/backward, xsa_forward/backward
+#include "layers.cuh"      // defines: the memory-bound layers, weights_to_bf16
+#include "loss.cuh"        // defines: crossentropy_softcap_fused, loss_sum
+#include "matmul.cuh"      // defines: matmul_forward/backward (cuBLASLt)
 
 // ----------------------------------------------------------------------------
 // one device allocation carved into many buffers (256-byte aligned each)
@@ -96,9 +95,11 @@ struct ModelGPU {
     bf16 *wbf = nullptr;            // (flat) bf16 weights as the kernels read them
     Params<float> p, g;             // pointers into params / grads
     Params<bf16> w;                 // pointers into wbf
-    int wbf_mode = -1;              // what wbf holds: -1 stale (params changed), 0 plain cast, 1 with QAT
-    LinearRef *d_linear = nullptr;  // the linear weights (fake-quantized under QAT)
-    int n_linear = 0, linear_max_rows = 0;
+    QatMode qat = QAT_OFF;          // the weights the training forward uses (set by the trainer)
+    uint64_t params_version = 1;    // bumped by every change of params
+    uint64_t wbf_version = 0;       // the params_version that wbf was computed from ...
+    QatMode wbf_qat = QAT_OFF;      // ... and the mode it was computed for
+    LinearTable linear;             // the linear weights (fake-quantized under QAT)
     // inputs
     int *ids = nullptr, *targets = nullptr, *bigram_idx = nullptr;  // (max_N)
     int *pinned = nullptr;          // (2, 2, max_N) host staging for ids and targets, double-buffered
@@ -125,7 +126,6 @@ struct ModelGPU {
     bf16 *dbg_proj, *dbg_emb, *dve_base, *dve_proj, *dve_emb;
     float *attn_scratch = nullptr;  // attention_backward's fp32 scratch
     DeviceScratch scratch;          // layers.cuh's reductions and sorts
-    float *d_one = nullptr;         // (1) the constant 1 (adds via scalar_scale)
     DeviceArena arena;
     size_t weight_bytes = 0;        // params + grads + wbf
 };
@@ -185,7 +185,6 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.logits = arena_take<bf16>(a, N * V);
     m.losses = arena_take<float>(a, N);
     m.loss_acc = arena_take<float>(a, 1);
-    m.d_one = arena_take<float>(a, 1);
     m.dres = arena_take<bf16>(a, N * D);
     m.dx0 = arena_take<bf16>(a, N * D);
     m.dln = arena_take<bf16>(a, N * D);
@@ -241,14 +240,9 @@ inline void model_gpu_build(ModelGPU &m, const Config &c, int max_N, int max_T) 
     params_bind(m.p, c, m.params);
     params_bind(m.g, c, m.grads);
     params_bind(m.w, c, m.wbf);
-    std::vector<LinearRef> linear;
-    for (const TensorSpec &s : m.tensors.specs)
-        if (s.group == OPT_MUON) {
-            linear.push_back(LinearRef{s.offset, (int)s.shape[0], (int)s.shape[1]});
-            m.linear_max_rows = std::max(m.linear_max_rows, (int)s.shape[0]);
-        }
-    m.d_linear = opt_upload(linear);
-    m.n_linear = (int)linear.size();
+    m.linear = linear_table_create(c, m.params);
+    m.params_version = 1;
+    m.wbf_version = 0;
     // activations: count, allocate, carve
     m.arena = DeviceArena();
     model_gpu_carve(m, m.arena);
@@ -256,8 +250,6 @@ inline void model_gpu_build(ModelGPU &m, const Config &c, int max_N, int max_T) 
     cudaCheck(cudaMalloc(&m.arena.base, m.arena.bytes));
     m.arena.used = 0;
     model_gpu_carve(m, m.arena);
-    const float one = 1.f;
-    cudaCheck(cudaMemcpy(m.d_one, &one, sizeof one, cudaMemcpyHostToDevice));
     cudaCheck(cudaMallocHost(&m.pinned, 4 * (size_t)max_N * sizeof(int)));
     for (cudaEvent_t &e : m.staged) cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     m.stage_slot = 0;
@@ -268,7 +260,7 @@ inline void model_gpu_free(ModelGPU &m) {
     cudaFreeCheck(m.params);
     cudaFreeCheck(m.grads);
     cudaFreeCheck(m.wbf);
-    cudaFreeCheck(m.d_linear);
+    linear_table_free(m.linear);
     cudaFreeCheck(m.arena.base);
     if (m.pinned) cudaCheck(cudaFreeHost(m.pinned));
     m.pinned = nullptr;
@@ -276,9 +268,10 @@ inline void model_gpu_free(ModelGPU &m) {
 }
 
 // Host <-> device copies of the flat fp32 weights (checkpoints, EMA swaps, tests).
+inline void model_gpu_params_changed(ModelGPU &m) { m.params_version++; }
 inline void model_gpu_set_params(ModelGPU &m, const float *host) {
-    m.wbf_mode = -1;
     cudaCheck(cudaMemcpy(m.params, host, m.tensors.flat * sizeof(float), cudaMemcpyHostToDevice));
+    model_gpu_params_changed(m);
 }
 inline void model_gpu_get_params(const ModelGPU &m, float *host) {
     cudaCheck(cudaMemcpy(host, m.params, m.tensors.flat * sizeof(float), cudaMemcpyDeviceToHost));
@@ -287,12 +280,13 @@ inline void model_gpu_zero_grad(ModelGPU &m, cudaStream_t stream) {
     cudaCheck(cudaMemsetAsync(m.grads, 0, m.tensors.flat * sizeof(float), stream));
 }
 
-// wbf <- bf16(params), then with QAT the linear weights <- their fake-quantized values. Call
-// after every change of params (an optimizer step, a load) and when QAT switches.
-inline void model_gpu_refresh_weights(ModelGPU &m, bool qat, cudaStream_t stream) {
-    m.wbf_mode = qat ? 1 : 0;
-    params_to_bf16(m.wbf, m.params, m.tensors.flat, stream);
-    if (qat) fake_quant(m.wbf, nullptr, m.params, m.d_linear, m.n_linear, m.linear_max_rows, stream);
+// wbf <- bf16(params), then under QAT_INT6 the linear weights <- their fake-quantized values;
+// only when params or m.qat changed since the last refresh. The forward calls it.
+inline void model_gpu_refresh_weights(ModelGPU &m, cudaStream_t stream) {
+    if (m.wbf_version == m.params_version && m.wbf_qat == m.qat) return;
+    weights_to_bf16(m.wbf, m.params, m.tensors.flat, m.linear, m.qat, stream);
+    m.wbf_version = m.params_version;
+    m.wbf_qat = m.qat;
 }
 
 // Copy a (B, T) batch of ids and targets (targets may be null) from the host to the device,
@@ -323,7 +317,7 @@ inline void model_gpu_upload(ModelGPU &m, const int *ids, const int *targets, in
 // The forward of the batch last uploaded. With targets: per-position losses in m.losses and
 // loss_scale * mean loss added to m.loss_acc (set instead when !accumulate_loss); with backward,
 // the logits buffer is turned into d(loss_scale * mean loss)/d(raw logits) in the same pass, ready
-// for model_gpu_backward. Uses the weights in wbf (see model_gpu_refresh_weights).
+// for model_gpu_backward. Uses the weights in wbf for m.qat, refreshed first if stale.
 inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool accumulate_loss, cudaStream_t stream) {
     const Config &c = m.config;
     const int B = m.B, T = m.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
@@ -332,6 +326,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
     const Params<float> &p = m.p;
     const Params<bf16> &w = m.w;
     if (T > m.rope_max_T) fatal("model_gpu: sequence length %d exceeds the %d the model was built for", T, m.rope_max_T);
+    model_gpu_refresh_weights(m, stream);
     if (m.rope_T != T) {  // the RoPE base depends on T (NTK scaling past 1024)
         cudaCheck(cudaStreamSynchronize(stream));
         rope_tables(m.rope_cos, m.rope_sin, T, rd, c.rope_base);
@@ -341,7 +336,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
     bigram_hash(m.bigram_idx, m.ids, B, T, (int)c.bigram_vocab_size, stream);
     embedding_forward(m.bg_emb, m.bigram_idx, w.bigram_embed, N, (int)c.bigram_dim, (int)c.bigram_vocab_size, stream);
     matmul_forward(m.bg_proj, m.bg_emb, w.bigram_proj, N, (int)c.bigram_dim, D, stream);
-    encoder_forward(m.emb, m.ids, w.tok_emb, m.bg_proj, p.bigram_scale, N, D, V, stream);
+    embed_sum_forward(m.emb, m.ids, w.tok_emb, m.bg_proj, p.bigram_scale, N, D, V, stream);
     rmsnorm_forward(m.emb_norm, m.rstd0, m.emb, N, D, 1.f, stream);
     smear_forward(m.x0, m.emb_norm, p.smear_gate, B, T, D, stream);
     if (c.ve_enabled) {
@@ -424,7 +419,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         const float s = c.ln_scale ? (float)(1.0 / std::sqrt((double)l + 1)) : 1.f;
         // dres: the gradient of this block's output; an encoder output also feeds a skip
         if (l < nE && nE - 1 - l < c.num_skip)
-            scalar_scale_forward(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, m.d_one, ND, true, stream);
+            add_inplace(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, ND, stream);
         // MLP: out = x_mid + mlp_scale * mlp_out. dres goes on as d x_mid (dx null: the same gradient)
         residual_scale_backward(nullptr, dbp.mlp_scale, m.dln, m.dres, bp.mlp_scale, la.mlp_out, N, D, false, false, sc, stream);
         relu2_forward(m.fc_act, la.fc_relu, (size_t)N * F, stream);  // recompute relu^2
@@ -474,12 +469,12 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
                                     p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, false, false, sc, stream);
     }
     // block 0's input was x0 itself
-    scalar_scale_forward(m.dx0, m.dres, m.d_one, ND, true, stream);
+    add_inplace(m.dx0, m.dres, ND, stream);
 
     // embeddings
     smear_backward(m.dln, dp.smear_gate, m.dx0, m.emb_norm, p.smear_gate, B, T, D, false, sc, stream);
     rmsnorm_backward(m.dln, m.dln, m.emb, m.rstd0, N, D, 1.f, false, stream);
-    encoder_backward(dp.tok_emb, m.dbg_proj, dp.bigram_scale, m.dln, m.ids, m.bg_proj, p.bigram_scale, N, D, V, false, sc, stream);
+    embed_sum_backward(dp.tok_emb, m.dbg_proj, dp.bigram_scale, m.dln, m.ids, m.bg_proj, p.bigram_scale, N, D, V, false, sc, stream);
     matmul_backward(m.dbg_emb, dp.bigram_proj, m.dbg_proj, m.bg_emb, w.bigram_proj, N, (int)c.bigram_dim, D, false, true, stream);
     embedding_backward(dp.bigram_embed, m.dbg_emb, m.bigram_idx, N, (int)c.bigram_dim, (int)c.bigram_vocab_size, sc, stream);
     if (c.ve_enabled && !first_ve) {
@@ -489,16 +484,18 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
     }
 }
 
-// The GPU forward as eval.h's NllFn: per-position losses of a host batch, in eval mode (no QAT,
-// as the reference's model.eval()). Synchronous (it copies the losses back).
-// EVAL_REF_ROUNDING (eval.h, logits_rounding) may turn the logits' bf16 rounding off for one call.
+// The GPU forward as eval.h's NllFn: per-position losses of a host batch, in eval mode (QAT_OFF,
+// as the reference's model.eval()). Synchronous (it copies the losses back). Twin of nll_fn_cpu.
+// EVAL_REF_ROUNDING (model.h, logits_rounding) may turn the logits' bf16 rounding off for one call.
 inline NllFn nll_fn_gpu(ModelGPU &m) {
     return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
-        if (m.wbf_mode != 0) model_gpu_refresh_weights(m, false, 0);
+        const QatMode train_mode = m.qat;
+        m.qat = QAT_OFF;
         model_gpu_upload(m, x, y, B, T, 0);
         m.round_logits = logits_rounding(m.config, sliding) != 0;
         model_gpu_forward(m, 1.f, false, false, 0);
         m.round_logits = true;
+        m.qat = train_mode;
         cudaCheck(cudaMemcpy(out, m.losses, sizeof(float) * (size_t)B * T, cudaMemcpyDeviceToHost));
     };
 }
@@ -508,9 +505,11 @@ inline NllFn nll_fn_gpu(ModelGPU &m) {
 inline void model_gpu_last_logits(ModelGPU &m, const int *ids, int T, float *out) {
     const int V = (int)m.config.vocab_size;
     const float cap = (float)m.config.logit_softcap;
-    if (m.wbf_mode != 0) model_gpu_refresh_weights(m, false, 0);
+    const QatMode train_mode = m.qat;
+    m.qat = QAT_OFF;
     model_gpu_upload(m, ids, nullptr, 1, T, 0);
     model_gpu_forward(m, 1.f, false, false, 0);
+    m.qat = train_mode;
     std::vector<uint16_t> row(V);  // raw bf16 logits (the softcap is fused into the loss on the GPU)
     cudaCheck(cudaMemcpy(row.data(), m.logits + (size_t)(T - 1) * V, V * sizeof(uint16_t), cudaMemcpyDeviceToHost));
     for (int v = 0; v < V; v++) out[v] = cap * std::tanh(bf16_to_f32(row[v]) / cap);

@@ -17,8 +17,8 @@
 //     AdamW, fused: one kernel over a table of chunks of every Adam tensor, fp32 state, torch's
 //       bias corrections: p = p*(1 - lr*wd) - (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)
 //   ema_update          e = d*e + (1-d)*p over the whole flat buffer
-//   params_to_bf16      the bf16 copy of the fp32 master weights that the GEMMs read
-//   fake_quant          late QAT: the bf16 GEMM weight from the fp32 master (twin of fake_quant_cpu)
+// (The bf16 weights the GEMMs read, and their QAT fake quantization, belong to the model:
+// layers.cuh's params_to_bf16 / fake_quant, refreshed by model_gpu.cuh.)
 //
 // Precision, where it follows the reference (train_gpt.py) rather than optim.h's fp32/fp64 loops:
 //   - Newton-Schulz runs in bf16 as the reference's: X = bf16(G); the Frobenius norm is summed in
@@ -27,9 +27,8 @@
 //     reference rounds a few more intermediates (c*A, b*A, a*X) on their own.
 //   - The Muon update is scaled in bf16 (the reference keeps updates in a bf16 buffer).
 //   - The elementwise optimizer math is fp32 (torch's opmath) where optim.h uses double.
-//   - fake_quant's bf16 weight is the reference's straight-through expression evaluated in bf16,
-//     w_bf + bf16(bf16(w_q) - w_bf), which can differ from bf16(w_q) in the last bit.
-// dev/optim.cu checks all of it against optim.h (and model_cpu.h's fake_quant_cpu).
+// dev/optim.cu checks all of it against optim.h (and layers.cuh's params_to_bf16 / fake_quant
+// against model_cpu.h's fake_quant_cpu).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -50,7 +49,6 @@ constexpr int NORM_BLOCKS = 1024;         // fixed grid of the global norm: same
 constexpr int ADAM_CHUNK = 1024;          // elements of one Adam block (a tensor is cut into chunks)
 constexpr int NS_ELEMS_PER_BLOCK = 8192;  // Frobenius-norm partials: one block per this many elements
 constexpr int NS_MAX_BLOCKS = 64;         //   ... at most this many per matrix
-constexpr int FQ_WARPS = 8;               // fake_quant: one warp per row, this many rows per block
 static_assert(OPT_BLOCK % 32 == 0 && OPT_BLOCK <= 1024, "block size must be whole warps");
 static_assert(ADAM_CHUNK % OPT_BLOCK == 0, "an Adam chunk is a whole number of block strides");
 
@@ -60,8 +58,6 @@ constexpr float NS_EPS = 1e-7f;
 
 // ----------------------------------------------------------------------------
 // device helpers
-
-__device__ inline float opt_bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
 // Sum over the block in a fixed tree order (deterministic). The result is valid in thread 0.
 // blockDim.x must be a multiple of 32. Safe to call several times in a kernel.
@@ -79,8 +75,6 @@ __device__ T opt_block_sum(T v) {
     }
     return v;
 }
-
-inline bool opt_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 // ----------------------------------------------------------------------------
 // global gradient norm and clipping
@@ -186,7 +180,7 @@ __global__ void ns_normalize_kernel(bf16 *__restrict__ X, const float *partials,
     float s = 0.f;
     for (int i = threadIdx.x; i < (int)gridDim.x; i += blockDim.x) s += pp[i];
     s = opt_block_sum(s);
-    if (threadIdx.x == 0) denom_s = opt_bf16_round(opt_bf16_round(sqrtf(s)) + NS_EPS);
+    if (threadIdx.x == 0) denom_s = bf16_round(bf16_round(sqrtf(s)) + NS_EPS);
     __syncthreads();
     const float den = denom_s;
     bf16 *x = X + (size_t)blockIdx.y * numel;
@@ -200,7 +194,7 @@ __global__ void muon_update_kernel(float *__restrict__ params, const bf16 *__res
     float *p = params + offsets[blockIdx.y];
     const bf16 *u = U + (size_t)blockIdx.y * numel;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += (size_t)gridDim.x * blockDim.x) {
-        const float ui = opt_bf16_round(__bfloat162float(u[i]) * scale);
+        const float ui = bf16_round(__bfloat162float(u[i]) * scale);
         p[i] = fmaf(-lr, ui, p[i] * decay);
     }
 }
@@ -261,66 +255,15 @@ __global__ void ema_kernel(float *__restrict__ ema, const float *__restrict__ p,
     for (size_t i = start + tid; i < n; i += stride) ema[i] = fmaf(d, ema[i], one_minus_d * p[i]);
 }
 
-// VEC: p 16-byte and out 8-byte aligned
-template <bool VEC>
-__global__ void to_bf16_kernel(bf16 *__restrict__ out, const float *__restrict__ p, size_t n) {
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
-    size_t start = 0;
-    if (VEC) {
-        const size_t n4 = n / 4;
-        for (size_t i = tid; i < n4; i += stride) {
-            const float4 q = reinterpret_cast<const float4 *>(p)[i];
-            __nv_bfloat162 lo = __floats2bfloat162_rn(q.x, q.y), hi = __floats2bfloat162_rn(q.z, q.w);
-            reinterpret_cast<__nv_bfloat162 *>(out)[2 * i] = lo;
-            reinterpret_cast<__nv_bfloat162 *>(out)[2 * i + 1] = hi;
-        }
-        start = n4 * 4;
-    }
-    for (size_t i = start + tid; i < n; i += stride) out[i] = __float2bfloat16(p[i]);
-}
-
-// A matrix inside a flat buffer: `rows` x `cols` row-major at element `offset`.
-struct LinearRef {
-    size_t offset;
-    int rows, cols;
-};
-
-// Per-row int6 fake quantization, exactly fake_quant_cpu's fp32 arithmetic:
-//   s = max(rowmax|w| / 31, 1/31); q = clamp(round_half_even(w / s), -32, 31); w_q = q * s
-// (IEEE division and product spelled out with __fdiv_rn/__fmul_rn so no compiler flag changes
-// them). out (bf16) gets the reference's straight-through value evaluated in bf16; out_f32 (may
-// be null) gets w_q. One warp per row; grid (row blocks, matrices).
-__global__ void fake_quant_kernel(bf16 *out, float *out_f32, const float *__restrict__ w, const LinearRef *mats) {
-    const LinearRef mr = mats[blockIdx.y];
-    const int lane = threadIdx.x & 31, row = blockIdx.x * FQ_WARPS + (threadIdx.x >> 5);
-    if (row >= mr.rows) return;  // whole warps leave together: the shuffles below stay full-warp
-    const size_t base = mr.offset + (size_t)row * mr.cols;
-    const float *x = w + base;
-    float mx = 0.f;
-    for (int j = lane; j < mr.cols; j += 32) mx = fmaxf(mx, fabsf(x[j]));
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    const float s = fmaxf(__fdiv_rn(mx, 31.f), (float)(1.0 / 31.0));
-    for (int j = lane; j < mr.cols; j += 32) {
-        const float q = fminf(fmaxf(rintf(__fdiv_rn(x[j], s)), -32.f), 31.f);  // rintf: half to even
-        const float wq = __fmul_rn(q, s);
-        if (out_f32) out_f32[base + j] = wq;
-        // the reference's w + (w_q - w).detach() on bf16 tensors: each op rounds to bf16
-        const float wb = opt_bf16_round(x[j]);
-        out[base + j] = __float2bfloat16(wb + opt_bf16_round(opt_bf16_round(wq) - wb));
-    }
-}
-
 // ----------------------------------------------------------------------------
 // launchers: the small pieces
-
-inline int opt_grid(size_t n, int per_block) { return (int)std::min<size_t>(std::max<size_t>((n + per_block - 1) / per_block, 1), 65535); }
 
 // Global L2 norm of grads (n elements) into *d_norm (fp64) and the clip coefficient into *d_coef.
 // d_partials holds NORM_BLOCKS doubles. No host synchronization.
 inline void grad_norm(double *d_norm, float *d_coef, double *d_partials, const float *grads, size_t n, double max_norm,
                       cudaStream_t stream) {
     if (n > 0 && !grads) fatal("grad_norm: null gradient pointer");
-    if (opt_aligned16(grads))
+    if (aligned16(grads))
         grad_norm_partials_kernel<true><<<NORM_BLOCKS, OPT_BLOCK, 0, stream>>>(d_partials, grads, n);
     else
         grad_norm_partials_kernel<false><<<NORM_BLOCKS, OPT_BLOCK, 0, stream>>>(d_partials, grads, n);
@@ -332,8 +275,8 @@ inline void grad_norm(double *d_norm, float *d_coef, double *d_partials, const f
 // grads *= *d_coef (a device scalar); no write pass when it is 1.
 inline void grad_scale(float *grads, size_t n, const float *d_coef, cudaStream_t stream) {
     if (n == 0) return;
-    const int grid = opt_grid(n / 4 + 1, OPT_BLOCK * 4);
-    if (opt_aligned16(grads)) grad_scale_kernel<true><<<grid, OPT_BLOCK, 0, stream>>>(grads, n, d_coef);
+    const int grid = grid_blocks(n / 4 + 1, OPT_BLOCK * 4);
+    if (aligned16(grads)) grad_scale_kernel<true><<<grid, OPT_BLOCK, 0, stream>>>(grads, n, d_coef);
     else grad_scale_kernel<false><<<grid, OPT_BLOCK, 0, stream>>>(grads, n, d_coef);
     cudaCheckLaunch();
 }
@@ -342,7 +285,7 @@ inline void grad_scale(float *grads, size_t n, const float *d_coef, cudaStream_t
 inline void muon_momentum(bf16 *X, float *buf, const float *grads, const size_t *d_offsets, int count, size_t numel, float mu,
                           const float *grad_scale, cudaStream_t stream) {
     if (count <= 0 || count > 65535 || numel == 0) fatal("muon_momentum: bad group (count %d, numel %zu)", count, numel);
-    dim3 grid(opt_grid(numel, OPT_BLOCK), count);  // one element per thread: many loads in flight
+    dim3 grid(grid_blocks(numel, OPT_BLOCK), count);  // one element per thread: many loads in flight
     muon_momentum_kernel<<<grid, OPT_BLOCK, 0, stream>>>(X, buf, grads, d_offsets, numel, mu, grad_scale);
     cudaCheckLaunch();
 }
@@ -350,7 +293,7 @@ inline void muon_momentum(bf16 *X, float *buf, const float *grads, const size_t 
 inline void muon_update(float *params, const bf16 *U, const size_t *d_offsets, int count, size_t numel, float scale, float decay,
                         float lr, cudaStream_t stream) {
     if (count <= 0 || count > 65535 || numel == 0) fatal("muon_update: bad group (count %d, numel %zu)", count, numel);
-    dim3 grid(opt_grid(numel, OPT_BLOCK), count);
+    dim3 grid(grid_blocks(numel, OPT_BLOCK), count);
     muon_update_kernel<<<grid, OPT_BLOCK, 0, stream>>>(params, U, d_offsets, numel, scale, decay, lr);
     cudaCheckLaunch();
 }
@@ -432,30 +375,10 @@ inline void adamw_update(float *params, float *m, float *v, const float *grads, 
 // ema_decay_at(step), computed on the host)
 inline void ema_update(float *ema, const float *params, size_t n, double decay, cudaStream_t stream) {
     if (n == 0) return;
-    const int grid = opt_grid(n / 4 + 1, OPT_BLOCK * 2);
+    const int grid = grid_blocks(n / 4 + 1, OPT_BLOCK * 2);
     const float d = (float)decay, omd = (float)(1.0 - decay);
-    if (opt_aligned16(ema) && opt_aligned16(params)) ema_kernel<true><<<grid, OPT_BLOCK, 0, stream>>>(ema, params, n, d, omd);
+    if (aligned16(ema) && aligned16(params)) ema_kernel<true><<<grid, OPT_BLOCK, 0, stream>>>(ema, params, n, d, omd);
     else ema_kernel<false><<<grid, OPT_BLOCK, 0, stream>>>(ema, params, n, d, omd);
-    cudaCheckLaunch();
-}
-
-// out = bf16(params), n elements (round to nearest even)
-inline void params_to_bf16(bf16 *out, const float *params, size_t n, cudaStream_t stream) {
-    if (n == 0) return;
-    const int grid = opt_grid(n / 4 + 1, OPT_BLOCK * 2);
-    if (opt_aligned16(params) && ((uintptr_t)out & 7) == 0) to_bf16_kernel<true><<<grid, OPT_BLOCK, 0, stream>>>(out, params, n);
-    else to_bf16_kernel<false><<<grid, OPT_BLOCK, 0, stream>>>(out, params, n);
-    cudaCheckLaunch();
-}
-
-// Fake-quantize the n_mats matrices of the device table d_mats: w (fp32) -> out (bf16, same
-// offsets) and, when out_f32 is not null, the fp32 values w_q. max_rows: the most rows of any.
-inline void fake_quant(bf16 *out, float *out_f32, const float *w, const LinearRef *d_mats, int n_mats, int max_rows,
-                       cudaStream_t stream) {
-    if (n_mats <= 0) return;
-    if (n_mats > 65535 || max_rows <= 0) fatal("fake_quant: bad table (%d matrices, max rows %d)", n_mats, max_rows);
-    dim3 grid(ceil_div(max_rows, FQ_WARPS), n_mats);
-    fake_quant_kernel<<<grid, 32 * FQ_WARPS, 0, stream>>>(out, out_f32, w, d_mats);
     cudaCheckLaunch();
 }
 
@@ -478,8 +401,6 @@ struct OptimizerGPU {
     std::vector<MuonGroup> groups;   // Muon tensors by shape, in tensor-list order of first appearance
     AdamChunk *d_adam_chunks = nullptr;
     int n_adam_chunks = 0;
-    LinearRef *d_linear = nullptr;      // every linear weight (= the Muon tensors), for fake_quant
-    int n_linear = 0, linear_max_rows = 0;
     NSWorkspace ns;
     double *d_norm_partials = nullptr;  // (NORM_BLOCKS)
     double *d_grad_norm = nullptr;      // (1) the last global gradient norm (copy it out to log it)
@@ -500,7 +421,6 @@ inline void optimizer_gpu_create(OptimizerGPU &o, const Config &c, const TensorL
     o = OptimizerGPU();
     o.n = tl.flat;
     std::vector<AdamChunk> chunks;
-    std::vector<LinearRef> linear;
     for (const TensorSpec &s : tl.specs) {
         if (s.group == OPT_MUON) {
             if (s.shape.size() != 2) fatal("optimizer: Muon tensor %s is not 2-D", s.name.c_str());
@@ -510,8 +430,6 @@ inline void optimizer_gpu_create(OptimizerGPU &o, const Config &c, const TensorL
             if (!g) { o.groups.emplace_back(); g = &o.groups.back(); g->rows = rows; g->cols = cols; }
             g->offsets.push_back(s.offset);
             g->count++;
-            linear.push_back(LinearRef{s.offset, rows, cols});
-            o.linear_max_rows = std::max(o.linear_max_rows, rows);
         } else {
             for (size_t i = 0; i < s.numel; i += ADAM_CHUNK)
                 chunks.push_back(AdamChunk{s.offset + i, (int)std::min<size_t>(ADAM_CHUNK, s.numel - i), s.group == OPT_ADAM_EMBED ? 0 : 1});
@@ -530,8 +448,6 @@ inline void optimizer_gpu_create(OptimizerGPU &o, const Config &c, const TensorL
     ns_workspace_alloc(o.ns, max_x, max_a, max_batch);
     o.d_adam_chunks = opt_upload(chunks);
     o.n_adam_chunks = (int)chunks.size();
-    o.d_linear = opt_upload(linear);
-    o.n_linear = (int)linear.size();
     cudaCheck(cudaMalloc(&o.muon_buf, std::max<size_t>(o.n, 1) * sizeof(float)));
     cudaCheck(cudaMalloc(&o.adam_m, std::max<size_t>(o.n, 1) * sizeof(float)));
     cudaCheck(cudaMalloc(&o.adam_v, std::max<size_t>(o.n, 1) * sizeof(float)));
@@ -550,7 +466,6 @@ inline void optimizer_gpu_free(OptimizerGPU &o) {
     for (MuonGroup &g : o.groups) cudaFreeCheck(g.d_offsets);
     ns_workspace_free(o.ns);
     cudaFreeCheck(o.d_adam_chunks);
-    cudaFreeCheck(o.d_linear);
     cudaFreeCheck(o.muon_buf);
     cudaFreeCheck(o.adam_m);
     cudaFreeCheck(o.adam_v);
@@ -618,11 +533,4 @@ inline void optimizer_step(OptimizerGPU &o, const Config &c, float *params, cons
     h.sqrt_bc2 = (float)std::sqrt(bc2);
     h.eps = (float)c.adam_eps;
     adamw_update(params, o.adam_m, o.adam_v, grads, o.d_adam_chunks, o.n_adam_chunks, h, grad_scale, stream);
-}
-
-// The bf16 GEMM weights from the fp32 master after a step: a plain cast, then with late QAT on
-// the linear weights overwritten by their fake-quantized values. out has the flat buffer's layout.
-inline void refresh_bf16_weights(const OptimizerGPU &o, bf16 *out, const float *params, bool qat, cudaStream_t stream) {
-    params_to_bf16(out, params, o.n, stream);
-    if (qat) fake_quant(out, nullptr, params, o.d_linear, o.n_linear, o.linear_max_rows, stream);
 }

@@ -64,7 +64,7 @@
 //
 //   body:
 //   +--------------------------------------------------------------------------------------+
-//   | u32 n_config, n_config x { str16 key, str16 value }   the model's config (MODEL_KEYS)  |
+//   | u32 n_config, n_config x { str16 key, str16 value }   the model's config (P_MODEL)     |
 //   | u32 n_tensors                                                                        |
 //   | n_tensors x table entry:                                                             |
 //   |    str16 name     state_dict name                                                    |
@@ -160,28 +160,10 @@ struct QTensor {
     std::vector<uint8_t> scales;   // little-endian fp16 per row, or one fp16 / fp32
 };
 struct Artifact {
-    std::vector<std::pair<std::string, std::string>> config;  // the checkpoint's MODEL_KEYS entries, in MODEL_KEYS order
+    std::vector<std::pair<std::string, std::string>> config;  // the checkpoint's model options (P_MODEL), in table order
     std::vector<QTensor> tensors;                              // checkpoint order
 };
 
-// little-endian helpers for the byte vectors
-inline void put_u16le(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-inline uint16_t get_u16le(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-inline void put_f32le(uint8_t *p, float f) { uint32_t u; memcpy(&u, &f, 4); for (int i = 0; i < 4; i++) p[i] = (uint8_t)(u >> (8 * i)); }
-inline float get_f32le(const uint8_t *p) {
-    uint32_t u = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-    float f; memcpy(&f, &u, 4); return f;
-}
-
-// Element i of a float checkpoint tensor as fp32 (exact for bf16 and f16).
-inline float ckpt_float_at(const CkptTensor &t, size_t i) {
-    switch (t.dtype) {
-    case DT_F32: return get_f32le(&t.data[4 * i]);
-    case DT_BF16: return bf16_to_f32(get_u16le(&t.data[2 * i]));
-    case DT_F16: return f16_to_f32(get_u16le(&t.data[2 * i]));
-    default: return 0.f;
-    }
-}
 
 // ----------------------------------------------------------------------------
 // the policy: which scheme a tensor gets
@@ -245,6 +227,24 @@ inline void check_quantile_size(const std::string &name, size_t n) {
     if (n > (size_t)1 << 24) fatal("tensor %s: a quantile over %zu values (torch allows at most 2^24); cannot quantize it", name.c_str(), n);
 }
 
+// fn(r, row, sorted) for every row of a (rows, cols) matrix, in parallel: sorted is the row
+// prepared by quantile_prepare for torch_quantile_sorted at quantiles >= p_low.
+template <typename Fn>
+void for_each_row_sorted(const float *w, size_t rows, size_t cols, double p_low, Fn fn) {
+    const size_t from = quantile_low_index(cols, p_low);
+#pragma omp parallel
+    {
+        std::vector<float> buf;
+#pragma omp for schedule(static)
+        for (long long rr = 0; rr < (long long)rows; rr++) {
+            const size_t r = (size_t)rr;
+            const float *row = w + r * cols;
+            quantile_prepare(row, cols, from, buf);
+            fn(r, row, buf);
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // the quantizers. w: the tensor as fp32, row-major; they fill qt.values / qt.scales / qt.pct.
 
@@ -256,34 +256,26 @@ inline void quantize_int6_rows(const std::string &name, const float *w, size_t r
     // per row and candidate: the fp16 scale, and the sum of fp32 squared errors (in double)
     std::vector<uint16_t> s16(rows * GPTQ_NUM_PCT);
     std::vector<double> err(rows * GPTQ_NUM_PCT);
-    size_t from = quantile_low_index(cols, GPTQ_PERCENTILES[0]);  // the smallest p reads lowest
-#pragma omp parallel
-    {
-        std::vector<float> buf;
-#pragma omp for schedule(static)
-        for (long long rr = 0; rr < (long long)rows; rr++) {
-            size_t r = (size_t)rr;
-            const float *row = w + r * cols;
-            quantile_prepare(row, cols, from, buf);
-            for (int c = 0; c < GPTQ_NUM_PCT; c++) {
-                float clip = c < GPTQ_NUM_PCT - 1 ? torch_quantile_sorted(buf.data(), cols, GPTQ_PERCENTILES[c])
-                                                  : cols ? buf[cols - 1] : 0.f;  // p = 1: the row max
-                float t = clip / 31.0f;
-                if (t < inv31) t = inv31;
-                uint16_t h = f32_to_f16(t);
-                float s = f16_to_f32(h);
-                double e = 0;
-                for (size_t i = 0; i < cols; i++) {
-                    float recon = (float)round_clamp(row[i] / s, -31, 31) * s;
-                    float d = row[i] - recon;
-                    float sq = d * d;
-                    e += (double)sq;
-                }
-                s16[r * GPTQ_NUM_PCT + c] = h;
-                err[r * GPTQ_NUM_PCT + c] = e;
+    for_each_row_sorted(w, rows, cols, GPTQ_PERCENTILES[0],  // the smallest p reads lowest
+                        [&](size_t r, const float *row, const std::vector<float> &buf) {
+        for (int c = 0; c < GPTQ_NUM_PCT; c++) {
+            float clip = c < GPTQ_NUM_PCT - 1 ? torch_quantile_sorted(buf.data(), cols, GPTQ_PERCENTILES[c])
+                                              : cols ? buf[cols - 1] : 0.f;  // p = 1: the row max
+            float t = clip / 31.0f;
+            if (t < inv31) t = inv31;
+            uint16_t h = f32_to_f16(t);
+            float s = f16_to_f32(h);
+            double e = 0;
+            for (size_t i = 0; i < cols; i++) {
+                float recon = (float)round_clamp(row[i] / s, -31, 31) * s;
+                float d = row[i] - recon;
+                float sq = d * d;
+                e += (double)sq;
             }
+            s16[r * GPTQ_NUM_PCT + c] = h;
+            err[r * GPTQ_NUM_PCT + c] = e;
         }
-    }
+    });
     // the tensor's error per candidate: rows added in order, so the result is thread-count free
     int best = 0;
     double best_err = 0;
@@ -333,25 +325,16 @@ inline void quantize_int8_rows(const std::string &name, const float *w, size_t r
     const float inv127 = (float)(1.0 / 127);
     qt.values.resize(rows * cols);
     qt.scales.resize(rows * 2);
-    size_t from = quantile_low_index(cols, INT8_CLIP_Q);
-#pragma omp parallel
-    {
-        std::vector<float> buf;
-#pragma omp for schedule(static)
-        for (long long rr = 0; rr < (long long)rows; rr++) {
-            size_t r = (size_t)rr;
-            const float *row = w + r * cols;
-            quantile_prepare(row, cols, from, buf);
-            float clip = torch_quantile_sorted(buf.data(), cols, INT8_CLIP_Q);
-            float t = clip / 127.0f;
-            if (t < inv127) t = inv127;
-            put_u16le(&qt.scales[2 * r], f32_to_f16(t));
-            for (size_t i = 0; i < cols; i++) {
-                float x = std::max(std::min(row[i], clip), -clip);
-                qt.values[r * cols + i] = (uint8_t)round_clamp(x / t, -127, 127);
-            }
+    for_each_row_sorted(w, rows, cols, INT8_CLIP_Q, [&](size_t r, const float *row, const std::vector<float> &buf) {
+        float clip = torch_quantile_sorted(buf.data(), cols, INT8_CLIP_Q);
+        float t = clip / 127.0f;
+        if (t < inv127) t = inv127;
+        put_u16le(&qt.scales[2 * r], f32_to_f16(t));
+        for (size_t i = 0; i < cols; i++) {
+            float x = std::max(std::min(row[i], clip), -clip);
+            qt.values[r * cols + i] = (uint8_t)round_clamp(x / t, -127, 127);
         }
-    }
+    });
 }
 
 // The other ranks (not 2-D): one scale for the whole tensor.
@@ -434,8 +417,9 @@ inline void artifact_quantize(const Checkpoint &ck, int mlp_bits, Artifact &art,
     // Only the model's own options go in: the artifact must be a function of the weights and the
     // model config, the same bytes wherever and however it was written (no RUN_ID, OUT_DIR, ...).
     art.config.clear();
-    for (const char *key : MODEL_KEYS)
-        if (const std::string *v = ck.get(key)) art.config.emplace_back(key, *v);
+    for (int i = 0; i < NUM_OPTIONS; i++)
+        if (model_option(i))
+            if (const std::string *v = ck.get(OPTIONS[i].env)) art.config.emplace_back(OPTIONS[i].env, *v);
     for (const CkptTensor &t : ck.tensors) {
         if (t.name.find('/') != std::string::npos) continue;
         art.tensors.push_back(
@@ -561,9 +545,7 @@ inline std::vector<uint8_t> artifact_serialize(const Artifact &art, int level = 
 // Parse a decompressed body (the fuzzer drives this directly too).
 inline bool artifact_parse_body(const uint8_t *p, size_t n, Artifact &art, std::string *err) {
     char buf[320];
-    std::string local;
-    if (!err) err = &local;
-    auto fail = [&](const std::string &m) { *err = m; return false; };
+    ParseFail fail{err};
     art = Artifact();
     if (n < 4 + 4 + 4) return fail("body too short to be an artifact");
     if (!crc32_trailer_ok(p, n)) return fail("corrupt (checksum mismatch in the decompressed body)");
@@ -589,16 +571,9 @@ inline bool artifact_parse_body(const uint8_t *p, size_t n, Artifact &art, std::
         qt.scheme = (QScheme)sch;
         qt.dtype = (DType)dt;
         uint64_t numel = 1;
-        for (int d = 0; d < nd; d++) {
-            uint64_t dim;
-            if (!r.u64(dim)) return fail("truncated (tensor table)");
-            if (dim > (1ull << 40) || (dim && numel > (1ull << 40) / dim)) {
-                snprintf(buf, sizeof buf, "tensor %.200s: absurd shape", nm);
-                return fail(buf);
-            }
-            numel *= dim;
-            qt.shape.push_back((int64_t)dim);
-        }
+        const char *bad = read_dims(r, nd, qt.shape, numel);
+        if (!strcmp(bad, "truncated")) return fail("truncated (tensor table)");
+        if (*bad) { snprintf(buf, sizeof buf, "tensor %.200s: absurd shape", nm); return fail(buf); }
         if (!r.u8(qt.pct)) return fail("truncated (tensor table)");
         if ((qt.scheme == QS_RAW) == dtype_is_float(qt.dtype)) {
             snprintf(buf, sizeof buf, "tensor %.200s: scheme %s does not fit dtype %s", nm, qscheme_name(qt.scheme), dtype_name(qt.dtype));
@@ -645,20 +620,17 @@ inline bool artifact_parse_body(const uint8_t *p, size_t n, Artifact &art, std::
 // Parse a whole .ptz file image.
 inline bool artifact_parse(const uint8_t *p, size_t n, Artifact &art, std::string *err) {
     char buf[320];
-    std::string local;
-    if (!err) err = &local;
-    auto fail = [&](const std::string &m) { *err = m; return false; };
+    ParseFail fail{err};
     art = Artifact();
     if (n < 8 || memcmp(p, QUANT_MAGIC, 8) != 0)
         return fail("not a quantized artifact (bad magic; expected a .ptz written by quantize or train_gpt)");
     if (n < 20) return fail("truncated (header)");
-    uint32_t version = (uint32_t)p[8] | ((uint32_t)p[9] << 8) | ((uint32_t)p[10] << 16) | ((uint32_t)p[11] << 24);
+    uint32_t version = get_u32le(p + 8);
     if (version != QUANT_VERSION) {
         snprintf(buf, sizeof buf, "unsupported artifact version %u (this build reads version %u)", version, QUANT_VERSION);
         return fail(buf);
     }
-    uint64_t body_size = 0;
-    for (int i = 0; i < 8; i++) body_size |= (uint64_t)p[12 + i] << (8 * i);
+    uint64_t body_size = get_u64le(p + 12);
     const uint8_t *z = p + 20;
     size_t zn = n - 20;
     // A zstd block of at most 128 KiB costs at least 4 bytes (an RLE block), so no frame expands

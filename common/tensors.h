@@ -32,9 +32,6 @@ inline const char *dtype_name(DType t) {
 // Optimizer groups of the reference: Muon for 2-D block matrices and the bigram/VE projections,
 // AdamW at TIED_EMBED_LR for the embedding tables, AdamW at SCALAR_LR for scalars/control tensors.
 enum OptGroup { OPT_MUON, OPT_ADAM_EMBED, OPT_ADAM_SCALAR };
-inline const char *opt_group_name(OptGroup g) {
-    return g == OPT_MUON ? "muon" : g == OPT_ADAM_EMBED ? "adam_embed" : "adam_scalar";
-}
 
 // The reference's _classify_param(name), which picks the quantization of a large tensor.
 enum QuantClass { QC_EMBED, QC_MLP, QC_ATTN, QC_OTHER };

@@ -162,7 +162,7 @@ struct PbReader {
     }
     bool fixed32(uint32_t *out) {
         if (end - pos < 4) return fail("truncated fixed32 at offset " + std::to_string(pos));
-        *out = (uint32_t)p[pos] | ((uint32_t)p[pos + 1] << 8) | ((uint32_t)p[pos + 2] << 16) | ((uint32_t)p[pos + 3] << 24);
+        *out = get_u32le(p + pos);
         pos += 4;
         return true;
     }

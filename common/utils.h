@@ -45,6 +45,16 @@ inline char g_error_prefix[32] = "";
 #define fatal(...) fatal_code(EXIT_BAD_INPUT, __VA_ARGS__)
 #define fatal_config(...) fatal_code(EXIT_BAD_CONFIG, __VA_ARGS__)
 
+// A command-line argument s as a whole base-10 long, or exit 2 with "<prog>: <what> must be an
+// integer" (the tools' positional arguments).
+inline long parse_long_arg(const char *prog, const char *s, const char *what) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0') fatal_config("%s: %s must be an integer, got '%s'", prog, what, s);
+    return v;
+}
+
 // Internal invariants (bugs, not bad input): report file:line.
 #define check_internal(cond)                                                              \
     do {                                                                                  \
@@ -124,6 +134,15 @@ inline void write_file_bytes(const char *path, const void *data, size_t n) {
 // All our formats are little-endian; so are x86-64 and every GPU host we target, but we
 // assemble bytes explicitly anyway so the formats do not depend on the host.
 
+inline uint16_t get_u16le(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+inline uint32_t get_u32le(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+inline uint64_t get_u64le(const uint8_t *p) { return (uint64_t)get_u32le(p) | ((uint64_t)get_u32le(p + 4) << 32); }
+inline float get_f32le(const uint8_t *p) { uint32_t u = get_u32le(p); float f; memcpy(&f, &u, 4); return f; }
+inline void put_u16le(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+inline void put_f32le(uint8_t *p, float f) { uint32_t u; memcpy(&u, &f, 4); for (int i = 0; i < 4; i++) p[i] = (uint8_t)(u >> (8 * i)); }
+
 struct ByteWriter {
     std::vector<uint8_t> buf;
     void bytes(const void *p, size_t n) {
@@ -137,6 +156,16 @@ struct ByteWriter {
     void str16(const std::string &s) { u16((uint16_t)s.size()); bytes(s.data(), s.size()); }
 };
 
+// A parser's error sink: fail(msg) stores msg in *err (when err is given) and returns false, so
+// a parser can `return fail("truncated (header)");`.
+struct ParseFail {
+    std::string *err;
+    bool operator()(const std::string &m) const {
+        if (err) *err = m;
+        return false;
+    }
+};
+
 // A bounds-checked little-endian reader over a byte range for the parsers of files we do not
 // trust (checkpoints, artifacts, shard headers). Every read returns false instead of running past
 // the end, and the caller turns that into its own one-line error; nothing here exits, so the
@@ -146,13 +175,8 @@ struct ByteReader {
     size_t n, pos = 0;
     bool need(size_t k) const { return k <= n - pos; }
     bool u8(uint8_t &v) { if (!need(1)) return false; v = p[pos++]; return true; }
-    bool u16(uint16_t &v) { if (!need(2)) return false; v = (uint16_t)(p[pos] | (p[pos + 1] << 8)); pos += 2; return true; }
-    bool u32(uint32_t &v) {
-        if (!need(4)) return false;
-        v = (uint32_t)p[pos] | ((uint32_t)p[pos + 1] << 8) | ((uint32_t)p[pos + 2] << 16) | ((uint32_t)p[pos + 3] << 24);
-        pos += 4;
-        return true;
-    }
+    bool u16(uint16_t &v) { if (!need(2)) return false; v = get_u16le(p + pos); pos += 2; return true; }
+    bool u32(uint32_t &v) { if (!need(4)) return false; v = get_u32le(p + pos); pos += 4; return true; }
     bool u64(uint64_t &v) { uint32_t lo, hi; if (!u32(lo) || !u32(hi)) return false; v = (uint64_t)lo | ((uint64_t)hi << 32); return true; }
     bool str16(std::string &s) {
         uint16_t k;
@@ -181,6 +205,14 @@ inline uint32_t crc32_update(uint32_t crc, const void *data, size_t n) {
     return ~crc;
 }
 inline uint32_t crc32(const void *data, size_t n) { return crc32_update(0, data, n); }
+// A copy of p[0, n) (n >= 4) with its last 4 bytes replaced by the CRC-32 of the rest,
+// little-endian: the trailer of the .ckpt and .ptz formats (the fuzzers use it to get past it).
+inline std::vector<uint8_t> with_crc_trailer(const uint8_t *p, size_t n) {
+    std::vector<uint8_t> v(p, p + n);
+    const uint32_t c = crc32(v.data(), n - 4);
+    for (int i = 0; i < 4; i++) v[n - 4 + i] = (uint8_t)(c >> (8 * i));
+    return v;
+}
 
 // ----------------------------------------------------------------------------
 // bf16 / fp16 <-> fp32 on the host (round to nearest even, as torch does)

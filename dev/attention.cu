@@ -145,29 +145,20 @@ void attention_backward_naive(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
 static void round_bf16(std::vector<float> &x) {
     for (float &e : x) e = __bfloat162float(__float2bfloat16(e));
 }
-// a device buffer with its host mirror for readback
-template <typename T>
-struct DevBuf {
-    T *d = nullptr;
-    size_t n = 0;
-    explicit DevBuf(size_t n_) : n(n_) { cudaCheck(cudaMalloc(&d, std::max<size_t>(n, 1) * sizeof(T))); }
-    ~DevBuf() { cudaFreeCheck(d); }
-    DevBuf(const DevBuf &) = delete;
-    DevBuf &operator=(const DevBuf &) = delete;
-};
+// (DevBuf: check.cuh)
 static std::vector<float> download(const DevBuf<bf16> &b) {
     std::vector<float> h(b.n);
-    from_device_bf16(h.data(), b.d, b.n);
+    from_device_bf16(h.data(), b.p, b.n);
     return h;
 }
 static std::vector<float> download(const DevBuf<float> &b) {
     std::vector<float> h(b.n);
-    cudaCheck(cudaMemcpy(h.data(), b.d, b.n * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(h.data(), b.p, b.n * sizeof(float), cudaMemcpyDeviceToHost));
     return h;
 }
-static void upload(DevBuf<bf16> &b, const std::vector<float> &h) { to_device_bf16(b.d, h.data(), b.n); }
+static void upload(DevBuf<bf16> &b, const std::vector<float> &h) { to_device_bf16(b.p, h.data(), b.n); }
 static void upload(DevBuf<float> &b, const std::vector<float> &h) {
-    cudaCheck(cudaMemcpy(b.d, h.data(), b.n * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(b.p, h.data(), b.n * sizeof(float), cudaMemcpyHostToDevice));
 }
 
 // bf16 outputs. The flash kernels round P and dS to bf16 before their tensor-core products (as
@@ -290,26 +281,26 @@ static bool run_case(const Case &c) {
     for (int ver : {V_SHIP, V_SHIP_KW4, V_NAIVE}) {
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver != V_SHIP_KW4) {  // the kw4 variant differs in the backward only
-            poison(d_out.d, nq);
-            poison(d_lse.d, nl);
-            if (ver == V_SHIP) attention_forward(d_out.d, d_lse.d, d_q.d, d_k.d, d_v.d, B, T, H, KV, HD, 0);
-            else attention_forward_naive(d_out.d, d_lse.d, d_q.d, d_k.d, d_v.d, B, T, H, KV);
+            poison(d_out.p, nq);
+            poison(d_lse.p, nl);
+            if (ver == V_SHIP) attention_forward(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
+            else attention_forward_naive(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV);
             cudaCheck(cudaDeviceSynchronize());
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
             ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
         }
-        poison(d_dq.d, nq);
-        poison(d_dk.d, nkv);
-        poison(d_dv.d, nkv);
+        poison(d_dq.p, nq);
+        poison(d_dk.p, nkv);
+        poison(d_dv.p, nkv);
         if (ver == V_SHIP)
-            attention_backward(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV, HD,
-                               d_scratch.d, false, 0);
+            attention_backward(d_dq.p, d_dk.p, d_dv.p, d_dout.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV, HD,
+                               d_scratch.p, false, 0);
         else if (ver == V_SHIP_KW4)
-            attention_backward<4>(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV,
-                                  HD, d_scratch.d, false, 0);
+            attention_backward<4>(d_dq.p, d_dk.p, d_dv.p, d_dout.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
+                                  HD, d_scratch.p, false, 0);
         else
-            attention_backward_naive(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H,
-                                     KV, d_scratch.d);
+            attention_backward_naive(d_dq.p, d_dk.p, d_dv.p, d_dout.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H,
+                                     KV, d_scratch.p);
         cudaCheck(cudaDeviceSynchronize());
         ok &= check_bf16(vn + "bwd dq", download(d_dq), dq_ref);
         ok &= check_bf16(vn + "bwd dk", download(d_dk), dk_ref);
@@ -317,14 +308,14 @@ static bool run_case(const Case &c) {
         if (ver == V_SHIP) {
             // dk and dv have one writer per element: a second run must match bit for bit
             std::vector<float> dk1 = download(d_dk), dv1 = download(d_dv);
-            attention_backward(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV,
-                               HD, d_scratch.d, false, 0);
+            attention_backward(d_dq.p, d_dk.p, d_dv.p, d_dout.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
+                               HD, d_scratch.p, false, 0);
             const bool same = download(d_dk) == dk1 && download(d_dv) == dv1;
             printf("  %-4s %-28s %s\n", same ? "ok" : "FAIL", "v0 bwd dk/dv deterministic", same ? "bitwise equal" : "differ");
             ok &= same;
             ok &= dq_spread(d_dq, [&] {
-                attention_backward(d_dq.d, d_dk.d, d_dv.d, d_dout.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV,
-                                   HD, d_scratch.d, false, 0);
+                attention_backward(d_dq.p, d_dk.p, d_dv.p, d_dout.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
+                                   HD, d_scratch.p, false, 0);
             }, tag);
         }
     }
@@ -334,18 +325,18 @@ static bool run_case(const Case &c) {
     xsa_forward_cpu(xo_ref.data(), vnorm_ref.data(), out_b.data(), v.data(), N, H, KV, HD);
     DevBuf<bf16> d_xo(nq), d_dy(nq), d_dvx(nkv);
     DevBuf<float> d_vnorm((size_t)N * KV), d_vnorm_ref((size_t)N * KV);
-    poison(d_xo.d, nq);
-    poison(d_vnorm.d, d_vnorm.n);
-    xsa_forward(d_xo.d, d_vnorm.d, d_outb.d, d_v.d, N, H, KV, HD, 0);
+    poison(d_xo.p, nq);
+    poison(d_vnorm.p, d_vnorm.n);
+    xsa_forward(d_xo.p, d_vnorm.p, d_outb.p, d_v.p, N, H, KV, HD, 0);
     cudaCheck(cudaDeviceSynchronize());
     ok &= check_bf16("xsa fwd out", download(d_xo), xo_ref);
     ok &= check_f32("xsa fwd vnorm", download(d_vnorm), vnorm_ref, 1e-5, 1e-6);
     std::vector<float> dy_ref(nq, 0.f), dvx_ref(nkv, 0.f);
     xsa_backward_cpu(dy_ref.data(), dvx_ref.data(), dout.data(), out_b.data(), v.data(), vnorm_ref.data(), N, H, KV, HD);
     upload(d_vnorm_ref, vnorm_ref);
-    poison(d_dy.d, nq);
-    poison(d_dvx.d, nkv);
-    xsa_backward(d_dy.d, d_dvx.d, d_dout.d, d_outb.d, d_v.d, d_vnorm_ref.d, N, H, KV, HD, false, 0);
+    poison(d_dy.p, nq);
+    poison(d_dvx.p, nkv);
+    xsa_backward(d_dy.p, d_dvx.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0);
     cudaCheck(cudaDeviceSynchronize());
     ok &= check_bf16("xsa bwd dy", download(d_dy), dy_ref);
     ok &= check_bf16("xsa bwd dv", download(d_dvx), dvx_ref);
@@ -361,7 +352,7 @@ static bool run_case(const Case &c) {
         xsa_backward_cpu(ady.data(), adv.data(), dout.data(), out_b.data(), v.data(), vnorm_ref.data(), N, H, KV, HD);
         upload(d_dy, dy0);
         upload(d_dvx, dv0);
-        xsa_backward(d_dy.d, d_dvx.d, d_dout.d, d_outb.d, d_v.d, d_vnorm_ref.d, N, H, KV, HD, true, 0);
+        xsa_backward(d_dy.p, d_dvx.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, true, 0);
         cudaCheck(cudaDeviceSynchronize());
         ok &= check_bf16("xsa bwd dy (accumulate)", download(d_dy), ady);
         ok &= check_bf16("xsa bwd dv (accumulate)", download(d_dvx), adv);
@@ -382,11 +373,11 @@ static bool run_case(const Case &c) {
                                lse_ref.data(), B, T, H, KV, HD);
         upload(d_dq, dq0);
         upload(d_dk, dk0);
-        poison(d_dv.d, nkv);
-        poison(d_dy.d, nq);
-        xsa_backward(d_dy.d, d_dv.d, d_dout.d, d_outb.d, d_v.d, d_vnorm_ref.d, N, H, KV, HD, false, 0);
-        attention_backward(d_dq.d, d_dk.d, d_dv.d, d_dy.d, d_q.d, d_k.d, d_v.d, d_outb.d, d_lse_ref.d, B, T, H, KV, HD,
-                           d_scratch.d, true, 0);
+        poison(d_dv.p, nkv);
+        poison(d_dy.p, nq);
+        xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0);
+        attention_backward(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV, HD,
+                           d_scratch.p, true, 0);
         cudaCheck(cudaDeviceSynchronize());
         ok &= check_bf16("chain dq (accumulate)", download(d_dq), cdq);
         ok &= check_bf16("chain dk (accumulate)", download(d_dk), cdk);
@@ -416,14 +407,14 @@ static void bench_seed() {
     char shape[64];
     snprintf(shape, sizeof shape, "B%d T%d H%d KV%d", B, T, H, KV);
 
-    float ms = bench_ms([&] { attention_forward(out.d, lse.d, q.d, k.d, v.d, B, T, H, KV, HD, 0); });
+    float ms = bench_ms([&] { attention_forward(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
     bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
     ms = bench_ms([&] {
-        attention_backward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, lse.d, B, T, H, KV, HD, scratch.d, false, 0);
+        attention_backward(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, B, T, H, KV, HD, scratch.p, false, 0);
     });
     bench_row("attention_backward v0", shape, ms, 0, bwd_flops);
     ms = bench_ms([&] {
-        attention_backward<4>(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, lse.d, B, T, H, KV, HD, scratch.d, false, 0);
+        attention_backward<4>(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, B, T, H, KV, HD, scratch.p, false, 0);
     });
     bench_row("attention_backward v0/kw4", shape, ms, 0, bwd_flops);
 
@@ -431,18 +422,18 @@ static void bench_seed() {
     const int Bn = 2;
     char shape_n[64];
     snprintf(shape_n, sizeof shape_n, "B%d T%d H%d KV%d", Bn, T, H, KV);
-    ms = bench_ms([&] { attention_forward_naive(out.d, lse.d, q.d, k.d, v.d, Bn, T, H, KV); }, 3);
+    ms = bench_ms([&] { attention_forward_naive(out.p, lse.p, q.p, k.p, v.p, Bn, T, H, KV); }, 3);
     bench_row("attention_forward v1", shape_n, ms, 0, fwd_flops * Bn / B);
-    ms = bench_ms([&] { attention_backward_naive(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, out.d, lse.d, Bn, T, H, KV, scratch.d); },
+    ms = bench_ms([&] { attention_backward_naive(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, Bn, T, H, KV, scratch.p); },
                   3);
     bench_row("attention_backward v1", shape_n, ms, 0, bwd_flops * Bn / B);
 
     // XSA: memory-bound, fewest bytes = read y (+ dout), v (+ vnorm), write out (+ dv)
     const double xf_bytes = 2.0 * nq * 2 + 2.0 * nkv + 4.0 * N * KV;
     const double xb_bytes = 3.0 * nq * 2 + 2.0 * nkv * 2 + 4.0 * N * KV;
-    ms = bench_ms([&] { xsa_forward(xo.d, vnorm.d, out.d, v.d, N, H, KV, HD, 0); });
+    ms = bench_ms([&] { xsa_forward(xo.p, vnorm.p, out.p, v.p, N, H, KV, HD, 0); });
     bench_row("xsa_forward", shape, ms, xf_bytes, 0);
-    ms = bench_ms([&] { xsa_backward(dq.d, dv.d, dout.d, out.d, v.d, vnorm.d, N, H, KV, HD, false, 0); });
+    ms = bench_ms([&] { xsa_backward(dq.p, dv.p, dout.p, out.p, v.p, vnorm.p, N, H, KV, HD, false, 0); });
     bench_row("xsa_backward", shape, ms, xb_bytes, 0);
 }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,44 @@
 // runs ~790 TFLOP/s. These are the ceilings the benchmark rows are compared against.
 static const double H200_COPY_BYTES_PER_S = 4.3e12;
 static const double H200_BF16_FLOPS = 790e12;
+
+// The verdict: a check that fails calls expect(false) (validate's result, or its own test);
+// main ends with `return check_verdict("dev_x");`, non-zero when anything failed.
+static int g_fail = 0;
+inline void expect(bool ok) {
+    if (!ok) g_fail++;
+}
+inline int check_verdict(const char *prog) {
+    if (g_fail) {
+        printf("%s: %d check(s) FAILED\n", prog, g_fail);
+        return 1;
+    }
+    printf("%s: all checks passed\n", prog);
+    return 0;
+}
+// The command line of a check: [--no-bench]; returns whether to benchmark.
+inline bool check_args(int argc, char **argv, const char *prog) {
+    bool bench = true;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-bench")) bench = false;
+        else fatal_config("%s: unknown argument %s (usage: %s [--no-bench])", prog, argv[i], prog);
+    }
+    return bench;
+}
+
+// x rounded to bf16 (round to nearest even), as a float
+inline float rbf(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+// A device buffer of `n` T's, freed with its scope.
+template <typename T>
+struct DevBuf {
+    T *p = nullptr;
+    size_t n = 0;
+    explicit DevBuf(size_t count) : n(count) { cudaCheck(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T))); }
+    ~DevBuf() { cudaFreeCheck(p); }
+    DevBuf(const DevBuf &) = delete;
+    DevBuf &operator=(const DevBuf &) = delete;
+};
 
 static std::mt19937_64 &dev_rng() { static std::mt19937_64 r(1234); return r; }
 inline void fill_normal(std::vector<float> &v, float std = 1.f, float mean = 0.f) {

@@ -154,12 +154,9 @@ def main(argv):
     p.add_argument("input")
     p.add_argument("output")
     args = ap.parse_args(argv)
-    try:
+    def run():
         (pt2ckpt if args.cmd == "pt2ckpt" else ckpt2pt)(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return C.cli_run(run)
 
 
 if __name__ == "__main__":

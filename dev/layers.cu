@@ -25,15 +25,9 @@
 #include "../common/layers.cuh"
 #include "../common/model_cpu.h"
 
-static int g_fail = 0;
-static void expect(bool ok) {
-    if (!ok) g_fail++;
-}
-
 // ----------------------------------------------------------------------------
 // host helpers
 
-static float rbf(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 // n normal values rounded to bf16
 static std::vector<float> randn(size_t n, float std = 1.f, float mean = 0.f) {
     std::vector<float> v(n);
@@ -52,15 +46,6 @@ static double maxabs(const std::vector<float> &v) {
     return m;
 }
 
-template <typename T>
-struct DevBuf {
-    T *p = nullptr;
-    size_t n = 0;
-    explicit DevBuf(size_t count) : n(count) { cudaCheck(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T))); }
-    ~DevBuf() { cudaFreeCheck(p); }
-    DevBuf(const DevBuf &) = delete;
-    DevBuf &operator=(const DevBuf &) = delete;
-};
 static void put(DevBuf<bf16> &d, const std::vector<float> &h) { to_device_bf16(d.p, h.data(), h.size()); }
 static void put(DevBuf<float> &d, const std::vector<float> &h) {
     cudaCheck(cudaMemcpy(d.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
@@ -189,14 +174,14 @@ static void test_embedding_backward(int N, int C, int rows, double hot) {
 }
 
 template <typename Tw>
-static void test_encoder(int N, int D, int V, bool accumulate) {
-    printf("encoder_forward/backward<%s> N=%d D=%d V=%d accumulate=%d\n", sizeof(Tw) == 2 ? "bf16" : "fp32", N, D, V,
+static void test_embed_sum(int N, int D, int V, bool accumulate) {
+    printf("embed_sum_forward/backward<%s> N=%d D=%d V=%d accumulate=%d\n", sizeof(Tw) == 2 ? "bf16" : "fp32", N, D, V,
            accumulate);
     std::vector<float> tok = randn((size_t)V * D, 0.5f), bg = randn((size_t)N * D), scale = {rbf(0.37f)};
     std::vector<int> ids(N);
     fill_uniform_int(ids, 0, V);
     std::vector<float> ref((size_t)N * D);
-    encoder_forward_cpu(ref.data(), ids.data(), tok.data(), bg.data(), scale.data(), N, D);
+    embed_sum_forward_cpu(ref.data(), ids.data(), tok.data(), bg.data(), scale.data(), N, D);
     DevBuf<Tw> d_tok((size_t)V * D);
     put(d_tok, tok);
     DevBuf<int> d_ids(N);
@@ -206,13 +191,13 @@ static void test_encoder(int N, int D, int V, bool accumulate) {
     DevBuf<float> d_scale(1);
     put(d_scale, scale);
     poison(d_out.p, d_out.n);
-    encoder_forward(d_out.p, d_ids.p, d_tok.p, d_bg.p, d_scale.p, N, D, V, 0);
+    embed_sum_forward(d_out.p, d_ids.p, d_tok.p, d_bg.p, d_scale.p, N, D, V, 0);
     expect(check_bf16("out", get(d_out, d_out.n), ref));
     // backward
     std::vector<float> dout = randn((size_t)N * D), dtok = randn((size_t)V * D), ds = {0.25f};
     std::vector<float> dbg = accumulate ? randn((size_t)N * D) : std::vector<float>((size_t)N * D, 0.f);
     std::vector<float> r_dtok = dtok, r_dbg = dbg, r_ds = ds;
-    encoder_backward_cpu(r_dtok.data(), r_dbg.data(), r_ds.data(), dout.data(), ids.data(), bg.data(), scale.data(), N, D);
+    embed_sum_backward_cpu(r_dtok.data(), r_dbg.data(), r_ds.data(), dout.data(), ids.data(), bg.data(), scale.data(), N, D);
     DevBuf<bf16> d_dout((size_t)N * D), d_dbg((size_t)N * D);
     put(d_dout, dout);
     if (accumulate) put(d_dbg, dbg);
@@ -220,7 +205,7 @@ static void test_encoder(int N, int D, int V, bool accumulate) {
     DevBuf<float> d_dtok((size_t)V * D), d_ds(1);
     put(d_dtok, dtok);
     put(d_ds, ds);
-    encoder_backward(d_dtok.p, d_dbg.p, d_ds.p, d_dout.p, d_ids.p, d_bg.p, d_scale.p, N, D, V, accumulate, g_scratch, 0);
+    embed_sum_backward(d_dtok.p, d_dbg.p, d_ds.p, d_dout.p, d_ids.p, d_bg.p, d_scale.p, N, D, V, accumulate, g_scratch, 0);
     expect(check_bf16("dbg_proj", get(d_dbg, d_dbg.n), r_dbg));
     std::vector<float> g_dtok = get(d_dtok, d_dtok.n);
     expect(validate("dtok_emb", g_dtok.data(), r_dtok.data(), r_dtok.size(), 1e-4, 1e-5 * maxabs(r_dtok) + 1e-30));
@@ -605,10 +590,10 @@ static void bench_all() {
     bench_row("embedding_backward", shape,
               bench_ms([&] { embedding_backward(dtok.p, d.p, ids.p, N, D, V, g_scratch, 0); }),
               N * (D * b2 + 4.0) + 2.0 * V * D * b4, 0);
-    bench_row("encoder_forward bf16", shape, bench_ms([&] { encoder_forward(e.p, ids.p, tok_b.p, d.p, fscal.p, N, D, V, 0); }),
+    bench_row("embed_sum_forward bf16", shape, bench_ms([&] { embed_sum_forward(e.p, ids.p, tok_b.p, d.p, fscal.p, N, D, V, 0); }),
               N * (2 * D * b2 + 4.0) + V * D * b2, 0);
-    bench_row("encoder_backward", shape,
-              bench_ms([&] { encoder_backward(dtok.p, e.p, fscal.p + 3, d.p, ids.p, a.p, fscal.p, N, D, V, false, g_scratch, 0); }),
+    bench_row("embed_sum_backward", shape,
+              bench_ms([&] { embed_sum_backward(dtok.p, e.p, fscal.p + 3, d.p, ids.p, a.p, fscal.p, N, D, V, false, g_scratch, 0); }),
               N * (3 * D * b2 + 4.0) + 2.0 * V * D * b4, 0);
     snprintf(shape, sizeof shape, "N=%d C=%d", N, D);
     bench_row("rmsnorm_forward", shape, bench_ms([&] { rmsnorm_forward(e.p, rstd.p, d.p, N, D, 0.5f, 0); }),
@@ -668,11 +653,7 @@ static void bench_all() {
 }
 
 int main(int argc, char **argv) {
-    bool bench = true;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--no-bench")) bench = false;
-        else fatal_config("dev/layers.cu: unknown argument %s (usage: dev_layers [--no-bench])", argv[i]);
-    }
+    const bool bench = check_args(argc, argv, "dev_layers");
     DeviceInfo dev = device_info();
     printf("dev_layers on %s (%d SMs, sm_%d%d)\n", dev.name, dev.sm_count, dev.cc_major, dev.cc_minor);
     scratch_init();
@@ -695,9 +676,9 @@ int main(int argc, char **argv) {
     test_embedding_backward(70001, 8, 2, 0.9);       // one run crosses ~1000 pieces
     test_embedding_backward(98304, 512, 1024, 0.3);  // the seed shape of tok_emb
 
-    test_encoder<float>(1, 8, 5, false);
-    test_encoder<bf16>(333, 96, 50, true);
-    test_encoder<float>(4096, 512, 1024, false);
+    test_embed_sum<float>(1, 8, 5, false);
+    test_embed_sum<bf16>(333, 96, 50, true);
+    test_embed_sum<float>(4096, 512, 1024, false);
 
     test_rmsnorm(1, 8, 1.f);
     test_rmsnorm(333, 96, 0.5f);
@@ -744,11 +725,7 @@ int main(int argc, char **argv) {
     test_qk(1, 9, 2, 64, 64, false);
     test_qk(1, 300, 5, 8, 8, true);      // 256 heads a tile
 
-    if (g_fail) {
-        printf("dev_layers: %d check(s) FAILED\n", g_fail);
-        return 1;
-    }
-    printf("dev_layers: all checks passed\n");
+    if (check_verdict("dev_layers")) return 1;
     if (bench) bench_all();
     cudaFreeCheck(g_scratch.ptr);
     return 0;

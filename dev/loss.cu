@@ -23,11 +23,6 @@
 #include "../common/loss.cuh"
 #include "../common/model_cpu.h"
 
-static int g_fail = 0;
-static void expect(bool ok) {
-    if (!ok) g_fail++;
-}
-static float rbf(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
 // the CPU reference: losses and d loss / d raw, from bf16-rounded raw logits
 static void reference(std::vector<float> &losses, std::vector<float> &draw, const std::vector<float> &raw,
@@ -188,27 +183,21 @@ static void test_bad_target(int V) {
     std::vector<float> raw((size_t)N * V);
     fill_normal(raw, 5.f);
     std::vector<int> targets = {0, -1, V, V - 1};
-    bf16 *d_logits;
-    float *d_loss;
-    int *d_tgt;
-    cudaCheck(cudaMalloc(&d_logits, raw.size() * sizeof(bf16)));
-    cudaCheck(cudaMalloc(&d_loss, N * sizeof(float)));
-    cudaCheck(cudaMalloc(&d_tgt, N * sizeof(int)));
-    cudaCheck(cudaMemcpy(d_tgt, targets.data(), N * sizeof(int), cudaMemcpyHostToDevice));
-    to_device_bf16(d_logits, raw.data(), raw.size());
-    crossentropy_softcap_fused(d_logits, d_loss, d_tgt, N, V, 30.f, 0.25f, true, false, 0);
+    DevBuf<bf16> d_logits(raw.size());
+    DevBuf<float> d_loss(N);
+    DevBuf<int> d_tgt(N);
+    cudaCheck(cudaMemcpy(d_tgt.p, targets.data(), N * sizeof(int), cudaMemcpyHostToDevice));
+    to_device_bf16(d_logits.p, raw.data(), raw.size());
+    crossentropy_softcap_fused(d_logits.p, d_loss.p, d_tgt.p, N, V, 30.f, 0.25f, true, false, 0);
     std::vector<float> loss(N), g((size_t)N * V);
-    cudaCheck(cudaMemcpy(loss.data(), d_loss, N * sizeof(float), cudaMemcpyDeviceToHost));
-    from_device_bf16(g.data(), d_logits, g.size());
+    cudaCheck(cudaMemcpy(loss.data(), d_loss.p, N * sizeof(float), cudaMemcpyDeviceToHost));
+    from_device_bf16(g.data(), d_logits.p, g.size());
     bool ok = std::isfinite(loss[0]) && std::isnan(loss[1]) && std::isnan(loss[2]) && std::isfinite(loss[3]);
     for (int i = 0; i < V; i++)
         ok = ok && std::isfinite(g[i]) && std::isnan(g[(size_t)V + i]) && std::isnan(g[(size_t)2 * V + i]) &&
              std::isfinite(g[(size_t)3 * V + i]);
     printf("  %s %-28s\n", ok ? "ok  " : "FAIL", "NaN exactly on bad rows");
     expect(ok);
-    cudaFreeCheck(d_logits);
-    cudaFreeCheck(d_loss);
-    cudaFreeCheck(d_tgt);
 }
 
 static void bench_all() {
@@ -251,11 +240,7 @@ static void bench_all() {
 }
 
 int main(int argc, char **argv) {
-    bool bench = true;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--no-bench")) bench = false;
-        else fatal_config("dev/loss.cu: unknown argument %s (usage: dev_loss [--no-bench])", argv[i]);
-    }
+    const bool bench = check_args(argc, argv, "dev_loss");
     DeviceInfo dev = device_info();
     printf("dev_loss on %s (%d SMs, sm_%d%d)\n", dev.name, dev.sm_count, dev.cc_major, dev.cc_minor);
 
@@ -272,11 +257,7 @@ int main(int argc, char **argv) {
     test_bad_target(1024);
     test_bad_target(1000);
 
-    if (g_fail) {
-        printf("dev_loss: %d check(s) FAILED\n", g_fail);
-        return 1;
-    }
-    printf("dev_loss: all checks passed\n");
+    if (check_verdict("dev_loss")) return 1;
     if (bench) bench_all();
     return 0;
 }

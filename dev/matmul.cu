@@ -66,8 +66,7 @@ static bool check_bound(const char *name, const std::vector<float> &got, const s
 }
 
 static const double BF16_RTOL = 1.0 / 128;  // 2u (see the top)
-static bool g_ok = true;
-static void record(bool ok) { g_ok = g_ok && ok; }
+static void record(bool ok) { expect(ok); }
 
 // ----------------------------------------------------------------------------
 // nn.Linear forward and backward vs matmul_*_cpu
@@ -355,11 +354,7 @@ int main(int argc, char **argv) {
     matmul_context().force_fallback = true;
     run_checks("version 2: fallback kernel");
     matmul_context().force_fallback = false;
-    if (!g_ok) {
-        printf("dev_matmul: FAILED\n");
-        return 1;
-    }
-    printf("dev_matmul: all checks passed\n");
+    if (check_verdict("dev_matmul")) return 1;
     if (do_bench) bench();
     matmul_teardown();
     return 0;

@@ -23,6 +23,7 @@
 // Run:  make build/dev_model && ./build/dev_model [--no-bench]
 // Exit status: 0 when every check passes.
 #include "check.cuh"
+#include "../common/model_cpu.h"
 #include "../common/model_gpu.cuh"
 
 #include <cstring>
@@ -127,10 +128,7 @@ static void check_eval_ntk(const Config &c, int B, int T) {
     ModelGPU gpu;
     model_gpu_build(gpu, c, N, T);
     poison(gpu.arena.base, gpu.arena.bytes);
-    const float one = 1.f;
-    cudaCheck(cudaMemcpy(gpu.d_one, &one, sizeof one, cudaMemcpyHostToDevice));
-    model_gpu_set_params(gpu, w.data());
-    model_gpu_refresh_weights(gpu, false, 0);
+    model_gpu_set_params(gpu, w.data());  // nll_fn_gpu's forward refreshes the bf16 weights (QAT_OFF)
     std::vector<float> losses(N);
     nll_fn_gpu(gpu)(x.data(), y.data(), B, T, false, losses.data());
     // the tables the forward used
@@ -150,7 +148,7 @@ static void check_eval_ntk(const Config &c, int B, int T) {
         ModelCPU<float> cpu;
         model_build(cpu, cc);
         cpu.params_mem = w;
-        cpu.qat = false;
+        cpu.qat = QAT_OFF;
         model_forward(cpu, x.data(), y.data(), B, T);
         return std::vector<float>(cpu.acts.losses, cpu.acts.losses + N);
     };
@@ -181,7 +179,7 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
     ModelCPU<float> cpu;
     model_build(cpu, c);
     cpu.params_mem = w;
-    cpu.qat = qat;
+    cpu.qat = qat ? QAT_INT6 : QAT_OFF;
     model_zero_grad(cpu);
     const float cpu_loss = model_forward(cpu, x.data(), y.data(), B, T);
     model_backward(cpu, 1.f);
@@ -189,10 +187,8 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
     ModelGPU gpu;
     model_gpu_build(gpu, c, N, T);
     poison(gpu.arena.base, gpu.arena.bytes);
-    const float one = 1.f;  // poison hit the constant too
-    cudaCheck(cudaMemcpy(gpu.d_one, &one, sizeof one, cudaMemcpyHostToDevice));
     model_gpu_set_params(gpu, w.data());
-    model_gpu_refresh_weights(gpu, qat, 0);
+    gpu.qat = qat ? QAT_INT6 : QAT_OFF;  // the forward refreshes the bf16 weights
     model_gpu_zero_grad(gpu, 0);
     model_gpu_upload(gpu, x.data(), y.data(), B, T, 0);
     model_gpu_forward(gpu, 1.f, true, false, 0);
@@ -318,7 +314,6 @@ int main(int argc, char **argv) {
         model_gpu_build(m, c, N, T);
         std::vector<float> w = random_weights(c, 3);
         model_gpu_set_params(m, w.data());
-        model_gpu_refresh_weights(m, false, 0);
         std::vector<int> ids = random_ids(N + 1, (int)c.vocab_size, 9);
         model_gpu_upload(m, ids.data(), ids.data() + 1, B, T, 0);
         const double P = (double)m.tensors.count;

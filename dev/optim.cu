@@ -26,6 +26,7 @@
 //       ./build/dev_optim --no-bench
 // Exit status: 0 when every check passes, 1 otherwise.
 #include "check.cuh"
+#include "../common/layers.cuh"  // params_to_bf16, fake_quant, weights_to_bf16 (the model's, checked here)
 #include "../common/optim.cuh"
 #include "../common/model_cpu.h"
 
@@ -34,14 +35,12 @@
 // ----------------------------------------------------------------------------
 // host helpers
 
-static bool g_ok = true;
-static void record(bool ok) { g_ok = g_ok && ok; }
+static void record(bool ok) { expect(ok); }
 static void report(bool ok, const char *name, const char *detail = "") {
     printf("  %s %-44s %s\n", ok ? "ok  " : "FAIL", name, detail);
     record(ok);
 }
 
-static float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); }
 static uint32_t bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 
 // bitwise comparison of float arrays (NaN in ref: got must be NaN too)
@@ -150,7 +149,7 @@ static void check_to_bf16(size_t n, bool offset_view) {
     poison(out, n + 1);
     params_to_bf16(out + off, dp + off, n, 0);
     std::vector<float> got = host_bf16(out, n + 1), ref(n);
-    for (size_t i = 0; i < n; i++) ref[i] = bf16r(p[off + i]);
+    for (size_t i = 0; i < n; i++) ref[i] = rbf(p[off + i]);
     char name[128];
     snprintf(name, sizeof name, "params_to_bf16 n=%zu%s", n, offset_view ? " (odd offset)" : "");
     check_bitwise(name, std::vector<float>(got.begin() + off, got.begin() + off + n), ref);
@@ -206,9 +205,9 @@ static void check_fake_quant() {
     for (const LinearRef &r : refs) {
         fake_quant_cpu<float>(ref32.data() + r.offset, w.data() + r.offset, r.rows, r.cols);
         for (size_t i = r.offset; i < r.offset + (size_t)r.rows * r.cols; i++) {
-            float wb = bf16r(w[i]);
-            ref16[i] = bf16r(wb + bf16r(bf16r(ref32[i]) - wb));
-            ste_differs += bits(ref16[i]) != bits(bf16r(ref32[i]));
+            float wb = rbf(w[i]);
+            ref16[i] = rbf(wb + rbf(rbf(ref32[i]) - wb));
+            ste_differs += bits(ref16[i]) != bits(rbf(ref32[i]));
         }
     }
     check_bitwise("fake_quant fp32 w_q vs fake_quant_cpu", got32, ref32);
@@ -226,7 +225,7 @@ static void check_newton_schulz(int batch, int rows, int cols, int steps) {
     std::vector<float> G(batch * numel);
     fill_normal(G);
     for (int j = 0; j < batch; j++)
-        for (size_t i = 0; i < numel; i++) G[j * numel + i] = bf16r(G[j * numel + i] * std::pow(10.f, (float)(j - 1)));
+        for (size_t i = 0; i < numel; i++) G[j * numel + i] = rbf(G[j * numel + i] * std::pow(10.f, (float)(j - 1)));
     NSWorkspace w;
     ns_workspace_alloc(w, batch * numel, batch * m * m, batch);
     to_device_bf16(w.X, G.data(), G.size());
@@ -475,23 +474,25 @@ static void check_optimizer_steps() {
         std::vector<float> p_now = host_f32(d_p, n);
         bf16 *w16;
         cudaCheck(cudaMalloc(&w16, n * sizeof(bf16)));
+        LinearTable lin = linear_table_create(c, d_p);
         for (int qat = 0; qat < 2; qat++) {
             poison(w16, n);
-            refresh_bf16_weights(o, w16, d_p, qat, 0);
+            weights_to_bf16(w16, d_p, n, lin, qat ? QAT_INT6 : QAT_OFF, 0);
             std::vector<float> got = host_bf16(w16, n), ref(n);
-            for (size_t i = 0; i < n; i++) ref[i] = bf16r(p_now[i]);
+            for (size_t i = 0; i < n; i++) ref[i] = rbf(p_now[i]);
             if (qat)
                 for (const TensorSpec &s : tl.specs) {
                     if (s.group != OPT_MUON) continue;
                     std::vector<float> q(s.numel);
                     fake_quant_cpu<float>(q.data(), p_now.data() + s.offset, (int)s.shape[0], (int)s.shape[1]);
                     for (size_t i = 0; i < s.numel; i++) {
-                        float wb = bf16r(p_now[s.offset + i]);
-                        ref[s.offset + i] = bf16r(wb + bf16r(bf16r(q[i]) - wb));
+                        float wb = rbf(p_now[s.offset + i]);
+                        ref[s.offset + i] = rbf(wb + rbf(rbf(q[i]) - wb));
                     }
                 }
-            check_bitwise(qat ? "refresh_bf16_weights (late QAT on)" : "refresh_bf16_weights (QAT off)", got, ref);
+            check_bitwise(qat ? "weights_to_bf16 (late QAT on)" : "weights_to_bf16 (QAT off)", got, ref);
         }
+        linear_table_free(lin);
         cudaFreeCheck(w16);
     }
 
@@ -538,6 +539,7 @@ static void bench() {
     g = dev_f32(h);
     bf16 *w16;
     cudaCheck(cudaMalloc(&w16, n * sizeof(bf16)));
+    LinearTable lin = linear_table_create(c, p);
     char shape[64];
     snprintf(shape, sizeof shape, "%zu floats", n);
     bench_row("grad norm (2-pass, fp64)", shape, bench_ms([&] { clip_grad_norm(o, g, 0.3, false, 0); }), 4.0 * n, 0);
@@ -548,9 +550,9 @@ static void bench() {
     }
     bench_row("ema_update", shape, bench_ms([&] { ema_update(ema, p, n, 0.997, 0); }), 12.0 * n, 0);
     bench_row("params_to_bf16", shape, bench_ms([&] { params_to_bf16(w16, p, n, 0); }), 6.0 * n, 0);
-    snprintf(shape, sizeof shape, "%d matrices, %zu floats", o.n_linear, n_muon);
+    snprintf(shape, sizeof shape, "%d matrices, %zu floats", lin.n, n_muon);
     bench_row("fake_quant (all linear)", shape,
-              bench_ms([&] { fake_quant(w16, nullptr, p, o.d_linear, o.n_linear, o.linear_max_rows, 0); }), 6.0 * n_muon, 0);
+              bench_ms([&] { fake_quant(w16, nullptr, p, lin.d, lin.n, lin.max_rows, 0); }), 6.0 * n_muon, 0);
     bench_row("muon_momentum (all groups)", shape, bench_ms([&] {
                   for (const MuonGroup &gr : o.groups)
                       muon_momentum(o.ns.X, o.muon_buf, g, gr.d_offsets, gr.count, (size_t)gr.rows * gr.cols, 0.95f, o.d_clip_coef, 0);
@@ -583,8 +585,9 @@ static void bench() {
                   clip_grad_norm(o, g, 0.3, false, 0);
                   optimizer_step(o, c, p, g, 1.0, 0.95, o.d_clip_coef, 0);
               }), 0, ns_flops_total);
-    bench_row("refresh_bf16_weights (QAT)", shape, bench_ms([&] { refresh_bf16_weights(o, w16, p, true, 0); }),
+    bench_row("weights_to_bf16 (QAT)", shape, bench_ms([&] { weights_to_bf16(w16, p, n, lin, QAT_INT6, 0); }),
               6.0 * n + 6.0 * n_muon, 0);
+    linear_table_free(lin);
     cudaFreeCheck(p); cudaFreeCheck(ema); cudaFreeCheck(g); cudaFreeCheck(w16);
     optimizer_gpu_free(o);
 }
@@ -624,11 +627,7 @@ int main(int argc, char **argv) {
     check_ns_orthogonal(64, 64);
     printf("optimizer steps (GPU vs optimizer_step_cpu)\n");
     check_optimizer_steps();
-    if (!g_ok) {
-        printf("dev_optim: FAILED\n");
-        return 1;
-    }
-    printf("dev_optim: all checks passed\n");
+    if (check_verdict("dev_optim")) return 1;
     if (do_bench) bench();
     matmul_teardown();
     return 0;

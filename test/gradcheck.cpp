@@ -266,7 +266,7 @@ static void check_qat() {
     random_params(mq, 5);
     // QAT on
     double loss_plain = model_forward(mq, ids.data(), targets.data(), B, T);
-    mq.qat = true;
+    mq.qat = QAT_INT6;
     double loss_q = model_forward(mq, ids.data(), targets.data(), B, T);
     model_zero_grad(mq);
     model_backward(mq);

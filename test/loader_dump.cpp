@@ -13,13 +13,7 @@
 //       "shard <count>" then the shard's tokens on one line
 #include "../common/data.h"
 
-static long arg_long(const char *s, const char *what) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0') fatal_config("loader_dump: %s must be an integer, got '%s'", what, s);
-    return v;
-}
+static long arg_long(const char *s, const char *what) { return parse_long_arg("loader_dump", s, what); }
 
 static void print_line(const char *tag, const int32_t *t, size_t n) {
     fputs(tag, stdout);

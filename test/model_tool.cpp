@@ -11,13 +11,7 @@
 //                                          values printed with %.9g (round-trips a float)
 #include "../common/model_cpu.h"
 
-static long arg_long(const char *s, const char *what) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0') fatal_config("model_tool: %s must be an integer, got '%s'", what, s);
-    return v;
-}
+static long arg_long(const char *s, const char *what) { return parse_long_arg("model_tool", s, what); }
 
 int main(int argc, char **argv) {
     if (argc >= 5 && !strcmp(argv[1], "hash")) {

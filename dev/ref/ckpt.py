@@ -40,6 +40,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+import config as C  # noqa: E402  (dev/ref is on the path: this file lives there)
+
 MAGIC = b"PGCKPT\r\n"
 VERSION = 1
 MAX_NDIM = 4
@@ -237,7 +239,7 @@ def main(argv):
             (argv[0] == "rewrite") != (len(argv) == 3) or len(argv) > 3:
         print(usage, file=sys.stderr)
         return 2
-    try:
+    def run():
         config, tensors = read_ckpt(argv[1])
         if argv[0] == "dump":
             for key, value in config.items():
@@ -249,10 +251,7 @@ def main(argv):
             print(f"ok: {len(config)} config entries, {len(tensors)} tensors, {n} elements")
         else:
             write_ckpt(argv[2], config, tensors)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return C.cli_run(run)
 
 
 if __name__ == "__main__":

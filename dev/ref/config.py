@@ -11,6 +11,8 @@ A config is a plain dict str -> str (as in a .ckpt); `get(cfg, KEY)` returns the
 falling back to the table's default.
 """
 
+import sys
+
 # name, default (text, as an env var would hold it), type, help
 OPTIONS = [
     # --- model ---------------------------------------------------------------------------
@@ -121,3 +123,13 @@ def ve_layers(cfg):
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"config VE_LAYERS={text!r} is not a comma-separated list of layers")
+
+
+def cli_run(body, code=1):
+    """Run body(), the work of a command-line main(): a ValueError (bad input) becomes one line
+    "error: ..." on stderr and the exit status `code`; otherwise body's status (None: 0)."""
+    try:
+        return body() or 0
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return code

@@ -168,7 +168,7 @@ def main(argv):
                     help="round the sliding eval's logits to bf16 (the record script's rounding)")
     args = ap.parse_args(argv)
     mode = args.mode or ("bf16" if args.device == "cuda" else "fp32")
-    try:
+    def run():
         model, cfg = T.load_model(args.ckpt, args.device, mode)
         # the reference's standard eval uses TRAIN_SEQ_LEN, the sliding one EVAL_SEQ_LEN, and the
         # val set is cut to whole windows of the larger of the two
@@ -186,10 +186,7 @@ def main(argv):
             bs = args.batch_seqs or C.get(cfg, "EVAL_BATCH_SEQS")
             loss, bpb = eval_val_sliding(model, val, luts, seq_sw, stride, bs, args.ref_rounding)
             print(f"sliding val_loss:{loss:.8f} val_bpb:{bpb:.8f} stride:{stride}")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return C.cli_run(run)
 
 
 if __name__ == "__main__":

@@ -588,7 +588,7 @@ def main(argv):
         p.add_argument("--preset", default="seed", choices=sorted(C.PRESETS))
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    try:
+    def run():
         cfg = C.full_config(args.preset, C.parse_assignments(args.set))
         if args.cmd == "count":
             for name, shape, dtype in expected_tensors(cfg):
@@ -603,10 +603,7 @@ def main(argv):
         cfg["SEED"] = str(seed)
         ckpt.write_ckpt(args.out, cfg, sd)
         print(f"wrote {args.out}: {len(sd)} tensors, {param_count(cfg)} parameters")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return C.cli_run(run, 2)
 
 
 if __name__ == "__main__":

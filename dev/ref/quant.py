@@ -40,8 +40,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ckpt import read_ckpt, write_ckpt  # noqa: E402
 
-# The config entries a .ptz artifact keeps: MODEL_KEYS of common/checkpoint.h, in its order, so
-# the artifact depends only on the weights and the model (not on RUN_ID, OUT_DIR, ...).
+# The config entries a .ptz artifact keeps: the P_MODEL options of common/config.h's option table,
+# in its order, so the artifact depends only on the weights and the model (not on RUN_ID,
+# OUT_DIR, ...). test/test_usage.sh checks that the two lists agree.
 ARTIFACT_CONFIG_KEYS = ["VOCAB_SIZE", "NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT",
                         "BIGRAM_VOCAB_SIZE", "BIGRAM_DIM", "XSA_LAST_N", "ROPE_DIMS", "ROPE_BASE",
                         "LN_SCALE", "VE_ENABLED", "VE_DIM", "VE_LAYERS", "LOGIT_SOFTCAP", "MLP_QUANT_BITS"]
@@ -215,7 +216,7 @@ def main(argv):
         print(f"error: MLP_QUANT_BITS={bits}: must be 5 or 6", file=sys.stderr)
         return 2
     quant = quantize(tensors, bits, args.verbose)
-    # the artifact keeps only the model's options (common/checkpoint.h's MODEL_KEYS, in that order)
+    # the artifact keeps only the model's options (the P_MODEL options of common/config.h, in table order)
     config = OrderedDict((k, config[k]) for k in ARTIFACT_CONFIG_KEYS if k in config)
     if args.dump:
         cfg, ts = dump_tensors(quant)

@@ -418,7 +418,7 @@ def main(argv):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     mode = args.mode or ("bf16" if args.device == "cuda" else "fp32")
-    try:
+    def run():
         model, cfg = load_model(args.init_ckpt, args.device, mode, C.parse_assignments(args.set))
         stream = TokenStream(shard_files(args.data_path, "train"))
         batch_geometry(cfg, args.world_size)
@@ -448,10 +448,7 @@ def main(argv):
         ckpt.write_ckpt(ema_out, out_cfg, OrderedDict(
             (n, t.to("cpu", want[n] if args.ref_dtypes else t.dtype)) for n, t in ema_sd.items()))
         print(f"wrote {args.out} and {ema_out}")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return C.cli_run(run)
 
 
 if __name__ == "__main__":
