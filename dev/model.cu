@@ -157,7 +157,11 @@ static void check_eval_ntk(const Config &c, int B, int T) {
     const std::vector<float> plain = cpu_losses(c.rope_base / ntk);
     bool finite;
     const double r = rel_l2(losses.data(), ref.data(), N, &finite), r_plain = rel_l2(losses.data(), plain.data(), N, &finite);
-    const double tol = 5e-3;  // provisional: finalize at ~5x the observed value printed below
+    // Measured on an H200 (2026-12-01): 7.98e-4 at T=1100, 8.19e-4 at T=2048 (bf16 activations);
+    // tolerance ~5x that. The plain RoPE base moves these losses by only 1.2e-3 .. 2.2e-3, about
+    // as much as the bf16 noise, so this check cannot see a wrong base: the exact table
+    // comparison above is what catches it (dev/broken_variants.sh, BREAK_NTK_ROPE).
+    const double tol = 4e-3;
     const bool ok = finite && r <= tol;
     printf("  %s %-34s rel L2 %.2e (tol %.0e); vs a CPU with the plain base %.2e\n", ok ? "ok  " : "FAIL",
            "per-position losses (eval path)", r, tol, r_plain);
