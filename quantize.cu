@@ -48,8 +48,7 @@ int main(int argc, char **argv) {
     Artifact art;
     artifact_quantize(ck, (int)cfg.mlp_quant_bits, art, cfg.checkpoint.c_str(), cfg.quant_pct_per_row);
     double t1 = now_seconds();
-    printf("quant: quantized in %.1f s; compressing with zstd level %d ...%s%s\n", t1 - t0, level,
-           level == QUANT_ZSTD_LEVEL ? " (" : "", level == QUANT_ZSTD_LEVEL ? (std::string(QUANT_ZSTD_WHY) + ")").c_str() : "");
+    printf("quant: quantized in %.1f s; compressing with zstd level %d ...%s\n", t1 - t0, level, zstd_level_note(level).c_str());
     fflush(stdout);
     std::vector<uint8_t> file = artifact_serialize(art, level);
     double t2 = now_seconds();

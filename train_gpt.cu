@@ -677,9 +677,8 @@ static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, L
         checkpoint_write(ckpt_path.c_str(), ck);
         log.printf("Serialized model: %lld bytes (%s)\n", file_size(ckpt_path.c_str()), ckpt_path.c_str());
 
-        log.printf("quantize+zstd: int6/int5/int8 per row, then zstd level %ld ...%s%s\n", cfg.zstd_level,
-                   cfg.zstd_level == QUANT_ZSTD_LEVEL ? " (" : "",
-                   cfg.zstd_level == QUANT_ZSTD_LEVEL ? (std::string(QUANT_ZSTD_WHY) + ")").c_str() : "");
+        log.printf("quantize+zstd: int6/int5/int8 per row, then zstd level %ld ...%s\n", cfg.zstd_level,
+                   zstd_level_note(cfg.zstd_level).c_str());
         t_phase = now_seconds();
         CodeFiles code = code_files(find_source_dir(cfg.source_dir), "train_gpt.cu", (int)cfg.zstd_level);
         Artifact art;
