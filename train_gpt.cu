@@ -263,6 +263,7 @@ struct TrainerGPU : Trainer {
             // data parallel: the average of all ranks' gradients (the whole flat buffer, one
             // call; the gaps between tensors are zero) and of the loss, on the training stream,
             // so the clipping below sees the global gradient norm
+            ProfScope prof_(PROF_COMM, st);
             dist_nccl_all_reduce(dist, model.grads, model.tensors.flat, ncclAvg, st, "gradient all-reduce");
             dist_nccl_all_reduce(dist, model.loss_acc, 1, ncclAvg, st, "loss all-reduce");
         }

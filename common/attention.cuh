@@ -863,6 +863,7 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV)
 inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                               const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+    ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_shapes("attention_forward", B, T, H, KV, hd);
     check_aligned("attention_forward", out, "out");
@@ -893,6 +894,7 @@ inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat
                                const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
                                float *scratch, bool accumulate, cudaStream_t stream) {
+    ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
     const char *who = "attention_backward";
     check_shapes(who, B, T, H, KV, hd);
@@ -929,6 +931,7 @@ inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat
 // out (N,H,hd) bf16 = y - (y . vn) vn, vn = v / max(|v|, 1e-12) (v (N,KV,hd)); vnorm (N,KV) fp32 = |v|
 inline void xsa_forward(__nv_bfloat16 *out, float *vnorm, const __nv_bfloat16 *y, const __nv_bfloat16 *v, int N, int H,
                         int KV, int hd, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     using namespace attn;
     check_shapes("xsa_forward", 1, N, H, KV, hd);
     check_aligned("xsa_forward", out, "out");
@@ -944,6 +947,7 @@ inline void xsa_forward(__nv_bfloat16 *out, float *vnorm, const __nv_bfloat16 *y
 inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *y,
                          const __nv_bfloat16 *v, const float *vnorm, int N, int H, int KV, int hd, bool accumulate,
                          cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     using namespace attn;
     check_shapes("xsa_backward", 1, N, H, KV, hd);
     const void *ptrs[] = {dy, dv, dout, y, v};

@@ -100,6 +100,80 @@ struct GpuTimer {
 };
 
 // ----------------------------------------------------------------------------
+// where the GPU time goes, by kernel family (PROFILE=1 in train_gpt; dev/bench.sh)
+//
+// Every launcher opens a ProfScope naming its family. When the profiler is on, the outermost
+// scope records an event as it opens and another as it closes (nested launchers, such as the
+// GEMMs inside the optimizer step, count for the outer one), so the time between two events
+// belongs to the family of the scope that opened there, and the time between a close and the
+// next open is a gap: host launch latency, memsets, and whatever no scope covers. Off, a scope
+// costs one branch. On, it adds two event records per launch, so a profiled step is a little
+// slower than a plain one: report both.
+
+enum ProfFamily : int { PROF_ATTN_FWD, PROF_ATTN_BWD, PROF_GEMM, PROF_MEMBOUND, PROF_LOSS, PROF_OPTIM, PROF_COMM, PROF_GAP, PROF_FAMILIES };
+inline const char *prof_family_name(int f) {
+    static const char *names[PROF_FAMILIES] = {"attention fwd", "attention bwd", "GEMMs (cuBLASLt)", "memory-bound layers",
+                                               "loss (head CE)", "optimizer+weights", "communication", "gaps"};
+    return f >= 0 && f < PROF_FAMILIES ? names[f] : "?";
+}
+
+struct Profiler {
+    bool on = false;
+    int depth = 0;                    // scopes open now (only the outermost records)
+    std::vector<cudaEvent_t> events;  // a pool, grown on demand
+    std::vector<int> family;          // family[i]: whose time runs from events[i] to events[i+1]
+    size_t n = 0;                     // events recorded since the last collect
+    double ms[PROF_FAMILIES] = {};    // accumulated by profiler_collect
+    long calls[PROF_FAMILIES] = {};
+};
+inline Profiler &profiler() {
+    static Profiler p;
+    return p;
+}
+inline void profiler_record(int fam, cudaStream_t s) {
+    Profiler &p = profiler();
+    if (p.n == p.events.size()) {
+        p.events.emplace_back();
+        p.family.push_back(0);
+        cudaCheck(cudaEventCreate(&p.events.back()));
+    }
+    cudaCheck(cudaEventRecord(p.events[p.n], s));
+    p.family[p.n++] = fam;
+}
+// Wait for the recorded events and add their intervals to ms[]; the pool is reused after.
+inline void profiler_collect() {
+    Profiler &p = profiler();
+    if (p.n == 0) return;
+    cudaCheck(cudaEventSynchronize(p.events[p.n - 1]));
+    for (size_t i = 0; i + 1 < p.n; i++) {
+        float t;
+        cudaCheck(cudaEventElapsedTime(&t, p.events[i], p.events[i + 1]));
+        p.ms[p.family[i]] += t;
+        if (p.family[i] != PROF_GAP) p.calls[p.family[i]]++;
+    }
+    p.n = 0;
+}
+inline void profiler_reset() {
+    Profiler &p = profiler();
+    p.n = 0;
+    for (int f = 0; f < PROF_FAMILIES; f++) p.ms[f] = 0, p.calls[f] = 0;
+}
+struct ProfScope {
+    cudaStream_t s;
+    bool rec;
+    ProfScope(int fam, cudaStream_t stream) : s(stream), rec(profiler().on && profiler().depth++ == 0) {
+        if (rec) profiler_record(fam, s);
+    }
+    ~ProfScope() {
+        if (!profiler().on) return;
+        profiler().depth--;
+        if (rec) profiler_record(PROF_GAP, s);
+    }
+    ProfScope(const ProfScope &) = delete;
+    ProfScope &operator=(const ProfScope &) = delete;
+};
+
+// ----------------------------------------------------------------------------
 // device helpers shared by the kernel headers
 
 // x rounded to bf16 and back: a value as the reference's bf16 tensors hold it

@@ -271,6 +271,7 @@ __global__ void scalar_scale_backward_kernel(bf16 *dinp, float *partial, const b
 // out (n) (+)= s * inp
 inline void scalar_scale_forward(bf16 *out, const bf16 *inp, const float *s, size_t n, bool accumulate,
                                  cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "scalar_scale_forward";
     layers_check_aligned(out, who, "out");
     layers_check_aligned(inp, who, "inp");
@@ -281,6 +282,7 @@ inline void scalar_scale_forward(bf16 *out, const bf16 *inp, const float *s, siz
 // dinp (+)= s * dout; ds[0] += sum(dout * inp). dinp may be dout.
 inline void scalar_scale_backward(bf16 *dinp, float *ds, const bf16 *dout, const bf16 *inp, const float *s, size_t n,
                                   bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "scalar_scale_backward";
     layers_check_aligned(dinp, who, "dinp");
     layers_check_aligned(dout, who, "dout");
@@ -302,6 +304,7 @@ __device__ float LAYERS_ONE = 1.f;
 // dst (n) += src: a gradient with several sources gathering them (the backward's skip and x0
 // sums). It is scalar_scale_forward with s = 1 (exact: 1 * x == x), so the sum rounds once.
 inline void add_inplace(bf16 *dst, const bf16 *src, size_t n, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     void *one = nullptr;
     cudaCheck(cudaGetSymbolAddress(&one, LAYERS_ONE));  // per device: no caching
     scalar_scale_forward(dst, src, (const float *)one, n, true, stream);
@@ -594,6 +597,7 @@ inline size_t embedding_backward_scratch_bytes(int N, int C, int rows) { return 
 
 // h (N) = the BigramHash bucket of each position; ids (B*T) int32
 inline void bigram_hash(int *h, const int *ids, int B, int T, int buckets, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "bigram_hash";
     layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
     layers_require(buckets >= 2, who, "needs at least 2 buckets (the hash is mod buckets-1)");
@@ -606,6 +610,7 @@ inline void bigram_hash(int *h, const int *ids, int B, int T, int buckets, cudaS
 // out (N, C) bf16 = table[ids] with table (rows, C) fp32 (a master copy) or bf16 (a weight copy)
 template <typename Tw>
 inline void embedding_forward(bf16 *out, const int *ids, const Tw *table, int N, int C, int rows, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "embedding_forward";
     layers_check_rowlen(C, who, "C");
     layers_check_aligned(out, who, "out");
@@ -619,6 +624,7 @@ inline void embedding_forward(bf16 *out, const int *ids, const Tw *table, int N,
 // dtable (rows, C) fp32 += the scatter of dout (N, C) by ids; deterministic (see above)
 inline void embedding_backward(float *dtable, const bf16 *dout, const int *ids, int N, int C, int rows,
                                DeviceScratch scratch, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "embedding_backward";
     layers_check_rowlen(C, who, "C");
     layers_require(rows >= 1, who, "needs a table of at least 1 row");
@@ -654,6 +660,7 @@ inline void embedding_backward(float *dtable, const bf16 *dout, const int *ids, 
 template <typename Tw>
 inline void embed_sum_forward(bf16 *out, const int *ids, const Tw *tok_emb, const bf16 *bg_proj, const float *bigram_scale,
                             int N, int D, int V, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "embed_sum_forward";
     layers_check_rowlen(D, who, "D");
     layers_check_aligned(out, who, "out");
@@ -672,6 +679,7 @@ inline void embed_sum_forward(bf16 *out, const int *ids, const Tw *tok_emb, cons
 inline void embed_sum_backward(float *dtok_emb, bf16 *dbg_proj, float *dbigram_scale, const bf16 *dout, const int *ids,
                              const bf16 *bg_proj, const float *bigram_scale, int N, int D, int V, bool accumulate,
                              DeviceScratch scratch, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     layers_check_rowlen(D, "embed_sum_backward", "D");
     if (N <= 0) return;
     scalar_scale_backward(dbg_proj, dbigram_scale, dout, bg_proj, bigram_scale, (size_t)N * D, accumulate, scratch, stream);
@@ -800,6 +808,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_backward_kernel(bf16 *
 
 // out (N, C) = scale * inp / sqrt(mean(inp^2) + eps); rstd (N) may be null (no backward). out may be inp.
 inline void rmsnorm_forward(bf16 *out, float *rstd, const bf16 *inp, int N, int C, float scale, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "rmsnorm_forward";
     layers_check_rowlen(C, who, "C");
     layers_check_aligned(out, who, "out");
@@ -815,6 +824,7 @@ inline void rmsnorm_forward(bf16 *out, float *rstd, const bf16 *inp, int N, int 
 // dinp (+)= the gradient through rmsnorm (rstd from the forward). dinp may be dout.
 inline void rmsnorm_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, const float *rstd, int N, int C,
                              float scale, bool accumulate, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "rmsnorm_backward";
     layers_check_rowlen(C, who, "C");
     layers_check_aligned(dinp, who, "dinp");
@@ -1032,6 +1042,7 @@ __global__ void __launch_bounds__(RED_THREADS) residual_scale_backward_kernel(bf
 
 // out (B, T, C) = smear(inp); out must not be inp (each row reads its predecessor)
 inline void smear_forward(bf16 *out, const bf16 *inp, const float *gate, int B, int T, int C, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "smear_forward";
     layers_check_rowlen(C, who, "C");
     layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
@@ -1047,6 +1058,7 @@ inline void smear_forward(bf16 *out, const bf16 *inp, const float *gate, int B, 
 // dinp (+)= the input gradient; dgate (C) += the gate gradient. dinp must not be dout.
 inline void smear_backward(bf16 *dinp, float *dgate, const bf16 *dout, const bf16 *inp, const float *gate, int B, int T,
                            int C, bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "smear_backward";
     layers_check_rowlen(C, who, "C");
     layers_require(B >= 0 && T >= 1, who, "needs B >= 0 and T >= 1");
@@ -1069,6 +1081,7 @@ inline void smear_backward(bf16 *dinp, float *dgate, const bf16 *dout, const bf1
 // out (N, C) = mix[0] * x + mix[1] * x0; mix (2, C). out may be x or x0.
 inline void resid_mix_forward(bf16 *out, const bf16 *x, const bf16 *x0, const float *mix, int N, int C,
                               cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "resid_mix_forward";
     layers_check_rowlen(C, who, "C");
     layers_check_aligned(out, who, "out");
@@ -1084,6 +1097,7 @@ inline void resid_mix_forward(bf16 *out, const bf16 *x, const bf16 *x0, const fl
 inline void resid_mix_backward(bf16 *dx, bf16 *dx0, float *dmix, const bf16 *dout, const bf16 *x, const bf16 *x0,
                                const float *mix, int N, int C, bool acc_dx, bool acc_dx0, DeviceScratch scratch,
                                cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "resid_mix_backward";
     layers_check_rowlen(C, who, "C");
     layers_require(dx && dx0, who, "dx and dx0 are both needed");
@@ -1108,6 +1122,7 @@ inline void resid_mix_backward(bf16 *dx, bf16 *dx0, float *dmix, const bf16 *dou
 // (scale = skip_weights[i]). out may be x or y.
 inline void residual_scale_forward(bf16 *out, const bf16 *x, const float *scale, const bf16 *y, int N, int C,
                                    cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "residual_scale_forward";
     layers_check_rowlen(C, who, "C");
     layers_check_aligned(out, who, "out");
@@ -1125,6 +1140,7 @@ inline void residual_scale_forward(bf16 *out, const bf16 *x, const float *scale,
 inline void residual_scale_backward(bf16 *dx, float *dscale, bf16 *dy, const bf16 *dout, const float *scale,
                                     const bf16 *y, int N, int C, bool acc_dx, bool acc_dy, DeviceScratch scratch,
                                     cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "residual_scale_backward";
     layers_check_rowlen(C, who, "C");
     layers_require(dy != nullptr, who, "dy is needed");
@@ -1232,6 +1248,7 @@ inline int residual_rmsnorm_grid(int N) { return std::max(1, ceil_div(N, (long)R
 // (rmsnorm_forward), in one pass. x_in may be x or x0; rstd may be null.
 inline void resid_mix_rmsnorm_forward(bf16 *x_in, bf16 *ln, float *rstd, const bf16 *x, const bf16 *x0, const float *mix,
                                       int N, int C, float scale, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     residual_rmsnorm_check(x_in, ln, x, x0, C, "resid_mix_rmsnorm_forward");
     if (N <= 0) return;
     residual_rmsnorm_forward_kernel<1><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(x_in, ln, rstd, x, x0, mix,
@@ -1242,6 +1259,7 @@ inline void resid_mix_rmsnorm_forward(bf16 *x_in, bf16 *ln, float *rstd, const b
 // rstd, in one pass. out may be x or y; rstd may be null.
 inline void residual_scale_rmsnorm_forward(bf16 *out, bf16 *ln, float *rstd, const bf16 *x, const float *rscale,
                                            const bf16 *y, int N, int C, float scale, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     residual_rmsnorm_check(out, ln, x, y, C, "residual_scale_rmsnorm_forward");
     if (N <= 0) return;
     residual_rmsnorm_forward_kernel<2><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(out, ln, rstd, x, y, rscale,
@@ -1290,6 +1308,7 @@ __global__ void relu2_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *
 
 // out (n) = max(inp, 0)^2; out may be inp
 inline void relu2_forward(bf16 *out, const bf16 *inp, size_t n, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "relu2_forward";
     layers_check_aligned(out, who, "out");
     layers_check_aligned(inp, who, "inp");
@@ -1299,6 +1318,7 @@ inline void relu2_forward(bf16 *out, const bf16 *inp, size_t n, cudaStream_t str
 }
 // dinp (+)= 2 * max(inp, 0) * dout; dinp may be dout
 inline void relu2_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "relu2_backward";
     layers_check_aligned(dinp, who, "dinp");
     layers_check_aligned(dout, who, "dout");
@@ -1495,6 +1515,7 @@ inline void qk_check_shape(int B, int T, int NH, int hd, int rd, const char *who
 inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf16 *inp, const float *cos_t,
                                       const float *sin_t, const float *gain, int B, int T, int NH, int hd, int rd,
                                       cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_forward";
     qk_check_shape(B, T, NH, hd, rd, who);
     layers_check_aligned(out, who, "out");
@@ -1512,6 +1533,7 @@ inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf
 inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dout, const bf16 *xn, const float *rstd,
                                        const float *cos_t, const float *sin_t, const float *gain, int B, int T, int NH,
                                        int hd, int rd, bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_backward";
     qk_check_shape(B, T, NH, hd, rd, who);
     layers_require(!dgain || gain, who, "dgain needs gain");
@@ -1644,6 +1666,7 @@ inline void linear_table_free(LinearTable &t) {
 // the linear weights overwritten by their fake-quantized values.
 inline void weights_to_bf16(bf16 *out, const float *params, size_t n, const LinearTable &linear, QatMode qat,
                             cudaStream_t stream) {
+    ProfScope prof_(PROF_OPTIM, stream);
     params_to_bf16(out, params, n, stream);
     if (qat == QAT_INT6) fake_quant(out, nullptr, params, linear.d, linear.n, linear.max_rows, stream);
 }

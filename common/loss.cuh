@@ -177,6 +177,7 @@ __global__ void __launch_bounds__(1024) loss_sum_kernel(float *out, const float 
 // dloss). losses (N) fp32: the per-position loss. targets (N) int32. cap: the logit softcap (30).
 inline void crossentropy_softcap_fused(bf16 *logits, float *losses, const int *targets, int N, int V, float cap,
                                        float dloss, bool backward, bool round_bf16, cudaStream_t stream) {
+    ProfScope prof_(PROF_LOSS, stream);
     if (V < 1) fatal_config("loss.cuh: crossentropy_softcap_fused: V=%d must be >= 1", V);
     if (!(cap > 0.f)) fatal_config("loss.cuh: crossentropy_softcap_fused: softcap %g must be positive", cap);
     if (N <= 0) return;
@@ -192,6 +193,7 @@ inline void crossentropy_softcap_fused(bf16 *logits, float *losses, const int *t
 
 // out[0] (+)= scale * sum of the N per-position losses (deterministic)
 inline void loss_sum(float *out, const float *losses, int N, float scale, bool accumulate, cudaStream_t stream) {
+    ProfScope prof_(PROF_LOSS, stream);
     if (N < 0) fatal_config("loss.cuh: loss_sum: N=%d must be >= 0", N);
     loss_sum_kernel<<<1, 1024, 0, stream>>>(out, losses, N, scale, accumulate);
     cudaCheckLaunch();

@@ -306,6 +306,7 @@ inline void gemm(void *d, cudaDataType_t out_type, const void *c, const bf16 *a,
 // out (N, OC) = inp (N, IC) @ weight^T, weight (OC, IC); bf16 out. relu: out = max(0, .) fused.
 inline void matmul_forward(bf16 *out, const bf16 *inp, const bf16 *weight, int N, int IC, int OC, cudaStream_t stream,
                            bool relu = false) {
+    ProfScope prof_(PROF_GEMM, stream);
     gemm(out, CUDA_R_16BF, nullptr, inp, false, weight, true, N, OC, IC, 1.f, 0.f, 1, 0, 0, 0,
          relu ? GEMM_EPI_RELU : GEMM_EPI_NONE, stream);
 }
@@ -315,6 +316,7 @@ inline void matmul_forward(bf16 *out, const bf16 *inp, const bf16 *weight, int N
 // accumulate_*: add into the existing values (beta = 1) instead of overwriting them.
 inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const bf16 *inp, const bf16 *weight, int N, int IC,
                             int OC, bool accumulate_dinp, bool accumulate_dweight, cudaStream_t stream) {
+    ProfScope prof_(PROF_GEMM, stream);
     if (dinp) gemm(dinp, CUDA_R_16BF, nullptr, dout, false, weight, false, N, IC, OC, 1.f, accumulate_dinp ? 1.f : 0.f, 1, 0, 0, 0,
                    GEMM_EPI_NONE, stream);
     if (dweight) gemm(dweight, CUDA_R_32F, nullptr, dout, true, inp, false, OC, IC, N, 1.f, accumulate_dweight ? 1.f : 0.f, 1, 0, 0,

@@ -374,6 +374,7 @@ inline void adamw_update(float *params, float *m, float *v, const float *grads, 
 // e = decay * e + (1 - decay) * p over n elements (twin of ema_update_cpu; decay = optim.h's
 // ema_decay_at(step), computed on the host)
 inline void ema_update(float *ema, const float *params, size_t n, double decay, cudaStream_t stream) {
+    ProfScope prof_(PROF_OPTIM, stream);
     if (n == 0) return;
     const int grid = grid_blocks(n / 4 + 1, OPT_BLOCK * 2);
     const float d = (float)decay, omd = (float)(1.0 - decay);
@@ -496,6 +497,7 @@ inline void optim_state_download(const OptimizerGPU &o, OptimState &st) {
 // o.d_clip_coef, and, when scale_now, grads scaled in place. With scale_now false pass
 // o.d_clip_coef as optimizer_step's grad_scale instead (same numbers, one pass fewer).
 inline void clip_grad_norm(OptimizerGPU &o, float *grads, double max_norm, bool scale_now, cudaStream_t stream) {
+    ProfScope prof_(PROF_OPTIM, stream);
     grad_norm(o.d_grad_norm, o.d_clip_coef, o.d_norm_partials, grads, o.n, max_norm, stream);
     if (scale_now) grad_scale(grads, o.n, o.d_clip_coef, stream);
 }
@@ -505,6 +507,7 @@ inline void clip_grad_norm(OptimizerGPU &o, float *grads, double max_norm, bool 
 // device scalar multiplying every gradient first (the clip coefficient), or null.
 inline void optimizer_step(OptimizerGPU &o, const Config &c, float *params, const float *grads, double lr_mult, double muon_mu,
                            const float *grad_scale, cudaStream_t stream) {
+    ProfScope prof_(PROF_OPTIM, stream);
     o.adam_t++;
     // Muon, group by group: momentum -> Newton-Schulz (batched) -> update
     const double lr_muon = group_lr(c, OPT_MUON) * lr_mult;
