@@ -172,7 +172,12 @@ struct Trainer {
     virtual void get(HostState &st) = 0;     // weights, EMA, optimizer state -> host
     virtual void set(const HostState &st) = 0;
     virtual void set_params(const std::vector<float> &params) = 0;  // weights only (finale)
-    virtual void report_memory(Logger &log) = 0;
+    virtual double report_memory(Logger &log) = 0;  // logs the device memory; returns the bytes in use (0 on the CPU)
+    // PROFILE: the GPU trainer times the steps it is told to by kernel family (cuda_utils.cuh's
+    // Profiler) and prints the breakdown at the end; the CPU trainer has no profiler.
+    bool profile_next = false;  // set by the loop before a step
+    virtual bool can_profile() const { return false; }
+    virtual void report_profile(Logger &, double /*wall_profiled_ms*/, double /*wall_plain_ms*/) {}
 };
 
 struct TrainerCPU : Trainer {
@@ -221,7 +226,7 @@ struct TrainerCPU : Trainer {
     void get(HostState &st) override { st.params = model.params_mem; st.ema = ema; st.opt = opt; }
     void set(const HostState &st) override { model.params_mem = st.params; ema = st.ema; opt = st.opt; }
     void set_params(const std::vector<float> &params) override { model.params_mem = params; }
-    void report_memory(Logger &) override {}
+    double report_memory(Logger &) override { return 0; }
 };
 
 #ifndef NO_CUDA
@@ -248,8 +253,10 @@ struct TrainerGPU : Trainer {
         optimizer_gpu_free(opt);
         model_gpu_free(model);
     }
+    long profiled_steps = 0;
     StepResult step(TrainLoader &loader, double lr_mult, double muon_mu, QatMode qat) override {
         const cudaStream_t st = 0;
+        profiler().on = profile_next;  // every launcher below records its family's time
         model.qat = qat;  // the first forward refreshes the bf16 weights if they are stale
         model_gpu_zero_grad(model, st);
         for (int micro = 0; micro < geo.grad_accum; micro++) {
@@ -276,11 +283,20 @@ struct TrainerGPU : Trainer {
         sync(st, "training step");
         r.loss = loss;
         r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
-        if (!r.finite) return r;
+        if (!r.finite) {
+            profiler().on = false;
+            profiler_reset();  // (the run ends: nothing to report)
+            return r;
+        }
         optimizer_step(opt, cfg, model.params, model.grads, lr_mult, muon_mu, opt.d_clip_coef, st);
         model_gpu_params_changed(model);
         ema_update(ema, model.params, model.tensors.flat, ema_decay, st);
         sync(st, "optimizer step");
+        if (profile_next) {  // the step is finished: its events are ready
+            profiler_collect();
+            profiler().on = false;
+            profiled_steps++;
+        }
         return r;
     }
     // a stream wait; with NCCL, one that notices a dead rank or an NCCL error instead of hanging
@@ -307,11 +323,34 @@ struct TrainerGPU : Trainer {
         optim_state_upload(opt, st.opt);
     }
     void set_params(const std::vector<float> &params) override { model_gpu_set_params(model, params.data()); }
-    void report_memory(Logger &log) override {
+    double report_memory(Logger &log) override {
         size_t free_b = 0, total_b = 0;
         cudaCheck(cudaMemGetInfo(&free_b, &total_b));
         log.printf("gpu_memory: model+activations %.0f MiB, device in use %.0f of %.0f MiB\n", model_gpu_bytes(model) / 1048576.0,
                    (total_b - free_b) / 1048576.0, total_b / 1048576.0);
+        return (double)(total_b - free_b);
+    }
+    bool can_profile() const override { return true; }
+    // The breakdown of the profiled steps, one grep-able line per family (dev/bench.sh parses them):
+    //   profile: <family> ms/step:X ms/micro:Y share:Z% calls/step:N
+    // ms/micro is ms/step over the micro-steps (a family's share of one forward+backward when it
+    // lives there; the optimizer's is spread over them too). The families add up to the GPU time
+    // from the step's first launch to its last; the wall time of a step also has the host's
+    // work before the first launch (the first micro-batch) and after the last.
+    void report_profile(Logger &log, double wall_profiled_ms, double wall_plain_ms) override {
+        const Profiler &p = profiler();
+        if (profiled_steps == 0) return;
+        const double n = (double)profiled_steps;
+        double total = 0;
+        for (int f = 0; f < PROF_FAMILIES; f++) total += p.ms[f];
+        log.printf("profile: %ld profiled steps of %d micro-steps (every other timed step; the others ran unprofiled)\n",
+                   profiled_steps, geo.grad_accum);
+        for (int f = 0; f < PROF_FAMILIES; f++)
+            log.printf("profile: %-22s ms/step:%9.2f ms/micro:%8.3f share:%5.1f%% calls/step:%7.1f\n", prof_family_name(f), p.ms[f] / n,
+                       p.ms[f] / n / geo.grad_accum, total > 0 ? 100.0 * p.ms[f] / total : 0.0, p.calls[f] / n);
+        log.printf("profile: %-22s ms/step:%9.2f ms/micro:%8.3f share:100.0%%\n", "total GPU time", total / n, total / n / geo.grad_accum);
+        log.printf("profile_wall: profiled ms/step:%.2f unprofiled ms/step:%.2f (the profiler's events cost %+.1f%%)\n",
+                   wall_profiled_ms, wall_plain_ms, wall_plain_ms > 0 ? 100.0 * (wall_profiled_ms / wall_plain_ms - 1) : 0.0);
     }
 };
 #endif
@@ -538,6 +577,11 @@ static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, L
     }
     trainer->ema_reset();
     NllFn nll = trainer->nll();
+    const bool profiling = cfg.profile && trainer->can_profile();
+    if (cfg.profile && !profiling) log.printf("profile: PROFILE is GPU only; the CPU path has no profiler, so it is ignored\n");
+    double wall_ms[2] = {0, 0};  // PROFILE: host wall time of the plain [0] and profiled [1] steps
+    long wall_n[2] = {0, 0};
+    double peak_mem = 0;         // device bytes in use, the most report_memory saw
 
     const RunCounters rc = resume_rc;
     if (!cfg.resume.empty()) {
@@ -586,7 +630,16 @@ static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, L
         }
         const long file_idx = loader.file_idx(), pos = loader.pos();
         trainer->ema_decay = ema_decay_at(cfg, step);
+        // PROFILE: every other step from the second on is profiled, the ones between run plain
+        // (the first timed step is neither: it still carries first-time costs)
+        const long nth = step - rc.step;
+        trainer->profile_next = profiling && nth % 2 == 1;
+        const double t_step = now_seconds();
         StepResult res = trainer->step(loader, lr_mult, muon_momentum_at(cfg, step), qat);
+        if (profiling && nth > 0) {
+            wall_ms[nth % 2] += 1000.0 * (now_seconds() - t_step);
+            wall_n[nth % 2]++;
+        }
         if (!res.finite) {
             // the update was not applied: save the last good state, with the cursor before this step
             loader.seek((int)file_idx, pos);
@@ -610,7 +663,7 @@ static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, L
                        hms(now_seconds() - t_loop).c_str(), hms(eta_s).c_str());
             last_line = now_seconds();
         }
-        if (done == rc.step + 1) trainer->report_memory(log);
+        if (done == rc.step + 1) peak_mem = std::max(peak_mem, trainer->report_memory(log));
         if (cfg.check_sync_every > 0 && done % cfg.check_sync_every == 0) check_ranks_in_sync(dist, *trainer, hs, done, log);
         if (stop_after < 0 && cfg.max_wallclock_seconds > 0 && approx_ms >= 1000.0 * cfg.max_wallclock_seconds) stop_after = done;
         const bool interrupt = cfg.stop_step > 0 && done == cfg.stop_step;
@@ -631,7 +684,25 @@ static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, L
             return;
         }
     }
-    trainer->report_memory(log);
+    peak_mem = std::max(peak_mem, trainer->report_memory(log));
+    {
+        // the run's speed in the units of the issue [F] benchmark: tokens/s, model TFLOP/s against
+        // the H200's bf16 ceiling (model.h), the device memory in use
+        const double run_ms = training_ms + 1000.0 * (now_seconds() - t0) - rc.training_ms;  // (t0 restarts after each eval)
+        const long steps = end_step - rc.step;
+        if (steps > 0 && run_ms > 0) {
+            const double tok_s = (double)cfg.train_batch_tokens * steps / (run_ms / 1000.0);
+            const double tflops = tok_s * model_flops_per_token(cfg, cfg.train_seq_len) / 1e12;
+            char mem[32] = "-";
+            if (peak_mem > 0) snprintf(mem, sizeof mem, "%.2fGiB", peak_mem / 1073741824.0);
+            log.printf("perf: steps:%ld step_avg:%.2fms tok/s:%.0f model_TFLOP/s:%.2f ceiling:%.1f%% of %.0f flops_per_token:%.0f "
+                       "peak_memory:%s%s\n", steps, run_ms / steps, tok_s, tflops, 100.0 * tflops / H200_BF16_TFLOPS,
+                       H200_BF16_TFLOPS, model_flops_per_token(cfg, cfg.train_seq_len), mem,
+                       profiling ? " (PROFILE: half of these steps carry the profiler's events)" : "");
+        }
+    }
+    if (profiling)
+        trainer->report_profile(log, wall_n[1] ? wall_ms[1] / wall_n[1] : 0.0, wall_n[0] ? wall_ms[0] / wall_n[0] : 0.0);
     // the finale is not resumable: from here a signal ends the run at once (after a last save if
     // one came during the final eval)
     signal(SIGINT, SIG_DFL);
@@ -831,6 +902,8 @@ int main(int argc, char **argv) {
     if (cfg.dry_run) {
         config_print_table(cfg, P_TRAIN, [](const char *fmt, auto... a) { printf(fmt, a...); });
         printf("model_params:%zu\n", tl.count);
+        printf("flops_per_token:%.0f matmul_weights:%.0f (model FLOPs of a training step, common/model.h)\n",
+               model_flops_per_token(cfg, cfg.train_seq_len), model_matmul_weights(cfg));
         return 0;
     }
 

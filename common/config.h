@@ -81,6 +81,7 @@ enum { P_TRAIN = 1, P_QUANT = 2, P_EVAL = 4, P_ALL = 7, P_MODEL = 8 };
     X(FLT,  late_qat_threshold,"LATE_QAT_THRESHOLD","late-qat-threshold","0.15", P_TRAIN, "fake-quantize linear weights once the LR multiplier drops below this (0 = off)") \
     X(INT,  train_log_every,  "TRAIN_LOG_EVERY",  "train-log-every",  "500",     P_TRAIN, "log a step line every N steps (and the first 10)") \
     X(FLT,  train_log_seconds,"TRAIN_LOG_SECONDS","train-log-seconds","30",      P_TRAIN, "also log a step line when this many seconds passed since the last one (0 = off; ours)") \
+    X(BOOL, profile,          "PROFILE",          "profile",          "0",       P_TRAIN, "GPU only: time every other step after the warmup by kernel family, print the breakdown at the end (ours; dev/bench.sh)") \
     /* several GPUs or CPU ranks (common/dist.h) */ \
     X(INT,  nproc,            "NPROC",            "nproc",            "0",       P_TRAIN, "ranks to start on this node (0 = one per visible GPU, 1 on --device cpu); must divide 8") \
     X(FLT,  dist_timeout,     "DIST_TIMEOUT",     "dist-timeout",     "300",     P_TRAIN, "seconds any rank waits for another (rendezvous, collectives) before giving up") \

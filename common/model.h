@@ -139,3 +139,35 @@ inline BatchGeometry batch_geometry(const Config &c, int world_size, int rank = 
     g.T = (int)c.train_seq_len;
     return g;
 }
+
+// ----------------------------------------------------------------------------
+// model FLOPs (the TFLOP/s that train_gpt and dev/bench.sh report)
+//
+// Counted as "model FLOPs": the multiply-adds the math needs (2 FLOPs each), not what a kernel
+// happens to do (no recomputation, no masked-out tiles). Per token of a training step:
+//   matmuls: every weight matrix is applied once per token in the forward (2 FLOPs per weight)
+//     and twice in the backward (the input's and the weight's gradient), so 6 FLOPs per weight:
+//     per block c_q (D x D), c_k and c_v (KV*hd x D each: GQA shrinks these two), attn.proj
+//     (D x D), mlp.fc (F x D), mlp.proj (D x F); once per token the bigram projection (D x
+//     BIGRAM_DIM), the VE projection (KV*hd x VE_DIM, shared by the VE layers, when VE is on)
+//     and the tied head (V x D: tok_emb used as the output matrix; its lookup is no matmul).
+//   attention: query t attends to the t+1 keys 0..t (causal), so on average (T+1)/2 keys; per
+//     key and query head, q.k and p.v are hd multiply-adds each: 2 * 2 * H * hd * (T+1)/2 =
+//     2 * D * (T+1) FLOPs per token and layer forward, 3x that with the backward (dS -> dQ, dK;
+//     dO -> dV, dP). GQA does not change it (every query head still sees every key); XSA, the
+//     softmax, norms and elementwise layers are not counted.
+// So flops/token = 6 * matmul_weights + 6 * L * D * (T + 1). PaLM's "6N + 12 L T D" counts the
+// full T x T square; the causal half is what any flash kernel computes. The head is included
+// (it is a real 1024 x 512 matmul per token). Forward only (an eval): a third of it.
+inline double model_matmul_weights(const Config &c) {
+    const double D = (double)c.model_dim, KVD = (double)c.kv_dim, F = (double)c.mlp_hidden;
+    const double block = D * D + 2 * KVD * D + D * D + F * D + D * F;
+    return (double)c.num_layers * block + D * (double)c.bigram_dim + (c.ve_enabled ? KVD * (double)c.ve_dim : 0.0) +
+           (double)c.vocab_size * D;
+}
+inline double model_flops_per_token(const Config &c, long T) {
+    return 6.0 * model_matmul_weights(c) + 6.0 * (double)c.num_layers * (double)c.model_dim * (double)(T + 1);
+}
+// The bf16 ceiling the speed work measures against on one H200 (issue [F] sets it at 790 TFLOP/s;
+// the data sheet's dense figure is higher, and no real GEMM reaches that).
+constexpr double H200_BF16_TFLOPS = 790.0;
