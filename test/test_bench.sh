@@ -1,0 +1,40 @@
+# test_bench.sh: what can be checked of the issue [F] benchmark without a GPU: PROFILE on the CPU
+# path (GPU only: a notice, then a normal run with the perf line), the model-FLOPs formula of
+# common/model.h against the yardstick's and a count from the tensors, the yardstick's kernel
+# families and trace parsing, dev/yardstick.py end to end on a tiny CPU model (no compile, no
+# profiler), dev/bench_table.py on made-up logs, dev/bench.sh's input checks. The benchmark
+# itself needs an H200: `bash dev/bench.sh` (docs/RESULTS.md).
+BD=$TEST_TMP/bench
+mkdir -p $BD
+$PYTHON test/loader_ref.py gen $BD/data --vocab 64 --seed 7 --train 6000,5000 --val 3000 >/dev/null
+TINYB="OMP_NUM_THREADS=1 VOCAB_SIZE=64 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 BIGRAM_VOCAB_SIZE=64 BIGRAM_DIM=16
+       TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 WARMUP_STEPS=1 MAX_WALLCLOCK_SECONDS=0 DATA_PATH=$BD/data TRAIN_ONLY=1 ZSTD_LEVEL=3"
+TINYB=$(echo $TINYB)
+
+check "bench: --help documents PROFILE / --profile" \
+    bash -c "$ROOT/train_gpt --help | grep -E -- '--profile V +PROFILE +0 +GPU only'"
+check "bench: PROFILE=1 on the CPU: a notice that it is GPU only, then the run with its perf line" \
+    bash -c "cd $BD && env $TINYB PROFILE=1 ITERATIONS=3 OUT_DIR=$BD/out $ROOT/train_gpt --device cpu --run-id prof > prof.log 2>&1 &&
+             grep -q '^profile: PROFILE is GPU only; the CPU path has no profiler, so it is ignored' prof.log &&
+             grep -Eq '^perf: steps:3 step_avg:[0-9.]+ms tok/s:[0-9]+ model_TFLOP/s:[0-9.]+ ceiling:[0-9.]+% of 790 flops_per_token:[0-9]+ peak_memory:-$' prof.log &&
+             ! grep -q '^profile: attention' prof.log"
+check "bench: model FLOPs per token: model.h (--dry-run) = yardstick = tensor count, 3 configs + by hand" \
+    $PYTHON test/bench_checks.py flops "$ROOT/train_gpt"
+check "bench: kernel names -> PROFILE families; chrome trace -> breakdown lines" $PYTHON test/bench_checks.py families
+check "bench: bench_table.py: numbers, ratios, attention TFLOP/s, PASS/MISS, n/a for a missing log" \
+    $PYTHON test/bench_checks.py table "$BD/table"
+check "bench: dev/yardstick.py on a tiny CPU model (3 timed steps, sliding eval), finite losses" \
+    bash -c "OMP_NUM_THREADS=1 $PYTHON dev/yardstick.py --device cpu --no-compile --data-path $BD/data --steps 3 --warmup 1 \
+             --eval-tokens 1024 --set VOCAB_SIZE=64 --set NUM_LAYERS=2 --set MODEL_DIM=64 --set NUM_HEADS=4 --set NUM_KV_HEADS=2 \
+             --set BIGRAM_VOCAB_SIZE=64 --set BIGRAM_DIM=16 --set TRAIN_BATCH_TOKENS=1024 --set TRAIN_SEQ_LEN=64 \
+             --set EVAL_SEQ_LEN=128 --set EVAL_STRIDE=32 --set EVAL_BATCH_SEQS=4 > $BD/yard.log 2>&1 &&
+             grep -Eq '^yardstick_perf: steps:3 step_avg:[0-9.]+ms tok/s:[0-9]+ .* flops_per_token:[0-9]+ peak_allocated:-' $BD/yard.log &&
+             grep -q '^yardstick_profile: skipped (kernel families need CUDA)' $BD/yard.log &&
+             grep -Eq '^yardstick_sliding: windows:32 tokens_scored:[0-9]+ time:[0-9.]+s scored_tok/s:[0-9]+ val_loss:[0-9.]+ ' $BD/yard.log &&
+             grep -Eq 'loss first:[0-9.]+ last:[0-9.]+' $BD/yard.log || { cat $BD/yard.log; exit 1; }"
+check_fail "bench: dev/yardstick.py rejects an unknown --set key in one line" 1 "^error: --set 'NOPE=1': unknown key NOPE" \
+    $PYTHON dev/yardstick.py --device cpu --data-path $BD/data --set NOPE=1
+check_fail "bench: dev/bench.sh without DATA_PATH says what it needs" 1 "^bench: DATA_PATH must name the directory" \
+    env -u DATA_PATH bash dev/bench.sh
+check_fail "bench: dev/bench.sh refuses a bad BENCH_STEPS" 1 "^bench: BENCH_STEPS=x: not a whole number" \
+    env DATA_PATH=$BD/data BENCH_STEPS=x bash dev/bench.sh
