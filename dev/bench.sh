@@ -28,6 +28,8 @@
 #                      logs, if any, are kept and used)
 #   YARDSTICK_ARGS     extra arguments for dev/yardstick.py (e.g. "--sdpa cudnn --gqa native")
 #   PYTHON             the Python with torch (default python3)
+#   BENCH_DEVICE       cuda (default), or cpu: a smoke run of the plumbing for the test suite
+#                      (tiny config through the environment and YARDSTICK_ARGS; no profile)
 # About 5-6 minutes on an H200 at the defaults (torch.compile of the model, the optimizer's
 # Newton-Schulz and the eval forward is most of the yardstick's time).
 set -euo pipefail
@@ -39,13 +41,17 @@ YWARM=${BENCH_YARD_WARMUP:-5}
 EVAL_TOKENS=${BENCH_EVAL_TOKENS:-1048576}
 SKIP=" ${BENCH_SKIP:-} "
 PY=${PYTHON:-python3}
+DEV=${BENCH_DEVICE:-cuda}
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ -n "${DATA_PATH:-}" ] && [ -d "$DATA_PATH" ] || die "DATA_PATH must name the directory of the fineweb_*.bin shards"
 for v in BENCH_STEPS:$STEPS BENCH_WARMUP:$WARM BENCH_YARD_WARMUP:$YWARM BENCH_EVAL_TOKENS:$EVAL_TOKENS; do
     [[ ${v#*:} =~ ^[0-9]+$ ]] || die "${v%%:*}=${v#*:}: not a whole number"
 done
+[ "$DEV" = cuda ] || [ "$DEV" = cpu ] || die "BENCH_DEVICE=$DEV: must be cuda or cpu"
 [ -x ./train_gpt ] && [ -x ./eval ] || die "build first: make train_gpt eval"
+YDEV=(--device "$DEV")
+[ "$DEV" = cuda ] || YDEV+=(--no-compile)
 [ "$STEPS" -ge 2 ] || die "BENCH_STEPS=$STEPS: need at least 2 (PROFILE profiles every other step)"
 if [ "$EVAL_TOKENS" -gt 0 ] && [ -z "${TOKENIZER_PATH:-}" ]; then die "TOKENIZER_PATH must name the .model file (./eval needs it)"; fi
 mkdir -p "$DIR"
@@ -67,7 +73,7 @@ ours() { # log, extra env...
     local log=$1; shift
     env ITERATIONS="$STEPS" WARMUP_STEPS="$WARM" MAX_WALLCLOCK_SECONDS=0 WARMDOWN_ITERS=0 LATE_QAT_THRESHOLD=0 \
         TRAIN_ONLY=1 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 TRAIN_LOG_SECONDS=0 ZSTD_LEVEL=3 NPROC=1 \
-        RUN_ID="bench_$(basename "$log" .log)" "$@" ./train_gpt --device cuda > "$DIR/$log" 2>&1 ||
+        RUN_ID="bench_$(basename "$log" .log)" "$@" ./train_gpt --device "$DEV" > "$DIR/$log" 2>&1 ||
         die "./train_gpt failed: see $DIR/$log (last lines: $(tail -n 3 "$DIR/$log" | tr '\n' ' '))"
 }
 
@@ -84,7 +90,7 @@ fi
 if ! skipped yardstick; then
     stamp "3/4 dev/yardstick.py, $YWARM + $STEPS steps, sliding eval on $EVAL_TOKENS tokens"
     # shellcheck disable=SC2086  # YARDSTICK_ARGS is a list of arguments
-    "$PY" dev/yardstick.py --data-path "$DATA_PATH" --steps "$STEPS" --warmup "$YWARM" --profile-steps 2 \
+    "$PY" dev/yardstick.py "${YDEV[@]}" --data-path "$DATA_PATH" --steps "$STEPS" --warmup "$YWARM" --profile-steps 2 \
         --eval-tokens "$EVAL_TOKENS" ${YARDSTICK_ARGS:-} > "$DIR/yardstick.log" 2>&1 ||
         echo "bench: the yardstick failed: see $DIR/yardstick.log (last lines: $(tail -n 3 "$DIR/yardstick.log" | tr '\n' ' '))" >&2
     grep -E '^yardstick_(perf|sliding)' "$DIR/yardstick.log" || true
@@ -92,7 +98,7 @@ fi
 if ! skipped eval && [ "$EVAL_TOKENS" -gt 0 ]; then
     stamp "4/4 ./eval sliding window on $EVAL_TOKENS tokens"
     [ -f "$DIR/ours/final_model.ckpt" ] || die "no $DIR/ours/final_model.ckpt (step 1 writes it)"
-    VAL_MAX_TOKENS="$EVAL_TOKENS" EVAL_STRIDE=64 ./eval --checkpoint "$DIR/ours/final_model.ckpt" --device cuda \
+    VAL_MAX_TOKENS="$EVAL_TOKENS" EVAL_STRIDE=64 ./eval --checkpoint "$DIR/ours/final_model.ckpt" --device "$DEV" \
         > "$DIR/ours_eval.log" 2>&1 || die "./eval failed: see $DIR/ours_eval.log"
     grep -E '^sliding_window ' "$DIR/ours_eval.log" || true
 fi

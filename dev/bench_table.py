@@ -29,7 +29,7 @@ TARGET_ATTN_FWD = 450.0     # TFLOP/s at the seed shape
 TARGET_ATTN_BWD = 350.0
 TARGET_MEMBOUND_MICRO = 14.0  # ms of memory-bound layers per micro-step
 
-NUM = r"([-+0-9.eE]+)"
+NUM = r"(-?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"  # a number; "-" (not measured) is no number
 
 
 def read(path):
@@ -93,6 +93,7 @@ def parse(log_dir):
     sc = r["yard"]["scored"]
     r["ours"]["sliding_tok_s"] = sc / r["ours"]["sliding_s"] if sc and r["ours"]["sliding_s"] else None
     r["shape"] = {k: field(meta, "shape:", k) for k in ("L", "D", "T", "tokens_per_step", "grad_accum")}
+    r["meta"] = [l for l in meta.splitlines() if l.startswith(("date:", "gpu:"))]
     return r
 
 
@@ -115,7 +116,7 @@ def attn_tflops(shape, ms_per_step, backward):
 
 def table(r):
     o, y = r["ours"], r["yard"]
-    lines = []
+    lines = list(r.get("meta", []))
     w = "{:<36s} {:>14s} {:>14s} {:>10s}"
     lines.append(w.format("bench (one H200, same call)", "ours", "yardstick", "ours/yard"))
     lines.append("-" * 77)

@@ -38,3 +38,25 @@ check_fail "bench: dev/bench.sh without DATA_PATH says what it needs" 1 "^bench:
     env -u DATA_PATH bash dev/bench.sh
 check_fail "bench: dev/bench.sh refuses a bad BENCH_STEPS" 1 "^bench: BENCH_STEPS=x: not a whole number" \
     env DATA_PATH=$BD/data BENCH_STEPS=x bash dev/bench.sh
+# dev/bench.sh end to end in its CPU smoke mode (BENCH_DEVICE=cpu, a tiny model through the
+# environment and YARDSTICK_ARGS): every step runs and logs, the table comes out; no profile on
+# the CPU, so its targets are n/a and the exit status 1. The sliding evals need the shared
+# tokenizer (./eval checks the vocabulary against it).
+BENCH_TOK=$ROOT/../shared/data/tokenizers/fineweb_1024_bpe.model
+BENCH_TINY="VOCAB_SIZE=1024 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 BIGRAM_VOCAB_SIZE=64 BIGRAM_DIM=16 TRAIN_SEQ_LEN=64
+            TRAIN_BATCH_TOKENS=1024 EVAL_SEQ_LEN=128 EVAL_BATCH_SEQS=4"
+BENCH_TINY=$(echo $BENCH_TINY)
+BENCH_SETS=$(for kv in $BENCH_TINY; do printf -- '--set %s ' "$kv"; done)
+if [ -f "$BENCH_TOK" ]; then BENCH_EVAL=1024; else BENCH_EVAL=0; skip "bench: the sliding evals of dev/bench.sh (CPU smoke)" "no shared tokenizer at $BENCH_TOK"; fi
+check "bench: dev/bench.sh end to end on the CPU (tiny model): every log, the table, n/a for the profile" \
+    bash -c "env OMP_NUM_THREADS=1 $BENCH_TINY DATA_PATH=$BD/data TOKENIZER_PATH=$BENCH_TOK BENCH_DEVICE=cpu BENCH_DIR=$BD/run \
+                 BENCH_STEPS=3 BENCH_WARMUP=1 BENCH_YARD_WARMUP=1 BENCH_EVAL_TOKENS=$BENCH_EVAL PYTHON=$PYTHON \
+                 YARDSTICK_ARGS='$BENCH_SETS' bash dev/bench.sh > $BD/bench.out 2>&1; rc=\$?
+             [ \$rc = 1 ] && grep -q '^bench: some results are missing' $BD/bench.out &&
+             grep -Eq '^train tokens/s +[0-9]+ +[0-9]+ +[0-9.]+x' $BD/bench.out &&
+             grep -Eq '^flops/token \(model.h formula\) +([0-9]+) +\1 ' $BD/bench.out &&
+             grep -Eq '^target: attention fwd >= 450 TFLOP/s +- +n/a' $BD/bench.out &&
+             grep -q '^perf: steps:3 ' $BD/run/ours_plain.log && grep -q '^profile: PROFILE is GPU only' $BD/run/ours_profile.log &&
+             grep -q '^yardstick_perf: steps:3 ' $BD/run/yardstick.log && cmp -s $BD/run/table.txt <(tail -n \$(wc -l < $BD/run/table.txt) $BD/bench.out) &&
+             if [ $BENCH_EVAL -gt 0 ]; then grep -Eq '^sliding scored tokens/s +[0-9]+ +[0-9]+ +[0-9.]+x' $BD/bench.out; fi ||
+             { cat $BD/bench.out; exit 1; }"
