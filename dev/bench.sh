@@ -18,13 +18,20 @@
 #                        the first BENCH_EVAL_TOKENS val tokens
 #   4. ours_eval.log     ./eval on run 1's checkpoint, the same val tokens (VAL_MAX_TOKENS),
 #                        stride 64, windows of 2048 (its standard eval runs first, untimed here)
+#   5. record.log        (only when BENCH_RECORD names the public record script, by default
+#                        .carry/record/train_gpt.py if it is there; not part of this repo) the
+#                        record script itself, FlashAttention 3 replaced by SDPA as in
+#                        dev/record_eval.py, seed-preset model, BENCH_STEPS steps after 5 warm-up
+#                        steps, no sliding eval, run in $BENCH_DIR/record (it writes its files
+#                        to the working directory): the check that the yardstick is at least as
+#                        fast as the record script. Adds about 2-3 minutes (compile, its finale).
 # Settings (environment):
 #   BENCH_DIR          where the logs go (default logs/bench; emptied of old logs first)
 #   BENCH_STEPS        timed steps, both sides (default 20)
 #   BENCH_WARMUP       ./train_gpt's warm-up steps (default 5; undone, off the clock)
 #   BENCH_YARD_WARMUP  the yardstick's warm-up steps (default 5; torch.compile's first steps)
 #   BENCH_EVAL_TOKENS  val tokens of the sliding evals (default 1048576; 0 skips both)
-#   BENCH_SKIP         space-separated steps to skip: plain profile yardstick eval (their old
+#   BENCH_SKIP         space-separated steps to skip: plain profile yardstick eval record (their old
 #                      logs, if any, are kept and used)
 #   YARDSTICK_ARGS     extra arguments for dev/yardstick.py (e.g. "--sdpa cudnn --gqa native")
 #   PYTHON             the Python with torch (default python3)
@@ -34,6 +41,7 @@
 # Newton-Schulz and the eval forward is most of the yardstick's time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 DIR=${BENCH_DIR:-logs/bench}
 STEPS=${BENCH_STEPS:-20}
 WARM=${BENCH_WARMUP:-5}
@@ -56,7 +64,13 @@ YDEV=(--device "$DEV")
 if [ "$EVAL_TOKENS" -gt 0 ] && [ -z "${TOKENIZER_PATH:-}" ]; then die "TOKENIZER_PATH must name the .model file (./eval needs it)"; fi
 mkdir -p "$DIR"
 skipped() { [[ $SKIP == *" $1 "* ]]; }
-for s in plain profile yardstick eval; do skipped $s || rm -f "$DIR/ours_$s.log" "$DIR/$s.log"; done
+for s in plain profile yardstick eval record; do skipped $s || rm -f "$DIR/ours_$s.log" "$DIR/$s.log"; done
+RECORD=${BENCH_RECORD:-}
+if [ -z "$RECORD" ] && [ -f .carry/record/train_gpt.py ]; then RECORD=.carry/record/train_gpt.py; fi
+if [ -n "$RECORD" ]; then
+    [ -f "$RECORD" ] || die "BENCH_RECORD=$RECORD: no such file"
+    RECORD=$(cd "$(dirname "$RECORD")" && pwd)/$(basename "$RECORD")
+fi
 T0=$SECONDS
 stamp() { echo "bench: [$((SECONDS - T0))s] $*"; }
 
@@ -101,6 +115,17 @@ if ! skipped eval && [ "$EVAL_TOKENS" -gt 0 ]; then
     VAL_MAX_TOKENS="$EVAL_TOKENS" EVAL_STRIDE=64 ./eval --checkpoint "$DIR/ours/final_model.ckpt" --device "$DEV" \
         > "$DIR/ours_eval.log" 2>&1 || die "./eval failed: see $DIR/ours_eval.log"
     grep -E '^sliding_window ' "$DIR/ours_eval.log" || true
+fi
+if ! skipped record && [ -n "$RECORD" ] && [ "$DEV" = cuda ]; then
+    stamp "5/5 the record script ($RECORD), 5 + $STEPS steps"
+    mkdir -p "$DIR/record"
+    # its own settings from the environment: the seed preset's model, the bench's schedule
+    (cd "$DIR/record" && env BIGRAM_VOCAB_SIZE=10240 VE_ENABLED=0 ITERATIONS="$STEPS" WARMUP_STEPS=5 MAX_WALLCLOCK_SECONDS=0 \
+        WARMDOWN_ITERS=0 LATE_QAT_THRESHOLD=0 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY="$STEPS" EVAL_STRIDE=0 RUN_ID=bench_record \
+        "$PY" -c 'import runpy, sys; sys.path.insert(0, sys.argv[1]); import record_eval; record_eval.install_shims(); sys.argv = [sys.argv[2]]; runpy.run_path(sys.argv[0], run_name="__main__")' \
+        "$ROOT/dev" "$RECORD") > "$DIR/record.log" 2>&1 ||
+        echo "bench: the record script failed: see $DIR/record.log (last lines: $(tail -n 3 "$DIR/record.log" | tr '\n' ' '))" >&2
+    grep -E "^step:$STEPS/$STEPS " "$DIR/record.log" || true
 fi
 stamp "done; the table (dev/bench_table.py $DIR):"
 echo

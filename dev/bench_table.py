@@ -3,7 +3,8 @@
   python3 dev/bench_table.py LOG_DIR
 
 Reads LOG_DIR/ours_plain.log and ours_profile.log (./train_gpt, plain and PROFILE=1),
-yardstick.log (dev/yardstick.py), ours_eval.log (./eval), and prints one table: ms/step,
+yardstick.log (dev/yardstick.py), ours_eval.log (./eval), record.log (the record script, when
+bench.sh ran it), and prints one table: ms/step,
 tokens/s, model TFLOP/s and % of the 790 TFLOP/s ceiling, peak memory, the per-family breakdown
 side by side (ms per step and per micro-step, attention TFLOP/s from the model's attention
 FLOPs), the sliding eval's scored tokens/s, the ratios ours/yardstick, and issue [F]'s targets
@@ -13,6 +14,7 @@ the exit status 1), never a made-up number. Parsing is by the grep-able lines:
   profile: <family> ms/step:X ms/micro:Y share:Z% calls/step:N        (ours, PROFILE=1)
   yardstick_perf: ... / yardstick_profile: ... / yardstick_sliding: ...  (dev/yardstick.py)
   sliding_window stride:64 val_loss:... eval_time:Tms                  (./eval)
+  step:N/N ... step_avg:Xms                                             (record.log, optional)
   val_tokens:N eval_seq_len:T stride:S                                  (./eval)
 """
 import os
@@ -72,6 +74,7 @@ def parse(log_dir):
     yard = read(os.path.join(log_dir, "yardstick.log"))
     ev = read(os.path.join(log_dir, "ours_eval.log"))
     meta = read(os.path.join(log_dir, "bench.env"))
+    rec = read(os.path.join(log_dir, "record.log"))
     r = {"ours": {}, "yard": {}}
     for side, text, pfx in (("ours", ours, "perf:"), ("yard", yard, "yardstick_perf:")):
         for k in ("step_avg", "tok/s", "model_TFLOP/s", "ceiling", "flops_per_token"):
@@ -93,6 +96,7 @@ def parse(log_dir):
     sc = r["yard"]["scored"]
     r["ours"]["sliding_tok_s"] = sc / r["ours"]["sliding_s"] if sc and r["ours"]["sliding_s"] else None
     r["shape"] = {k: field(meta, "shape:", k) for k in ("L", "D", "T", "tokens_per_step", "grad_accum")}
+    r["record_step_avg"] = field(rec, "step:", "step_avg")  # the record script's own step lines (optional run)
     r["meta"] = [l for l in meta.splitlines() if l.startswith(("date:", "gpu:"))]
     return r
 
@@ -127,6 +131,8 @@ def table(r):
     row("train ms/step", o["step_avg"], y["step_avg"], rat=ratio(y["step_avg"], o["step_avg"]))
     row("train tokens/s", o["tok/s"], y["tok/s"], "{:.0f}", ratio(o["tok/s"], y["tok/s"]))
     row("model TFLOP/s", o["model_TFLOP/s"], y["model_TFLOP/s"], "{:.1f}", ratio(o["model_TFLOP/s"], y["model_TFLOP/s"]))
+    if r.get("record_step_avg") is not None:
+        row("record script ms/step (optional)", None, r["record_step_avg"], rat=ratio(r["record_step_avg"], o["step_avg"]))
     row("% of 790 TFLOP/s", o["ceiling"], y["ceiling"], "{:.1f}")
     row("peak memory GiB (device in use)", o["peak"], y["peak"], "{:.2f}", ratio(o["peak"], y["peak"]))
     row("  torch peak reserved GiB", None, y.get("peak_reserved"), "{:.2f}")
@@ -171,6 +177,10 @@ def table(r):
         else:
             verdict = "PASS" if ok(v) else "MISS"
         lines.append(f"target: {name:<36s} {fmt(v, spec):>12s}  {verdict}")
+    if r.get("record_step_avg") is not None and y["step_avg"] is not None:
+        ok = y["step_avg"] <= r["record_step_avg"]
+        lines.append(f"check: yardstick at least as fast as the record script: {y['step_avg']:.2f} vs "
+                     f"{r['record_step_avg']:.2f} ms/step  {'PASS' if ok else 'MISS (the yardstick is too slow)'}")
     return lines, complete
 
 

@@ -244,6 +244,8 @@ class Optimizers:
         self.adam.step()
         mu = T.muon_momentum(step, self.cfg)
         for p, buf in zip(self.muon_params, self.muon_bufs):
+            if p.grad is None:
+                continue
             buf.mul_(mu).add_(p.grad)
             g = p.grad.add(buf, alpha=mu)
             u = self.ns(g, self.ns_steps, torch.bfloat16)

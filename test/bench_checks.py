@@ -195,6 +195,15 @@ def cmd_table(d):
             fail(f"table has no /{pat}/:\n{text}")
     if not complete:
         fail("table: complete logs reported as incomplete")
+    # the optional record-script run: its step_avg, ours against it, the yardstick check
+    with open(os.path.join(d, "record.log"), "w") as f:
+        f.write("step:20/20 train_loss:5.0000 train_time:14400ms step_avg:720.00ms\n")
+    text = "\n".join(BT.table(BT.parse(d))[0])
+    for pat in (r"record script ms/step \(optional\)\s+-\s+720\.00\s+1\.44x",
+                r"check: yardstick at least as fast as the record script: 750\.00 vs 720\.00 ms/step  MISS"):
+        if not re.search(pat, text):
+            fail(f"table has no /{pat}/:\n{text}")
+    os.unlink(os.path.join(d, "record.log"))
     # slower: the targets must MISS
     with open(os.path.join(d, "ours_plain.log"), "w") as f:
         f.write(OURS_PLAIN.replace("tok/s:1572864", "tok/s:1300000").replace("peak_memory:15.43GiB", "peak_memory:16.50GiB"))
