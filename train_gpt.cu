@@ -686,8 +686,8 @@ static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, L
     }
     peak_mem = std::max(peak_mem, trainer->report_memory(log));
     {
-        // the run's speed in the units of the issue [F] benchmark: tokens/s, model TFLOP/s against
-        // the H200's bf16 ceiling (model.h), the device memory in use
+        // the run's speed in the units of dev/bench.sh: tokens/s, model TFLOP/s against the H200's
+        // bf16 ceiling (model.h), the device memory in use
         const double run_ms = training_ms + 1000.0 * (now_seconds() - t0) - rc.training_ms;  // (t0 restarts after each eval)
         const long steps = end_step - rc.step;
         if (steps > 0 && run_ms > 0) {
@@ -695,9 +695,10 @@ static void train(Config &cfg, const BatchGeometry &geo, const TensorList &tl, L
             const double tflops = tok_s * model_flops_per_token(cfg, cfg.train_seq_len) / 1e12;
             char mem[32] = "-";
             if (peak_mem > 0) snprintf(mem, sizeof mem, "%.2fGiB", peak_mem / 1073741824.0);
+            const double ceiling = H200_BF16_TFLOPS * world_size;  // (all ranks together; peak memory is rank 0's)
             log.printf("perf: steps:%ld step_avg:%.2fms tok/s:%.0f model_TFLOP/s:%.2f ceiling:%.1f%% of %.0f flops_per_token:%.0f "
-                       "peak_memory:%s%s\n", steps, run_ms / steps, tok_s, tflops, 100.0 * tflops / H200_BF16_TFLOPS,
-                       H200_BF16_TFLOPS, model_flops_per_token(cfg, cfg.train_seq_len), mem,
+                       "peak_memory:%s%s\n", steps, run_ms / steps, tok_s, tflops, 100.0 * tflops / ceiling,
+                       ceiling, model_flops_per_token(cfg, cfg.train_seq_len), mem,
                        profiling ? " (PROFILE: half of these steps carry the profiler's events)" : "");
         }
     }
