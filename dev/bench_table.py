@@ -96,6 +96,7 @@ def parse(log_dir):
     sc = r["yard"]["scored"]
     r["ours"]["sliding_tok_s"] = sc / r["ours"]["sliding_s"] if sc and r["ours"]["sliding_s"] else None
     r["shape"] = {k: field(meta, "shape:", k) for k in ("L", "D", "T", "tokens_per_step", "grad_accum")}
+    r["yard"]["warnings"] = [l for l in yard.splitlines() if "WARNING" in l]
     r["record_step_avg"] = field(rec, "step:", "step_avg")  # the record script's own step lines (optional run)
     r["meta"] = [l for l in meta.splitlines() if l.startswith(("date:", "gpu:"))]
     return r
@@ -177,6 +178,8 @@ def table(r):
         else:
             verdict = "PASS" if ok(v) else "MISS"
         lines.append(f"target: {name:<36s} {fmt(v, spec):>12s}  {verdict}")
+    for wline in y.get("warnings", []):
+        lines.append("check: " + wline)
     if r.get("record_step_avg") is not None and y["step_avg"] is not None:
         ok = y["step_avg"] <= r["record_step_avg"]
         lines.append(f"check: yardstick at least as fast as the record script: {y['step_avg']:.2f} vs "

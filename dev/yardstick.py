@@ -203,6 +203,32 @@ def freeze_rotary(model, seq_lens, device, dtype):
                                                                      mod._frozen[seq_len][1].to(dtype)))(m)
 
 
+class Compiled:
+    """fn under torch.compile(fullgraph=True, dynamic=False), as the record script compiles; should
+    that fail at the first call (dynamo cannot trace something), it says so in one line and
+    compiles again allowing graph breaks, so the bench still gets a number (a slower one: the
+    line in the log tells)."""
+
+    def __init__(self, fn, what, enabled):
+        self.fn, self.what, self.enabled = fn, what, enabled
+        self.call = torch.compile(fn, fullgraph=True, dynamic=False) if enabled else fn
+        self.tried = not enabled
+
+    def __call__(self, *args):
+        if self.tried:
+            return self.call(*args)
+        self.tried = True
+        try:
+            return self.call(*args)
+        except Exception as e:  # noqa: BLE001 (any tracing failure: dynamo's exceptions vary by version)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            say(f"yardstick: WARNING fullgraph compile of {self.what} failed ({type(e).__name__}: {first}); "
+                f"compiling with graph breaks instead (slower than the record script's way)")
+            torch._dynamo.reset()
+            self.call = torch.compile(self.fn, dynamic=False)
+            return self.call(*args)
+
+
 def set_sdpa_backend(name):
     if name == "auto":
         return
@@ -316,7 +342,9 @@ def run(args):
     fpt = flops_per_token(cfg, T_len)
     say(f"yardstick: torch {torch.__version__} device:{device} mode:{mode} compile:{int(compile_ok)} sdpa:{args.sdpa} "
         f"gqa:{args.gqa} model_params:{sum(p.numel() for p in model.parameters())} flops_per_token:{fpt}")
-    train_model = torch.compile(model, fullgraph=True, dynamic=False) if compile_ok else model
+    if compile_ok and args.warmup < 1:
+        raise ValueError("--warmup must be >= 1 when compiling (the first step compiles)")
+    train_model = Compiled(model, "the model", compile_ok)
     opt = Optimizers(model, cfg, device, compile_ok)
     data = Batches(args.data_path, cfg, device)
     tokens_per_step = C.get(cfg, "TRAIN_BATCH_TOKENS")
@@ -390,7 +418,7 @@ def sliding_eval(model, cfg, args, device, compile_ok):
     val = E.load_val_tokens(args.data_path, seq, args.eval_tokens // seq * seq + 1)
     windows = E.sliding_windows(val.numel(), seq, stride)
     model.eval()
-    logits_fn = torch.compile(model.forward_logits, fullgraph=True, dynamic=False) if compile_ok else model.forward_logits
+    logits_fn = Compiled(model.forward_logits, "forward_logits", compile_ok)
     # every batch as (x, y, mask) on the host first (the windows are known up front), padded to bs
     batches = []
     for b0 in range(0, len(windows), bs):

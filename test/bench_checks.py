@@ -5,11 +5,15 @@
                                                    PyTorch model's tensors, seed and record presets
   python3 test/bench_checks.py families            kernel names -> PROFILE families; a chrome
                                                    trace -> kernel times -> breakdown lines
+  python3 test/bench_checks.py compiled          the yardstick's fullgraph compile and its fallback
+                                                   (torch.compile faked: a failing fullgraph trace)
   python3 test/bench_checks.py table DIR           dev/bench_table.py on made-up logs: the numbers,
                                                    ratios and PASS/MISS it must print; missing logs
                                                    give n/a and exit 1
 Each prints what it checked and exits non-zero (with the reason) on the first failure.
 """
+import contextlib
+import io
 import json
 import os
 import re
@@ -19,6 +23,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "dev"))
 sys.path.insert(0, os.path.join(ROOT, "dev", "ref"))
+import torch  # noqa: E402
 import bench_table as BT  # noqa: E402
 import config as C  # noqa: E402
 import model as M  # noqa: E402
@@ -137,6 +142,39 @@ def cmd_families():
     print("ok: chrome trace -> kernel times -> breakdown -> lines -> bench_table's parser")
 
 
+def cmd_compiled():
+    import types
+    calls = []
+
+    def fake_compile(fn, fullgraph=False, dynamic=None):
+        calls.append(fullgraph)
+        if fullgraph:
+            def broken(*a):
+                raise RuntimeError("Unsupported: a graph break\nmore detail")
+            return broken
+        return lambda *a: ("compiled", fn(*a))
+
+    saved = (getattr(torch, "compile", None), getattr(torch, "_dynamo", None))
+    torch.compile, torch._dynamo = fake_compile, types.SimpleNamespace(reset=lambda: calls.append("reset"))
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            c = Y.Compiled(lambda x: x + 1, "the model", True)
+            first, second = c(1), c(2)
+        if first != ("compiled", 2) or second != ("compiled", 3) or calls != [True, "reset", False]:
+            fail(f"fallback: results {first}, {second}, compile calls {calls}")
+        if not re.search(r"WARNING fullgraph compile of the model failed \(RuntimeError: Unsupported: a graph break\); "
+                         r"compiling with graph breaks", out.getvalue()):
+            fail(f"fallback: no warning line: {out.getvalue()!r}")
+        calls.clear()
+        plain = Y.Compiled(lambda x: x * 2, "eager", False)
+        if plain(4) != 8 or calls:
+            fail("Compiled(enabled=False) must call the function as is")
+    finally:
+        torch.compile, torch._dynamo = saved
+    print("ok: fullgraph compile falls back to graph breaks with one warning line; disabled = eager")
+
+
 OURS_PLAIN = """step:20/20 train_loss:5.1234 train_time:14000ms step_avg:700.00ms tok/s:1123474 elapsed:14s eta:0s
 gpu_memory: model+activations 14000 MiB, device in use 15800 of 143771 MiB
 perf: steps:20 step_avg:500.00ms tok/s:1572864 model_TFLOP/s:359.39 ceiling:45.5% of 790 flops_per_token:228492288 peak_memory:15.43GiB
@@ -225,6 +263,8 @@ if __name__ == "__main__":
         cmd_flops(sys.argv[2])
     elif cmd == "families":
         cmd_families()
+    elif cmd == "compiled":
+        cmd_compiled()
     elif cmd == "table" and len(sys.argv) == 3:
         cmd_table(sys.argv[2])
     else:

@@ -21,6 +21,7 @@ check "bench: PROFILE=1 on the CPU: a notice that it is GPU only, then the run w
 check "bench: model FLOPs per token: model.h (--dry-run) = yardstick = tensor count, 3 configs + by hand" \
     $PYTHON test/bench_checks.py flops "$ROOT/train_gpt"
 check "bench: kernel names -> PROFILE families; chrome trace -> breakdown lines" $PYTHON test/bench_checks.py families
+check "bench: the yardstick's fullgraph compile falls back to graph breaks with a warning" $PYTHON test/bench_checks.py compiled
 check "bench: bench_table.py: numbers, ratios, attention TFLOP/s, PASS/MISS, n/a for a missing log" \
     $PYTHON test/bench_checks.py table "$BD/table"
 check "bench: dev/yardstick.py on a tiny CPU model (3 timed steps, sliding eval), finite losses" \
