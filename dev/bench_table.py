@@ -111,12 +111,14 @@ def ratio(a, b):
 
 
 def attn_tflops(shape, ms_per_step, backward):
-    """Model attention FLOPs of one step (common/model.h: 2 * D * (T + 1) per token and layer
-    forward, twice that backward) over the family's time."""
+    """Attention kernel FLOPs of one step over the family's time: forward 2 * D * (T + 1) per
+    token and layer (QK^T and PV, causal half; common/model.h), backward 2.5x that, the
+    convention of dev/attention.cu and FlashAttention's papers (the backward's five GEMMs
+    recompute QK^T). The model FLOPs of the perf line count the backward as 2x (no recompute)."""
     if ms_per_step in (None, 0) or any(shape.get(k) is None for k in ("L", "D", "T", "tokens_per_step")):
         return None
     fwd = shape["tokens_per_step"] * shape["L"] * 2 * shape["D"] * (shape["T"] + 1)
-    return (2 * fwd if backward else fwd) / (ms_per_step / 1000.0) / 1e12
+    return (2.5 * fwd if backward else fwd) / (ms_per_step / 1000.0) / 1e12
 
 
 def table(r):

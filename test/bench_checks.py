@@ -216,8 +216,8 @@ def cmd_table(d):
     lines, complete = BT.table(r)
     text = "\n".join(lines)
     # 1572864 / 1048576 = 1.50x; sliding 210000 / 70000 = 3.00x; attention fwd: 786432 * 11 * 2 *
-    # 512 * 2049 FLOPs in 40 ms = 453.8 TFLOP/s (the yardstick's 70 ms: 259.3); bwd twice the
-    # FLOPs in 100 ms = 363.0
+    # 512 * 2049 FLOPs in 40 ms = 453.8 TFLOP/s (the yardstick's 70 ms: 259.3); bwd 2.5x the
+    # FLOPs (the kernel convention: QK^T recomputed) in 100 ms = 453.8
     expect = [r"train tokens/s\s+1572864\s+1048576\s+1\.50x", r"train ms/step\s+500\.00\s+750\.00\s+1\.50x",
               r"sliding scored tokens/s\s+210000\s+70000\s+3\.00x",
               r"attention fwd TFLOP/s\s+454\s+259",
@@ -225,7 +225,7 @@ def cmd_table(d):
               r"target: peak memory <= 16 GiB\s+15\.43 GiB\s+PASS",
               r"target: sliding eval >= 2x yardstick\s+3\.00x\s+PASS",
               r"target: attention fwd >= 450 TFLOP/s\s+454\s+PASS",
-              r"target: attention bwd >= 350 TFLOP/s\s+363\s+PASS",
+              r"target: attention bwd >= 350 TFLOP/s\s+454\s+PASS",
               r"target: memory-bound <= 14 ms/micro-step\s+12\.50 ms\s+PASS",
               r"attention bwd\s+100\.00\s+12\.500\s+-\s+-"]
     for pat in expect:
