@@ -10,6 +10,7 @@
 //   resid_mix_forward/backward                                     x_in = mix0*x + mix1*x0
 //   residual_scale_forward/backward                                x + scale*y: attn/mlp scales, U-Net skips
 //   resid_mix_rmsnorm_forward, residual_scale_rmsnorm_forward      those two fused with the next rmsnorm
+//   rmsnorm_resid_mix_backward                                     the backward of resid_mix + rmsnorm in one pass
 //   relu2_forward/backward(_from_out)                              relu(x)^2
 //   rope_tables, qk_norm_rope_gain_forward/backward                per-head rmsnorm + partial RoPE + q_gain
 //   qk_rope_gain_forward                                           the same without the norm (recompute)
@@ -751,6 +752,25 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_forward_kernel(bf16 *o
     rmsnorm_row_finish<CACHE>(o, rstd, x, v, ss, n, C, CV, lane, scale);
 }
 
+// The lane's vectors k * 32 + lane (k < K) of a row's dout and inp into dy, x, and their part of
+// sum(x * dy). One warp per row.
+template <int K>
+__device__ __forceinline__ float rmsnorm_row_load_dot(float (&dy)[K][8], float (&x)[K][8], const bf16 *dout, const bf16 *inp,
+                                                      int CV, int lane) {
+    float dot = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int cv = k * 32 + lane;
+        if (cv < CV) {
+            lyr::load8(dy[k], dout + cv * 8);
+            lyr::load8(x[k], inp + cv * 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) dot += x[k][j] * dy[k][j];
+        }
+    }
+    return dot;
+}
+
 // dx = scale * r * (dy - xhat * mean(xhat * dy)), xhat = x * r; written as a*dy - b*x.
 // FROM_OUT: inp is the forward's output y = scale * x * r instead of its input x (xhat = y /
 // scale): the same formula as a*dy - b'*y with b' = r * sum(y * dy) / (scale * C), so a model
@@ -766,17 +786,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_backward_kernel(bf16 *
     const int CV = C / 8;
     const size_t row = (size_t)n * C;
     float dy[CACHE][8], x[CACHE][8];
-    float dot = 0.f;  // sum(x * dy)
-#pragma unroll
-    for (int k = 0; k < CACHE; k++) {
-        const int cv = k * 32 + lane;
-        if (cv < CV) {
-            lyr::load8(dy[k], dout + row + cv * 8);
-            lyr::load8(x[k], inp + row + cv * 8);
-#pragma unroll
-            for (int j = 0; j < 8; j++) dot += x[k][j] * dy[k][j];
-        }
-    }
+    float dot = rmsnorm_row_load_dot<CACHE>(dy, x, dout + row, inp + row, CV, lane);  // sum(x * dy), this lane's part
     for (int cv = CACHE * 32 + lane; cv < CV; cv += 32) {
         float a[8], b[8];
         lyr::load8(a, dout + row + cv * 8);
@@ -1287,6 +1297,134 @@ inline void residual_scale_rmsnorm_forward(bf16 *out, bf16 *ln, float *rstd, con
     residual_rmsnorm_forward_kernel<2><<<residual_rmsnorm_grid(N), ROW_WARPS * 32, 0, stream>>>(out, ln, rstd, x, y, rscale,
                                                                                                N, C, scale);
     cudaCheckLaunch();
+}
+
+// ----------------------------------------------------------------------------
+// the backward of a block's start, x_in = mix[0] * resid + mix[1] * x0 then ln = s * rmsnorm(x_in),
+// in one pass: rmsnorm_resid_mix_backward. CPU twin: rmsnorm_backward_cpu then
+// resid_mix_backward_cpu (the unfused launchers: rmsnorm_backward_from_out, resid_mix_backward)
+
+constexpr int RMB_MAX_K = 4;  // 8-value vectors per lane: rows of up to 1024 channels
+
+// One warp per row, grid-stride over rows (a full wave: the partial sums' order is fixed):
+//   g     = bf16(dres + the rmsnorm gradient from the output ln and rstd)   (d x_in, as the
+//           unfused rmsnorm_backward_from_out stores it)
+//   dres  = mix[0] * g,  dx0 (+)= mix[1] * g,  partial (2, C) += sums of g * resid, g * x0
+// Lane owns channels (k * 32 + lane) * 8 .. + 8 for k < K, so its parameter-gradient sums stay in
+// registers; the block adds its warps' sums in warp order.
+template <int K>
+__global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_kernel(
+    bf16 *dres, bf16 *dx0, float *partial, const bf16 *dln, const bf16 *ln, const float *rstd, const bf16 *resid,
+    const bf16 *x0, const float *mix, int N, int C, float scale, bool acc_dx0) {
+    static_assert(ROW_WARPS * 32 == 256, "the partial sums take 256 channels a round");
+    __shared__ float sh[ROW_WARPS][32 * 8 + 1];
+    __shared__ float sm[2][K * 256];  // mix, bf16-rounded as the reference uses it (registers would cost occupancy)
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, CV = C / 8;
+    for (int i = threadIdx.x; i < K * 256; i += blockDim.x) {
+        sm[0][i] = i < C ? lyr::rnd(mix[i]) : 0.f;
+        sm[1][i] = i < C ? lyr::rnd(mix[C + i]) : 0.f;
+    }
+    __syncthreads();
+    float acc0[K][8], acc1[K][8];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        lyr::zero8(acc0[k]);
+        lyr::zero8(acc1[k]);
+    }
+    for (int n = blockIdx.x * ROW_WARPS + w; n < N; n += gridDim.x * ROW_WARPS) {  // warp-uniform
+        const size_t row = (size_t)n * C;
+        float dy[K][8], y[K][8];
+        const float dot = lyr::warp_sum(rmsnorm_row_load_dot<K>(dy, y, dln + row, ln + row, CV, lane));  // sum(y * dy)
+        const float r = rstd[n];
+        const float a = scale * r, b = r * dot / (scale * (float)C);  // as rmsnorm_backward_kernel<FROM_OUT>
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int cv = k * 32 + lane;
+            if (cv < CV) {
+                const size_t at = row + cv * 8;
+                float g[8], xr[8], xz[8], o[8], o0[8];
+                lyr::load8(g, dres + at);
+                lyr::load8(xr, resid + at);
+                lyr::load8(xz, x0 + at);
+                if (acc_dx0) lyr::load8(o0, dx0 + at);
+                else lyr::zero8(o0);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    g[j] = lyr::rnd(g[j] + (a * dy[k][j] - b * y[k][j]));
+#ifdef BREAK_RMSNORM_MIX  // a deliberately wrong variant (dev/broken_variants.sh): dres's own gradient dropped
+                    g[j] = lyr::rnd(a * dy[k][j] - b * y[k][j]);
+#endif
+                    o[j] = sm[0][cv * 8 + j] * g[j];
+                    o0[j] += sm[1][cv * 8 + j] * g[j];
+                    acc0[k][j] += g[j] * xr[j];
+                    acc1[k][j] += g[j] * xz[j];
+                }
+                lyr::store8(dres + at, o);
+                lyr::store8(dx0 + at, o0);
+            }
+        }
+    }
+    // the block's partial sums: per channel, the warps' sums in warp order
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const float(&acc)[K][8] = half ? acc1 : acc0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) sh[w][lane * 8 + j] = acc[k][j];
+            __syncthreads();
+            // thread t: channel (k * 32) * 8 + t of this round
+            const int c = k * 256 + threadIdx.x;
+            if (c < C) {
+                float s = 0.f;
+                for (int u = 0; u < ROW_WARPS; u++) s += sh[u][threadIdx.x];
+                partial[(size_t)blockIdx.x * 2 * C + (size_t)half * C + c] = s;
+            }
+            __syncthreads();  // sh is rewritten by the next round
+        }
+    }
+}
+
+// Whether rmsnorm_resid_mix_backward takes rows of C channels (else run the two unfused launchers).
+inline bool rmsnorm_resid_mix_fusable(int C) { return C > 0 && C % 8 == 0 && C <= RMB_MAX_K * 256; }
+
+// dres (N, C): in, the gradient of the block's x_in other than through ln (the residual path);
+// out, the gradient of resid. dln: the gradient of ln = scale * rmsnorm(x_in) (kept ln, rstd from
+// the forward). dx0 (+)= mix[1] * d x_in, dmix (2, C) += the mix gradient. The same results as
+// rmsnorm_backward_from_out(dres, dln, ln, rstd, .., accumulate) then resid_mix_backward(dres, dx0,
+// dmix, dres, resid, x0, mix, .., false, acc_dx0), in one pass: 8 N*C bf16 moved instead of 10
+// (7 instead of 9 without acc_dx0).
+inline void rmsnorm_resid_mix_backward(bf16 *dres, bf16 *dx0, float *dmix, const bf16 *dln, const bf16 *ln,
+                                       const float *rstd, const bf16 *resid, const bf16 *x0, const float *mix, int N,
+                                       int C, float scale, bool acc_dx0, DeviceScratch scratch, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
+    const char *who = "rmsnorm_resid_mix_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(rmsnorm_resid_mix_fusable(C), who, "rows of at most 1024 channels (else the unfused launchers)");
+    layers_require(scale != 0.f, who, "scale must not be 0 (xhat = ln / scale)");
+    layers_require(dres != dx0, who, "dres and dx0 must be different buffers");
+    const void *ptrs[] = {dres, dx0, dln, ln, resid, x0};
+    const char *names[] = {"dres", "dx0", "dln", "ln", "resid", "x0"};
+    for (int i = 0; i < 6; i++) layers_check_aligned(ptrs[i], who, names[i]);
+    if (N <= 0) return;
+    const int K = ceil_div(C / 8, 32);
+    const void *kern = K == 1 ? (const void *)rmsnorm_resid_mix_backward_kernel<1>
+                     : K == 2 ? (const void *)rmsnorm_resid_mix_backward_kernel<2>
+                              : (const void *)rmsnorm_resid_mix_backward_kernel<4>;
+    const int nb = std::max(1, std::min(ceil_div(N, ROW_WARPS), full_wave_blocks(kern, ROW_WARPS * 32)));
+    layers_check_scratch(scratch, (size_t)nb * 2 * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    if (K == 1)
+        rmsnorm_resid_mix_backward_kernel<1><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
+                                                                                mix, N, C, scale, acc_dx0);
+    else if (K == 2)
+        rmsnorm_resid_mix_backward_kernel<2><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
+                                                                                mix, N, C, scale, acc_dx0);
+    else
+        rmsnorm_resid_mix_backward_kernel<4><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
+                                                                                mix, N, C, scale, acc_dx0);
+    cudaCheckLaunch();
+    channel_partials_finalize(dmix, partial, nb, 2 * C, nullptr, stream);
 }
 
 // ----------------------------------------------------------------------------

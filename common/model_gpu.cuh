@@ -472,16 +472,23 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         matmul_backward(m.dln, dbp.c_q, m.dq, la.ln1, bw.c_q, N, D, D, false, true, stream);
         matmul_backward(m.dln, dbp.c_k, m.dk, la.ln1, bw.c_k, N, D, KVD, true, true, stream);
         matmul_backward(m.dln, dbp.c_v, m.dv, la.ln1, bw.c_v, N, D, KVD, true, true, stream);
-        rmsnorm_backward_from_out(m.dres, m.dln, la.ln1, la.rstd1, N, D, s, true, stream);
-        // x_in = mix[0] * resid + mix[1] * x0: dres becomes d resid in place; dx0 sums over blocks.
-        // A skip layer's resid = prev + skip_weights[i] * enc is recomputed (l >= 1 there).
+        // ln1 = s * rmsnorm(x_in), x_in = mix[0] * resid + mix[1] * x0: dres becomes d resid in
+        // place; dx0 sums over blocks. A skip layer's resid = prev + skip_weights[i] * enc is
+        // recomputed (l >= 1 there).
         const int i = l - nE;
         const bool skip = i >= 0 && i < c.num_skip;
         if (skip)
             residual_scale_forward(m.xres, m.layers[l - 1].out, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D,
                                    stream);
-        resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dres, skip ? m.xres : la.resid, m.x0, bp.resid_mix, N, D, false,
-                           l != L - 1, sc, stream);
+        const bf16 *resid = skip ? m.xres : la.resid;
+        if (rmsnorm_resid_mix_fusable(D)) {
+            rmsnorm_resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dln, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s,
+                                       l != L - 1, sc, stream);
+        } else {
+            rmsnorm_backward_from_out(m.dres, m.dln, la.ln1, la.rstd1, N, D, s, true, stream);
+            resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dres, resid, m.x0, bp.resid_mix, N, D, false, l != L - 1, sc,
+                               stream);
+        }
         // the skip add of a decoder block: d prev = dres
         if (skip)
             residual_scale_backward(nullptr, dp.skip_weights + (size_t)i * D, m.dskip + (size_t)i * ND, m.dres,

@@ -22,6 +22,8 @@
 #                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_RELU2_FROM_OUT  relu2_backward_from_out reads relu^2 as if it were relu (no sqrt)
 #                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_RMSNORM_MIX     rmsnorm_resid_mix_backward drops the residual path's gradient
+#                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_QK_RECOMPUTE    the q/k forward rotates the unrounded xn: the backward's recompute of q, k
 #                         from the stored xn no longer gives what attention read
 #                                                              (common/layers.cuh)  -> dev_layers
@@ -44,6 +46,7 @@ ROWS=(
     'BREAK_XSA_ACCUMULATE|attention|--check-only --small|FAIL +xsa bwd d[yv] \(accumulate\)'
     'BREAK_RMSNORM_FROM_OUT|layers|--no-bench|FAIL +dinp from y'
     'BREAK_RELU2_FROM_OUT|layers|--no-bench|FAIL +dinp from relu\^2'
+    'BREAK_RMSNORM_MIX|layers|--no-bench|FAIL +dresid'
     'BREAK_QK_RECOMPUTE|layers|--no-bench|FAIL +out from xn +bitwise'
 )
 declare -A CHECK ARGS WANT

@@ -424,6 +424,51 @@ static void test_residual_rmsnorm(int N, int C, float scale) {
     }
 }
 
+// the backward of x_in = resid_mix(resid, x0), ln = scale * rmsnorm(x_in), fused; against the
+// CPU's rmsnorm_backward then resid_mix_backward, with d x_in rounded to bf16 in between as the
+// unfused launchers store it, and the input x' = ln / (scale * rstd) that the kept ln stands for
+static void test_rmsnorm_resid_mix(int N, int C, float scale) {
+    printf("rmsnorm_resid_mix_backward N=%d C=%d scale=%g\n", N, C, scale);
+    const size_t n = (size_t)N * C;
+    std::vector<float> resid = randn(n), x0 = randn(n), mix = randn(2 * C, 0.5f, 0.5f), x_in(n), ln(n), rstd(N), xy(n);
+    resid_mix_forward_cpu(x_in.data(), resid.data(), x0.data(), mix.data(), N, C);
+    rmsnorm_forward_cpu(ln.data(), rstd.data(), x_in.data(), N, C, scale);
+    for (float &v : ln) v = rbf(v);
+    for (size_t e = 0; e < n; e++) xy[e] = ln[e] / (scale * rstd[e / C]);
+    std::vector<float> dln = randn(n), dres_in = randn(n), dx0_in = randn(n), dmix_in = randn(2 * C);
+    DevBuf<bf16> d_resid(n), d_x0(n), d_ln(n), d_dln(n), d_dres(n), d_dx0(n);
+    DevBuf<float> d_mix(2 * C), d_rstd(N), d_dmix(2 * C);
+    put(d_resid, resid);
+    put(d_x0, x0);
+    put(d_ln, ln);
+    put(d_dln, dln);
+    put(d_mix, mix);
+    put(d_rstd, rstd);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dxin = dres_in, r_dres(n, 0.f), r_dx0 = acc ? dx0_in : std::vector<float>(n, 0.f), r_dmix = dmix_in;
+        rmsnorm_backward_cpu(dxin.data(), dln.data(), xy.data(), rstd.data(), N, C, scale);
+        for (float &v : dxin) v = rbf(v);
+        resid_mix_backward_cpu(r_dres.data(), r_dx0.data(), r_dmix.data(), dxin.data(), resid.data(), x0.data(), mix.data(), N, C);
+        std::vector<float> g_dmix;
+        for (int run = 0; run < 2; run++) {  // the second run: the same bits
+            put(d_dres, dres_in);
+            if (acc) put(d_dx0, dx0_in);
+            else poison(d_dx0.p, n);
+            put(d_dmix, dmix_in);
+            rmsnorm_resid_mix_backward(d_dres.p, d_dx0.p, d_dmix.p, d_dln.p, d_ln.p, d_rstd.p, d_resid.p, d_x0.p, d_mix.p, N,
+                                       C, scale, acc, g_scratch, 0);
+            if (run == 1) {
+                expect(check_exact("dmix", get(d_dmix, 2 * C), g_dmix));
+                break;
+            }
+            expect(check_bf16("dresid", get(d_dres, n), r_dres));
+            expect(check_bf16(acc ? "dx0 (accumulate)" : "dx0", get(d_dx0, n), r_dx0));
+            g_dmix = get(d_dmix, 2 * C);
+            expect(check_sum("dmix", g_dmix, r_dmix));
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // relu^2, scalar scale
 
@@ -665,6 +710,10 @@ static void bench_all() {
     bench_row("residual_scale_backward", shape,
               bench_ms([&] { residual_scale_backward(nullptr, grads.p, e.p, d.p, params.p, a.p, N, D, false, false, g_scratch, 0); }),
               ND * 3 * b2, 0);
+    bench_row("rmsnorm_resid_mix_backward acc", shape,
+              bench_ms([&] { rmsnorm_resid_mix_backward(b.p, e.p, grads.p, a.p, d.p, rstd.p, c.p, a.p, params.p, N, D, 0.5f,
+                                                        true, g_scratch, 0); }),
+              ND * 8 * b2 + N * b4, 0);
     bench_row("resid_mix_rmsnorm_forward", shape,
               bench_ms([&] { resid_mix_rmsnorm_forward(e.p, b.p, rstd.p, d.p, a.p, params.p, N, D, 0.5f, 0); }),
               ND * 4 * b2 + N * b4, 0);
@@ -760,6 +809,12 @@ int main(int argc, char **argv) {
     test_residual_rmsnorm(4099, 512, 1.f / std::sqrt(5.f));
     test_residual_rmsnorm(77, 1536, 1.f);  // longer than the register cache
     test_residual_rmsnorm(3, 2056, 1.f);
+
+    test_rmsnorm_resid_mix(1, 8, 1.f);
+    test_rmsnorm_resid_mix(333, 96, 0.5f);
+    test_rmsnorm_resid_mix(50, 264, 1.f);                  // 33 vectors a row: the second register set mostly idle
+    test_rmsnorm_resid_mix(20011, 512, 1.f / std::sqrt(3.f));  // more rows than a wave of warps
+    test_rmsnorm_resid_mix(77, 1024, 1.f);                 // the longest rows it takes
 
     test_relu2(1);
     test_relu2(7);
