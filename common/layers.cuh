@@ -5,13 +5,15 @@
 //
 //   scalar_scale_forward/backward, add_inplace                     VE scalar scales; dst += src
 //   bigram_hash, embedding_forward/backward, embed_sum_forward/backward   the input embeddings
-//   rmsnorm_forward/backward                                       no weight, optional scale
+//   rmsnorm_forward/backward(_from_out)                            no weight, optional scale
 //   smear_forward/backward                                         SmearGate
 //   resid_mix_forward/backward                                     x_in = mix0*x + mix1*x0
 //   residual_scale_forward/backward                                x + scale*y: attn/mlp scales, U-Net skips
 //   resid_mix_rmsnorm_forward, residual_scale_rmsnorm_forward      those two fused with the next rmsnorm
-//   relu2_forward/backward                                         relu(x)^2
+//   rmsnorm_resid_mix_backward                                     the backward of resid_mix + rmsnorm in one pass
+//   relu2_forward/backward(_from_out)                              relu(x)^2
 //   rope_tables, qk_norm_rope_gain_forward/backward                per-head rmsnorm + partial RoPE + q_gain
+//   qk_rope_gain_forward                                           the same without the norm (recompute)
 //   params_to_bf16, fake_quant, weights_to_bf16                    the bf16 weights the kernels read (late QAT)
 //
 // (Before them: what several families share, the partial-sum finalizers and the launchers' checks.
@@ -53,6 +55,7 @@
 #include <cmath>
 #include <cstdint>
 #include <mutex>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -67,11 +70,11 @@ constexpr int ROW_WARPS = 8;             // rmsnorm: one warp per row, 8 rows pe
 constexpr int RMS_CACHE = 4;             // 8-value vectors per lane rmsnorm keeps in registers (C <= 1024 read once)
 constexpr int RED_THREADS = 256;         // row-layout kernels (smear, resid_mix, residual_scale)
 constexpr int REDUCE_MAX_BLOCKS = 2048;  // at most this many partial sums per reduced value
-constexpr int QK_THREADS = 256;          // qk_norm_rope_gain: one thread per 8 values of a head
+constexpr int QK_WARPS = 8;              // qk_norm_rope_gain: warps per block, one lane per 8 values of a head
 constexpr int SORT_CHUNK = 1024;         // embedding sort: positions per block (one per thread)
 constexpr int EMB_PIECE = 64;            // embedding backward: sorted entries summed by one warp
 constexpr int EMB_WARPS = 4;             // embedding backward: pieces per block
-static_assert(RED_THREADS % 32 == 0 && QK_THREADS % 32 == 0 && ELEM_THREADS % 32 == 0, "blocks are whole warps");
+static_assert(RED_THREADS % 32 == 0 && ELEM_THREADS % 32 == 0, "blocks are whole warps");
 static_assert(SORT_CHUNK == 1024, "sort_place_kernel runs one thread per position of a chunk (<= 1024 threads)");
 static_assert(EMB_PIECE == 64, "embedding_backward_piece_kernel holds a piece in two registers per lane");
 
@@ -749,8 +752,30 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_forward_kernel(bf16 *o
     rmsnorm_row_finish<CACHE>(o, rstd, x, v, ss, n, C, CV, lane, scale);
 }
 
-// dx = scale * r * (dy - xhat * mean(xhat * dy)), xhat = x * r; written as a*dy - b*x
-template <int CACHE>
+// The lane's vectors k * 32 + lane (k < K) of a row's dout and inp into dy, x, and their part of
+// sum(x * dy). One warp per row.
+template <int K>
+__device__ __forceinline__ float rmsnorm_row_load_dot(float (&dy)[K][8], float (&x)[K][8], const bf16 *dout, const bf16 *inp,
+                                                      int CV, int lane) {
+    float dot = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int cv = k * 32 + lane;
+        if (cv < CV) {
+            lyr::load8(dy[k], dout + cv * 8);
+            lyr::load8(x[k], inp + cv * 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) dot += x[k][j] * dy[k][j];
+        }
+    }
+    return dot;
+}
+
+// dx = scale * r * (dy - xhat * mean(xhat * dy)), xhat = x * r; written as a*dy - b*x.
+// FROM_OUT: inp is the forward's output y = scale * x * r instead of its input x (xhat = y /
+// scale): the same formula as a*dy - b'*y with b' = r * sum(y * dy) / (scale * C), so a model
+// need not keep the norm's input when it keeps its output anyway.
+template <int CACHE, bool FROM_OUT>
 __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_backward_kernel(bf16 *dinp, const bf16 *dout,
                                                                            const bf16 *inp, const float *rstd,
                                                                            int N, int C, float scale,
@@ -761,17 +786,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_backward_kernel(bf16 *
     const int CV = C / 8;
     const size_t row = (size_t)n * C;
     float dy[CACHE][8], x[CACHE][8];
-    float dot = 0.f;  // sum(x * dy)
-#pragma unroll
-    for (int k = 0; k < CACHE; k++) {
-        const int cv = k * 32 + lane;
-        if (cv < CV) {
-            lyr::load8(dy[k], dout + row + cv * 8);
-            lyr::load8(x[k], inp + row + cv * 8);
-#pragma unroll
-            for (int j = 0; j < 8; j++) dot += x[k][j] * dy[k][j];
-        }
-    }
+    float dot = rmsnorm_row_load_dot<CACHE>(dy, x, dout + row, inp + row, CV, lane);  // sum(x * dy), this lane's part
     for (int cv = CACHE * 32 + lane; cv < CV; cv += 32) {
         float a[8], b[8];
         lyr::load8(a, dout + row + cv * 8);
@@ -781,7 +796,10 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_backward_kernel(bf16 *
     }
     dot = lyr::warp_sum(dot);
     const float r = rstd[n];
-    const float a = scale * r, b = scale * r * r * r * dot / (float)C;
+    float a = scale * r, b = FROM_OUT ? r * dot / (scale * (float)C) : scale * r * r * r * dot / (float)C;
+#ifdef BREAK_RMSNORM_FROM_OUT  // a deliberately wrong variant (dev/broken_variants.sh): y read as if it were x
+    if (FROM_OUT) b = scale * r * r * r * dot / (float)C;
+#endif
 #pragma unroll
     for (int k = 0; k < CACHE; k++) {
         const int cv = k * 32 + lane;
@@ -821,19 +839,33 @@ inline void rmsnorm_forward(bf16 *out, float *rstd, const bf16 *inp, int N, int 
         rmsnorm_forward_kernel<RMS_CACHE><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(out, rstd, inp, N, C, scale);
     cudaCheckLaunch();
 }
+template <bool FROM_OUT>
+inline void rmsnorm_backward_launch(bf16 *dinp, const bf16 *dout, const bf16 *inp, const float *rstd, int N, int C,
+                                    float scale, bool accumulate, cudaStream_t stream, const char *who) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
+    layers_check_rowlen(C, who, "C");
+    if (FROM_OUT) layers_require(scale != 0.f, who, "scale must not be 0 (xhat = out / scale)");
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout, who, "dout");
+    layers_check_aligned(inp, who, FROM_OUT ? "out" : "inp");
+    if (N <= 0) return;
+    rmsnorm_backward_kernel<RMS_CACHE / 2, FROM_OUT><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(
+        dinp, dout, inp, rstd, N, C, scale, accumulate);
+    cudaCheckLaunch();
+}
 // dinp (+)= the gradient through rmsnorm (rstd from the forward). dinp may be dout.
 inline void rmsnorm_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, const float *rstd, int N, int C,
                              float scale, bool accumulate, cudaStream_t stream) {
-    ProfScope prof_(PROF_MEMBOUND, stream);
-    const char *who = "rmsnorm_backward";
-    layers_check_rowlen(C, who, "C");
-    layers_check_aligned(dinp, who, "dinp");
-    layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(inp, who, "inp");
-    if (N <= 0) return;
-    rmsnorm_backward_kernel<RMS_CACHE / 2><<<ceil_div(N, ROW_WARPS), ROW_WARPS * 32, 0, stream>>>(
-        dinp, dout, inp, rstd, N, C, scale, accumulate);
-    cudaCheckLaunch();
+    rmsnorm_backward_launch<false>(dinp, dout, inp, rstd, N, C, scale, accumulate, stream, "rmsnorm_backward");
+}
+// The same gradient from the forward's output out = scale * rmsnorm(inp) (bf16, as stored) and
+// rstd instead of inp: the model keeps ln1/ln2 for the GEMMs' weight gradients anyway, so it
+// need not keep x_in / x_mid too. In exact math equal to rmsnorm_backward (CPU twin:
+// rmsnorm_backward_cpu on inp); in bf16 xhat comes from the rounded output, an error of the
+// same size as the rounding of inp. scale must not be 0. dinp may be dout.
+inline void rmsnorm_backward_from_out(bf16 *dinp, const bf16 *dout, const bf16 *out, const float *rstd, int N, int C,
+                                      float scale, bool accumulate, cudaStream_t stream) {
+    rmsnorm_backward_launch<true>(dinp, dout, out, rstd, N, C, scale, accumulate, stream, "rmsnorm_backward_from_out");
 }
 
 // ----------------------------------------------------------------------------
@@ -1268,6 +1300,134 @@ inline void residual_scale_rmsnorm_forward(bf16 *out, bf16 *ln, float *rstd, con
 }
 
 // ----------------------------------------------------------------------------
+// the backward of a block's start, x_in = mix[0] * resid + mix[1] * x0 then ln = s * rmsnorm(x_in),
+// in one pass: rmsnorm_resid_mix_backward. CPU twin: rmsnorm_backward_cpu then
+// resid_mix_backward_cpu (the unfused launchers: rmsnorm_backward_from_out, resid_mix_backward)
+
+constexpr int RMB_MAX_K = 4;  // 8-value vectors per lane: rows of up to 1024 channels
+
+// One warp per row, grid-stride over rows (a full wave: the partial sums' order is fixed):
+//   g     = bf16(dres + the rmsnorm gradient from the output ln and rstd)   (d x_in, as the
+//           unfused rmsnorm_backward_from_out stores it)
+//   dres  = mix[0] * g,  dx0 (+)= mix[1] * g,  partial (2, C) += sums of g * resid, g * x0
+// Lane owns channels (k * 32 + lane) * 8 .. + 8 for k < K, so its parameter-gradient sums stay in
+// registers; the block adds its warps' sums in warp order.
+template <int K>
+__global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_kernel(
+    bf16 *dres, bf16 *dx0, float *partial, const bf16 *dln, const bf16 *ln, const float *rstd, const bf16 *resid,
+    const bf16 *x0, const float *mix, int N, int C, float scale, bool acc_dx0) {
+    static_assert(ROW_WARPS * 32 == 256, "the partial sums take 256 channels a round");
+    __shared__ float sh[ROW_WARPS][32 * 8 + 1];
+    __shared__ float sm[2][K * 256];  // mix, bf16-rounded as the reference uses it (registers would cost occupancy)
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, CV = C / 8;
+    for (int i = threadIdx.x; i < K * 256; i += blockDim.x) {
+        sm[0][i] = i < C ? lyr::rnd(mix[i]) : 0.f;
+        sm[1][i] = i < C ? lyr::rnd(mix[C + i]) : 0.f;
+    }
+    __syncthreads();
+    float acc0[K][8], acc1[K][8];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        lyr::zero8(acc0[k]);
+        lyr::zero8(acc1[k]);
+    }
+    for (int n = blockIdx.x * ROW_WARPS + w; n < N; n += gridDim.x * ROW_WARPS) {  // warp-uniform
+        const size_t row = (size_t)n * C;
+        float dy[K][8], y[K][8];
+        const float dot = lyr::warp_sum(rmsnorm_row_load_dot<K>(dy, y, dln + row, ln + row, CV, lane));  // sum(y * dy)
+        const float r = rstd[n];
+        const float a = scale * r, b = r * dot / (scale * (float)C);  // as rmsnorm_backward_kernel<FROM_OUT>
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int cv = k * 32 + lane;
+            if (cv < CV) {
+                const size_t at = row + cv * 8;
+                float g[8], xr[8], xz[8], o[8], o0[8];
+                lyr::load8(g, dres + at);
+                lyr::load8(xr, resid + at);
+                lyr::load8(xz, x0 + at);
+                if (acc_dx0) lyr::load8(o0, dx0 + at);
+                else lyr::zero8(o0);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    g[j] = lyr::rnd(g[j] + (a * dy[k][j] - b * y[k][j]));
+#ifdef BREAK_RMSNORM_MIX  // a deliberately wrong variant (dev/broken_variants.sh): dres's own gradient dropped
+                    g[j] = lyr::rnd(a * dy[k][j] - b * y[k][j]);
+#endif
+                    o[j] = sm[0][cv * 8 + j] * g[j];
+                    o0[j] += sm[1][cv * 8 + j] * g[j];
+                    acc0[k][j] += g[j] * xr[j];
+                    acc1[k][j] += g[j] * xz[j];
+                }
+                lyr::store8(dres + at, o);
+                lyr::store8(dx0 + at, o0);
+            }
+        }
+    }
+    // the block's partial sums: per channel, the warps' sums in warp order
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const float(&acc)[K][8] = half ? acc1 : acc0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) sh[w][lane * 8 + j] = acc[k][j];
+            __syncthreads();
+            // thread t: channel (k * 32) * 8 + t of this round
+            const int c = k * 256 + threadIdx.x;
+            if (c < C) {
+                float s = 0.f;
+                for (int u = 0; u < ROW_WARPS; u++) s += sh[u][threadIdx.x];
+                partial[(size_t)blockIdx.x * 2 * C + (size_t)half * C + c] = s;
+            }
+            __syncthreads();  // sh is rewritten by the next round
+        }
+    }
+}
+
+// Whether rmsnorm_resid_mix_backward takes rows of C channels (else run the two unfused launchers).
+inline bool rmsnorm_resid_mix_fusable(int C) { return C > 0 && C % 8 == 0 && C <= RMB_MAX_K * 256; }
+
+// dres (N, C): in, the gradient of the block's x_in other than through ln (the residual path);
+// out, the gradient of resid. dln: the gradient of ln = scale * rmsnorm(x_in) (kept ln, rstd from
+// the forward). dx0 (+)= mix[1] * d x_in, dmix (2, C) += the mix gradient. The same results as
+// rmsnorm_backward_from_out(dres, dln, ln, rstd, .., accumulate) then resid_mix_backward(dres, dx0,
+// dmix, dres, resid, x0, mix, .., false, acc_dx0), in one pass: 8 N*C bf16 moved instead of 10
+// (7 instead of 9 without acc_dx0).
+inline void rmsnorm_resid_mix_backward(bf16 *dres, bf16 *dx0, float *dmix, const bf16 *dln, const bf16 *ln,
+                                       const float *rstd, const bf16 *resid, const bf16 *x0, const float *mix, int N,
+                                       int C, float scale, bool acc_dx0, DeviceScratch scratch, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
+    const char *who = "rmsnorm_resid_mix_backward";
+    layers_check_rowlen(C, who, "C");
+    layers_require(rmsnorm_resid_mix_fusable(C), who, "rows of at most 1024 channels (else the unfused launchers)");
+    layers_require(scale != 0.f, who, "scale must not be 0 (xhat = ln / scale)");
+    layers_require(dres != dx0, who, "dres and dx0 must be different buffers");
+    const void *ptrs[] = {dres, dx0, dln, ln, resid, x0};
+    const char *names[] = {"dres", "dx0", "dln", "ln", "resid", "x0"};
+    for (int i = 0; i < 6; i++) layers_check_aligned(ptrs[i], who, names[i]);
+    if (N <= 0) return;
+    const int K = ceil_div(C / 8, 32);
+    const void *kern = K == 1 ? (const void *)rmsnorm_resid_mix_backward_kernel<1>
+                     : K == 2 ? (const void *)rmsnorm_resid_mix_backward_kernel<2>
+                              : (const void *)rmsnorm_resid_mix_backward_kernel<4>;
+    const int nb = std::max(1, std::min(ceil_div(N, ROW_WARPS), full_wave_blocks(kern, ROW_WARPS * 32)));
+    layers_check_scratch(scratch, (size_t)nb * 2 * C * sizeof(float), who);
+    float *partial = (float *)scratch.ptr;
+    if (K == 1)
+        rmsnorm_resid_mix_backward_kernel<1><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
+                                                                                mix, N, C, scale, acc_dx0);
+    else if (K == 2)
+        rmsnorm_resid_mix_backward_kernel<2><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
+                                                                                mix, N, C, scale, acc_dx0);
+    else
+        rmsnorm_resid_mix_backward_kernel<4><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
+                                                                                mix, N, C, scale, acc_dx0);
+    cudaCheckLaunch();
+    channel_partials_finalize(dmix, partial, nb, 2 * C, nullptr, stream);
+}
+
+// ----------------------------------------------------------------------------
 // relu^2: out = max(x, 0)^2. CPU twin: relu2_forward_cpu / relu2_backward_cpu
 
 __global__ void relu2_forward_kernel(bf16 *out, const bf16 *inp, size_t n) {
@@ -1287,6 +1447,17 @@ __global__ void relu2_forward_kernel(bf16 *out, const bf16 *inp, size_t n) {
         out[e] = __float2bfloat16(r * r);
     }
 }
+// d/dx relu(x)^2 = 2 relu(x). FROM_OUT: inp is the forward's output relu(x)^2 (bf16, as kept),
+// and relu(x) = sqrt(that).
+template <bool FROM_OUT>
+__device__ __forceinline__ float relu2_grad(float x, float d) {
+#ifdef BREAK_RELU2_FROM_OUT  // a deliberately wrong variant (dev/broken_variants.sh): the output read as relu(x)
+    return x > 0.f ? 2.f * x * d : 0.f;
+#endif
+    if (FROM_OUT) return x > 0.f ? 2.f * sqrtf(x) * d : 0.f;
+    return x > 0.f ? 2.f * x * d : 0.f;
+}
+template <bool FROM_OUT>
 __global__ void relu2_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, nv = n / 8;
     if (i < nv) {
@@ -1296,12 +1467,12 @@ __global__ void relu2_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *
         if (accumulate) lyr::load8(o, dinp + i * 8);
         else lyr::zero8(o);
 #pragma unroll
-        for (int j = 0; j < 8; j++) o[j] += x[j] > 0.f ? 2.f * x[j] * d[j] : 0.f;
+        for (int j = 0; j < 8; j++) o[j] += relu2_grad<FROM_OUT>(x[j], d[j]);
         lyr::store8(dinp + i * 8, o);
     } else if (i < flat_items(n)) {
         const size_t e = nv * 8 + (i - nv);
         const float x = __bfloat162float(inp[e]), d = __bfloat162float(dout[e]);
-        const float o = (accumulate ? __bfloat162float(dinp[e]) : 0.f) + (x > 0.f ? 2.f * x * d : 0.f);
+        const float o = (accumulate ? __bfloat162float(dinp[e]) : 0.f) + relu2_grad<FROM_OUT>(x, d);
         dinp[e] = __float2bfloat16(o);
     }
 }
@@ -1316,79 +1487,105 @@ inline void relu2_forward(bf16 *out, const bf16 *inp, size_t n, cudaStream_t str
     relu2_forward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(out, inp, n);
     cudaCheckLaunch();
 }
-// dinp (+)= 2 * max(inp, 0) * dout; dinp may be dout
-inline void relu2_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate, cudaStream_t stream) {
+template <bool FROM_OUT>
+inline void relu2_backward_launch(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate,
+                                  cudaStream_t stream, const char *who) {
     ProfScope prof_(PROF_MEMBOUND, stream);
-    const char *who = "relu2_backward";
     layers_check_aligned(dinp, who, "dinp");
     layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(inp, who, "inp");
+    layers_check_aligned(inp, who, FROM_OUT ? "out" : "inp");
     if (n == 0) return;
-    relu2_backward_kernel<<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(dinp, dout, inp, n, accumulate);
+    relu2_backward_kernel<FROM_OUT><<<ceil_div(n / 8 + n % 8, ELEM_THREADS), ELEM_THREADS, 0, stream>>>(dinp, dout, inp, n,
+                                                                                                        accumulate);
     cudaCheckLaunch();
+}
+// dinp (+)= 2 * max(inp, 0) * dout; dinp may be dout
+inline void relu2_backward(bf16 *dinp, const bf16 *dout, const bf16 *inp, size_t n, bool accumulate, cudaStream_t stream) {
+    relu2_backward_launch<false>(dinp, dout, inp, n, accumulate, stream, "relu2_backward");
+}
+// The same gradient from the forward's output out = relu(x)^2 (bf16) instead of x: 2 sqrt(out)
+// dout. The model keeps relu^2 for the proj GEMM's weight gradient, so it need not keep (or
+// square again) relu(x). In exact math equal to relu2_backward (CPU twin: relu2_backward_cpu on
+// x); in bf16 sqrt(out) differs from relu(x) by at most about half a bf16 rounding. dinp may be dout.
+inline void relu2_backward_from_out(bf16 *dinp, const bf16 *dout, const bf16 *out, size_t n, bool accumulate,
+                                    cudaStream_t stream) {
+    relu2_backward_launch<true>(dinp, dout, out, n, accumulate, stream, "relu2_backward_from_out");
 }
 
 // ----------------------------------------------------------------------------
-// RoPE tables and the q/k path: rope_tables, qk_norm_rope_gain_forward/backward. CPU twins:
-// rope_tables_cpu (model.h), qk_norm_rope_gain_forward_cpu / qk_norm_rope_gain_backward_cpu
+// RoPE tables and the q/k path: rope_tables, qk_norm_rope_gain_forward/backward, qk_rope_gain_forward.
+// CPU twins: rope_tables_cpu (model.h), qk_norm_rope_gain_forward_cpu / qk_norm_rope_gain_backward_cpu,
+// qk_rope_gain_forward_cpu
 //
-// q/k: per-head rmsnorm, partial RoPE, gain. A block handles a tile of HPT = QK_THREADS / (hd/8)
-// consecutive head-rows (the (n, h) rows of hd values), one thread per 8 values; the head's
-// sums and the RoPE partners (dims i and i + rd/2, possibly in another thread) go through
-// shared memory, which works for any even rd <= hd.
+// q/k: per-head rmsnorm, partial RoPE, gain. One lane per 8 values of a head-row (the (n, h) row
+// of hd values): a head-row is a segment of hv = hd/8 consecutive lanes, and a warp takes
+// rpw = 32/hv head-rows at a time (lanes past rpw*hv idle when hv does not divide 32). The head's
+// sums go through shuffles (qk_seg_sum: every lane of the segment gets the same bits), the RoPE
+// partners (dims i and i + rd/2, possibly in another lane) through the warp's own shared memory:
+// no block-wide barrier in the loop, and any even rd <= hd works.
 
-__global__ void __launch_bounds__(QK_THREADS) qk_norm_rope_gain_forward_kernel(
+constexpr int QK_PAD = 9;  // shared-memory stride of a lane's 8 values (odd: lanes hit different banks)
+
+// The sum of x over the hv lanes of segment seg, added in lane order. All 32 lanes must call it.
+__device__ __forceinline__ float qk_seg_sum(float x, int seg, int hv) {
+    float t = 0.f;
+    for (int u = 0; u < hv; u++) t += __shfl_sync(0xffffffffu, x, (seg * hv + u) & 31);
+    return t;
+}
+// The RoPE partner of dim i (< rd) of the head-row whose first lane is lane0: dim i + half for
+// i < half, i - half above. sm: the warp's values, lane-major with stride QK_PAD.
+__device__ __forceinline__ float qk_partner(const float *sm, int lane0, int i, int half) {
+    const int p = i < half ? i + half : i - half;
+    return sm[(lane0 + p / 8) * QK_PAD + p % 8];
+}
+
+// normalize: out = gain * RoPE(xn) with xn = rmsnorm(inp) (xn, rstd stored when not null);
+// !normalize: inp is xn already (qk_rope_gain_forward). RoPE reads xn rounded to bf16 as stored,
+// so both give the same bits. One warp-step per warp (the grid covers all head-rows).
+__global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_forward_kernel(
     bf16 *out, bf16 *xn_out, float *rstd, const bf16 *inp, const float *cos_t, const float *sin_t,
-    const float *gain, int NH, int T, int hd, int rd, long HR) {
-    __shared__ float xs[QK_THREADS * 8];  // the tile's normalized values
-    __shared__ float ss[QK_THREADS];
-    __shared__ float rs[QK_THREADS];
-    const int hv = hd / 8, HPT = QK_THREADS / hv, half = rd / 2;
-    const int j = threadIdx.x / hv, v = threadIdx.x % hv;
-    const long hr = (long)blockIdx.x * HPT + j;
-    const bool active = j < HPT && hr < HR;
+    const float *gain, int NH, int T, int hd, int rd, long HR, bool normalize) {
+    __shared__ float sm[QK_WARPS][32 * QK_PAD];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int hv = hd / 8, rpw = 32 / hv, half = rd / 2;
+    const int seg = lane / hv, v = lane % hv;
+    const long hr = ((long)blockIdx.x * QK_WARPS + w) * rpw + seg;
+    const bool active = seg < rpw && hr < HR;
     const size_t at = (size_t)hr * hd + v * 8;
     float x[8];
-    float s2 = 0.f;
-    if (active) {
-        lyr::load8(x, inp + at);
+    if (active) lyr::load8(x, inp + at);
+    else lyr::zero8(x);
+    float r = 1.f;
+    if (normalize) {
+        float s2 = 0.f;
 #pragma unroll
         for (int k = 0; k < 8; k++) s2 += x[k] * x[k];
-    } else {
-        lyr::zero8(x);
+        r = rsqrtf(qk_seg_sum(s2, seg, hv) / (float)hd + (float)RMS_EPS);
+        if (active && rstd && v == 0) rstd[hr] = r;
     }
-    ss[threadIdx.x] = s2;
-    __syncthreads();
-    if ((int)threadIdx.x < HPT) {  // one thread per head-row adds its hv partial sums in order
-        float t = 0.f;
-        for (int u = 0; u < hv; u++) t += ss[threadIdx.x * hv + u];
-        const float r = rsqrtf(t / (float)hd + (float)RMS_EPS);
-        rs[threadIdx.x] = r;
-        const long h2 = (long)blockIdx.x * HPT + threadIdx.x;
-        if (rstd && h2 < HR) rstd[h2] = r;
-    }
-    __syncthreads();
-    const float r = active ? rs[j] : 0.f;
     float y[8];
+    float *my = sm[w];
 #pragma unroll
     for (int k = 0; k < 8; k++) {
+        y[k] = lyr::rnd(x[k] * r);  // RoPE reads xn as stored (bf16): the backward recomputes out from it
+#ifdef BREAK_QK_RECOMPUTE  // a deliberately wrong variant (dev/broken_variants.sh): RoPE of the unrounded xn
         y[k] = x[k] * r;
-        xs[threadIdx.x * 8 + k] = y[k];
+#endif
+        my[lane * QK_PAD + k] = y[k];
     }
-    if (active && xn_out) lyr::store8(xn_out + at, y);
-    __syncthreads();
+    __syncwarp();
     if (!active) return;
-    const int h = (int)(hr % NH), t = (int)((hr / NH) % T);
+    if (xn_out) lyr::store8(xn_out + at, y);
+    const int h = (int)(hr % NH), t = (int)((hr / NH) % T), lane0 = lane - v;
     const float g = gain ? lyr::rnd(gain[h]) : 1.f;
     const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
-    const float *row = xs + j * hd;  // this head-row's normalized values
     float o[8];
 #pragma unroll
     for (int k = 0; k < 8; k++) {
         const int i = v * 8 + k;
         float val;
-        if (i < half) val = y[k] * cs[i] + row[i + half] * sn[i];                      // x1 cos + x2 sin
-        else if (i < rd) val = -row[i - half] * sn[i - half] + y[k] * cs[i - half];    // -x1 sin + x2 cos
+        if (i < half) val = y[k] * cs[i] + qk_partner(my, lane0, i, half) * sn[i];                   // x1 cos + x2 sin
+        else if (i < rd) val = -qk_partner(my, lane0, i, half) * sn[i - half] + y[k] * cs[i - half];  // -x1 sin + x2 cos
         else val = y[k];
         o[k] = g * val;
     }
@@ -1396,21 +1593,23 @@ __global__ void __launch_bounds__(QK_THREADS) qk_norm_rope_gain_forward_kernel(
 }
 
 // dinp (+)= rmsnorm'(rope^T(gain * dout)); partial[block][h] = the block's sum over its head-rows
-// of head h of dout . rope(xn) (only when partial is given). Grid-stride over tiles.
-__global__ void __launch_bounds__(QK_THREADS, 4) qk_norm_rope_gain_backward_kernel(
+// of head h of dout . rope(xn) (only when partial is given). Grid-stride over warp-steps; the
+// launcher makes the stride a multiple of NH head-rows, so each segment of each warp always
+// sees the same head and keeps its gain sum in a register.
+__global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kernel(
     bf16 *dinp, float *partial, const bf16 *dout, const bf16 *xn, const float *rstd, const float *cos_t,
     const float *sin_t, const float *gain, int NH, int T, int hd, int rd, long HR, bool accumulate) {
-    __shared__ float ds[QK_THREADS * 8];
-    __shared__ float ys[QK_THREADS * 8];
-    __shared__ float sdot[QK_THREADS], sgn[QK_THREADS];
-    __shared__ float hdot[QK_THREADS], hgn[QK_THREADS];
-    const int hv = hd / 8, HPT = QK_THREADS / hv, half = rd / 2;
-    const int j = threadIdx.x / hv, v = threadIdx.x % hv;
-    const long ntiles = (HR + HPT - 1) / HPT;
-    float gacc = 0.f;  // thread h < NH: this block's q_gain gradient of head h
-    for (long tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-        const long hr = tile * HPT + j;
-        const bool active = j < HPT && hr < HR;
+    __shared__ float sd[QK_WARPS][32 * QK_PAD], sy[QK_WARPS][32 * QK_PAD];
+    __shared__ float sg[QK_WARPS][32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int hv = hd / 8, rpw = 32 / hv, half = rd / 2;
+    const int seg = lane / hv, v = lane % hv, lane0 = lane - v;
+    const long gw = (long)blockIdx.x * QK_WARPS + w, nw = (long)gridDim.x * QK_WARPS;
+    float *md = sd[w], *my = sy[w];
+    float gacc = 0.f;  // lane v == 0: the gain gradient of this segment's head
+    for (long base = gw * rpw; base < HR; base += nw * rpw) {  // warp-uniform
+        const long hr = base + seg;
+        const bool active = seg < rpw && hr < HR;
         const size_t at = (size_t)hr * hd + v * 8;
         float d[8], y[8];
         if (active) {
@@ -1422,28 +1621,27 @@ __global__ void __launch_bounds__(QK_THREADS, 4) qk_norm_rope_gain_backward_kern
         }
 #pragma unroll
         for (int k = 0; k < 8; k++) {
-            ds[threadIdx.x * 8 + k] = d[k];
-            ys[threadIdx.x * 8 + k] = y[k];
+            md[lane * QK_PAD + k] = d[k];
+            my[lane * QK_PAD + k] = y[k];
         }
-        __syncthreads();
+        __syncwarp();
         float dy[8];  // d loss / d xn
         float pdot = 0.f, pg = 0.f;
         if (active) {
             const int h = (int)(hr % NH), t = (int)((hr / NH) % T);
             const float g = gain ? lyr::rnd(gain[h]) : 1.f;
             const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
-            const float *drow = ds + j * hd, *yrow = ys + j * hd;
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 const int i = v * 8 + k;
                 float rot;  // rope(xn)[i]
                 if (i < half) {  // the rotation's transpose: (d1, d2) -> (d1 cos - d2 sin, d1 sin + d2 cos)
-                    dy[k] = g * (d[k] * cs[i] - drow[i + half] * sn[i]);
-                    rot = y[k] * cs[i] + yrow[i + half] * sn[i];
+                    dy[k] = g * (d[k] * cs[i] - qk_partner(md, lane0, i, half) * sn[i]);
+                    rot = y[k] * cs[i] + qk_partner(my, lane0, i, half) * sn[i];
                 } else if (i < rd) {
                     const int i1 = i - half;
-                    dy[k] = g * (drow[i1] * sn[i1] + d[k] * cs[i1]);
-                    rot = -yrow[i1] * sn[i1] + y[k] * cs[i1];
+                    dy[k] = g * (qk_partner(md, lane0, i, half) * sn[i1] + d[k] * cs[i1]);
+                    rot = -qk_partner(my, lane0, i, half) * sn[i1] + y[k] * cs[i1];
                 } else {
                     dy[k] = g * d[k];
                     rot = y[k];
@@ -1454,36 +1652,29 @@ __global__ void __launch_bounds__(QK_THREADS, 4) qk_norm_rope_gain_backward_kern
         } else {
             lyr::zero8(dy);
         }
-        sdot[threadIdx.x] = pdot;
-        sgn[threadIdx.x] = pg;
-        __syncthreads();
-        if ((int)threadIdx.x < HPT) {  // per head-row, in order
-            float a = 0.f, b = 0.f;
-            for (int u = 0; u < hv; u++) {
-                a += sdot[threadIdx.x * hv + u];
-                b += sgn[threadIdx.x * hv + u];
-            }
-            hdot[threadIdx.x] = a;
-            hgn[threadIdx.x] = b;
-        }
-        __syncthreads();
+        const float dot = qk_seg_sum(pdot, seg, hv), gs = qk_seg_sum(pg, seg, hv);
         if (active) {
-            const float r = rstd[hr], m = hdot[j] / (float)hd;
+            const float r = rstd[hr], m = dot / (float)hd;
             float o[8];
             if (accumulate) lyr::load8(o, dinp + at);
             else lyr::zero8(o);
 #pragma unroll
             for (int k = 0; k < 8; k++) o[k] += r * (dy[k] - y[k] * m);
             lyr::store8(dinp + at, o);
+            if (v == 0) gacc += gs;
         }
-        if (partial && (int)threadIdx.x < NH) {  // head-rows u of this tile with head == threadIdx.x, in order
-            const long first = tile * HPT;
-            for (int u = (int)(((long)threadIdx.x - first % NH + NH) % NH); u < HPT; u += NH)
-                if (first + u < HR) gacc += hgn[u];
-        }
-        __syncthreads();  // the shared arrays are rewritten for the next tile
+        __syncwarp();  // sd, sy are rewritten by the next step
     }
-    if (partial && (int)threadIdx.x < NH) partial[(size_t)blockIdx.x * NH + threadIdx.x] = gacc;
+    if (!partial) return;  // uniform over the grid
+    if (v == 0 && seg < rpw) sg[w][seg] = gacc;
+    __syncthreads();
+    if ((int)threadIdx.x < NH) {  // the block's segments of head threadIdx.x, in (warp, segment) order
+        float s = 0.f;
+        for (int ww = 0; ww < QK_WARPS; ww++)
+            for (int q = 0; q < rpw; q++)
+                if ((((long)blockIdx.x * QK_WARPS + ww) * rpw + q) % NH == (long)threadIdx.x) s += sg[ww][q];
+        partial[(size_t)blockIdx.x * NH + threadIdx.x] = s;
+    }
 }
 
 // cos_t, sin_t (T, rd/2) fp32 on the device: computed on the host by rope_tables_cpu (the
@@ -1503,11 +1694,15 @@ inline void rope_tables(float *cos_t, float *sin_t, int T, int rd, double base) 
 
 inline void qk_check_shape(int B, int T, int NH, int hd, int rd, const char *who) {
     layers_require(B >= 0 && T >= 1 && NH >= 1, who, "needs B >= 0, T >= 1, NH >= 1");
-    if (hd <= 0 || hd % 8 != 0 || hd / 8 > QK_THREADS)
-        fatal_config("layers.cuh: %s: head_dim=%d must be a positive multiple of 8, at most %d", who, hd, 8 * QK_THREADS);
+    if (hd <= 0 || hd % 8 != 0 || hd / 8 > 32)
+        fatal_config("layers.cuh: %s: head_dim=%d must be a positive multiple of 8, at most 256 (a head-row in one warp)", who,
+                     hd);
     if (rd < 0 || rd % 2 != 0 || rd > hd)
         fatal_config("layers.cuh: %s: rope dims=%d must be even and in [0, head_dim=%d]", who, rd, hd);
 }
+// head-rows a warp takes at a time, and the forward's grid (one warp-step per warp)
+inline int qk_rows_per_warp(int hd) { return 32 / (hd / 8); }
+inline long qk_forward_grid(long HR, int hd) { return ceil_div(HR, (long)QK_WARPS * qk_rows_per_warp(hd)); }
 
 // out, xn (B, T, NH, hd) bf16, rstd (B, T, NH) fp32: per-head rmsnorm (xn), partial RoPE on the
 // first rd dims, times gain[h] (gain null: 1, for k). xn and rstd may be null (no backward).
@@ -1523,9 +1718,24 @@ inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf
     layers_check_aligned(inp, who, "inp");
     const long HR = (long)B * T * NH;
     if (HR == 0) return;
-    const int HPT = QK_THREADS / (hd / 8);
-    qk_norm_rope_gain_forward_kernel<<<ceil_div(HR, HPT), QK_THREADS, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t, gain,
-                                                                                   NH, T, hd, rd, HR);
+    qk_norm_rope_gain_forward_kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t,
+                                                                                            gain, NH, T, hd, rd, HR, true);
+    cudaCheckLaunch();
+}
+// out (B, T, NH, hd) = gain * RoPE(xn): the forward's out again from its xn (bf16), bit for bit
+// (the forward rotates the stored xn), so the model keeps xn for the backward and recomputes q
+// and k for the attention backward instead of keeping them too. CPU twin: qk_rope_gain_forward_cpu.
+inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, const float *sin_t, const float *gain,
+                                 int B, int T, int NH, int hd, int rd, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
+    const char *who = "qk_rope_gain_forward";
+    qk_check_shape(B, T, NH, hd, rd, who);
+    layers_check_aligned(out, who, "out");
+    layers_check_aligned(xn, who, "xn");
+    const long HR = (long)B * T * NH;
+    if (HR == 0) return;
+    qk_norm_rope_gain_forward_kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, nullptr, nullptr, xn, cos_t,
+                                                                                            sin_t, gain, NH, T, hd, rd, HR, false);
     cudaCheckLaunch();
 }
 // dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from xn and rstd of the
@@ -1537,23 +1747,25 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
     const char *who = "qk_norm_rope_gain_backward";
     qk_check_shape(B, T, NH, hd, rd, who);
     layers_require(!dgain || gain, who, "dgain needs gain");
-    layers_require(!dgain || NH <= QK_THREADS, who, "at most 256 heads with a gain gradient");
+    layers_require(!dgain || NH <= QK_WARPS * 32, who, "at most 256 heads with a gain gradient");
     layers_check_aligned(dinp, who, "dinp");
     layers_check_aligned(dout, who, "dout");
     layers_check_aligned(xn, who, "xn");
     const long HR = (long)B * T * NH;
     if (HR == 0) return;
-    const int HPT = QK_THREADS / (hd / 8);
-    const long ntiles = (HR + HPT - 1) / HPT;
-    const int wave = full_wave_blocks((const void *)qk_norm_rope_gain_backward_kernel, QK_THREADS);
-    const int nb = (int)std::max(1L, std::min(ntiles, (long)wave));
+    // one full wave (fewer blocks for small problems), rounded up so that the grid's stride,
+    // nb * QK_WARPS * rpw head-rows, is a multiple of NH (see the kernel)
+    const int wave = full_wave_blocks((const void *)qk_norm_rope_gain_backward_kernel, QK_WARPS * 32);
+    const int rows = QK_WARPS * qk_rows_per_warp(hd), q = NH / std::gcd(NH, rows);
+    int nb = (int)std::max(1L, std::min(qk_forward_grid(HR, hd), (long)wave));
+    nb = ceil_div(nb, q) * q;
     float *partial = nullptr;
     if (dgain) {
         layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
         partial = (float *)scratch.ptr;
     }
-    qk_norm_rope_gain_backward_kernel<<<nb, QK_THREADS, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain,
-                                                                     NH, T, hd, rd, HR, accumulate);
+    qk_norm_rope_gain_backward_kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain,
+                                                                        NH, T, hd, rd, HR, accumulate);
     cudaCheckLaunch();
     if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
 }

@@ -362,24 +362,21 @@ void matmul_backward_cpu(real *dinp, real *dweight, const real *dout, const real
 //   RoPE on dims [0, rd): with x1 = xn[0:rd/2], x2 = xn[rd/2:rd] (half split, not interleaved),
 //     (x1, x2) -> (x1 cos + x2 sin, -x1 sin + x2 cos); dims [rd, hd) pass through,
 //   out = gain[h] * that.
-// inp, xn, out (B, T, NH, hd), rstd (B, T, NH), cos/sin (T, rd/2), gain (NH) or null
+// inp, xn, out (B, T, NH, hd), rstd (B, T, NH), cos/sin (T, rd/2), gain (NH) or null.
+// In two parts: qk_rope_gain_forward_cpu, out from xn, is also the twin of the GPU's
+// qk_rope_gain_forward (the GPU backward recomputes q and k from xn instead of keeping them).
 template <typename real>
-void qk_norm_rope_gain_forward_cpu(real *out, real *xn, real *rstd, const real *inp, const real *cos_t,
-                                   const real *sin_t, const real *gain, int B, int T, int NH, int hd, int rd) {
+void qk_rope_gain_forward_cpu(real *out, const real *xn, const real *cos_t, const real *sin_t, const real *gain, int B,
+                              int T, int NH, int hd, int rd) {
     const int half = rd / 2;
 #pragma omp parallel for collapse(2)
     for (int n = 0; n < B * T; n++) {
         for (int h = 0; h < NH; h++) {
             // seek to head h of token n, and the RoPE row of its position
             size_t at = ((size_t)n * NH + h) * hd;
-            const real *x = inp + at;
-            real *y = xn + at, *o = out + at;
+            const real *y = xn + at;
+            real *o = out + at;
             const real *c = cos_t + (size_t)(n % T) * half, *s = sin_t + (size_t)(n % T) * half;
-            real ss = 0;
-            for (int i = 0; i < hd; i++) ss += x[i] * x[i];
-            real r = 1 / std::sqrt(ss / hd + (real)RMS_EPS);
-            rstd[(size_t)n * NH + h] = r;
-            for (int i = 0; i < hd; i++) y[i] = x[i] * r;
             real g = gain ? gain[h] : 1;
             for (int i = 0; i < half; i++) {
                 real x1 = y[i], x2 = y[i + half];
@@ -389,6 +386,21 @@ void qk_norm_rope_gain_forward_cpu(real *out, real *xn, real *rstd, const real *
             for (int i = rd; i < hd; i++) o[i] = g * y[i];
         }
     }
+}
+template <typename real>
+void qk_norm_rope_gain_forward_cpu(real *out, real *xn, real *rstd, const real *inp, const real *cos_t,
+                                   const real *sin_t, const real *gain, int B, int T, int NH, int hd, int rd) {
+#pragma omp parallel for
+    for (size_t hr = 0; hr < (size_t)B * T * NH; hr++) {  // head-row hr = (token n, head h)
+        const real *x = inp + hr * hd;
+        real *y = xn + hr * hd;
+        real ss = 0;
+        for (int i = 0; i < hd; i++) ss += x[i] * x[i];
+        real r = 1 / std::sqrt(ss / hd + (real)RMS_EPS);
+        rstd[hr] = r;
+        for (int i = 0; i < hd; i++) y[i] = x[i] * r;
+    }
+    qk_rope_gain_forward_cpu(out, xn, cos_t, sin_t, gain, B, T, NH, hd, rd);
 }
 // dinp += d/dx; dgain[h] += sum over tokens of dout . rope(xn) (dgain null for k).
 template <typename real>

@@ -14,7 +14,8 @@
 //                                  (model_gpu_refresh_weights; call model_gpu_params_changed after
 //                                  writing params other than through model_gpu_set_params)
 //   activations             bf16   what the backward needs, per layer (LayerActsGPU), plus rstd /
-//                                  lse / vnorm in fp32; about 17 N*D bf16 values per layer
+//                                  lse / vnorm in fp32; 11 N*D bf16 values per layer at the seed
+//                                  shape (D=512, KV dim 256, F=1536: relu^2 alone is 3 of them)
 //   gradient activations    bf16   a handful of (N, D) buffers reused by every layer: the backward
 //                                  updates the residual stream's gradient `dres` in place
 //
@@ -23,9 +24,22 @@
 // micro-steps in fp32, never rounded). The softcapped logits are rounded to bf16 before the
 // cross-entropy as the reference does.
 //
-// Two savings over storing every CPU activation: the block's input is not copied (resid points
-// at the previous block's output unless a U-Net skip adds to it), and relu(fc)^2 is not kept:
-// the fc GEMM stores r = relu(u) (cuBLASLt's RELU epilogue) and the backward squares it again.
+// What is not kept of the CPU's activations, each per layer (the forward writes it to a buffer
+// that every layer reuses; the backward recomputes it where it is needed, or does without):
+//   - the block input: the previous block's output, kept anyway; on the U-Net skip layers
+//     prev + skip_weights * enc, recomputed for resid_mix's backward (residual_scale_forward);
+//   - x_in and x_mid, the rmsnorms' inputs: their backward reads the outputs ln1 / ln2 (kept for
+//     the GEMMs' weight gradients) with rstd instead (rmsnorm_backward_from_out);
+//   - q and k after RoPE and gain: recomputed from qn / kn for the attention backward
+//     (qk_rope_gain_forward, bit for bit what the forward gave attention);
+//   - the XSA output: recomputed from att, v for the proj GEMM's weight gradient (xsa_forward);
+//   - relu(fc): the fc GEMM's RELU epilogue writes it and relu2_forward squares it in place;
+//     the backward takes relu' from relu^2 (relu2_backward_from_out);
+//   - the embedding sum before its rmsnorm (backward from emb_norm, as for x_in).
+// The recomputes are exact: the same kernels on the same bf16 values give the same bits. The
+// backwards from an output (rmsnorm, relu^2) are the same math with one bf16 rounding moved
+// (the output's instead of the input's; see layers.cuh).
+// Gradient buffers share memory where their lifetimes do not overlap (said at each).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -59,26 +73,21 @@ inline T *arena_take(DeviceArena &a, size_t n) {
 // the state
 
 struct LayerActsGPU {
-    bf16 *resid;     // (N,D)     the block input: the previous output, or its own buffer on skip layers
-    bf16 *x_in;      // (N,D)     mix[0]*x + mix[1]*x0
-    float *rstd1;    // (N)
+    bf16 *resid;     // (N,D)     the block input: the previous output (null on skip layers: recomputed)
+    float *rstd1;    // (N)       of x_in = mix[0]*resid + mix[1]*x0 (x_in itself is not kept)
     bf16 *ln1;       // (N,D)     rmsnorm(x_in) * s
-    bf16 *qn;        // (N,H,hd)  c_q output after the per-head rmsnorm
-    bf16 *kn;        // (N,KV,hd)
+    bf16 *qn;        // (N,H,hd)  c_q output after the per-head rmsnorm (q = gain * RoPE(qn) is recomputed)
+    bf16 *kn;        // (N,KV,hd) (k = RoPE(kn) is recomputed)
     float *rstd_q;   // (N,H)
     float *rstd_k;   // (N,KV)
-    bf16 *q;         // (N,H,hd)  after RoPE and q_gain
-    bf16 *k;         // (N,KV,hd)
     bf16 *v;         // (N,KV,hd)
     bf16 *att;       // (N,H,hd)
     float *lse;      // (B,H,T)
-    float *vnorm;    // (N,KV)    XSA layers only
-    bf16 *att_xsa;   // (N,H,hd)  XSA layers only
+    float *vnorm;    // (N,KV)    XSA layers only (the XSA output is recomputed)
     bf16 *attn_out;  // (N,D)
-    bf16 *x_mid;     // (N,D)
-    float *rstd2;    // (N)
-    bf16 *ln2;       // (N,D)
-    bf16 *fc_relu;   // (N,F)     relu(fc(ln2)); relu^2 is recomputed from it
+    float *rstd2;    // (N)       of x_mid = x_in + attn_scale * attn_out (not kept)
+    bf16 *ln2;       // (N,D)     rmsnorm(x_mid) * s
+    bf16 *fc_act;    // (N,F)     relu(fc(ln2))^2 (the fc GEMM's RELU epilogue, squared in place)
     bf16 *mlp_out;   // (N,D)
     bf16 *out;       // (N,D)     the block output
 };
@@ -109,21 +118,27 @@ struct ModelGPU {
     int rope_T = 0, rope_max_T = 0;
     bool round_logits = true;       // round the softcapped logits to bf16 before the loss (see loss.cuh)
     // activations
-    bf16 *bg_emb, *bg_proj, *emb, *emb_norm, *x0;  // (N,bigram_dim), (N,D) x4
+    bf16 *bg_emb, *bg_proj, *emb_norm, *x0;         // (N,bigram_dim), (N,D) x3 (the sum before the norm: in xres)
     float *rstd0;                                   // (N)
     bf16 *ve_emb, *ve_proj, *ve_base;               // (N,ve_dim), (N,KVD) x2   VE only
     std::vector<LayerActsGPU> layers;
-    bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch
-    bf16 *fc_act;                   // (N,F) scratch: relu^2, forward and (recomputed) backward
+    bf16 *xres;                     // (N,D) scratch: the forward's embedding sum, a block's input on
+                                    // skip layers, x_in, x_mid (in place); the backward's recomputed input
+    bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch: c_q / c_k outputs, then q / k in place;
+                                    // the backward's recomputed q / k
+    bf16 *dfc;                      // (N,F) scratch: d relu^2, then d fc in place (backward)
     bf16 *xf;                       // (N,D)
     float *rstd_f;                  // (N)
     bf16 *logits;                   // (N,V) raw logits; after a training forward, d loss / d raw
     float *losses;                  // (N) per-position NLL
     float *loss_acc = nullptr;      // (1) sum of loss_scale * mean loss over the step's micro-batches
     // gradient activations
-    bf16 *dres, *dx0, *dln, *dattn_out, *datt_xsa, *datt, *dq, *dk, *dv, *dfc_act, *dfc;
+    bf16 *dres, *dx0, *dln, *dattn_out, *datt_xsa, *datt, *dk, *dv;  // (N,D) x6, (N,KVD) x2
+    bf16 *dq;                       // = dattn_out: written by the attention backward, after the
+                                    // proj GEMM's backward has read dattn_out
     bf16 *dskip;                    // (n_skip, N, D)
-    bf16 *dbg_proj, *dbg_emb, *dve_base, *dve_proj, *dve_emb;
+    bf16 *dbg_proj;                 // = dattn_out: the embeddings' backward runs after the blocks'
+    bf16 *dbg_emb, *dve_base, *dve_proj, *dve_emb;
     float *attn_scratch = nullptr;  // attention_backward's fp32 scratch
     DeviceScratch scratch;          // layers.cuh's reductions and sorts
     DeviceArena arena;
@@ -142,7 +157,6 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.rope_sin = arena_take<float>(a, (size_t)m.rope_max_T * c.rope_dims_eff / 2);
     m.bg_emb = arena_take<bf16>(a, N * c.bigram_dim);
     m.bg_proj = arena_take<bf16>(a, N * D);
-    m.emb = arena_take<bf16>(a, N * D);
     m.emb_norm = arena_take<bf16>(a, N * D);
     m.x0 = arena_take<bf16>(a, N * D);
     m.rstd0 = arena_take<float>(a, N);
@@ -152,34 +166,29 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.layers.resize(c.num_layers);
     for (int l = 0; l < c.num_layers; l++) {
         LayerActsGPU &la = m.layers[l];
-        const int i = l - (int)c.num_encoder;
-        const bool skip = i >= 0 && i < c.num_skip, xsa = layer_has_xsa(c, l);
-        la.resid = skip ? arena_take<bf16>(a, N * D) : nullptr;  // else set by the forward
-        la.x_in = arena_take<bf16>(a, N * D);
+        const bool xsa = layer_has_xsa(c, l);
+        la.resid = nullptr;  // set by the forward
         la.rstd1 = arena_take<float>(a, N);
         la.ln1 = arena_take<bf16>(a, N * D);
         la.qn = arena_take<bf16>(a, N * D);
         la.kn = arena_take<bf16>(a, N * KVD);
         la.rstd_q = arena_take<float>(a, N * H);
         la.rstd_k = arena_take<float>(a, N * KV);
-        la.q = arena_take<bf16>(a, N * D);
-        la.k = arena_take<bf16>(a, N * KVD);
         la.v = arena_take<bf16>(a, N * KVD);
         la.att = arena_take<bf16>(a, N * D);
         la.lse = arena_take<float>(a, N * H);
         la.vnorm = xsa ? arena_take<float>(a, N * KV) : nullptr;
-        la.att_xsa = xsa ? arena_take<bf16>(a, N * D) : nullptr;
         la.attn_out = arena_take<bf16>(a, N * D);
-        la.x_mid = arena_take<bf16>(a, N * D);
         la.rstd2 = arena_take<float>(a, N);
         la.ln2 = arena_take<bf16>(a, N * D);
-        la.fc_relu = arena_take<bf16>(a, N * F);
+        la.fc_act = arena_take<bf16>(a, N * F);
         la.mlp_out = arena_take<bf16>(a, N * D);
         la.out = arena_take<bf16>(a, N * D);
     }
+    m.xres = arena_take<bf16>(a, N * D);
     m.q_raw = arena_take<bf16>(a, N * D);
     m.k_raw = arena_take<bf16>(a, N * KVD);
-    m.fc_act = arena_take<bf16>(a, N * F);
+    m.dfc = arena_take<bf16>(a, N * F);
     m.xf = arena_take<bf16>(a, N * D);
     m.rstd_f = arena_take<float>(a, N);
     m.logits = arena_take<bf16>(a, N * V);
@@ -189,15 +198,13 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.dx0 = arena_take<bf16>(a, N * D);
     m.dln = arena_take<bf16>(a, N * D);
     m.dattn_out = arena_take<bf16>(a, N * D);
+    m.dq = m.dattn_out;
     m.datt_xsa = arena_take<bf16>(a, N * D);
     m.datt = arena_take<bf16>(a, N * D);
-    m.dq = arena_take<bf16>(a, N * D);
     m.dk = arena_take<bf16>(a, N * KVD);
     m.dv = arena_take<bf16>(a, N * KVD);
-    m.dfc_act = arena_take<bf16>(a, N * F);
-    m.dfc = m.dfc_act;  // relu2_backward runs in place
     m.dskip = arena_take<bf16>(a, (size_t)c.num_skip * N * D);
-    m.dbg_proj = arena_take<bf16>(a, N * D);
+    m.dbg_proj = m.dattn_out;
     m.dbg_emb = arena_take<bf16>(a, N * c.bigram_dim);
     m.dve_base = arena_take<bf16>(a, VE * N * KVD);
     m.dve_proj = arena_take<bf16>(a, VE * N * KVD);
@@ -336,8 +343,8 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
     bigram_hash(m.bigram_idx, m.ids, B, T, (int)c.bigram_vocab_size, stream);
     embedding_forward(m.bg_emb, m.bigram_idx, w.bigram_embed, N, (int)c.bigram_dim, (int)c.bigram_vocab_size, stream);
     matmul_forward(m.bg_proj, m.bg_emb, w.bigram_proj, N, (int)c.bigram_dim, D, stream);
-    embed_sum_forward(m.emb, m.ids, w.tok_emb, m.bg_proj, p.bigram_scale, N, D, V, stream);
-    rmsnorm_forward(m.emb_norm, m.rstd0, m.emb, N, D, 1.f, stream);
+    embed_sum_forward(m.xres, m.ids, w.tok_emb, m.bg_proj, p.bigram_scale, N, D, V, stream);
+    rmsnorm_forward(m.emb_norm, m.rstd0, m.xres, N, D, 1.f, stream);
     smear_forward(m.x0, m.emb_norm, p.smear_gate, B, T, D, stream);
     if (c.ve_enabled) {
         embedding_forward(m.ve_emb, m.ids, w.ve_embed, N, (int)c.ve_dim, V, stream);
@@ -352,30 +359,34 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         const BlockParams<bf16> &bw = w.blocks[l];
         const float s = c.ln_scale ? (float)(1.0 / std::sqrt((double)l + 1)) : 1.f;
         const int i = l - nE;
-        if (i >= 0 && i < c.num_skip)  // U-Net skip (la.resid is this layer's own buffer)
-            residual_scale_forward(la.resid, x, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, stream);
-        else
-            la.resid = (bf16 *)x;  // no copy: the previous output is kept anyway
-        resid_mix_rmsnorm_forward(la.x_in, la.ln1, la.rstd1, la.resid, m.x0, bp.resid_mix, N, D, s, stream);
+        const bf16 *resid = x;  // no copy: the previous output is kept anyway
+        if (i >= 0 && i < c.num_skip) {  // U-Net skip: resid = x + skip_weights[i] * enc, not kept
+            residual_scale_forward(m.xres, x, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, stream);
+            resid = m.xres;
+        }
+        la.resid = resid == x ? (bf16 *)x : nullptr;
+        // x_in (into xres, not kept) and ln1
+        resid_mix_rmsnorm_forward(m.xres, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s, stream);
         // attention
         matmul_forward(m.q_raw, la.ln1, bw.c_q, N, D, D, stream);
         matmul_forward(m.k_raw, la.ln1, bw.c_k, N, D, KVD, stream);
         matmul_forward(la.v, la.ln1, bw.c_v, N, D, KVD, stream);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
-        qk_norm_rope_gain_forward(la.q, la.qn, la.rstd_q, m.q_raw, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
-        qk_norm_rope_gain_forward(la.k, la.kn, la.rstd_k, m.k_raw, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
-        attention_forward(la.att, la.lse, la.q, la.k, la.v, B, T, H, KV, hd, stream);
+        qk_norm_rope_gain_forward(m.q_raw, la.qn, la.rstd_q, m.q_raw, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
+        qk_norm_rope_gain_forward(m.k_raw, la.kn, la.rstd_k, m.k_raw, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
+        attention_forward(la.att, la.lse, m.q_raw, m.k_raw, la.v, B, T, H, KV, hd, stream);
         const bool xsa = layer_has_xsa(c, l);
-        if (xsa) xsa_forward(la.att_xsa, la.vnorm, la.att, la.v, N, H, KV, hd, stream);
-        matmul_forward(la.attn_out, xsa ? la.att_xsa : la.att, bw.attn_proj, N, D, D, stream);
-        residual_scale_rmsnorm_forward(la.x_mid, la.ln2, la.rstd2, la.x_in, bp.attn_scale, la.attn_out, N, D, s, stream);
-        // MLP: the fc GEMM stores relu(u); relu(u)^2 == relu(u^2 on u > 0), the reference's relu^2
-        matmul_forward(la.fc_relu, la.ln2, bw.fc, N, D, F, stream, /*relu=*/true);
-        relu2_forward(m.fc_act, la.fc_relu, (size_t)N * F, stream);
-        matmul_forward(la.mlp_out, m.fc_act, bw.mlp_proj, N, F, D, stream);
-        if (l + 1 < L) residual_scale_forward(la.out, la.x_mid, bp.mlp_scale, la.mlp_out, N, D, stream);
-        else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, la.x_mid, bp.mlp_scale, la.mlp_out, N, D, 1.f, stream);
+        if (xsa) xsa_forward(m.q_raw, la.vnorm, la.att, la.v, N, H, KV, hd, stream);  // q is done with
+        matmul_forward(la.attn_out, xsa ? m.q_raw : la.att, bw.attn_proj, N, D, D, stream);
+        // x_mid (over x_in in xres) and ln2
+        residual_scale_rmsnorm_forward(m.xres, la.ln2, la.rstd2, m.xres, bp.attn_scale, la.attn_out, N, D, s, stream);
+        // MLP: the fc GEMM stores relu(u), squared in place: relu(u)^2, the reference's relu^2
+        matmul_forward(la.fc_act, la.ln2, bw.fc, N, D, F, stream, /*relu=*/true);
+        relu2_forward(la.fc_act, la.fc_act, (size_t)N * F, stream);
+        matmul_forward(la.mlp_out, la.fc_act, bw.mlp_proj, N, F, D, stream);
+        if (l + 1 < L) residual_scale_forward(la.out, m.xres, bp.mlp_scale, la.mlp_out, N, D, stream);
+        else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, m.xres, bp.mlp_scale, la.mlp_out, N, D, 1.f, stream);
         x = la.out;
     }
 
@@ -422,27 +433,30 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
             add_inplace(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, ND, stream);
         // MLP: out = x_mid + mlp_scale * mlp_out. dres goes on as d x_mid (dx null: the same gradient)
         residual_scale_backward(nullptr, dbp.mlp_scale, m.dln, m.dres, bp.mlp_scale, la.mlp_out, N, D, false, false, sc, stream);
-        relu2_forward(m.fc_act, la.fc_relu, (size_t)N * F, stream);  // recompute relu^2
-        matmul_backward(m.dfc_act, dbp.mlp_proj, m.dln, m.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
-        relu2_backward(m.dfc, m.dfc_act, la.fc_relu, (size_t)N * F, false, stream);
+        matmul_backward(m.dfc, dbp.mlp_proj, m.dln, la.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
+        relu2_backward_from_out(m.dfc, m.dfc, la.fc_act, (size_t)N * F, false, stream);  // 2 sqrt(relu^2) = 2 relu
         matmul_backward(m.dln, dbp.fc, m.dfc, la.ln2, bw.fc, N, D, F, false, true, stream);
-        rmsnorm_backward(m.dres, m.dln, la.x_mid, la.rstd2, N, D, s, true, stream);
+        rmsnorm_backward_from_out(m.dres, m.dln, la.ln2, la.rstd2, N, D, s, true, stream);
         // attention: x_mid = x_in + attn_scale * attn_out. dres goes on as d x_in
         residual_scale_backward(nullptr, dbp.attn_scale, m.dattn_out, m.dres, bp.attn_scale, la.attn_out, N, D, false, false, sc,
                                 stream);
         const bool xsa = layer_has_xsa(c, l);
-        matmul_backward(m.datt_xsa, dbp.attn_proj, m.dattn_out, xsa ? la.att_xsa : la.att, bw.attn_proj, N, D, D, false, true,
+        if (xsa) xsa_forward(m.datt, la.vnorm, la.att, la.v, N, H, KV, hd, stream);  // recompute the XSA output into datt
+        matmul_backward(m.datt_xsa, dbp.attn_proj, m.dattn_out, xsa ? m.datt : la.att, bw.attn_proj, N, D, D, false, true,
                         stream);
+        // recompute q and k (from here on dattn_out is free: it becomes dq)
+        qk_rope_gain_forward(m.q_raw, la.qn, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
+        qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
         if (xsa) {
             // XSA writes dv (its self-value term); attention then adds its dq/dk/dv, so zero those two
             xsa_backward(m.datt, m.dv, m.datt_xsa, la.att, la.v, la.vnorm, N, H, KV, hd, false, stream);
             cudaCheck(cudaMemsetAsync(m.dq, 0, ND * sizeof(bf16), stream));
             cudaCheck(cudaMemsetAsync(m.dk, 0, (size_t)N * KVD * sizeof(bf16), stream));
-            attention_backward(m.dq, m.dk, m.dv, m.datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, m.attn_scratch, true,
-                               stream);
+            attention_backward(m.dq, m.dk, m.dv, m.datt, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
+                               m.attn_scratch, true, stream);
         } else {
-            attention_backward(m.dq, m.dk, m.dv, m.datt_xsa, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, m.attn_scratch,
-                               false, stream);
+            attention_backward(m.dq, m.dk, m.dv, m.datt_xsa, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
+                               m.attn_scratch, false, stream);
         }
         // through gain/RoPE/per-head rmsnorm, in place: dq, dk become the c_q / c_k output gradients
         qk_norm_rope_gain_backward(m.dq, dbp.q_gain, m.dq, la.qn, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd,
@@ -458,13 +472,25 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         matmul_backward(m.dln, dbp.c_q, m.dq, la.ln1, bw.c_q, N, D, D, false, true, stream);
         matmul_backward(m.dln, dbp.c_k, m.dk, la.ln1, bw.c_k, N, D, KVD, true, true, stream);
         matmul_backward(m.dln, dbp.c_v, m.dv, la.ln1, bw.c_v, N, D, KVD, true, true, stream);
-        rmsnorm_backward(m.dres, m.dln, la.x_in, la.rstd1, N, D, s, true, stream);
-        // x_in = mix[0] * resid + mix[1] * x0: dres becomes d resid in place; dx0 sums over blocks
-        resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dres, la.resid, m.x0, bp.resid_mix, N, D, false, l != L - 1, sc,
-                           stream);
-        // the skip add of a decoder block: resid = prev + skip_weights[i] * enc; d prev = dres
+        // ln1 = s * rmsnorm(x_in), x_in = mix[0] * resid + mix[1] * x0: dres becomes d resid in
+        // place; dx0 sums over blocks. A skip layer's resid = prev + skip_weights[i] * enc is
+        // recomputed (l >= 1 there).
         const int i = l - nE;
-        if (i >= 0 && i < c.num_skip)
+        const bool skip = i >= 0 && i < c.num_skip;
+        if (skip)
+            residual_scale_forward(m.xres, m.layers[l - 1].out, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D,
+                                   stream);
+        const bf16 *resid = skip ? m.xres : la.resid;
+        if (rmsnorm_resid_mix_fusable(D)) {
+            rmsnorm_resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dln, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s,
+                                       l != L - 1, sc, stream);
+        } else {
+            rmsnorm_backward_from_out(m.dres, m.dln, la.ln1, la.rstd1, N, D, s, true, stream);
+            resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dres, resid, m.x0, bp.resid_mix, N, D, false, l != L - 1, sc,
+                               stream);
+        }
+        // the skip add of a decoder block: d prev = dres
+        if (skip)
             residual_scale_backward(nullptr, dp.skip_weights + (size_t)i * D, m.dskip + (size_t)i * ND, m.dres,
                                     p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, false, false, sc, stream);
     }
@@ -473,7 +499,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
 
     // embeddings
     smear_backward(m.dln, dp.smear_gate, m.dx0, m.emb_norm, p.smear_gate, B, T, D, false, sc, stream);
-    rmsnorm_backward(m.dln, m.dln, m.emb, m.rstd0, N, D, 1.f, false, stream);
+    rmsnorm_backward_from_out(m.dln, m.dln, m.emb_norm, m.rstd0, N, D, 1.f, false, stream);
     embed_sum_backward(dp.tok_emb, m.dbg_proj, dp.bigram_scale, m.dln, m.ids, m.bg_proj, p.bigram_scale, N, D, V, false, sc, stream);
     matmul_backward(m.dbg_emb, dp.bigram_proj, m.dbg_proj, m.bg_emb, w.bigram_proj, N, (int)c.bigram_dim, D, false, true, stream);
     embedding_backward(dp.bigram_embed, m.dbg_emb, m.bigram_idx, N, (int)c.bigram_dim, (int)c.bigram_vocab_size, sc, stream);

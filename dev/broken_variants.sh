@@ -18,6 +18,15 @@
 #   BREAK_CE_ROUND        the loss ignores round_bf16          (common/loss.cuh)    -> dev_loss
 #   BREAK_XSA_ACCUMULATE  xsa_backward overwrites when asked to accumulate
 #                                                              (common/attention.cuh) -> dev_attention
+#   BREAK_RMSNORM_FROM_OUT  rmsnorm_backward_from_out reads the output as if it were the input
+#                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_RELU2_FROM_OUT  relu2_backward_from_out reads relu^2 as if it were relu (no sqrt)
+#                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_RMSNORM_MIX     rmsnorm_resid_mix_backward drops the residual path's gradient
+#                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_QK_RECOMPUTE    the q/k forward rotates the unrounded xn: the backward's recompute of q, k
+#                         from the stored xn no longer gives what attention read
+#                                                              (common/layers.cuh)  -> dev_layers
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
 set -u
@@ -35,6 +44,10 @@ ROWS=(
     'BREAK_SCALAR_GRAD|model|--no-bench|FAIL +(bigram|ve_shared).scale \(same inputs\)'
     'BREAK_CE_ROUND|loss|--no-bench|FAIL +(losses|dlogits)'
     'BREAK_XSA_ACCUMULATE|attention|--check-only --small|FAIL +xsa bwd d[yv] \(accumulate\)'
+    'BREAK_RMSNORM_FROM_OUT|layers|--no-bench|FAIL +dinp from y'
+    'BREAK_RELU2_FROM_OUT|layers|--no-bench|FAIL +dinp from relu\^2'
+    'BREAK_RMSNORM_MIX|layers|--no-bench|FAIL +dresid'
+    'BREAK_QK_RECOMPUTE|layers|--no-bench|FAIL +out from xn +bitwise'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()
@@ -44,7 +57,7 @@ for r in "${ROWS[@]}"; do
 done
 
 # the normal builds must exist (make dev-checks); the broken ones are compiled here, in parallel
-for name in optim model loss attention; do
+for name in optim model loss attention layers; do
     [ -x build/dev_$name ] || { echo "error: build/dev_$name missing: run 'make -j dev-checks' first" >&2; exit 2; }
 done
 [ -x "$NVCC" ] || { echo "error: nvcc not found (set NVCC)" >&2; exit 2; }
@@ -81,7 +94,7 @@ run_row() { # check-name variant binary args expected(PASS|FAIL) log [pattern a 
 }
 echo
 printf '%-14s | %-22s | %-11s | %s\n' check variant result expected
-for name in optim model loss attention; do
+for name in optim model loss attention layers; do
     args="--no-bench"; [ $name = attention ] && args="--check-only"
     run_row $name real build/dev_$name "$args" PASS $OUT/real_$name.log
 done

@@ -237,17 +237,33 @@ static void test_rmsnorm(int N, int C, float scale) {
     std::vector<float> dout = randn((size_t)N * C);
     DevBuf<bf16> d_dout((size_t)N * C), d_dx((size_t)N * C);
     put(d_dout, dout);
-    for (int acc = 0; acc < 2; acc++) {
+    // and from the output: the GPU reads y = the forward's output as the model keeps it (bf16),
+    // the CPU reference the input that y stands for, x' = y / (scale * rstd) (the same gradient in
+    // exact math; x' differs from x by y's rounding)
+    DevBuf<bf16> d_y((size_t)N * C);
+    std::vector<float> y = out, xy((size_t)N * C);
+    for (float &v : y) v = rbf(v);
+    for (size_t e = 0; e < xy.size(); e++) xy[e] = y[e] / (scale * rstd[e / C]);
+    put(d_y, y);
+    for (int k = 0; k < 4; k++) {
+        const bool acc = k & 1, from_y = k >= 2;
         std::vector<float> dx = acc ? randn((size_t)N * C) : std::vector<float>((size_t)N * C, 0.f);
         std::vector<float> ref = dx;
-        rmsnorm_backward_cpu(ref.data(), dout.data(), x.data(), rstd.data(), N, C, scale);
+        rmsnorm_backward_cpu(ref.data(), dout.data(), from_y ? xy.data() : x.data(), rstd.data(), N, C, scale);
         if (acc) put(d_dx, dx);
         else poison(d_dx.p, d_dx.n);
-        rmsnorm_backward(d_dx.p, d_dout.p, d_x.p, d_rstd.p, N, C, scale, acc, 0);
-        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, d_dx.n), ref));
+        if (from_y) rmsnorm_backward_from_out(d_dx.p, d_dout.p, d_y.p, d_rstd.p, N, C, scale, acc, 0);
+        else rmsnorm_backward(d_dx.p, d_dout.p, d_x.p, d_rstd.p, N, C, scale, acc, 0);
+        static const char *names[4] = {"dinp", "dinp (accumulate)", "dinp from y", "dinp from y (accumulate)"};
+        expect(check_bf16(names[k], get(d_dx, d_dx.n), ref));
     }
-    // in place: dinp = dout
+    // in place: dinp = dout (from the output first: it needs dout intact)
     std::vector<float> ref((size_t)N * C, 0.f);
+    rmsnorm_backward_cpu(ref.data(), dout.data(), xy.data(), rstd.data(), N, C, scale);
+    put(d_dx, dout);
+    rmsnorm_backward_from_out(d_dx.p, d_dx.p, d_y.p, d_rstd.p, N, C, scale, false, 0);
+    expect(check_bf16("dinp from y (in place)", get(d_dx, d_dx.n), ref));
+    std::fill(ref.begin(), ref.end(), 0.f);
     rmsnorm_backward_cpu(ref.data(), dout.data(), x.data(), rstd.data(), N, C, scale);
     rmsnorm_backward(d_dout.p, d_dout.p, d_x.p, d_rstd.p, N, C, scale, false, 0);
     expect(check_bf16("dinp (in place)", get(d_dout, d_dout.n), ref));
@@ -408,6 +424,51 @@ static void test_residual_rmsnorm(int N, int C, float scale) {
     }
 }
 
+// the backward of x_in = resid_mix(resid, x0), ln = scale * rmsnorm(x_in), fused; against the
+// CPU's rmsnorm_backward then resid_mix_backward, with d x_in rounded to bf16 in between as the
+// unfused launchers store it, and the input x' = ln / (scale * rstd) that the kept ln stands for
+static void test_rmsnorm_resid_mix(int N, int C, float scale) {
+    printf("rmsnorm_resid_mix_backward N=%d C=%d scale=%g\n", N, C, scale);
+    const size_t n = (size_t)N * C;
+    std::vector<float> resid = randn(n), x0 = randn(n), mix = randn(2 * C, 0.5f, 0.5f), x_in(n), ln(n), rstd(N), xy(n);
+    resid_mix_forward_cpu(x_in.data(), resid.data(), x0.data(), mix.data(), N, C);
+    rmsnorm_forward_cpu(ln.data(), rstd.data(), x_in.data(), N, C, scale);
+    for (float &v : ln) v = rbf(v);
+    for (size_t e = 0; e < n; e++) xy[e] = ln[e] / (scale * rstd[e / C]);
+    std::vector<float> dln = randn(n), dres_in = randn(n), dx0_in = randn(n), dmix_in = randn(2 * C);
+    DevBuf<bf16> d_resid(n), d_x0(n), d_ln(n), d_dln(n), d_dres(n), d_dx0(n);
+    DevBuf<float> d_mix(2 * C), d_rstd(N), d_dmix(2 * C);
+    put(d_resid, resid);
+    put(d_x0, x0);
+    put(d_ln, ln);
+    put(d_dln, dln);
+    put(d_mix, mix);
+    put(d_rstd, rstd);
+    for (int acc = 0; acc < 2; acc++) {
+        std::vector<float> dxin = dres_in, r_dres(n, 0.f), r_dx0 = acc ? dx0_in : std::vector<float>(n, 0.f), r_dmix = dmix_in;
+        rmsnorm_backward_cpu(dxin.data(), dln.data(), xy.data(), rstd.data(), N, C, scale);
+        for (float &v : dxin) v = rbf(v);
+        resid_mix_backward_cpu(r_dres.data(), r_dx0.data(), r_dmix.data(), dxin.data(), resid.data(), x0.data(), mix.data(), N, C);
+        std::vector<float> g_dmix;
+        for (int run = 0; run < 2; run++) {  // the second run: the same bits
+            put(d_dres, dres_in);
+            if (acc) put(d_dx0, dx0_in);
+            else poison(d_dx0.p, n);
+            put(d_dmix, dmix_in);
+            rmsnorm_resid_mix_backward(d_dres.p, d_dx0.p, d_dmix.p, d_dln.p, d_ln.p, d_rstd.p, d_resid.p, d_x0.p, d_mix.p, N,
+                                       C, scale, acc, g_scratch, 0);
+            if (run == 1) {
+                expect(check_exact("dmix", get(d_dmix, 2 * C), g_dmix));
+                break;
+            }
+            expect(check_bf16("dresid", get(d_dres, n), r_dres));
+            expect(check_bf16(acc ? "dx0 (accumulate)" : "dx0", get(d_dx0, n), r_dx0));
+            g_dmix = get(d_dmix, 2 * C);
+            expect(check_sum("dmix", g_dmix, r_dmix));
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // relu^2, scalar scale
 
@@ -422,14 +483,28 @@ static void test_relu2(size_t n) {
     expect(check_bf16("out", get(d_out, n), out));
     std::vector<float> dout = randn(n);
     put(d_dout, dout);
+    // the input that the GPU's relu^2 (bf16) stands for: sqrt of it (0 where x <= 0)
+    std::vector<float> g_out = get(d_out, n), xr(n);
+    for (size_t e = 0; e < n; e++) xr[e] = std::sqrt(g_out[e]);
     for (int acc = 0; acc < 2; acc++) {
-        std::vector<float> dx = acc ? randn(n) : std::vector<float>(n, 0.f), ref = dx;
+        std::vector<float> dx = acc ? randn(n) : std::vector<float>(n, 0.f), ref = dx, ref_r = dx;
         relu2_backward_cpu(ref.data(), dout.data(), x.data(), n);
+        relu2_backward_cpu(ref_r.data(), dout.data(), xr.data(), n);
         if (acc) put(d_dx, dx);
         else poison(d_dx.p, n);
         relu2_backward(d_dx.p, d_dout.p, d_x.p, n, acc, 0);
         expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, n), ref));
+        // from the output: the GPU reads its own relu^2 (bf16), the CPU reference sqrt of it
+        if (acc) put(d_dx, dx);
+        else poison(d_dx.p, n);
+        relu2_backward_from_out(d_dx.p, d_dout.p, d_out.p, n, acc, 0);
+        expect(check_bf16(acc ? "dinp from relu^2 (accumulate)" : "dinp from relu^2", get(d_dx, n), ref_r));
     }
+    // from the output in place (dinp = dout), as the model runs it
+    std::vector<float> ref(n, 0.f);
+    relu2_backward_cpu(ref.data(), dout.data(), xr.data(), n);
+    relu2_backward_from_out(d_dout.p, d_dout.p, d_out.p, n, false, 0);
+    expect(check_bf16("dinp from relu^2 (in place)", get(d_dout, n), ref));
 }
 
 static void test_scalar_scale(size_t n) {
@@ -490,10 +565,25 @@ static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
     poison(d_rstd.p, d_rstd.n);
     qk_norm_rope_gain_forward(d_out.p, d_xn.p, d_rstd.p, d_x.p, d_cos.p, d_sin.p, with_gain ? d_gain.p : nullptr, B, T,
                               NH, hd, rd, 0);
-    expect(check_bf16("out", get(d_out, n), out));
-    expect(check_bf16("xn", get(d_xn, n), xn));
+    std::vector<float> g_out = get(d_out, n), g_xn = get(d_xn, n);
+    expect(check_bf16("out", g_out, out));
+    expect(check_bf16("xn", g_xn, xn));
     std::vector<float> g_rstd = get(d_rstd, d_rstd.n);
     expect(validate("rstd", g_rstd.data(), rstd.data(), rstd.size(), 1e-5, 0));
+    // out again from the GPU's xn (the model's backward does this): against the CPU twin on the
+    // same xn, and bit for bit the forward's out (what attention_forward read)
+    {
+        DevBuf<bf16> d_re(n);
+        poison(d_re.p, n);
+        qk_rope_gain_forward(d_re.p, d_xn.p, d_cos.p, d_sin.p, with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, 0);
+        std::vector<float> g_re = get(d_re, n), r_re(n);
+        qk_rope_gain_forward_cpu(r_re.data(), g_xn.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH,
+                                 hd, rd);
+        expect(check_bf16("out from xn", g_re, r_re));
+        const bool same = memcmp(g_re.data(), g_out.data(), n * sizeof(float)) == 0;
+        printf("  %s %-28s bitwise identical to the forward's out\n", same ? "ok  " : "FAIL", "out from xn");
+        expect(same);
+    }
     // backward on independent random inputs (any xn, rstd will do for the formula)
     std::vector<float> b_xn = randn(n), b_rstd((size_t)N * NH), dout = randn(n);
     std::uniform_real_distribution<float> u(0.5f, 2.f);
@@ -600,6 +690,8 @@ static void bench_all() {
               ND * 2 * b2 + N * b4, 0);
     bench_row("rmsnorm_backward", shape, bench_ms([&] { rmsnorm_backward(e.p, a.p, d.p, rstd.p, N, D, 0.5f, false, 0); }),
               ND * 3 * b2 + N * b4, 0);
+    bench_row("rmsnorm_backward_from_out acc", shape,
+              bench_ms([&] { rmsnorm_backward_from_out(e.p, a.p, d.p, rstd.p, N, D, 0.5f, true, 0); }), ND * 4 * b2 + N * b4, 0);
     bench_row("rmsnorm_backward acc", shape, bench_ms([&] { rmsnorm_backward(e.p, a.p, d.p, rstd.p, N, D, 0.5f, true, 0); }),
               ND * 4 * b2 + N * b4, 0);
     snprintf(shape, sizeof shape, "B=%d T=%d C=%d", B, T, D);
@@ -618,6 +710,10 @@ static void bench_all() {
     bench_row("residual_scale_backward", shape,
               bench_ms([&] { residual_scale_backward(nullptr, grads.p, e.p, d.p, params.p, a.p, N, D, false, false, g_scratch, 0); }),
               ND * 3 * b2, 0);
+    bench_row("rmsnorm_resid_mix_backward acc", shape,
+              bench_ms([&] { rmsnorm_resid_mix_backward(b.p, e.p, grads.p, a.p, d.p, rstd.p, c.p, a.p, params.p, N, D, 0.5f,
+                                                        true, g_scratch, 0); }),
+              ND * 8 * b2 + N * b4, 0);
     bench_row("resid_mix_rmsnorm_forward", shape,
               bench_ms([&] { resid_mix_rmsnorm_forward(e.p, b.p, rstd.p, d.p, a.p, params.p, N, D, 0.5f, 0); }),
               ND * 4 * b2 + N * b4, 0);
@@ -627,6 +723,8 @@ static void bench_all() {
     snprintf(shape, sizeof shape, "N=%d F=%d", N, F);
     bench_row("relu2_forward", shape, bench_ms([&] { relu2_forward(b.p, a.p, NF, 0); }), NF * 2 * b2, 0);
     bench_row("relu2_backward", shape, bench_ms([&] { relu2_backward(c.p, b.p, a.p, NF, false, 0); }), NF * 3 * b2, 0);
+    bench_row("relu2_backward_from_out", shape, bench_ms([&] { relu2_backward_from_out(c.p, c.p, a.p, NF, false, 0); }),
+              NF * 3 * b2, 0);
     snprintf(shape, sizeof shape, "N=%d C=%d", N, KVD);
     bench_row("scalar_scale_forward acc", shape,
               bench_ms([&] { scalar_scale_forward(e.p, d.p, fscal.p + 1, (size_t)N * KVD, true, 0); }),
@@ -642,10 +740,15 @@ static void bench_all() {
               bench_ms([&] { qk_norm_rope_gain_backward(a.p, grads.p, d.p, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H,
                                                         hd, rd, false, g_scratch, 0); }),
               ND * 3 * b2 + (double)N * H * b4, 0);
+    bench_row("qk_rope_gain_forward", shape,
+              bench_ms([&] { qk_rope_gain_forward(a.p, b.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd, 0); }), ND * 2 * b2, 0);
     snprintf(shape, sizeof shape, "k: N=%d KV=%d hd=%d rd=%d", N, KV, hd, rd);
     bench_row("qk_norm_rope_gain_forward", shape,
               bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0); }),
               (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
+    bench_row("qk_rope_gain_forward", shape,
+              bench_ms([&] { qk_rope_gain_forward(a.p, b.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0); }),
+              (double)N * KVD * 2 * b2, 0);
     bench_row("qk_norm_rope_gain_backward", shape,
               bench_ms([&] { qk_norm_rope_gain_backward(a.p, nullptr, d.p, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV,
                                                         hd, rd, false, g_scratch, 0); }),
@@ -707,6 +810,12 @@ int main(int argc, char **argv) {
     test_residual_rmsnorm(77, 1536, 1.f);  // longer than the register cache
     test_residual_rmsnorm(3, 2056, 1.f);
 
+    test_rmsnorm_resid_mix(1, 8, 1.f);
+    test_rmsnorm_resid_mix(333, 96, 0.5f);
+    test_rmsnorm_resid_mix(50, 264, 1.f);                  // 33 vectors a row: the second register set mostly idle
+    test_rmsnorm_resid_mix(20011, 512, 1.f / std::sqrt(3.f));  // more rows than a wave of warps
+    test_rmsnorm_resid_mix(77, 1024, 1.f);                 // the longest rows it takes
+
     test_relu2(1);
     test_relu2(7);
     test_relu2((size_t)333 * 97);
@@ -720,10 +829,14 @@ int main(int argc, char **argv) {
     test_qk(2, 1030, 8, 64, 16, true);   // T > 1024: the NTK base
     test_qk(2, 1030, 4, 64, 16, false);  // k: no gain
     test_qk(3, 50, 4, 32, 16, true);
-    test_qk(1, 33, 3, 96, 96, true);     // 12 threads a head: tiles of 21 heads; RoPE on every dim
-    test_qk(2, 17, 8, 64, 4, true);      // RoPE partners inside one thread
+    test_qk(1, 33, 3, 96, 96, true);     // 12 lanes a head: 2 head-rows a warp, 8 lanes idle; RoPE on every dim
+    test_qk(2, 17, 8, 64, 4, true);      // RoPE partners inside one lane
     test_qk(1, 9, 2, 64, 64, false);
-    test_qk(1, 300, 5, 8, 8, true);      // 256 heads a tile
+    test_qk(1, 300, 5, 8, 8, true);      // 32 head-rows a warp
+    test_qk(2, 19, 6, 40, 8, true);      // 5 lanes a head: 6 head-rows a warp, 2 lanes idle
+    test_qk(1, 20, 3, 256, 32, true);    // a head-row per warp
+    test_qk(3, 77, 3, 64, 16, true);     // 3 heads: the backward's grid rounded to a multiple of 3
+    test_qk(8, 2048, 8, 64, 16, true);   // more head-rows than a wave: the backward loops
 
     if (check_verdict("dev_layers")) return 1;
     if (bench) bench_all();
