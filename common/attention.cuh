@@ -357,11 +357,7 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
     load_tile_async<FWD_BC, FWD_THREADS>(sV0, vb, (n_tiles - 1) * FWD_BC, T, kvstride, tid);
     cp_async_commit();
 
-#ifdef BREAK_Q_BEGIN  // a deliberately wrong variant (dev/broken_variants.sh): causal limit at the row's index, not its position
-    const int wrow0 = q0 - q_begin + warp * FWD_WARP_ROWS;
-#else
     const int wrow0 = q0 + warp * FWD_WARP_ROWS;  // this warp's first query row (position)
-#endif
     const bool warp_has_rows = wrow0 < T;
     uint32_t qf[FWD_MT][KCHUNKS][4];
     float o[FWD_MT][DTILES][4], m[FWD_MT][2], l[FWD_MT][2];
@@ -396,7 +392,11 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
 
         float s[FWD_MT][FWD_NT][4];
         fwd_qk<FWD_MT, FWD_NT>(s, qf, sK0 + stage * KV_STAGE, lane);
+#ifdef BREAK_Q_BEGIN  // a deliberately wrong variant (dev/broken_variants.sh): the mask takes a row's index for its position
+        if (col0 + FWD_BC - 1 > wrow0) fwd_mask<FWD_MT, FWD_NT>(s, wrow0 - q_begin, col0, T, lane);
+#else
         if (col0 + FWD_BC - 1 > wrow0) fwd_mask<FWD_MT, FWD_NT>(s, wrow0, col0, T, lane);
+#endif
         fwd_softmax<FWD_MT, FWD_NT>(s, o, m, l);
         fwd_pv<FWD_MT, FWD_NT>(o, s, sV0 + stage * KV_STAGE, lane);
     }

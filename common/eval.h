@@ -18,10 +18,11 @@
 // of each row. It always gets T = seq_len: short windows are zero-padded like the reference
 // does, which matters because the RoPE base depends on the sequence length of the call. The
 // sliding eval asks only for the suffix its windows score (score_from = the smallest first scored
-// position in the batch): stride of seq_len positions, so the model skips the head and most of
-// its last block for the rest (the same numbers, fewer FLOPs).
+// position in the batch, seq_len - stride for all but the first and the last batches), so the
+// model skips the head and most of its last block for the rest: the same numbers, fewer FLOPs.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>

@@ -43,9 +43,11 @@
 // Determinism: the cached algorithm is reused for every call of a shape, so results repeat run to
 // run on the same GPU. Not thread-safe, and the single workspace means GEMMs must not run on two
 // streams at once. Row invariance: inside a MatmulOnePass scope (the eval forward) every GEMM sums
-// each dot product in one sequence (CUBLASLT_REDUCTION_SCHEME_NONE: no split-K), so an output row
-// does not depend on how many rows the problem has; the eval's scored-only last block
-// (model_gpu_forward's score_from) then reproduces the full forward's rows bit for bit.
+// each dot product in one sequence (CUBLASLT_REDUCTION_SCHEME_NONE: no split-K) and runs the
+// algorithm chosen for GEMM_ONE_PASS_M rows whatever its M (when that algorithm runs it), so an
+// output row does not depend on how many rows the problem has: the eval's scored-only last block
+// (model_gpu_forward's score_from) reproduces the full forward's rows bit for bit, and the evals
+// give the same numbers at any batch size.
 #pragma once
 
 #include <cublasLt.h>
@@ -117,6 +119,9 @@ enum GemmEpilogue { GEMM_EPI_NONE = 0, GEMM_EPI_RELU = 1 };
 
 // 32 MiB: what NVIDIA recommends for Hopper (split-K and stream-K kernels use it); plenty for A100.
 constexpr size_t MATMUL_WORKSPACE_BYTES = 32ull << 20;
+// One-pass GEMMs (MatmulOnePass) take the algorithm chosen for this many rows: the eval's batch
+// of 32 windows of 2048 (see "Row invariance" above).
+constexpr int GEMM_ONE_PASS_M = 65536;
 
 // Everything that selects an algorithm. Alignments are the largest power of two (<= 256 bytes)
 // dividing each pointer (and, in a batch, each batch stride): cuBLASLt assumes 256-byte aligned
@@ -241,7 +246,21 @@ inline GemmPlan &gemm_plan(const GemmKey &k) {
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, pref, 1, &res, &found);
+    cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (k.one_pass && k.batch == 1 && !k.ta) {
+        // row invariance: the algorithm the heuristic picks for GEMM_ONE_PASS_M rows, whatever M is
+        // (when it runs this problem), so that every M of the same N, K runs the same kernel
+        cublasLtMatrixLayout_t lb = gemm_layout(CUDA_R_16BF, k.K, GEMM_ONE_PASS_M, k.K, 1, 0);
+        cublasLtMatrixLayout_t ld = gemm_layout(dt, k.N, GEMM_ONE_PASS_M, k.N, 1, 0);
+        st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, lb, ld, ld, pref, 1, &res, &found);
+        cublasCheck(cublasLtMatrixLayoutDestroy(lb));
+        cublasCheck(cublasLtMatrixLayoutDestroy(ld));
+        cublasLtMatmulHeuristicResult_t chk;
+        if (st == CUBLAS_STATUS_SUCCESS && found &&
+            cublasLtMatmulAlgoCheck(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, &res.algo, &chk) != CUBLAS_STATUS_SUCCESS)
+            found = 0;
+    }
+    if (!found) st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, pref, 1, &res, &found);
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     if (st != CUBLAS_STATUS_SUCCESS || found == 0 || res.state != CUBLAS_STATUS_SUCCESS) {
         p.fallback = true;

@@ -18,8 +18,8 @@
 #   BREAK_CE_ROUND        the loss ignores round_bf16          (common/loss.cuh)    -> dev_loss
 #   BREAK_XSA_ACCUMULATE  xsa_backward overwrites when asked to accumulate
 #                                                              (common/attention.cuh) -> dev_attention
-#   BREAK_Q_BEGIN         the attention forward over the scored rows only (q_begin > 0) takes
-#                         a row's index for its position in the causal limit
+#   BREAK_Q_BEGIN         the attention forward over the scored rows only (q_begin > 0) masks
+#                         with a row's index in place of its position
 #                                                              (common/attention.cuh) -> dev_model
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
