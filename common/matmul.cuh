@@ -257,8 +257,11 @@ inline GemmPlan &gemm_plan(const GemmKey &k) {
         cublasCheck(cublasLtMatrixLayoutDestroy(ld));
         cublasLtMatmulHeuristicResult_t chk;
         if (st == CUBLAS_STATUS_SUCCESS && found &&
-            cublasLtMatmulAlgoCheck(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, &res.algo, &chk) != CUBLAS_STATUS_SUCCESS)
+            cublasLtMatmulAlgoCheck(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, &res.algo, &chk) != CUBLAS_STATUS_SUCCESS) {
             found = 0;
+            fprintf(stderr, "note: matmul: the %d-row algorithm does not run M=%d N=%d K=%d: its rows may differ in the last bit "
+                            "from those of other row counts\n", GEMM_ONE_PASS_M, k.M, k.N, k.K);
+        }
     }
     if (!found) st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, pref, 1, &res, &found);
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
