@@ -76,7 +76,7 @@ static int sample_main(const Config &cfg, const Tokenizer &tok, const std::vecto
         model_build(*cpu, cfg);
         cpu->params_mem = weights;
         last_logits = [&](const int *x, int T, float *out) {
-            const float *l = model_forward_logits(*cpu, x, 1, T) + (size_t)(T - 1) * V;
+            const float *l = model_forward_logits(*cpu, x, 1, T, T - 1);  // the last position only: row 0
             std::copy(l, l + V, out);
         };
     } else {

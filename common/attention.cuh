@@ -5,7 +5,8 @@
 // The GPU twins of attention_forward_cpu / attention_backward_cpu / xsa_forward_cpu /
 // xsa_backward_cpu in model_cpu.h, with the same layouts:
 //   q, out, dq (B, T, H, hd) bf16      k, v, dk, dv (B, T, KV, hd) bf16      lse (B, H, T) fp32
-// Query head h reads KV head h / (H/KV) (GQA), the softmax scale is 1/sqrt(hd) = 1/8, and
+// (The forward can also take the queries of a suffix of positions only, q_begin: the eval's
+// scored rows.) Query head h reads KV head h / (H/KV) (GQA), the softmax scale is 1/sqrt(hd) = 1/8, and
 // head_dim is fixed at 64 at compile time (the kernels' tiles are built around a 128-byte row).
 //
 // How it works (the FlashAttention-2 recipe):
@@ -319,19 +320,27 @@ __device__ __forceinline__ void fwd_pv(float o[MT][DTILES][4], const float p[MT]
     }
 }
 
-// grid (H, B, ceil(T / FWD_BR)); the z index is reversed so the longest (last) query tiles start first
+// grid (H, B, ceil((T - q_begin) / FWD_BR)); the z index is reversed so the longest (last) query
+// tiles start first. Only the queries at positions [q_begin, T) of each sequence: q, out and lse
+// hold those rows only, (B, T - q_begin, ...) (q_begin = 0: every row). A row's result does not
+// depend on q_begin: it visits the key tiles from its own diagonal tile down to 0 in the same
+// order whatever tile it sits in (tiles above its diagonal are fully masked for it and leave its
+// running max, sum and output untouched), so a suffix of the rows is bit-identical to the same
+// rows of a full launch (the scored-only eval, model_gpu_forward's score_from).
 __global__ void __launch_bounds__(FWD_THREADS, 2)
     attention_forward_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse, const __nv_bfloat16 *__restrict__ q,
-                             const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v, int T, int H, int KV) {
+                             const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v, int T, int H, int KV,
+                             int q_begin) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int h = blockIdx.x, b = blockIdx.y;
     const int mb = gridDim.z - 1 - blockIdx.z;
     const int kh = h / (H / KV);
-    const int q0 = mb * FWD_BR;
+    const int TQ = T - q_begin;           // query rows per sequence in q, out, lse
+    const int q0 = q_begin + mb * FWD_BR;  // position of the tile's first query
     const size_t qstride = (size_t)H * HD, kvstride = (size_t)KV * HD;
-    // seek to q[b, 0, h, :], k[b, 0, kh, :], v[b, 0, kh, :]; row t is t * stride further
-    const __nv_bfloat16 *qb = q + ((size_t)b * T * H + h) * HD;
+    // seek to q[b, 0, h, :] (position q_begin), k[b, 0, kh, :], v[b, 0, kh, :]; row t is t * stride further
+    const __nv_bfloat16 *qb = q + ((size_t)b * TQ * H + h) * HD;
     const __nv_bfloat16 *kb = k + ((size_t)b * T * KV + kh) * HD;
     const __nv_bfloat16 *vb = v + ((size_t)b * T * KV + kh) * HD;
     const uint32_t sQ = smem_u32(smem);
@@ -343,12 +352,12 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
     const int q_last = min(T, q0 + FWD_BR) - 1;
     const int n_tiles = q_last / FWD_BC + 1;
 
-    load_tile_async<FWD_BR, FWD_THREADS>(sQ, qb, q0, T, qstride, tid);
+    load_tile_async<FWD_BR, FWD_THREADS>(sQ, qb, q0 - q_begin, TQ, qstride, tid);
     load_tile_async<FWD_BC, FWD_THREADS>(sK0, kb, (n_tiles - 1) * FWD_BC, T, kvstride, tid);
     load_tile_async<FWD_BC, FWD_THREADS>(sV0, vb, (n_tiles - 1) * FWD_BC, T, kvstride, tid);
     cp_async_commit();
 
-    const int wrow0 = q0 + warp * FWD_WARP_ROWS;  // this warp's first query row
+    const int wrow0 = q0 + warp * FWD_WARP_ROWS;  // this warp's first query row (position)
     const bool warp_has_rows = wrow0 < T;
     uint32_t qf[FWD_MT][KCHUNKS][4];
     float o[FWD_MT][DTILES][4], m[FWD_MT][2], l[FWD_MT][2];
@@ -383,7 +392,11 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
 
         float s[FWD_MT][FWD_NT][4];
         fwd_qk<FWD_MT, FWD_NT>(s, qf, sK0 + stage * KV_STAGE, lane);
+#ifdef BREAK_Q_BEGIN  // a deliberately wrong variant (dev/broken_variants.sh): the mask takes a row's index for its position
+        if (col0 + FWD_BC - 1 > wrow0) fwd_mask<FWD_MT, FWD_NT>(s, wrow0 - q_begin, col0, T, lane);
+#else
         if (col0 + FWD_BC - 1 > wrow0) fwd_mask<FWD_MT, FWD_NT>(s, wrow0, col0, T, lane);
+#endif
         fwd_softmax<FWD_MT, FWD_NT>(s, o, m, l);
         fwd_pv<FWD_MT, FWD_NT>(o, s, sV0 + stage * KV_STAGE, lane);
     }
@@ -401,13 +414,13 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
             const int row = wrow0 + mt * 16 + (lane >> 2) + r * 8;
             if (row >= T) continue;
             const float inv = lt > 0.f ? 1.f / lt : 0.f;
-            __nv_bfloat16 *orow = out + (((size_t)b * T + row) * H + h) * HD + (lane & 3) * 2;
+            __nv_bfloat16 *orow = out + (((size_t)b * TQ + row - q_begin) * H + h) * HD + (lane & 3) * 2;
 #pragma unroll
             for (int dt = 0; dt < DTILES; dt++)
                 *reinterpret_cast<__nv_bfloat162 *>(orow + dt * 8) =
                     __floats2bfloat162_rn(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
             if ((lane & 3) == 0)
-                lse[((size_t)b * H + h) * T + row] =
+                lse[((size_t)b * H + h) * TQ + row - q_begin] =
                     lt > 0.f ? (m[mt][r] * (SCALE * LOG2E) + fast_log2(lt)) * LN2 : -INFINITY;
         }
 }
@@ -861,11 +874,15 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 // kernel launchers
 
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV)
+// q_begin > 0: only the queries at positions [q_begin, T): q, out (B, T - q_begin, H, hd), lse
+// (B, H, T - q_begin); k, v keep all T rows. Bit-identical to those rows of a full launch.
 inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
+                              int q_begin = 0) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_shapes("attention_forward", B, T, H, KV, hd);
+    if (q_begin < 0 || q_begin >= T) fatal_config("attention.cuh: attention_forward: q_begin=%d must be in [0, T=%d)", q_begin, T);
     check_aligned("attention_forward", out, "out");
     check_aligned("attention_forward", q, "q");
     check_aligned("attention_forward", k, "k");
@@ -875,8 +892,8 @@ inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat1
         cudaCheck(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FWD_SMEM));
         configured = true;
     }
-    dim3 grid(H, B, ceil_div(T, FWD_BR));
-    attention_forward_kernel<<<grid, FWD_THREADS, FWD_SMEM, stream>>>(out, lse, q, k, v, T, H, KV);
+    dim3 grid(H, B, ceil_div(T - q_begin, FWD_BR));
+    attention_forward_kernel<<<grid, FWD_THREADS, FWD_SMEM, stream>>>(out, lse, q, k, v, T, H, KV, q_begin);
     cudaCheckLaunch();
 }
 

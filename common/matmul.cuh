@@ -42,7 +42,12 @@
 //
 // Determinism: the cached algorithm is reused for every call of a shape, so results repeat run to
 // run on the same GPU. Not thread-safe, and the single workspace means GEMMs must not run on two
-// streams at once.
+// streams at once. Row invariance: inside a MatmulOnePass scope (the eval forward) every GEMM sums
+// each dot product in one sequence (CUBLASLT_REDUCTION_SCHEME_NONE: no split-K) and runs the
+// algorithm chosen for GEMM_ONE_PASS_M rows whatever its M (when that algorithm runs it), so an
+// output row does not depend on how many rows the problem has: the eval's scored-only last block
+// (model_gpu_forward's score_from) reproduces the full forward's rows bit for bit, and the evals
+// give the same numbers at any batch size.
 #pragma once
 
 #include <cublasLt.h>
@@ -114,17 +119,20 @@ enum GemmEpilogue { GEMM_EPI_NONE = 0, GEMM_EPI_RELU = 1 };
 
 // 32 MiB: what NVIDIA recommends for Hopper (split-K and stream-K kernels use it); plenty for A100.
 constexpr size_t MATMUL_WORKSPACE_BYTES = 32ull << 20;
+// One-pass GEMMs (MatmulOnePass) take the algorithm chosen for this many rows: the eval's batch
+// of 32 windows of 2048 (see "Row invariance" above).
+constexpr int GEMM_ONE_PASS_M = 65536;
 
 // Everything that selects an algorithm. Alignments are the largest power of two (<= 256 bytes)
 // dividing each pointer (and, in a batch, each batch stride): cuBLASLt assumes 256-byte aligned
 // buffers unless told otherwise, and would pick kernels that fault on views into a buffer.
 struct GemmKey {
-    int M, N, K, batch, ta, tb, out_type, epi, beta_nonzero;
+    int M, N, K, batch, ta, tb, out_type, epi, beta_nonzero, one_pass;
     long long sa, sb, sd;
     int align_a, align_b, align_c, align_d;
     bool operator==(const GemmKey &o) const {
         return M == o.M && N == o.N && K == o.K && batch == o.batch && ta == o.ta && tb == o.tb && out_type == o.out_type &&
-               epi == o.epi && beta_nonzero == o.beta_nonzero && sa == o.sa && sb == o.sb && sd == o.sd &&
+               epi == o.epi && beta_nonzero == o.beta_nonzero && one_pass == o.one_pass && sa == o.sa && sb == o.sb && sd == o.sd &&
                align_a == o.align_a && align_b == o.align_b && align_c == o.align_c && align_d == o.align_d;
     }
 };
@@ -142,6 +150,7 @@ struct MatmulContext {
     void *workspace = nullptr;
     std::deque<GemmPlan> plans;  // a deque: references stay valid as it grows
     bool force_fallback = false;  // dev checks only: run everything through the fallback kernel
+    bool one_pass = false;        // no split-K (set by MatmulOnePass)
 };
 
 inline MatmulContext &matmul_context() {
@@ -152,6 +161,13 @@ inline MatmulContext &matmul_context() {
     }
     return ctx;
 }
+
+// Within its lifetime (when `on`), GEMMs run with one-pass dot products: see "Row invariance" above.
+struct MatmulOnePass {
+    bool prev;
+    explicit MatmulOnePass(bool on) : prev(matmul_context().one_pass) { matmul_context().one_pass = prev || on; }
+    ~MatmulOnePass() { matmul_context().one_pass = prev; }
+};
 
 // Free the handle, the workspace and the cached plans (optional, at exit).
 inline void matmul_teardown() {
@@ -223,12 +239,31 @@ inline GemmPlan &gemm_plan(const GemmKey &k) {
     // Split-K: with a bf16 output, keep the partial sums in fp32 (a workspace reduction, or none);
     // the INPLACE and OUTPUT_TYPE schemes add the parts up in the output type, rounding to bf16
     // once per part. fp32 outputs may use any scheme.
-    uint32_t red = k.out_type == 1 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK
-                                   : (uint32_t)(CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
+    // one_pass: no split-K at all (row invariance, see the top of the file).
+    uint32_t red = k.one_pass        ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_NONE
+                   : k.out_type == 1 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK
+                                     : (uint32_t)(CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, pref, 1, &res, &found);
+    cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (k.one_pass && k.batch == 1 && !k.ta) {
+        // row invariance: the algorithm the heuristic picks for GEMM_ONE_PASS_M rows, whatever M is
+        // (when it runs this problem), so that every M of the same N, K runs the same kernel
+        cublasLtMatrixLayout_t lb = gemm_layout(CUDA_R_16BF, k.K, GEMM_ONE_PASS_M, k.K, 1, 0);
+        cublasLtMatrixLayout_t ld = gemm_layout(dt, k.N, GEMM_ONE_PASS_M, k.N, 1, 0);
+        st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, lb, ld, ld, pref, 1, &res, &found);
+        cublasCheck(cublasLtMatrixLayoutDestroy(lb));
+        cublasCheck(cublasLtMatrixLayoutDestroy(ld));
+        cublasLtMatmulHeuristicResult_t chk;
+        if (st == CUBLAS_STATUS_SUCCESS && found &&
+            cublasLtMatmulAlgoCheck(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, &res.algo, &chk) != CUBLAS_STATUS_SUCCESS) {
+            found = 0;
+            fprintf(stderr, "note: matmul: the %d-row algorithm does not run M=%d N=%d K=%d: its rows may differ in the last bit "
+                            "from those of other row counts\n", GEMM_ONE_PASS_M, k.M, k.N, k.K);
+        }
+    }
+    if (!found) st = cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, pref, 1, &res, &found);
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     if (st != CUBLAS_STATUS_SUCCESS || found == 0 || res.state != CUBLAS_STATUS_SUCCESS) {
         p.fallback = true;
@@ -273,6 +308,7 @@ inline void gemm(void *d, cudaDataType_t out_type, const void *c, const bf16 *a,
     k.out_type = out_type == CUDA_R_32F ? 1 : 0;
     k.epi = epi;
     k.beta_nonzero = beta != 0.f;
+    k.one_pass = ctx.one_pass;
     k.sa = stride_a; k.sb = stride_b; k.sd = stride_d;
     k.align_a = gemm_alignment(a, stride_a * 2, batch);
     k.align_b = gemm_alignment(b, stride_b * 2, batch);

@@ -100,11 +100,14 @@ enum QatMode : int {
     QAT_INT6 = 1,  // every linear weight fake-quantized to int6 per row, straight-through gradient
 };
 
-// A forward pass as the evaluator (eval.h) sees it: nll(x, y, B, T, sliding, out) fills out[B*T]
-// with the per-position cross-entropy of targets y given inputs x (both (B, T) int32), in eval
-// mode. `sliding` says which eval calls: with EVAL_REF_ROUNDING the two round the logits
-// differently (logits_rounding below).
-using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *nll)>;
+// A forward pass as the evaluator (eval.h) sees it: nll(x, y, B, T, sliding, score_from, out)
+// fills out[B*T] with the per-position cross-entropy of targets y given inputs x (both (B, T)
+// int32), in eval mode. `sliding` says which eval calls: with EVAL_REF_ROUNDING the two round the
+// logits differently (logits_rounding below). Only the positions t >= score_from of each row are
+// wanted (the sliding eval scores a suffix of each window): the model skips what only the others
+// need (the head, and the last block past its K and V) and leaves NaN in out before them; the
+// losses it does compute are bit-identical to a full forward's (score_from = 0).
+using NllFn = std::function<void(const int32_t *x, const int32_t *y, int B, int T, bool sliding, int score_from, float *nll)>;
 
 // Whether an eval rounds the softcapped logits z to bf16 before its cross-entropy.
 //   ours (EVAL_REF_ROUNDING=0): the model's own precision in both evals: the GPU rounds z (as

@@ -457,22 +457,24 @@ void qk_norm_rope_gain_backward_cpu(real *dinp, real *dgain, const real *dout, c
 // The backward rebuilds the probabilities from lse (the log-sum-exp of each row, as flash
 // attention keeps it) instead of storing the (T, T) matrix.
 // q, out (B, T, H, hd), k, v (B, T, KV, hd), lse (B, H, T)
+// q_begin > 0: only the queries at positions [q_begin, T) (the eval's scored rows): q, out
+// (B, T - q_begin, H, hd) and lse (B, H, T - q_begin) hold those rows; k, v keep all T.
 template <typename real>
 void attention_forward_cpu(real *out, real *lse, const real *q, const real *k, const real *v, int B, int T, int H,
-                           int KV, int hd) {
+                           int KV, int hd, int q_begin = 0) {
     const real scale = 1 / std::sqrt((real)hd);
-    const int group = H / KV;
+    const int group = H / KV, TQ = T - q_begin;
 #pragma omp parallel
     {
         std::vector<real> p(T);
 #pragma omp for collapse(3) schedule(dynamic, 16)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < H; h++) {
-                for (int t = 0; t < T; t++) {
-                    // seek to q[b,t,h,:], out[b,t,h,:]
-                    const int kh = h / group;
-                    const real *qt = q + (((size_t)b * T + t) * H + h) * hd;
-                    real *o = out + (((size_t)b * T + t) * H + h) * hd;
+                for (int tq = 0; tq < TQ; tq++) {
+                    // seek to q[b,t,h,:], out[b,t,h,:] (row tq of the query rows, position t)
+                    const int kh = h / group, t = q_begin + tq;
+                    const real *qt = q + (((size_t)b * TQ + tq) * H + h) * hd;
+                    real *o = out + (((size_t)b * TQ + tq) * H + h) * hd;
                     real mx = -std::numeric_limits<real>::infinity();
                     for (int s = 0; s <= t; s++) {
                         const real *ks = k + (((size_t)b * T + s) * KV + kh) * hd;
@@ -494,7 +496,7 @@ void attention_forward_cpu(real *out, real *lse, const real *q, const real *k, c
 #pragma omp simd
                         for (int i = 0; i < hd; i++) o[i] += w * vs[i];
                     }
-                    lse[((size_t)b * H + h) * T + t] = mx + std::log(sum);
+                    lse[((size_t)b * H + h) * TQ + tq] = mx + std::log(sum);
                 }
             }
         }
@@ -708,6 +710,17 @@ void fake_quant_cpu(real *out, const real *w, int rows, int cols) {
 }
 
 // ----------------------------------------------------------------------------
+// the eval's scored rows: dst (B, T - s, C) = rows [s, T) of each sequence of src (B, T, C)
+// (GPU twin: gather_suffix_rows in model_gpu.cuh)
+
+template <typename E>
+void gather_suffix_rows_cpu(E *dst, const E *src, int B, int T, int s, int C) {
+    const int S = T - s;
+    for (int b = 0; b < B; b++)
+        memcpy(dst + (size_t)b * S * C, src + ((size_t)b * T + s) * C, (size_t)S * C * sizeof(E));
+}
+
+// ----------------------------------------------------------------------------
 // the model's activations: everything the backward needs, in one allocation
 
 template <typename real>
@@ -740,6 +753,7 @@ struct LayerActs {
 template <typename real>
 struct Acts {
     int B = 0, T = 0;
+    int score_from = 0;             // the last forward's score_from (> 0: no backward possible)
     std::vector<int> ids, targets;  // (B,T) copies of the last forward's inputs (targets empty if none)
     std::vector<int> bigram_idx;    // (B,T) the BigramHash bucket of each position
     real *rope_cos, *rope_sin;      // (T, rd/2)
@@ -948,8 +962,13 @@ void model_refresh_qat(ModelCPU<real> &m) {
 // computed, e.g. for eval). Returns the mean cross-entropy (0 without targets). Afterwards
 // m.acts.logits (B,T,V) holds the softcapped logits and m.acts.losses (B,T) the per-token NLL.
 // Uses the fake-quantized weights when m.qat is QAT_INT6.
+// score_from = s > 0 (eval only, no backward after it): only the positions [s, T) of each
+// sequence are wanted. Every layer still runs on all rows (attention reads every position's K and
+// V), but the last block past its K and V, the final norm, the head and the loss are per-row, so
+// they run on the rows [s, T) only: logits and losses (and the last block's activations from q on)
+// then hold (B, T - s, ...), bit-identical to those rows of a full forward.
 template <typename real>
-real model_forward(ModelCPU<real> &m, const int *ids, const int *targets, int B, int T) {
+real model_forward(ModelCPU<real> &m, const int *ids, const int *targets, int B, int T, int score_from = 0) {
     const Config &c = m.config;
     const int N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
     const int KVD = c.kv_dim, F = c.mlp_hidden, V = c.vocab_size, L = c.num_layers, rd = c.rope_dims_eff;
@@ -966,6 +985,8 @@ real model_forward(ModelCPU<real> &m, const int *ids, const int *targets, int B,
         a.T = T;
         rope_tables_cpu(a.rope_cos, a.rope_sin, T, rd, c.rope_base);
     }
+    if (score_from < 0 || score_from >= T) fatal("model_forward: score_from=%d must be in [0, T=%d)", score_from, T);
+    a.score_from = score_from;
     a.ids.assign(ids, ids + N);
     if (targets) a.targets.assign(targets, targets + N);
     else a.targets.clear();
@@ -988,6 +1009,11 @@ real model_forward(ModelCPU<real> &m, const int *ids, const int *targets, int B,
         scalar_scale_forward_cpu(a.ve_base, a.ve_proj, p.ve_scale, (size_t)N * KVD, false);
     }
 
+    // score_from: the last block's scored rows, gathered (ln1, x_in, v, targets of rows [s, T))
+    const int sf = score_from, Ns = B * (T - sf);
+    std::vector<real> scored_in;
+    std::vector<int> scored_targets;
+
     const real *x = a.x0;
     for (int l = 0; l < L; l++) {
         LayerActs<real> &la = a.layers[l];
@@ -1002,62 +1028,89 @@ real model_forward(ModelCPU<real> &m, const int *ids, const int *targets, int B,
         resid_mix_forward_cpu(la.x_in, la.resid, a.x0, bp.resid_mix, N, D);
         // attention
         rmsnorm_forward_cpu(la.ln1, la.rstd1, la.x_in, N, D, s);
-        matmul_forward_cpu(a.q_raw, la.ln1, bp.c_q, N, D, D);
         matmul_forward_cpu(a.k_raw, la.ln1, bp.c_k, N, D, KVD);
         matmul_forward_cpu(la.v, la.ln1, bp.c_v, N, D, KVD);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward_cpu(la.v, a.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true);
-        qk_norm_rope_gain_forward_cpu(la.q, la.qn, la.rstd_q, a.q_raw, a.rope_cos, a.rope_sin, bp.q_gain, B, T, H, hd, rd);
         qk_norm_rope_gain_forward_cpu(la.k, la.kn, la.rstd_k, a.k_raw, a.rope_cos, a.rope_sin, (const real *)nullptr, B, T, KV, hd, rd);
-        attention_forward_cpu(la.att, la.lse, la.q, la.k, la.v, B, T, H, KV, hd);
+        // from here on the rows are per-position: in the last block of a score_from forward, only
+        // the scored rows [q0, T) of each sequence (Nq of them) go on
+        const int q0 = l == L - 1 ? sf : 0, Nq = B * (T - q0);
+        const real *ln1 = la.ln1, *x_in = la.x_in, *v = la.v;
+        if (q0 > 0) {
+            scored_in.resize((size_t)Nq * (2 * D + KVD));
+            real *g = scored_in.data();
+            gather_suffix_rows_cpu(g, la.ln1, B, T, q0, D);
+            gather_suffix_rows_cpu(g + (size_t)Nq * D, la.x_in, B, T, q0, D);
+            gather_suffix_rows_cpu(g + (size_t)Nq * 2 * D, la.v, B, T, q0, KVD);
+            ln1 = g, x_in = g + (size_t)Nq * D, v = g + (size_t)Nq * 2 * D;
+        }
+        const size_t rope_at = (size_t)q0 * (rd / 2);  // the RoPE rows of positions q0..
+        matmul_forward_cpu(a.q_raw, ln1, bp.c_q, Nq, D, D);
+        qk_norm_rope_gain_forward_cpu(la.q, la.qn, la.rstd_q, a.q_raw, a.rope_cos + rope_at, a.rope_sin + rope_at, bp.q_gain, B,
+                                      T - q0, H, hd, rd);
+        attention_forward_cpu(la.att, la.lse, la.q, la.k, la.v, B, T, H, KV, hd, q0);
         const bool xsa = layer_has_xsa(c, l);
-        if (xsa) xsa_forward_cpu(la.att_xsa, la.vnorm, la.att, la.v, N, H, KV, hd);
-        matmul_forward_cpu(la.attn_out, xsa ? la.att_xsa : la.att, bp.attn_proj, N, D, D);
-        residual_scale_forward_cpu(la.x_mid, la.x_in, bp.attn_scale, la.attn_out, N, D);
+        if (xsa) xsa_forward_cpu(la.att_xsa, la.vnorm, la.att, v, Nq, H, KV, hd);
+        matmul_forward_cpu(la.attn_out, xsa ? la.att_xsa : la.att, bp.attn_proj, Nq, D, D);
+        residual_scale_forward_cpu(la.x_mid, x_in, bp.attn_scale, la.attn_out, Nq, D);
         // MLP
-        rmsnorm_forward_cpu(la.ln2, la.rstd2, la.x_mid, N, D, s);
-        matmul_forward_cpu(la.fc_pre, la.ln2, bp.fc, N, D, F);
-        relu2_forward_cpu(la.fc_act, la.fc_pre, (size_t)N * F);
-        matmul_forward_cpu(la.mlp_out, la.fc_act, bp.mlp_proj, N, F, D);
-        residual_scale_forward_cpu(la.out, la.x_mid, bp.mlp_scale, la.mlp_out, N, D);
+        rmsnorm_forward_cpu(la.ln2, la.rstd2, la.x_mid, Nq, D, s);
+        matmul_forward_cpu(la.fc_pre, la.ln2, bp.fc, Nq, D, F);
+        relu2_forward_cpu(la.fc_act, la.fc_pre, (size_t)Nq * F);
+        matmul_forward_cpu(la.mlp_out, la.fc_act, bp.mlp_proj, Nq, F, D);
+        residual_scale_forward_cpu(la.out, la.x_mid, bp.mlp_scale, la.mlp_out, Nq, D);
         x = la.out;
     }
 
-    // head: tied embedding, softcap, cross-entropy
-    rmsnorm_forward_cpu(a.xf, a.rstd_f, x, N, D, (real)1);
-    matmul_forward_cpu(a.logits, a.xf, p.tok_emb, N, D, V);
-    softcap_forward_cpu(a.logits, a.logits, (real)c.logit_softcap, (size_t)N * V);
+    // head: tied embedding, softcap, cross-entropy (on the scored rows only: Ns of them)
+    rmsnorm_forward_cpu(a.xf, a.rstd_f, x, Ns, D, (real)1);
+    matmul_forward_cpu(a.logits, a.xf, p.tok_emb, Ns, D, V);
+    softcap_forward_cpu(a.logits, a.logits, (real)c.logit_softcap, (size_t)Ns * V);
     m.loss = 0;
     if (!targets) return 0;
-    crossentropy_forward_cpu(a.losses, a.logits, targets, N, V);
+    if (sf > 0) {
+        scored_targets.resize(Ns);
+        gather_suffix_rows_cpu(scored_targets.data(), targets, B, T, sf, 1);
+        targets = scored_targets.data();
+    }
+    crossentropy_forward_cpu(a.losses, a.logits, targets, Ns, V);
     real sum = 0;
-    for (int n = 0; n < N; n++) sum += a.losses[n];
-    m.loss = sum / N;
+    for (int n = 0; n < Ns; n++) sum += a.losses[n];
+    m.loss = sum / Ns;
     return m.loss;
 }
 
-// The logits only (eval): (B,T,V) in m.acts.logits, also returned.
+// The logits only (eval): (B,T,V) in m.acts.logits, also returned; with score_from, those of
+// the positions [score_from, T) only, (B, T - score_from, V) (model_forward).
 template <typename real>
-const real *model_forward_logits(ModelCPU<real> &m, const int *ids, int B, int T) {
-    model_forward(m, ids, (const int *)nullptr, B, T);
+const real *model_forward_logits(ModelCPU<real> &m, const int *ids, int B, int T, int score_from = 0) {
+    model_forward(m, ids, (const int *)nullptr, B, T, score_from);
     return m.acts.logits;
 }
 
 // The forward as eval.h's NllFn: per-position losses in eval mode (QAT_OFF, as the reference's
 // model.eval() turns CastedLinear's fake quantization off). Twin of nll_fn_gpu.
 // With logits_rounding() = 1 (model.h) the losses are recomputed from z rounded to bf16.
+// Only the positions [score_from, T) of each row are computed (model_forward's score_from); out
+// holds NaN before them.
 inline NllFn nll_fn_cpu(ModelCPU<float> &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, int score_from, float *out) {
         const QatMode train_mode = m.qat;
         m.qat = QAT_OFF;
-        model_forward(m, x, y, B, T);
+        model_forward(m, x, y, B, T, score_from);
         m.qat = train_mode;
+        const int S = T - score_from;
         if (logits_rounding(m.config, sliding) == 1) {
-            const size_t n = (size_t)B * T * m.config.vocab_size;
+            const size_t n = (size_t)B * S * m.config.vocab_size;
             for (size_t i = 0; i < n; i++) m.acts.logits[i] = bf16_to_f32(f32_to_bf16(m.acts.logits[i]));
-            crossentropy_forward_cpu(m.acts.losses, m.acts.logits, y, B * T, (int)m.config.vocab_size);
+            std::vector<int> ys((size_t)B * S);
+            gather_suffix_rows_cpu(ys.data(), y, B, T, score_from, 1);
+            crossentropy_forward_cpu(m.acts.losses, m.acts.logits, ys.data(), B * S, (int)m.config.vocab_size);
         }
-        memcpy(out, m.acts.losses, sizeof(float) * (size_t)B * T);
+        std::fill(out, out + (size_t)B * T, std::numeric_limits<float>::quiet_NaN());
+        for (int b = 0; b < B; b++)
+            memcpy(out + (size_t)b * T + score_from, m.acts.losses + (size_t)b * S, sizeof(float) * S);
     };
 }
 
@@ -1069,7 +1122,7 @@ template <typename real>
 void model_backward(ModelCPU<real> &m, real loss_scale = 1) {
     const Config &c = m.config;
     Acts<real> &a = m.acts;
-    check_internal(!a.mem.empty() && !a.targets.empty());
+    check_internal(!a.mem.empty() && !a.targets.empty() && a.score_from == 0);
     const int B = a.B, T = a.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
     const int KVD = c.kv_dim, F = c.mlp_hidden, V = c.vocab_size, L = c.num_layers, rd = c.rope_dims_eff;
     const int nE = c.num_encoder;

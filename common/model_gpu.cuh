@@ -45,6 +45,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "cuda_utils.cuh"  // defines: cudaCheck, DeviceInfo
@@ -117,6 +119,9 @@ struct ModelGPU {
     float *rope_cos = nullptr, *rope_sin = nullptr;  // (T, rd/2) for rope_T
     int rope_T = 0, rope_max_T = 0;
     bool round_logits = true;       // round the softcapped logits to bf16 before the loss (see loss.cuh)
+    int score_from = 0;             // eval: the next forward wants positions [score_from, T) only (model_gpu_forward)
+    int fwd_score_from = 0;         // what the last forward used (> 0: no backward)
+    int *scored_targets = nullptr;  // (max_N) the targets of the scored rows
     // activations
     bf16 *bg_emb, *bg_proj, *emb_norm, *x0;         // (N,bigram_dim), (N,D) x3 (the sum before the norm: in xres)
     float *rstd0;                                   // (N)
@@ -193,6 +198,7 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.rstd_f = arena_take<float>(a, N);
     m.logits = arena_take<bf16>(a, N * V);
     m.losses = arena_take<float>(a, N);
+    m.scored_targets = arena_take<int>(a, N);
     m.loss_acc = arena_take<float>(a, 1);
     m.dres = arena_take<bf16>(a, N * D);
     m.dx0 = arena_take<bf16>(a, N * D);
@@ -321,10 +327,26 @@ inline void model_gpu_upload(ModelGPU &m, const int *ids, const int *targets, in
 // ----------------------------------------------------------------------------
 // forward
 
+// dst (B, T - s, C) = rows [s, T) of each sequence of src (B, T, C): the eval's scored rows, one
+// 2D copy (CPU twin: gather_suffix_rows_cpu)
+template <typename E>
+inline void gather_suffix_rows(E *dst, const E *src, int B, int T, int s, int C, cudaStream_t stream) {
+    const size_t row = (size_t)C * sizeof(E);
+    cudaCheck(cudaMemcpy2DAsync(dst, (T - s) * row, src + (size_t)s * C, T * row, (T - s) * row, B, cudaMemcpyDeviceToDevice,
+                                stream));
+}
+
 // The forward of the batch last uploaded. With targets: per-position losses in m.losses and
 // loss_scale * mean loss added to m.loss_acc (set instead when !accumulate_loss); with backward,
 // the logits buffer is turned into d(loss_scale * mean loss)/d(raw logits) in the same pass, ready
 // for model_gpu_backward. Uses the weights in wbf for m.qat, refreshed first if stale.
+// Eval (no backward) with m.score_from = s > 0: only the positions [s, T) of each sequence are
+// wanted. Attention needs every position's K and V in every layer, but the rest of the last
+// block, the final norm, the head and the loss are per-row: they run on the scored rows only, and
+// the last block's activations from q on, m.xf, m.logits and m.losses then hold (B, T - s, ...).
+// Bit-identical to those rows of a full forward: every op there is per-row (the attention rows
+// too, see attention_forward's q_begin) and the eval's GEMMs are one-pass (MatmulOnePass).
+// The eval forward also skips the stores only the backward reads (qn, kn and their rstd).
 inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool accumulate_loss, cudaStream_t stream) {
     const Config &c = m.config;
     const int B = m.B, T = m.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
@@ -333,6 +355,11 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
     const Params<float> &p = m.p;
     const Params<bf16> &w = m.w;
     if (T > m.rope_max_T) fatal("model_gpu: sequence length %d exceeds the %d the model was built for", T, m.rope_max_T);
+    const int sf = m.score_from, Ns = B * (T - sf);  // the scored rows
+    if (sf < 0 || sf >= T || (sf > 0 && backward))
+        fatal("model_gpu_forward: score_from=%d must be in [0, T=%d), and 0 for a training forward", sf, T);
+    m.fwd_score_from = sf;
+    const MatmulOnePass one_pass(!backward);
     model_gpu_refresh_weights(m, stream);
     if (m.rope_T != T) {  // the RoPE base depends on T (NTK scaling past 1024)
         cudaCheck(cudaStreamSynchronize(stream));
@@ -367,35 +394,55 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         la.resid = resid == x ? (bf16 *)x : nullptr;
         // x_in (into xres, not kept) and ln1
         resid_mix_rmsnorm_forward(m.xres, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s, stream);
+        // score_from, last block: past K and V only the rows [q0, T) of each sequence (Nq) go on;
+        // their ln1, x_in (and v, for XSA) are gathered into backward-only buffers (free here).
+        // x_in is then updated in place: x_mid over it, as xres is in the training forward
+        const int q0 = l == L - 1 ? sf : 0, Nq = B * (T - q0);
+        const bf16 *ln1 = la.ln1, *v = la.v;
+        bf16 *x_in = m.xres;
+        if (q0 > 0) {
+            gather_suffix_rows(m.dln, la.ln1, B, T, q0, D, stream);
+            gather_suffix_rows(m.dres, m.xres, B, T, q0, D, stream);
+            ln1 = m.dln, x_in = m.dres, v = m.dv;
+        }
+        const size_t rope_at = (size_t)q0 * (rd / 2);  // the RoPE rows of positions q0..
         // attention
-        matmul_forward(m.q_raw, la.ln1, bw.c_q, N, D, D, stream);
+        matmul_forward(m.q_raw, ln1, bw.c_q, Nq, D, D, stream);
         matmul_forward(m.k_raw, la.ln1, bw.c_k, N, D, KVD, stream);
         matmul_forward(la.v, la.ln1, bw.c_v, N, D, KVD, stream);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
-        qk_norm_rope_gain_forward(m.q_raw, la.qn, la.rstd_q, m.q_raw, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
-        qk_norm_rope_gain_forward(m.k_raw, la.kn, la.rstd_k, m.k_raw, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
-        attention_forward(la.att, la.lse, m.q_raw, m.k_raw, la.v, B, T, H, KV, hd, stream);
+        qk_norm_rope_gain_forward(m.q_raw, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw,
+                                  m.rope_cos + rope_at, m.rope_sin + rope_at, bp.q_gain, B, T - q0, H, hd, rd, stream);
+        qk_norm_rope_gain_forward(m.k_raw, backward ? la.kn : nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
+                                  m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
+        attention_forward(la.att, la.lse, m.q_raw, m.k_raw, la.v, B, T, H, KV, hd, stream, q0);
         const bool xsa = layer_has_xsa(c, l);
-        if (xsa) xsa_forward(m.q_raw, la.vnorm, la.att, la.v, N, H, KV, hd, stream);  // q is done with
-        matmul_forward(la.attn_out, xsa ? m.q_raw : la.att, bw.attn_proj, N, D, D, stream);
-        // x_mid (over x_in in xres) and ln2
-        residual_scale_rmsnorm_forward(m.xres, la.ln2, la.rstd2, m.xres, bp.attn_scale, la.attn_out, N, D, s, stream);
+        if (xsa && q0 > 0) gather_suffix_rows(m.dv, la.v, B, T, q0, KVD, stream);
+        if (xsa) xsa_forward(m.q_raw, la.vnorm, la.att, v, Nq, H, KV, hd, stream);  // q is done with
+        matmul_forward(la.attn_out, xsa ? m.q_raw : la.att, bw.attn_proj, Nq, D, D, stream);
+        // x_mid (over x_in) and ln2
+        residual_scale_rmsnorm_forward(x_in, la.ln2, la.rstd2, x_in, bp.attn_scale, la.attn_out, Nq, D, s, stream);
         // MLP: the fc GEMM stores relu(u), squared in place: relu(u)^2, the reference's relu^2
-        matmul_forward(la.fc_act, la.ln2, bw.fc, N, D, F, stream, /*relu=*/true);
-        relu2_forward(la.fc_act, la.fc_act, (size_t)N * F, stream);
-        matmul_forward(la.mlp_out, la.fc_act, bw.mlp_proj, N, F, D, stream);
-        if (l + 1 < L) residual_scale_forward(la.out, m.xres, bp.mlp_scale, la.mlp_out, N, D, stream);
-        else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, m.xres, bp.mlp_scale, la.mlp_out, N, D, 1.f, stream);
+        matmul_forward(la.fc_act, la.ln2, bw.fc, Nq, D, F, stream, /*relu=*/true);
+        relu2_forward(la.fc_act, la.fc_act, (size_t)Nq * F, stream);
+        matmul_forward(la.mlp_out, la.fc_act, bw.mlp_proj, Nq, F, D, stream);
+        if (l + 1 < L) residual_scale_forward(la.out, x_in, bp.mlp_scale, la.mlp_out, Nq, D, stream);
+        else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, x_in, bp.mlp_scale, la.mlp_out, Nq, D, 1.f, stream);
         x = la.out;
     }
 
-    // head: tied embedding, softcap and cross-entropy in one pass (see loss.cuh)
-    matmul_forward(m.logits, m.xf, w.tok_emb, N, D, V, stream);
+    // head: tied embedding, softcap and cross-entropy in one pass (see loss.cuh), on the Ns scored rows
+    matmul_forward(m.logits, m.xf, w.tok_emb, Ns, D, V, stream);
     if (!m.have_targets) return;
-    crossentropy_softcap_fused(m.logits, m.losses, m.targets, N, V, (float)c.logit_softcap, loss_scale / N, backward,
+    const int *targets = m.targets;
+    if (sf > 0) {
+        gather_suffix_rows(m.scored_targets, m.targets, B, T, sf, 1, stream);
+        targets = m.scored_targets;
+    }
+    crossentropy_softcap_fused(m.logits, m.losses, targets, Ns, V, (float)c.logit_softcap, loss_scale / Ns, backward,
                                m.round_logits, stream);
-    loss_sum(m.loss_acc, m.losses, N, loss_scale / N, accumulate_loss, stream);
+    loss_sum(m.loss_acc, m.losses, Ns, loss_scale / Ns, accumulate_loss, stream);
 }
 
 // ----------------------------------------------------------------------------
@@ -408,6 +455,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
 inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
     const Config &c = m.config;
     if (!m.have_targets) fatal("model_gpu_backward: the last forward had no targets");
+    if (m.fwd_score_from != 0) fatal("model_gpu_backward: the last forward was a scored-rows-only eval (score_from)");
     const int B = m.B, T = m.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
     const int KVD = c.kv_dim, F = c.mlp_hidden, V = c.vocab_size, L = c.num_layers, rd = c.rope_dims_eff;
     const int nE = c.num_encoder;
@@ -513,16 +561,23 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
 // The GPU forward as eval.h's NllFn: per-position losses of a host batch, in eval mode (QAT_OFF,
 // as the reference's model.eval()). Synchronous (it copies the losses back). Twin of nll_fn_cpu.
 // EVAL_REF_ROUNDING (model.h, logits_rounding) may turn the logits' bf16 rounding off for one call.
+// Only the positions [score_from, T) of each row are computed (model_gpu_forward); out holds NaN
+// before them.
 inline NllFn nll_fn_gpu(ModelGPU &m) {
-    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, float *out) {
+    return [&m](const int32_t *x, const int32_t *y, int B, int T, bool sliding, int score_from, float *out) {
         const QatMode train_mode = m.qat;
         m.qat = QAT_OFF;
         model_gpu_upload(m, x, y, B, T, 0);
         m.round_logits = logits_rounding(m.config, sliding) != 0;
+        m.score_from = score_from;
         model_gpu_forward(m, 1.f, false, false, 0);
+        m.score_from = 0;
         m.round_logits = true;
         m.qat = train_mode;
-        cudaCheck(cudaMemcpy(out, m.losses, sizeof(float) * (size_t)B * T, cudaMemcpyDeviceToHost));
+        const int S = T - score_from;
+        std::fill(out, out + (size_t)B * T, std::numeric_limits<float>::quiet_NaN());
+        cudaCheck(cudaMemcpy2D(out + score_from, T * sizeof(float), m.losses, S * sizeof(float), S * sizeof(float), B,
+                               cudaMemcpyDeviceToHost));
     };
 }
 
@@ -534,10 +589,12 @@ inline void model_gpu_last_logits(ModelGPU &m, const int *ids, int T, float *out
     const QatMode train_mode = m.qat;
     m.qat = QAT_OFF;
     model_gpu_upload(m, ids, nullptr, 1, T, 0);
+    m.score_from = T - 1;  // only the last position's logits: they are row 0
     model_gpu_forward(m, 1.f, false, false, 0);
+    m.score_from = 0;
     m.qat = train_mode;
     std::vector<uint16_t> row(V);  // raw bf16 logits (the softcap is fused into the loss on the GPU)
-    cudaCheck(cudaMemcpy(row.data(), m.logits + (size_t)(T - 1) * V, V * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(row.data(), m.logits, V * sizeof(uint16_t), cudaMemcpyDeviceToHost));
     for (int v = 0; v < V; v++) out[v] = cap * std::tanh(bf16_to_f32(row[v]) / cap);
 }
 

@@ -27,6 +27,9 @@
 #   BREAK_QK_RECOMPUTE    the q/k forward rotates the unrounded xn: the backward's recompute of q, k
 #                         from the stored xn no longer gives what attention read
 #                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_Q_BEGIN         the attention forward over the scored rows only (q_begin > 0) masks
+#                         with a row's index in place of its position
+#                                                              (common/attention.cuh) -> dev_model
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
 set -u
@@ -48,6 +51,7 @@ ROWS=(
     'BREAK_RELU2_FROM_OUT|layers|--no-bench|FAIL +dinp from relu\^2'
     'BREAK_RMSNORM_MIX|layers|--no-bench|FAIL +dresid'
     'BREAK_QK_RECOMPUTE|layers|--no-bench|FAIL +out from xn +bitwise'
+    'BREAK_Q_BEGIN|model|--no-bench|FAIL gpu score_from='
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

@@ -14,12 +14,16 @@
 //     the fp32 summation bound (check_scalar_same_inputs): a 5% error fails
 //   the eval path (nll_fn_gpu) at T = 1100 and 2048 (NTK RoPE): its RoPE tables exactly, its
 //     per-position losses against the CPU (check_eval_ntk)
+//   the scored-rows-only eval forward (score_from) = the full eval forward at the scored
+//     positions, bit for bit, on the GPU and the CPU (check_eval_scored)
 // Lines "observed: <check> <err>" record the measured errors (tolerances are set from them).
 // The tolerances are the issue's: bf16 keeps 8 mantissa bits and every activation is rounded,
 // so per-element gradients differ by a few 1e-3 relative; summed over tensors that is ~1e-2.
 // Activations and gradients are poisoned (NaN bytes) before the first forward, so anything read
 // before it is written fails.
 //
+// The benchmark also times the sliding eval's forward (32 windows of 2048, stride 64), full vs
+// scored rows only, in scored tokens/s.
 // Run:  make build/dev_model && ./build/dev_model [--no-bench]
 // Exit status: 0 when every check passes.
 #include "check.cuh"
@@ -130,7 +134,7 @@ static void check_eval_ntk(const Config &c, int B, int T) {
     poison(gpu.arena.base, gpu.arena.bytes);
     model_gpu_set_params(gpu, w.data());  // nll_fn_gpu's forward refreshes the bf16 weights (QAT_OFF)
     std::vector<float> losses(N);
-    nll_fn_gpu(gpu)(x.data(), y.data(), B, T, false, losses.data());
+    nll_fn_gpu(gpu)(x.data(), y.data(), B, T, false, 0, losses.data());
     // the tables the forward used
     const size_t nt = (size_t)T * rd / 2;
     std::vector<float> cs(nt), sn(nt);
@@ -167,6 +171,67 @@ static void check_eval_ntk(const Config &c, int B, int T) {
            "per-position losses (eval path)", r, tol, r_plain);
     printf("observed: model_eval_ntk_losses T=%d %.3e (plain-base distance %.3e)\n", T, r, r_plain);
     g_ok = g_ok && ok;
+    model_gpu_free(gpu);
+}
+
+// The scored-rows-only eval forward (NllFn's score_from, what the sliding eval asks for) against
+// the full eval forward of the same batch, for each score_from in `sfs`: at every position
+// t >= score_from the loss must be the same float bit for bit (both run the same per-row ops,
+// with one-pass GEMMs, and attention's q_begin rows are those of a full launch: model_gpu_forward),
+// and NaN before it (the NllFn contract). The arena is poisoned before every forward and the RoPE
+// tables rebuilt, so a scored forward cannot pass by reading what the full one left behind.
+// With `cpu`, the same for the CPU model (model_forward's score_from against its full forward).
+// NaN never passes.
+static void check_eval_scored(const char *label, const Config &c, int B, int T, const std::vector<int> &sfs, bool cpu) {
+    printf("eval path, scored rows only (score_from) vs the full forward, bit for bit: %s B=%d T=%d L=%ld XSA=%ld VE=%s\n", label,
+           B, T, c.num_layers, c.xsa_last_n, c.ve_enabled ? c.ve_layers.c_str() : "off");
+    const int N = B * T;
+    std::vector<float> w = random_weights(c, 29);
+    std::vector<int> ids = random_ids(N + 1, (int)c.vocab_size, 11);
+    std::vector<int32_t> x(ids.begin(), ids.end() - 1), y(ids.begin() + 1, ids.end());
+    ModelGPU gpu;
+    model_gpu_build(gpu, c, N, T);
+    model_gpu_set_params(gpu, w.data());
+    ModelCPU<float> cm;
+    if (cpu) {
+        model_build(cm, c);
+        cm.params_mem = w;
+    }
+    // losses of one forward into a poisoned host vector (and, on the GPU, from a poisoned arena)
+    auto run = [&](bool on_gpu, int sf) {
+        std::vector<float> out(N, 12345.f);
+        if (on_gpu) {
+            poison(gpu.arena.base, gpu.arena.bytes);
+            gpu.rope_T = 0;  // the tables are in the arena: rebuild them
+            nll_fn_gpu(gpu)(x.data(), y.data(), B, T, true, sf, out.data());
+        } else {
+            nll_fn_cpu(cm)(x.data(), y.data(), B, T, true, sf, out.data());
+        }
+        return out;
+    };
+    for (int dev = 0; dev < (cpu ? 2 : 1); dev++) {
+        const bool on_gpu = dev == 0;
+        const std::vector<float> full = run(on_gpu, 0);
+        for (int sf : sfs) {
+            const std::vector<float> got = run(on_gpu, sf);
+            long differ = 0, bad = 0, not_nan = 0;
+            double max_abs = 0;
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++) {
+                    const size_t k = (size_t)b * T + t;
+                    if (t < sf) { not_nan += !std::isnan(got[k]); continue; }
+                    if (!std::isfinite(got[k]) || !std::isfinite(full[k])) { bad++; continue; }
+                    if (memcmp(&got[k], &full[k], sizeof(float)) != 0) differ++;
+                    max_abs = std::max(max_abs, std::fabs((double)got[k] - full[k]));
+                }
+            const bool ok = differ == 0 && bad == 0 && not_nan == 0;
+            printf("  %s %s score_from=%-5d %ld scored losses: %ld differ (max |diff| %.3e), %ld not finite, %ld unscored not NaN\n",
+                   ok ? "ok  " : "FAIL", on_gpu ? "gpu" : "cpu", sf, (long)B * (T - sf), differ, max_abs, bad, not_nan);
+            printf("observed: model_eval_scored %s %s sf=%d differ=%ld max_abs=%.3e\n", label, on_gpu ? "gpu" : "cpu", sf, differ,
+                   max_abs);
+            g_ok = g_ok && ok;
+        }
+    }
     model_gpu_free(gpu);
 }
 
@@ -303,6 +368,11 @@ int main(int argc, char **argv) {
     // the forward-only eval path there, at 1100 and at the eval length 2048
     check_eval_ntk(small, 1, 1100);
     check_eval_ntk(small, 1, 2048);
+    // the scored-only eval forward: a stride's suffix, and awkward starts (1, off the attention
+    // tiles, the last row); the small config has XSA and VE in its last block
+    check_eval_scored("small", small, 3, 300, {236, 1, 100, 129, 299}, true);
+    // the seed model at the sliding eval's own shape (32 windows of 2048, stride 64): its GEMM shapes
+    check_eval_scored("seed preset", make_config({{"TRAIN_SEQ_LEN", "2048"}}, "seed"), 32, 2048, {1984, 1000}, false);
     // the seed model itself (11 layers, 512 wide, bigram 10240 x 128), a short batch
     Config seed = make_config({{"TRAIN_SEQ_LEN", "256"}}, "seed");
     check_config("seed preset", seed, 2, 256, false);
@@ -335,6 +405,27 @@ int main(int argc, char **argv) {
         printf("  memory: weights+grads %.0f MiB, activations+scratch %.0f MiB\n", m.weight_bytes / 1048576.0,
                m.arena.bytes / 1048576.0);
         model_gpu_free(m);
+
+        // the sliding eval's forward at its default shape: 32 windows of 2048, stride 64 (each
+        // window scores its last 64 positions), through nll_fn_gpu as eval.h calls it (upload,
+        // forward, copy back), full vs scored rows only
+        const int EB = 32, stride = 64, EN = EB * T;
+        ModelGPU em;
+        model_gpu_build(em, c, EN, T);
+        model_gpu_set_params(em, w.data());
+        std::vector<int> eids = random_ids(EN + 1, (int)c.vocab_size, 13);
+        std::vector<float> out(EN);
+        NllFn nll = nll_fn_gpu(em);
+        float ms_full = bench_ms([&] { nll(eids.data(), eids.data() + 1, EB, T, true, 0, out.data()); }, 10);
+        float ms_scored = bench_ms([&] { nll(eids.data(), eids.data() + 1, EB, T, true, T - stride, out.data()); }, 10);
+        const double val_tokens = 3.47e6;  // the fineweb val split: ~val_tokens/stride windows, each scoring stride tokens
+        for (int k = 0; k < 2; k++) {
+            const float ms = k ? ms_scored : ms_full;
+            printf("  bench sliding-eval forward %-12s 32x2048 stride 64: %7.2f ms/batch  %9.0f scored tok/s  -> %.1f s for %.2fM val tokens\n",
+                   k ? "scored-only" : "full", ms, EB * stride / (ms * 1e-3), val_tokens / (EB * stride) * ms * 1e-3, val_tokens / 1e6);
+        }
+        printf("  bench sliding-eval speedup (full / scored-only) %.3fx\n", ms_full / ms_scored);
+        model_gpu_free(em);
     }
     printf("%s\n", g_ok ? "dev_model: all checks passed" : "dev_model: FAILED");
     return g_ok ? 0 : 1;

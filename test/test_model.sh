@@ -4,6 +4,8 @@
 #     double, the init rules. Prints its tables; exit status 1 on any failure.
 #   build/model_tool vs test/model_torch_ref.py: the BigramHash buckets (int32 wraparound, floor
 #     modulo) and the RoPE tables (float32 inv_freq bit for bit) against torch itself.
+#   build/model_tool sliding: the sliding eval with scored rows only (NllFn's score_from) gives
+#     the full forward's losses and BPB bit for bit.
 TOOL=$ROOT/build/model_tool
 TREF="$PYTHON $ROOT/test/model_torch_ref.py"
 
@@ -31,3 +33,10 @@ rope_matches() { # T RD BASE
 check "model: RoPE tables = torch, T=2048 (NTK base), 16 of 64 dims" rope_matches 2048 16 10000
 check "model: RoPE tables = torch, T=1024 (plain base)" rope_matches 1024 16 10000
 check "model: RoPE tables = torch, T=1032, 4 dims (the gradcheck config)" rope_matches 1032 4 10000
+
+# the sliding eval asks the model for its windows' scored suffix only: the same BPB to the last
+# bit as computing every row (seq 64, stride 16: batches mixing the first window, full windows
+# and the short tail windows of 300 tokens; with and without the reference's bf16 logits)
+check "model: sliding eval, scored rows only = full forward bit for bit (tail windows)" "$TOOL" sliding 64 16 300 3 0
+check "model: the same with EVAL_REF_ROUNDING=1 (bf16 logits)" "$TOOL" sliding 64 16 300 3 1
+check "model: the same, one window per batch and stride 1 of 40" "$TOOL" sliding 40 1 90 1 0
