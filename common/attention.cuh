@@ -52,8 +52,10 @@
 // swapped for warpgroup MMAs without touching the launchers or the layouts.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (types only: the driver is reached through cudaGetDriverEntryPointByVersion)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 
 #include <cmath>
 #include <cstdint>
@@ -861,8 +863,10 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 // kernel launchers
 
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV)
-inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+// The portable mma.sync kernel (any sm_80+); attention_forward (Hopper section below) picks
+// between it and the wgmma kernel.
+inline void attention_forward_mma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                                  const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_shapes("attention_forward", B, T, H, KV, hd);
@@ -959,4 +963,334 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
 #endif
     xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate);
     cudaCheckLaunch();
+}
+
+// ============================================================================
+// Hopper path (sm_90a): wgmma + TMA
+//
+// The same forward (same layouts, same out/lse contract, so the backward above works with it)
+// on Hopper's own machinery:
+// - TMA (cp.async.bulk.tensor): one thread asks the copy engine for a whole 2-D box of rows
+//   (q, k or v of one head, described once on the host by a tensor map); the engine writes it
+//   to shared memory already in the 128-byte swizzle that wgmma reads, zero-fills rows past
+//   the end of the sequence, and signals an mbarrier with the byte count when it lands. No
+//   thread spends instructions on address arithmetic or cp.async.
+// - wgmma (warpgroup MMA): the 4 warps of a warpgroup issue one 64 x N x 16 product together,
+//   reading both operands straight from shared memory (S = Q K^T) or A from registers
+//   (O += P V, with P the softmax probabilities still in registers). It is asynchronous: the
+//   tensor cores run it while the warps issue more instructions, and wgmma.wait_group fences it.
+// Stage S1 (this kernel): a CTA owns 128 query rows of one (b, h) and has 2 warpgroups, 64 rows
+// each; K/V stream through a 2-stage ring of 64-key tiles, loaded by TMA one tile ahead;
+// __syncthreads frees a stage (every warpgroup has waited for its wgmmas on it). The online
+// softmax, the causal mask and the epilogue are the mma.sync kernel's helpers: the wgmma
+// accumulator of a 64 x 64 product gives each warp a 16 x 64 slice in exactly the mma.sync
+// m16n8 fragment layout, and two n8 tiles of S are the A fragment of P for the next product.
+//
+// Shared memory layout (the TMA 128-byte swizzle = this file's swz(): 16-byte chunk c of row r
+// is stored at chunk c ^ (r % 8), given a 1024-byte-aligned tile of 128-byte rows):
+//   [Q 128 rows][K stage 0, 1: 64 rows each][V stage 0, 1][3 mbarriers: Q, KV stage 0, 1]
+// wgmma smem descriptor (64 bits): start address >> 4 (bits 0-13), leading byte offset >> 4
+// (16-29, unused for these layouts), stride byte offset >> 4 (32-45: 1024 = the distance from
+// one 8-row swizzle group to the next), layout 1 = 128-byte swizzle (bits 62-63).
+//   Q, K are "K-major" (head_dim contiguous): the k-step of 16 columns = 32 bytes is added to
+//   the start address (the hardware applies the swizzle to the final address).
+//   V is [key][d], i.e. the B operand of P V is "MN-major": transposed (imm-trans-b = 1); a
+//   k-step of 16 keys is 16 rows = 2048 bytes further; 64 columns = exactly one swizzle atom.
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ATTN_SM90 1  // device code of an sm_90a build: wgmma, TMA and mbarriers exist
+#endif
+
+namespace attn {
+
+// ---- sm90 primitives (inline PTX) ------------------------------------------
+#ifdef ATTN_SM90
+namespace sm90 {
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// make the initialized barriers visible to the other threads and to the async (TMA) proxy
+__device__ __forceinline__ void mbar_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// one arrival that also announces `bytes` of transactions (the TMA boxes) still to land
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// wait until the barrier's phase with parity `parity` has completed
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done = 0;
+    while (!done)
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+}
+// TMA: the box at coordinates (c0, c1, c2, c3) of a 4-D tensor map -> shared memory at dst;
+// completion (the box's full size in bytes, zero-filled parts included) is signalled on bar
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, uint32_t bar, int c0, int c1, int c2,
+                                            int c3) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+        "[%6];\n" ::"r"(dst),
+        "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+        : "memory");
+}
+
+// wgmma shared-memory descriptor of a 128-byte-swizzled tile starting at `addr` (see above).
+// lbo: 16 (ignored) for the K-major Q and K; 1024 for V, where the PTX ISA's wording leaves
+// room for either offset to be the step between 8-key groups, and the other one is unused
+// because 64 columns are a single swizzle atom.
+__device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr, uint32_t lbo = 16) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// keep the compiler from moving accesses of an accumulator across wgmma issue/wait
+__device__ __forceinline__ void reg_fence(float (&d)[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// d (64 x 64 fp32, per thread 32 values in the m16n8 C layout of its warp's 16 rows) (+)= A B,
+// A = 64 x 16 bf16 and B = 16 x 64 bf16 both in shared memory, K-major (B stored [n][k]).
+// accumulate = false overwrites d.
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+        "%32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate ? 1 : 0));
+}
+// d += A B with A from registers (the warp's 16 x 16 slice, mma.sync A fragment layout) and B
+// in shared memory stored [k][n] (MN-major, imm-trans-b = 1).
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t a[4], uint64_t desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+        "{%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+}  // namespace sm90
+#endif  // ATTN_SM90
+
+// ---- the S1 kernel -----------------------------------------------------------
+constexpr int H90_BR = 128;                    // query rows per CTA
+constexpr int H90_BC = 64;                     // keys per K/V tile
+constexpr int H90_WGS = H90_BR / 64;           // consumer warpgroups, 64 rows each
+constexpr int H90_THREADS = 128 * H90_WGS;
+constexpr int H90_Q_BYTES = H90_BR * ROW_BYTES;   // one TMA box of q
+constexpr int H90_KV_BYTES = H90_BC * ROW_BYTES;  // one TMA box of k (or v)
+// + 1024 so the tiles can be aligned to the swizzle's 1024-byte period, + the 3 mbarriers
+constexpr int H90_SMEM = 1024 + H90_Q_BYTES + 4 * H90_KV_BYTES + 3 * 8;
+static_assert(H90_BR % 64 == 0 && H90_BC % 16 == 0 && H90_BC == 64, "the wgmma helpers are m64n64k16");
+static_assert(H90_Q_BYTES % 1024 == 0 && H90_KV_BYTES % 1024 == 0, "every tile starts on a 1024-byte boundary");
+
+// grid (H, B, ceil(T / H90_BR)), the z index reversed (longest query tiles first). tq, tk, tv:
+// 4-D tensor maps over (d, head, t, b) of q, k, v with boxes of (64, 1, H90_BR or H90_BC, 1).
+__global__ void __launch_bounds__(H90_THREADS, 2)
+    attention_forward_sm90_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                  const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                                  const __grid_constant__ CUtensorMap tv, int T, int H, int KV) {
+#ifdef ATTN_SM90
+    using namespace sm90;
+    extern __shared__ __align__(1024) unsigned char smem_h90[];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    const int h = blockIdx.x, b = blockIdx.y;
+    const int mb = gridDim.z - 1 - blockIdx.z;
+    const int kh = h / (H / KV);
+    const int q0 = mb * H90_BR;
+    const uint32_t sQ = (smem_u32(smem_h90) + 1023) & ~1023u;
+    const uint32_t sK0 = sQ + H90_Q_BYTES, sV0 = sK0 + 2 * H90_KV_BYTES;
+    const uint32_t barQ = sV0 + 2 * H90_KV_BYTES, barKV0 = barQ + 8;  // stage s: barKV0 + 8 s
+
+    // key tiles 0..n_tiles-1 reach the last valid query row; walk them from the diagonal down
+    const int q_last = min(T, q0 + H90_BR) - 1;
+    const int n_tiles = q_last / H90_BC + 1;
+
+    if (tid == 0) {
+        mbar_init(barQ, 1);
+        mbar_init(barKV0, 1);
+        mbar_init(barKV0 + 8, 1);
+        mbar_init_fence();
+        mbar_arrive_expect_tx(barQ, H90_Q_BYTES);
+        tma_load_4d(sQ, &tq, barQ, 0, h, q0, b);
+        mbar_arrive_expect_tx(barKV0, 2 * H90_KV_BYTES);
+        tma_load_4d(sK0, &tk, barKV0, 0, kh, (n_tiles - 1) * H90_BC, b);
+        tma_load_4d(sV0, &tv, barKV0, 0, kh, (n_tiles - 1) * H90_BC, b);
+    }
+    __syncthreads();  // the barriers are initialized before anyone waits on them
+
+    const int wg_row0 = q0 + wg * 64;                // this warpgroup's first query row
+    const int wrow0 = wg_row0 + (warp % 4) * 16;     // this warp's first query row
+    const uint32_t sQw = sQ + wg * 64 * ROW_BYTES;   // this warpgroup's 64 rows of Q
+    float o[1][DTILES][4], m[1][2], l[1][2];
+#pragma unroll
+    for (int dt = 0; dt < DTILES; dt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) o[0][dt][e] = 0.f;
+    m[0][0] = m[0][1] = -INFINITY;
+    l[0][0] = l[0][1] = 0.f;
+    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+
+    mbar_wait(barQ, 0);
+    for (int it = 0; it < n_tiles; it++) {
+        const int kt = n_tiles - 1 - it, col0 = kt * H90_BC;
+        const int stage = it & 1;
+        // every warpgroup is done with tile it-1 (its wgmmas were waited for), so its stage can
+        // be refilled with tile it+1 while tile it is used
+        if (it > 0) __syncthreads();
+        if (tid == 0 && kt > 0) {
+            const uint32_t bar = barKV0 + 8 * (stage ^ 1);
+            mbar_arrive_expect_tx(bar, 2 * H90_KV_BYTES);
+            tma_load_4d(sK0 + (stage ^ 1) * H90_KV_BYTES, &tk, bar, 0, kh, col0 - H90_BC, b);
+            tma_load_4d(sV0 + (stage ^ 1) * H90_KV_BYTES, &tv, bar, 0, kh, col0 - H90_BC, b);
+        }
+        // stage s is filled at iterations s, s + 2, ...: this is its (it / 2)-th phase
+        mbar_wait(barKV0 + 8 * stage, (it >> 1) & 1);
+        // warpgroup-uniform skip (wgmma needs all 4 warps): no rows in the sequence, or every
+        // key of the tile lies above the diagonal for all 64 rows
+        if (wg_row0 >= T || col0 > wg_row0 + 63) continue;
+
+        const uint32_t sK = sK0 + stage * H90_KV_BYTES, sV = sV0 + stage * H90_KV_BYTES;
+        float s[1][8][4];
+        float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KCHUNKS; kk++)
+            wgmma_m64n64k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence(sacc);
+
+#ifdef BREAK_WGMMA_FWD  // a deliberately wrong variant (dev/broken_variants.sh): the diagonal tiles go unmasked
+        (void)T;
+#else
+        if (col0 + H90_BC - 1 > wrow0) fwd_mask<1, 8>(s, wrow0, col0, T, lane);
+#endif
+        fwd_softmax<1, 8>(s, o, m, l);
+        uint32_t p[H90_BC / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < H90_BC / 16; kk++) c_to_a(p[kk], s[0][2 * kk], s[0][2 * kk + 1]);
+
+        reg_fence(oacc);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES, 1024));
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence(oacc);
+    }
+
+    // epilogue (as the mma.sync kernel's): O / l as bf16, lse = m * scale + ln(l)
+    if (wrow0 >= T) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float lt = l[0][r];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        const int row = wrow0 + (lane >> 2) + r * 8;
+        if (row >= T) continue;
+        const float inv = lt > 0.f ? 1.f / lt : 0.f;
+        __nv_bfloat16 *orow = out + (((size_t)b * T + row) * H + h) * HD + (lane & 3) * 2;
+#pragma unroll
+        for (int dt = 0; dt < DTILES; dt++)
+            *reinterpret_cast<__nv_bfloat162 *>(orow + dt * 8) = __floats2bfloat162_rn(o[0][dt][2 * r] * inv, o[0][dt][2 * r + 1] * inv);
+        if ((lane & 3) == 0)
+            lse[((size_t)b * H + h) * T + row] = lt > 0.f ? (m[0][r] * (SCALE * LOG2E) + fast_log2(lt)) * LN2 : -INFINITY;
+    }
+#endif  // ATTN_SM90
+}
+
+// ---- host side: tensor maps through the driver entry point (no -lcuda) --------
+
+// 4-D tensor map over a (B, T, heads, 64) bf16 array viewed as (d, head, t, b), innermost
+// first; a box is `rows` consecutive tokens of one head (64 x 1 x rows x 1), 128-byte swizzled.
+// Tokens past T (in the t dimension, not the next sequence) are zero-filled.
+inline CUtensorMap h90_tensor_map(const __nv_bfloat16 *base, int B, int T, int heads, int rows) {
+    static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+    if (!encode) {
+        cudaDriverEntryPointQueryResult qres;
+        void *fn = nullptr;
+        cudaCheck(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &qres));
+        if (qres != cudaDriverEntryPointSuccess || !fn)
+            fatal_config("attention.cuh: the driver has no cuTensorMapEncodeTiled (needs CUDA 12+)");
+        encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+    }
+    CUtensorMap map;
+    const cuuint64_t row = (cuuint64_t)HD * sizeof(__nv_bfloat16);
+    cuuint64_t dims[4] = {(cuuint64_t)HD, (cuuint64_t)heads, (cuuint64_t)T, (cuuint64_t)B};
+    cuuint64_t strides[3] = {row, row * heads, row * heads * T};  // bytes, dims 1..3
+    cuuint32_t box[4] = {(cuuint32_t)HD, 1, (cuuint32_t)rows, 1};
+    cuuint32_t estrides[4] = {1, 1, 1, 1};
+    const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dims, strides, box, estrides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) fatal_config("attention.cuh: cuTensorMapEncodeTiled failed (error %d) for B=%d T=%d heads=%d", (int)r, B, T, heads);
+    return map;
+}
+
+}  // namespace attn
+
+// true when this build has the sm_90a kernel and the current device runs it (an sm_90 GPU);
+// otherwise attention_forward uses the mma.sync kernel
+inline bool attention_forward_wgmma_available() {
+    static int avail = -1;
+    if (avail < 0) {
+        cudaFuncAttributes fa;
+        cudaCheck(cudaFuncGetAttributes(&fa, attn::attention_forward_sm90_kernel));
+        int dev = 0, major = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        // ptxVersion: the virtual architecture the kernel was compiled for (an sm_80 build JIT-
+        // compiled on an H100 reports 80 there, and its kernel body is empty)
+        avail = (major == 9 && fa.ptxVersion >= 90 && fa.binaryVersion >= 90) ? 1 : 0;
+    }
+    return avail == 1;
+}
+
+// the same contract as attention_forward_mma, on the sm_90a wgmma + TMA kernel (stage S1)
+inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                                    const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+    ProfScope prof_(PROF_ATTN_FWD, stream);
+    using namespace attn;
+    check_shapes("attention_forward_wgmma", B, T, H, KV, hd);
+    check_aligned("attention_forward_wgmma", out, "out");
+    check_aligned("attention_forward_wgmma", q, "q");
+    check_aligned("attention_forward_wgmma", k, "k");
+    check_aligned("attention_forward_wgmma", v, "v");
+    if (!attention_forward_wgmma_available())
+        fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
+    static bool configured = false;
+    if (!configured) {
+        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, H90_SMEM));
+        configured = true;
+    }
+    const CUtensorMap tq = h90_tensor_map(q, B, T, H, H90_BR);
+    const CUtensorMap tk = h90_tensor_map(k, B, T, KV, H90_BC);
+    const CUtensorMap tv = h90_tensor_map(v, B, T, KV, H90_BC);
+    dim3 grid(H, B, ceil_div(T, H90_BR));
+    attention_forward_sm90_kernel<<<grid, H90_THREADS, H90_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    cudaCheckLaunch();
+}
+
+// out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV):
+// the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere
+inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+    if (attention_forward_wgmma_available()) attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream);
+    else attention_forward_mma(out, lse, q, k, v, B, T, H, KV, hd, stream);
 }

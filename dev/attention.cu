@@ -5,6 +5,10 @@
 //   version 0: the shipping launchers of common/attention.cuh (FlashAttention-2 style: mma.sync
 //              m16n8k16 tensor cores, cp.async double buffering, online softmax; the backward
 //              with 8 key warps per CTA, and its 4-key-warp variant "0/kw4" for comparison)
+//   version 2: the Hopper forward (attention_forward_wgmma: wgmma + TMA + mbarriers, stage S1;
+//              sm_90a builds on an sm_90 GPU only, otherwise its checks are counted as skipped).
+//              attention_forward itself picks it there, so v0's forward is run through its own
+//              launcher attention_forward_mma; v2 has no backward of its own (it shares v0's)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
 //              and one thread per key row (dk, dv), all in fp32 on the CUDA cores
@@ -17,6 +21,7 @@
 //
 //   make build/dev_attention && build/dev_attention               # checks, then benchmarks
 //   build/dev_attention --check-only | --bench-only
+//   build/dev_attention --fwd-only                # only the forward kernels (checks and benchmarks)
 //   build/dev_attention --check-only --small      # only T <= 200 (quick, e.g. under compute-sanitizer)
 //
 // Exits non-zero when any check fails.
@@ -200,8 +205,12 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1 };
-static const char *version_name(int v) { return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : "v1"; }
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3 };
+static const char *version_name(int v) {
+    return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_WGMMA ? "v2" : "v1";
+}
+static bool g_fwd_only = false;  // --fwd-only
+static int g_skipped = 0;  // checks not run (v2 without an sm_90 GPU / sm_90a build), in the closing line
 
 // dq is summed with fp32 atomics over the key blocks, in whatever order they land: run to run
 // the fp32 sums differ in the last bits, and after the rounding to bf16 an element whose fp32
@@ -278,17 +287,25 @@ static bool run_case(const Case &c) {
     upload(d_outb, out_b);
     upload(d_lse_ref, lse_ref);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_NAIVE}) {
         const std::string vn = std::string(version_name(ver)) + " ";
+        if (ver == V_SHIP_KW4 && g_fwd_only) continue;
+        if (ver == V_WGMMA && !attention_forward_wgmma_available()) {
+            printf("  skip %-28s (needs an sm_90 GPU and an sm_90a build)\n", "v2 fwd out, lse");
+            g_skipped += 2;
+            continue;
+        }
         if (ver != V_SHIP_KW4) {  // the kw4 variant differs in the backward only
             poison(d_out.p, nq);
             poison(d_lse.p, nl);
-            if (ver == V_SHIP) attention_forward(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
+            if (ver == V_SHIP) attention_forward_mma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
+            else if (ver == V_WGMMA) attention_forward_wgmma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
             else attention_forward_naive(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV);
             cudaCheck(cudaDeviceSynchronize());
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
             ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
         }
+        if (ver == V_WGMMA || g_fwd_only) continue;  // v2: the forward only
         poison(d_dq.p, nq);
         poison(d_dk.p, nkv);
         poison(d_dv.p, nkv);
@@ -319,6 +336,7 @@ static bool run_case(const Case &c) {
             }, tag);
         }
     }
+    if (g_fwd_only) return ok;
 
     // XSA on y = the (bf16) attention output, the same v (with its zero row)
     std::vector<float> xo_ref(nq), vnorm_ref((size_t)N * KV);
@@ -407,8 +425,19 @@ static void bench_seed() {
     char shape[64];
     snprintf(shape, sizeof shape, "B%d T%d H%d KV%d", B, T, H, KV);
 
-    float ms = bench_ms([&] { attention_forward(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
+    float ms = bench_ms([&] { attention_forward_mma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
     bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
+    if (attention_forward_wgmma_available()) {
+        ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
+        bench_row("attention_forward v2 (wgmma)", shape, ms, 0, fwd_flops);
+    } else {
+        printf("  (attention_forward v2 (wgmma) not benchmarked: needs an sm_90 GPU and an sm_90a build)\n");
+    }
+    if (g_fwd_only) {
+        ms = bench_ms([&] { attention_forward_naive(out.p, lse.p, q.p, k.p, v.p, 2, T, H, KV); }, 3);
+        bench_row("attention_forward v1", "B2 T2048 H8 KV4", ms, 0, fwd_flops * 2 / B);
+        return;
+    }
     ms = bench_ms([&] {
         attention_backward(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, B, T, H, KV, HD, scratch.p, false, 0);
     });
@@ -443,7 +472,8 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--check-only")) do_bench = false;
         else if (!strcmp(argv[i], "--bench-only")) do_check = false;
         else if (!strcmp(argv[i], "--small")) small = true;
-        else fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small)", argv[i]);
+        else if (!strcmp(argv[i], "--fwd-only")) g_fwd_only = true;
+        else fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small, --fwd-only)", argv[i]);
     }
     DeviceInfo di = device_info();
     printf("device: %s (sm_%d%d, %d SMs)\n", di.name, di.cc_major, di.cc_minor, di.sm_count);
@@ -461,7 +491,9 @@ int main(int argc, char **argv) {
         };
         for (const Case &c : cases)
             if (!small || c.T <= 200) ok &= run_case(c);
-        printf(ok ? "all attention checks passed\n" : "SOME ATTENTION CHECKS FAILED\n");
+        printf("attention_forward dispatches to: %s\n", attention_forward_wgmma_available() ? "v2 (wgmma)" : "v0 (mma.sync)");
+        if (ok) printf("all attention checks passed, %d skipped\n", g_skipped);
+        else printf("SOME ATTENTION CHECKS FAILED (%d skipped)\n", g_skipped);
     }
     if (do_bench) bench_seed();
     return ok ? 0 : 1;
