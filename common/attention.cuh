@@ -1,6 +1,7 @@
 // attention.cuh: causal flash attention (forward and backward) and XSA on the GPU.
 // defines: attention_forward, attention_backward (+ attention_backward_scratch_floats),
-//          xsa_forward, xsa_backward
+//          xsa_forward, xsa_backward; the forward's two paths attention_forward_mma (any GPU)
+//          and attention_forward_wgmma (+ attention_forward_wgmma_available; sm_90a, Hopper)
 //
 // The GPU twins of attention_forward_cpu / attention_backward_cpu / xsa_forward_cpu /
 // xsa_backward_cpu in model_cpu.h, with the same layouts:
@@ -47,9 +48,9 @@
 // backward would take 2.0 ms: the dQ products, their atomics and the second barrier are the
 // next thing to win back.
 //
-// Layering for a later Hopper path (wgmma + TMA, stages S1..S3): tile loads, the MMA helpers,
-// the masking and the online softmax are separate device functions, so the inner loops can be
-// swapped for warpgroup MMAs without touching the launchers or the layouts.
+// The Hopper path (section at the end: wgmma + TMA, stages S1 and S2 of the forward) reuses the
+// masking, the online softmax and the fragment conversions below; attention_forward picks it
+// on an sm_90 GPU in an sm_90a build.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap (types only: the driver is reached through cudaGetDriverEntryPointByVersion)
@@ -979,16 +980,21 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
 //   reading both operands straight from shared memory (S = Q K^T) or A from registers
 //   (O += P V, with P the softmax probabilities still in registers). It is asynchronous: the
 //   tensor cores run it while the warps issue more instructions, and wgmma.wait_group fences it.
-// Stage S1 (this kernel): a CTA owns 128 query rows of one (b, h) and has 2 warpgroups, 64 rows
+// Stage S1 (attention_forward_sm90_kernel): a CTA owns 128 query rows of one (b, h) and has 2 warpgroups, 64 rows
 // each; K/V stream through a 2-stage ring of 64-key tiles, loaded by TMA one tile ahead;
 // __syncthreads frees a stage (every warpgroup has waited for its wgmmas on it). The online
 // softmax, the causal mask and the epilogue are the mma.sync kernel's helpers: the wgmma
 // accumulator of a 64 x 64 product gives each warp a 16 x 64 slice in exactly the mma.sync
 // m16n8 fragment layout, and two n8 tiles of S are the A fragment of P for the next product.
+// Stage S2 (attention_forward_sm90_ws_kernel): the same per-tile work, warp-specialized (a
+// producer warpgroup issues the loads into a 4-stage ring guarded by full/empty mbarriers;
+// 3 consumer warpgroups compute; no CTA-wide barrier in the loop). docs/ATTENTION.md says
+// what each step buys.
 //
 // Shared memory layout (the TMA 128-byte swizzle = this file's swz(): 16-byte chunk c of row r
 // is stored at chunk c ^ (r % 8), given a 1024-byte-aligned tile of 128-byte rows):
-//   [Q 128 rows][K stage 0, 1: 64 rows each][V stage 0, 1][3 mbarriers: Q, KV stage 0, 1]
+//   S1: [Q 128 rows][K stage 0, 1: 64 rows each][V stage 0, 1][3 mbarriers: Q, KV stage 0, 1]
+//   S2: [Q 192 rows][K stages 0..3][V stages 0..3][mbarriers: Q, full 0..3, empty 0..3]
 // wgmma smem descriptor (64 bits): start address >> 4 (bits 0-13), leading byte offset >> 4
 // (16-29, unused for these layouts), stride byte offset >> 4 (32-45: 1024 = the distance from
 // one 8-row swizzle group to the next), layout 1 = 128-byte swizzle (bits 62-63).
@@ -1019,15 +1025,26 @@ __device__ __forceinline__ void mbar_init_fence() {
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
-// wait until the barrier's phase with parity `parity` has completed
+// one plain arrival (a consumer warp releasing a stage)
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// wait until the barrier's phase with parity `parity` has completed. A protocol bug (a byte
+// count that never arrives, a phase never released) would hang the GPU forever: after ~10 s
+// of waiting the kernel traps instead, so the launch fails with an error.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
     uint32_t done = 0;
-    while (!done)
+    long long t0 = 0;
+    for (int spins = 0;; spins++) {
         asm volatile(
             "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
             : "=r"(done)
             : "r"(bar), "r"(parity)
             : "memory");
+        if (done) return;
+        if (spins == 0) t0 = clock64();
+        else if (clock64() - t0 > 20000000000LL) __trap();
+    }
 }
 // TMA: the box at coordinates (c0, c1, c2, c3) of a 4-D tensor map -> shared memory at dst;
 // completion (the box's full size in bytes, zero-filled parts included) is signalled on bar
@@ -1087,17 +1104,89 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_
 }  // namespace sm90
 #endif  // ATTN_SM90
 
-// ---- the S1 kernel -----------------------------------------------------------
+// ---- shared by the S1 and S2 kernels ------------------------------------------
+constexpr int H90_BC = 64;                        // keys per K/V tile
+constexpr int H90_KV_BYTES = H90_BC * ROW_BYTES;  // one TMA box of k (or v)
+static_assert(H90_BC == 64 && H90_KV_BYTES % 1024 == 0, "the wgmma helpers are m64n64k16; tiles are 1024-byte aligned");
+
+#ifdef ATTN_SM90
+// One K/V tile for one warpgroup (64 query rows, Q at sQw): S = Q K^T (wgmma from shared
+// memory), causal/end mask where the tile crosses the warp's rows, online softmax, O += P V
+// (P from registers). Returns with every wgmma on sK/sV complete, so the stage can be reused.
+// o, m, l: this warp's 16 rows in the mma.sync layout; wrow0: the warp's first query row.
+__device__ __forceinline__ void h90_tile(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2], uint32_t sQw,
+                                         uint32_t sK, uint32_t sV, int wrow0, int col0, int T, int lane) {
+    using namespace sm90;
+    float s[1][8][4];
+    float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
+    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < KCHUNKS; kk++)
+        wgmma_m64n64k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(sacc);
+
+#ifdef BREAK_WGMMA_FWD  // a deliberately wrong variant (dev/broken_variants.sh): the diagonal tiles go unmasked
+    (void)T;
+#else
+    if (col0 + H90_BC - 1 > wrow0) fwd_mask<1, 8>(s, wrow0, col0, T, lane);
+#endif
+    fwd_softmax<1, 8>(s, o, m, l);
+    uint32_t p[H90_BC / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < H90_BC / 16; kk++) c_to_a(p[kk], s[0][2 * kk], s[0][2 * kk + 1]);
+
+    reg_fence(oacc);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES, 1024));
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(oacc);
+}
+
+// epilogue (as the mma.sync kernel's): O / l as bf16, lse = m * scale + ln(l), rows < T only
+__device__ __forceinline__ void h90_store(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                          const float (&o)[1][DTILES][4], const float (&m)[1][2], const float (&l)[1][2],
+                                          int wrow0, int b, int h, int T, int H, int lane) {
+    if (wrow0 >= T) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float lt = l[0][r];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        const int row = wrow0 + (lane >> 2) + r * 8;
+        if (row >= T) continue;
+        const float inv = lt > 0.f ? 1.f / lt : 0.f;
+        __nv_bfloat16 *orow = out + (((size_t)b * T + row) * H + h) * HD + (lane & 3) * 2;
+#pragma unroll
+        for (int dt = 0; dt < DTILES; dt++)
+            *reinterpret_cast<__nv_bfloat162 *>(orow + dt * 8) = __floats2bfloat162_rn(o[0][dt][2 * r] * inv, o[0][dt][2 * r + 1] * inv);
+        if ((lane & 3) == 0)
+            lse[((size_t)b * H + h) * T + row] = lt > 0.f ? (m[0][r] * (SCALE * LOG2E) + fast_log2(lt)) * LN2 : -INFINITY;
+    }
+}
+
+__device__ __forceinline__ void h90_init(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2]) {
+#pragma unroll
+    for (int dt = 0; dt < DTILES; dt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) o[0][dt][e] = 0.f;
+    m[0][0] = m[0][1] = -INFINITY;
+    l[0][0] = l[0][1] = 0.f;
+}
+#endif  // ATTN_SM90
+
+// ---- S1: every warpgroup computes; thread 0 also issues the loads ---------------
 constexpr int H90_BR = 128;                    // query rows per CTA
-constexpr int H90_BC = 64;                     // keys per K/V tile
-constexpr int H90_WGS = H90_BR / 64;           // consumer warpgroups, 64 rows each
+constexpr int H90_WGS = H90_BR / 64;           // warpgroups, 64 rows each
 constexpr int H90_THREADS = 128 * H90_WGS;
 constexpr int H90_Q_BYTES = H90_BR * ROW_BYTES;   // one TMA box of q
-constexpr int H90_KV_BYTES = H90_BC * ROW_BYTES;  // one TMA box of k (or v)
 // + 1024 so the tiles can be aligned to the swizzle's 1024-byte period, + the 3 mbarriers
 constexpr int H90_SMEM = 1024 + H90_Q_BYTES + 4 * H90_KV_BYTES + 3 * 8;
-static_assert(H90_BR % 64 == 0 && H90_BC % 16 == 0 && H90_BC == 64, "the wgmma helpers are m64n64k16");
-static_assert(H90_Q_BYTES % 1024 == 0 && H90_KV_BYTES % 1024 == 0, "every tile starts on a 1024-byte boundary");
+static_assert(H90_BR % 64 == 0 && H90_Q_BYTES % 1024 == 0, "whole warpgroups; tiles are 1024-byte aligned");
 
 // grid (H, B, ceil(T / H90_BR)), the z index reversed (longest query tiles first). tq, tk, tv:
 // 4-D tensor maps over (d, head, t, b) of q, k, v with boxes of (64, 1, H90_BR or H90_BC, 1).
@@ -1134,17 +1223,11 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
     }
     __syncthreads();  // the barriers are initialized before anyone waits on them
 
-    const int wg_row0 = q0 + wg * 64;                // this warpgroup's first query row
-    const int wrow0 = wg_row0 + (warp % 4) * 16;     // this warp's first query row
-    const uint32_t sQw = sQ + wg * 64 * ROW_BYTES;   // this warpgroup's 64 rows of Q
+    const int wg_row0 = q0 + wg * 64;              // this warpgroup's first query row
+    const int wrow0 = wg_row0 + (warp % 4) * 16;   // this warp's first query row
+    const uint32_t sQw = sQ + wg * 64 * ROW_BYTES;  // this warpgroup's 64 rows of Q
     float o[1][DTILES][4], m[1][2], l[1][2];
-#pragma unroll
-    for (int dt = 0; dt < DTILES; dt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) o[0][dt][e] = 0.f;
-    m[0][0] = m[0][1] = -INFINITY;
-    l[0][0] = l[0][1] = 0.f;
-    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+    h90_init(o, m, l);
 
     mbar_wait(barQ, 0);
     for (int it = 0; it < n_tiles; it++) {
@@ -1164,54 +1247,96 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
         // warpgroup-uniform skip (wgmma needs all 4 warps): no rows in the sequence, or every
         // key of the tile lies above the diagonal for all 64 rows
         if (wg_row0 >= T || col0 > wg_row0 + 63) continue;
+        h90_tile(o, m, l, sQw, sK0 + stage * H90_KV_BYTES, sV0 + stage * H90_KV_BYTES, wrow0, col0, T, lane);
+    }
+    h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
+#endif  // ATTN_SM90
+}
 
-        const uint32_t sK = sK0 + stage * H90_KV_BYTES, sV = sV0 + stage * H90_KV_BYTES;
-        float s[1][8][4];
-        float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < KCHUNKS; kk++)
-            wgmma_m64n64k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        reg_fence(sacc);
+// ---- S2: warp specialization -----------------------------------------------------
+// Warpgroup 0 is the producer: one of its threads issues every TMA load (Q once, then K/V
+// tiles into a ring of WS_STAGES stages, as far ahead as the ring allows) and the rest of it
+// idles. Warpgroups 1..3 are consumers, 64 query rows each (192 per CTA). Each stage has two
+// mbarriers: "full" (the TMA bytes landed; the consumers wait on it) and "empty" (every
+// consumer warp is done with it; the producer waits on it before refilling). No CTA-wide
+// barrier remains in the loop, and the loads run up to WS_STAGES - 1 tiles ahead.
+// (No setmaxnreg: at 512 threads and 1 CTA per SM each thread may use 128 registers, which
+// the consumers fit in; giving the producer's share to the consumers is the next step.)
+constexpr int WS_CONSUMERS = 3;
+constexpr int WS_BR = 64 * WS_CONSUMERS;
+constexpr int WS_THREADS = 128 * (1 + WS_CONSUMERS);
+constexpr int WS_STAGES = 4;
+constexpr int WS_Q_BYTES = WS_BR * ROW_BYTES;
+constexpr int WS_SMEM = 1024 + WS_Q_BYTES + 2 * WS_STAGES * H90_KV_BYTES + (1 + 2 * WS_STAGES) * 8;
+static_assert(WS_Q_BYTES % 1024 == 0, "tiles are 1024-byte aligned");
 
-#ifdef BREAK_WGMMA_FWD  // a deliberately wrong variant (dev/broken_variants.sh): the diagonal tiles go unmasked
-        (void)T;
-#else
-        if (col0 + H90_BC - 1 > wrow0) fwd_mask<1, 8>(s, wrow0, col0, T, lane);
-#endif
-        fwd_softmax<1, 8>(s, o, m, l);
-        uint32_t p[H90_BC / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < H90_BC / 16; kk++) c_to_a(p[kk], s[0][2 * kk], s[0][2 * kk + 1]);
+// grid (H, B, ceil(T / WS_BR)), z reversed; tensor maps as for S1 (q boxes of WS_BR rows)
+__global__ void __launch_bounds__(WS_THREADS, 1)
+    attention_forward_sm90_ws_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                     const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                                     const __grid_constant__ CUtensorMap tv, int T, int H, int KV) {
+#ifdef ATTN_SM90
+    using namespace sm90;
+    extern __shared__ __align__(1024) unsigned char smem_h90[];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    const int h = blockIdx.x, b = blockIdx.y;
+    const int mb = gridDim.z - 1 - blockIdx.z;
+    const int kh = h / (H / KV);
+    const int q0 = mb * WS_BR;
+    const uint32_t sQ = (smem_u32(smem_h90) + 1023) & ~1023u;
+    const uint32_t sK0 = sQ + WS_Q_BYTES, sV0 = sK0 + WS_STAGES * H90_KV_BYTES;  // stage s: + s * H90_KV_BYTES
+    const uint32_t barQ = sV0 + WS_STAGES * H90_KV_BYTES;
+    const uint32_t full0 = barQ + 8, empty0 = full0 + 8 * WS_STAGES;  // stage s: + 8 s
 
-        reg_fence(oacc);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES, 1024));
-        wgmma_commit();
-        wgmma_wait<0>();
-        reg_fence(oacc);
+    const int q_last = min(T, q0 + WS_BR) - 1;
+    const int n_tiles = q_last / H90_BC + 1;
+
+    if (tid == 0) {
+        mbar_init(barQ, 1);
+        for (int st = 0; st < WS_STAGES; st++) {
+            mbar_init(full0 + 8 * st, 1);
+            mbar_init(empty0 + 8 * st, 4 * WS_CONSUMERS);  // one arrival per consumer warp
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) {  // producer
+        if (tid == 0) {
+            mbar_arrive_expect_tx(barQ, WS_Q_BYTES);
+            tma_load_4d(sQ, &tq, barQ, 0, h, q0, b);
+            for (int it = 0; it < n_tiles; it++) {
+                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+                // the stage's previous tile (it - WS_STAGES) was released: that is the empty
+                // barrier's (it / WS_STAGES - 1)-th phase
+                if (it >= WS_STAGES) mbar_wait(empty0 + 8 * st, (it / WS_STAGES - 1) & 1);
+                mbar_arrive_expect_tx(full0 + 8 * st, 2 * H90_KV_BYTES);
+                tma_load_4d(sK0 + st * H90_KV_BYTES, &tk, full0 + 8 * st, 0, kh, col0, b);
+                tma_load_4d(sV0 + st * H90_KV_BYTES, &tv, full0 + 8 * st, 0, kh, col0, b);
+            }
+        }
+        return;  // every load issued is waited for by the consumers, who keep the CTA alive
     }
 
-    // epilogue (as the mma.sync kernel's): O / l as bf16, lse = m * scale + ln(l)
-    if (wrow0 >= T) return;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float lt = l[0][r];
-        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-        const int row = wrow0 + (lane >> 2) + r * 8;
-        if (row >= T) continue;
-        const float inv = lt > 0.f ? 1.f / lt : 0.f;
-        __nv_bfloat16 *orow = out + (((size_t)b * T + row) * H + h) * HD + (lane & 3) * 2;
-#pragma unroll
-        for (int dt = 0; dt < DTILES; dt++)
-            *reinterpret_cast<__nv_bfloat162 *>(orow + dt * 8) = __floats2bfloat162_rn(o[0][dt][2 * r] * inv, o[0][dt][2 * r + 1] * inv);
-        if ((lane & 3) == 0)
-            lse[((size_t)b * H + h) * T + row] = lt > 0.f ? (m[0][r] * (SCALE * LOG2E) + fast_log2(lt)) * LN2 : -INFINITY;
+    const int cw = wg - 1;                          // consumer index
+    const int wg_row0 = q0 + cw * 64;
+    const int wrow0 = wg_row0 + (warp % 4) * 16;
+    const uint32_t sQw = sQ + cw * 64 * ROW_BYTES;
+    float o[1][DTILES][4], m[1][2], l[1][2];
+    h90_init(o, m, l);
+
+    mbar_wait(barQ, 0);
+    for (int it = 0; it < n_tiles; it++) {
+        const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+        mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
+        if (!(wg_row0 >= T || col0 > wg_row0 + 63))
+            h90_tile(o, m, l, sQw, sK0 + st * H90_KV_BYTES, sV0 + st * H90_KV_BYTES, wrow0, col0, T, lane);
+        // this warp's wgmmas on the stage are complete (h90_tile waits for them): release it,
+        // skipped tiles included, so the producer's count always completes
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty0 + 8 * st);
     }
+    h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
 #endif  // ATTN_SM90
 }
 
@@ -1262,9 +1387,11 @@ inline bool attention_forward_wgmma_available() {
     return avail == 1;
 }
 
-// the same contract as attention_forward_mma, on the sm_90a wgmma + TMA kernel (stage S1)
+// the same contract as attention_forward_mma, on an sm_90a wgmma + TMA kernel: stage 1 (S1,
+// attention_forward_sm90_kernel) or stage 2 (S2, warp-specialized attention_forward_sm90_ws_kernel)
 inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                                    const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+                                    const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
+                                    int stage = 1) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_shapes("attention_forward_wgmma", B, T, H, KV, hd);
@@ -1274,23 +1401,31 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     check_aligned("attention_forward_wgmma", v, "v");
     if (!attention_forward_wgmma_available())
         fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
+    if (stage != 1 && stage != 2) fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1 or 2)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, H90_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WS_SMEM));
         configured = true;
     }
-    const CUtensorMap tq = h90_tensor_map(q, B, T, H, H90_BR);
+    const int br = stage == 1 ? H90_BR : WS_BR;
+    const CUtensorMap tq = h90_tensor_map(q, B, T, H, br);
     const CUtensorMap tk = h90_tensor_map(k, B, T, KV, H90_BC);
     const CUtensorMap tv = h90_tensor_map(v, B, T, KV, H90_BC);
-    dim3 grid(H, B, ceil_div(T, H90_BR));
-    attention_forward_sm90_kernel<<<grid, H90_THREADS, H90_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    dim3 grid(H, B, ceil_div(T, br));
+    if (stage == 1) attention_forward_sm90_kernel<<<grid, H90_THREADS, H90_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    else attention_forward_sm90_ws_kernel<<<grid, WS_THREADS, WS_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
     cudaCheckLaunch();
 }
+
+// the stage attention_forward uses on Hopper (set from the measurements in docs/ATTENTION.md)
+constexpr int ATTN_FWD_HOPPER_STAGE = 1;
 
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV):
 // the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere
 inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                               const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
-    if (attention_forward_wgmma_available()) attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream);
+    if (attention_forward_wgmma_available())
+        attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream, ATTN_FWD_HOPPER_STAGE);
     else attention_forward_mma(out, lse, q, k, v, B, T, H, KV, hd, stream);
 }

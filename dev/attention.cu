@@ -5,10 +5,13 @@
 //   version 0: the shipping launchers of common/attention.cuh (FlashAttention-2 style: mma.sync
 //              m16n8k16 tensor cores, cp.async double buffering, online softmax; the backward
 //              with 8 key warps per CTA, and its 4-key-warp variant "0/kw4" for comparison)
-//   version 2: the Hopper forward (attention_forward_wgmma: wgmma + TMA + mbarriers, stage S1;
-//              sm_90a builds on an sm_90 GPU only, otherwise its checks are counted as skipped).
-//              attention_forward itself picks it there, so v0's forward is run through its own
-//              launcher attention_forward_mma; v2 has no backward of its own (it shares v0's)
+//   version 2: the Hopper forward, stage S1 (attention_forward_wgmma: wgmma + TMA + mbarriers)
+//   version 3: the Hopper forward, stage S2 (the same, warp-specialized: a producer warpgroup
+//              and 3 consumer warpgroups around a 4-stage K/V ring)
+//              v2 and v3 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
+//              counted as skipped. attention_forward itself picks one of them there, so v0's
+//              forward runs through its own launcher attention_forward_mma; v2/v3 have no
+//              backward of their own (they share v0's)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
 //              and one thread per key row (dk, dv), all in fp32 on the CUDA cores
@@ -205,9 +208,9 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3 };
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4 };
 static const char *version_name(int v) {
-    return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_WGMMA ? "v2" : "v1";
+    return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_WGMMA ? "v2" : v == V_WGMMA_WS ? "v3" : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
 static int g_skipped = 0;  // checks not run (v2 without an sm_90 GPU / sm_90a build), in the closing line
@@ -287,11 +290,12 @@ static bool run_case(const Case &c) {
     upload(d_outb, out_b);
     upload(d_lse_ref, lse_ref);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_NAIVE}) {
+        const bool hopper = ver == V_WGMMA || ver == V_WGMMA_WS;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
-        if (ver == V_WGMMA && !attention_forward_wgmma_available()) {
-            printf("  skip %-28s (needs an sm_90 GPU and an sm_90a build)\n", "v2 fwd out, lse");
+        if (hopper && !attention_forward_wgmma_available()) {
+            printf("  skip %-28s (needs an sm_90 GPU and an sm_90a build)\n", (vn + "fwd out, lse").c_str());
             g_skipped += 2;
             continue;
         }
@@ -299,13 +303,14 @@ static bool run_case(const Case &c) {
             poison(d_out.p, nq);
             poison(d_lse.p, nl);
             if (ver == V_SHIP) attention_forward_mma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
-            else if (ver == V_WGMMA) attention_forward_wgmma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
+            else if (hopper)
+                attention_forward_wgmma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0, ver == V_WGMMA ? 1 : 2);
             else attention_forward_naive(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV);
             cudaCheck(cudaDeviceSynchronize());
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
             ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
         }
-        if (ver == V_WGMMA || g_fwd_only) continue;  // v2: the forward only
+        if (hopper || g_fwd_only) continue;  // v2, v3: the forward only
         poison(d_dq.p, nq);
         poison(d_dk.p, nkv);
         poison(d_dv.p, nkv);
@@ -428,10 +433,12 @@ static void bench_seed() {
     float ms = bench_ms([&] { attention_forward_mma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
     bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
     if (attention_forward_wgmma_available()) {
-        ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
-        bench_row("attention_forward v2 (wgmma)", shape, ms, 0, fwd_flops);
+        ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, 1); });
+        bench_row("attention_forward v2 (wgmma S1)", shape, ms, 0, fwd_flops);
+        ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, 2); });
+        bench_row("attention_forward v3 (wgmma S2)", shape, ms, 0, fwd_flops);
     } else {
-        printf("  (attention_forward v2 (wgmma) not benchmarked: needs an sm_90 GPU and an sm_90a build)\n");
+        printf("  (attention_forward v2, v3 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
     }
     if (g_fwd_only) {
         ms = bench_ms([&] { attention_forward_naive(out.p, lse.p, q.p, k.p, v.p, 2, T, H, KV); }, 3);
@@ -491,7 +498,9 @@ int main(int argc, char **argv) {
         };
         for (const Case &c : cases)
             if (!small || c.T <= 200) ok &= run_case(c);
-        printf("attention_forward dispatches to: %s\n", attention_forward_wgmma_available() ? "v2 (wgmma)" : "v0 (mma.sync)");
+        printf("attention_forward dispatches to: %s\n", !attention_forward_wgmma_available() ? "v0 (mma.sync)"
+                                                         : ATTN_FWD_HOPPER_STAGE == 1        ? "v2 (wgmma S1)"
+                                                                                             : "v3 (wgmma S2)");
         if (ok) printf("all attention checks passed, %d skipped\n", g_skipped);
         else printf("SOME ATTENTION CHECKS FAILED (%d skipped)\n", g_skipped);
     }
