@@ -1169,6 +1169,24 @@ __device__ __forceinline__ void h90_store(__nv_bfloat16 *__restrict__ out, float
     }
 }
 
+// Where a CTA works: query head h of sequence b, query rows from q0 (the grid's z index is
+// reversed so the longest causal tiles start first), KV head kh; smem: the dynamic shared
+// memory rounded up to the 1024-byte period of the swizzle (the launch adds 1024 bytes for it).
+struct H90Cta {
+    int h, b, kh, q0;
+    uint32_t smem;
+};
+__device__ __forceinline__ H90Cta h90_cta(int rows_per_cta, int H, int KV) {
+    extern __shared__ __align__(1024) unsigned char smem_h90[];
+    H90Cta c;
+    c.h = blockIdx.x;
+    c.b = blockIdx.y;
+    c.kh = c.h / (H / KV);
+    c.q0 = (gridDim.z - 1 - blockIdx.z) * rows_per_cta;
+    c.smem = (smem_u32(smem_h90) + 1023) & ~1023u;
+    return c;
+}
+
 __device__ __forceinline__ void h90_init(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2]) {
 #pragma unroll
     for (int dt = 0; dt < DTILES; dt++)
@@ -1196,13 +1214,10 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
                                   const __grid_constant__ CUtensorMap tv, int T, int H, int KV) {
 #ifdef ATTN_SM90
     using namespace sm90;
-    extern __shared__ __align__(1024) unsigned char smem_h90[];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
-    const int h = blockIdx.x, b = blockIdx.y;
-    const int mb = gridDim.z - 1 - blockIdx.z;
-    const int kh = h / (H / KV);
-    const int q0 = mb * H90_BR;
-    const uint32_t sQ = (smem_u32(smem_h90) + 1023) & ~1023u;
+    const H90Cta c = h90_cta(H90_BR, H, KV);
+    const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
+    const uint32_t sQ = c.smem;
     const uint32_t sK0 = sQ + H90_Q_BYTES, sV0 = sK0 + 2 * H90_KV_BYTES;
     const uint32_t barQ = sV0 + 2 * H90_KV_BYTES, barKV0 = barQ + 8;  // stage s: barKV0 + 8 s
 
@@ -1277,13 +1292,10 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                                      const __grid_constant__ CUtensorMap tv, int T, int H, int KV) {
 #ifdef ATTN_SM90
     using namespace sm90;
-    extern __shared__ __align__(1024) unsigned char smem_h90[];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
-    const int h = blockIdx.x, b = blockIdx.y;
-    const int mb = gridDim.z - 1 - blockIdx.z;
-    const int kh = h / (H / KV);
-    const int q0 = mb * WS_BR;
-    const uint32_t sQ = (smem_u32(smem_h90) + 1023) & ~1023u;
+    const H90Cta c = h90_cta(WS_BR, H, KV);
+    const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
+    const uint32_t sQ = c.smem;
     const uint32_t sK0 = sQ + WS_Q_BYTES, sV0 = sK0 + WS_STAGES * H90_KV_BYTES;  // stage s: + s * H90_KV_BYTES
     const uint32_t barQ = sV0 + WS_STAGES * H90_KV_BYTES;
     const uint32_t full0 = barQ + 8, empty0 = full0 + 8 * WS_STAGES;  // stage s: + 8 s
