@@ -997,7 +997,8 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
 //   S2: [Q 192 rows][K stages 0..3][V stages 0..3][mbarriers: Q, full 0..3, empty 0..3]
 // wgmma smem descriptor (64 bits): start address >> 4 (bits 0-13), leading byte offset >> 4
 // (16-29, unused for these layouts), stride byte offset >> 4 (32-45: 1024 = the distance from
-// one 8-row swizzle group to the next), layout 1 = 128-byte swizzle (bits 62-63).
+// one 8-row swizzle group to the next), layout 1 = 128-byte swizzle (bits 62-63). Base offset
+// (49-51) stays 0 because every tile starts on the swizzle's 1024-byte period.
 //   Q, K are "K-major" (head_dim contiguous): the k-step of 16 columns = 32 bytes is added to
 //   the start address (the hardware applies the swizzle to the final address).
 //   V is [key][d], i.e. the B operand of P V is "MN-major": transposed (imm-trans-b = 1); a
@@ -1058,12 +1059,12 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, uint
 }
 
 // wgmma shared-memory descriptor of a 128-byte-swizzled tile starting at `addr` (see above).
-// lbo: 16 (ignored) for the K-major Q and K; 1024 for V, where the PTX ISA's wording leaves
-// room for either offset to be the step between 8-key groups, and the other one is unused
-// because 64 columns are a single swizzle atom.
-__device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr, uint32_t lbo = 16) {
-    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           ((uint64_t)1 << 62);
+// In the PTX ISA's canonical layouts, the stride byte offset is the step between 8-row groups
+// (K-major: 8 rows of M/N; MN-major: 8 rows of K), 1024 bytes here for Q, K and V alike; the
+// leading byte offset is unused by both (K-major swizzled: never; MN-major: it steps between
+// 64-column swizzle atoms, and V has exactly one), so it holds the conventional 1.
+__device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -1141,7 +1142,7 @@ __device__ __forceinline__ void h90_tile(float (&o)[1][DTILES][4], float (&m)[1]
     reg_fence(oacc);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES, 1024));
+    for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES));
     wgmma_commit();
     wgmma_wait<0>();
     reg_fence(oacc);
