@@ -267,8 +267,10 @@ __device__ __forceinline__ void fwd_mask(float s[MT][NT][4], int row0, int col0,
 // exp(s - m_new) (unnormalized). Everything in log2 units: exp(x * scale) = 2^(x * scale * log2 e).
 // Each row's 8*NT scores live in the 4 lanes of a quad (lane & 3): the max is reduced over the
 // quad; l stays a per-lane partial sum until the end.
+// fwd_softmax_p does all but the rescaling of o, returning its factors in alpha (the Hopper
+// kernel's pipelined stage rescales o later, once the previous P V product has landed).
 template <int MT, int NT>
-__device__ __forceinline__ void fwd_softmax(float s[MT][NT][4], float o[MT][DTILES][4], float m[MT][2], float l[MT][2]) {
+__device__ __forceinline__ void fwd_softmax_p(float s[MT][NT][4], float m[MT][2], float l[MT][2], float alpha_out[MT][2]) {
     constexpr float sl2 = SCALE * LOG2E;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
@@ -293,12 +295,23 @@ __device__ __forceinline__ void fwd_softmax(float s[MT][NT][4], float o[MT][DTIL
                     sum += p;
                 }
             l[mt][r] = l[mt][r] * alpha + sum;
-#pragma unroll
-            for (int dt = 0; dt < DTILES; dt++) {
-                o[mt][dt][2 * r] *= alpha;
-                o[mt][dt][2 * r + 1] *= alpha;
-            }
+            alpha_out[mt][r] = alpha;
         }
+}
+template <int MT>
+__device__ __forceinline__ void fwd_rescale(float o[MT][DTILES][4], const float alpha[MT][2]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int dt = 0; dt < DTILES; dt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) o[mt][dt][e] *= alpha[mt][e >> 1];
+}
+template <int MT, int NT>
+__device__ __forceinline__ void fwd_softmax(float s[MT][NT][4], float o[MT][DTILES][4], float m[MT][2], float l[MT][2]) {
+    float alpha[MT][2];
+    fwd_softmax_p<MT, NT>(s, m, l, alpha);
+    fwd_rescale<MT>(o, alpha);
 }
 
 // O (16*MT x 64) += P (regs, bf16) V (shared tile, rows = keys)
@@ -1111,41 +1124,68 @@ constexpr int H90_KV_BYTES = H90_BC * ROW_BYTES;  // one TMA box of k (or v)
 static_assert(H90_BC == 64 && H90_KV_BYTES % 1024 == 0, "the wgmma helpers are m64n64k16; tiles are 1024-byte aligned");
 
 #ifdef ATTN_SM90
-// One K/V tile for one warpgroup (64 query rows, Q at sQw): S = Q K^T (wgmma from shared
-// memory), causal/end mask where the tile crosses the warp's rows, online softmax, O += P V
-// (P from registers). Returns with every wgmma on sK/sV complete, so the stage can be reused.
-// o, m, l: this warp's 16 rows in the mma.sync layout; wrow0: the warp's first query row.
-__device__ __forceinline__ void h90_tile(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2], uint32_t sQw,
-                                         uint32_t sK, uint32_t sV, int wrow0, int col0, int T, int lane) {
+// The pieces of one K/V tile's work for one warpgroup (64 query rows, Q at sQw); o, m, l, s:
+// this warp's 16 rows in the mma.sync layout; wrow0: the warp's first query row.
+// S = Q K^T (both from shared memory), one committed wgmma group; the caller fences before.
+__device__ __forceinline__ void h90_issue_qk(float (&sacc)[32], uint32_t sQw, uint32_t sK) {
     using namespace sm90;
-    float s[1][8][4];
-    float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
-    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
-    wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < KCHUNKS; kk++)
         wgmma_m64n64k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
     wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(sacc);
-
+}
+// O += P V (P from registers: it must stay untouched until the group is waited for)
+__device__ __forceinline__ void h90_issue_pv(float (&oacc)[32], const uint32_t (&p)[H90_BC / 16][4], uint32_t sV) {
+    using namespace sm90;
+#pragma unroll
+    for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES));
+    wgmma_commit();
+}
+// causal/end mask where the tile crosses the warp's rows, then the online softmax without the
+// rescaling of o (its factors in alpha)
+__device__ __forceinline__ void h90_softmax(float (&s)[1][8][4], float (&m)[1][2], float (&l)[1][2], float (&alpha)[1][2],
+                                            int wrow0, int col0, int T, int lane) {
 #ifdef BREAK_WGMMA_FWD  // a deliberately wrong variant (dev/broken_variants.sh): the diagonal tiles go unmasked
     (void)T;
 #else
     if (col0 + H90_BC - 1 > wrow0) fwd_mask<1, 8>(s, wrow0, col0, T, lane);
 #endif
-    fwd_softmax<1, 8>(s, o, m, l);
-    uint32_t p[H90_BC / 16][4];
+    fwd_softmax_p<1, 8>(s, m, l, alpha);
+}
+__device__ __forceinline__ void h90_to_p(uint32_t (&p)[H90_BC / 16][4], float (&s)[1][8][4]) {
 #pragma unroll
     for (int kk = 0; kk < H90_BC / 16; kk++) c_to_a(p[kk], s[0][2 * kk], s[0][2 * kk + 1]);
+}
+// keep the compiler from reusing P's registers while a wgmma still reads them
+__device__ __forceinline__ void h90_fence_p(uint32_t (&p)[H90_BC / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < H90_BC / 16; kk++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) asm volatile("" : "+r"(p[kk][i])::"memory");
+}
 
+// One K/V tile, start to finish (S1, S2): returns with every wgmma on sK/sV complete, so the
+// stage can be reused.
+__device__ __forceinline__ void h90_tile(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2], uint32_t sQw,
+                                         uint32_t sK, uint32_t sV, int wrow0, int col0, int T, int lane) {
+    using namespace sm90;
+    float s[1][8][4], alpha[1][2];
+    uint32_t p[H90_BC / 16][4];
+    float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
+    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+    wgmma_fence();
+    h90_issue_qk(sacc, sQw, sK);
+    wgmma_wait<0>();
+    reg_fence(sacc);
+    h90_softmax(s, m, l, alpha, wrow0, col0, T, lane);
+    fwd_rescale<1>(o, alpha);
+    h90_to_p(p, s);
     reg_fence(oacc);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES));
-    wgmma_commit();
+    h90_issue_pv(oacc, p, sV);
     wgmma_wait<0>();
     reg_fence(oacc);
+    h90_fence_p(p);
 }
 
 // epilogue (as the mma.sync kernel's): O / l as bf16, lse = m * scale + ln(l), rows < T only
@@ -1278,6 +1318,11 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
 // barrier remains in the loop, and the loads run up to WS_STAGES - 1 tiles ahead.
 // (No setmaxnreg: at 512 threads and 1 CTA per SM each thread may use 128 registers, which
 // the consumers fit in; giving the producer's share to the consumers is the next step.)
+// PIPELINED = true is stage S3's first half: inside each consumer warpgroup the P V product
+// of tile j runs on the tensor cores while S = Q K^T of tile j+1 is issued and its softmax
+// computed; o is rescaled only after that product has landed (fwd_softmax_p + fwd_rescale).
+// The wgmma groups complete in commit order, so S(j+1) is committed before P V(j):
+// wait_group 1 then means "S is ready, P V may still run".
 constexpr int WS_CONSUMERS = 3;
 constexpr int WS_BR = 64 * WS_CONSUMERS;
 constexpr int WS_THREADS = 128 * (1 + WS_CONSUMERS);
@@ -1287,6 +1332,7 @@ constexpr int WS_SMEM = 1024 + WS_Q_BYTES + 2 * WS_STAGES * H90_KV_BYTES + (1 + 
 static_assert(WS_Q_BYTES % 1024 == 0, "tiles are 1024-byte aligned");
 
 // grid (H, B, ceil(T / WS_BR)), z reversed; tensor maps as for S1 (q boxes of WS_BR rows)
+template <bool PIPELINED>
 __global__ void __launch_bounds__(WS_THREADS, 1)
     attention_forward_sm90_ws_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
                                      const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -1338,16 +1384,64 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     float o[1][DTILES][4], m[1][2], l[1][2];
     h90_init(o, m, l);
 
-    mbar_wait(barQ, 0);
-    for (int it = 0; it < n_tiles; it++) {
-        const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
-        mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
-        if (!(wg_row0 >= T || col0 > wg_row0 + 63))
-            h90_tile(o, m, l, sQw, sK0 + st * H90_KV_BYTES, sV0 + st * H90_KV_BYTES, wrow0, col0, T, lane);
-        // this warp's wgmmas on the stage are complete (h90_tile waits for them): release it,
-        // skipped tiles included, so the producer's count always completes
+    // a stage is released once per tile by every consumer warp (skipped tiles included, so
+    // the producer's count always completes), after the warp's wgmmas on it are complete
+    auto release = [&](int st) {
         __syncwarp();
         if (lane == 0) mbar_arrive(empty0 + 8 * st);
+    };
+    mbar_wait(barQ, 0);
+    if constexpr (!PIPELINED) {
+        for (int it = 0; it < n_tiles; it++) {
+            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+            mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
+            if (!(wg_row0 >= T || col0 > wg_row0 + 63))
+                h90_tile(o, m, l, sQw, sK0 + st * H90_KV_BYTES, sV0 + st * H90_KV_BYTES, wrow0, col0, T, lane);
+            release(st);
+        }
+    } else {
+        float s[1][8][4], alpha[1][2];
+        uint32_t p[H90_BC / 16][4];
+        float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
+        float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+        int pend = -1;  // the stage whose P V product is still to be issued or waited for (p holds its P)
+        for (int it = 0; it < n_tiles; it++) {
+            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+            mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
+            // skipped tiles come first in the walk (above the diagonal), before anything is pending
+            if (wg_row0 >= T || col0 > wg_row0 + 63) {
+                release(st);
+                continue;
+            }
+            wgmma_fence();  // o, p were written since the last wgmma
+            h90_issue_qk(sacc, sQw, sK0 + st * H90_KV_BYTES);
+            if (pend >= 0) {
+                h90_issue_pv(oacc, p, sV0 + pend * H90_KV_BYTES);
+                wgmma_wait<1>();  // S is ready; P V may still run
+            } else {
+                wgmma_wait<0>();
+            }
+            reg_fence(sacc);
+            h90_softmax(s, m, l, alpha, wrow0, col0, T, lane);
+            if (pend >= 0) {
+                wgmma_wait<0>();
+                reg_fence(oacc);
+                h90_fence_p(p);
+                release(pend);
+            }
+            fwd_rescale<1>(o, alpha);
+            h90_to_p(p, s);
+            pend = st;
+        }
+        if (pend >= 0) {
+            reg_fence(oacc);
+            wgmma_fence();
+            h90_issue_pv(oacc, p, sV0 + pend * H90_KV_BYTES);
+            wgmma_wait<0>();
+            reg_fence(oacc);
+            h90_fence_p(p);
+            release(pend);
+        }
     }
     h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
 #endif  // ATTN_SM90
@@ -1401,7 +1495,8 @@ inline bool attention_forward_wgmma_available() {
 }
 
 // the same contract as attention_forward_mma, on an sm_90a wgmma + TMA kernel: stage 1 (S1,
-// attention_forward_sm90_kernel) or stage 2 (S2, warp-specialized attention_forward_sm90_ws_kernel)
+// attention_forward_sm90_kernel), 2 (S2, warp-specialized attention_forward_sm90_ws_kernel) or
+// 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax)
 inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                     const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
                                     int stage = 1) {
@@ -1414,11 +1509,12 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     check_aligned("attention_forward_wgmma", v, "v");
     if (!attention_forward_wgmma_available())
         fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
-    if (stage != 1 && stage != 2) fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1 or 2)", stage);
+    if (stage < 1 || stage > 3) fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1, 2 or 3)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, H90_SMEM));
-        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WS_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WS_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WS_SMEM));
         configured = true;
     }
     const int br = stage == 1 ? H90_BR : WS_BR;
@@ -1427,7 +1523,8 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     const CUtensorMap tv = h90_tensor_map(v, B, T, KV, H90_BC);
     dim3 grid(H, B, ceil_div(T, br));
     if (stage == 1) attention_forward_sm90_kernel<<<grid, H90_THREADS, H90_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
-    else attention_forward_sm90_ws_kernel<<<grid, WS_THREADS, WS_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    else if (stage == 2) attention_forward_sm90_ws_kernel<false><<<grid, WS_THREADS, WS_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    else attention_forward_sm90_ws_kernel<true><<<grid, WS_THREADS, WS_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
     cudaCheckLaunch();
 }
 

@@ -8,9 +8,10 @@
 //   version 2: the Hopper forward, stage S1 (attention_forward_wgmma: wgmma + TMA + mbarriers)
 //   version 3: the Hopper forward, stage S2 (the same, warp-specialized: a producer warpgroup
 //              and 3 consumer warpgroups around a 4-stage K/V ring)
-//              v2 and v3 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
+//   version 4: S2 with each consumer's P V product overlapped with the next tile's S and softmax
+//              v2, v3 and v4 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
 //              counted as skipped. attention_forward itself picks one of them there, so v0's
-//              forward runs through its own launcher attention_forward_mma; v2/v3 have no
+//              forward runs through its own launcher attention_forward_mma; v2..v4 have no
 //              backward of their own (they share v0's)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
@@ -208,9 +209,12 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4 };
+// the Hopper versions v2, v3, v4 are attention_forward_wgmma's stages 1, 2, 3
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4, V_WGMMA_PIPE = 5 };
+static int hopper_stage(int v) { return v == V_WGMMA ? 1 : v == V_WGMMA_WS ? 2 : v == V_WGMMA_PIPE ? 3 : 0; }
 static const char *version_name(int v) {
-    return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_WGMMA ? "v2" : v == V_WGMMA_WS ? "v3" : "v1";
+    static const char *hopper[] = {"", "v2", "v3", "v4"};
+    return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
 static int g_skipped = 0;  // checks not run (v2 without an sm_90 GPU / sm_90a build), in the closing line
@@ -290,8 +294,8 @@ static bool run_case(const Case &c) {
     upload(d_outb, out_b);
     upload(d_lse_ref, lse_ref);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_NAIVE}) {
-        const bool hopper = ver == V_WGMMA || ver == V_WGMMA_WS;
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_NAIVE}) {
+        const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
         if (hopper && !attention_forward_wgmma_available()) {
@@ -304,13 +308,13 @@ static bool run_case(const Case &c) {
             poison(d_lse.p, nl);
             if (ver == V_SHIP) attention_forward_mma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
             else if (hopper)
-                attention_forward_wgmma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0, ver == V_WGMMA ? 1 : 2);
+                attention_forward_wgmma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0, hopper_stage(ver));
             else attention_forward_naive(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV);
             cudaCheck(cudaDeviceSynchronize());
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
             ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
         }
-        if (hopper || g_fwd_only) continue;  // v2, v3: the forward only
+        if (hopper || g_fwd_only) continue;  // v2..v4: the forward only
         poison(d_dq.p, nq);
         poison(d_dk.p, nkv);
         poison(d_dv.p, nkv);
@@ -433,12 +437,14 @@ static void bench_seed() {
     float ms = bench_ms([&] { attention_forward_mma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
     bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
     if (attention_forward_wgmma_available()) {
-        ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, 1); });
-        bench_row("attention_forward v2 (wgmma S1)", shape, ms, 0, fwd_flops);
-        ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, 2); });
-        bench_row("attention_forward v3 (wgmma S2)", shape, ms, 0, fwd_flops);
+        const char *names[] = {"", "attention_forward v2 (wgmma S1)", "attention_forward v3 (wgmma S2)",
+                               "attention_forward v4 (S2+overlap)"};
+        for (int stage = 1; stage <= 3; stage++) {
+            ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, stage); });
+            bench_row(names[stage], shape, ms, 0, fwd_flops);
+        }
     } else {
-        printf("  (attention_forward v2, v3 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
+        printf("  (attention_forward v2..v4 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
     }
     if (g_fwd_only) {
         ms = bench_ms([&] { attention_forward_naive(out.p, lse.p, q.p, k.p, v.p, 2, T, H, KV); }, 3);
@@ -498,9 +504,8 @@ int main(int argc, char **argv) {
         };
         for (const Case &c : cases)
             if (!small || c.T <= 200) ok &= run_case(c);
-        printf("attention_forward dispatches to: %s\n", !attention_forward_wgmma_available() ? "v0 (mma.sync)"
-                                                         : ATTN_FWD_HOPPER_STAGE == 1        ? "v2 (wgmma S1)"
-                                                                                             : "v3 (wgmma S2)");
+        printf("attention_forward dispatches to: %s\n",
+               attention_forward_wgmma_available() ? version_name(ATTN_FWD_HOPPER_STAGE + V_WGMMA - 1) : "v0 (mma.sync)");
         if (ok) printf("all attention checks passed, %d skipped\n", g_skipped);
         else printf("SOME ATTENTION CHECKS FAILED (%d skipped)\n", g_skipped);
     }
