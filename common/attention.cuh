@@ -1404,36 +1404,41 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         uint32_t p[H90_BC / 16][4];
         float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
         float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
-        int pend = -1;  // the stage whose P V product is still to be issued or waited for (p holds its P)
-        for (int it = 0; it < n_tiles; it++) {
+        // tiles above the diagonal come first in the walk: release them unused
+        int it = 0;
+        for (; it < n_tiles; it++) {
             const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
             mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
-            // skipped tiles come first in the walk (above the diagonal), before anything is pending
-            if (wg_row0 >= T || col0 > wg_row0 + 63) {
-                release(st);
-                continue;
-            }
-            wgmma_fence();  // o, p were written since the last wgmma
-            h90_issue_qk(sacc, sQw, sK0 + st * H90_KV_BYTES);
-            if (pend >= 0) {
+            if (!(wg_row0 >= T || col0 > wg_row0 + 63)) break;
+            release(st);
+        }
+        if (it < n_tiles) {
+            // the first tile that counts (its stage's full barrier already waited for): S and
+            // softmax only; its P V product is issued with the next tile's S
+            int pend = it % WS_STAGES;  // the stage whose P V product is in flight or next (p holds its P)
+            wgmma_fence();
+            h90_issue_qk(sacc, sQw, sK0 + pend * H90_KV_BYTES);
+            wgmma_wait<0>();
+            reg_fence(sacc);
+            h90_softmax(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * H90_BC, T, lane);
+            h90_to_p(p, s);  // o is still 0: nothing to rescale
+            for (it++; it < n_tiles; it++) {
+                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+                mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
+                wgmma_fence();  // o, p were written since the last wgmma
+                h90_issue_qk(sacc, sQw, sK0 + st * H90_KV_BYTES);
                 h90_issue_pv(oacc, p, sV0 + pend * H90_KV_BYTES);
                 wgmma_wait<1>();  // S is ready; P V may still run
-            } else {
-                wgmma_wait<0>();
-            }
-            reg_fence(sacc);
-            h90_softmax(s, m, l, alpha, wrow0, col0, T, lane);
-            if (pend >= 0) {
+                reg_fence(sacc);
+                h90_softmax(s, m, l, alpha, wrow0, col0, T, lane);
                 wgmma_wait<0>();
                 reg_fence(oacc);
                 h90_fence_p(p);
                 release(pend);
+                fwd_rescale<1>(o, alpha);
+                h90_to_p(p, s);
+                pend = st;
             }
-            fwd_rescale<1>(o, alpha);
-            h90_to_p(p, s);
-            pend = st;
-        }
-        if (pend >= 0) {
             reg_fence(oacc);
             wgmma_fence();
             h90_issue_pv(oacc, p, sV0 + pend * H90_KV_BYTES);
