@@ -17,7 +17,7 @@
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
 //              and one thread per key row (dk, dv), all in fp32 on the CUDA cores
 // Both are checked against the CPU reference (float math on the same bf16-rounded inputs) at
-// awkward shapes (T = 1, 17, 200, 1030, 2048, 4096; H/KV = 8/4, 4/4, 8/2), with outputs
+// awkward shapes (T = 1, 17, 100, 200, 1030, 1100, 2048, 4096; H/KV = 8/4, 4/4, 8/2), with outputs
 // poisoned with NaN first, then benchmarked at the seed shape (B=48, T=2048, H=8, KV=4, hd=64).
 // Also: xsa_backward with accumulate = true (onto random dy, dv), dk/dv bitwise deterministic,
 // and dq's run-to-run spread over 10 runs (fp32 atomics: at most one bf16 step per element;
@@ -217,7 +217,7 @@ static const char *version_name(int v) {
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
-static int g_skipped = 0;  // checks not run (v2 without an sm_90 GPU / sm_90a build), in the closing line
+static int g_skipped = 0;  // checks not run (v2..v4 without an sm_90 GPU / sm_90a build), in the closing line
 
 // dq is summed with fp32 atomics over the key blocks, in whatever order they land: run to run
 // the fp32 sums differ in the last bits, and after the rounding to bf16 an element whose fp32
@@ -498,7 +498,9 @@ int main(int argc, char **argv) {
             {2, 1, 8, 4, 1.f, false},
             {3, 17, 8, 2, 1.f, true},     // smaller than every tile, 4:1 GQA
             {2, 200, 8, 4, 3.f, true},    // peaky softmax (scores of std 9), partial tiles
+            {3, 100, 8, 4, 1.f, false},   // Hopper tiles: one 128/192-row tile, part of its warpgroups idle
             {1, 1030, 4, 4, 1.f, true},   // no GQA, T just past a multiple of every tile
+            {1, 1100, 8, 4, 3.f, false},  // peaky, T not a multiple of 64, 128 or 192 (1100 = 5*192 + 140)
             {1, 2048, 8, 4, 1.f, false},  // the seed's T and heads
             {1, 4096, 8, 2, 1.f, false},  // the longest sequence, 4:1 GQA
         };
