@@ -1533,14 +1533,15 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     cudaCheckLaunch();
 }
 
-// the stage attention_forward uses on Hopper (set from the measurements in docs/ATTENTION.md)
+// the stage attention_forward uses on Hopper (set from the measurements in docs/ATTENTION.md;
+// 0 keeps the mma.sync kernel there too)
 constexpr int ATTN_FWD_HOPPER_STAGE = 1;
 
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV):
 // the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere
 inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                               const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
-    if (attention_forward_wgmma_available())
+    if (ATTN_FWD_HOPPER_STAGE > 0 && attention_forward_wgmma_available())
         attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream, ATTN_FWD_HOPPER_STAGE);
     else attention_forward_mma(out, lse, q, k, v, B, T, H, KV, hd, stream);
 }

@@ -507,7 +507,8 @@ int main(int argc, char **argv) {
         for (const Case &c : cases)
             if (!small || c.T <= 200) ok &= run_case(c);
         printf("attention_forward dispatches to: %s\n",
-               attention_forward_wgmma_available() ? version_name(ATTN_FWD_HOPPER_STAGE + V_WGMMA - 1) : "v0 (mma.sync)");
+               ATTN_FWD_HOPPER_STAGE > 0 && attention_forward_wgmma_available() ? version_name(ATTN_FWD_HOPPER_STAGE + V_WGMMA - 1)
+                                                                                : "v0 (mma.sync)");
         if (ok) printf("all attention checks passed, %d skipped\n", g_skipped);
         else printf("SOME ATTENTION CHECKS FAILED (%d skipped)\n", g_skipped);
     }
