@@ -870,6 +870,14 @@ inline void check_shapes(const char *who, int B, int T, int H, int KV, int hd) {
 inline void check_aligned(const char *who, const void *p, const char *name) {
     if ((uintptr_t)p % 16 != 0) fatal_config("attention.cuh: %s: %s is not 16-byte aligned", who, name);
 }
+inline void check_forward(const char *who, const void *out, const void *q, const void *k, const void *v, int B, int T,
+                          int H, int KV, int hd) {
+    check_shapes(who, B, T, H, KV, hd);
+    check_aligned(who, out, "out");
+    check_aligned(who, q, "q");
+    check_aligned(who, k, "k");
+    check_aligned(who, v, "v");
+}
 
 }  // namespace attn
 
@@ -883,11 +891,7 @@ inline void attention_forward_mma(__nv_bfloat16 *out, float *lse, const __nv_bfl
                                   const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
-    check_shapes("attention_forward", B, T, H, KV, hd);
-    check_aligned("attention_forward", out, "out");
-    check_aligned("attention_forward", q, "q");
-    check_aligned("attention_forward", k, "k");
-    check_aligned("attention_forward", v, "v");
+    check_forward("attention_forward", out, q, k, v, B, T, H, KV, hd);
     static bool configured = false;  // the kernel needs more than the default 48 KB of shared memory
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FWD_SMEM));
@@ -999,15 +1003,17 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
 // softmax, the causal mask and the epilogue are the mma.sync kernel's helpers: the wgmma
 // accumulator of a 64 x 64 product gives each warp a 16 x 64 slice in exactly the mma.sync
 // m16n8 fragment layout, and two n8 tiles of S are the A fragment of P for the next product.
-// Stage S2 (attention_forward_sm90_ws_kernel): the same per-tile work, warp-specialized (a
-// producer warpgroup issues the loads into a 4-stage ring guarded by full/empty mbarriers;
-// 3 consumer warpgroups compute; no CTA-wide barrier in the loop). docs/ATTENTION.md says
-// what each step buys.
+// Stage S2 (attention_forward_sm90_ws_kernel<false, 64>): the same per-tile work, warp-
+// specialized (a producer warpgroup issues the loads into a 4-stage ring guarded by full/empty
+// mbarriers; 3 consumer warpgroups compute; no CTA-wide barrier in the loop); its variants
+// <true, 64> and <true, 128> overlap each consumer's products with its softmax. The
+// stages and what each buys: docs/ATTENTION.md.
 //
 // Shared memory layout (the TMA 128-byte swizzle = this file's swz(): 16-byte chunk c of row r
 // is stored at chunk c ^ (r % 8), given a 1024-byte-aligned tile of 128-byte rows):
 //   S1: [Q 128 rows][K stage 0, 1: 64 rows each][V stage 0, 1][3 mbarriers: Q, KV stage 0, 1]
 //   S2: [Q 192 rows][K stages 0..3][V stages 0..3][mbarriers: Q, full 0..3, empty 0..3]
+//       (K/V stages of 64 or 128 rows)
 // wgmma smem descriptor (64 bits): start address >> 4 (bits 0-13), leading byte offset >> 4
 // (16-29, unused for these layouts), stride byte offset >> 4 (32-45: 1024 = the distance from
 // one 8-row swizzle group to the next), layout 1 = 128-byte swizzle (bits 62-63). Base offset
@@ -1086,9 +1092,20 @@ __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 // keep the compiler from moving accesses of an accumulator across wgmma issue/wait
-__device__ __forceinline__ void reg_fence(float (&d)[32]) {
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&d)[N]) {
 #pragma unroll
-    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+// hand registers back to the SM (producer) or take them (consumers): the per-thread count of
+// the whole warpgroup becomes N
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
 // d (64 x 64 fp32, per thread 32 values in the m16n8 C layout of its warp's 16 rows) (+)= A B,
@@ -1101,6 +1118,16 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
         "%32, %33, p, 1, 1, 0, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate ? 1 : 0));
+}
+// the same with B = 16 x 128 (d: 64 values per thread, 16 n8 tiles)
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+        "%64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(desc_a), "l"(desc_b), "r"(accumulate ? 1 : 0));
 }
 // d += A B with A from registers (the warp's 16 x 16 slice, mma.sync A fragment layout) and B
@@ -1126,40 +1153,48 @@ static_assert(H90_BC == 64 && H90_KV_BYTES % 1024 == 0, "the wgmma helpers are m
 #ifdef ATTN_SM90
 // The pieces of one K/V tile's work for one warpgroup (64 query rows, Q at sQw); o, m, l, s:
 // this warp's 16 rows in the mma.sync layout; wrow0: the warp's first query row.
+// BC: keys per tile (64 or 128); S holds BC/8 n8 tiles per warp, P BC/16 A fragments.
 // S = Q K^T (both from shared memory), one committed wgmma group; the caller fences before.
-__device__ __forceinline__ void h90_issue_qk(float (&sacc)[32], uint32_t sQw, uint32_t sK) {
+template <int BC>
+__device__ __forceinline__ void h90_issue_qk(float (&sacc)[BC / 2], uint32_t sQw, uint32_t sK) {
     using namespace sm90;
 #pragma unroll
-    for (int kk = 0; kk < KCHUNKS; kk++)
-        wgmma_m64n64k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+    for (int kk = 0; kk < KCHUNKS; kk++) {
+        if constexpr (BC == 64) wgmma_m64n64k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+        else wgmma_m64n128k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+    }
     wgmma_commit();
 }
 // O += P V (P from registers: it must stay untouched until the group is waited for)
-__device__ __forceinline__ void h90_issue_pv(float (&oacc)[32], const uint32_t (&p)[H90_BC / 16][4], uint32_t sV) {
+template <int BC>
+__device__ __forceinline__ void h90_issue_pv(float (&oacc)[32], const uint32_t (&p)[BC / 16][4], uint32_t sV) {
     using namespace sm90;
 #pragma unroll
-    for (int kk = 0; kk < H90_BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES));
+    for (int kk = 0; kk < BC / 16; kk++) wgmma_m64n64k16_rs(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES));
     wgmma_commit();
 }
 // causal/end mask where the tile crosses the warp's rows, then the online softmax without the
 // rescaling of o (its factors in alpha)
-__device__ __forceinline__ void h90_softmax(float (&s)[1][8][4], float (&m)[1][2], float (&l)[1][2], float (&alpha)[1][2],
-                                            int wrow0, int col0, int T, int lane) {
+template <int BC>
+__device__ __forceinline__ void h90_softmax(float (&s)[1][BC / 8][4], float (&m)[1][2], float (&l)[1][2],
+                                            float (&alpha)[1][2], int wrow0, int col0, int T, int lane) {
 #ifdef BREAK_WGMMA_FWD  // a deliberately wrong variant (dev/broken_variants.sh): the diagonal tiles go unmasked
     (void)T;
 #else
-    if (col0 + H90_BC - 1 > wrow0) fwd_mask<1, 8>(s, wrow0, col0, T, lane);
+    if (col0 + BC - 1 > wrow0) fwd_mask<1, BC / 8>(s, wrow0, col0, T, lane);
 #endif
-    fwd_softmax_p<1, 8>(s, m, l, alpha);
+    fwd_softmax_p<1, BC / 8>(s, m, l, alpha);
 }
-__device__ __forceinline__ void h90_to_p(uint32_t (&p)[H90_BC / 16][4], float (&s)[1][8][4]) {
+template <int BC>
+__device__ __forceinline__ void h90_to_p(uint32_t (&p)[BC / 16][4], float (&s)[1][BC / 8][4]) {
 #pragma unroll
-    for (int kk = 0; kk < H90_BC / 16; kk++) c_to_a(p[kk], s[0][2 * kk], s[0][2 * kk + 1]);
+    for (int kk = 0; kk < BC / 16; kk++) c_to_a(p[kk], s[0][2 * kk], s[0][2 * kk + 1]);
 }
 // keep the compiler from reusing P's registers while a wgmma still reads them
-__device__ __forceinline__ void h90_fence_p(uint32_t (&p)[H90_BC / 16][4]) {
+template <int BC>
+__device__ __forceinline__ void h90_fence_p(uint32_t (&p)[BC / 16][4]) {
 #pragma unroll
-    for (int kk = 0; kk < H90_BC / 16; kk++)
+    for (int kk = 0; kk < BC / 16; kk++)
 #pragma unroll
         for (int i = 0; i < 4; i++) asm volatile("" : "+r"(p[kk][i])::"memory");
 }
@@ -1174,18 +1209,18 @@ __device__ __forceinline__ void h90_tile(float (&o)[1][DTILES][4], float (&m)[1]
     float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
     float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
     wgmma_fence();
-    h90_issue_qk(sacc, sQw, sK);
+    h90_issue_qk<H90_BC>(sacc, sQw, sK);
     wgmma_wait<0>();
     reg_fence(sacc);
-    h90_softmax(s, m, l, alpha, wrow0, col0, T, lane);
+    h90_softmax<H90_BC>(s, m, l, alpha, wrow0, col0, T, lane);
     fwd_rescale<1>(o, alpha);
-    h90_to_p(p, s);
+    h90_to_p<H90_BC>(p, s);
     reg_fence(oacc);
     wgmma_fence();
-    h90_issue_pv(oacc, p, sV);
+    h90_issue_pv<H90_BC>(oacc, p, sV);
     wgmma_wait<0>();
     reg_fence(oacc);
-    h90_fence_p(p);
+    h90_fence_p<H90_BC>(p);
 }
 
 // epilogue (as the mma.sync kernel's): O / l as bf16, lse = m * scale + ln(l), rows < T only
@@ -1323,32 +1358,39 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
 // computed; o is rescaled only after that product has landed (fwd_softmax_p + fwd_rescale).
 // The wgmma groups complete in commit order, so S(j+1) is committed before P V(j):
 // wait_group 1 then means "S is ready, P V may still run".
+// BC = 128 (with PIPELINED) is v5: 128-key tiles, the registers for them taken from the
+// producer with setmaxnreg (stage 4 of attention_forward_wgmma).
 constexpr int WS_CONSUMERS = 3;
 constexpr int WS_BR = 64 * WS_CONSUMERS;
 constexpr int WS_THREADS = 128 * (1 + WS_CONSUMERS);
 constexpr int WS_STAGES = 4;
 constexpr int WS_Q_BYTES = WS_BR * ROW_BYTES;
-constexpr int WS_SMEM = 1024 + WS_Q_BYTES + 2 * WS_STAGES * H90_KV_BYTES + (1 + 2 * WS_STAGES) * 8;
+constexpr int ws_smem(int bc) { return 1024 + WS_Q_BYTES + 2 * WS_STAGES * bc * ROW_BYTES + (1 + 2 * WS_STAGES) * 8; }
 static_assert(WS_Q_BYTES % 1024 == 0, "tiles are 1024-byte aligned");
 
 // grid (H, B, ceil(T / WS_BR)), z reversed; tensor maps as for S1 (q boxes of WS_BR rows)
-template <bool PIPELINED>
+template <bool PIPELINED, int BC>
 __global__ void __launch_bounds__(WS_THREADS, 1)
     attention_forward_sm90_ws_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
                                      const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                                      const __grid_constant__ CUtensorMap tv, int T, int H, int KV) {
 #ifdef ATTN_SM90
     using namespace sm90;
+    static_assert(PIPELINED || BC == 64, "the unpipelined loop uses h90_tile (64-key tiles)");
+    constexpr int KV_BYTES = BC * ROW_BYTES;
+    // 128-key tiles need more than the 128 registers per thread that 512 threads allow: the
+    // producer gives most of its share to the consumers (4 x 24 + 12 x 160 = 2016 per 16 warps)
+    constexpr bool REG_SHUFFLE = BC == 128;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
     const H90Cta c = h90_cta(WS_BR, H, KV);
     const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
     const uint32_t sQ = c.smem;
-    const uint32_t sK0 = sQ + WS_Q_BYTES, sV0 = sK0 + WS_STAGES * H90_KV_BYTES;  // stage s: + s * H90_KV_BYTES
-    const uint32_t barQ = sV0 + WS_STAGES * H90_KV_BYTES;
+    const uint32_t sK0 = sQ + WS_Q_BYTES, sV0 = sK0 + WS_STAGES * KV_BYTES;  // stage s: + s * KV_BYTES
+    const uint32_t barQ = sV0 + WS_STAGES * KV_BYTES;
     const uint32_t full0 = barQ + 8, empty0 = full0 + 8 * WS_STAGES;  // stage s: + 8 s
 
     const int q_last = min(T, q0 + WS_BR) - 1;
-    const int n_tiles = q_last / H90_BC + 1;
+    const int n_tiles = q_last / BC + 1;
 
     if (tid == 0) {
         mbar_init(barQ, 1);
@@ -1361,22 +1403,24 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     __syncthreads();
 
     if (wg == 0) {  // producer
+        if constexpr (REG_SHUFFLE) setmaxnreg_dec<24>();
         if (tid == 0) {
             mbar_arrive_expect_tx(barQ, WS_Q_BYTES);
             tma_load_4d(sQ, &tq, barQ, 0, h, q0, b);
             for (int it = 0; it < n_tiles; it++) {
-                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
                 // the stage's previous tile (it - WS_STAGES) was released: that is the empty
                 // barrier's (it / WS_STAGES - 1)-th phase
                 if (it >= WS_STAGES) mbar_wait(empty0 + 8 * st, (it / WS_STAGES - 1) & 1);
-                mbar_arrive_expect_tx(full0 + 8 * st, 2 * H90_KV_BYTES);
-                tma_load_4d(sK0 + st * H90_KV_BYTES, &tk, full0 + 8 * st, 0, kh, col0, b);
-                tma_load_4d(sV0 + st * H90_KV_BYTES, &tv, full0 + 8 * st, 0, kh, col0, b);
+                mbar_arrive_expect_tx(full0 + 8 * st, 2 * KV_BYTES);
+                tma_load_4d(sK0 + st * KV_BYTES, &tk, full0 + 8 * st, 0, kh, col0, b);
+                tma_load_4d(sV0 + st * KV_BYTES, &tv, full0 + 8 * st, 0, kh, col0, b);
             }
         }
         return;  // every load issued is waited for by the consumers, who keep the CTA alive
     }
 
+    if constexpr (REG_SHUFFLE) setmaxnreg_inc<160>();
     const int cw = wg - 1;                          // consumer index
     const int wg_row0 = q0 + cw * 64;
     const int wrow0 = wg_row0 + (warp % 4) * 16;
@@ -1393,21 +1437,21 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     mbar_wait(barQ, 0);
     if constexpr (!PIPELINED) {
         for (int it = 0; it < n_tiles; it++) {
-            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
             mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
             if (!(wg_row0 >= T || col0 > wg_row0 + 63))
-                h90_tile(o, m, l, sQw, sK0 + st * H90_KV_BYTES, sV0 + st * H90_KV_BYTES, wrow0, col0, T, lane);
+                h90_tile(o, m, l, sQw, sK0 + st * KV_BYTES, sV0 + st * KV_BYTES, wrow0, col0, T, lane);
             release(st);
         }
     } else {
-        float s[1][8][4], alpha[1][2];
-        uint32_t p[H90_BC / 16][4];
-        float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
+        float s[1][BC / 8][4], alpha[1][2];
+        uint32_t p[BC / 16][4];
+        float(&sacc)[BC / 2] = *reinterpret_cast<float(*)[BC / 2]>(&s[0][0][0]);
         float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
         // tiles above the diagonal come first in the walk: release them unused
         int it = 0;
         for (; it < n_tiles; it++) {
-            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
             mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
             if (!(wg_row0 >= T || col0 > wg_row0 + 63)) break;
             release(st);
@@ -1417,34 +1461,34 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             // softmax only; its P V product is issued with the next tile's S
             int pend = it % WS_STAGES;  // the stage whose P V product is in flight or next (p holds its P)
             wgmma_fence();
-            h90_issue_qk(sacc, sQw, sK0 + pend * H90_KV_BYTES);
+            h90_issue_qk<BC>(sacc, sQw, sK0 + pend * KV_BYTES);
             wgmma_wait<0>();
             reg_fence(sacc);
-            h90_softmax(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * H90_BC, T, lane);
-            h90_to_p(p, s);  // o is still 0: nothing to rescale
+            h90_softmax<BC>(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * BC, T, lane);
+            h90_to_p<BC>(p, s);  // o is still 0: nothing to rescale
             for (it++; it < n_tiles; it++) {
-                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * H90_BC;
+                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
                 mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
                 wgmma_fence();  // o, p were written since the last wgmma
-                h90_issue_qk(sacc, sQw, sK0 + st * H90_KV_BYTES);
-                h90_issue_pv(oacc, p, sV0 + pend * H90_KV_BYTES);
+                h90_issue_qk<BC>(sacc, sQw, sK0 + st * KV_BYTES);
+                h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
                 wgmma_wait<1>();  // S is ready; P V may still run
                 reg_fence(sacc);
-                h90_softmax(s, m, l, alpha, wrow0, col0, T, lane);
+                h90_softmax<BC>(s, m, l, alpha, wrow0, col0, T, lane);
                 wgmma_wait<0>();
                 reg_fence(oacc);
-                h90_fence_p(p);
+                h90_fence_p<BC>(p);
                 release(pend);
                 fwd_rescale<1>(o, alpha);
-                h90_to_p(p, s);
+                h90_to_p<BC>(p, s);
                 pend = st;
             }
             reg_fence(oacc);
             wgmma_fence();
-            h90_issue_pv(oacc, p, sV0 + pend * H90_KV_BYTES);
+            h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
             wgmma_wait<0>();
             reg_fence(oacc);
-            h90_fence_p(p);
+            h90_fence_p<BC>(p);
             release(pend);
         }
     }
@@ -1500,36 +1544,40 @@ inline bool attention_forward_wgmma_available() {
 }
 
 // the same contract as attention_forward_mma, on an sm_90a wgmma + TMA kernel: stage 1 (S1,
-// attention_forward_sm90_kernel), 2 (S2, warp-specialized attention_forward_sm90_ws_kernel) or
-// 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax)
+// attention_forward_sm90_kernel), 2 (S2, warp-specialized attention_forward_sm90_ws_kernel),
+// 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax) or 4 (stage 3 with
+// 128-key tiles, the registers for them moved from the producer with setmaxnreg)
 inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                     const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
                                     int stage = 1) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
-    check_shapes("attention_forward_wgmma", B, T, H, KV, hd);
-    check_aligned("attention_forward_wgmma", out, "out");
-    check_aligned("attention_forward_wgmma", q, "q");
-    check_aligned("attention_forward_wgmma", k, "k");
-    check_aligned("attention_forward_wgmma", v, "v");
+    check_forward("attention_forward_wgmma", out, q, k, v, B, T, H, KV, hd);
     if (!attention_forward_wgmma_available())
         fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
-    if (stage < 1 || stage > 3) fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1, 2 or 3)", stage);
+    if (stage < 1 || stage > 4) fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1..4)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, H90_SMEM));
-        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WS_SMEM));
-        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WS_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<false, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       ws_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<true, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       ws_smem(64)));
+        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<true, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       ws_smem(128)));
         configured = true;
     }
-    const int br = stage == 1 ? H90_BR : WS_BR;
+    const int br = stage == 1 ? H90_BR : WS_BR, bc = stage == 4 ? 128 : H90_BC;
     const CUtensorMap tq = h90_tensor_map(q, B, T, H, br);
-    const CUtensorMap tk = h90_tensor_map(k, B, T, KV, H90_BC);
-    const CUtensorMap tv = h90_tensor_map(v, B, T, KV, H90_BC);
+    const CUtensorMap tk = h90_tensor_map(k, B, T, KV, bc);
+    const CUtensorMap tv = h90_tensor_map(v, B, T, KV, bc);
     dim3 grid(H, B, ceil_div(T, br));
     if (stage == 1) attention_forward_sm90_kernel<<<grid, H90_THREADS, H90_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
-    else if (stage == 2) attention_forward_sm90_ws_kernel<false><<<grid, WS_THREADS, WS_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
-    else attention_forward_sm90_ws_kernel<true><<<grid, WS_THREADS, WS_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    else if (stage == 2)
+        attention_forward_sm90_ws_kernel<false, 64><<<grid, WS_THREADS, ws_smem(64), stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    else if (stage == 3)
+        attention_forward_sm90_ws_kernel<true, 64><<<grid, WS_THREADS, ws_smem(64), stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    else attention_forward_sm90_ws_kernel<true, 128><<<grid, WS_THREADS, ws_smem(128), stream>>>(out, lse, tq, tk, tv, T, H, KV);
     cudaCheckLaunch();
 }
 

@@ -9,9 +9,10 @@
 //   version 3: the Hopper forward, stage S2 (the same, warp-specialized: a producer warpgroup
 //              and 3 consumer warpgroups around a 4-stage K/V ring)
 //   version 4: S2 with each consumer's P V product overlapped with the next tile's S and softmax
-//              v2, v3 and v4 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
+//   version 5: v4 with 128-key tiles (the producer's registers moved to the consumers: setmaxnreg)
+//              v2..v5 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
 //              counted as skipped. attention_forward itself picks one of them there, so v0's
-//              forward runs through its own launcher attention_forward_mma; v2..v4 have no
+//              forward runs through its own launcher attention_forward_mma; v2..v5 have no
 //              backward of their own (they share v0's)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
@@ -209,15 +210,15 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-// the Hopper versions v2, v3, v4 are attention_forward_wgmma's stages 1, 2, 3
-enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4, V_WGMMA_PIPE = 5 };
-static int hopper_stage(int v) { return v == V_WGMMA ? 1 : v == V_WGMMA_WS ? 2 : v == V_WGMMA_PIPE ? 3 : 0; }
+// the Hopper versions v2..v5 are attention_forward_wgmma's stages 1..4
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4, V_WGMMA_PIPE = 5, V_WGMMA_128 = 6 };
+static int hopper_stage(int v) { return v >= V_WGMMA && v <= V_WGMMA_128 ? v - V_WGMMA + 1 : 0; }
 static const char *version_name(int v) {
-    static const char *hopper[] = {"", "v2", "v3", "v4"};
+    static const char *hopper[] = {"", "v2", "v3", "v4", "v5"};
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
-static int g_skipped = 0;  // checks not run (v2..v4 without an sm_90 GPU / sm_90a build), in the closing line
+static int g_skipped = 0;  // checks not run (v2..v5 without an sm_90 GPU / sm_90a build), in the closing line
 
 // dq is summed with fp32 atomics over the key blocks, in whatever order they land: run to run
 // the fp32 sums differ in the last bits, and after the rounding to bf16 an element whose fp32
@@ -294,7 +295,7 @@ static bool run_case(const Case &c) {
     upload(d_outb, out_b);
     upload(d_lse_ref, lse_ref);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_NAIVE}) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
@@ -314,7 +315,7 @@ static bool run_case(const Case &c) {
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
             ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
         }
-        if (hopper || g_fwd_only) continue;  // v2..v4: the forward only
+        if (hopper || g_fwd_only) continue;  // v2..v5: the forward only
         poison(d_dq.p, nq);
         poison(d_dk.p, nkv);
         poison(d_dv.p, nkv);
@@ -438,13 +439,13 @@ static void bench_seed() {
     bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
     if (attention_forward_wgmma_available()) {
         const char *names[] = {"", "attention_forward v2 (wgmma S1)", "attention_forward v3 (wgmma S2)",
-                               "attention_forward v4 (S2+overlap)"};
-        for (int stage = 1; stage <= 3; stage++) {
+                               "attention_forward v4 (S2+overlap)", "attention_forward v5 (v4, 128 keys)"};
+        for (int stage = 1; stage <= 4; stage++) {
             ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, stage); });
             bench_row(names[stage], shape, ms, 0, fwd_flops);
         }
     } else {
-        printf("  (attention_forward v2..v4 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
+        printf("  (attention_forward v2..v5 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
     }
     if (g_fwd_only) {
         ms = bench_ms([&] { attention_forward_naive(out.p, lse.p, q.p, k.p, v.p, 2, T, H, KV); }, 3);
