@@ -27,6 +27,8 @@
 //   make build/dev_attention && build/dev_attention               # checks, then benchmarks
 //   build/dev_attention --check-only | --bench-only
 //   build/dev_attention --fwd-only                # only the forward kernels (checks and benchmarks)
+//   build/dev_attention --fwd-only --stage N      # of the Hopper versions, only stage N (1..4 = v2..v5);
+//                                                 # a kernel that traps ends the process, so this isolates one
 //   build/dev_attention --check-only --small      # only T <= 200 (quick, e.g. under compute-sanitizer)
 //
 // Exits non-zero when any check fails.
@@ -218,6 +220,7 @@ static const char *version_name(int v) {
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
+static int g_stage = 0;          // --stage N: only this Hopper stage (0: all)
 static int g_skipped = 0;  // checks not run (v2..v5 without an sm_90 GPU / sm_90a build), in the closing line
 
 // dq is summed with fp32 atomics over the key blocks, in whatever order they land: run to run
@@ -299,6 +302,7 @@ static bool run_case(const Case &c) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
+        if (hopper && g_stage && hopper_stage(ver) != g_stage) continue;
         if (hopper && !attention_forward_wgmma_available()) {
             printf("  skip %-28s (needs an sm_90 GPU and an sm_90a build)\n", (vn + "fwd out, lse").c_str());
             g_skipped += 2;
@@ -441,6 +445,7 @@ static void bench_seed() {
         const char *names[] = {"", "attention_forward v2 (wgmma S1)", "attention_forward v3 (wgmma S2)",
                                "attention_forward v4 (S2+overlap)", "attention_forward v5 (v4, 128 keys)"};
         for (int stage = 1; stage <= 4; stage++) {
+            if (g_stage && stage != g_stage) continue;
             ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, stage); });
             bench_row(names[stage], shape, ms, 0, fwd_flops);
         }
@@ -487,7 +492,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--bench-only")) do_check = false;
         else if (!strcmp(argv[i], "--small")) small = true;
         else if (!strcmp(argv[i], "--fwd-only")) g_fwd_only = true;
-        else fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small, --fwd-only)", argv[i]);
+        else if (!strcmp(argv[i], "--stage") && i + 1 < argc) {
+            g_stage = atoi(argv[++i]);
+            if (g_stage < 1 || g_stage > 4) fatal_config("dev/attention.cu: --stage %s: need 1..4", argv[i]);
+        } else
+            fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small, --fwd-only, --stage N)",
+                         argv[i]);
     }
     DeviceInfo di = device_info();
     printf("device: %s (sm_%d%d, %d SMs)\n", di.name, di.cc_major, di.cc_minor, di.sm_count);
