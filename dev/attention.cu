@@ -302,7 +302,10 @@ static bool run_case(const Case &c) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
-        if (hopper && g_stage && hopper_stage(ver) != g_stage) continue;
+        if (hopper && g_stage && hopper_stage(ver) != g_stage) {
+            g_skipped += 2;  // out and lse, left out by --stage
+            continue;
+        }
         if (hopper && !attention_forward_wgmma_available()) {
             printf("  skip %-28s (needs an sm_90 GPU and an sm_90a build)\n", (vn + "fwd out, lse").c_str());
             g_skipped += 2;
