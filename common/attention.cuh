@@ -60,6 +60,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "cuda_utils.cuh"
 
@@ -170,6 +171,39 @@ __device__ __forceinline__ float fast_exp2(float x) {  // 2^x; -inf -> 0
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
+// 2^x for x <= 0 on the FMA and integer pipes instead of the MUFU (the exp2 unit, 16 per clock
+// per SM, is as busy as the tensor cores in the softmax at d = 64; the Hopper forward's later
+// stages compute a fraction of the exponentials here). x = j + f with j = round(x): adding
+// 1.5 * 2^23 puts j in the low mantissa bits of t (and t - 1.5 * 2^23 = j), f = x - j in
+// [-1/2, 1/2]; 2^f by a degree-3 minimax polynomial (relative error), 2^j by adding j to the
+// exponent field ((bits of t) << 23 is j << 23 modulo 2^32). Max relative error 1.0e-4 (dev/
+// attention.cu measures it), far below the 2^-9 of rounding P to bf16. x = -inf (anything
+// <= -127) gives exactly 0: j = -127 and f = 0 make the bits of 1.0 minus 127 << 23.
+__host__ __device__ __forceinline__ uint32_t float_bits(float x) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u;
+#endif
+}
+__host__ __device__ __forceinline__ float bits_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+#endif
+}
+__host__ __device__ __forceinline__ float exp2_poly(float x) {
+    x = fmaxf(x, -127.f);
+    const float t = x + 12582912.f;
+    const float f = x - (t - 12582912.f);
+    const float p = fmaf(fmaf(fmaf(0.0550087579f, f, 0.242211387f), f, 0.693283021f), f, 1.f);
+    return bits_float(float_bits(p) + (float_bits(t) << 23));
+}
 __device__ __forceinline__ float fast_log2(float x) {
     float y;
     asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
@@ -269,7 +303,9 @@ __device__ __forceinline__ void fwd_mask(float s[MT][NT][4], int row0, int col0,
 // quad; l stays a per-lane partial sum until the end.
 // fwd_softmax_p does all but the rescaling of o, returning its factors in alpha (the Hopper
 // kernel's pipelined stage rescales o later, once the previous P V product has landed).
-template <int MT, int NT>
+// POLY_EVERY > 0: every POLY_EVERY-th n8 tile of scores goes through exp2_poly (FMA pipe), the
+// rest through the MUFU, so both units share the work (the Hopper forward's stages 6, 7).
+template <int MT, int NT, int POLY_EVERY = 0>
 __device__ __forceinline__ void fwd_softmax_p(float s[MT][NT][4], float m[MT][2], float l[MT][2], float alpha_out[MT][2]) {
     constexpr float sl2 = SCALE * LOG2E;
 #pragma unroll
@@ -290,7 +326,9 @@ __device__ __forceinline__ void fwd_softmax_p(float s[MT][NT][4], float m[MT][2]
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int e = 2 * r; e < 2 * r + 2; e++) {
-                    const float p = fast_exp2(fmaf(s[mt][nt][e], sl2, -mu));
+                    const float x = fmaf(s[mt][nt][e], sl2, -mu);
+                    constexpr int every = POLY_EVERY > 0 ? POLY_EVERY : NT + 1;  // 0: none
+                    const float p = nt % every == every - 1 ? exp2_poly(x) : fast_exp2(x);
                     s[mt][nt][e] = p;
                     sum += p;
                 }
@@ -1097,6 +1135,14 @@ __device__ __forceinline__ void reg_fence(float (&d)[N]) {
 #pragma unroll
     for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
+// named barriers (0 is __syncthreads): bar.sync waits until `count` threads (a multiple of 32)
+// have reached the barrier, counting bar.arrive's threads, which do not wait
+__device__ __forceinline__ void named_bar_sync(int id, int count) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
 // hand registers back to the SM (producer) or take them (consumers): the per-thread count of
 // the whole warpgroup becomes N
 template <int N>
@@ -1175,7 +1221,7 @@ __device__ __forceinline__ void h90_issue_pv(float (&oacc)[32], const uint32_t (
 }
 // causal/end mask where the tile crosses the warp's rows, then the online softmax without the
 // rescaling of o (its factors in alpha)
-template <int BC>
+template <int BC, int POLY_EVERY = 0>
 __device__ __forceinline__ void h90_softmax(float (&s)[1][BC / 8][4], float (&m)[1][2], float (&l)[1][2],
                                             float (&alpha)[1][2], int wrow0, int col0, int T, int lane) {
 #ifdef BREAK_WGMMA_FWD  // a deliberately wrong variant (dev/broken_variants.sh): the diagonal tiles go unmasked
@@ -1183,7 +1229,7 @@ __device__ __forceinline__ void h90_softmax(float (&s)[1][BC / 8][4], float (&m)
 #else
     if (col0 + BC - 1 > wrow0) fwd_mask<1, BC / 8>(s, wrow0, col0, T, lane);
 #endif
-    fwd_softmax_p<1, BC / 8>(s, m, l, alpha);
+    fwd_softmax_p<1, BC / 8, POLY_EVERY>(s, m, l, alpha);
 }
 template <int BC>
 __device__ __forceinline__ void h90_to_p(uint32_t (&p)[BC / 16][4], float (&s)[1][BC / 8][4]) {
@@ -1360,6 +1406,17 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
 // wait_group 1 then means "S is ready, P V may still run".
 // BC = 128 (with PIPELINED) is v5: 128-key tiles, the registers for them taken from the
 // producer with setmaxnreg (stage 4 of attention_forward_wgmma).
+// PINGPONG (stages 5..7, v6..v8; FA3's warp-scheduler barriers): the consumers take turns
+// issuing their products, so the tensor cores run one warpgroup's S and P V while the others
+// compute their softmax, instead of all three issuing at once and then all three waiting on
+// exp2 together. Consumer cw's turn starts when named barrier 1 + cw completes (its 128 threads
+// sync, the previous consumer's 128 arrive) and ends with its arrival on the next consumer's.
+// Each consumer takes exactly n_tiles + 1 turns (one per tile, empty for tiles it skips, plus
+// the last P V), so no warpgroup ever waits for one that has finished; consumer 0 arrives on
+// its own barrier to start, and the last consumer's last turn passes nothing on.
+// SKIP_RESCALE: o is rescaled only when the running max of one of the warp's rows moved (alpha
+// is exactly 1 otherwise); walking the keys from the diagonal down, most tiles leave it.
+// POLY_EVERY: every POLY_EVERY-th n8 tile of scores takes its exp2 on the FMA pipe (exp2_poly).
 constexpr int WS_CONSUMERS = 3;
 constexpr int WS_BR = 64 * WS_CONSUMERS;
 constexpr int WS_THREADS = 128 * (1 + WS_CONSUMERS);
@@ -1369,7 +1426,7 @@ constexpr int ws_smem(int bc) { return 1024 + WS_Q_BYTES + 2 * WS_STAGES * bc * 
 static_assert(WS_Q_BYTES % 1024 == 0, "tiles are 1024-byte aligned");
 
 // grid (H, B, ceil(T / WS_BR)), z reversed; tensor maps as for S1 (q boxes of WS_BR rows)
-template <bool PIPELINED, int BC>
+template <bool PIPELINED, int BC, bool PINGPONG = false, bool SKIP_RESCALE = false, int POLY_EVERY = 0>
 __global__ void __launch_bounds__(WS_THREADS, 1)
     attention_forward_sm90_ws_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
                                      const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
@@ -1377,6 +1434,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 #ifdef ATTN_SM90
     using namespace sm90;
     static_assert(PIPELINED || BC == 64, "the unpipelined loop uses h90_tile (64-key tiles)");
+    static_assert(PIPELINED || !(PINGPONG || SKIP_RESCALE || POLY_EVERY), "the options are the pipelined loop's");
     constexpr int KV_BYTES = BC * ROW_BYTES;
     // 128-key tiles need more than the 128 registers per thread that 512 threads allow: the
     // producer gives most of its share to the consumers (4 x 24 + 12 x 160 = 2016 per 16 warps)
@@ -1448,48 +1506,71 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
         uint32_t p[BC / 16][4];
         float(&sacc)[BC / 2] = *reinterpret_cast<float(*)[BC / 2]>(&s[0][0][0]);
         float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+        // PINGPONG's turns (see above; no-ops otherwise)
+        auto turn_begin = [&] {
+            if constexpr (PINGPONG) named_bar_sync(1 + cw, 256);
+        };
+        auto turn_end = [&](bool last) {
+            if constexpr (PINGPONG)
+                if (!last || cw != WS_CONSUMERS - 1) named_bar_arrive(1 + (cw + 1) % WS_CONSUMERS, 256);
+        };
+        if constexpr (PINGPONG)
+            if (cw == 0) named_bar_arrive(1, 256);
         // tiles above the diagonal come first in the walk: release them unused
         int it = 0;
         for (; it < n_tiles; it++) {
             const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
             mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
             if (!(wg_row0 >= T || col0 > wg_row0 + 63)) break;
+            turn_begin();
+            turn_end(false);
             release(st);
         }
         if (it < n_tiles) {
             // the first tile that counts (its stage's full barrier already waited for): S and
             // softmax only; its P V product is issued with the next tile's S
             int pend = it % WS_STAGES;  // the stage whose P V product is in flight or next (p holds its P)
+            turn_begin();
             wgmma_fence();
             h90_issue_qk<BC>(sacc, sQw, sK0 + pend * KV_BYTES);
+            turn_end(false);
             wgmma_wait<0>();
             reg_fence(sacc);
-            h90_softmax<BC>(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * BC, T, lane);
+            h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * BC, T, lane);
             h90_to_p<BC>(p, s);  // o is still 0: nothing to rescale
             for (it++; it < n_tiles; it++) {
                 const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
                 mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
+                turn_begin();
                 wgmma_fence();  // o, p were written since the last wgmma
                 h90_issue_qk<BC>(sacc, sQw, sK0 + st * KV_BYTES);
                 h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
+                turn_end(false);
                 wgmma_wait<1>();  // S is ready; P V may still run
                 reg_fence(sacc);
-                h90_softmax<BC>(s, m, l, alpha, wrow0, col0, T, lane);
+                h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, col0, T, lane);
                 wgmma_wait<0>();
                 reg_fence(oacc);
                 h90_fence_p<BC>(p);
                 release(pend);
-                fwd_rescale<1>(o, alpha);
+                // alpha is exactly 1 for a row whose max did not move (2^(m*c - m*c) = 2^0)
+                if (!SKIP_RESCALE || __any_sync(0xffffffffu, alpha[0][0] != 1.f || alpha[0][1] != 1.f))
+                    fwd_rescale<1>(o, alpha);
                 h90_to_p<BC>(p, s);
                 pend = st;
             }
             reg_fence(oacc);
+            turn_begin();
             wgmma_fence();
             h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
+            turn_end(true);
             wgmma_wait<0>();
             reg_fence(oacc);
             h90_fence_p<BC>(p);
             release(pend);
+        } else {  // every tile skipped: the last turn, empty
+            turn_begin();
+            turn_end(true);
         }
     }
     h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
@@ -1501,7 +1582,20 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
 // 4-D tensor map over a (B, T, heads, 64) bf16 array viewed as (d, head, t, b), innermost
 // first; a box is `rows` consecutive tokens of one head (64 x 1 x rows x 1), 128-byte swizzled.
 // Tokens past T (in the t dimension, not the next sequence) are zero-filled.
+// The last 64 maps are kept: encoding three per call costs host time, and training calls with
+// the same buffers and shapes every micro-step (a map holds only the address and the shape).
 inline CUtensorMap h90_tensor_map(const __nv_bfloat16 *base, int B, int T, int heads, int rows) {
+    struct Entry {
+        const __nv_bfloat16 *base;
+        int B, T, heads, rows;
+        CUtensorMap map;
+    };
+    static Entry cache[64];
+    static int cached = 0, next = 0;
+    for (int i = 0; i < cached; i++) {
+        const Entry &e = cache[i];
+        if (e.base == base && e.B == B && e.T == T && e.heads == heads && e.rows == rows) return e.map;
+    }
     static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
     if (!encode) {
         cudaDriverEntryPointQueryResult qres;
@@ -1521,6 +1615,9 @@ inline CUtensorMap h90_tensor_map(const __nv_bfloat16 *base, int B, int T, int h
                               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) fatal_config("attention.cuh: cuTensorMapEncodeTiled failed (error %d) for B=%d T=%d heads=%d", (int)r, B, T, heads);
+    cache[next] = {base, B, T, heads, rows, map};
+    next = (next + 1) % 64;
+    cached = cached < 64 ? cached + 1 : 64;
     return map;
 }
 
@@ -1545,8 +1642,11 @@ inline bool attention_forward_wgmma_available() {
 
 // the same contract as attention_forward_mma, on an sm_90a wgmma + TMA kernel: stage 1 (S1,
 // attention_forward_sm90_kernel), 2 (S2, warp-specialized attention_forward_sm90_ws_kernel),
-// 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax) or 4 (stage 3 with
-// 128-key tiles, the registers for them moved from the producer with setmaxnreg)
+// 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax), 4 (stage 3 with
+// 128-key tiles, the registers for them moved from the producer with setmaxnreg), 5 (stage 4
+// with the consumers taking turns on the tensor cores: ping-pong), 6 (stage 5, o rescaled only
+// when a row's max moved, 1/8 of the exponentials on the FMA pipe), 7 (stage 6 with 1/4)
+constexpr int ATTN_FWD_HOPPER_STAGES = 7;
 inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                     const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
                                     int stage = 1) {
@@ -1555,29 +1655,35 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     check_forward("attention_forward_wgmma", out, q, k, v, B, T, H, KV, hd);
     if (!attention_forward_wgmma_available())
         fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
-    if (stage < 1 || stage > 4) fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1..4)", stage);
-    static bool configured = false;
-    if (!configured) {
-        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, H90_SMEM));
-        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<false, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       ws_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<true, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       ws_smem(64)));
-        cudaCheck(cudaFuncSetAttribute(attention_forward_sm90_ws_kernel<true, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       ws_smem(128)));
-        configured = true;
+    if (stage < 1 || stage > ATTN_FWD_HOPPER_STAGES)
+        fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1..%d)", stage, ATTN_FWD_HOPPER_STAGES);
+    typedef void (*Kernel)(__nv_bfloat16 *, float *, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int, int);
+    // stage -> kernel, threads, key tile, query rows per CTA
+    static const struct {
+        Kernel kernel;
+        int threads, bc, br;
+    } stages[ATTN_FWD_HOPPER_STAGES + 1] = {
+        {nullptr, 0, 0, 0},
+        {attention_forward_sm90_kernel, H90_THREADS, H90_BC, H90_BR},
+        {attention_forward_sm90_ws_kernel<false, 64>, WS_THREADS, 64, WS_BR},
+        {attention_forward_sm90_ws_kernel<true, 64>, WS_THREADS, 64, WS_BR},
+        {attention_forward_sm90_ws_kernel<true, 128>, WS_THREADS, 128, WS_BR},
+        {attention_forward_sm90_ws_kernel<true, 128, true>, WS_THREADS, 128, WS_BR},
+        {attention_forward_sm90_ws_kernel<true, 128, true, true, 8>, WS_THREADS, 128, WS_BR},
+        {attention_forward_sm90_ws_kernel<true, 128, true, true, 4>, WS_THREADS, 128, WS_BR},
+    };
+    const auto &sg = stages[stage];
+    const int smem = stage == 1 ? H90_SMEM : ws_smem(sg.bc);
+    static bool configured[ATTN_FWD_HOPPER_STAGES + 1] = {};
+    if (!configured[stage]) {
+        cudaCheck(cudaFuncSetAttribute(sg.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        configured[stage] = true;
     }
-    const int br = stage == 1 ? H90_BR : WS_BR, bc = stage == 4 ? 128 : H90_BC;
-    const CUtensorMap tq = h90_tensor_map(q, B, T, H, br);
-    const CUtensorMap tk = h90_tensor_map(k, B, T, KV, bc);
-    const CUtensorMap tv = h90_tensor_map(v, B, T, KV, bc);
-    dim3 grid(H, B, ceil_div(T, br));
-    if (stage == 1) attention_forward_sm90_kernel<<<grid, H90_THREADS, H90_SMEM, stream>>>(out, lse, tq, tk, tv, T, H, KV);
-    else if (stage == 2)
-        attention_forward_sm90_ws_kernel<false, 64><<<grid, WS_THREADS, ws_smem(64), stream>>>(out, lse, tq, tk, tv, T, H, KV);
-    else if (stage == 3)
-        attention_forward_sm90_ws_kernel<true, 64><<<grid, WS_THREADS, ws_smem(64), stream>>>(out, lse, tq, tk, tv, T, H, KV);
-    else attention_forward_sm90_ws_kernel<true, 128><<<grid, WS_THREADS, ws_smem(128), stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    const CUtensorMap tq = h90_tensor_map(q, B, T, H, sg.br);
+    const CUtensorMap tk = h90_tensor_map(k, B, T, KV, sg.bc);
+    const CUtensorMap tv = h90_tensor_map(v, B, T, KV, sg.bc);
+    dim3 grid(H, B, ceil_div(T, sg.br));
+    sg.kernel<<<grid, sg.threads, smem, stream>>>(out, lse, tq, tk, tv, T, H, KV);
     cudaCheckLaunch();
 }
 

@@ -10,9 +10,14 @@
 //              and 3 consumer warpgroups around a 4-stage K/V ring)
 //   version 4: S2 with each consumer's P V product overlapped with the next tile's S and softmax
 //   version 5: v4 with 128-key tiles (the producer's registers moved to the consumers: setmaxnreg)
-//              v2..v5 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
+//   version 6: v5 with ping-pong: the 3 consumer warpgroups take turns issuing their products
+//              (named barriers), so one's softmax overlaps the others' tensor-core work
+//   version 7: v6, o rescaled only when a row's max moved, 1/8 of the exponentials computed
+//              on the FMA pipe (exp2_poly, checked below against exp2 on the CPU)
+//   version 8: v7 with 1/4 of the exponentials on the FMA pipe
+//              v2..v8 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
 //              counted as skipped. attention_forward itself picks one of them there, so v0's
-//              forward runs through its own launcher attention_forward_mma; v2..v5 have no
+//              forward runs through its own launcher attention_forward_mma; v2..v8 have no
 //              backward of their own (they share v0's)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
@@ -27,7 +32,7 @@
 //   make build/dev_attention && build/dev_attention               # checks, then benchmarks
 //   build/dev_attention --check-only | --bench-only
 //   build/dev_attention --fwd-only                # only the forward kernels (checks and benchmarks)
-//   build/dev_attention --fwd-only --stage N      # of the Hopper versions, only stage N (1..4 = v2..v5);
+//   build/dev_attention --fwd-only --stage N      # of the Hopper versions, only stage N (1..7 = v2..v8);
 //                                                 # a kernel that traps ends the process, so this isolates one
 //   build/dev_attention --check-only --small      # only T <= 200 (quick, e.g. under compute-sanitizer)
 //
@@ -212,16 +217,27 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-// the Hopper versions v2..v5 are attention_forward_wgmma's stages 1..4
-enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4, V_WGMMA_PIPE = 5, V_WGMMA_128 = 6 };
-static int hopper_stage(int v) { return v >= V_WGMMA && v <= V_WGMMA_128 ? v - V_WGMMA + 1 : 0; }
+// the Hopper versions v2..v8 are attention_forward_wgmma's stages 1..7
+enum Version {
+    V_SHIP = 0,
+    V_SHIP_KW4 = 2,
+    V_NAIVE = 1,
+    V_WGMMA = 3,
+    V_WGMMA_WS = 4,
+    V_WGMMA_PIPE = 5,
+    V_WGMMA_128 = 6,
+    V_PINGPONG = 7,
+    V_POLY8 = 8,
+    V_POLY4 = 9
+};
+static int hopper_stage(int v) { return v >= V_WGMMA && v <= V_POLY4 ? v - V_WGMMA + 1 : 0; }
 static const char *version_name(int v) {
-    static const char *hopper[] = {"", "v2", "v3", "v4", "v5"};
+    static const char *hopper[] = {"", "v2", "v3", "v4", "v5", "v6", "v7", "v8"};
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
 static int g_stage = 0;          // --stage N: only this Hopper stage (0: all)
-static int g_skipped = 0;  // checks not run (v2..v5 without an sm_90 GPU / sm_90a build), in the closing line
+static int g_skipped = 0;  // checks not run (v2..v8 without an sm_90 GPU / sm_90a build), in the closing line
 
 // dq is summed with fp32 atomics over the key blocks, in whatever order they land: run to run
 // the fp32 sums differ in the last bits, and after the rounding to bf16 an element whose fp32
@@ -298,7 +314,7 @@ static bool run_case(const Case &c) {
     upload(d_outb, out_b);
     upload(d_lse_ref, lse_ref);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_PINGPONG, V_POLY8, V_POLY4, V_NAIVE}) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
@@ -322,7 +338,7 @@ static bool run_case(const Case &c) {
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
             ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
         }
-        if (hopper || g_fwd_only) continue;  // v2..v5: the forward only
+        if (hopper || g_fwd_only) continue;  // v2..v8: the forward only
         poison(d_dq.p, nq);
         poison(d_dk.p, nkv);
         poison(d_dv.p, nkv);
@@ -446,14 +462,16 @@ static void bench_seed() {
     bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
     if (attention_forward_wgmma_available()) {
         const char *names[] = {"", "attention_forward v2 (wgmma S1)", "attention_forward v3 (wgmma S2)",
-                               "attention_forward v4 (S2+overlap)", "attention_forward v5 (v4, 128 keys)"};
-        for (int stage = 1; stage <= 4; stage++) {
+                               "attention_forward v4 (S2+overlap)", "attention_forward v5 (v4, 128 keys)",
+                               "attention_forward v6 (v5+ping-pong)", "attention_forward v7 (v6+poly 1/8)",
+                               "attention_forward v8 (v6+poly 1/4)"};
+        for (int stage = 1; stage <= ATTN_FWD_HOPPER_STAGES; stage++) {
             if (g_stage && stage != g_stage) continue;
             ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, stage); });
             bench_row(names[stage], shape, ms, 0, fwd_flops);
         }
     } else {
-        printf("  (attention_forward v2..v5 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
+        printf("  (attention_forward v2..v8 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
     }
     if (g_fwd_only) {
         ms = bench_ms([&] { attention_forward_naive(out.p, lse.p, q.p, k.p, v.p, 2, T, H, KV); }, 3);
@@ -488,6 +506,28 @@ static void bench_seed() {
     bench_row("xsa_backward", shape, ms, xb_bytes, 0);
 }
 
+// exp2_poly (the FMA-pipe exp2 of v7, v8) against exp2 in double, on the CPU, over 2^22 + 1
+// points of [-126, 0] (its error repeats with period 1 in x, so every fraction is covered
+// finely); below -126 (denormal results, flushed by the kernels' arithmetic) it must stay in
+// [0, 2^-126], and -inf must give exactly 0 (masked scores). Measured max relative error
+// 1.01e-4, the tolerance is 5x that (bf16 rounding of P alone is up to 2^-9 = 2e-3).
+static bool check_exp2_poly() {
+    const int n = 1 << 22;
+    double worst = 0;
+    float worst_x = 0;
+    for (int i = 0; i <= n; i++) {
+        const float x = -126.f * (float)i / (float)n;
+        const double e = fabs(attn::exp2_poly(x) / exp2((double)x) - 1);
+        if (!(e <= worst)) worst = e, worst_x = x;  // NaN counts as worst
+    }
+    bool ok = worst <= 5e-4;
+    for (float x = -126.f; x >= -140.f; x -= 0.01f) ok &= attn::exp2_poly(x) >= 0.f && attn::exp2_poly(x) <= ldexpf(1.f, -126);
+    ok &= attn::exp2_poly(-INFINITY) == 0.f;
+    printf("observed: exp2_poly max relative error %.3g (at x = %g), -inf -> %g: %s\n", worst, worst_x,
+           attn::exp2_poly(-INFINITY), ok ? "ok" : "FAILED (tolerance 5e-4)");
+    return ok;
+}
+
 int main(int argc, char **argv) {
     bool do_check = true, do_bench = true, small = false;
     for (int i = 1; i < argc; i++) {
@@ -497,7 +537,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--fwd-only")) g_fwd_only = true;
         else if (!strcmp(argv[i], "--stage") && i + 1 < argc) {
             g_stage = atoi(argv[++i]);
-            if (g_stage < 1 || g_stage > 4) fatal_config("dev/attention.cu: --stage %s: need 1..4", argv[i]);
+            if (g_stage < 1 || g_stage > ATTN_FWD_HOPPER_STAGES)
+                fatal_config("dev/attention.cu: --stage %s: need 1..%d", argv[i], ATTN_FWD_HOPPER_STAGES);
         } else
             fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small, --fwd-only, --stage N)",
                          argv[i]);
@@ -518,6 +559,7 @@ int main(int argc, char **argv) {
             {1, 2048, 8, 4, 1.f, false},  // the seed's T and heads
             {1, 4096, 8, 2, 1.f, false},  // the longest sequence, 4:1 GQA
         };
+        ok &= check_exp2_poly();
         for (const Case &c : cases)
             if (!small || c.T <= 200) ok &= run_case(c);
         printf("attention_forward dispatches to: %s\n",
