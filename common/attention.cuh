@@ -1333,7 +1333,7 @@ static_assert(H90_BR % 64 == 0 && H90_Q_BYTES % 1024 == 0, "whole warpgroups; ti
 __global__ void __launch_bounds__(H90_THREADS, 2)
     attention_forward_sm90_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
                                   const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                                  const __grid_constant__ CUtensorMap tv, int T, int H, int KV) {
+                                  const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
 #ifdef ATTN_SM90
     using namespace sm90;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
@@ -1425,12 +1425,107 @@ constexpr int WS_Q_BYTES = WS_BR * ROW_BYTES;
 constexpr int ws_smem(int bc) { return 1024 + WS_Q_BYTES + 2 * WS_STAGES * bc * ROW_BYTES + (1 + 2 * WS_STAGES) * 8; }
 static_assert(WS_Q_BYTES % 1024 == 0, "tiles are 1024-byte aligned");
 
+#ifdef ATTN_SM90
+// The pipelined consumer loop of one warpgroup over one work tile's n_tiles K/V tiles (S2's
+// stages 3..7 and the persistent stage 8): o, m, l start at h90_init's values and end with
+// the tile's results. g0: the ring's tile counter at the work tile's start (stage = counter %
+// WS_STAGES, phase = counter / WS_STAGES); last_work: no work tile follows (PINGPONG's last
+// turn); q_empty: an mbarrier to arrive on (once per warp) when Q is no longer read, 0: none.
+template <int BC, bool PINGPONG, bool SKIP_RESCALE, int POLY_EVERY>
+__device__ __forceinline__ void ws_consume(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2], uint32_t sQw,
+                                           uint32_t sK0, uint32_t sV0, uint32_t full0, uint32_t empty0, int g0, int n_tiles,
+                                           int wg_row0, int wrow0, int T, int cw, int lane, bool last_work, uint32_t q_empty) {
+    using namespace sm90;
+    constexpr int KV_BYTES = BC * ROW_BYTES;
+    float s[1][BC / 8][4], alpha[1][2];
+    uint32_t p[BC / 16][4];
+    float(&sacc)[BC / 2] = *reinterpret_cast<float(*)[BC / 2]>(&s[0][0][0]);
+    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+    // a stage is released once per tile by every consumer warp (skipped tiles included, so
+    // the producer's count always completes), after the warp's wgmmas on it are complete
+    auto release = [&](int st) {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty0 + 8 * st);
+    };
+    auto release_q = [&] {
+        __syncwarp();
+        if (q_empty && lane == 0) mbar_arrive(q_empty);
+    };
+    // PINGPONG's turns (see above; no-ops otherwise)
+    auto turn_begin = [&] {
+        if constexpr (PINGPONG) named_bar_sync(1 + cw, 256);
+    };
+    auto turn_end = [&](bool last) {
+        if constexpr (PINGPONG)
+            if (!(last && last_work) || cw != WS_CONSUMERS - 1) named_bar_arrive(1 + (cw + 1) % WS_CONSUMERS, 256);
+    };
+    // tiles above the diagonal come first in the walk: release them unused
+    int it = 0;
+    for (; it < n_tiles; it++) {
+        const int st = (g0 + it) % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+        mbar_wait(full0 + 8 * st, ((g0 + it) / WS_STAGES) & 1);
+        if (!(wg_row0 >= T || col0 > wg_row0 + 63)) break;
+        turn_begin();
+        turn_end(false);
+        release(st);
+    }
+    if (it < n_tiles) {
+        // the first tile that counts (its stage's full barrier already waited for): S and
+        // softmax only; its P V product is issued with the next tile's S
+        int pend = (g0 + it) % WS_STAGES;  // the stage whose P V product is in flight or next (p holds its P)
+        turn_begin();
+        wgmma_fence();
+        h90_issue_qk<BC>(sacc, sQw, sK0 + pend * KV_BYTES);
+        turn_end(false);
+        wgmma_wait<0>();
+        reg_fence(sacc);
+        h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * BC, T, lane);
+        h90_to_p<BC>(p, s);  // o is still 0: nothing to rescale
+        for (it++; it < n_tiles; it++) {
+            const int st = (g0 + it) % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+            mbar_wait(full0 + 8 * st, ((g0 + it) / WS_STAGES) & 1);
+            turn_begin();
+            wgmma_fence();  // o, p were written since the last wgmma
+            h90_issue_qk<BC>(sacc, sQw, sK0 + st * KV_BYTES);
+            h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
+            turn_end(false);
+            wgmma_wait<1>();  // S is ready; P V may still run
+            reg_fence(sacc);
+            h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, col0, T, lane);
+            wgmma_wait<0>();
+            reg_fence(oacc);
+            h90_fence_p<BC>(p);
+            release(pend);
+            // alpha is exactly 1 for a row whose max did not move (2^(m*c - m*c) = 2^0)
+            if (!SKIP_RESCALE || __any_sync(0xffffffffu, alpha[0][0] != 1.f || alpha[0][1] != 1.f))
+                fwd_rescale<1>(o, alpha);
+            h90_to_p<BC>(p, s);
+            pend = st;
+        }
+        reg_fence(oacc);
+        release_q();  // every S = Q K^T of this work tile is complete
+        turn_begin();
+        wgmma_fence();
+        h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
+        turn_end(true);
+        wgmma_wait<0>();
+        reg_fence(oacc);
+        h90_fence_p<BC>(p);
+        release(pend);
+    } else {  // every tile skipped: the last turn, empty
+        release_q();
+        turn_begin();
+        turn_end(true);
+    }
+}
+#endif  // ATTN_SM90
+
 // grid (H, B, ceil(T / WS_BR)), z reversed; tensor maps as for S1 (q boxes of WS_BR rows)
 template <bool PIPELINED, int BC, bool PINGPONG = false, bool SKIP_RESCALE = false, int POLY_EVERY = 0>
 __global__ void __launch_bounds__(WS_THREADS, 1)
     attention_forward_sm90_ws_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
                                      const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                                     const __grid_constant__ CUtensorMap tv, int T, int H, int KV) {
+                                     const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
 #ifdef ATTN_SM90
     using namespace sm90;
     static_assert(PIPELINED || BC == 64, "the unpipelined loop uses h90_tile (64-key tiles)");
@@ -1486,14 +1581,14 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     float o[1][DTILES][4], m[1][2], l[1][2];
     h90_init(o, m, l);
 
-    // a stage is released once per tile by every consumer warp (skipped tiles included, so
-    // the producer's count always completes), after the warp's wgmmas on it are complete
-    auto release = [&](int st) {
-        __syncwarp();
-        if (lane == 0) mbar_arrive(empty0 + 8 * st);
-    };
     mbar_wait(barQ, 0);
     if constexpr (!PIPELINED) {
+        // a stage is released once per tile by every consumer warp (skipped tiles included, so
+        // the producer's count always completes), after the warp's wgmmas on it are complete
+        auto release = [&](int st) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(empty0 + 8 * st);
+        };
         for (int it = 0; it < n_tiles; it++) {
             const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
             mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
@@ -1502,78 +1597,103 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
             release(st);
         }
     } else {
-        float s[1][BC / 8][4], alpha[1][2];
-        uint32_t p[BC / 16][4];
-        float(&sacc)[BC / 2] = *reinterpret_cast<float(*)[BC / 2]>(&s[0][0][0]);
-        float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
-        // PINGPONG's turns (see above; no-ops otherwise)
-        auto turn_begin = [&] {
-            if constexpr (PINGPONG) named_bar_sync(1 + cw, 256);
-        };
-        auto turn_end = [&](bool last) {
-            if constexpr (PINGPONG)
-                if (!last || cw != WS_CONSUMERS - 1) named_bar_arrive(1 + (cw + 1) % WS_CONSUMERS, 256);
-        };
         if constexpr (PINGPONG)
-            if (cw == 0) named_bar_arrive(1, 256);
-        // tiles above the diagonal come first in the walk: release them unused
-        int it = 0;
-        for (; it < n_tiles; it++) {
-            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
-            mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
-            if (!(wg_row0 >= T || col0 > wg_row0 + 63)) break;
-            turn_begin();
-            turn_end(false);
-            release(st);
-        }
-        if (it < n_tiles) {
-            // the first tile that counts (its stage's full barrier already waited for): S and
-            // softmax only; its P V product is issued with the next tile's S
-            int pend = it % WS_STAGES;  // the stage whose P V product is in flight or next (p holds its P)
-            turn_begin();
-            wgmma_fence();
-            h90_issue_qk<BC>(sacc, sQw, sK0 + pend * KV_BYTES);
-            turn_end(false);
-            wgmma_wait<0>();
-            reg_fence(sacc);
-            h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * BC, T, lane);
-            h90_to_p<BC>(p, s);  // o is still 0: nothing to rescale
-            for (it++; it < n_tiles; it++) {
-                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
-                mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
-                turn_begin();
-                wgmma_fence();  // o, p were written since the last wgmma
-                h90_issue_qk<BC>(sacc, sQw, sK0 + st * KV_BYTES);
-                h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
-                turn_end(false);
-                wgmma_wait<1>();  // S is ready; P V may still run
-                reg_fence(sacc);
-                h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, col0, T, lane);
-                wgmma_wait<0>();
-                reg_fence(oacc);
-                h90_fence_p<BC>(p);
-                release(pend);
-                // alpha is exactly 1 for a row whose max did not move (2^(m*c - m*c) = 2^0)
-                if (!SKIP_RESCALE || __any_sync(0xffffffffu, alpha[0][0] != 1.f || alpha[0][1] != 1.f))
-                    fwd_rescale<1>(o, alpha);
-                h90_to_p<BC>(p, s);
-                pend = st;
-            }
-            reg_fence(oacc);
-            turn_begin();
-            wgmma_fence();
-            h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
-            turn_end(true);
-            wgmma_wait<0>();
-            reg_fence(oacc);
-            h90_fence_p<BC>(p);
-            release(pend);
-        } else {  // every tile skipped: the last turn, empty
-            turn_begin();
-            turn_end(true);
-        }
+            if (cw == 0) named_bar_arrive(1, 256);  // the first turn is consumer 0's
+        ws_consume<BC, PINGPONG, SKIP_RESCALE, POLY_EVERY>(o, m, l, sQw, sK0, sV0, full0, empty0, 0, n_tiles, wg_row0, wrow0,
+                                                           T, cw, lane, true, 0);
     }
     h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
+#endif  // ATTN_SM90
+}
+
+// ---- stage 8 (v9): persistent --------------------------------------------------------
+// Stage 7's consumers (ping-pong, rescale skipped, 1/POLY_EVERY polynomial exp2) in a grid of
+// one CTA per SM that walks the work tiles (192 query rows of one (b, h)) blockIdx.x, + gridDim.x,
+// ... in the order of the other stages' grids: the longest causal tiles first. With one 512-
+// thread CTA per SM, a CTA per work tile leaves the SM idle while each CTA starts (Q and the
+// first K/V tiles in flight) and ends (the output stores); here the producer loads the next
+// work tile's Q (double-buffered) and K/V while the consumers finish the current one. The K/V
+// ring's tile counter runs on across work tiles, as do the consumers' ping-pong turns.
+// Shared memory: [Q buffers 0, 1][K stages][V stages][mbarriers: Q full 0..1, Q empty 0..1,
+// full 0..3, empty 0..3].
+constexpr int ws_persistent_smem() { return 1024 + 2 * WS_Q_BYTES + 2 * WS_STAGES * 128 * ROW_BYTES + (4 + 2 * WS_STAGES) * 8; }
+
+template <int POLY_EVERY>
+__global__ void __launch_bounds__(WS_THREADS, 1)
+    attention_forward_sm90_persistent_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                             const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                                             const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
+#ifdef ATTN_SM90
+    using namespace sm90;
+    constexpr int BC = 128, KV_BYTES = BC * ROW_BYTES;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    const uint32_t sQ0 = h90_cta(WS_BR, H, KV).smem;  // Q buffer j: + j * WS_Q_BYTES
+    const uint32_t sK0 = sQ0 + 2 * WS_Q_BYTES, sV0 = sK0 + WS_STAGES * KV_BYTES;
+    const uint32_t qfull0 = sV0 + WS_STAGES * KV_BYTES, qempty0 = qfull0 + 16;  // buffer j: + 8 j
+    const uint32_t full0 = qempty0 + 16, empty0 = full0 + 8 * WS_STAGES;      // stage s: + 8 s
+    const int n_qt = (T + WS_BR - 1) / WS_BR, n_work = n_qt * H * B;
+    // work tile w: query rows from q0 of head h of sequence b (w / (H B) = 0 is the last query tile)
+    auto decode = [&](int w, int &h, int &b, int &q0) {
+        q0 = (n_qt - 1 - w / (H * B)) * WS_BR;
+        b = (w / H) % B;
+        h = w % H;
+    };
+
+    if (tid == 0) {
+        for (int j = 0; j < 2; j++) {
+            mbar_init(qfull0 + 8 * j, 1);
+            mbar_init(qempty0 + 8 * j, 4 * WS_CONSUMERS);
+        }
+        for (int st = 0; st < WS_STAGES; st++) {
+            mbar_init(full0 + 8 * st, 1);
+            mbar_init(empty0 + 8 * st, 4 * WS_CONSUMERS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) {  // producer
+        setmaxnreg_dec<24>();
+        if (tid == 0) {
+            int g = 0;  // K/V tiles loaded so far
+            for (int w = blockIdx.x, j = 0; w < n_work; w += gridDim.x, j++) {
+                int h, b, q0;
+                decode(w, h, b, q0);
+                const int kh = h / (H / KV), n_tiles = (min(T, q0 + WS_BR) - 1) / BC + 1, qb = j & 1;
+                // buffer qb last held work tile j - 2's Q: wait until its consumers released it
+                if (j >= 2) mbar_wait(qempty0 + 8 * qb, ((j >> 1) - 1) & 1);
+                mbar_arrive_expect_tx(qfull0 + 8 * qb, WS_Q_BYTES);
+                tma_load_4d(sQ0 + qb * WS_Q_BYTES, &tq, qfull0 + 8 * qb, 0, h, q0, b);
+                for (int it = 0; it < n_tiles; it++, g++) {
+                    const int st = g % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+                    if (g >= WS_STAGES) mbar_wait(empty0 + 8 * st, (g / WS_STAGES - 1) & 1);
+                    mbar_arrive_expect_tx(full0 + 8 * st, 2 * KV_BYTES);
+                    tma_load_4d(sK0 + st * KV_BYTES, &tk, full0 + 8 * st, 0, kh, col0, b);
+                    tma_load_4d(sV0 + st * KV_BYTES, &tv, full0 + 8 * st, 0, kh, col0, b);
+                }
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<160>();
+    const int cw = wg - 1;
+    if (cw == 0) named_bar_arrive(1, 256);  // the first turn is consumer 0's
+    int g = 0;
+    for (int w = blockIdx.x, j = 0; w < n_work; w += gridDim.x, j++) {
+        int h, b, q0;
+        decode(w, h, b, q0);
+        const int n_tiles = (min(T, q0 + WS_BR) - 1) / BC + 1, qb = j & 1;
+        const int wg_row0 = q0 + cw * 64, wrow0 = wg_row0 + (warp % 4) * 16;
+        float o[1][DTILES][4], m[1][2], l[1][2];
+        h90_init(o, m, l);
+        mbar_wait(qfull0 + 8 * qb, (j >> 1) & 1);
+        ws_consume<BC, true, true, POLY_EVERY>(o, m, l, sQ0 + qb * WS_Q_BYTES + cw * 64 * ROW_BYTES, sK0, sV0, full0, empty0,
+                                               g, n_tiles, wg_row0, wrow0, T, cw, lane, w + (int)gridDim.x >= n_work,
+                                               qempty0 + 8 * qb);
+        h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
+        g += n_tiles;
+    }
 #endif  // ATTN_SM90
 }
 
@@ -1645,8 +1765,9 @@ inline bool attention_forward_wgmma_available() {
 // 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax), 4 (stage 3 with
 // 128-key tiles, the registers for them moved from the producer with setmaxnreg), 5 (stage 4
 // with the consumers taking turns on the tensor cores: ping-pong), 6 (stage 5, o rescaled only
-// when a row's max moved, 1/8 of the exponentials on the FMA pipe), 7 (stage 6 with 1/4)
-constexpr int ATTN_FWD_HOPPER_STAGES = 7;
+// when a row's max moved, 1/8 of the exponentials on the FMA pipe), 7 (stage 6 with 1/4),
+// 8 (stage 6 in a persistent grid: one CTA per SM walking the work tiles)
+constexpr int ATTN_FWD_HOPPER_STAGES = 8;
 inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                     const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
                                     int stage = 1) {
@@ -1657,23 +1778,25 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
         fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
     if (stage < 1 || stage > ATTN_FWD_HOPPER_STAGES)
         fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1..%d)", stage, ATTN_FWD_HOPPER_STAGES);
-    typedef void (*Kernel)(__nv_bfloat16 *, float *, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int, int);
-    // stage -> kernel, threads, key tile, query rows per CTA
+    typedef void (*Kernel)(__nv_bfloat16 *, float *, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int, int, int);
+    // stage -> kernel, threads, key tile, query rows per work tile, shared memory, persistent
     static const struct {
         Kernel kernel;
-        int threads, bc, br;
+        int threads, bc, br, smem;
+        bool persistent;
     } stages[ATTN_FWD_HOPPER_STAGES + 1] = {
-        {nullptr, 0, 0, 0},
-        {attention_forward_sm90_kernel, H90_THREADS, H90_BC, H90_BR},
-        {attention_forward_sm90_ws_kernel<false, 64>, WS_THREADS, 64, WS_BR},
-        {attention_forward_sm90_ws_kernel<true, 64>, WS_THREADS, 64, WS_BR},
-        {attention_forward_sm90_ws_kernel<true, 128>, WS_THREADS, 128, WS_BR},
-        {attention_forward_sm90_ws_kernel<true, 128, true>, WS_THREADS, 128, WS_BR},
-        {attention_forward_sm90_ws_kernel<true, 128, true, true, 8>, WS_THREADS, 128, WS_BR},
-        {attention_forward_sm90_ws_kernel<true, 128, true, true, 4>, WS_THREADS, 128, WS_BR},
+        {nullptr, 0, 0, 0, 0, false},
+        {attention_forward_sm90_kernel, H90_THREADS, H90_BC, H90_BR, H90_SMEM, false},
+        {attention_forward_sm90_ws_kernel<false, 64>, WS_THREADS, 64, WS_BR, ws_smem(64), false},
+        {attention_forward_sm90_ws_kernel<true, 64>, WS_THREADS, 64, WS_BR, ws_smem(64), false},
+        {attention_forward_sm90_ws_kernel<true, 128>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_ws_kernel<true, 128, true>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_ws_kernel<true, 128, true, true, 8>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_ws_kernel<true, 128, true, true, 4>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_persistent_kernel<8>, WS_THREADS, 128, WS_BR, ws_persistent_smem(), true},
     };
     const auto &sg = stages[stage];
-    const int smem = stage == 1 ? H90_SMEM : ws_smem(sg.bc);
+    const int smem = sg.smem;
     static bool configured[ATTN_FWD_HOPPER_STAGES + 1] = {};
     if (!configured[stage]) {
         cudaCheck(cudaFuncSetAttribute(sg.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -1683,7 +1806,16 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     const CUtensorMap tk = h90_tensor_map(k, B, T, KV, sg.bc);
     const CUtensorMap tv = h90_tensor_map(v, B, T, KV, sg.bc);
     dim3 grid(H, B, ceil_div(T, sg.br));
-    sg.kernel<<<grid, sg.threads, smem, stream>>>(out, lse, tq, tk, tv, T, H, KV);
+    if (sg.persistent) {
+        static int sms = 0;
+        if (!sms) {
+            int dev = 0;
+            cudaCheck(cudaGetDevice(&dev));
+            cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        }
+        grid = dim3(std::min(H * B * ceil_div(T, sg.br), sms));
+    }
+    sg.kernel<<<grid, sg.threads, smem, stream>>>(out, lse, tq, tk, tv, T, H, KV, B);
     cudaCheckLaunch();
 }
 

@@ -15,9 +15,11 @@
 //   version 7: v6, o rescaled only when a row's max moved, 1/8 of the exponentials computed
 //              on the FMA pipe (exp2_poly, checked below against exp2 on the CPU)
 //   version 8: v7 with 1/4 of the exponentials on the FMA pipe
-//              v2..v8 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
+//   version 9: v7 in a persistent grid (one CTA per SM walks the work tiles, longest first;
+//              the next tile's Q and K/V load while the current one finishes)
+//              v2..v9 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
 //              counted as skipped. attention_forward itself picks one of them there, so v0's
-//              forward runs through its own launcher attention_forward_mma; v2..v8 have no
+//              forward runs through its own launcher attention_forward_mma; v2..v9 have no
 //              backward of their own (they share v0's)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
@@ -32,7 +34,7 @@
 //   make build/dev_attention && build/dev_attention               # checks, then benchmarks
 //   build/dev_attention --check-only | --bench-only
 //   build/dev_attention --fwd-only                # only the forward kernels (checks and benchmarks)
-//   build/dev_attention --fwd-only --stage N      # of the Hopper versions, only stage N (1..7 = v2..v8);
+//   build/dev_attention --fwd-only --stage N      # of the Hopper versions, only stage N (1..8 = v2..v9);
 //                                                 # a kernel that traps ends the process, so this isolates one
 //   build/dev_attention --check-only --small      # only T <= 200 (quick, e.g. under compute-sanitizer)
 //
@@ -217,7 +219,7 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-// the Hopper versions v2..v8 are attention_forward_wgmma's stages 1..7
+// the Hopper versions v2..v9 are attention_forward_wgmma's stages 1..8
 enum Version {
     V_SHIP = 0,
     V_SHIP_KW4 = 2,
@@ -228,16 +230,17 @@ enum Version {
     V_WGMMA_128 = 6,
     V_PINGPONG = 7,
     V_POLY8 = 8,
-    V_POLY4 = 9
+    V_POLY4 = 9,
+    V_PERSISTENT = 10
 };
-static int hopper_stage(int v) { return v >= V_WGMMA && v <= V_POLY4 ? v - V_WGMMA + 1 : 0; }
+static int hopper_stage(int v) { return v >= V_WGMMA && v <= V_PERSISTENT ? v - V_WGMMA + 1 : 0; }
 static const char *version_name(int v) {
-    static const char *hopper[] = {"", "v2", "v3", "v4", "v5", "v6", "v7", "v8"};
+    static const char *hopper[] = {"", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9"};
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
 static int g_stage = 0;          // --stage N: only this Hopper stage (0: all)
-static int g_skipped = 0;  // checks not run (v2..v8 without an sm_90 GPU / sm_90a build), in the closing line
+static int g_skipped = 0;  // checks not run (v2..v9 without an sm_90 GPU / sm_90a build), in the closing line
 
 // dq is summed with fp32 atomics over the key blocks, in whatever order they land: run to run
 // the fp32 sums differ in the last bits, and after the rounding to bf16 an element whose fp32
@@ -314,7 +317,7 @@ static bool run_case(const Case &c) {
     upload(d_outb, out_b);
     upload(d_lse_ref, lse_ref);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_PINGPONG, V_POLY8, V_POLY4, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_PINGPONG, V_POLY8, V_POLY4, V_PERSISTENT, V_NAIVE}) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
@@ -338,7 +341,7 @@ static bool run_case(const Case &c) {
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
             ok &= check_f32(vn + "fwd lse", download(d_lse), lse_ref, 1e-3, 1e-3);
         }
-        if (hopper || g_fwd_only) continue;  // v2..v8: the forward only
+        if (hopper || g_fwd_only) continue;  // v2..v9: the forward only
         poison(d_dq.p, nq);
         poison(d_dk.p, nkv);
         poison(d_dv.p, nkv);
@@ -464,14 +467,14 @@ static void bench_seed() {
         const char *names[] = {"", "attention_forward v2 (wgmma S1)", "attention_forward v3 (wgmma S2)",
                                "attention_forward v4 (S2+overlap)", "attention_forward v5 (v4, 128 keys)",
                                "attention_forward v6 (v5+ping-pong)", "attention_forward v7 (v6+poly 1/8)",
-                               "attention_forward v8 (v6+poly 1/4)"};
+                               "attention_forward v8 (v6+poly 1/4)", "attention_forward v9 (v7 persistent)"};
         for (int stage = 1; stage <= ATTN_FWD_HOPPER_STAGES; stage++) {
             if (g_stage && stage != g_stage) continue;
             ms = bench_ms([&] { attention_forward_wgmma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0, stage); });
             bench_row(names[stage], shape, ms, 0, fwd_flops);
         }
     } else {
-        printf("  (attention_forward v2..v8 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
+        printf("  (attention_forward v2..v9 (wgmma) not benchmarked: need an sm_90 GPU and an sm_90a build)\n");
     }
     if (g_fwd_only) {
         ms = bench_ms([&] { attention_forward_naive(out.p, lse.p, q.p, k.p, v.p, 2, T, H, KV); }, 3);
