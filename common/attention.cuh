@@ -1766,11 +1766,12 @@ inline bool attention_forward_wgmma_available() {
 // 128-key tiles, the registers for them moved from the producer with setmaxnreg), 5 (stage 4
 // with the consumers taking turns on the tensor cores: ping-pong), 6 (stage 5, o rescaled only
 // when a row's max moved, 1/8 of the exponentials on the FMA pipe), 7 (stage 6 with 1/4),
-// 8 (stage 6 in a persistent grid: one CTA per SM walking the work tiles)
+// 8 (stage 6 in a persistent grid: one CTA per SM walking the work tiles; persistent_ctas > 0
+// caps the grid, so that a check on small shapes has each CTA walk many work tiles)
 constexpr int ATTN_FWD_HOPPER_STAGES = 8;
 inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                     const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
-                                    int stage = 1) {
+                                    int stage = 1, int persistent_ctas = 0) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_forward("attention_forward_wgmma", out, q, k, v, B, T, H, KV, hd);
@@ -1813,7 +1814,7 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
             cudaCheck(cudaGetDevice(&dev));
             cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
         }
-        grid = dim3(std::min(H * B * ceil_div(T, sg.br), sms));
+        grid = dim3(std::min(H * B * ceil_div(T, sg.br), persistent_ctas > 0 ? persistent_ctas : sms));
     }
     sg.kernel<<<grid, sg.threads, smem, stream>>>(out, lse, tq, tk, tv, T, H, KV, B);
     cudaCheckLaunch();

@@ -16,7 +16,9 @@
 //              on the FMA pipe (exp2_poly, checked below against exp2 on the CPU)
 //   version 8: v7 with 1/4 of the exponentials on the FMA pipe
 //   version 9: v7 in a persistent grid (one CTA per SM walks the work tiles, longest first;
-//              the next tile's Q and K/V load while the current one finishes)
+//              the next tile's Q and K/V load while the current one finishes); checked also
+//              as "v9/3cta" with a grid of 3 CTAs, so each walks many work tiles (both Q
+//              buffers, the K/V ring's counter carried across tiles of different lengths)
 //              v2..v9 run on sm_90a builds on an sm_90 GPU only, otherwise their checks are
 //              counted as skipped. attention_forward itself picks one of them there, so v0's
 //              forward runs through its own launcher attention_forward_mma; v2..v9 have no
@@ -231,12 +233,15 @@ enum Version {
     V_PINGPONG = 7,
     V_POLY8 = 8,
     V_POLY4 = 9,
-    V_PERSISTENT = 10
+    V_PERSISTENT = 10,
+    V_PERSISTENT_3CTA = 11  // v9 in a grid of 3 CTAs (checks only)
 };
-static int hopper_stage(int v) { return v >= V_WGMMA && v <= V_PERSISTENT ? v - V_WGMMA + 1 : 0; }
+static int hopper_stage(int v) {
+    return v == V_PERSISTENT_3CTA ? V_PERSISTENT - V_WGMMA + 1 : v >= V_WGMMA && v <= V_PERSISTENT ? v - V_WGMMA + 1 : 0;
+}
 static const char *version_name(int v) {
     static const char *hopper[] = {"", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9"};
-    return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
+    return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_PERSISTENT_3CTA ? "v9/3cta" : hopper_stage(v) ? hopper[hopper_stage(v)] : "v1";
 }
 static bool g_fwd_only = false;  // --fwd-only
 static int g_stage = 0;          // --stage N: only this Hopper stage (0: all)
@@ -317,7 +322,7 @@ static bool run_case(const Case &c) {
     upload(d_outb, out_b);
     upload(d_lse_ref, lse_ref);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_PINGPONG, V_POLY8, V_POLY4, V_PERSISTENT, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_PINGPONG, V_POLY8, V_POLY4, V_PERSISTENT, V_PERSISTENT_3CTA, V_NAIVE}) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if (ver == V_SHIP_KW4 && g_fwd_only) continue;
@@ -335,7 +340,8 @@ static bool run_case(const Case &c) {
             poison(d_lse.p, nl);
             if (ver == V_SHIP) attention_forward_mma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0);
             else if (hopper)
-                attention_forward_wgmma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0, hopper_stage(ver));
+                attention_forward_wgmma(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, HD, 0, hopper_stage(ver),
+                                        ver == V_PERSISTENT_3CTA ? 3 : 0);
             else attention_forward_naive(d_out.p, d_lse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV);
             cudaCheck(cudaDeviceSynchronize());
             ok &= check_bf16(vn + "fwd out", download(d_out), out_ref);
