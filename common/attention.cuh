@@ -179,30 +179,20 @@ __device__ __forceinline__ float fast_exp2(float x) {  // 2^x; -inf -> 0
 // exponent field ((bits of t) << 23 is j << 23 modulo 2^32). Max relative error 1.0e-4 (dev/
 // attention.cu measures it), far below the 2^-9 of rounding P to bf16. x = -inf (anything
 // <= -127) gives exactly 0: j = -127 and f = 0 make the bits of 1.0 minus 127 << 23.
-__host__ __device__ __forceinline__ uint32_t float_bits(float x) {
-#ifdef __CUDA_ARCH__
-    return __float_as_uint(x);
-#else
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    return u;
-#endif
-}
-__host__ __device__ __forceinline__ float bits_float(uint32_t u) {
-#ifdef __CUDA_ARCH__
-    return __uint_as_float(u);
-#else
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-#endif
+// the bits of a float and back (memcpy: the one portable way, free in the generated code)
+template <typename To, typename From>
+__host__ __device__ __forceinline__ To bits_as(From x) {
+    static_assert(sizeof(To) == sizeof(From), "same size");
+    To y;
+    memcpy(&y, &x, sizeof y);
+    return y;
 }
 __host__ __device__ __forceinline__ float exp2_poly(float x) {
     x = fmaxf(x, -127.f);
     const float t = x + 12582912.f;
     const float f = x - (t - 12582912.f);
     const float p = fmaf(fmaf(fmaf(0.0550087579f, f, 0.242211387f), f, 0.693283021f), f, 1.f);
-    return bits_float(float_bits(p) + (float_bits(t) << 23));
+    return bits_as<float>(bits_as<uint32_t>(p) + (bits_as<uint32_t>(t) << 23));
 }
 __device__ __forceinline__ float fast_log2(float x) {
     float y;

@@ -222,20 +222,9 @@ struct Case {
 };
 
 // the Hopper versions v2..v9 are attention_forward_wgmma's stages 1..8
-enum Version {
-    V_SHIP = 0,
-    V_SHIP_KW4 = 2,
-    V_NAIVE = 1,
-    V_WGMMA = 3,
-    V_WGMMA_WS = 4,
-    V_WGMMA_PIPE = 5,
-    V_WGMMA_128 = 6,
-    V_PINGPONG = 7,
-    V_POLY8 = 8,
-    V_POLY4 = 9,
-    V_PERSISTENT = 10,
-    V_PERSISTENT_3CTA = 11  // v9 in a grid of 3 CTAs (checks only)
-};
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4, V_WGMMA_PIPE = 5, V_WGMMA_128 = 6,
+               V_PINGPONG = 7, V_POLY8 = 8, V_POLY4 = 9, V_PERSISTENT = 10,
+               V_PERSISTENT_3CTA = 11 };  // v9 in a grid of 3 CTAs (checks only)
 static int hopper_stage(int v) {
     return v == V_PERSISTENT_3CTA ? V_PERSISTENT - V_WGMMA + 1 : v >= V_WGMMA && v <= V_PERSISTENT ? v - V_WGMMA + 1 : 0;
 }
