@@ -54,6 +54,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled (the sm90 backward's TMA)
 
 #include <cmath>
 #include <cstdint>
@@ -421,7 +422,7 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
 __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, float *__restrict__ lse2,
                                                      float *__restrict__ dq_acc, const __nv_bfloat16 *__restrict__ dout,
                                                      const __nv_bfloat16 *__restrict__ out,
-                                                     const float *__restrict__ lse, int B, int T, int H) {
+                                                     const float *__restrict__ lse, int B, int T, int Tp, int H) {
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t row = idx / 8, rows = (size_t)B * T * H;
     const int part = (int)(idx % 8);
@@ -449,9 +450,9 @@ __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, flo
         const int h = (int)(row % H);
         const size_t bt = row / H;
         const int t = (int)(bt % T), b = (int)(bt / T);
-        const size_t o = ((size_t)b * H + h) * T + t;
+        const size_t o = ((size_t)b * H + h) * Tp + t;  // D and lse2 rows are Tp >= T floats apart
         Dd[o] = acc;
-        const float x = lse[o];
+        const float x = lse[((size_t)b * H + h) * T + t];
         lse2[o] = x == -INFINITY ? INFINITY : x * LOG2E;
     }
 }
@@ -858,6 +859,358 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 }  // namespace attn
 
 // ----------------------------------------------------------------------------
+// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stage S1 of /ATTENTION plan)
+//
+// The same math and output contract as attention_backward_kernel above, on Hopper's own path:
+// - One CTA (2 warpgroups, 256 threads) owns 128 keys of one (b, kv head); warpgroup w owns
+//   keys k0 + 64w .. +63. K and V are TMA-loaded once; the CTA loops over (query head of the
+//   GQA group) x (64-row query tiles from the diagonal to the end), and Q, dO (TMA, 4-d tensor
+//   maps, so rows past T come back as zeros) and lse2, D (1-d bulk copies from a copy padded to
+//   a multiple of 64 per row) stream through a 2-stage ring whose stages complete on mbarriers.
+// - Per tile and warpgroup (all products wgmma m64n64k16, bf16 in, fp32 accumulate):
+//     S^T = K Q^T, dP^T = V dO^T        (A = K / V, B = Q / dO, both from shared memory, K-major)
+//     P^T = 2^(S^T scale log2e - lse2), dS^T = P^T (dP^T - D)   (in registers; masked on the diagonal)
+//     dV += P^T dO, dK += dS^T Q        (A = P^T / dS^T straight from the accumulator registers,
+//                                        B = dO / Q from shared memory, MN-major: transpose bit)
+//     dQ_w = dS K_w over the warpgroup's 64 keys (A = dS^T from shared memory, transposed)
+//   The two warpgroups' dQ partials are summed through shared memory and each warpgroup adds
+//   half of the 64 x 64 tile to the fp32 accumulator with 8-byte atomics: one atomic per dQ
+//   element per (tile, key block), as the mma.sync kernel does.
+// - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
+//   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
+// Not yet here (stage S2/S3): a producer warpgroup with setmaxnreg, a persistent grid, and
+// overlapping the softmax of one tile with the GEMMs of the next.
+
+namespace attn {
+
+constexpr int H_BC = 128;                // keys per CTA (2 warpgroups x 64)
+constexpr int H_BR = 64;                 // query rows per tile
+constexpr int H_THREADS = 256;
+constexpr uint32_t H_KV_BYTES = H_BC * ROW_BYTES;   // one K or V block (16 KB)
+constexpr uint32_t H_Q_BYTES = H_BR * ROW_BYTES;    // one Q or dO tile (8 KB)
+constexpr uint32_t H_STAT_BYTES = H_BR * 4;         // lse2 or D of one tile
+constexpr uint32_t H_STAGE_TX = 2 * H_Q_BYTES + 2 * H_STAT_BYTES;  // bytes that complete a stage
+constexpr uint32_t H_XCH_BYTES = 2 * 4 * 128 * 16;  // the dQ exchange: 2 directions x 16 floats x 128 threads
+// shared memory map (offsets from a 1024-byte aligned base)
+constexpr uint32_t H_OFF_K = 0, H_OFF_V = H_KV_BYTES, H_OFF_DS = 2 * H_KV_BYTES;
+constexpr uint32_t H_OFF_Q = 3 * H_KV_BYTES;             // [2] stages
+constexpr uint32_t H_OFF_DO = H_OFF_Q + 2 * H_Q_BYTES;   // [2] stages
+constexpr uint32_t H_OFF_X = H_OFF_DO + 2 * H_Q_BYTES;
+constexpr uint32_t H_OFF_L = H_OFF_X + H_XCH_BYTES;      // [2] lse2 stages
+constexpr uint32_t H_OFF_D = H_OFF_L + 2 * H_STAT_BYTES; // [2] D stages
+constexpr uint32_t H_OFF_BAR = H_OFF_D + 2 * H_STAT_BYTES;  // 3 mbarriers: K/V, stage 0, stage 1
+constexpr int H_SMEM = (int)H_OFF_BAR + 64 + 1024;       // + slack to align the base to 1024
+static_assert(H_OFF_Q % 1024 == 0 && H_OFF_DO % 1024 == 0 && H_OFF_X % 1024 == 0, "wgmma/TMA tiles are 1024-aligned");
+
+// the (b, h) row stride of the padded lse2 / D copies the sm90 backward reads with bulk copies
+inline int bwd_stat_stride(int T) { return (T + H_BR - 1) / H_BR * H_BR; }
+
+// ---- sm90 primitives (backward) ----
+// wgmma shared-memory matrix descriptor, 128-byte swizzle: start address, leading byte offset
+// (LBO; only used by MN-major operands wider than 64 elements, never here), stride byte offset
+// (SBO = 1024: from one group of 8 rows to the next), all in 16-byte units; bits 62-63 = 1.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr) {
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// keep the compiler from moving accumulator reads/writes across the asynchronous wgmma
+__device__ __forceinline__ void wg_fence_acc(float d[32]) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define H_WG_D32                                                                                                      \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+    "%24, %25, %26, %27, %28, %29, %30, %31}"
+#define H_WG_DOUT                                                                                                    \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),     \
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),      \
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),     \
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+
+// D (64 x 64 fp32, the m64n64 accumulator fragment) (+)= A B, A and B from shared memory.
+// TA / TB: 0 = K-major (the 16 k of a row contiguous), 1 = MN-major (transposed).
+// accumulate = 0 overwrites D.
+template <int TA, int TB>
+__device__ __forceinline__ void wg_mma_ss(float d[32], uint64_t da, uint64_t db, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " H_WG_D32 ", %32, %33, p, 1, 1, %35, %36;\n}\n"
+        : H_WG_DOUT
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
+#endif
+}
+// the same with A (64 x 16 bf16) in registers, laid out as an m16n8k16 A fragment per warp
+template <int TB>
+__device__ __forceinline__ void wg_mma_rs(float d[32], const uint32_t a[4], uint64_t db) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " H_WG_D32
+                 ", {%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"
+                 : H_WG_DOUT
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(TB));
+#endif
+}
+#undef H_WG_D32
+#undef H_WG_DOUT
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// wait until the phase with parity `parity` has completed
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nWAIT_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+// TMA: a box of a 4-d tensor map (coordinates innermost first) into shared memory, completing on bar
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, int c0, int c1, int c2, int c3, uint32_t bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+        "[%6];\n" ::"r"(dst),
+        "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+        : "memory");
+}
+// a contiguous 16-byte-aligned run of global memory into shared memory, completing on bar
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+// generic-proxy shared stores -> visible to wgmma / TMA (the async proxy)
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// ---- end of sm90 primitives (backward) ----
+
+// The accumulator columns 16kk..16kk+15 (n8 tiles 2kk, 2kk+1) as the A fragment of k-step kk
+__device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int kk) {
+    a[0] = pack_bf16(d[8 * kk + 0], d[8 * kk + 1]);
+    a[1] = pack_bf16(d[8 * kk + 2], d[8 * kk + 3]);
+    a[2] = pack_bf16(d[8 * kk + 4], d[8 * kk + 5]);
+    a[3] = pack_bf16(d[8 * kk + 6], d[8 * kk + 7]);
+}
+
+// grid (KV, B, ceil(T / 128)), 256 threads. tm_q / tm_do / tm_k / tm_v: 4-d tensor maps
+// (hd, heads, T, B) with 64 x 1 x {64 | 128} x 1 boxes, 128-byte swizzle. lse2 and D: (B, H, Tp).
+__global__ void __launch_bounds__(H_THREADS, 1)
+    attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
+                                   const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                                   __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
+                                   float *__restrict__ dq_acc, const float *__restrict__ lse2,
+                                   const float *__restrict__ Dd, int T, int Tp, int H, int KV, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
+    unsigned char *sbase = smem_raw + (base - smem_u32(smem_raw));
+    const int tid = threadIdx.x, wg = tid / 128, t = tid % 128, warp = t / 32, lane = tid % 32;
+    const int kh = blockIdx.x, b = blockIdx.y, k0 = blockIdx.z * H_BC;
+    const int G = H / KV;
+    const uint32_t sK = base + H_OFF_K, sV = base + H_OFF_V, sdS = base + H_OFF_DS;
+    const uint32_t bar_kv = base + H_OFF_BAR;
+    auto bar_stage = [&](int st) { return base + H_OFF_BAR + 8 + 8 * st; };
+    const float *sL0 = reinterpret_cast<const float *>(sbase + H_OFF_L);
+    const float *sD0 = reinterpret_cast<const float *>(sbase + H_OFF_D);
+    float4 *xch = reinterpret_cast<float4 *>(sbase + H_OFF_X);  // [direction][4][128]
+
+    const int m_first = k0 / H_BR, n_m = (T - 1) / H_BR + 1 - m_first;
+    const int n_iter = G * n_m;
+
+    // stage st <- query tile m of head h
+    auto issue_stage = [&](int st, int h, int m) {
+        const uint32_t bar = bar_stage(st);
+        mbar_expect_tx(bar, H_STAGE_TX);
+        tma_load_4d(base + H_OFF_Q + st * H_Q_BYTES, &tm_q, 0, h, m * H_BR, b, bar);
+        tma_load_4d(base + H_OFF_DO + st * H_Q_BYTES, &tm_do, 0, h, m * H_BR, b, bar);
+        const size_t o = ((size_t)b * H + h) * Tp + (size_t)m * H_BR;
+        bulk_load(base + H_OFF_L + st * H_STAT_BYTES, lse2 + o, H_STAT_BYTES, bar);
+        bulk_load(base + H_OFF_D + st * H_STAT_BYTES, Dd + o, H_STAT_BYTES, bar);
+    };
+
+    if (tid == 0) {
+        mbar_init(bar_kv, 1);
+        mbar_init(bar_stage(0), 1);
+        mbar_init(bar_stage(1), 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        fence_proxy_async();
+    }
+    __syncthreads();
+    if (tid == 0) {
+        mbar_expect_tx(bar_kv, 2 * H_KV_BYTES);
+        tma_load_4d(sK, &tm_k, 0, kh, k0, b, bar_kv);
+        tma_load_4d(sV, &tm_v, 0, kh, k0, b, bar_kv);
+        issue_stage(0, kh * G, m_first);
+    }
+
+    float dkacc[32], dvacc[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) dkacc[i] = dvacc[i] = 0.f;
+    const int key0 = k0 + wg * 64;                  // this warpgroup's keys: key0 .. key0 + 63
+    const int krow = key0 + warp * 16 + lane / 4;   // the key of accumulator rows (e / 2 even); +8 for odd
+    const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES, sdSw = sdS + wg * 64 * ROW_BYTES;
+    constexpr float sl2 = SCALE * LOG2E;
+    mbar_wait(bar_kv, 0);
+
+    for (int it = 0; it < n_iter; it++) {
+        const int hi = it / n_m, m = m_first + it % n_m;
+        const int h = kh * G + hi, q0 = m * H_BR;
+        const int st = it & 1;
+        // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange are free
+        __syncthreads();
+        if (tid == 0 && it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
+        mbar_wait(bar_stage(st), (it >> 1) & 1);
+        const uint32_t sQ = base + H_OFF_Q + st * H_Q_BYTES, sdO = base + H_OFF_DO + st * H_Q_BYTES;
+        const float *sL = sL0 + st * H_BR, *sD = sD0 + st * H_BR;
+
+        // (warpgroup 1 on the first tile of a key block has all its keys above the diagonal: it
+        // runs anyway, fully masked, since a branch around wgmma makes ptxas serialize them, C7520)
+        float dq[32];
+        {
+            float s[32], dp[32];
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
+                wg_mma_ss<0, 0>(s, wg_desc(sKw + 32 * kk), wg_desc(sQ + 32 * kk), kk);
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wg_mma_ss<0, 0>(dp, wg_desc(sVw + 32 * kk), wg_desc(sdO + 32 * kk), kk);
+            wg_commit();
+            wg_wait<0>();
+            wg_fence_acc(s);
+            wg_fence_acc(dp);
+            // P^T and dS^T in place; element 4j + e: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
+            const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int qc = j * 8 + (lane & 3) * 2;
+                const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+                const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = 4 * j + e;
+                    float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                    float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
+#ifndef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
+                    if (need_mask) {
+                        const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                        // select, not multiply: the padded lse2 / D past T hold anything
+                        if (key > qi || qi >= T) p = ds = 0.f;
+                    }
+#endif
+                    s[i] = p;
+                    dp[i] = ds;
+                }
+            }
+            // P^T and dS^T as bf16 A fragments, all packed before the fence (registers written
+            // between wgmma issues make ptxas insert waits, C7519)
+            uint32_t ap[4][4], ads[4][4];
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                acc_to_a(ap[kk], s, kk);
+                acc_to_a(ads[kk], dp, kk);
+            }
+            // dS^T into this warpgroup's 64 rows of sdS for the dQ product: fragment kk holds
+            // rows r, r + 8 of query columns 16kk + 2 (lane % 4) (chunk 2kk) and 8 further (2kk + 1)
+            const int r = wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                st_shared_b32(sdS + swz(r, 2 * kk) + (lane & 3) * 4, ads[kk][0]);
+                st_shared_b32(sdS + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[kk][1]);
+                st_shared_b32(sdS + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
+                st_shared_b32(sdS + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
+            }
+            // dV += P^T dO, dK += dS^T Q: k = the 64 queries, 16 rows (2048 bytes) per k-step
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wg_mma_rs<1>(dvacc, ap[kk], wg_desc(sdO + 2048 * kk));
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wg_mma_rs<1>(dkacc, ads[kk], wg_desc(sQ + 2048 * kk));
+            wg_commit();
+            // the dS^T stores must reach the async proxy before the warpgroup's wgmma reads them
+            fence_proxy_async();
+            named_bar_sync(1 + wg, 128);
+            // dQ_w (queries x head_dim) = dS K_w: k = this warpgroup's 64 keys; both operands
+            // are stored key-major, i.e. MN-major
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                wg_mma_ss<1, 1>(dq, wg_desc(sdSw + 2048 * kk), wg_desc(sKw + 2048 * kk), kk);
+            wg_commit();
+            wg_wait<0>();
+            wg_fence_acc(dq);
+            wg_fence_acc(dkacc);
+            wg_fence_acc(dvacc);
+        }
+        // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
+        float4 *give = xch + (wg == 0 ? 4 * 128 : 0);   // what the other warpgroup needs
+        const float4 *take = xch + (wg == 0 ? 0 : 4 * 128);
+        const int keep = wg * 16, other = 16 - keep;
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            give[c * 128 + t] = make_float4(dq[other + 4 * c], dq[other + 4 * c + 1], dq[other + 4 * c + 2], dq[other + 4 * c + 3]);
+        __syncthreads();
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const float4 x = take[c * 128 + t];
+            dq[keep + 4 * c] += x.x;
+            dq[keep + 4 * c + 1] += x.y;
+            dq[keep + 4 * c + 2] += x.z;
+            dq[keep + 4 * c + 3] += x.w;
+        }
+        float *dq_bh = dq_acc + ((size_t)b * T * H + h) * HD;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int row = q0 + warp * 16 + lane / 4 + 8 * r;
+            if (row >= T) continue;
+            float *dst = dq_bh + (size_t)row * H * HD + (lane & 3) * 2;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int jj = wg * 4 + j;  // n8 tile of the columns this warpgroup keeps
+                atomicAdd(reinterpret_cast<float2 *>(dst + jj * 8), make_float2(dq[4 * jj + 2 * r], dq[4 * jj + 2 * r + 1]));
+            }
+        }
+    }
+
+    // epilogue: dk *= scale, write (or add to) dk and dv rows krow (+8)
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int key = krow + r * 8;
+        if (key >= T) continue;
+        const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float k0v = dkacc[4 * j + 2 * r] * SCALE, k1v = dkacc[4 * j + 2 * r + 1] * SCALE;
+            float v0v = dvacc[4 * j + 2 * r], v1v = dvacc[4 * j + 2 * r + 1];
+            __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + j * 8);
+            __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + j * 8);
+            if (accumulate) {
+                const float2 a = __bfloat1622float2(*pk), c = __bfloat1622float2(*pv);
+                k0v += a.x;
+                k1v += a.y;
+                v0v += c.x;
+                v1v += c.y;
+            }
+            *pk = __floats2bfloat162_rn(k0v, k1v);
+            *pv = __floats2bfloat162_rn(v0v, v1v);
+        }
+    }
+#else
+    __trap();  // built without sm_90a: attention_backward never launches this (see bwd_sm90_available)
+#endif
+}
+
+}  // namespace attn
+
+// ----------------------------------------------------------------------------
 // kernel launchers
 
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV)
@@ -880,37 +1233,52 @@ inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat1
     cudaCheckLaunch();
 }
 
-// fp32 scratch the backward needs: the dQ accumulator (B,T,H,hd) + D and lse2 (B,H,T) each
+// fp32 scratch the backward needs: the dQ accumulator (B,T,H,hd) + D and lse2 (B,H,Tp) each,
+// Tp = T rounded up to 64 (the sm90 kernel bulk-copies 64-row runs of them; the mma.sync one
+// uses Tp = T)
 inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
-    return (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
+    return (size_t)B * T * H * hd + 2 * (size_t)B * H * attn::bwd_stat_stride(T);
 }
 
-// dq, dk, dv <- gradients of attention_forward given dout, its inputs, its out and lse.
-// accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
-// onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
-// 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
-template <int KEY_WARPS = attn::BWD_KEY_WARPS>
-inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
-                               const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
-                               float *scratch, bool accumulate, cudaStream_t stream) {
-    ProfScope prof_(PROF_ATTN_BWD, stream);
+// shared by both backward launchers: the argument checks and the preprocess pass (D, lse2 with
+// rows Tp floats apart, dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq)
+inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *dq, const __nv_bfloat16 *dk,
+                                          const __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *out,
+                                          const float *lse, int B, int T, int H, int KV, int hd, int Tp, float *scratch,
+                                          float **dq_acc, float **Dd, float **lse2, cudaStream_t stream) {
     using namespace attn;
-    const char *who = "attention_backward";
     check_shapes(who, B, T, H, KV, hd);
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out, scratch};
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v", "out", "scratch"};
     for (int i = 0; i < 9; i++) check_aligned(who, ptrs[i], names[i]);
-    float *dq_acc = scratch;
-    float *Dd = dq_acc + (size_t)B * T * H * hd;
-    float *lse2 = Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
+    *dq_acc = scratch;
+    *Dd = scratch + (size_t)B * T * H * hd;  // 16-byte aligned: B*T*H*hd is a multiple of 64
+    *lse2 = *Dd + (size_t)B * H * Tp;
     const size_t rows = (size_t)B * T * H;
-
     const int pre_threads = 256;
     attention_backward_preprocess_kernel<<<ceil_div(rows * 8, pre_threads), pre_threads, 0, stream>>>(
-        Dd, lse2, dq_acc, dout, out, lse, B, T, H);
+        *Dd, *lse2, *dq_acc, dout, out, lse, B, T, Tp, H);
     cudaCheckLaunch();
+}
+inline void attention_backward_dq_convert(__nv_bfloat16 *dq, const float *dq_acc, int B, int T, int H, int hd,
+                                          bool accumulate, cudaStream_t stream) {
+    const size_t n8 = (size_t)B * T * H * hd / 8;
+    attn::attention_backward_dq_kernel<<<ceil_div(n8, 256), 256, 0, stream>>>(dq, dq_acc, n8, accumulate);
+    cudaCheckLaunch();
+}
 
+// attention_backward on the portable mma.sync kernel (sm_80 and later)
+template <int KEY_WARPS = attn::BWD_KEY_WARPS>
+inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
+                                   const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                   const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
+                                   float *scratch, bool accumulate, cudaStream_t stream) {
+    ProfScope prof_(PROF_ATTN_BWD, stream);
+    using namespace attn;
+    float *dq_acc, *Dd, *lse2;
+    attention_backward_preprocess("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, T, scratch,
+                                  &dq_acc, &Dd, &lse2, stream);
     constexpr int smem = bwd_smem_bytes(KEY_WARPS);
     static bool configured = false;
     if (!configured) {
@@ -922,10 +1290,115 @@ inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat
     attention_backward_kernel<KEY_WARPS><<<grid, KEY_WARPS * 32, smem, stream>>>(dk, dv, dq_acc, dout, q, k, v, lse2, Dd, T,
                                                                                   H, KV, accumulate);
     cudaCheckLaunch();
+    attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
+}
 
-    const size_t n8 = rows * hd / 8;
-    attention_backward_dq_kernel<<<ceil_div(n8, 256), 256, 0, stream>>>(dq, dq_acc, n8, accumulate);
+
+// ---- Hopper backward (sm_90a): host side (the kernel is above, before the launchers) ----
+
+namespace attn {
+
+// 1 when this build carries the sm_90a backward (compiled for sm_90a and running on it)
+__global__ void attention_backward_sm90_probe_kernel(int *has) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *has = 1;
+#else
+    *has = 0;
+#endif
+}
+
+// cuTensorMapEncodeTiled from the driver through the runtime (so no -lcuda)
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+    if (!fn) {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult res;
+        cudaCheck(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &res));
+        if (res != cudaDriverEntryPointSuccess || !p) fatal_config("attention.cuh: the driver has no cuTensorMapEncodeTiled");
+        fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+    }
+    return fn;
+}
+
+// TMA map of a (B, T, heads, 64) bf16 tensor as 4-d (64, heads, T, B), boxes of `rows` tokens of
+// one head (64 x 1 x rows x 1 = rows x 128 bytes), 128-byte swizzle; rows past T read as zeros
+inline CUtensorMap bwd_tensor_map(const __nv_bfloat16 *p, int B, int T, int heads, int rows) {
+    CUtensorMap m;
+    const cuuint64_t dims[4] = {(cuuint64_t)HD, (cuuint64_t)heads, (cuuint64_t)T, (cuuint64_t)B};
+    const cuuint64_t strides[3] = {(cuuint64_t)ROW_BYTES, (cuuint64_t)heads * ROW_BYTES, (cuuint64_t)T * heads * ROW_BYTES};
+    const cuuint32_t box[4] = {(cuuint32_t)HD, 1, (cuuint32_t)rows, 1};
+    const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+    const CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<__nv_bfloat16 *>(p), dims,
+                                            strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) fatal_config("attention.cuh: cuTensorMapEncodeTiled failed (%d) for B=%d T=%d heads=%d", (int)r, B, T, heads);
+    return m;
+}
+
+}  // namespace attn
+
+// whether attention_backward_sm90 can run here: built for sm_90a and on an sm_90 device
+inline bool attention_backward_sm90_available() {
+    static int has = -1;
+    if (has < 0) {
+        int dev = 0, major = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        has = 0;
+        if (major == 9) {
+            int *d = nullptr;
+            cudaCheck(cudaMalloc(&d, sizeof(int)));
+            attn::attention_backward_sm90_probe_kernel<<<1, 1>>>(d);
+            cudaCheckLaunch();
+            cudaCheck(cudaMemcpy(&has, d, sizeof(int), cudaMemcpyDeviceToHost));
+            cudaCheck(cudaFree(d));
+        }
+    }
+    return has == 1;
+}
+
+// attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
+// message where attention_backward_sm90_available() is false
+inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
+                                    const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                    const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
+                                    float *scratch, bool accumulate, cudaStream_t stream) {
+    ProfScope prof_(PROF_ATTN_BWD, stream);
+    using namespace attn;
+    if (!attention_backward_sm90_available())
+        fatal_config("attention.cuh: attention_backward_sm90 needs an sm_90 GPU and a GPU_ARCH=90a build");
+    const int Tp = bwd_stat_stride(T);
+    float *dq_acc, *Dd, *lse2;
+    attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, Tp, scratch,
+                                  &dq_acc, &Dd, &lse2, stream);
+    static bool configured = false;
+    if (!configured) {
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
+        configured = true;
+    }
+    const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
+    const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
+    dim3 grid(KV, B, ceil_div(T, H_BC));
+    attention_backward_sm90_kernel<<<grid, H_THREADS, H_SMEM, stream>>>(tq, tdo, tk, tv, dk, dv, dq_acc, lse2, Dd, T, Tp, H, KV,
+                                                                        accumulate);
     cudaCheckLaunch();
+    attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
+}
+
+// dq, dk, dv <- gradients of attention_forward given dout, its inputs, its out and lse.
+// accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
+// onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
+// 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
+// Runs the Hopper kernel where it can (attention_backward_sm90_available), else the mma.sync one.
+inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
+                               const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
+                               float *scratch, bool accumulate, cudaStream_t stream) {
+    if (attention_backward_sm90_available())
+        attention_backward_sm90(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream);
+    else
+        attention_backward_mma(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream);
 }
 
 // out (N,H,hd) bf16 = y - (y . vn) vn, vn = v / max(|v|, 1e-12) (v (N,KV,hd)); vnorm (N,KV) fp32 = |v|

@@ -18,6 +18,8 @@
 #   BREAK_CE_ROUND        the loss ignores round_bf16          (common/loss.cuh)    -> dev_loss
 #   BREAK_XSA_ACCUMULATE  xsa_backward overwrites when asked to accumulate
 #                                                              (common/attention.cuh) -> dev_attention
+#   BREAK_WGMMA_BWD       the sm90 (wgmma) backward drops the causal mask
+#                                                              (common/attention.cuh) -> dev_attention
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
 set -u
@@ -35,6 +37,7 @@ ROWS=(
     'BREAK_SCALAR_GRAD|model|--no-bench|FAIL +(bigram|ve_shared).scale \(same inputs\)'
     'BREAK_CE_ROUND|loss|--no-bench|FAIL +(losses|dlogits)'
     'BREAK_XSA_ACCUMULATE|attention|--check-only --small|FAIL +xsa bwd d[yv] \(accumulate\)'
+    'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()
