@@ -1,6 +1,6 @@
 // attention.cuh: causal flash attention (forward and backward) and XSA on the GPU.
-// defines: attention_forward, attention_backward (+ attention_backward_scratch_floats),
-//          xsa_forward, xsa_backward
+// defines: attention_forward, attention_backward (+ attention_backward_scratch_floats;
+//          attention_backward_mma / attention_backward_sm90 by name), xsa_forward, xsa_backward
 //
 // The GPU twins of attention_forward_cpu / attention_backward_cpu / xsa_forward_cpu /
 // xsa_backward_cpu in model_cpu.h, with the same layouts:
@@ -23,7 +23,9 @@
 //   dK/dV buffers). Each step rebuilds P^T = exp(K Q^T * scale - lse) and dP^T = V dO^T,
 //   forms dS^T = P^T (dP^T - D), adds dV += P^T dO and dK += dS^T Q from registers, and passes
 //   dS through shared memory for dQ += dS K, which is added to the fp32 accumulator with
-//   atomics. A last pass converts dQ to bf16.
+//   atomics. A last pass converts dQ to bf16. On an sm_90 GPU (GPU_ARCH=90a build)
+//   attention_backward runs the Hopper version of the same kernel instead (wgmma, TMA,
+//   mbarriers; section "Hopper backward (sm_90a)" below); elsewhere this mma.sync one.
 //   NON-DETERMINISM: the dQ atomics add partial sums in whatever order the CTAs reach them,
 //   so dq can differ in the last fp32 bits between runs (dk and dv are deterministic).
 // - XSA (y -= (y . vn) vn, vn = v / max(|v|, 1e-12) of the same position and KV head) is one
@@ -422,7 +424,7 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
 __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, float *__restrict__ lse2,
                                                      float *__restrict__ dq_acc, const __nv_bfloat16 *__restrict__ dout,
                                                      const __nv_bfloat16 *__restrict__ out,
-                                                     const float *__restrict__ lse, int B, int T, int Tp, int H) {
+                                                     const float *__restrict__ lse, int B, int T, int H) {
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t row = idx / 8, rows = (size_t)B * T * H;
     const int part = (int)(idx % 8);
@@ -450,9 +452,9 @@ __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, flo
         const int h = (int)(row % H);
         const size_t bt = row / H;
         const int t = (int)(bt % T), b = (int)(bt / T);
-        const size_t o = ((size_t)b * H + h) * Tp + t;  // D and lse2 rows are Tp >= T floats apart
+        const size_t o = ((size_t)b * H + h) * T + t;
         Dd[o] = acc;
-        const float x = lse[((size_t)b * H + h) * T + t];
+        const float x = lse[o];
         lse2[o] = x == -INFINITY ? INFINITY : x * LOG2E;
     }
 }
@@ -859,14 +861,15 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 }  // namespace attn
 
 // ----------------------------------------------------------------------------
-// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stage S1 of /ATTENTION plan)
+// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stage S1 of the wgmma plan)
 //
 // The same math and output contract as attention_backward_kernel above, on Hopper's own path:
 // - One CTA (2 warpgroups, 256 threads) owns 128 keys of one (b, kv head); warpgroup w owns
 //   keys k0 + 64w .. +63. K and V are TMA-loaded once; the CTA loops over (query head of the
 //   GQA group) x (64-row query tiles from the diagonal to the end), and Q, dO (TMA, 4-d tensor
-//   maps, so rows past T come back as zeros) and lse2, D (1-d bulk copies from a copy padded to
-//   a multiple of 64 per row) stream through a 2-stage ring whose stages complete on mbarriers.
+//   maps, so rows past T come back as zeros; a stage completes on its mbarrier) and lse2, D
+//   (4-byte cp.async, as their rows are not 16-byte aligned for odd T) stream through a
+//   2-stage ring.
 // - Per tile and warpgroup (all products wgmma m64n64k16, bf16 in, fp32 accumulate):
 //     S^T = K Q^T, dP^T = V dO^T        (A = K / V, B = Q / dO, both from shared memory, K-major)
 //     P^T = 2^(S^T scale log2e - lse2), dS^T = P^T (dP^T - D)   (in registers; masked on the diagonal)
@@ -889,7 +892,7 @@ constexpr int H_THREADS = 256;
 constexpr uint32_t H_KV_BYTES = H_BC * ROW_BYTES;   // one K or V block (16 KB)
 constexpr uint32_t H_Q_BYTES = H_BR * ROW_BYTES;    // one Q or dO tile (8 KB)
 constexpr uint32_t H_STAT_BYTES = H_BR * 4;         // lse2 or D of one tile
-constexpr uint32_t H_STAGE_TX = 2 * H_Q_BYTES + 2 * H_STAT_BYTES;  // bytes that complete a stage
+constexpr uint32_t H_STAGE_TX = 2 * H_Q_BYTES;  // bytes of TMA that complete a stage (full boxes)
 constexpr uint32_t H_XCH_BYTES = 2 * 4 * 128 * 16;  // the dQ exchange: 2 directions x 16 floats x 128 threads
 // shared memory map (offsets from a 1024-byte aligned base)
 constexpr uint32_t H_OFF_K = 0, H_OFF_V = H_KV_BYTES, H_OFF_DS = 2 * H_KV_BYTES;
@@ -901,9 +904,6 @@ constexpr uint32_t H_OFF_D = H_OFF_L + 2 * H_STAT_BYTES; // [2] D stages
 constexpr uint32_t H_OFF_BAR = H_OFF_D + 2 * H_STAT_BYTES;  // 3 mbarriers: K/V, stage 0, stage 1
 constexpr int H_SMEM = (int)H_OFF_BAR + 64 + 1024;       // + slack to align the base to 1024
 static_assert(H_OFF_Q % 1024 == 0 && H_OFF_DO % 1024 == 0 && H_OFF_X % 1024 == 0, "wgmma/TMA tiles are 1024-aligned");
-
-// the (b, h) row stride of the padded lse2 / D copies the sm90 backward reads with bulk copies
-inline int bwd_stat_stride(int T) { return (T + H_BR - 1) / H_BR * H_BR; }
 
 // ---- sm90 primitives (backward) ----
 // wgmma shared-memory matrix descriptor, 128-byte swizzle: start address, leading byte offset
@@ -963,14 +963,19 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
 __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
-// wait until the phase with parity `parity` has completed
+// wait until the phase with parity `parity` has completed. A byte count that never arrives
+// would hang the GPU: after ~2^28 polls (tens of seconds) trap instead, so the launch fails
+// with an error rather than never returning.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-    asm volatile(
-        "{\n.reg .pred done;\nWAIT_%=:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
-        "r"(parity)
-        : "memory");
+    uint32_t done = 0;
+    for (uint32_t polls = 0; !done; polls++) {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+        if (polls == (1u << 28)) __trap();
+    }
 }
 // TMA: a box of a 4-d tensor map (coordinates innermost first) into shared memory, completing on bar
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, int c0, int c1, int c2, int c3, uint32_t bar) {
@@ -979,12 +984,6 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, int 
         "[%6];\n" ::"r"(dst),
         "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
         : "memory");
-}
-// a contiguous 16-byte-aligned run of global memory into shared memory, completing on bar
-__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-                 "l"(src), "r"(bytes), "r"(bar)
-                 : "memory");
 }
 // generic-proxy shared stores -> visible to wgmma / TMA (the async proxy)
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -1002,13 +1001,13 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 }
 
 // grid (KV, B, ceil(T / 128)), 256 threads. tm_q / tm_do / tm_k / tm_v: 4-d tensor maps
-// (hd, heads, T, B) with 64 x 1 x {64 | 128} x 1 boxes, 128-byte swizzle. lse2 and D: (B, H, Tp).
+// (hd, heads, T, B) with 64 x 1 x {64 | 128} x 1 boxes, 128-byte swizzle. lse2 and D: (B, H, T).
 __global__ void __launch_bounds__(H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
                                    const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
                                    __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
                                    float *__restrict__ dq_acc, const float *__restrict__ lse2,
-                                   const float *__restrict__ Dd, int T, int Tp, int H, int KV, bool accumulate) {
+                                   const float *__restrict__ Dd, int T, int H, int KV, bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -1022,19 +1021,28 @@ __global__ void __launch_bounds__(H_THREADS, 1)
     const float *sL0 = reinterpret_cast<const float *>(sbase + H_OFF_L);
     const float *sD0 = reinterpret_cast<const float *>(sbase + H_OFF_D);
     float4 *xch = reinterpret_cast<float4 *>(sbase + H_OFF_X);  // [direction][4][128]
+    float *sLw = reinterpret_cast<float *>(sbase + H_OFF_L), *sDw = reinterpret_cast<float *>(sbase + H_OFF_D);
 
     const int m_first = k0 / H_BR, n_m = (T - 1) / H_BR + 1 - m_first;
     const int n_iter = G * n_m;
 
-    // stage st <- query tile m of head h
+    // stage st <- query tile m of head h: Q and dO by TMA (thread 0), lse2 and D by cp.async
+    // (threads 0..127, zero past T; they land by the cp.async wait + barrier of the iteration)
     auto issue_stage = [&](int st, int h, int m) {
-        const uint32_t bar = bar_stage(st);
-        mbar_expect_tx(bar, H_STAGE_TX);
-        tma_load_4d(base + H_OFF_Q + st * H_Q_BYTES, &tm_q, 0, h, m * H_BR, b, bar);
-        tma_load_4d(base + H_OFF_DO + st * H_Q_BYTES, &tm_do, 0, h, m * H_BR, b, bar);
-        const size_t o = ((size_t)b * H + h) * Tp + (size_t)m * H_BR;
-        bulk_load(base + H_OFF_L + st * H_STAT_BYTES, lse2 + o, H_STAT_BYTES, bar);
-        bulk_load(base + H_OFF_D + st * H_STAT_BYTES, Dd + o, H_STAT_BYTES, bar);
+        if (tid == 0) {
+            const uint32_t bar = bar_stage(st);
+            mbar_expect_tx(bar, H_STAGE_TX);
+            tma_load_4d(base + H_OFF_Q + st * H_Q_BYTES, &tm_q, 0, h, m * H_BR, b, bar);
+            tma_load_4d(base + H_OFF_DO + st * H_Q_BYTES, &tm_do, 0, h, m * H_BR, b, bar);
+        }
+        if (tid < 2 * H_BR) {
+            const int r = tid % H_BR, tq = m * H_BR + r;
+            const bool ok = tq < T;
+            const size_t o = ((size_t)b * H + h) * T + (ok ? tq : 0);
+            float *dst = (tid < H_BR ? sLw : sDw) + st * H_BR + r;
+            cp_async4(smem_u32(dst), (tid < H_BR ? lse2 : Dd) + o, ok);
+        }
+        cp_async_commit();
     };
 
     if (tid == 0) {
@@ -1049,8 +1057,8 @@ __global__ void __launch_bounds__(H_THREADS, 1)
         mbar_expect_tx(bar_kv, 2 * H_KV_BYTES);
         tma_load_4d(sK, &tm_k, 0, kh, k0, b, bar_kv);
         tma_load_4d(sV, &tm_v, 0, kh, k0, b, bar_kv);
-        issue_stage(0, kh * G, m_first);
     }
+    issue_stage(0, kh * G, m_first);
 
     float dkacc[32], dvacc[32];
 #pragma unroll
@@ -1065,9 +1073,11 @@ __global__ void __launch_bounds__(H_THREADS, 1)
         const int hi = it / n_m, m = m_first + it % n_m;
         const int h = kh * G + hi, q0 = m * H_BR;
         const int st = it & 1;
-        // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange are free
+        // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange are
+        // free, and this stage's lse2 / D (cp.async) have landed and are visible
+        cp_async_wait_all();
         __syncthreads();
-        if (tid == 0 && it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
+        if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
         mbar_wait(bar_stage(st), (it >> 1) & 1);
         const uint32_t sQ = base + H_OFF_Q + st * H_Q_BYTES, sdO = base + H_OFF_DO + st * H_Q_BYTES;
         const float *sL = sL0 + st * H_BR, *sD = sD0 + st * H_BR;
@@ -1088,7 +1098,11 @@ __global__ void __launch_bounds__(H_THREADS, 1)
             wg_fence_acc(s);
             wg_fence_acc(dp);
             // P^T and dS^T in place; element 4j + e: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
+#ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
+            const bool need_mask = false;
+#else
             const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
+#endif
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 const int qc = j * 8 + (lane & 3) * 2;
@@ -1099,13 +1113,10 @@ __global__ void __launch_bounds__(H_THREADS, 1)
                     const int i = 4 * j + e;
                     float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
                     float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
-#ifndef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
                     if (need_mask) {
                         const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                        // select, not multiply: the padded lse2 / D past T hold anything
                         if (key > qi || qi >= T) p = ds = 0.f;
                     }
-#endif
                     s[i] = p;
                     dp[i] = ds;
                 }
@@ -1151,32 +1162,35 @@ __global__ void __launch_bounds__(H_THREADS, 1)
             wg_fence_acc(dvacc);
         }
         // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
-        float4 *give = xch + (wg == 0 ? 4 * 128 : 0);   // what the other warpgroup needs
+        // (indices stay compile-time constants, selected by wg, so dq stays in registers)
+        float4 *give = xch + (wg == 0 ? 4 * 128 : 0);  // what the other warpgroup needs
         const float4 *take = xch + (wg == 0 ? 0 : 4 * 128);
-        const int keep = wg * 16, other = 16 - keep;
 #pragma unroll
-        for (int c = 0; c < 4; c++)
-            give[c * 128 + t] = make_float4(dq[other + 4 * c], dq[other + 4 * c + 1], dq[other + 4 * c + 2], dq[other + 4 * c + 3]);
+        for (int c = 0; c < 4; c++) {
+            const float *o = dq + (4 * c);  // o[i] / o[16 + i]: the half given away by wg 1 / wg 0
+            give[c * 128 + t] = wg == 0 ? make_float4(o[16], o[17], o[18], o[19]) : make_float4(o[0], o[1], o[2], o[3]);
+        }
         __syncthreads();
+        float kept[16];
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const float4 x = take[c * 128 + t];
-            dq[keep + 4 * c] += x.x;
-            dq[keep + 4 * c + 1] += x.y;
-            dq[keep + 4 * c + 2] += x.z;
-            dq[keep + 4 * c + 3] += x.w;
+            const float *o = dq + (4 * c);
+            kept[4 * c + 0] = (wg == 0 ? o[0] : o[16]) + x.x;
+            kept[4 * c + 1] = (wg == 0 ? o[1] : o[17]) + x.y;
+            kept[4 * c + 2] = (wg == 0 ? o[2] : o[18]) + x.z;
+            kept[4 * c + 3] = (wg == 0 ? o[3] : o[19]) + x.w;
         }
         float *dq_bh = dq_acc + ((size_t)b * T * H + h) * HD;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int row = q0 + warp * 16 + lane / 4 + 8 * r;
             if (row >= T) continue;
-            float *dst = dq_bh + (size_t)row * H * HD + (lane & 3) * 2;
+            // n8 tiles wg * 4 + j: columns 32 wg + 8 j + 2 (lane % 4)
+            float *dst = dq_bh + (size_t)row * H * HD + wg * 32 + (lane & 3) * 2;
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int jj = wg * 4 + j;  // n8 tile of the columns this warpgroup keeps
-                atomicAdd(reinterpret_cast<float2 *>(dst + jj * 8), make_float2(dq[4 * jj + 2 * r], dq[4 * jj + 2 * r + 1]));
-            }
+            for (int j = 0; j < 4; j++)
+                atomicAdd(reinterpret_cast<float2 *>(dst + j * 8), make_float2(kept[4 * j + 2 * r], kept[4 * j + 2 * r + 1]));
         }
     }
 
@@ -1204,7 +1218,7 @@ __global__ void __launch_bounds__(H_THREADS, 1)
         }
     }
 #else
-    __trap();  // built without sm_90a: attention_backward never launches this (see bwd_sm90_available)
+    __trap();  // built without sm_90a: attention_backward never launches this (attention_backward_sm90_available)
 #endif
 }
 
@@ -1233,19 +1247,17 @@ inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat1
     cudaCheckLaunch();
 }
 
-// fp32 scratch the backward needs: the dQ accumulator (B,T,H,hd) + D and lse2 (B,H,Tp) each,
-// Tp = T rounded up to 64 (the sm90 kernel bulk-copies 64-row runs of them; the mma.sync one
-// uses Tp = T)
+// fp32 scratch the backward needs: the dQ accumulator (B,T,H,hd) + D and lse2 (B,H,T) each
 inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
-    return (size_t)B * T * H * hd + 2 * (size_t)B * H * attn::bwd_stat_stride(T);
+    return (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
 }
 
-// shared by both backward launchers: the argument checks and the preprocess pass (D, lse2 with
-// rows Tp floats apart, dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq)
+// shared by both backward launchers: the argument checks and the preprocess pass (D, lse2,
+// dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq)
 inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *dq, const __nv_bfloat16 *dk,
                                           const __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *out,
-                                          const float *lse, int B, int T, int H, int KV, int hd, int Tp, float *scratch,
+                                          const float *lse, int B, int T, int H, int KV, int hd, float *scratch,
                                           float **dq_acc, float **Dd, float **lse2, cudaStream_t stream) {
     using namespace attn;
     check_shapes(who, B, T, H, KV, hd);
@@ -1253,12 +1265,12 @@ inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v", "out", "scratch"};
     for (int i = 0; i < 9; i++) check_aligned(who, ptrs[i], names[i]);
     *dq_acc = scratch;
-    *Dd = scratch + (size_t)B * T * H * hd;  // 16-byte aligned: B*T*H*hd is a multiple of 64
-    *lse2 = *Dd + (size_t)B * H * Tp;
+    *Dd = scratch + (size_t)B * T * H * hd;
+    *lse2 = *Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
     const size_t rows = (size_t)B * T * H;
     const int pre_threads = 256;
     attention_backward_preprocess_kernel<<<ceil_div(rows * 8, pre_threads), pre_threads, 0, stream>>>(
-        *Dd, *lse2, *dq_acc, dout, out, lse, B, T, Tp, H);
+        *Dd, *lse2, *dq_acc, dout, out, lse, B, T, H);
     cudaCheckLaunch();
 }
 inline void attention_backward_dq_convert(__nv_bfloat16 *dq, const float *dq_acc, int B, int T, int H, int hd,
@@ -1277,7 +1289,7 @@ inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bf
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
     float *dq_acc, *Dd, *lse2;
-    attention_backward_preprocess("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, T, scratch,
+    attention_backward_preprocess("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
     constexpr int smem = bwd_smem_bytes(KEY_WARPS);
     static bool configured = false;
@@ -1368,9 +1380,8 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     using namespace attn;
     if (!attention_backward_sm90_available())
         fatal_config("attention.cuh: attention_backward_sm90 needs an sm_90 GPU and a GPU_ARCH=90a build");
-    const int Tp = bwd_stat_stride(T);
     float *dq_acc, *Dd, *lse2;
-    attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, Tp, scratch,
+    attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
     static bool configured = false;
     if (!configured) {
@@ -1380,7 +1391,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
     const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
     dim3 grid(KV, B, ceil_div(T, H_BC));
-    attention_backward_sm90_kernel<<<grid, H_THREADS, H_SMEM, stream>>>(tq, tdo, tk, tv, dk, dv, dq_acc, lse2, Dd, T, Tp, H, KV,
+    attention_backward_sm90_kernel<<<grid, H_THREADS, H_SMEM, stream>>>(tq, tdo, tk, tv, dk, dv, dq_acc, lse2, Dd, T, H, KV,
                                                                         accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
