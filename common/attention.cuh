@@ -1087,39 +1087,47 @@ __global__ void __launch_bounds__(H_THREADS, 1)
         float dq[32];
         {
             float s[32], dp[32];
+            // S^T and dP^T as two commit groups: the exp() of P^T runs while dP^T is multiplied
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
                 wg_mma_ss<0, 0>(s, wg_desc(sKw + 32 * kk), wg_desc(sQ + 32 * kk), kk);
+            wg_commit();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) wg_mma_ss<0, 0>(dp, wg_desc(sVw + 32 * kk), wg_desc(sdO + 32 * kk), kk);
             wg_commit();
-            wg_wait<0>();
-            wg_fence_acc(s);
-            wg_fence_acc(dp);
-            // P^T and dS^T in place; element 4j + e: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
+            // element 4j + e of an accumulator: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
 #ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
             const bool need_mask = false;
 #else
             const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
 #endif
+            wg_wait<1>();
+            wg_fence_acc(s);
+            // P^T in place (0 above the diagonal and past T)
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 const int qc = j * 8 + (lane & 3) * 2;
                 const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
-                const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int i = 4 * j + e;
                     float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                    float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
                     if (need_mask) {
                         const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                        if (key > qi || qi >= T) p = ds = 0.f;
+                        if (key > qi || qi >= T) p = 0.f;
                     }
                     s[i] = p;
-                    dp[i] = ds;
                 }
+            }
+            wg_wait<0>();
+            wg_fence_acc(dp);
+            // dS^T = P^T (dP^T - D) in place
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
+#pragma unroll
+                for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
             }
             // P^T and dS^T as bf16 A fragments, all packed before the fence (registers written
             // between wgmma issues make ptxas insert waits, C7519)
