@@ -617,6 +617,21 @@ __device__ __forceinline__ void bwd_dq_warp(float *dq_acc_bh, size_t dq_stride, 
     }
 }
 
+// two adjacent elements of dk and of dv (bf16), written or added to (both backward kernels)
+__device__ __forceinline__ void store_dkv_pair(__nv_bfloat16 *pk, __nv_bfloat16 *pv, float k0v, float k1v, float v0v,
+                                               float v1v, bool accumulate) {
+    __nv_bfloat162 *k2 = reinterpret_cast<__nv_bfloat162 *>(pk), *v2 = reinterpret_cast<__nv_bfloat162 *>(pv);
+    if (accumulate) {
+        const float2 a = __bfloat1622float2(*k2), c = __bfloat1622float2(*v2);
+        k0v += a.x;
+        k1v += a.y;
+        v0v += c.x;
+        v1v += c.y;
+    }
+    *k2 = __floats2bfloat162_rn(k0v, k1v);
+    *v2 = __floats2bfloat162_rn(v0v, v1v);
+}
+
 // grid (KV, B, ceil(T / BC)): one CTA per 16*KEY_WARPS keys of one (b, kv head); key block 0
 // (the most query tiles) is launched first. Loops over (query head of the group) x (query tiles
 // from the diagonal to the end), with Q, dO, lse2, D double-buffered through cp.async.
@@ -709,19 +724,8 @@ __global__ void __launch_bounds__(KEY_WARPS * 32, 8 / KEY_WARPS)
         const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
 #pragma unroll
         for (int dt = 0; dt < DTILES; dt++) {
-            float k0v = dkacc[dt][2 * r] * SCALE, k1v = dkacc[dt][2 * r + 1] * SCALE;
-            float v0v = dvacc[dt][2 * r], v1v = dvacc[dt][2 * r + 1];
-            __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + dt * 8);
-            __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + dt * 8);
-            if (accumulate) {
-                const float2 a = __bfloat1622float2(*pk), c = __bfloat1622float2(*pv);
-                k0v += a.x;
-                k1v += a.y;
-                v0v += c.x;
-                v1v += c.y;
-            }
-            *pk = __floats2bfloat162_rn(k0v, k1v);
-            *pv = __floats2bfloat162_rn(v0v, v1v);
+            store_dkv_pair(dk + off + dt * 8, dv + off + dt * 8, dkacc[dt][2 * r] * SCALE, dkacc[dt][2 * r + 1] * SCALE,
+                           dvacc[dt][2 * r], dvacc[dt][2 * r + 1], accumulate);
         }
     }
 }
@@ -1210,19 +1214,8 @@ __global__ void __launch_bounds__(H_THREADS, 1)
         const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            float k0v = dkacc[4 * j + 2 * r] * SCALE, k1v = dkacc[4 * j + 2 * r + 1] * SCALE;
-            float v0v = dvacc[4 * j + 2 * r], v1v = dvacc[4 * j + 2 * r + 1];
-            __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + j * 8);
-            __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + j * 8);
-            if (accumulate) {
-                const float2 a = __bfloat1622float2(*pk), c = __bfloat1622float2(*pv);
-                k0v += a.x;
-                k1v += a.y;
-                v0v += c.x;
-                v1v += c.y;
-            }
-            *pk = __floats2bfloat162_rn(k0v, k1v);
-            *pv = __floats2bfloat162_rn(v0v, v1v);
+            store_dkv_pair(dk + off + j * 8, dv + off + j * 8, dkacc[4 * j + 2 * r] * SCALE, dkacc[4 * j + 2 * r + 1] * SCALE,
+                           dvacc[4 * j + 2 * r], dvacc[4 * j + 2 * r + 1], accumulate);
         }
     }
 #else
