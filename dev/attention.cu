@@ -388,17 +388,30 @@ static bool run_case(const Case &c) {
         round_bf16(cdy);  // the GPU hands attention a bf16 datt
         attention_backward_cpu(cdq.data(), cdk.data(), cdv.data(), cdy.data(), q.data(), k.data(), v.data(), out_b.data(),
                                lse_ref.data(), B, T, H, KV, HD);
-        upload(d_dq, dq0);
-        upload(d_dk, dk0);
-        poison(d_dv.p, nkv);
-        poison(d_dy.p, nq);
-        xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0);
-        attention_backward(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV, HD,
-                           d_scratch.p, true, 0);
-        cudaCheck(cudaDeviceSynchronize());
-        ok &= check_bf16("chain dq (accumulate)", download(d_dq), cdq);
-        ok &= check_bf16("chain dk (accumulate)", download(d_dk), cdk);
-        ok &= check_bf16("chain dv (xsa + attn)", download(d_dv), cdv);
+        // both backward kernels (where the sm90 one exists: attention_backward runs it there)
+        for (int ver : {V_SHIP, V_WGMMA}) {
+            if (ver == V_WGMMA && !attention_backward_sm90_available()) {
+                printf("  skip %-28s no sm_90a kernel on this device/build\n", "v0/wgmma chain");
+                g_skipped++;
+                continue;
+            }
+            const std::string vn = std::string(version_name(ver)) + " chain ";
+            upload(d_dq, dq0);
+            upload(d_dk, dk0);
+            poison(d_dv.p, nkv);
+            poison(d_dy.p, nq);
+            xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0);
+            if (ver == V_SHIP)
+                attention_backward_mma(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
+                                       HD, d_scratch.p, true, 0);
+            else
+                attention_backward_sm90(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H,
+                                        KV, HD, d_scratch.p, true, 0);
+            cudaCheck(cudaDeviceSynchronize());
+            ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
+            ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
+            ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
+        }
     }
     return ok;
 }
