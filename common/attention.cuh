@@ -880,9 +880,12 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 //     dV += P^T dO, dK += dS^T Q        (A = P^T / dS^T straight from the accumulator registers,
 //                                        B = dO / Q from shared memory, MN-major: transpose bit)
 //     dQ_w = dS K_w over the warpgroup's 64 keys (A = dS^T from shared memory, transposed)
-//   The two warpgroups' dQ partials are summed through shared memory and each warpgroup adds
-//   half of the 64 x 64 tile to the fp32 accumulator with 8-byte atomics: one atomic per dQ
-//   element per (tile, key block), as the mma.sync kernel does.
+//   Stage 1 (the default): the two warpgroups' dQ partials are summed through shared memory
+//   and each warpgroup adds half of the 64 x 64 tile to the fp32 accumulator with 8-byte
+//   atomics: one atomic per dQ element per (tile, key block), as the mma.sync kernel does.
+//   Stage 2 (attention_backward_sm90(..., stage = 2)): each warpgroup writes its fp32 partial
+//   to shared memory and adds it with two TMA reduce-adds (cp.reduce.async.bulk.tensor), so
+//   the per-element atomics and the CTA barrier of the exchange go (twice the reduce bytes).
 // - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // Resources (ptxas, sm_90a): 207 registers, no spills, no serialized-wgmma warnings (C7510-
@@ -912,6 +915,11 @@ constexpr uint32_t H_OFF_L = H_OFF_X + H_XCH_BYTES;      // [2] lse2 stages
 constexpr uint32_t H_OFF_D = H_OFF_L + 2 * H_STAT_BYTES; // [2] D stages
 constexpr uint32_t H_OFF_BAR = H_OFF_D + 2 * H_STAT_BYTES;  // 3 mbarriers: K/V, stage 0, stage 1
 constexpr int H_SMEM = (int)H_OFF_BAR + 64 + 1024;       // + slack to align the base to 1024
+// stage 2: each warpgroup stages its fp32 dQ partial (64 x 64, as two 64-row x 32-column
+// halves with the 128-byte swizzle) for the TMA reduce-add, in 2 buffers (tile it uses it % 2)
+constexpr uint32_t H_DQ_BYTES = H_BR * HD * 4;           // one warpgroup's dQ partial (16 KB)
+constexpr uint32_t H_OFF_DQ = (H_OFF_BAR + 64 + 1023) & ~1023u;  // [warpgroup][2 buffers]
+constexpr int H_SMEM2 = (int)(H_OFF_DQ + 4 * H_DQ_BYTES) + 1024;
 static_assert(H_OFF_Q % 1024 == 0 && H_OFF_DO % 1024 == 0 && H_OFF_X % 1024 == 0, "wgmma/TMA tiles are 1024-aligned");
 
 // ---- sm90 primitives (backward) ----
@@ -996,6 +1004,18 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, int 
 }
 // generic-proxy shared stores -> visible to wgmma / TMA (the async proxy)
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// TMA reduce-add: global (4-d tensor map box at c0..c3) += shared (fp32), as a bulk async group
+__device__ __forceinline__ void tma_reduce_add_4d(const void *tmap, uint32_t src, int c0, int c1, int c2, int c3) {
+    asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(tmap),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// all but the newest N bulk groups have finished reading their shared memory
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
+// every bulk group has completed (its global writes performed)
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void named_bar_sync(int id, int threads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
@@ -1011,10 +1031,15 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 
 // grid (KV, B, ceil(T / 128)), 256 threads. tm_q / tm_do / tm_k / tm_v: 4-d tensor maps
 // (hd, heads, T, B) with 64 x 1 x {64 | 128} x 1 boxes, 128-byte swizzle. lse2 and D: (B, H, T).
+// STAGE 1: dQ partials of the two warpgroups summed in shared memory, then fp32 atomics.
+// STAGE 2: each warpgroup stages its dQ partial in shared memory and adds it to dq_acc with two
+//          TMA reduce-adds (tm_dq: fp32 (hd, H, T, B), 32 x 1 x 64 x 1 boxes, 128-byte swizzle),
+//          so no atomics and no CTA barrier for the exchange (one __syncthreads per tile left).
+template <int STAGE>
 __global__ void __launch_bounds__(H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
                                    const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
-                                   __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
+                                   const __grid_constant__ CUtensorMap tm_dq, __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
                                    float *__restrict__ dq_acc, const float *__restrict__ lse2,
                                    const float *__restrict__ Dd, int T, int H, int KV, bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1178,37 +1203,72 @@ __global__ void __launch_bounds__(H_THREADS, 1)
             wg_fence_acc(dkacc);
             wg_fence_acc(dvacc);
         }
-        // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
-        // (indices stay compile-time constants, selected by wg, so dq stays in registers)
-        float4 *give = xch + (wg == 0 ? 4 * 128 : 0);  // what the other warpgroup needs
-        const float4 *take = xch + (wg == 0 ? 0 : 4 * 128);
+        if constexpr (STAGE == 1) {
+            // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
+            // (indices stay compile-time constants, selected by wg, so dq stays in registers)
+            float4 *give = xch + (wg == 0 ? 4 * 128 : 0);  // what the other warpgroup needs
+            const float4 *take = xch + (wg == 0 ? 0 : 4 * 128);
 #pragma unroll
-        for (int c = 0; c < 4; c++) {
-            const float *o = dq + (4 * c);  // o[i] / o[16 + i]: the half given away by wg 1 / wg 0
-            give[c * 128 + t] = wg == 0 ? make_float4(o[16], o[17], o[18], o[19]) : make_float4(o[0], o[1], o[2], o[3]);
+            for (int c = 0; c < 4; c++) {
+                const float *o = dq + (4 * c);  // o[i] / o[16 + i]: the half given away by wg 1 / wg 0
+                give[c * 128 + t] = wg == 0 ? make_float4(o[16], o[17], o[18], o[19]) : make_float4(o[0], o[1], o[2], o[3]);
+            }
+            __syncthreads();
+            float kept[16];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const float4 x = take[c * 128 + t];
+                const float *o = dq + (4 * c);
+                kept[4 * c + 0] = (wg == 0 ? o[0] : o[16]) + x.x;
+                kept[4 * c + 1] = (wg == 0 ? o[1] : o[17]) + x.y;
+                kept[4 * c + 2] = (wg == 0 ? o[2] : o[18]) + x.z;
+                kept[4 * c + 3] = (wg == 0 ? o[3] : o[19]) + x.w;
+            }
+            float *dq_bh = dq_acc + ((size_t)b * T * H + h) * HD;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = q0 + warp * 16 + lane / 4 + 8 * r;
+                if (row >= T) continue;
+                // n8 tiles wg * 4 + j: columns 32 wg + 8 j + 2 (lane % 4)
+                float *dst = dq_bh + (size_t)row * H * HD + wg * 32 + (lane & 3) * 2;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+#ifdef BREAK_DQ_RACE  // a deliberately wrong variant (dev/broken_variants.sh): now and then a dQ partial is lost
+                    if ((clock() & 1023) == 0) continue;
+#endif
+                    atomicAdd(reinterpret_cast<float2 *>(dst + j * 8), make_float2(kept[4 * j + 2 * r], kept[4 * j + 2 * r + 1]));
+                }
+            }
+        } else {
+            // this warpgroup's partial -> its buffer it % 2 (free: the reduce that read it two
+            // tiles ago was waited for by thread 0 before this tile's first barrier), then two
+            // reduce-adds (rows past T are clipped by the tensor map). Element 4j + 2r (+1) is
+            // row 16 warp + lane / 4 + 8r, column 8j + 2 (lane % 4) (+1): half j / 4, 16-byte
+            // chunk 2 (j % 4) + (lane % 4) / 2 of the 128-byte row, swizzled by the row % 8
+            const uint32_t sdq = base + H_OFF_DQ + (2 * wg + st) * H_DQ_BYTES;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = warp * 16 + lane / 4 + 8 * r;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const uint32_t a = sdq + (j / 4) * (H_DQ_BYTES / 2) + row * 128 +
+                                       (((2 * (j % 4) + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(dq[4 * j + 2 * r]), "f"(dq[4 * j + 2 * r + 1])
+                                 : "memory");
+                }
+            }
+            fence_proxy_async();
+            named_bar_sync(1 + wg, 128);
+            if (t == 0) {
+                tma_reduce_add_4d(&tm_dq, sdq, 0, h, q0, b);
+                tma_reduce_add_4d(&tm_dq, sdq + H_DQ_BYTES / 2, 32, h, q0, b);
+                bulk_commit();
+                bulk_wait_read<1>();  // the other buffer (tile it - 1) is free for tile it + 1
+            }
         }
-        __syncthreads();
-        float kept[16];
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-            const float4 x = take[c * 128 + t];
-            const float *o = dq + (4 * c);
-            kept[4 * c + 0] = (wg == 0 ? o[0] : o[16]) + x.x;
-            kept[4 * c + 1] = (wg == 0 ? o[1] : o[17]) + x.y;
-            kept[4 * c + 2] = (wg == 0 ? o[2] : o[18]) + x.z;
-            kept[4 * c + 3] = (wg == 0 ? o[3] : o[19]) + x.w;
-        }
-        float *dq_bh = dq_acc + ((size_t)b * T * H + h) * HD;
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int row = q0 + warp * 16 + lane / 4 + 8 * r;
-            if (row >= T) continue;
-            // n8 tiles wg * 4 + j: columns 32 wg + 8 j + 2 (lane % 4)
-            float *dst = dq_bh + (size_t)row * H * HD + wg * 32 + (lane & 3) * 2;
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-                atomicAdd(reinterpret_cast<float2 *>(dst + j * 8), make_float2(kept[4 * j + 2 * r], kept[4 * j + 2 * r + 1]));
-        }
+    }
+    if constexpr (STAGE == 2) {
+        if (t == 0) bulk_wait_all();  // the reduce-adds are done before the CTA (and its shared memory) goes
     }
 
     // epilogue: dk *= scale, write (or add to) dk and dv rows krow (+8)
@@ -1339,14 +1399,20 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 }
 
 // TMA map of a (B, T, heads, 64) bf16 tensor as 4-d (64, heads, T, B), boxes of `rows` tokens of
-// one head (64 x 1 x rows x 1 = rows x 128 bytes), 128-byte swizzle; rows past T read as zeros
-inline CUtensorMap bwd_tensor_map(const __nv_bfloat16 *p, int B, int T, int heads, int rows) {
+// one head (64 x 1 x rows x 1 = rows x 128 bytes), 128-byte swizzle; rows past T read as zeros.
+// fp32 (the dQ accumulator, for the reduce-add): boxes of 32 columns (128 bytes) x rows, and
+// rows past T are not written.
+template <typename E>
+inline CUtensorMap bwd_tensor_map(const E *p, int B, int T, int heads, int rows) {
+    constexpr bool f32 = sizeof(E) == 4;
+    const cuuint64_t row_bytes = HD * sizeof(E);
     CUtensorMap m;
     const cuuint64_t dims[4] = {(cuuint64_t)HD, (cuuint64_t)heads, (cuuint64_t)T, (cuuint64_t)B};
-    const cuuint64_t strides[3] = {(cuuint64_t)ROW_BYTES, (cuuint64_t)heads * ROW_BYTES, (cuuint64_t)T * heads * ROW_BYTES};
-    const cuuint32_t box[4] = {(cuuint32_t)HD, 1, (cuuint32_t)rows, 1};
+    const cuuint64_t strides[3] = {row_bytes, (cuuint64_t)heads * row_bytes, (cuuint64_t)T * heads * row_bytes};
+    const cuuint32_t box[4] = {(cuuint32_t)(128 / sizeof(E)), 1, (cuuint32_t)rows, 1};
     const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-    const CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<__nv_bfloat16 *>(p), dims,
+    const CUresult r = tensor_map_encoder()(&m, f32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+                                            const_cast<E *>(p), dims,
                                             strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
@@ -1377,11 +1443,12 @@ inline bool attention_backward_sm90_available() {
 }
 
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
-// message where attention_backward_sm90_available() is false
+// message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics) or 2
+// (dQ by TMA reduce-adds), see attention_backward_sm90_kernel.
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                     const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
-                                    float *scratch, bool accumulate, cudaStream_t stream) {
+                                    float *scratch, bool accumulate, cudaStream_t stream, int stage = 1) {
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
     if (!attention_backward_sm90_available())
@@ -1389,16 +1456,23 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
+    if (stage != 1 && stage != 2) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1 or 2)", stage);
     static bool configured = false;
     if (!configured) {
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         configured = true;
     }
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
     const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
+    const CUtensorMap tdq = bwd_tensor_map(dq_acc, B, T, H, H_BR);
     dim3 grid(KV, B, ceil_div(T, H_BC));
-    attention_backward_sm90_kernel<<<grid, H_THREADS, H_SMEM, stream>>>(tq, tdo, tk, tv, dk, dv, dq_acc, lse2, Dd, T, H, KV,
-                                                                        accumulate);
+    if (stage == 1)
+        attention_backward_sm90_kernel<1><<<grid, H_THREADS, H_SMEM, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd,
+                                                                               T, H, KV, accumulate);
+    else
+        attention_backward_sm90_kernel<2><<<grid, H_THREADS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd,
+                                                                                T, H, KV, accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
