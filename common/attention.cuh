@@ -901,6 +901,7 @@ namespace attn {
 constexpr int H_BC = 128;                // keys per CTA (2 warpgroups x 64)
 constexpr int H_BR = 64;                 // query rows per tile
 constexpr int H_THREADS = 256;
+constexpr int H_THREADS_WS = 384;  // stage 3: a producer warpgroup + 2 consumer warpgroups
 constexpr uint32_t H_KV_BYTES = H_BC * ROW_BYTES;   // one K or V block (16 KB)
 constexpr uint32_t H_Q_BYTES = H_BR * ROW_BYTES;    // one Q or dO tile (8 KB)
 constexpr uint32_t H_STAT_BYTES = H_BR * 4;         // lse2 or D of one tile
@@ -1035,8 +1036,14 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 // STAGE 2: each warpgroup stages its dQ partial in shared memory and adds it to dq_acc with two
 //          TMA reduce-adds (tm_dq: fp32 (hd, H, T, B), 32 x 1 x 64 x 1 boxes, 128-byte swizzle),
 //          so no atomics and no CTA barrier for the exchange (one __syncthreads per tile left).
+// STAGE 3: warp specialized, 384 threads: warpgroup 0 is the producer (its warp 0 TMA-loads K/V,
+//          then streams Q, dO, lse2, D into the 2-stage ring, waiting on per-stage "empty"
+//          mbarriers; registers given back with setmaxnreg), warpgroups 1 and 2 are consumers
+//          (registers raised to 240) that wait on "full" mbarriers and never sync CTA-wide, so
+//          one can run its exp() while the other's GEMMs run. dS^T is double-buffered (the
+//          exchange area of stage 1 is its second buffer), dQ as in stage 2.
 template <int STAGE>
-__global__ void __launch_bounds__(H_THREADS, 1)
+__global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
                                    const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
                                    const __grid_constant__ CUtensorMap tm_dq, __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
@@ -1046,12 +1053,14 @@ __global__ void __launch_bounds__(H_THREADS, 1)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
     unsigned char *sbase = smem_raw + (base - smem_u32(smem_raw));
-    const int tid = threadIdx.x, wg = tid / 128, t = tid % 128, warp = t / 32, lane = tid % 32;
+    constexpr bool WS = STAGE >= 3;  // warp specialized: warpgroup 0 produces, 1 and 2 consume (as wg 0, 1)
+    const int tid = threadIdx.x, wg = tid / 128 - (WS ? 1 : 0), t = tid % 128, warp = t / 32, lane = tid % 32;
     const int kh = blockIdx.x, b = blockIdx.y, k0 = blockIdx.z * H_BC;
     const int G = H / KV;
     const uint32_t sK = base + H_OFF_K, sV = base + H_OFF_V, sdS = base + H_OFF_DS;
     const uint32_t bar_kv = base + H_OFF_BAR;
-    auto bar_stage = [&](int st) { return base + H_OFF_BAR + 8 + 8 * st; };
+    auto bar_stage = [&](int st) { return base + H_OFF_BAR + 8 + 8 * st; };  // "full"
+    auto bar_empty = [&](int st) { return base + H_OFF_BAR + 24 + 8 * st; };  // stage 3: released by the consumers
     const float *sL0 = reinterpret_cast<const float *>(sbase + H_OFF_L);
     const float *sD0 = reinterpret_cast<const float *>(sbase + H_OFF_D);
     float4 *xch = reinterpret_cast<float4 *>(sbase + H_OFF_X);  // [direction][4][128]
@@ -1081,25 +1090,57 @@ __global__ void __launch_bounds__(H_THREADS, 1)
 
     if (tid == 0) {
         mbar_init(bar_kv, 1);
-        mbar_init(bar_stage(0), 1);
-        mbar_init(bar_stage(1), 1);
+        // stage 3: a stage is full after the TMA bytes and the 32 producer lanes' lse2 / D
+        // stores (33 arrivals: one with the byte count, 32 plain), empty after all 256 consumers
+        mbar_init(bar_stage(0), WS ? 33 : 1);
+        mbar_init(bar_stage(1), WS ? 33 : 1);
+        if (WS) {
+            mbar_init(bar_empty(0), 2 * 128);
+            mbar_init(bar_empty(1), 2 * 128);
+        }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
         fence_proxy_async();
     }
-    __syncthreads();
+    __syncthreads();  // (the last CTA-wide barrier of stage 3)
     if (tid == 0) {
         mbar_expect_tx(bar_kv, 2 * H_KV_BYTES);
         tma_load_4d(sK, &tm_k, 0, kh, k0, b, bar_kv);
         tma_load_4d(sV, &tm_v, 0, kh, k0, b, bar_kv);
     }
-    issue_stage(0, kh * G, m_first);
+    if constexpr (WS) {
+        if (wg < 0) {  // the producer warpgroup: 24 registers are plenty; its warps 1..3 leave
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+            if (warp != 0) return;
+            for (int it = 0; it < n_iter; it++) {
+                const int st = it & 1, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
+                if (it >= 2) mbar_wait(bar_empty(st), ((it >> 1) - 1) & 1);  // the consumers are done with it - 2
+                if (lane == 0) {
+                    mbar_expect_tx(bar_stage(st), H_STAGE_TX);
+                    tma_load_4d(base + H_OFF_Q + st * H_Q_BYTES, &tm_q, 0, h, q0, b, bar_stage(st));
+                    tma_load_4d(base + H_OFF_DO + st * H_Q_BYTES, &tm_do, 0, h, q0, b, bar_stage(st));
+                }
+#pragma unroll
+                for (int r = lane; r < H_BR; r += 32) {  // 0 past T (those rows are masked)
+                    const bool ok = q0 + r < T;
+                    const size_t o = ((size_t)b * H + h) * T + q0 + r;
+                    sLw[st * H_BR + r] = ok ? lse2[o] : 0.f;
+                    sDw[st * H_BR + r] = ok ? Dd[o] : 0.f;
+                }
+                asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_stage(st)) : "memory");
+            }
+            return;
+        }
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    } else {
+        issue_stage(0, kh * G, m_first);
+    }
 
     float dkacc[32], dvacc[32];
 #pragma unroll
     for (int i = 0; i < 32; i++) dkacc[i] = dvacc[i] = 0.f;
     const int key0 = k0 + wg * 64;                  // this warpgroup's keys: key0 .. key0 + 63
     const int krow = key0 + warp * 16 + lane / 4;   // the key of accumulator rows (e / 2 even); +8 for odd
-    const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES, sdSw = sdS + wg * 64 * ROW_BYTES;
+    const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES;
     constexpr float sl2 = SCALE * LOG2E;
     mbar_wait(bar_kv, 0);
 
@@ -1107,12 +1148,27 @@ __global__ void __launch_bounds__(H_THREADS, 1)
         const int hi = it / n_m, m = m_first + it % n_m;
         const int h = kh * G + hi, q0 = m * H_BR;
         const int st = it & 1;
-        // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange are
-        // free, and this stage's lse2 / D (cp.async) have landed and are visible
-        cp_async_wait_all();
-        __syncthreads();
-        if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
+        if constexpr (!WS) {
+            // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange
+            // are free, and this stage's lse2 / D (cp.async) have landed and are visible
+            cp_async_wait_all();
+            __syncthreads();
+            if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
+        }
         mbar_wait(bar_stage(st), (it >> 1) & 1);
+        // stage 3: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
+        // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
+        const uint32_t sdSt = WS && (it & 1) ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
+        if (WS && wg == 1 && m == m_first) {
+            // stage 3: all 64 keys of warpgroup 1 lie above every query of the key block's first
+            // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
+            // buffer and dS^T buffer rules of the next tile need what this tile would have done:
+            // the pending reduce-adds done reading, and a warpgroup barrier after the last dQ wgmma
+            asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
+            if (t == 0) bulk_wait_read<0>();
+            named_bar_sync(1 + wg, 128);
+            continue;
+        }
         const uint32_t sQ = base + H_OFF_Q + st * H_Q_BYTES, sdO = base + H_OFF_DO + st * H_Q_BYTES;
         const float *sL = sL0 + st * H_BR, *sD = sD0 + st * H_BR;
 
@@ -1176,10 +1232,10 @@ __global__ void __launch_bounds__(H_THREADS, 1)
             const int r = wg * 64 + warp * 16 + lane / 4;
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {
-                st_shared_b32(sdS + swz(r, 2 * kk) + (lane & 3) * 4, ads[kk][0]);
-                st_shared_b32(sdS + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[kk][1]);
-                st_shared_b32(sdS + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
-                st_shared_b32(sdS + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
+                st_shared_b32(sdSt + swz(r, 2 * kk) + (lane & 3) * 4, ads[kk][0]);
+                st_shared_b32(sdSt + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[kk][1]);
+                st_shared_b32(sdSt + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
+                st_shared_b32(sdSt + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
             }
             // dV += P^T dO, dK += dS^T Q: k = the 64 queries, 16 rows (2048 bytes) per k-step
             wg_fence();
@@ -1196,13 +1252,15 @@ __global__ void __launch_bounds__(H_THREADS, 1)
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)
-                wg_mma_ss<1, 1>(dq, wg_desc(sdSw + 2048 * kk), wg_desc(sKw + 2048 * kk), kk);
+                wg_mma_ss<1, 1>(dq, wg_desc(sdSwt + 2048 * kk), wg_desc(sKw + 2048 * kk), kk);
             wg_commit();
             wg_wait<0>();
             wg_fence_acc(dq);
             wg_fence_acc(dkacc);
             wg_fence_acc(dvacc);
         }
+        // stage 3: this thread is done with the stage's Q, dO, lse2, D
+        if constexpr (WS) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
         if constexpr (STAGE == 1) {
             // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
             // (indices stay compile-time constants, selected by wg, so dq stays in registers)
@@ -1267,7 +1325,7 @@ __global__ void __launch_bounds__(H_THREADS, 1)
             }
         }
     }
-    if constexpr (STAGE == 2) {
+    if constexpr (STAGE >= 2) {
         if (t == 0) bulk_wait_all();  // the reduce-adds are done before the CTA (and its shared memory) goes
     }
 
@@ -1443,8 +1501,8 @@ inline bool attention_backward_sm90_available() {
 }
 
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
-// message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics) or 2
-// (dQ by TMA reduce-adds), see attention_backward_sm90_kernel.
+// message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
+// by TMA reduce-adds) or 3 (2 + warp specialized), see attention_backward_sm90_kernel.
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                     const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
@@ -1456,11 +1514,12 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
-    if (stage != 1 && stage != 2) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1 or 2)", stage);
+    if (stage < 1 || stage > 3) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1, 2 or 3)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         configured = true;
     }
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
@@ -1470,9 +1529,12 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     if (stage == 1)
         attention_backward_sm90_kernel<1><<<grid, H_THREADS, H_SMEM, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd,
                                                                                T, H, KV, accumulate);
-    else
+    else if (stage == 2)
         attention_backward_sm90_kernel<2><<<grid, H_THREADS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd,
                                                                                 T, H, KV, accumulate);
+    else
+        attention_backward_sm90_kernel<3><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
+                                                                                   Dd, T, H, KV, accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
