@@ -915,11 +915,12 @@ constexpr uint32_t H_OFF_X = H_OFF_DO + 2 * H_Q_BYTES;
 constexpr uint32_t H_OFF_L = H_OFF_X + H_XCH_BYTES;      // [2] lse2 stages
 constexpr uint32_t H_OFF_D = H_OFF_L + 2 * H_STAT_BYTES; // [2] D stages
 constexpr uint32_t H_OFF_BAR = H_OFF_D + 2 * H_STAT_BYTES;  // 3 mbarriers: K/V, stage 0, stage 1
-constexpr int H_SMEM = (int)H_OFF_BAR + 64 + 1024;       // + slack to align the base to 1024
+constexpr uint32_t H_BAR_BYTES = 128;                   // room for 9 mbarriers (stage 4 uses them all)
+constexpr int H_SMEM = (int)(H_OFF_BAR + H_BAR_BYTES) + 1024;  // + slack to align the base to 1024
 // stage 2: each warpgroup stages its fp32 dQ partial (64 x 64, as two 64-row x 32-column
 // halves with the 128-byte swizzle) for the TMA reduce-add, in 2 buffers (tile it uses it % 2)
 constexpr uint32_t H_DQ_BYTES = H_BR * HD * 4;           // one warpgroup's dQ partial (16 KB)
-constexpr uint32_t H_OFF_DQ = (H_OFF_BAR + 64 + 1023) & ~1023u;  // [warpgroup][2 buffers]
+constexpr uint32_t H_OFF_DQ = (H_OFF_BAR + H_BAR_BYTES + 1023) & ~1023u;  // [warpgroup][2 buffers] (stage 4: [2])
 constexpr int H_SMEM2 = (int)(H_OFF_DQ + 4 * H_DQ_BYTES) + 1024;
 static_assert(H_OFF_Q % 1024 == 0 && H_OFF_DO % 1024 == 0 && H_OFF_X % 1024 == 0, "wgmma/TMA tiles are 1024-aligned");
 
@@ -1042,6 +1043,10 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 //          (registers raised to 240) that wait on "full" mbarriers and never sync CTA-wide, so
 //          one can run its exp() while the other's GEMMs run. dS^T is double-buffered (the
 //          exchange area of stage 1 is its second buffer), dQ as in stage 2.
+// STAGE 4: stage 3 with one dQ reduce-add per tile (half the reduce bytes): consumer 0 writes its
+//          partial to the tile's buffer and arrives on "dq ready"; consumer 1 adds its own
+//          partial to it and issues the reduce-adds, and frees the buffer ("dq free") once the
+//          reduce has read it. Consumer 0 may run up to a tile ahead of consumer 1.
 template <int STAGE>
 __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
@@ -1061,6 +1066,8 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const uint32_t bar_kv = base + H_OFF_BAR;
     auto bar_stage = [&](int st) { return base + H_OFF_BAR + 8 + 8 * st; };  // "full"
     auto bar_empty = [&](int st) { return base + H_OFF_BAR + 24 + 8 * st; };  // stage 3: released by the consumers
+    auto bar_dq_ready = [&](int st) { return base + H_OFF_BAR + 40 + 8 * st; };  // stage 4: consumer 0's partial is in
+    auto bar_dq_free = [&](int st) { return base + H_OFF_BAR + 56 + 8 * st; };   // stage 4: the reduce has read it
     const float *sL0 = reinterpret_cast<const float *>(sbase + H_OFF_L);
     const float *sD0 = reinterpret_cast<const float *>(sbase + H_OFF_D);
     float4 *xch = reinterpret_cast<float4 *>(sbase + H_OFF_X);  // [direction][4][128]
@@ -1097,6 +1104,12 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         if (WS) {
             mbar_init(bar_empty(0), 2 * 128);
             mbar_init(bar_empty(1), 2 * 128);
+        }
+        if (STAGE >= 4) {
+            mbar_init(bar_dq_ready(0), 128);
+            mbar_init(bar_dq_ready(1), 128);
+            mbar_init(bar_dq_free(0), 1);
+            mbar_init(bar_dq_free(1), 1);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
         fence_proxy_async();
@@ -1142,6 +1155,15 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const int krow = key0 + warp * 16 + lane / 4;   // the key of accumulator rows (e / 2 even); +8 for odd
     const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES;
     constexpr float sl2 = SCALE * LOG2E;
+    // stages 2..4, thread 0 of a warpgroup: dq_acc (tile q0 of head h) += the fp32 tile at sdq,
+    // then wait until the reduce of the previous tile has read its buffer (stage 4: and say so)
+    auto dq_reduce = [&](uint32_t sdq, int h, int q0, int it) {
+        tma_reduce_add_4d(&tm_dq, sdq, 0, h, q0, b);
+        tma_reduce_add_4d(&tm_dq, sdq + H_DQ_BYTES / 2, 32, h, q0, b);
+        bulk_commit();
+        bulk_wait_read<1>();
+        if (STAGE >= 4 && it >= 1) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_dq_free((it - 1) & 1)) : "memory");
+    };
     mbar_wait(bar_kv, 0);
 
     for (int it = 0; it < n_iter; it++) {
@@ -1165,7 +1187,14 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             // buffer and dS^T buffer rules of the next tile need what this tile would have done:
             // the pending reduce-adds done reading, and a warpgroup barrier after the last dQ wgmma
             asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
-            if (t == 0) bulk_wait_read<0>();
+            if (t == 0) {
+                if constexpr (STAGE >= 4) {  // consumer 0's partial is the whole tile: reduce it as it is
+                    mbar_wait(bar_dq_ready(st), (it >> 1) & 1);
+                    dq_reduce(base + H_OFF_DQ + st * H_DQ_BYTES, kh * G + hi, q0, it);
+                } else {
+                    bulk_wait_read<0>();
+                }
+            }
             named_bar_sync(1 + wg, 128);
             continue;
         }
@@ -1303,7 +1332,17 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             // reduce-adds (rows past T are clipped by the tensor map). Element 4j + 2r (+1) is
             // row 16 warp + lane / 4 + 8r, column 8j + 2 (lane % 4) (+1): half j / 4, 16-byte
             // chunk 2 (j % 4) + (lane % 4) / 2 of the 128-byte row, swizzled by the row % 8
-            const uint32_t sdq = base + H_OFF_DQ + (2 * wg + st) * H_DQ_BYTES;
+            // Stage 4: one buffer per tile; consumer 0 stores (once consumer 1's reduce of tile
+            // it - 2 has read it), consumer 1 adds (once consumer 0's partial is in) and reduces.
+            const uint32_t sdq = base + H_OFF_DQ + (STAGE >= 4 ? st : 2 * wg + st) * H_DQ_BYTES;
+            const bool adds = STAGE >= 4 && wg == 1;
+            if constexpr (STAGE >= 4) {
+                if (wg == 0) {
+                    if (it >= 2) mbar_wait(bar_dq_free(st), ((it >> 1) - 1) & 1);
+                } else {
+                    mbar_wait(bar_dq_ready(st), (it >> 1) & 1);
+                }
+            }
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const int row = warp * 16 + lane / 4 + 8 * r;
@@ -1311,17 +1350,22 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                 for (int j = 0; j < 8; j++) {
                     const uint32_t a = sdq + (j / 4) * (H_DQ_BYTES / 2) + row * 128 +
                                        (((2 * (j % 4) + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
-                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(dq[4 * j + 2 * r]), "f"(dq[4 * j + 2 * r + 1])
-                                 : "memory");
+                    float x0 = dq[4 * j + 2 * r], x1 = dq[4 * j + 2 * r + 1];
+                    if (adds) {
+                        float y0, y1;
+                        asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(y0), "=f"(y1) : "r"(a) : "memory");
+                        x0 = y0 + x0;  // consumer 0's partial first: the same order every run
+                        x1 = y1 + x1;
+                    }
+                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(x0), "f"(x1) : "memory");
                 }
             }
             fence_proxy_async();
-            named_bar_sync(1 + wg, 128);
-            if (t == 0) {
-                tma_reduce_add_4d(&tm_dq, sdq, 0, h, q0, b);
-                tma_reduce_add_4d(&tm_dq, sdq + H_DQ_BYTES / 2, 32, h, q0, b);
-                bulk_commit();
-                bulk_wait_read<1>();  // the other buffer (tile it - 1) is free for tile it + 1
+            if (STAGE >= 4 && wg == 0) {
+                asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_dq_ready(st)) : "memory");
+            } else {
+                named_bar_sync(1 + wg, 128);
+                if (t == 0) dq_reduce(sdq, h, q0, it);  // stages 2, 3: the other buffer (tile it - 1) is free for it + 1
             }
         }
     }
@@ -1502,7 +1546,8 @@ inline bool attention_backward_sm90_available() {
 
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
 // message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
-// by TMA reduce-adds) or 3 (2 + warp specialized), see attention_backward_sm90_kernel.
+// by TMA reduce-adds), 3 (2 + warp specialized) or 4 (3 + one reduce per tile), see
+// attention_backward_sm90_kernel.
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                     const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
@@ -1514,12 +1559,13 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
-    if (stage < 1 || stage > 3) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1, 2 or 3)", stage);
+    if (stage < 1 || stage > 4) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..4)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         configured = true;
     }
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
@@ -1532,8 +1578,11 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     else if (stage == 2)
         attention_backward_sm90_kernel<2><<<grid, H_THREADS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd,
                                                                                 T, H, KV, accumulate);
-    else
+    else if (stage == 3)
         attention_backward_sm90_kernel<3><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
+                                                                                   Dd, T, H, KV, accumulate);
+    else
+        attention_backward_sm90_kernel<4><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
                                                                                    Dd, T, H, KV, accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
