@@ -865,10 +865,10 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 }  // namespace attn
 
 // ----------------------------------------------------------------------------
-// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stage S1 of the wgmma plan)
+// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages S1..S2 of the wgmma plan)
 //
 // The same math and output contract as attention_backward_kernel above, on Hopper's own path:
-// - One CTA (2 warpgroups, 256 threads) owns 128 keys of one (b, kv head); warpgroup w owns
+// - One CTA (2 warpgroups, 256 threads; stages 3, 4: + a producer warpgroup) owns 128 keys of one (b, kv head); warpgroup w owns
 //   keys k0 + 64w .. +63. K and V are TMA-loaded once; the CTA loops over (query head of the
 //   GQA group) x (64-row query tiles from the diagonal to the end), and Q, dO (TMA, 4-d tensor
 //   maps, so rows past T come back as zeros; a stage completes on its mbarrier) and lse2, D
@@ -886,15 +886,23 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 //   Stage 2 (attention_backward_sm90(..., stage = 2)): each warpgroup writes its fp32 partial
 //   to shared memory and adds it with two TMA reduce-adds (cp.reduce.async.bulk.tensor), so
 //   the per-element atomics and the CTA barrier of the exchange go (twice the reduce bytes).
+//   Stage 3: stage 2, warp specialized: a producer warpgroup (setmaxnreg down to 24; one warp
+//   works) feeds the ring through "full" mbarriers and waits on per-stage "empty" ones; the two
+//   consumer warpgroups (setmaxnreg up to 240) never meet at a CTA barrier, so one's exp()
+//   overlaps the other's GEMMs; warpgroup 1 skips the key block's fully masked first tile.
+//   Stage 4: stage 3 with one reduce-add per tile: consumer 0 hands its dQ partial to consumer
+//   1 through shared memory and two mbarriers ("dq ready" / "dq free").
 // - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
-// Resources (ptxas, sm_90a): 207 registers, no spills, no serialized-wgmma warnings (C7510-
-// C7520); ~100 KB of shared memory, 1 CTA (8 warps) per SM. Written without a GPU at hand: its
-// rate is measured by build/dev_attention ("attention_backward v0/wgmma").
-// Not yet here (stage S2/S3): a producer warp with setmaxnreg and per-stage "empty" mbarriers
-// instead of the two CTA barriers per tile (they keep both warpgroups in lockstep, so their
-// exp() phases do not overlap the other's GEMMs), a persistent grid, skipping the fully masked
-// first tile of warpgroup 1 without a divergent branch around wgmma.
+// - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
+//   query tiles (z = 0) start first: longest-first without a persistent scheduler.
+// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 207 registers, stage 2 201, stages 3/4 168 at
+// launch (consumers 240 after setmaxnreg); no spills, no serialized-wgmma warnings (C7510-
+// C7520); shared memory ~100 KB (stage 1) / ~164 KB (2..4), 1 CTA per SM. Written without a GPU
+// at hand: build/dev_attention checks every stage and prints "attention_backward
+// v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
+// Not yet here: a persistent grid, 3 ring stages, P^T / dS^T exchange between the consumers
+// in the FA3 style (dQ split by rows instead of summed), XSA fused in the epilogue.
 
 namespace attn {
 
