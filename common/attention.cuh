@@ -896,7 +896,7 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
 //   query tiles (z = 0) start first: longest-first without a persistent scheduler.
-// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 207 registers, stage 2 201, stages 3/4 168 at
+// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 207 registers, stage 2 183, stages 3/4 168 at
 // launch (consumers 240 after setmaxnreg); no spills, no serialized-wgmma warnings (C7510-
 // C7520); shared memory ~100 KB (stage 1) / ~164 KB (2..4), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward
@@ -1067,7 +1067,12 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
     unsigned char *sbase = smem_raw + (base - smem_u32(smem_raw));
     constexpr bool WS = STAGE >= 3;  // warp specialized: warpgroup 0 produces, 1 and 2 consume (as wg 0, 1)
-    const int tid = threadIdx.x, wg = tid / 128 - (WS ? 1 : 0), t = tid % 128, warp = t / 32, lane = tid % 32;
+    // stages 2..4 take the warpgroup index through a shuffle: provably warp-uniform, which ptxas
+    // needs to give the producer and consumer branches their own register counts (setmaxnreg;
+    // without it stages 3, 4 are capped at 168 registers and serialize wgmma, C7512). Stage 1
+    // stays as measured (207 registers; with the shuffle it would take 175).
+    const int tid = threadIdx.x, t = tid % 128, warp = t / 32, lane = tid % 32;
+    const int wg = (STAGE >= 2 ? __shfl_sync(0xffffffffu, tid / 128, 0) : tid / 128) - (WS ? 1 : 0);
     const int kh = blockIdx.x, b = blockIdx.y, k0 = blockIdx.z * H_BC;
     const int G = H / KV;
     const uint32_t sK = base + H_OFF_K, sV = base + H_OFF_V, sdS = base + H_OFF_DS;
