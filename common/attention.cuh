@@ -990,18 +990,24 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
 __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
-// wait until the phase with parity `parity` has completed. A byte count that never arrives
-// would hang the GPU: after ~2^28 polls (tens of seconds) trap instead, so the launch fails
-// with an error rather than never returning.
+// wait until the phase with parity `parity` has completed. A byte count or an arrival that
+// never comes would hang the GPU (try_wait may sleep a while per poll, so a poll count is no
+// clock): after 10 s of the global timer, trap instead, so the launch fails with an error.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
     uint32_t done = 0;
-    for (uint32_t polls = 0; !done; polls++) {
+    uint64_t t_start = 0;
+    for (uint32_t polls = 1; !done; polls++) {
         asm volatile(
             "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
             : "=r"(done)
             : "r"(bar), "r"(parity)
             : "memory");
-        if (polls == (1u << 28)) __trap();
+        if (!done && polls % 256 == 0) {
+            uint64_t now;
+            asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
+            if (t_start == 0) t_start = now;
+            else if (now - t_start > 10000000000ull) __trap();
+        }
     }
 }
 // TMA: a box of a 4-d tensor map (coordinates innermost first) into shared memory, completing on bar
