@@ -891,7 +891,8 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 //   consumer warpgroups (setmaxnreg up to 240) never meet at a CTA barrier, so one's exp()
 //   overlaps the other's GEMMs; warpgroup 1 skips the key block's fully masked first tile.
 //   Stage 4: stage 3 with one reduce-add per tile: consumer 0 hands its dQ partial to consumer
-//   1 through shared memory and two mbarriers ("dq ready" / "dq free").
+//   1 through shared memory and two mbarriers ("dq ready" / "dq free"). Stage 5: stage 4 with
+//   a 3-stage ring (the producer two tiles ahead).
 // - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
@@ -922,7 +923,7 @@ constexpr uint32_t H_OFF_DO = H_OFF_Q + 2 * H_Q_BYTES;   // [2] stages
 constexpr uint32_t H_OFF_X = H_OFF_DO + 2 * H_Q_BYTES;
 constexpr uint32_t H_OFF_L = H_OFF_X + H_XCH_BYTES;      // [2] lse2 stages
 constexpr uint32_t H_OFF_D = H_OFF_L + 2 * H_STAT_BYTES; // [2] D stages
-constexpr uint32_t H_OFF_BAR = H_OFF_D + 2 * H_STAT_BYTES;  // 3 mbarriers: K/V, stage 0, stage 1
+constexpr uint32_t H_OFF_BAR = H_OFF_D + 2 * H_STAT_BYTES;  // mbarriers: K/V, full[2], empty[2], dq ready[2], dq free[2], full[2], empty[2]
 constexpr uint32_t H_BAR_BYTES = 128;                   // room for 9 mbarriers (stage 4 uses them all)
 constexpr int H_SMEM = (int)(H_OFF_BAR + H_BAR_BYTES) + 1024;  // + slack to align the base to 1024
 // stage 2: each warpgroup stages its fp32 dQ partial (64 x 64, as two 64-row x 32-column
@@ -930,6 +931,11 @@ constexpr int H_SMEM = (int)(H_OFF_BAR + H_BAR_BYTES) + 1024;  // + slack to ali
 constexpr uint32_t H_DQ_BYTES = H_BR * HD * 4;           // one warpgroup's dQ partial (16 KB)
 constexpr uint32_t H_OFF_DQ = (H_OFF_BAR + H_BAR_BYTES + 1023) & ~1023u;  // [warpgroup][2 buffers] (stage 4: [2])
 constexpr int H_SMEM2 = (int)(H_OFF_DQ + 4 * H_DQ_BYTES) + 1024;
+// stage 5: a third ring stage (Q, dO, then lse2 and D) after the dQ buffers
+constexpr uint32_t H_OFF_Q3 = H_OFF_DQ + 4 * H_DQ_BYTES, H_OFF_DO3 = H_OFF_Q3 + H_Q_BYTES;
+constexpr uint32_t H_OFF_LD3 = H_OFF_DO3 + H_Q_BYTES;  // lse2 [64] then D [64]
+constexpr int H_SMEM5 = (int)(H_OFF_LD3 + 2 * H_STAT_BYTES) + 1024;
+static_assert(H_OFF_Q3 % 1024 == 0 && H_OFF_DO3 % 1024 == 0 && H_SMEM5 <= 227 * 1024, "stage 5 ring fits, tiles aligned");
 static_assert(H_OFF_Q % 1024 == 0 && H_OFF_DO % 1024 == 0 && H_OFF_X % 1024 == 0, "wgmma/TMA tiles are 1024-aligned");
 
 // ---- sm90 primitives (backward) ----
@@ -1061,6 +1067,7 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 //          partial to the tile's buffer and arrives on "dq ready"; consumer 1 adds its own
 //          partial to it and issues the reduce-adds, and frees the buffer ("dq free") once the
 //          reduce has read it. Consumer 0 may run up to a tile ahead of consumer 1.
+// STAGE 5: stage 4 with a 3-stage ring (Q, dO, lse2, D), so the producer can run two tiles ahead.
 template <int STAGE>
 __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
@@ -1083,12 +1090,18 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const int G = H / KV;
     const uint32_t sK = base + H_OFF_K, sV = base + H_OFF_V, sdS = base + H_OFF_DS;
     const uint32_t bar_kv = base + H_OFF_BAR;
-    auto bar_stage = [&](int st) { return base + H_OFF_BAR + 8 + 8 * st; };  // "full"
-    auto bar_empty = [&](int st) { return base + H_OFF_BAR + 24 + 8 * st; };  // stage 3: released by the consumers
+    // ring stages: 2, or 3 in stage 5 (its third stage's tiles and mbarriers sit apart)
+    constexpr int NST = STAGE >= 5 ? 3 : 2;
+    auto bar_stage = [&](int st) { return base + H_OFF_BAR + (st < 2 ? 8 + 8 * st : 72); };  // "full"
+    auto bar_empty = [&](int st) { return base + H_OFF_BAR + (st < 2 ? 24 + 8 * st : 80); };  // stage 3+: released by the consumers
+    auto ring_q = [&](int st) { return base + (st < 2 ? H_OFF_Q + st * H_Q_BYTES : H_OFF_Q3); };
+    auto ring_do = [&](int st) { return base + (st < 2 ? H_OFF_DO + st * H_Q_BYTES : H_OFF_DO3); };
+    auto ring_l = [&](int st) { return reinterpret_cast<float *>(sbase + (st < 2 ? H_OFF_L + st * H_STAT_BYTES : H_OFF_LD3)); };
+    auto ring_d = [&](int st) {
+        return reinterpret_cast<float *>(sbase + (st < 2 ? H_OFF_D + st * H_STAT_BYTES : H_OFF_LD3 + H_STAT_BYTES));
+    };
     auto bar_dq_ready = [&](int st) { return base + H_OFF_BAR + 40 + 8 * st; };  // stage 4: consumer 0's partial is in
     auto bar_dq_free = [&](int st) { return base + H_OFF_BAR + 56 + 8 * st; };   // stage 4: the reduce has read it
-    const float *sL0 = reinterpret_cast<const float *>(sbase + H_OFF_L);
-    const float *sD0 = reinterpret_cast<const float *>(sbase + H_OFF_D);
     float4 *xch = reinterpret_cast<float4 *>(sbase + H_OFF_X);  // [direction][4][128]
     float *sLw = reinterpret_cast<float *>(sbase + H_OFF_L), *sDw = reinterpret_cast<float *>(sbase + H_OFF_D);
 
@@ -1118,11 +1131,9 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         mbar_init(bar_kv, 1);
         // stage 3: a stage is full after the TMA bytes and the 32 producer lanes' lse2 / D
         // stores (33 arrivals: one with the byte count, 32 plain), empty after all 256 consumers
-        mbar_init(bar_stage(0), WS ? 33 : 1);
-        mbar_init(bar_stage(1), WS ? 33 : 1);
-        if (WS) {
-            mbar_init(bar_empty(0), 2 * 128);
-            mbar_init(bar_empty(1), 2 * 128);
+        for (int st = 0; st < NST; st++) {
+            mbar_init(bar_stage(st), WS ? 33 : 1);
+            if (WS) mbar_init(bar_empty(st), 2 * 128);
         }
         if (STAGE >= 4) {
             mbar_init(bar_dq_ready(0), 128);
@@ -1144,19 +1155,20 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
             if (warp != 0) return;
             for (int it = 0; it < n_iter; it++) {
-                const int st = it & 1, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
-                if (it >= 2) mbar_wait(bar_empty(st), ((it >> 1) - 1) & 1);  // the consumers are done with it - 2
+                const int st = it % NST, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
+                if (it >= NST) mbar_wait(bar_empty(st), (it / NST - 1) & 1);  // the consumers are done with it - NST
                 if (lane == 0) {
                     mbar_expect_tx(bar_stage(st), H_STAGE_TX);
-                    tma_load_4d(base + H_OFF_Q + st * H_Q_BYTES, &tm_q, 0, h, q0, b, bar_stage(st));
-                    tma_load_4d(base + H_OFF_DO + st * H_Q_BYTES, &tm_do, 0, h, q0, b, bar_stage(st));
+                    tma_load_4d(ring_q(st), &tm_q, 0, h, q0, b, bar_stage(st));
+                    tma_load_4d(ring_do(st), &tm_do, 0, h, q0, b, bar_stage(st));
                 }
+                float *sl = ring_l(st), *sd = ring_d(st);
 #pragma unroll
                 for (int r = lane; r < H_BR; r += 32) {  // 0 past T (those rows are masked)
                     const bool ok = q0 + r < T;
                     const size_t o = ((size_t)b * H + h) * T + q0 + r;
-                    sLw[st * H_BR + r] = ok ? lse2[o] : 0.f;
-                    sDw[st * H_BR + r] = ok ? Dd[o] : 0.f;
+                    sl[r] = ok ? lse2[o] : 0.f;
+                    sd[r] = ok ? Dd[o] : 0.f;
                 }
                 asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_stage(st)) : "memory");
             }
@@ -1188,7 +1200,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     for (int it = 0; it < n_iter; it++) {
         const int hi = it / n_m, m = m_first + it % n_m;
         const int h = kh * G + hi, q0 = m * H_BR;
-        const int st = it & 1;
+        const int st = it % NST, db = it & 1;  // ring stage; dS^T / dQ buffer
         if constexpr (!WS) {
             // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange
             // are free, and this stage's lse2 / D (cp.async) have landed and are visible
@@ -1196,10 +1208,10 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             __syncthreads();
             if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
         }
-        mbar_wait(bar_stage(st), (it >> 1) & 1);
+        mbar_wait(bar_stage(st), (it / NST) & 1);
         // stage 3: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
         // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
-        const uint32_t sdSt = WS && (it & 1) ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
+        const uint32_t sdSt = WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
         if (WS && wg == 1 && m == m_first) {
             // stage 3: all 64 keys of warpgroup 1 lie above every query of the key block's first
             // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
@@ -1208,8 +1220,8 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
             if (t == 0) {
                 if constexpr (STAGE >= 4) {  // consumer 0's partial is the whole tile: reduce it as it is
-                    mbar_wait(bar_dq_ready(st), (it >> 1) & 1);
-                    dq_reduce(base + H_OFF_DQ + st * H_DQ_BYTES, kh * G + hi, q0, it);
+                    mbar_wait(bar_dq_ready(db), (it >> 1) & 1);
+                    dq_reduce(base + H_OFF_DQ + db * H_DQ_BYTES, kh * G + hi, q0, it);
                 } else {
                     bulk_wait_read<0>();
                 }
@@ -1217,8 +1229,8 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             named_bar_sync(1 + wg, 128);
             continue;
         }
-        const uint32_t sQ = base + H_OFF_Q + st * H_Q_BYTES, sdO = base + H_OFF_DO + st * H_Q_BYTES;
-        const float *sL = sL0 + st * H_BR, *sD = sD0 + st * H_BR;
+        const uint32_t sQ = ring_q(st), sdO = ring_do(st);
+        const float *sL = ring_l(st), *sD = ring_d(st);
 
         // (warpgroup 1 on the first tile of a key block has all its keys above the diagonal: it
         // runs anyway, fully masked, since a branch around wgmma makes ptxas serialize them, C7520)
@@ -1353,13 +1365,13 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             // chunk 2 (j % 4) + (lane % 4) / 2 of the 128-byte row, swizzled by the row % 8
             // Stage 4: one buffer per tile; consumer 0 stores (once consumer 1's reduce of tile
             // it - 2 has read it), consumer 1 adds (once consumer 0's partial is in) and reduces.
-            const uint32_t sdq = base + H_OFF_DQ + (STAGE >= 4 ? st : 2 * wg + st) * H_DQ_BYTES;
+            const uint32_t sdq = base + H_OFF_DQ + (STAGE >= 4 ? db : 2 * wg + db) * H_DQ_BYTES;
             const bool adds = STAGE >= 4 && wg == 1;
             if constexpr (STAGE >= 4) {
                 if (wg == 0) {
-                    if (it >= 2) mbar_wait(bar_dq_free(st), ((it >> 1) - 1) & 1);
+                    if (it >= 2) mbar_wait(bar_dq_free(db), ((it >> 1) - 1) & 1);
                 } else {
-                    mbar_wait(bar_dq_ready(st), (it >> 1) & 1);
+                    mbar_wait(bar_dq_ready(db), (it >> 1) & 1);
                 }
             }
 #pragma unroll
@@ -1381,7 +1393,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             }
             fence_proxy_async();
             if (STAGE >= 4 && wg == 0) {
-                asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_dq_ready(st)) : "memory");
+                asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_dq_ready(db)) : "memory");
             } else {
                 named_bar_sync(1 + wg, 128);
                 if (t == 0) dq_reduce(sdq, h, q0, it);  // stages 2, 3: the other buffer (tile it - 1) is free for it + 1
@@ -1565,7 +1577,8 @@ inline bool attention_backward_sm90_available() {
 
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
 // message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
-// by TMA reduce-adds), 3 (2 + warp specialized) or 4 (3 + one reduce per tile), see
+// by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile) or 5 (4 + a
+// 3-stage ring), see
 // attention_backward_sm90_kernel.
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
@@ -1578,13 +1591,14 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
-    if (stage < 1 || stage > 4) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..4)", stage);
+    if (stage < 1 || stage > 5) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..5)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
         configured = true;
     }
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
@@ -1600,8 +1614,11 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     else if (stage == 3)
         attention_backward_sm90_kernel<3><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
                                                                                    Dd, T, H, KV, accumulate);
-    else
+    else if (stage == 4)
         attention_backward_sm90_kernel<4><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
+                                                                                   Dd, T, H, KV, accumulate);
+    else
+        attention_backward_sm90_kernel<5><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
                                                                                    Dd, T, H, KV, accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);

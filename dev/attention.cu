@@ -14,6 +14,7 @@
 //              consumer warpgroups synchronized by full/empty mbarriers, no CTA-wide barriers)
 //   version 0/wgmma-s4: stage 4: stage 3 with the two consumers' dQ partials summed in shared
 //              memory (handed over on mbarriers), one reduce-add per tile
+//   version 0/wgmma-s5: stage 5: stage 4 with a 3-stage Q/dO/lse2/D ring
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
 //              and one thread per key row (dk, dv), all in fp32 on the CUDA cores
@@ -210,13 +211,13 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA2 = 4, V_WGMMA3 = 5, V_WGMMA4 = 6 };
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA2 = 4, V_WGMMA3 = 5, V_WGMMA4 = 6, V_WGMMA5 = 7 };
 static const char *version_name(int v) {
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_WGMMA ? "v0/wgmma" : v == V_WGMMA2 ? "v0/wgmma-s2"
-         : v == V_WGMMA3 ? "v0/wgmma-s3" : v == V_WGMMA4 ? "v0/wgmma-s4" : "v1";
+         : v == V_WGMMA3 ? "v0/wgmma-s3" : v == V_WGMMA4 ? "v0/wgmma-s4" : v == V_WGMMA5 ? "v0/wgmma-s5" : "v1";
 }
-static bool is_sm90(int v) { return v == V_WGMMA || v == V_WGMMA2 || v == V_WGMMA3 || v == V_WGMMA4; }
-static int sm90_stage(int v) { return v == V_WGMMA4 ? 4 : v == V_WGMMA3 ? 3 : v == V_WGMMA2 ? 2 : 1; }
+static bool is_sm90(int v) { return v >= V_WGMMA; }
+static int sm90_stage(int v) { return is_sm90(v) ? v - V_WGMMA + 1 : 0; }
 // dq partials per 128-key block: one, or one per warpgroup where each reduces its own (stages 2, 3)
 static int dq_parts_per_block(int v) { return v == V_WGMMA2 || v == V_WGMMA3 ? 2 : 1; }
 static int g_skipped = 0;  // checks not run (no sm_90a kernel here), reported in the closing line
@@ -349,7 +350,7 @@ static bool run_case(const Case &c) {
     // the bound of dq's fp32 reordering (for the run-to-run spread checks)
     const std::vector<double> dq_abs = dq_abs_sum_cpu(q, k, v, dout, out_b, lse_ref, B, T, H, KV);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_NAIVE}) {
         const std::string vn = std::string(version_name(ver)) + " ";
         if (is_sm90(ver) && !attention_backward_sm90_available()) {
             printf("  skip %-28s no sm_90a kernel on this device/build\n", (vn + "bwd").c_str());
@@ -455,7 +456,7 @@ static bool run_case(const Case &c) {
         attention_backward_cpu(cdq.data(), cdk.data(), cdv.data(), cdy.data(), q.data(), k.data(), v.data(), out_b.data(),
                                lse_ref.data(), B, T, H, KV, HD);
         // both backward kernels (where the sm90 one exists: attention_backward runs it there)
-        for (int ver : {V_SHIP, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4}) {
+        for (int ver : {V_SHIP, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5}) {
             if (is_sm90(ver) && !attention_backward_sm90_available()) {
                 printf("  skip %-28s no sm_90a kernel on this device/build\n", (std::string(version_name(ver)) + " chain").c_str());
                 g_skipped++;
@@ -509,7 +510,7 @@ static void bench_seed() {
         attention_backward_mma(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, B, T, H, KV, HD, scratch.p, false, 0);
     });
     bench_row("attention_backward v0", shape, ms, 0, bwd_flops);
-    for (int ver : {V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4}) {
+    for (int ver : {V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5}) {
         const std::string row = std::string("attention_backward ") + version_name(ver);
         if (!attention_backward_sm90_available()) {
             printf("skip %s (no sm_90a kernel on this device/build)\n", row.c_str());
