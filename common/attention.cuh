@@ -1186,8 +1186,8 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const int krow = key0 + warp * 16 + lane / 4;   // the key of accumulator rows (e / 2 even); +8 for odd
     const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES;
     constexpr float sl2 = SCALE * LOG2E;
-    // stages 2..4, thread 0 of a warpgroup: dq_acc (tile q0 of head h) += the fp32 tile at sdq,
-    // then wait until the reduce of the previous tile has read its buffer (stage 4: and say so)
+    // stages 2..5, thread 0 of a warpgroup: dq_acc (tile q0 of head h) += the fp32 tile at sdq,
+    // then wait until the reduce of the previous tile has read its buffer (stages 4, 5: and say so)
     auto dq_reduce = [&](uint32_t sdq, int h, int q0, int it) {
         tma_reduce_add_4d(&tm_dq, sdq, 0, h, q0, b);
         tma_reduce_add_4d(&tm_dq, sdq + H_DQ_BYTES / 2, 32, h, q0, b);
@@ -1209,11 +1209,11 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
         }
         mbar_wait(bar_stage(st), (it / NST) & 1);
-        // stage 3: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
+        // stages 3..5: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
         // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
         const uint32_t sdSt = WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
         if (WS && wg == 1 && m == m_first) {
-            // stage 3: all 64 keys of warpgroup 1 lie above every query of the key block's first
+            // stages 3..5: all 64 keys of warpgroup 1 lie above every query of the key block's first
             // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
             // buffer and dS^T buffer rules of the next tile need what this tile would have done:
             // the pending reduce-adds done reading, and a warpgroup barrier after the last dQ wgmma
@@ -1232,8 +1232,9 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         const uint32_t sQ = ring_q(st), sdO = ring_do(st);
         const float *sL = ring_l(st), *sD = ring_d(st);
 
-        // (warpgroup 1 on the first tile of a key block has all its keys above the diagonal: it
-        // runs anyway, fully masked, since a branch around wgmma makes ptxas serialize them, C7520)
+        // (stages 1, 2: warpgroup 1 on the first tile of a key block has all its keys above the
+        // diagonal: it runs anyway, fully masked, since a branch around wgmma made ptxas
+        // serialize them, C7520; stages 3..5 skip it at the loop level, above)
         float dq[32];
         {
             float s[32], dp[32];
