@@ -29,6 +29,7 @@
 //   make build/dev_attention && build/dev_attention               # checks, then benchmarks
 //   build/dev_attention --check-only | --bench-only
 //   build/dev_attention --check-only --small      # only T <= 200 (quick, e.g. under compute-sanitizer)
+//   build/dev_attention --sm90-stages 1,4         # only these stages of the sm90 backward (default all)
 //
 // Exits non-zero when any check fails.
 #include "check.cuh"
@@ -218,6 +219,14 @@ static const char *version_name(int v) {
 }
 static bool is_sm90(int v) { return v >= V_WGMMA; }
 static int sm90_stage(int v) { return is_sm90(v) ? v - V_WGMMA + 1 : 0; }
+static unsigned g_sm90_stages = ~0u;  // bit s: check and bench sm90 stage s (--sm90-stages)
+// why an sm90 version does not run here (nullptr: it runs)
+static const char *sm90_skip_reason(int v) {
+    if (!is_sm90(v)) return nullptr;
+    if (!attention_backward_sm90_available()) return "no sm_90a kernel on this device/build";
+    if (!(g_sm90_stages >> sm90_stage(v) & 1)) return "not in --sm90-stages";
+    return nullptr;
+}
 // dq partials per 128-key block: one, or one per warpgroup where each reduces its own (stages 2, 3)
 static int dq_parts_per_block(int v) { return v == V_WGMMA2 || v == V_WGMMA3 ? 2 : 1; }
 static int g_skipped = 0;  // checks not run (no sm_90a kernel here), reported in the closing line
@@ -352,8 +361,8 @@ static bool run_case(const Case &c) {
 
     for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_NAIVE}) {
         const std::string vn = std::string(version_name(ver)) + " ";
-        if (is_sm90(ver) && !attention_backward_sm90_available()) {
-            printf("  skip %-28s no sm_90a kernel on this device/build\n", (vn + "bwd").c_str());
+        if (const char *why = sm90_skip_reason(ver)) {
+            printf("  skip %-28s %s\n", (vn + "bwd").c_str(), why);
             g_skipped++;
             continue;
         }
@@ -457,8 +466,8 @@ static bool run_case(const Case &c) {
                                lse_ref.data(), B, T, H, KV, HD);
         // both backward kernels (where the sm90 one exists: attention_backward runs it there)
         for (int ver : {V_SHIP, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5}) {
-            if (is_sm90(ver) && !attention_backward_sm90_available()) {
-                printf("  skip %-28s no sm_90a kernel on this device/build\n", (std::string(version_name(ver)) + " chain").c_str());
+            if (const char *why = sm90_skip_reason(ver)) {
+                printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain").c_str(), why);
                 g_skipped++;
                 continue;
             }
@@ -512,8 +521,8 @@ static void bench_seed() {
     bench_row("attention_backward v0", shape, ms, 0, bwd_flops);
     for (int ver : {V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5}) {
         const std::string row = std::string("attention_backward ") + version_name(ver);
-        if (!attention_backward_sm90_available()) {
-            printf("skip %s (no sm_90a kernel on this device/build)\n", row.c_str());
+        if (const char *why = sm90_skip_reason(ver)) {
+            printf("skip %s (%s)\n", row.c_str(), why);
             continue;
         }
         ms = bench_ms([&] {
@@ -552,7 +561,15 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--check-only")) do_bench = false;
         else if (!strcmp(argv[i], "--bench-only")) do_check = false;
         else if (!strcmp(argv[i], "--small")) small = true;
-        else fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small)", argv[i]);
+        else if (!strcmp(argv[i], "--sm90-stages") && i + 1 < argc) {
+            g_sm90_stages = 0;
+            for (const char *c = argv[++i]; *c; c++) {
+                if (*c >= '1' && *c <= '5') g_sm90_stages |= 1u << (*c - '0');
+                else if (*c != ',') fatal_config("dev/attention.cu: --sm90-stages '%s': give stages 1..5, e.g. 1,3,4", argv[i]);
+            }
+        } else
+            fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small, --sm90-stages 1,2,..)",
+                         argv[i]);
     }
     DeviceInfo di = device_info();
     printf("device: %s (sm_%d%d, %d SMs)\n", di.name, di.cc_major, di.cc_minor, di.sm_count);
