@@ -911,6 +911,14 @@ constexpr int H_BC = 128;                // keys per CTA (2 warpgroups x 64)
 constexpr int H_BR = 64;                 // query rows per tile
 constexpr int H_THREADS = 256;
 constexpr int H_THREADS_WS = 384;  // stage 3: a producer warpgroup + 2 consumer warpgroups
+// S^T and dP^T in two wgmma commit groups (the exp of P^T while dP^T multiplies, 5649177)
+// instead of one. Off where the registers allow: with it, ptxas hoisted the 32 causal-mask
+// compares (~300 integer instructions, predicates packed into bit masks) above the first wgmma
+// of every tile and ran the exp chain through 4 rotating registers; stage 1 fell from 261 to
+// 217 TFLOP/s (H200, seed shape). Stages 3..5 keep it: ptxas allocates their consumers at the
+// 168 registers of the 384-thread launch (SASS never goes past R169, setmaxnreg 240 or not),
+// and the one-group product then spills (stages 4, 5) or serializes wgmma (stage 3, C7512).
+__host__ __device__ constexpr bool h_split_sdp(int stage) { return stage >= 3; }
 constexpr uint32_t H_KV_BYTES = H_BC * ROW_BYTES;   // one K or V block (16 KB)
 constexpr uint32_t H_Q_BYTES = H_BR * ROW_BYTES;    // one Q or dO tile (8 KB)
 constexpr uint32_t H_STAT_BYTES = H_BR * 4;         // lse2 or D of one tile
@@ -1238,12 +1246,11 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         float dq[32];
         {
             float s[32], dp[32];
-            // S^T and dP^T as two commit groups: the exp() of P^T runs while dP^T is multiplied
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
                 wg_mma_ss<0, 0>(s, wg_desc(sKw + 32 * kk), wg_desc(sQ + 32 * kk), kk);
-            wg_commit();
+            if constexpr (h_split_sdp(STAGE)) wg_commit();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) wg_mma_ss<0, 0>(dp, wg_desc(sVw + 32 * kk), wg_desc(sdO + 32 * kk), kk);
             wg_commit();
@@ -1253,32 +1260,56 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
 #else
             const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
 #endif
-            wg_wait<1>();
-            wg_fence_acc(s);
-            // P^T in place (0 above the diagonal and past T)
+            if constexpr (!h_split_sdp(STAGE)) {
+                // one commit group: P^T and dS^T in one pass, the exp and the FMAs interleaved
+                wg_wait<0>();
+                wg_fence_acc(s);
+                wg_fence_acc(dp);
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const int qc = j * 8 + (lane & 3) * 2;
-                const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+                for (int j = 0; j < 8; j++) {
+                    const int qc = j * 8 + (lane & 3) * 2;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+                    const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int i = 4 * j + e;
-                    float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                    if (need_mask) {
-                        const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                        if (key > qi || qi >= T) p = 0.f;
+                    for (int e = 0; e < 4; e++) {
+                        const int i = 4 * j + e;
+                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                        float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
+                        if (need_mask) {
+                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                            if (key > qi || qi >= T) p = ds = 0.f;
+                        }
+                        s[i] = p;
+                        dp[i] = ds;
                     }
-                    s[i] = p;
                 }
-            }
-            wg_wait<0>();
-            wg_fence_acc(dp);
-            // dS^T = P^T (dP^T - D) in place
+            } else {
+                // two commit groups: P^T while dP^T is still being multiplied, then dS^T
+                wg_wait<1>();
+                wg_fence_acc(s);
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
+                for (int j = 0; j < 8; j++) {
+                    const int qc = j * 8 + (lane & 3) * 2;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
 #pragma unroll
-                for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
+                    for (int e = 0; e < 4; e++) {
+                        const int i = 4 * j + e;
+                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                        if (need_mask) {
+                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                            if (key > qi || qi >= T) p = 0.f;
+                        }
+                        s[i] = p;
+                    }
+                }
+                wg_wait<0>();
+                wg_fence_acc(dp);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
+                }
             }
             // P^T and dS^T as bf16 A fragments, all packed before the fence (registers written
             // between wgmma issues make ptxas insert waits, C7519)
