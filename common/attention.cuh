@@ -897,12 +897,13 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
 //   query tiles (z = 0) start first: longest-first without a persistent scheduler.
-// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 207 registers, stage 2 183, stages 3/4 168 at
-// launch (consumers 240 after setmaxnreg); no spills, no serialized-wgmma warnings (C7510-
-// C7520); shared memory ~100 KB (stage 1) / ~164 KB (2..4), 1 CTA per SM. Written without a GPU
+// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 213 registers, stage 2 168, stages 3..5 168 at
+// launch (the consumers' code reaches R179 of their setmaxnreg 240, SASS); no spills, no
+// serialized-wgmma warnings (C7510-C7520); S^T and dP^T in one commit group (H_SPLIT_SDP);
+// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward
 // v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
-// Not yet here: a persistent grid, 3 ring stages, P^T / dS^T exchange between the consumers
+// Not yet here: a persistent grid, P^T / dS^T exchange between the consumers
 // in the FA3 style (dQ split by rows instead of summed), XSA fused in the epilogue.
 
 namespace attn {
@@ -912,13 +913,11 @@ constexpr int H_BR = 64;                 // query rows per tile
 constexpr int H_THREADS = 256;
 constexpr int H_THREADS_WS = 384;  // stage 3: a producer warpgroup + 2 consumer warpgroups
 // S^T and dP^T in two wgmma commit groups (the exp of P^T while dP^T multiplies, 5649177)
-// instead of one. Off where the registers allow: with it, ptxas hoisted the 32 causal-mask
-// compares (~300 integer instructions, predicates packed into bit masks) above the first wgmma
-// of every tile and ran the exp chain through 4 rotating registers; stage 1 fell from 261 to
-// 217 TFLOP/s (H200, seed shape). Stages 3..5 keep it: ptxas allocates their consumers at the
-// 168 registers of the 384-thread launch (SASS never goes past R169, setmaxnreg 240 or not),
-// and the one-group product then spills (stages 4, 5) or serializes wgmma (stage 3, C7512).
-__host__ __device__ constexpr bool h_split_sdp(int stage) { return stage >= 3; }
+// instead of one: a compile-time choice, off. With it, ptxas hoisted the 32 causal-mask compares
+// (~300 integer instructions, predicates packed into bit masks) above the first wgmma of every
+// tile and ran the exp chain through 4 rotating registers: stage 1 fell from 261 to 217 TFLOP/s
+// (H200, seed shape), and stages 2..5 inherited it.
+constexpr bool H_SPLIT_SDP = false;
 constexpr uint32_t H_KV_BYTES = H_BC * ROW_BYTES;   // one K or V block (16 KB)
 constexpr uint32_t H_Q_BYTES = H_BR * ROW_BYTES;    // one Q or dO tile (8 KB)
 constexpr uint32_t H_STAT_BYTES = H_BR * 4;         // lse2 or D of one tile
@@ -1006,7 +1005,10 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
 }
 // wait until the phase with parity `parity` has completed. A byte count or an arrival that
 // never comes would hang the GPU (try_wait may sleep a while per poll, so a poll count is no
-// clock): after 10 s of the global timer, trap instead, so the launch fails with an error.
+// clock): after 10 s of the global timer, store to address 0, so the launch fails with "an
+// illegal memory access was encountered". Not __trap(): a trap in the consumer loop makes
+// ptxas allocate the consumers of stages 3..5 at the 168 registers of the 384-thread launch
+// instead of their setmaxnreg 240 (a spill or a C7512 once they need more).
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
     uint32_t done = 0;
     uint64_t t_start = 0;
@@ -1020,7 +1022,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
             uint64_t now;
             asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
             if (t_start == 0) t_start = now;
-            else if (now - t_start > 10000000000ull) __trap();
+            else if (now - t_start > 10000000000ull) asm volatile("st.global.u32 [%0], 0;\n" ::"l"(0ull) : "memory");
         }
     }
 }
@@ -1250,7 +1252,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
                 wg_mma_ss<0, 0>(s, wg_desc(sKw + 32 * kk), wg_desc(sQ + 32 * kk), kk);
-            if constexpr (h_split_sdp(STAGE)) wg_commit();
+            if constexpr (H_SPLIT_SDP) wg_commit();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) wg_mma_ss<0, 0>(dp, wg_desc(sVw + 32 * kk), wg_desc(sdO + 32 * kk), kk);
             wg_commit();
@@ -1260,7 +1262,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
 #else
             const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
 #endif
-            if constexpr (!h_split_sdp(STAGE)) {
+            if constexpr (!H_SPLIT_SDP) {
                 // one commit group: P^T and dS^T in one pass, the exp and the FMAs interleaved
                 wg_wait<0>();
                 wg_fence_acc(s);
