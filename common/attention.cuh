@@ -865,7 +865,7 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 }  // namespace attn
 
 // ----------------------------------------------------------------------------
-// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages S1..S2 of the wgmma plan)
+// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..6 below)
 //
 // The same math and output contract as attention_backward_kernel above, on Hopper's own path:
 // - One CTA (2 warpgroups, 256 threads; stages 3, 4: + a producer warpgroup) owns 128 keys of one (b, kv head); warpgroup w owns
@@ -892,15 +892,18 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 //   overlaps the other's GEMMs; warpgroup 1 skips the key block's fully masked first tile.
 //   Stage 4: stage 3 with one reduce-add per tile: consumer 0 hands its dQ partial to consumer
 //   1 through shared memory and two mbarriers ("dq ready" / "dq free"). Stage 5: stage 4 with
-//   a 3-stage ring (the producer two tiles ahead).
+//   a 3-stage ring (the producer two tiles ahead). Stage 6: stage 5 without the wgmma wait after
+//   the dQ product: tile it's dQ partial is handed on (and its ring stage released) in tile
+//   it + 1, after the wait for its S^T / dP^T and while its dV / dK products run, so each
+//   consumer's tensor work runs dQ(it) -> S^T, dP^T(it + 1) back to back.
 // - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
 //   query tiles (z = 0) start first: longest-first without a persistent scheduler.
-// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 213 registers, stage 2 168, stages 3..5 168 at
-// launch (the consumers' code reaches R179 of their setmaxnreg 240, SASS); no spills, no
+// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..6 168 at
+// launch (the consumers reach R179 (stages 3..5) / R221 (6) of their setmaxnreg 240); no spills, no
 // serialized-wgmma warnings (C7510-C7520); S^T and dP^T in one commit group (H_SPLIT_SDP);
-// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5), 1 CTA per SM. Written without a GPU
+// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5, 6), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward
 // v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
 // Not yet here: a persistent grid, P^T / dS^T exchange between the consumers
@@ -1078,6 +1081,9 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 //          partial to it and issues the reduce-adds, and frees the buffer ("dq free") once the
 //          reduce has read it. Consumer 0 may run up to a tile ahead of consumer 1.
 // STAGE 5: stage 4 with a 3-stage ring (Q, dO, lse2, D), so the producer can run two tiles ahead.
+// STAGE 6: stage 5 with finish_tile (ring release + dQ hand-on) of tile it deferred into tile
+//          it + 1, between its dV / dK issue and its dQ issue (the ring holds tiles it, it + 1
+//          and the producer's next: 3 stages).
 template <int STAGE>
 __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
@@ -1090,6 +1096,9 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
     unsigned char *sbase = smem_raw + (base - smem_u32(smem_raw));
     constexpr bool WS = STAGE >= 3;  // warp specialized: warpgroup 0 produces, 1 and 2 consume (as wg 0, 1)
+    // stage 6: tile it's dQ partial is handed on in tile it + 1, while its dV / dK products run
+    constexpr bool DEFER = STAGE >= 6;
+    static_assert(!(DEFER && H_SPLIT_SDP), "stage 6 counts one commit group for S^T and dP^T");
     // stages 2..4 take the warpgroup index through a shuffle: provably warp-uniform, which ptxas
     // needs to give the producer and consumer branches their own register counts (setmaxnreg;
     // without it stages 3, 4 are capped at 168 registers and serialize wgmma, C7512). Stage 1
@@ -1100,7 +1109,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const int G = H / KV;
     const uint32_t sK = base + H_OFF_K, sV = base + H_OFF_V, sdS = base + H_OFF_DS;
     const uint32_t bar_kv = base + H_OFF_BAR;
-    // ring stages: 2, or 3 in stage 5 (its third stage's tiles and mbarriers sit apart)
+    // ring stages: 2, or 3 in stages 5, 6 (the third stage's tiles and mbarriers sit apart)
     constexpr int NST = STAGE >= 5 ? 3 : 2;
     auto bar_stage = [&](int st) { return base + H_OFF_BAR + (st < 2 ? 8 + 8 * st : 72); };  // "full"
     auto bar_empty = [&](int st) { return base + H_OFF_BAR + (st < 2 ? 24 + 8 * st : 80); };  // stage 3+: released by the consumers
@@ -1207,152 +1216,13 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     };
     mbar_wait(bar_kv, 0);
 
-    for (int it = 0; it < n_iter; it++) {
-        const int hi = it / n_m, m = m_first + it % n_m;
-        const int h = kh * G + hi, q0 = m * H_BR;
-        const int st = it % NST, db = it & 1;  // ring stage; dS^T / dQ buffer
-        if constexpr (!WS) {
-            // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange
-            // are free, and this stage's lse2 / D (cp.async) have landed and are visible
-            cp_async_wait_all();
-            __syncthreads();
-            if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
-        }
-        mbar_wait(bar_stage(st), (it / NST) & 1);
-        // stages 3..5: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
-        // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
-        const uint32_t sdSt = WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
-        if (WS && wg == 1 && m == m_first) {
-            // stages 3..5: all 64 keys of warpgroup 1 lie above every query of the key block's first
-            // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
-            // buffer and dS^T buffer rules of the next tile need what this tile would have done:
-            // the pending reduce-adds done reading, and a warpgroup barrier after the last dQ wgmma
-            asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
-            if (t == 0) {
-                if constexpr (STAGE >= 4) {  // consumer 0's partial is the whole tile: reduce it as it is
-                    mbar_wait(bar_dq_ready(db), (it >> 1) & 1);
-                    dq_reduce(base + H_OFF_DQ + db * H_DQ_BYTES, kh * G + hi, q0, it);
-                } else {
-                    bulk_wait_read<0>();
-                }
-            }
-            named_bar_sync(1 + wg, 128);
-            continue;
-        }
-        const uint32_t sQ = ring_q(st), sdO = ring_do(st);
-        const float *sL = ring_l(st), *sD = ring_d(st);
-
-        // (stages 1, 2: warpgroup 1 on the first tile of a key block has all its keys above the
-        // diagonal: it runs anyway, fully masked, since a branch around wgmma made ptxas
-        // serialize them, C7520; stages 3..5 skip it at the loop level, above)
-        float dq[32];
-        {
-            float s[32], dp[32];
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
-                wg_mma_ss<0, 0>(s, wg_desc(sKw + 32 * kk), wg_desc(sQ + 32 * kk), kk);
-            if constexpr (H_SPLIT_SDP) wg_commit();
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) wg_mma_ss<0, 0>(dp, wg_desc(sVw + 32 * kk), wg_desc(sdO + 32 * kk), kk);
-            wg_commit();
-            // element 4j + e of an accumulator: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
-#ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
-            const bool need_mask = false;
-#else
-            const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
-#endif
-            if constexpr (!H_SPLIT_SDP) {
-                // one commit group: P^T and dS^T in one pass, the exp and the FMAs interleaved
-                wg_wait<0>();
-                wg_fence_acc(s);
-                wg_fence_acc(dp);
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const int qc = j * 8 + (lane & 3) * 2;
-                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
-                    const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int i = 4 * j + e;
-                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                        float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
-                        if (need_mask) {
-                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                            if (key > qi || qi >= T) p = ds = 0.f;
-                        }
-                        s[i] = p;
-                        dp[i] = ds;
-                    }
-                }
-            } else {
-                // two commit groups: P^T while dP^T is still being multiplied, then dS^T
-                wg_wait<1>();
-                wg_fence_acc(s);
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const int qc = j * 8 + (lane & 3) * 2;
-                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int i = 4 * j + e;
-                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                        if (need_mask) {
-                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                            if (key > qi || qi >= T) p = 0.f;
-                        }
-                        s[i] = p;
-                    }
-                }
-                wg_wait<0>();
-                wg_fence_acc(dp);
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
-                }
-            }
-            // P^T and dS^T as bf16 A fragments, all packed before the fence (registers written
-            // between wgmma issues make ptxas insert waits, C7519)
-            uint32_t ap[4][4], ads[4][4];
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                acc_to_a(ap[kk], s, kk);
-                acc_to_a(ads[kk], dp, kk);
-            }
-            // dS^T into this warpgroup's 64 rows of sdS for the dQ product: fragment kk holds
-            // rows r, r + 8 of query columns 16kk + 2 (lane % 4) (chunk 2kk) and 8 further (2kk + 1)
-            const int r = wg * 64 + warp * 16 + lane / 4;
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                st_shared_b32(sdSt + swz(r, 2 * kk) + (lane & 3) * 4, ads[kk][0]);
-                st_shared_b32(sdSt + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[kk][1]);
-                st_shared_b32(sdSt + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
-                st_shared_b32(sdSt + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
-            }
-            // dV += P^T dO, dK += dS^T Q: k = the 64 queries, 16 rows (2048 bytes) per k-step
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) wg_mma_rs<1>(dvacc, ap[kk], wg_desc(sdO + 2048 * kk));
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) wg_mma_rs<1>(dkacc, ads[kk], wg_desc(sQ + 2048 * kk));
-            wg_commit();
-            // the dS^T stores must reach the async proxy before the warpgroup's wgmma reads them
-            fence_proxy_async();
-            named_bar_sync(1 + wg, 128);
-            // dQ_w (queries x head_dim) = dS K_w: k = this warpgroup's 64 keys; both operands
-            // are stored key-major, i.e. MN-major
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-                wg_mma_ss<1, 1>(dq, wg_desc(sdSwt + 2048 * kk), wg_desc(sKw + 2048 * kk), kk);
-            wg_commit();
-            wg_wait<0>();
-            wg_fence_acc(dq);
-            wg_fence_acc(dkacc);
-            wg_fence_acc(dvacc);
-        }
+    // this warpgroup's dQ partial of a tile (stage 6: of the previous tile until finish_tile)
+    float dq[32];
+    // after tile it's products (and the wgmma wait that covers them): release its ring stage
+    // (stages 3+) and add its dQ partial to dq_acc
+    auto finish_tile = [&](int it) {
+        const int st = it % NST, db = it & 1, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
+        (void)st;
         // stage 3: this thread is done with the stage's Q, dO, lse2, D
         if constexpr (WS) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
         if constexpr (STAGE == 1) {
@@ -1433,6 +1303,178 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                 if (t == 0) dq_reduce(sdq, h, q0, it);  // stages 2, 3: the other buffer (tile it - 1) is free for it + 1
             }
         }
+    };
+    int it_pending = -1;  // stage 6: the tile whose dQ partial waits for finish_tile
+
+    for (int it = 0; it < n_iter; it++) {
+        const int hi = it / n_m, m = m_first + it % n_m;
+        const int q0 = m * H_BR;
+        const int st = it % NST, db = it & 1;  // ring stage; dS^T / dQ buffer
+        if constexpr (!WS) {
+            // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange
+            // are free, and this stage's lse2 / D (cp.async) have landed and are visible
+            cp_async_wait_all();
+            __syncthreads();
+            if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
+        }
+        mbar_wait(bar_stage(st), (it / NST) & 1);
+        // stages 3..5: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
+        // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
+        const uint32_t sdSt = WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
+        if (WS && wg == 1 && m == m_first) {
+            // stages 3..5: all 64 keys of warpgroup 1 lie above every query of the key block's first
+            // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
+            // buffer and dS^T buffer rules of the next tile need what this tile would have done:
+            // the pending reduce-adds done reading, and a warpgroup barrier after the last dQ wgmma
+            // (stage 6: the previous tile finished first, so the reduce-adds stay in tile order)
+            if constexpr (DEFER) {
+                wg_wait<0>();
+                wg_fence_acc(dq);
+                if (it_pending >= 0) finish_tile(it_pending);
+                it_pending = -1;
+            }
+            asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
+            if (t == 0) {
+                if constexpr (STAGE >= 4) {  // consumer 0's partial is the whole tile: reduce it as it is
+                    mbar_wait(bar_dq_ready(db), (it >> 1) & 1);
+                    dq_reduce(base + H_OFF_DQ + db * H_DQ_BYTES, kh * G + hi, q0, it);
+                } else {
+                    bulk_wait_read<0>();
+                }
+            }
+            named_bar_sync(1 + wg, 128);
+            continue;
+        }
+        const uint32_t sQ = ring_q(st), sdO = ring_do(st);
+        const float *sL = ring_l(st), *sD = ring_d(st);
+
+        // (stages 1, 2: warpgroup 1 on the first tile of a key block has all its keys above the
+        // diagonal: it runs anyway, fully masked, since a branch around wgmma made ptxas
+        // serialize them, C7520; stages 3..5 skip it at the loop level, above)
+        {
+            float s[32], dp[32];
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
+                wg_mma_ss<0, 0>(s, wg_desc(sKw + 32 * kk), wg_desc(sQ + 32 * kk), kk);
+            if constexpr (H_SPLIT_SDP) wg_commit();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wg_mma_ss<0, 0>(dp, wg_desc(sVw + 32 * kk), wg_desc(sdO + 32 * kk), kk);
+            wg_commit();
+            // element 4j + e of an accumulator: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
+#ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
+            const bool need_mask = false;
+#else
+            const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
+#endif
+            if constexpr (!H_SPLIT_SDP) {
+                // one commit group: P^T and dS^T in one pass, the exp and the FMAs interleaved
+                wg_wait<0>();  // (stage 6: with the previous tile's dV, dK and dQ products)
+                wg_fence_acc(s);
+                wg_fence_acc(dp);
+                if constexpr (DEFER) wg_fence_acc(dq);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const int qc = j * 8 + (lane & 3) * 2;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+                    const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int i = 4 * j + e;
+                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                        float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
+                        if (need_mask) {
+                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                            if (key > qi || qi >= T) p = ds = 0.f;
+                        }
+                        s[i] = p;
+                        dp[i] = ds;
+                    }
+                }
+            } else {
+                // two commit groups: P^T while dP^T is still being multiplied, then dS^T
+                wg_wait<1>();
+                wg_fence_acc(s);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const int qc = j * 8 + (lane & 3) * 2;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int i = 4 * j + e;
+                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                        if (need_mask) {
+                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                            if (key > qi || qi >= T) p = 0.f;
+                        }
+                        s[i] = p;
+                    }
+                }
+                wg_wait<0>();
+                wg_fence_acc(dp);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
+                }
+            }
+            // P^T and dS^T as bf16 A fragments, all packed before the fence (registers written
+            // between wgmma issues make ptxas insert waits, C7519)
+            uint32_t ap[4][4], ads[4][4];
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                acc_to_a(ap[kk], s, kk);
+                acc_to_a(ads[kk], dp, kk);
+            }
+            // dS^T into this warpgroup's 64 rows of sdS for the dQ product: fragment kk holds
+            // rows r, r + 8 of query columns 16kk + 2 (lane % 4) (chunk 2kk) and 8 further (2kk + 1)
+            const int r = wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                st_shared_b32(sdSt + swz(r, 2 * kk) + (lane & 3) * 4, ads[kk][0]);
+                st_shared_b32(sdSt + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[kk][1]);
+                st_shared_b32(sdSt + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
+                st_shared_b32(sdSt + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
+            }
+            // dV += P^T dO, dK += dS^T Q: k = the 64 queries, 16 rows (2048 bytes) per k-step
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wg_mma_rs<1>(dvacc, ap[kk], wg_desc(sdO + 2048 * kk));
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wg_mma_rs<1>(dkacc, ads[kk], wg_desc(sQ + 2048 * kk));
+            wg_commit();
+            // the dS^T stores must reach the async proxy before the warpgroup's wgmma reads them
+            fence_proxy_async();
+            // stage 6: the previous tile's dQ partial handed on while dV, dK run (the wgmma wait
+            // above covered its product; ptxas cannot follow a wait_group 1 across the loop, C7514)
+            if constexpr (DEFER) {
+                if (it_pending >= 0) finish_tile(it_pending);
+            }
+            named_bar_sync(1 + wg, 128);
+            // dQ_w (queries x head_dim) = dS K_w: k = this warpgroup's 64 keys; both operands
+            // are stored key-major, i.e. MN-major
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+                wg_mma_ss<1, 1>(dq, wg_desc(sdSwt + 2048 * kk), wg_desc(sKw + 2048 * kk), kk);
+            wg_commit();
+            if constexpr (!DEFER) {
+                wg_wait<0>();
+                wg_fence_acc(dq);
+                wg_fence_acc(dkacc);
+                wg_fence_acc(dvacc);
+            }
+        }
+        if constexpr (DEFER) it_pending = it;  // finished in the next tile, while its dV, dK run
+        else finish_tile(it);
+    }
+    if constexpr (DEFER) {
+        wg_wait<0>();
+        wg_fence_acc(dq);
+        wg_fence_acc(dkacc);
+        wg_fence_acc(dvacc);
+        if (it_pending >= 0) finish_tile(it_pending);
     }
     if constexpr (STAGE >= 2) {
         if (t == 0) bulk_wait_all();  // the reduce-adds are done before the CTA (and its shared memory) goes
@@ -1611,8 +1653,8 @@ inline bool attention_backward_sm90_available() {
 
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
 // message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
-// by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile) or 5 (4 + a
-// 3-stage ring), see
+// by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
+// 3-stage ring) or 6 (5 + each tile's dQ handed on while the next tile's products run), see
 // attention_backward_sm90_kernel.
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
@@ -1625,7 +1667,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
-    if (stage < 1 || stage > 5) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..5)", stage);
+    if (stage < 1 || stage > 6) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..6)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
@@ -1633,6 +1675,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<6>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
         configured = true;
     }
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
@@ -1651,8 +1694,11 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     else if (stage == 4)
         attention_backward_sm90_kernel<4><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
                                                                                    Dd, T, H, KV, accumulate);
-    else
+    else if (stage == 5)
         attention_backward_sm90_kernel<5><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
+                                                                                   Dd, T, H, KV, accumulate);
+    else
+        attention_backward_sm90_kernel<6><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
                                                                                    Dd, T, H, KV, accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
