@@ -895,19 +895,23 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 //   a 3-stage ring (the producer two tiles ahead). Stage 6: stage 5 without the wgmma wait after
 //   the dQ product: tile it's dQ partial is handed on (and its ring stage released) in tile
 //   it + 1, after the wait for its S^T / dP^T and while its dV / dK products run, so each
-//   consumer's tensor work runs dQ(it) -> S^T, dP^T(it + 1) back to back.
+//   consumer's tensor work runs dQ(it) -> S^T, dP^T(it + 1) back to back. Stage 7: stage 6
+//   with dQ split by columns (FA3 style): after a 256-thread barrier of the two consumers (both
+//   halves of dS^T stored), consumer w computes dQ[:, 32w .. 32w + 31] = dS K[:, 32w ..] over all
+//   128 keys (8 wgmma m64n32k16) and reduce-adds that box itself: no hand-on, no sum, no
+//   dq ready / free waits; warpgroup 1 no longer skips the key block's first tile (masked).
 // - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
 //   query tiles (z = 0) start first: longest-first without a persistent scheduler.
 // Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..6 168 at
-// launch (the consumers reach R179 (stages 3..5) / R221 (6) of their setmaxnreg 240); no spills, no
+// launch (the consumers reach R179 (3..5) / R221 (6) / R207 (7) of their setmaxnreg 240); no spills, no
 // serialized-wgmma warnings (C7510-C7520); S^T and dP^T in one commit group (H_SPLIT_SDP);
-// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5, 6), 1 CTA per SM. Written without a GPU
+// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..7), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward
 // v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
-// Not yet here: a persistent grid, P^T / dS^T exchange between the consumers
-// in the FA3 style (dQ split by rows instead of summed), XSA fused in the epilogue.
+// Not yet here: a persistent grid, 128-query tiles (m64n128 S^T / dP^T: half the per-tile
+// waits and barriers), XSA fused in the epilogue.
 
 namespace attn {
 
@@ -960,9 +964,10 @@ __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.s
 template <int N>
 __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 // keep the compiler from moving accumulator reads/writes across the asynchronous wgmma
-__device__ __forceinline__ void wg_fence_acc(float d[32]) {
+template <int N = 32>
+__device__ __forceinline__ void wg_fence_acc(float *d) {
 #pragma unroll
-    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 #define H_WG_D32                                                                                                      \
@@ -995,6 +1000,19 @@ __device__ __forceinline__ void wg_mma_rs(float d[32], const uint32_t a[4], uint
                  ", {%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"
                  : H_WG_DOUT
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(TB));
+#endif
+}
+// D (64 x 32 fp32, 16 registers: the first 4 n8 tiles of the m64n64 fragment) (+)= A B, stage 7's dQ
+template <int TA, int TB>
+__device__ __forceinline__ void wg_mma_ss_n32(float d[16], uint64_t da, uint64_t db, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, "
+        "%13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
 #endif
 }
 #undef H_WG_D32
@@ -1084,6 +1102,7 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 // STAGE 6: stage 5 with finish_tile (ring release + dQ hand-on) of tile it deferred into tile
 //          it + 1, between its dV / dK issue and its dQ issue (the ring holds tiles it, it + 1
 //          and the producer's next: 3 stages).
+// STAGE 7: stage 6 with dQ split by columns between the consumers (named barrier 3, 256 threads).
 template <int STAGE>
 __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
@@ -1099,6 +1118,10 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     // stage 6: tile it's dQ partial is handed on in tile it + 1, while its dV / dK products run
     constexpr bool DEFER = STAGE >= 6;
     static_assert(!(DEFER && H_SPLIT_SDP), "stage 6 counts one commit group for S^T and dP^T");
+    // stage 7: dQ split by columns between the consumers (each multiplies all 128 keys' dS into
+    // its 32 of the 64 head_dim columns and reduce-adds them itself: no hand-on, no sum)
+    constexpr bool DQCOLS = STAGE >= 7;
+    constexpr int NDQ = DQCOLS ? 16 : 32;  // dQ accumulator registers
     // stages 2..4 take the warpgroup index through a shuffle: provably warp-uniform, which ptxas
     // needs to give the producer and consumer branches their own register counts (setmaxnreg;
     // without it stages 3, 4 are capped at 168 registers and serialize wgmma, C7512). Stage 1
@@ -1225,7 +1248,29 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         (void)st;
         // stage 3: this thread is done with the stage's Q, dO, lse2, D
         if constexpr (WS) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar_empty(st)) : "memory");
-        if constexpr (STAGE == 1) {
+        if constexpr (DQCOLS) {
+            // this warpgroup's 64 x 32 columns -> its buffer db (32 fp32 = one 128-byte swizzled
+            // row per query; free: thread 0 waited for the reduce of tile it - 2 to read it in the
+            // previous finish_tile, before the consumers' barrier), then one reduce-add of its box
+            const uint32_t sdq = base + H_OFF_DQ + (2 * wg + db) * H_DQ_BYTES;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = warp * 16 + lane / 4 + 8 * r;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const uint32_t a = sdq + row * 128 + (((2 * j + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(dq[4 * j + 2 * r]), "f"(dq[4 * j + 2 * r + 1])
+                                 : "memory");
+                }
+            }
+            fence_proxy_async();
+            named_bar_sync(1 + wg, 128);
+            if (t == 0) {
+                tma_reduce_add_4d(&tm_dq, sdq, 32 * wg, h, q0, b);
+                bulk_commit();
+                bulk_wait_read<1>();
+            }
+        } else if constexpr (STAGE == 1) {
             // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
             // (indices stay compile-time constants, selected by wg, so dq stays in registers)
             float4 *give = xch + (wg == 0 ? 4 * 128 : 0);  // what the other warpgroup needs
@@ -1321,7 +1366,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         // stages 3..5: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
         // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
         const uint32_t sdSt = WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
-        if (WS && wg == 1 && m == m_first) {
+        if (WS && !DQCOLS && wg == 1 && m == m_first) {
             // stages 3..5: all 64 keys of warpgroup 1 lie above every query of the key block's first
             // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
             // buffer and dS^T buffer rules of the next tile need what this tile would have done:
@@ -1329,7 +1374,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             // (stage 6: the previous tile finished first, so the reduce-adds stay in tile order)
             if constexpr (DEFER) {
                 wg_wait<0>();
-                wg_fence_acc(dq);
+                wg_fence_acc<NDQ>(dq);
                 if (it_pending >= 0) finish_tile(it_pending);
                 it_pending = -1;
             }
@@ -1372,7 +1417,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                 wg_wait<0>();  // (stage 6: with the previous tile's dV, dK and dQ products)
                 wg_fence_acc(s);
                 wg_fence_acc(dp);
-                if constexpr (DEFER) wg_fence_acc(dq);
+                if constexpr (DEFER) wg_fence_acc<NDQ>(dq);
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
                     const int qc = j * 8 + (lane & 3) * 2;
@@ -1451,17 +1496,27 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             if constexpr (DEFER) {
                 if (it_pending >= 0) finish_tile(it_pending);
             }
-            named_bar_sync(1 + wg, 128);
-            // dQ_w (queries x head_dim) = dS K_w: k = this warpgroup's 64 keys; both operands
-            // are stored key-major, i.e. MN-major
-            wg_fence();
+            if constexpr (DQCOLS) {
+                // both consumers' dS^T rows are in: dQ[:, 32 wg ..] = dS K[:, 32 wg ..] over all 128
+                // keys (k-steps of 16 key rows, 2048 bytes; the B slice starts 64 bytes into the row)
+                named_bar_sync(3, 256);
+                wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-                wg_mma_ss<1, 1>(dq, wg_desc(sdSwt + 2048 * kk), wg_desc(sKw + 2048 * kk), kk);
+                for (int kk = 0; kk < 8; kk++)
+                    wg_mma_ss_n32<1, 1>(dq, wg_desc(sdSt + 2048 * kk), wg_desc(sK + 2048 * kk + 64 * wg), kk);
+            } else {
+                named_bar_sync(1 + wg, 128);
+                // dQ_w (queries x head_dim) = dS K_w: k = this warpgroup's 64 keys; both operands
+                // are stored key-major, i.e. MN-major
+                wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++)
+                    wg_mma_ss<1, 1>(dq, wg_desc(sdSwt + 2048 * kk), wg_desc(sKw + 2048 * kk), kk);
+            }
             wg_commit();
             if constexpr (!DEFER) {
                 wg_wait<0>();
-                wg_fence_acc(dq);
+                wg_fence_acc<NDQ>(dq);
                 wg_fence_acc(dkacc);
                 wg_fence_acc(dvacc);
             }
@@ -1471,7 +1526,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     }
     if constexpr (DEFER) {
         wg_wait<0>();
-        wg_fence_acc(dq);
+        wg_fence_acc<NDQ>(dq);
         wg_fence_acc(dkacc);
         wg_fence_acc(dvacc);
         if (it_pending >= 0) finish_tile(it_pending);
@@ -1654,7 +1709,8 @@ inline bool attention_backward_sm90_available() {
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
 // message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
 // by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
-// 3-stage ring) or 6 (5 + each tile's dQ handed on while the next tile's products run), see
+// 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run) or 7 (6
+// + dQ split by columns between the consumers, no hand-on), see
 // attention_backward_sm90_kernel.
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
@@ -1667,7 +1723,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
-    if (stage < 1 || stage > 6) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..6)", stage);
+    if (stage < 1 || stage > 7) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..7)", stage);
     static bool configured = false;
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
@@ -1676,6 +1732,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
         cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<6>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
+        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<7>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
         configured = true;
     }
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
@@ -1697,8 +1754,11 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     else if (stage == 5)
         attention_backward_sm90_kernel<5><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
                                                                                    Dd, T, H, KV, accumulate);
-    else
+    else if (stage == 6)
         attention_backward_sm90_kernel<6><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
+                                                                                   Dd, T, H, KV, accumulate);
+    else
+        attention_backward_sm90_kernel<7><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
                                                                                    Dd, T, H, KV, accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);

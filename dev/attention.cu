@@ -17,6 +17,8 @@
 //   version 0/wgmma-s5: stage 5: stage 4 with a 3-stage Q/dO/lse2/D ring
 //   version 0/wgmma-s6: stage 6: stage 5 with each tile's dQ partial handed on in the next tile,
 //              while that tile's dV / dK products run
+//   version 0/wgmma-s7: stage 7: stage 6 with dQ split by columns between the two consumers
+//              (each multiplies all 128 keys' dS into its 32 columns and reduce-adds them itself)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
 //              and one thread per key row (dk, dv), all in fp32 on the CUDA cores
@@ -214,11 +216,11 @@ struct Case {
     bool chain;    // also run xsa_backward -> attention_backward(accumulate) against the CPU chain
 };
 
-enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA2 = 4, V_WGMMA3 = 5, V_WGMMA4 = 6, V_WGMMA5 = 7, V_WGMMA6 = 8 };
+enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA2 = 4, V_WGMMA3 = 5, V_WGMMA4 = 6, V_WGMMA5 = 7, V_WGMMA6 = 8, V_WGMMA7 = 9 };
 static const char *version_name(int v) {
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_WGMMA ? "v0/wgmma" : v == V_WGMMA2 ? "v0/wgmma-s2"
          : v == V_WGMMA3 ? "v0/wgmma-s3" : v == V_WGMMA4 ? "v0/wgmma-s4" : v == V_WGMMA5 ? "v0/wgmma-s5"
-         : v == V_WGMMA6 ? "v0/wgmma-s6" : "v1";
+         : v == V_WGMMA6 ? "v0/wgmma-s6" : v == V_WGMMA7 ? "v0/wgmma-s7" : "v1";
 }
 static bool is_sm90(int v) { return v >= V_WGMMA; }
 static int sm90_stage(int v) { return is_sm90(v) ? v - V_WGMMA + 1 : 0; }
@@ -362,7 +364,7 @@ static bool run_case(const Case &c) {
     // the bound of dq's fp32 reordering (for the run-to-run spread checks)
     const std::vector<double> dq_abs = dq_abs_sum_cpu(q, k, v, dout, out_b, lse_ref, B, T, H, KV);
 
-    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_WGMMA6, V_NAIVE}) {
+    for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_WGMMA6, V_WGMMA7, V_NAIVE}) {
         const std::string vn = std::string(version_name(ver)) + " ";
         if (const char *why = sm90_skip_reason(ver)) {
             printf("  skip %-28s %s\n", (vn + "bwd").c_str(), why);
@@ -468,7 +470,7 @@ static bool run_case(const Case &c) {
         attention_backward_cpu(cdq.data(), cdk.data(), cdv.data(), cdy.data(), q.data(), k.data(), v.data(), out_b.data(),
                                lse_ref.data(), B, T, H, KV, HD);
         // both backward kernels (where the sm90 one exists: attention_backward runs it there)
-        for (int ver : {V_SHIP, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_WGMMA6}) {
+        for (int ver : {V_SHIP, V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_WGMMA6, V_WGMMA7}) {
             if (const char *why = sm90_skip_reason(ver)) {
                 printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain").c_str(), why);
                 g_skipped++;
@@ -522,7 +524,7 @@ static void bench_seed() {
         attention_backward_mma(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, B, T, H, KV, HD, scratch.p, false, 0);
     });
     bench_row("attention_backward v0", shape, ms, 0, bwd_flops);
-    for (int ver : {V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_WGMMA6}) {
+    for (int ver : {V_WGMMA, V_WGMMA2, V_WGMMA3, V_WGMMA4, V_WGMMA5, V_WGMMA6, V_WGMMA7}) {
         const std::string row = std::string("attention_backward ") + version_name(ver);
         if (const char *why = sm90_skip_reason(ver)) {
             printf("skip %s (%s)\n", row.c_str(), why);
@@ -567,8 +569,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--sm90-stages") && i + 1 < argc) {
             g_sm90_stages = 0;
             for (const char *c = argv[++i]; *c; c++) {
-                if (*c >= '1' && *c <= '6') g_sm90_stages |= 1u << (*c - '0');
-                else if (*c != ',') fatal_config("dev/attention.cu: --sm90-stages '%s': give stages 1..6, e.g. 1,3,4", argv[i]);
+                if (*c >= '1' && *c <= '7') g_sm90_stages |= 1u << (*c - '0');
+                else if (*c != ',') fatal_config("dev/attention.cu: --sm90-stages '%s': give stages 1..7, e.g. 1,3,4", argv[i]);
             }
         } else
             fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small, --sm90-stages 1,2,..)",
