@@ -1724,42 +1724,25 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &Dd, &lse2, stream);
     if (stage < 1 || stage > 7) fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..7)", stage);
+    // stage s runs kernels[s - 1] with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
+    static void (*const kernels[7])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
+                                    __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool) = {
+        attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
+        attention_backward_sm90_kernel<4>, attention_backward_sm90_kernel<5>, attention_backward_sm90_kernel<6>,
+        attention_backward_sm90_kernel<7>};
+    static const int smem[7] = {H_SMEM, H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5, H_SMEM5, H_SMEM5};
     static bool configured = false;
     if (!configured) {
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM));
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM2));
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<6>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
-        cudaCheck(cudaFuncSetAttribute(attention_backward_sm90_kernel<7>, cudaFuncAttributeMaxDynamicSharedMemorySize, H_SMEM5));
+        for (int i = 0; i < 7; i++)
+            cudaCheck(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem[i]));
         configured = true;
     }
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
     const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
     const CUtensorMap tdq = bwd_tensor_map(dq_acc, B, T, H, H_BR);
     dim3 grid(KV, B, ceil_div(T, H_BC));
-    if (stage == 1)
-        attention_backward_sm90_kernel<1><<<grid, H_THREADS, H_SMEM, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd,
-                                                                               T, H, KV, accumulate);
-    else if (stage == 2)
-        attention_backward_sm90_kernel<2><<<grid, H_THREADS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd,
-                                                                                T, H, KV, accumulate);
-    else if (stage == 3)
-        attention_backward_sm90_kernel<3><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
-                                                                                   Dd, T, H, KV, accumulate);
-    else if (stage == 4)
-        attention_backward_sm90_kernel<4><<<grid, H_THREADS_WS, H_SMEM2, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
-                                                                                   Dd, T, H, KV, accumulate);
-    else if (stage == 5)
-        attention_backward_sm90_kernel<5><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
-                                                                                   Dd, T, H, KV, accumulate);
-    else if (stage == 6)
-        attention_backward_sm90_kernel<6><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
-                                                                                   Dd, T, H, KV, accumulate);
-    else
-        attention_backward_sm90_kernel<7><<<grid, H_THREADS_WS, H_SMEM5, stream>>>(tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2,
-                                                                                   Dd, T, H, KV, accumulate);
+    kernels[stage - 1]<<<grid, stage >= 3 ? H_THREADS_WS : H_THREADS, smem[stage - 1], stream>>>(
+        tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
