@@ -20,7 +20,12 @@
 #                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_WGMMA_FWD       the Hopper forwards (v2..v9) leave the diagonal tiles unmasked
 #                                                              (common/attention.cuh) -> dev_attention
-#                         (needs an H100/H200: elsewhere v2..v9 are skipped and this row reads UNEXPECTED)
+#   BREAK_WGMMA_BWD       the sm90 (wgmma) backward drops the causal mask
+#                                                              (common/attention.cuh) -> dev_attention
+#   BREAK_DQ_RACE         the sm90 (wgmma, stage 1) backward loses a dQ partial now and then
+#                         (a race's symptom)                   (common/attention.cuh) -> dev_attention
+#                         (the last three need an H100/H200: elsewhere the Hopper variants are
+#                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
 set -u
@@ -39,6 +44,8 @@ ROWS=(
     'BREAK_CE_ROUND|loss|--no-bench|FAIL +(losses|dlogits)'
     'BREAK_XSA_ACCUMULATE|attention|--check-only --small|FAIL +xsa bwd d[yv] \(accumulate\)'
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
+    'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
+    'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()
