@@ -1134,7 +1134,7 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
 //   query tiles (z = 0) start first: longest-first without a persistent scheduler.
 // Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..6 168 at
-// launch (the consumers reach R179 (3..5) / R221 (6) / R207 (7) of their setmaxnreg 240); no spills, no
+// launch (the consumers reach R175 / R173 / R179 / R221 / R202 (stages 3..7) of their setmaxnreg 240); no spills, no
 // serialized-wgmma warnings (C7510-C7520); S^T and dP^T in one commit group (H_SPLIT_SDP);
 // shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..7), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward

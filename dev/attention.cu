@@ -52,7 +52,7 @@
 //   build/dev_attention --check-only | --bench-only
 //   build/dev_attention --fwd-only                # only the forward kernels (checks and benchmarks)
 //   build/dev_attention --fwd-only --stage N      # of the Hopper versions, only stage N (1..8 = v2..v9);
-//                                                 # a kernel that traps ends the process, so this isolates one
+//                                                 # a kernel that faults (an mbarrier timeout) ends the process, so this isolates one
 //   build/dev_attention --check-only --small      # only T <= 200 (quick, e.g. under compute-sanitizer)
 //   build/dev_attention --sm90-stages 1,4         # only these stages of the sm90 backward (default all)
 //
