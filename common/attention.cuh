@@ -1,12 +1,13 @@
 // attention.cuh: causal flash attention (forward and backward) and XSA on the GPU.
 // defines: attention_forward, attention_backward (+ attention_backward_scratch_floats),
-//          xsa_forward, xsa_backward
+//          xsa_forward, xsa_backward; the forward's two paths attention_forward_mma (any GPU)
+//          and attention_forward_wgmma (+ attention_forward_wgmma_available; sm_90a, Hopper);
+//          the backward's two, attention_backward_mma and attention_backward_sm90 (+ _available)
 //
 // The GPU twins of attention_forward_cpu / attention_backward_cpu / xsa_forward_cpu /
 // xsa_backward_cpu in model_cpu.h, with the same layouts:
 //   q, out, dq (B, T, H, hd) bf16      k, v, dk, dv (B, T, KV, hd) bf16      lse (B, H, T) fp32
-// (The forward can also take the queries of a suffix of positions only, q_begin: the eval's
-// scored rows.) Query head h reads KV head h / (H/KV) (GQA), the softmax scale is 1/sqrt(hd) = 1/8, and
+// Query head h reads KV head h / (H/KV) (GQA), the softmax scale is 1/sqrt(hd) = 1/8, and
 // head_dim is fixed at 64 at compile time (the kernels' tiles are built around a 128-byte row).
 //
 // How it works (the FlashAttention-2 recipe):
@@ -24,7 +25,9 @@
 //   dK/dV buffers). Each step rebuilds P^T = exp(K Q^T * scale - lse) and dP^T = V dO^T,
 //   forms dS^T = P^T (dP^T - D), adds dV += P^T dO and dK += dS^T Q from registers, and passes
 //   dS through shared memory for dQ += dS K, which is added to the fp32 accumulator with
-//   atomics. A last pass converts dQ to bf16.
+//   atomics. A last pass converts dQ to bf16. On an sm_90 GPU (GPU_ARCH=90a build)
+//   attention_backward runs the Hopper version of the same kernel instead (wgmma, TMA,
+//   mbarriers; section "Hopper backward (sm_90a)" below); elsewhere this mma.sync one.
 //   NON-DETERMINISM: the dQ atomics add partial sums in whatever order the CTAs reach them,
 //   so dq can differ in the last fp32 bits between runs (dk and dv are deterministic).
 // - XSA (y -= (y . vn) vn, vn = v / max(|v|, 1e-12) of the same position and KV head) is one
@@ -48,16 +51,20 @@
 // backward would take 2.0 ms: the dQ products, their atomics and the second barrier are the
 // next thing to win back.
 //
-// Layering for a later Hopper path (wgmma + TMA, stages S1..S3): tile loads, the MMA helpers,
-// the masking and the online softmax are separate device functions, so the inner loops can be
-// swapped for warpgroup MMAs without touching the launchers or the layouts.
+// The Hopper path (section at the end: wgmma + TMA, stages S1 and S2 of the forward) reuses the
+// masking, the online softmax and the fragment conversions below; attention_forward picks it
+// on an sm_90 GPU in an sm_90a build.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (types only: the driver is reached through cudaGetDriverEntryPointByVersion)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled (the Hopper kernels' TMA)
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda_utils.cuh"
 
@@ -168,6 +175,29 @@ __device__ __forceinline__ float fast_exp2(float x) {  // 2^x; -inf -> 0
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
+// 2^x for x <= 0 on the FMA and integer pipes instead of the MUFU (the exp2 unit, 16 per clock
+// per SM, is as busy as the tensor cores in the softmax at d = 64; the Hopper forward's later
+// stages compute a fraction of the exponentials here). x = j + f with j = round(x): adding
+// 1.5 * 2^23 puts j in the low mantissa bits of t (and t - 1.5 * 2^23 = j), f = x - j in
+// [-1/2, 1/2]; 2^f by a degree-3 minimax polynomial (relative error), 2^j by adding j to the
+// exponent field ((bits of t) << 23 is j << 23 modulo 2^32). Max relative error 1.0e-4 (dev/
+// attention.cu measures it), far below the 2^-9 of rounding P to bf16. x = -inf (anything
+// <= -127) gives exactly 0: j = -127 and f = 0 make the bits of 1.0 minus 127 << 23.
+// the bits of a float and back (memcpy: the one portable way, free in the generated code)
+template <typename To, typename From>
+__host__ __device__ __forceinline__ To bits_as(From x) {
+    static_assert(sizeof(To) == sizeof(From), "same size");
+    To y;
+    memcpy(&y, &x, sizeof y);
+    return y;
+}
+__host__ __device__ __forceinline__ float exp2_poly(float x) {
+    x = fmaxf(x, -127.f);
+    const float t = x + 12582912.f;
+    const float f = x - (t - 12582912.f);
+    const float p = fmaf(fmaf(fmaf(0.0550087579f, f, 0.242211387f), f, 0.693283021f), f, 1.f);
+    return bits_as<float>(bits_as<uint32_t>(p) + (bits_as<uint32_t>(t) << 23));
+}
 __device__ __forceinline__ float fast_log2(float x) {
     float y;
     asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
@@ -265,8 +295,12 @@ __device__ __forceinline__ void fwd_mask(float s[MT][NT][4], int row0, int col0,
 // exp(s - m_new) (unnormalized). Everything in log2 units: exp(x * scale) = 2^(x * scale * log2 e).
 // Each row's 8*NT scores live in the 4 lanes of a quad (lane & 3): the max is reduced over the
 // quad; l stays a per-lane partial sum until the end.
-template <int MT, int NT>
-__device__ __forceinline__ void fwd_softmax(float s[MT][NT][4], float o[MT][DTILES][4], float m[MT][2], float l[MT][2]) {
+// fwd_softmax_p does all but the rescaling of o, returning its factors in alpha (the Hopper
+// kernel's pipelined stage rescales o later, once the previous P V product has landed).
+// POLY_EVERY > 0: every POLY_EVERY-th n8 tile of scores goes through exp2_poly (FMA pipe), the
+// rest through the MUFU, so both units share the work (the Hopper forward's stages 6, 7).
+template <int MT, int NT, int POLY_EVERY = 0>
+__device__ __forceinline__ void fwd_softmax_p(float s[MT][NT][4], float m[MT][2], float l[MT][2], float alpha_out[MT][2]) {
     constexpr float sl2 = SCALE * LOG2E;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
@@ -286,17 +320,30 @@ __device__ __forceinline__ void fwd_softmax(float s[MT][NT][4], float o[MT][DTIL
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int e = 2 * r; e < 2 * r + 2; e++) {
-                    const float p = fast_exp2(fmaf(s[mt][nt][e], sl2, -mu));
+                    const float x = fmaf(s[mt][nt][e], sl2, -mu);
+                    constexpr int every = POLY_EVERY > 0 ? POLY_EVERY : NT + 1;  // 0: none
+                    const float p = nt % every == every - 1 ? exp2_poly(x) : fast_exp2(x);
                     s[mt][nt][e] = p;
                     sum += p;
                 }
             l[mt][r] = l[mt][r] * alpha + sum;
-#pragma unroll
-            for (int dt = 0; dt < DTILES; dt++) {
-                o[mt][dt][2 * r] *= alpha;
-                o[mt][dt][2 * r + 1] *= alpha;
-            }
+            alpha_out[mt][r] = alpha;
         }
+}
+template <int MT>
+__device__ __forceinline__ void fwd_rescale(float o[MT][DTILES][4], const float alpha[MT][2]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int dt = 0; dt < DTILES; dt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) o[mt][dt][e] *= alpha[mt][e >> 1];
+}
+template <int MT, int NT>
+__device__ __forceinline__ void fwd_softmax(float s[MT][NT][4], float o[MT][DTILES][4], float m[MT][2], float l[MT][2]) {
+    float alpha[MT][2];
+    fwd_softmax_p<MT, NT>(s, m, l, alpha);
+    fwd_rescale<MT>(o, alpha);
 }
 
 // O (16*MT x 64) += P (regs, bf16) V (shared tile, rows = keys)
@@ -320,27 +367,19 @@ __device__ __forceinline__ void fwd_pv(float o[MT][DTILES][4], const float p[MT]
     }
 }
 
-// grid (H, B, ceil((T - q_begin) / FWD_BR)); the z index is reversed so the longest (last) query
-// tiles start first. Only the queries at positions [q_begin, T) of each sequence: q, out and lse
-// hold those rows only, (B, T - q_begin, ...) (q_begin = 0: every row). A row's result does not
-// depend on q_begin: it visits the key tiles from its own diagonal tile down to 0 in the same
-// order whatever tile it sits in (tiles above its diagonal are fully masked for it and leave its
-// running max, sum and output untouched), so a suffix of the rows is bit-identical to the same
-// rows of a full launch (the scored-only eval, model_gpu_forward's score_from).
+// grid (H, B, ceil(T / FWD_BR)); the z index is reversed so the longest (last) query tiles start first
 __global__ void __launch_bounds__(FWD_THREADS, 2)
     attention_forward_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse, const __nv_bfloat16 *__restrict__ q,
-                             const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v, int T, int H, int KV,
-                             int q_begin) {
+                             const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v, int T, int H, int KV) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int h = blockIdx.x, b = blockIdx.y;
     const int mb = gridDim.z - 1 - blockIdx.z;
     const int kh = h / (H / KV);
-    const int TQ = T - q_begin;           // query rows per sequence in q, out, lse
-    const int q0 = q_begin + mb * FWD_BR;  // position of the tile's first query
+    const int q0 = mb * FWD_BR;
     const size_t qstride = (size_t)H * HD, kvstride = (size_t)KV * HD;
-    // seek to q[b, 0, h, :] (position q_begin), k[b, 0, kh, :], v[b, 0, kh, :]; row t is t * stride further
-    const __nv_bfloat16 *qb = q + ((size_t)b * TQ * H + h) * HD;
+    // seek to q[b, 0, h, :], k[b, 0, kh, :], v[b, 0, kh, :]; row t is t * stride further
+    const __nv_bfloat16 *qb = q + ((size_t)b * T * H + h) * HD;
     const __nv_bfloat16 *kb = k + ((size_t)b * T * KV + kh) * HD;
     const __nv_bfloat16 *vb = v + ((size_t)b * T * KV + kh) * HD;
     const uint32_t sQ = smem_u32(smem);
@@ -352,12 +391,12 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
     const int q_last = min(T, q0 + FWD_BR) - 1;
     const int n_tiles = q_last / FWD_BC + 1;
 
-    load_tile_async<FWD_BR, FWD_THREADS>(sQ, qb, q0 - q_begin, TQ, qstride, tid);
+    load_tile_async<FWD_BR, FWD_THREADS>(sQ, qb, q0, T, qstride, tid);
     load_tile_async<FWD_BC, FWD_THREADS>(sK0, kb, (n_tiles - 1) * FWD_BC, T, kvstride, tid);
     load_tile_async<FWD_BC, FWD_THREADS>(sV0, vb, (n_tiles - 1) * FWD_BC, T, kvstride, tid);
     cp_async_commit();
 
-    const int wrow0 = q0 + warp * FWD_WARP_ROWS;  // this warp's first query row (position)
+    const int wrow0 = q0 + warp * FWD_WARP_ROWS;  // this warp's first query row
     const bool warp_has_rows = wrow0 < T;
     uint32_t qf[FWD_MT][KCHUNKS][4];
     float o[FWD_MT][DTILES][4], m[FWD_MT][2], l[FWD_MT][2];
@@ -392,11 +431,7 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
 
         float s[FWD_MT][FWD_NT][4];
         fwd_qk<FWD_MT, FWD_NT>(s, qf, sK0 + stage * KV_STAGE, lane);
-#ifdef BREAK_Q_BEGIN  // a deliberately wrong variant (dev/broken_variants.sh): the mask takes a row's index for its position
-        if (col0 + FWD_BC - 1 > wrow0) fwd_mask<FWD_MT, FWD_NT>(s, wrow0 - q_begin, col0, T, lane);
-#else
         if (col0 + FWD_BC - 1 > wrow0) fwd_mask<FWD_MT, FWD_NT>(s, wrow0, col0, T, lane);
-#endif
         fwd_softmax<FWD_MT, FWD_NT>(s, o, m, l);
         fwd_pv<FWD_MT, FWD_NT>(o, s, sV0 + stage * KV_STAGE, lane);
     }
@@ -414,13 +449,13 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
             const int row = wrow0 + mt * 16 + (lane >> 2) + r * 8;
             if (row >= T) continue;
             const float inv = lt > 0.f ? 1.f / lt : 0.f;
-            __nv_bfloat16 *orow = out + (((size_t)b * TQ + row - q_begin) * H + h) * HD + (lane & 3) * 2;
+            __nv_bfloat16 *orow = out + (((size_t)b * T + row) * H + h) * HD + (lane & 3) * 2;
 #pragma unroll
             for (int dt = 0; dt < DTILES; dt++)
                 *reinterpret_cast<__nv_bfloat162 *>(orow + dt * 8) =
                     __floats2bfloat162_rn(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
             if ((lane & 3) == 0)
-                lse[((size_t)b * H + h) * TQ + row - q_begin] =
+                lse[((size_t)b * H + h) * T + row] =
                     lt > 0.f ? (m[mt][r] * (SCALE * LOG2E) + fast_log2(lt)) * LN2 : -INFINITY;
         }
 }
@@ -627,6 +662,21 @@ __device__ __forceinline__ void bwd_dq_warp(float *dq_acc_bh, size_t dq_stride, 
     }
 }
 
+// two adjacent elements of dk and of dv (bf16), written or added to (both backward kernels)
+__device__ __forceinline__ void store_dkv_pair(__nv_bfloat16 *pk, __nv_bfloat16 *pv, float k0v, float k1v, float v0v,
+                                               float v1v, bool accumulate) {
+    __nv_bfloat162 *k2 = reinterpret_cast<__nv_bfloat162 *>(pk), *v2 = reinterpret_cast<__nv_bfloat162 *>(pv);
+    if (accumulate) {
+        const float2 a = __bfloat1622float2(*k2), c = __bfloat1622float2(*v2);
+        k0v += a.x;
+        k1v += a.y;
+        v0v += c.x;
+        v1v += c.y;
+    }
+    *k2 = __floats2bfloat162_rn(k0v, k1v);
+    *v2 = __floats2bfloat162_rn(v0v, v1v);
+}
+
 // grid (KV, B, ceil(T / BC)): one CTA per 16*KEY_WARPS keys of one (b, kv head); key block 0
 // (the most query tiles) is launched first. Loops over (query head of the group) x (query tiles
 // from the diagonal to the end), with Q, dO, lse2, D double-buffered through cp.async.
@@ -719,19 +769,8 @@ __global__ void __launch_bounds__(KEY_WARPS * 32, 8 / KEY_WARPS)
         const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
 #pragma unroll
         for (int dt = 0; dt < DTILES; dt++) {
-            float k0v = dkacc[dt][2 * r] * SCALE, k1v = dkacc[dt][2 * r + 1] * SCALE;
-            float v0v = dvacc[dt][2 * r], v1v = dvacc[dt][2 * r + 1];
-            __nv_bfloat162 *pk = reinterpret_cast<__nv_bfloat162 *>(dk + off + dt * 8);
-            __nv_bfloat162 *pv = reinterpret_cast<__nv_bfloat162 *>(dv + off + dt * 8);
-            if (accumulate) {
-                const float2 a = __bfloat1622float2(*pk), c = __bfloat1622float2(*pv);
-                k0v += a.x;
-                k1v += a.y;
-                v0v += c.x;
-                v1v += c.y;
-            }
-            *pk = __floats2bfloat162_rn(k0v, k1v);
-            *pv = __floats2bfloat162_rn(v0v, v1v);
+            store_dkv_pair(dk + off + dt * 8, dv + off + dt * 8, dkacc[dt][2 * r] * SCALE, dkacc[dt][2 * r + 1] * SCALE,
+                           dvacc[dt][2 * r], dvacc[dt][2 * r + 1], accumulate);
         }
     }
 }
@@ -867,6 +906,759 @@ inline void check_shapes(const char *who, int B, int T, int H, int KV, int hd) {
 inline void check_aligned(const char *who, const void *p, const char *name) {
     if ((uintptr_t)p % 16 != 0) fatal_config("attention.cuh: %s: %s is not 16-byte aligned", who, name);
 }
+inline void check_forward(const char *who, const void *out, const void *q, const void *k, const void *v, int B, int T,
+                          int H, int KV, int hd) {
+    check_shapes(who, B, T, H, KV, hd);
+    check_aligned(who, out, "out");
+    check_aligned(who, q, "q");
+    check_aligned(who, k, "k");
+    check_aligned(who, v, "v");
+}
+
+}  // namespace attn
+
+// ----------------------------------------------------------------------------
+// sm90 primitives (inline PTX), shared by the Hopper forward and backward below. They compile
+// in any build; the wgmma instructions only in sm_90a device code (their bodies are empty
+// elsewhere, and nothing calls them there: the kernels check __CUDA_ARCH_FEAT_SM90_ALL).
+
+namespace attn {
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// make the initialized barriers visible to the other threads and to the async (TMA) proxy
+__device__ __forceinline__ void mbar_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// one arrival that also announces `bytes` of transactions (the TMA boxes) still to land
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// one plain arrival (a consumer warp releasing a stage)
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// wait until the barrier's phase with parity `parity` has completed. A protocol bug (a byte
+// count that never arrives, a phase never released) would hang the GPU forever (try_wait may
+// sleep a while per poll, so a poll count is no clock): after 10 s of the global timer, store
+// to address 0, so the launch fails with "an illegal memory access was encountered". Not
+// __trap(): a trap in a wait loop makes ptxas allocate a warp-specialized kernel's consumers at
+// the launch's register count (e.g. 168 of a 384-thread launch) instead of their setmaxnreg
+// count (setmaxnreg then buys nothing: spills, or wgmma serialized (C7512), once they need more).
+// The timer is read after every failed poll (the early return keeps the loop's live state to
+// bar, parity and t_start: polling the timer every 256th try made the forward's v9 consumers
+// spill 24 bytes at their 160 registers).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done = 0;
+    uint64_t t_start = 0;
+    for (int spins = 0;; spins++) {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+        if (done) return;
+        uint64_t now;
+        asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
+        if (spins == 0) t_start = now;
+        else if (now - t_start > 10000000000ull) asm volatile("st.global.u32 [%0], 0;\n" ::"l"(0ull) : "memory");
+    }
+}
+// TMA: the box at coordinates (c0, c1, c2, c3) of a 4-D tensor map -> shared memory at dst;
+// completion (the box's full size in bytes, zero-filled parts included) is signalled on bar
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, uint32_t bar, int c0, int c1, int c2, int c3) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+        "[%6];\n" ::"r"(dst),
+        "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+        : "memory");
+}
+// generic-proxy shared stores -> visible to wgmma / TMA (the async proxy)
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// TMA reduce-add: global (4-d tensor map box at c0..c3) += shared (fp32), as a bulk async group
+__device__ __forceinline__ void tma_reduce_add_4d(const void *tmap, uint32_t src, int c0, int c1, int c2, int c3) {
+    asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(tmap),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// all but the newest N bulk groups have finished reading their shared memory
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
+// every bulk group has completed (its global writes performed)
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+// wgmma shared-memory descriptor of a 128-byte-swizzled tile starting at `addr` (see above).
+// In the PTX ISA's canonical layouts, the stride byte offset is the step between 8-row groups
+// (K-major: 8 rows of M/N; MN-major: 8 rows of K), 1024 bytes here for Q, K and V alike; the
+// leading byte offset is unused by both (K-major swizzled: never; MN-major: it steps between
+// 64-column swizzle atoms, and V has exactly one), so it holds the conventional 1.
+__device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// keep the compiler from moving accesses of an accumulator across wgmma issue/wait: its first
+// N registers (reg_fence_first: an accumulator that uses part of its array), or all of them
+template <int N>
+__device__ __forceinline__ void reg_fence_first(float *d) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&d)[N]) { reg_fence_first<N>(d); }
+// named barriers (0 is __syncthreads): bar.sync waits until `count` threads (a multiple of 32)
+// have reached the barrier, counting bar.arrive's threads, which do not wait
+__device__ __forceinline__ void named_bar_sync(int id, int count) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int count) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+// hand registers back to the SM (producer) or take them (consumers): the per-thread count of
+// the whole warpgroup becomes N
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N) : "memory");
+}
+
+#define H_WG_D32                                                                                                      \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+    "%24, %25, %26, %27, %28, %29, %30, %31}"
+#define H_WG_DOUT                                                                                                    \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),     \
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),      \
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),     \
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+
+// D (64 x 64 fp32, the m64n64 accumulator fragment) (+)= A B, A and B from shared memory.
+// TA / TB: 0 = K-major (the 16 k of a row contiguous), 1 = MN-major (transposed).
+// accumulate = 0 overwrites D.
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float d[32], uint64_t da, uint64_t db, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " H_WG_D32 ", %32, %33, p, 1, 1, %35, %36;\n}\n"
+        : H_WG_DOUT
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
+#endif
+}
+// the same with A (64 x 16 bf16) in registers, laid out as an m16n8k16 A fragment per warp
+template <int TB>
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float d[32], const uint32_t a[4], uint64_t db) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " H_WG_D32
+                 ", {%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"
+                 : H_WG_DOUT
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(TB));
+#endif
+}
+// D (64 x 32 fp32, 16 registers: the first 4 n8 tiles of the m64n64 fragment) (+)= A B (the backward's stage 7 dQ)
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_m64n32k16_ss(float d[16], uint64_t da, uint64_t db, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, "
+        "%13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
+#endif
+}
+// D (64 x 128 fp32, 64 registers: 16 n8 tiles) (+)= A B, both K-major (the forward's S = Q K^T on 128 keys)
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+        "%64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate ? 1 : 0));
+#endif
+}
+#undef H_WG_D32
+#undef H_WG_DOUT
+
+}  // namespace attn
+
+// ----------------------------------------------------------------------------
+// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..6 below)
+//
+// The same math and output contract as attention_backward_kernel above, on Hopper's own path:
+// - One CTA (2 warpgroups, 256 threads; stages 3, 4: + a producer warpgroup) owns 128 keys of one (b, kv head); warpgroup w owns
+//   keys k0 + 64w .. +63. K and V are TMA-loaded once; the CTA loops over (query head of the
+//   GQA group) x (64-row query tiles from the diagonal to the end), and Q, dO (TMA, 4-d tensor
+//   maps, so rows past T come back as zeros; a stage completes on its mbarrier) and lse2, D
+//   (4-byte cp.async, as their rows are not 16-byte aligned for odd T) stream through a
+//   2-stage ring.
+// - Per tile and warpgroup (all products wgmma m64n64k16, bf16 in, fp32 accumulate):
+//     S^T = K Q^T, dP^T = V dO^T        (A = K / V, B = Q / dO, both from shared memory, K-major)
+//     P^T = 2^(S^T scale log2e - lse2), dS^T = P^T (dP^T - D)   (in registers; masked on the diagonal)
+//     dV += P^T dO, dK += dS^T Q        (A = P^T / dS^T straight from the accumulator registers,
+//                                        B = dO / Q from shared memory, MN-major: transpose bit)
+//     dQ_w = dS K_w over the warpgroup's 64 keys (A = dS^T from shared memory, transposed)
+//   Stage 1 (the default): the two warpgroups' dQ partials are summed through shared memory
+//   and each warpgroup adds half of the 64 x 64 tile to the fp32 accumulator with 8-byte
+//   atomics: one atomic per dQ element per (tile, key block), as the mma.sync kernel does.
+//   Stage 2 (attention_backward_sm90(..., stage = 2)): each warpgroup writes its fp32 partial
+//   to shared memory and adds it with two TMA reduce-adds (cp.reduce.async.bulk.tensor), so
+//   the per-element atomics and the CTA barrier of the exchange go (twice the reduce bytes).
+//   Stage 3: stage 2, warp specialized: a producer warpgroup (setmaxnreg down to 24; one warp
+//   works) feeds the ring through "full" mbarriers and waits on per-stage "empty" ones; the two
+//   consumer warpgroups (setmaxnreg up to 240) never meet at a CTA barrier, so one's exp()
+//   overlaps the other's GEMMs; warpgroup 1 skips the key block's fully masked first tile.
+//   Stage 4: stage 3 with one reduce-add per tile: consumer 0 hands its dQ partial to consumer
+//   1 through shared memory and two mbarriers ("dq ready" / "dq free"). Stage 5: stage 4 with
+//   a 3-stage ring (the producer two tiles ahead). Stage 6: stage 5 without the wgmma wait after
+//   the dQ product: tile it's dQ partial is handed on (and its ring stage released) in tile
+//   it + 1, after the wait for its S^T / dP^T and while its dV / dK products run, so each
+//   consumer's tensor work runs dQ(it) -> S^T, dP^T(it + 1) back to back. Stage 7: stage 6
+//   with dQ split by columns (FA3 style): after a 256-thread barrier of the two consumers (both
+//   halves of dS^T stored), consumer w computes dQ[:, 32w .. 32w + 31] = dS K[:, 32w ..] over all
+//   128 keys (8 wgmma m64n32k16) and reduce-adds that box itself: no hand-on, no sum, no
+//   dq ready / free waits; warpgroup 1 no longer skips the key block's first tile (masked).
+// - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
+//   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
+// - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
+//   query tiles (z = 0) start first: longest-first without a persistent scheduler.
+// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..6 168 at
+// launch (the consumers reach R175 / R173 / R179 / R221 / R202 (stages 3..7) of their setmaxnreg 240); no spills, no
+// serialized-wgmma warnings (C7510-C7520); S^T and dP^T in one commit group (H_SPLIT_SDP);
+// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..7), 1 CTA per SM. Written without a GPU
+// at hand: build/dev_attention checks every stage and prints "attention_backward
+// v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
+// Not yet here: a persistent grid, 128-query tiles (m64n128 S^T / dP^T: half the per-tile
+// waits and barriers), XSA fused in the epilogue.
+
+namespace attn {
+
+constexpr int H_BC = 128;                // keys per CTA (2 warpgroups x 64)
+constexpr int H_BR = 64;                 // query rows per tile
+constexpr int H_THREADS = 256;
+constexpr int H_THREADS_WS = 384;  // stage 3: a producer warpgroup + 2 consumer warpgroups
+// S^T and dP^T in two wgmma commit groups (the exp of P^T while dP^T multiplies, 5649177)
+// instead of one: a compile-time choice, off. With it, ptxas hoisted the 32 causal-mask compares
+// (~300 integer instructions, predicates packed into bit masks) above the first wgmma of every
+// tile and ran the exp chain through 4 rotating registers: stage 1 fell from 261 to 217 TFLOP/s
+// (H200, seed shape), and stages 2..5 inherited it.
+constexpr bool H_SPLIT_SDP = false;
+constexpr uint32_t H_KV_BYTES = H_BC * ROW_BYTES;   // one K or V block (16 KB)
+constexpr uint32_t H_Q_BYTES = H_BR * ROW_BYTES;    // one Q or dO tile (8 KB)
+constexpr uint32_t H_STAT_BYTES = H_BR * 4;         // lse2 or D of one tile
+constexpr uint32_t H_STAGE_TX = 2 * H_Q_BYTES;  // bytes of TMA that complete a stage (full boxes)
+constexpr uint32_t H_XCH_BYTES = 2 * 4 * 128 * 16;  // the dQ exchange: 2 directions x 16 floats x 128 threads
+// shared memory map (offsets from a 1024-byte aligned base)
+constexpr uint32_t H_OFF_K = 0, H_OFF_V = H_KV_BYTES, H_OFF_DS = 2 * H_KV_BYTES;
+constexpr uint32_t H_OFF_Q = 3 * H_KV_BYTES;             // [2] stages
+constexpr uint32_t H_OFF_DO = H_OFF_Q + 2 * H_Q_BYTES;   // [2] stages
+constexpr uint32_t H_OFF_X = H_OFF_DO + 2 * H_Q_BYTES;
+constexpr uint32_t H_OFF_L = H_OFF_X + H_XCH_BYTES;      // [2] lse2 stages
+constexpr uint32_t H_OFF_D = H_OFF_L + 2 * H_STAT_BYTES; // [2] D stages
+constexpr uint32_t H_OFF_BAR = H_OFF_D + 2 * H_STAT_BYTES;  // mbarriers: K/V, full[2], empty[2], dq ready[2], dq free[2], full[2], empty[2]
+constexpr uint32_t H_BAR_BYTES = 128;                   // room for 9 mbarriers (stage 4 uses them all)
+constexpr int H_SMEM = (int)(H_OFF_BAR + H_BAR_BYTES) + 1024;  // + slack to align the base to 1024
+// stage 2: each warpgroup stages its fp32 dQ partial (64 x 64, as two 64-row x 32-column
+// halves with the 128-byte swizzle) for the TMA reduce-add, in 2 buffers (tile it uses it % 2)
+constexpr uint32_t H_DQ_BYTES = H_BR * HD * 4;           // one warpgroup's dQ partial (16 KB)
+constexpr uint32_t H_OFF_DQ = (H_OFF_BAR + H_BAR_BYTES + 1023) & ~1023u;  // [warpgroup][2 buffers] (stage 4: [2])
+constexpr int H_SMEM2 = (int)(H_OFF_DQ + 4 * H_DQ_BYTES) + 1024;
+// stage 5: a third ring stage (Q, dO, then lse2 and D) after the dQ buffers
+constexpr uint32_t H_OFF_Q3 = H_OFF_DQ + 4 * H_DQ_BYTES, H_OFF_DO3 = H_OFF_Q3 + H_Q_BYTES;
+constexpr uint32_t H_OFF_LD3 = H_OFF_DO3 + H_Q_BYTES;  // lse2 [64] then D [64]
+constexpr int H_SMEM5 = (int)(H_OFF_LD3 + 2 * H_STAT_BYTES) + 1024;
+static_assert(H_OFF_Q3 % 1024 == 0 && H_OFF_DO3 % 1024 == 0 && H_SMEM5 <= 227 * 1024, "stage 5 ring fits, tiles aligned");
+static_assert(H_OFF_Q % 1024 == 0 && H_OFF_DO % 1024 == 0 && H_OFF_X % 1024 == 0, "wgmma/TMA tiles are 1024-aligned");
+
+
+// The accumulator columns 16kk..16kk+15 (n8 tiles 2kk, 2kk+1) as the A fragment of k-step kk
+__device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int kk) {
+    a[0] = pack_bf16(d[8 * kk + 0], d[8 * kk + 1]);
+    a[1] = pack_bf16(d[8 * kk + 2], d[8 * kk + 3]);
+    a[2] = pack_bf16(d[8 * kk + 4], d[8 * kk + 5]);
+    a[3] = pack_bf16(d[8 * kk + 6], d[8 * kk + 7]);
+}
+
+// grid (KV, B, ceil(T / 128)), 256 threads. tm_q / tm_do / tm_k / tm_v: 4-d tensor maps
+// (hd, heads, T, B) with 64 x 1 x {64 | 128} x 1 boxes, 128-byte swizzle. lse2 and D: (B, H, T).
+// STAGE 1: dQ partials of the two warpgroups summed in shared memory, then fp32 atomics.
+// STAGE 2: each warpgroup stages its dQ partial in shared memory and adds it to dq_acc with two
+//          TMA reduce-adds (tm_dq: fp32 (hd, H, T, B), 32 x 1 x 64 x 1 boxes, 128-byte swizzle),
+//          so no atomics and no CTA barrier for the exchange (one __syncthreads per tile left).
+// STAGE 3: warp specialized, 384 threads: warpgroup 0 is the producer (its warp 0 TMA-loads K/V,
+//          then streams Q, dO, lse2, D into the 2-stage ring, waiting on per-stage "empty"
+//          mbarriers; registers given back with setmaxnreg), warpgroups 1 and 2 are consumers
+//          (registers raised to 240) that wait on "full" mbarriers and never sync CTA-wide, so
+//          one can run its exp() while the other's GEMMs run. dS^T is double-buffered (the
+//          exchange area of stage 1 is its second buffer), dQ as in stage 2.
+// STAGE 4: stage 3 with one dQ reduce-add per tile (half the reduce bytes): consumer 0 writes its
+//          partial to the tile's buffer and arrives on "dq ready"; consumer 1 adds its own
+//          partial to it and issues the reduce-adds, and frees the buffer ("dq free") once the
+//          reduce has read it. Consumer 0 may run up to a tile ahead of consumer 1.
+// STAGE 5: stage 4 with a 3-stage ring (Q, dO, lse2, D), so the producer can run two tiles ahead.
+// STAGE 6: stage 5 with finish_tile (ring release + dQ hand-on) of tile it deferred into tile
+//          it + 1, between its dV / dK issue and its dQ issue (the ring holds tiles it, it + 1
+//          and the producer's next: 3 stages).
+// STAGE 7: stage 6 with dQ split by columns between the consumers (named barrier 3, 256 threads).
+template <int STAGE>
+__global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
+    attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
+                                   const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                                   const __grid_constant__ CUtensorMap tm_dq, __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
+                                   float *__restrict__ dq_acc, const float *__restrict__ lse2,
+                                   const float *__restrict__ Dd, int T, int H, int KV, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
+    unsigned char *sbase = smem_raw + (base - smem_u32(smem_raw));
+    constexpr bool WS = STAGE >= 3;  // warp specialized: warpgroup 0 produces, 1 and 2 consume (as wg 0, 1)
+    // stage 6: tile it's dQ partial is handed on in tile it + 1, while its dV / dK products run
+    constexpr bool DEFER = STAGE >= 6;
+    static_assert(!(DEFER && H_SPLIT_SDP), "stage 6 counts one commit group for S^T and dP^T");
+    // stage 7: dQ split by columns between the consumers (each multiplies all 128 keys' dS into
+    // its 32 of the 64 head_dim columns and reduce-adds them itself: no hand-on, no sum)
+    constexpr bool DQCOLS = STAGE >= 7;
+    constexpr int NDQ = DQCOLS ? 16 : 32;  // dQ accumulator registers
+    // stages 2..4 take the warpgroup index through a shuffle: provably warp-uniform, which ptxas
+    // needs to give the producer and consumer branches their own register counts (setmaxnreg;
+    // without it stages 3, 4 are capped at 168 registers and serialize wgmma, C7512). Stage 1
+    // stays as measured (207 registers; with the shuffle it would take 175).
+    const int tid = threadIdx.x, t = tid % 128, warp = t / 32, lane = tid % 32;
+    const int wg = (STAGE >= 2 ? __shfl_sync(0xffffffffu, tid / 128, 0) : tid / 128) - (WS ? 1 : 0);
+    const int kh = blockIdx.x, b = blockIdx.y, k0 = blockIdx.z * H_BC;
+    const int G = H / KV;
+    const uint32_t sK = base + H_OFF_K, sV = base + H_OFF_V, sdS = base + H_OFF_DS;
+    const uint32_t bar_kv = base + H_OFF_BAR;
+    // ring stages: 2, or 3 in stages 5, 6 (the third stage's tiles and mbarriers sit apart)
+    constexpr int NST = STAGE >= 5 ? 3 : 2;
+    auto bar_stage = [&](int st) { return base + H_OFF_BAR + (st < 2 ? 8 + 8 * st : 72); };  // "full"
+    auto bar_empty = [&](int st) { return base + H_OFF_BAR + (st < 2 ? 24 + 8 * st : 80); };  // stage 3+: released by the consumers
+    auto ring_q = [&](int st) { return base + (st < 2 ? H_OFF_Q + st * H_Q_BYTES : H_OFF_Q3); };
+    auto ring_do = [&](int st) { return base + (st < 2 ? H_OFF_DO + st * H_Q_BYTES : H_OFF_DO3); };
+    auto ring_l = [&](int st) { return reinterpret_cast<float *>(sbase + (st < 2 ? H_OFF_L + st * H_STAT_BYTES : H_OFF_LD3)); };
+    auto ring_d = [&](int st) {
+        return reinterpret_cast<float *>(sbase + (st < 2 ? H_OFF_D + st * H_STAT_BYTES : H_OFF_LD3 + H_STAT_BYTES));
+    };
+    auto bar_dq_ready = [&](int st) { return base + H_OFF_BAR + 40 + 8 * st; };  // stage 4: consumer 0's partial is in
+    auto bar_dq_free = [&](int st) { return base + H_OFF_BAR + 56 + 8 * st; };   // stage 4: the reduce has read it
+    float4 *xch = reinterpret_cast<float4 *>(sbase + H_OFF_X);  // [direction][4][128]
+    float *sLw = reinterpret_cast<float *>(sbase + H_OFF_L), *sDw = reinterpret_cast<float *>(sbase + H_OFF_D);
+
+    const int m_first = k0 / H_BR, n_m = (T - 1) / H_BR + 1 - m_first;
+    const int n_iter = G * n_m;
+
+    // stage st <- query tile m of head h: Q and dO by TMA (thread 0), lse2 and D by cp.async
+    // (threads 0..127, zero past T; they land by the cp.async wait + barrier of the iteration)
+    auto issue_stage = [&](int st, int h, int m) {
+        if (tid == 0) {
+            const uint32_t bar = bar_stage(st);
+            mbar_arrive_expect_tx(bar, H_STAGE_TX);
+            tma_load_4d(base + H_OFF_Q + st * H_Q_BYTES, &tm_q, bar, 0, h, m * H_BR, b);
+            tma_load_4d(base + H_OFF_DO + st * H_Q_BYTES, &tm_do, bar, 0, h, m * H_BR, b);
+        }
+        if (tid < 2 * H_BR) {
+            const int r = tid % H_BR, tq = m * H_BR + r;
+            const bool ok = tq < T;
+            const size_t o = ((size_t)b * H + h) * T + (ok ? tq : 0);
+            float *dst = (tid < H_BR ? sLw : sDw) + st * H_BR + r;
+            cp_async4(smem_u32(dst), (tid < H_BR ? lse2 : Dd) + o, ok);
+        }
+        cp_async_commit();
+    };
+
+    if (tid == 0) {
+        mbar_init(bar_kv, 1);
+        // stage 3: a stage is full after the TMA bytes and the 32 producer lanes' lse2 / D
+        // stores (33 arrivals: one with the byte count, 32 plain), empty after all 256 consumers
+        for (int st = 0; st < NST; st++) {
+            mbar_init(bar_stage(st), WS ? 33 : 1);
+            if (WS) mbar_init(bar_empty(st), 2 * 128);
+        }
+        if (STAGE >= 4) {
+            mbar_init(bar_dq_ready(0), 128);
+            mbar_init(bar_dq_ready(1), 128);
+            mbar_init(bar_dq_free(0), 1);
+            mbar_init(bar_dq_free(1), 1);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        fence_proxy_async();
+    }
+    __syncthreads();  // (the last CTA-wide barrier of stage 3)
+    if (tid == 0) {
+        mbar_arrive_expect_tx(bar_kv, 2 * H_KV_BYTES);
+        tma_load_4d(sK, &tm_k, bar_kv, 0, kh, k0, b);
+        tma_load_4d(sV, &tm_v, bar_kv, 0, kh, k0, b);
+    }
+    if constexpr (WS) {
+        if (wg < 0) {  // the producer warpgroup: 24 registers are plenty; its warps 1..3 leave
+            setmaxnreg_dec<24>();
+            if (warp != 0) return;
+            for (int it = 0; it < n_iter; it++) {
+                const int st = it % NST, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
+                if (it >= NST) mbar_wait(bar_empty(st), (it / NST - 1) & 1);  // the consumers are done with it - NST
+                if (lane == 0) {
+                    mbar_arrive_expect_tx(bar_stage(st), H_STAGE_TX);
+                    tma_load_4d(ring_q(st), &tm_q, bar_stage(st), 0, h, q0, b);
+                    tma_load_4d(ring_do(st), &tm_do, bar_stage(st), 0, h, q0, b);
+                }
+                float *sl = ring_l(st), *sd = ring_d(st);
+#pragma unroll
+                for (int r = lane; r < H_BR; r += 32) {  // 0 past T (those rows are masked)
+                    const bool ok = q0 + r < T;
+                    const size_t o = ((size_t)b * H + h) * T + q0 + r;
+                    sl[r] = ok ? lse2[o] : 0.f;
+                    sd[r] = ok ? Dd[o] : 0.f;
+                }
+                mbar_arrive(bar_stage(st));
+            }
+            return;
+        }
+        setmaxnreg_inc<240>();
+    } else {
+        issue_stage(0, kh * G, m_first);
+    }
+
+    float dkacc[32], dvacc[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) dkacc[i] = dvacc[i] = 0.f;
+    const int key0 = k0 + wg * 64;                  // this warpgroup's keys: key0 .. key0 + 63
+    const int krow = key0 + warp * 16 + lane / 4;   // the key of accumulator rows (e / 2 even); +8 for odd
+    const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES;
+    constexpr float sl2 = SCALE * LOG2E;
+    // stages 2..5, thread 0 of a warpgroup: dq_acc (tile q0 of head h) += the fp32 tile at sdq,
+    // then wait until the reduce of the previous tile has read its buffer (stages 4, 5: and say so)
+    auto dq_reduce = [&](uint32_t sdq, int h, int q0, int it) {
+        tma_reduce_add_4d(&tm_dq, sdq, 0, h, q0, b);
+        tma_reduce_add_4d(&tm_dq, sdq + H_DQ_BYTES / 2, 32, h, q0, b);
+        bulk_commit();
+        bulk_wait_read<1>();
+        if (STAGE >= 4 && it >= 1) mbar_arrive(bar_dq_free((it - 1) & 1));
+    };
+    mbar_wait(bar_kv, 0);
+
+    // this warpgroup's dQ partial of a tile (stage 6: of the previous tile until finish_tile)
+    float dq[32];
+    // after tile it's products (and the wgmma wait that covers them): release its ring stage
+    // (stages 3+) and add its dQ partial to dq_acc
+    auto finish_tile = [&](int it) {
+        const int st = it % NST, db = it & 1, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
+        (void)st;
+        // stage 3: this thread is done with the stage's Q, dO, lse2, D
+        if constexpr (WS) mbar_arrive(bar_empty(st));
+        if constexpr (DQCOLS) {
+            // this warpgroup's 64 x 32 columns -> its buffer db (32 fp32 = one 128-byte swizzled
+            // row per query; free: thread 0 waited for the reduce of tile it - 2 to read it in the
+            // previous finish_tile, before the consumers' barrier), then one reduce-add of its box
+            const uint32_t sdq = base + H_OFF_DQ + (2 * wg + db) * H_DQ_BYTES;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = warp * 16 + lane / 4 + 8 * r;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const uint32_t a = sdq + row * 128 + (((2 * j + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(dq[4 * j + 2 * r]), "f"(dq[4 * j + 2 * r + 1])
+                                 : "memory");
+                }
+            }
+            fence_proxy_async();
+            named_bar_sync(1 + wg, 128);
+            if (t == 0) {
+                tma_reduce_add_4d(&tm_dq, sdq, 32 * wg, h, q0, b);
+                bulk_commit();
+                bulk_wait_read<1>();
+            }
+        } else if constexpr (STAGE == 1) {
+            // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
+            // (indices stay compile-time constants, selected by wg, so dq stays in registers)
+            float4 *give = xch + (wg == 0 ? 4 * 128 : 0);  // what the other warpgroup needs
+            const float4 *take = xch + (wg == 0 ? 0 : 4 * 128);
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const float *o = dq + (4 * c);  // o[i] / o[16 + i]: the half given away by wg 1 / wg 0
+                give[c * 128 + t] = wg == 0 ? make_float4(o[16], o[17], o[18], o[19]) : make_float4(o[0], o[1], o[2], o[3]);
+            }
+            __syncthreads();
+            float kept[16];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const float4 x = take[c * 128 + t];
+                const float *o = dq + (4 * c);
+                kept[4 * c + 0] = (wg == 0 ? o[0] : o[16]) + x.x;
+                kept[4 * c + 1] = (wg == 0 ? o[1] : o[17]) + x.y;
+                kept[4 * c + 2] = (wg == 0 ? o[2] : o[18]) + x.z;
+                kept[4 * c + 3] = (wg == 0 ? o[3] : o[19]) + x.w;
+            }
+            float *dq_bh = dq_acc + ((size_t)b * T * H + h) * HD;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = q0 + warp * 16 + lane / 4 + 8 * r;
+                if (row >= T) continue;
+                // n8 tiles wg * 4 + j: columns 32 wg + 8 j + 2 (lane % 4)
+                float *dst = dq_bh + (size_t)row * H * HD + wg * 32 + (lane & 3) * 2;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+#ifdef BREAK_DQ_RACE  // a deliberately wrong variant (dev/broken_variants.sh): now and then a dQ partial is lost
+                    if ((clock() & 1023) == 0) continue;
+#endif
+                    atomicAdd(reinterpret_cast<float2 *>(dst + j * 8), make_float2(kept[4 * j + 2 * r], kept[4 * j + 2 * r + 1]));
+                }
+            }
+        } else {
+            // this warpgroup's partial -> its buffer it % 2 (free: the reduce that read it two
+            // tiles ago was waited for by thread 0 before this tile's first barrier), then two
+            // reduce-adds (rows past T are clipped by the tensor map). Element 4j + 2r (+1) is
+            // row 16 warp + lane / 4 + 8r, column 8j + 2 (lane % 4) (+1): half j / 4, 16-byte
+            // chunk 2 (j % 4) + (lane % 4) / 2 of the 128-byte row, swizzled by the row % 8
+            // Stage 4: one buffer per tile; consumer 0 stores (once consumer 1's reduce of tile
+            // it - 2 has read it), consumer 1 adds (once consumer 0's partial is in) and reduces.
+            const uint32_t sdq = base + H_OFF_DQ + (STAGE >= 4 ? db : 2 * wg + db) * H_DQ_BYTES;
+            const bool adds = STAGE >= 4 && wg == 1;
+            if constexpr (STAGE >= 4) {
+                if (wg == 0) {
+                    if (it >= 2) mbar_wait(bar_dq_free(db), ((it >> 1) - 1) & 1);
+                } else {
+                    mbar_wait(bar_dq_ready(db), (it >> 1) & 1);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = warp * 16 + lane / 4 + 8 * r;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const uint32_t a = sdq + (j / 4) * (H_DQ_BYTES / 2) + row * 128 +
+                                       (((2 * (j % 4) + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                    float x0 = dq[4 * j + 2 * r], x1 = dq[4 * j + 2 * r + 1];
+                    if (adds) {
+                        float y0, y1;
+                        asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(y0), "=f"(y1) : "r"(a) : "memory");
+                        x0 = y0 + x0;  // consumer 0's partial first: the same order every run
+                        x1 = y1 + x1;
+                    }
+                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(x0), "f"(x1) : "memory");
+                }
+            }
+            fence_proxy_async();
+            if (STAGE >= 4 && wg == 0) {
+                mbar_arrive(bar_dq_ready(db));
+            } else {
+                named_bar_sync(1 + wg, 128);
+                if (t == 0) dq_reduce(sdq, h, q0, it);  // stages 2, 3: the other buffer (tile it - 1) is free for it + 1
+            }
+        }
+    };
+    int it_pending = -1;  // stage 6: the tile whose dQ partial waits for finish_tile
+
+    for (int it = 0; it < n_iter; it++) {
+        const int hi = it / n_m, m = m_first + it % n_m;
+        const int q0 = m * H_BR;
+        const int st = it % NST, db = it & 1;  // ring stage; dS^T / dQ buffer
+        if constexpr (!WS) {
+            // every thread is done with iteration it-1: its stage (st ^ 1) and the dQ exchange
+            // are free, and this stage's lse2 / D (cp.async) have landed and are visible
+            cp_async_wait_all();
+            __syncthreads();
+            if (it + 1 < n_iter) issue_stage(st ^ 1, kh * G + (it + 1) / n_m, m_first + (it + 1) % n_m);
+        }
+        mbar_wait(bar_stage(st), (it / NST) & 1);
+        // stages 3..5: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
+        // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
+        const uint32_t sdSt = WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
+        if (WS && !DQCOLS && wg == 1 && m == m_first) {
+            // stages 3..5: all 64 keys of warpgroup 1 lie above every query of the key block's first
+            // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
+            // buffer and dS^T buffer rules of the next tile need what this tile would have done:
+            // the pending reduce-adds done reading, and a warpgroup barrier after the last dQ wgmma
+            // (stage 6: the previous tile finished first, so the reduce-adds stay in tile order)
+            if constexpr (DEFER) {
+                wgmma_wait<0>();
+                reg_fence_first<NDQ>(dq);
+                if (it_pending >= 0) finish_tile(it_pending);
+                it_pending = -1;
+            }
+            mbar_arrive(bar_empty(st));
+            if (t == 0) {
+                if constexpr (STAGE >= 4) {  // consumer 0's partial is the whole tile: reduce it as it is
+                    mbar_wait(bar_dq_ready(db), (it >> 1) & 1);
+                    dq_reduce(base + H_OFF_DQ + db * H_DQ_BYTES, kh * G + hi, q0, it);
+                } else {
+                    bulk_wait_read<0>();
+                }
+            }
+            named_bar_sync(1 + wg, 128);
+            continue;
+        }
+        const uint32_t sQ = ring_q(st), sdO = ring_do(st);
+        const float *sL = ring_l(st), *sD = ring_d(st);
+
+        // (stages 1, 2: warpgroup 1 on the first tile of a key block has all its keys above the
+        // diagonal: it runs anyway, fully masked, since a branch around wgmma made ptxas
+        // serialize them, C7520; stages 3..5 skip it at the loop level, above)
+        {
+            float s[32], dp[32];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
+                wgmma_m64n64k16_ss<0, 0>(s, wgmma_desc(sKw + 32 * kk), wgmma_desc(sQ + 32 * kk), kk);
+            if constexpr (H_SPLIT_SDP) wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wgmma_m64n64k16_ss<0, 0>(dp, wgmma_desc(sVw + 32 * kk), wgmma_desc(sdO + 32 * kk), kk);
+            wgmma_commit();
+            // element 4j + e of an accumulator: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
+#ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
+            const bool need_mask = false;
+#else
+            const bool need_mask = q0 < key0 + 63 || q0 + H_BR > T;
+#endif
+            if constexpr (!H_SPLIT_SDP) {
+                // one commit group: P^T and dS^T in one pass, the exp and the FMAs interleaved
+                wgmma_wait<0>();  // (stage 6: with the previous tile's dV, dK and dQ products)
+                reg_fence(s);
+                reg_fence(dp);
+                if constexpr (DEFER) reg_fence_first<NDQ>(dq);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const int qc = j * 8 + (lane & 3) * 2;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+                    const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int i = 4 * j + e;
+                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                        float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
+                        if (need_mask) {
+                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                            if (key > qi || qi >= T) p = ds = 0.f;
+                        }
+                        s[i] = p;
+                        dp[i] = ds;
+                    }
+                }
+            } else {
+                // two commit groups: P^T while dP^T is still being multiplied, then dS^T
+                wgmma_wait<1>();
+                reg_fence(s);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const int qc = j * 8 + (lane & 3) * 2;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int i = 4 * j + e;
+                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                        if (need_mask) {
+                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                            if (key > qi || qi >= T) p = 0.f;
+                        }
+                        s[i] = p;
+                    }
+                }
+                wgmma_wait<0>();
+                reg_fence(dp);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
+                }
+            }
+            // P^T and dS^T as bf16 A fragments, all packed before the fence (registers written
+            // between wgmma issues make ptxas insert waits, C7519)
+            uint32_t ap[4][4], ads[4][4];
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                acc_to_a(ap[kk], s, kk);
+                acc_to_a(ads[kk], dp, kk);
+            }
+            // dS^T into this warpgroup's 64 rows of sdS for the dQ product: fragment kk holds
+            // rows r, r + 8 of query columns 16kk + 2 (lane % 4) (chunk 2kk) and 8 further (2kk + 1)
+            const int r = wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                st_shared_b32(sdSt + swz(r, 2 * kk) + (lane & 3) * 4, ads[kk][0]);
+                st_shared_b32(sdSt + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[kk][1]);
+                st_shared_b32(sdSt + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
+                st_shared_b32(sdSt + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
+            }
+            // dV += P^T dO, dK += dS^T Q: k = the 64 queries, 16 rows (2048 bytes) per k-step
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wgmma_m64n64k16_rs<1>(dvacc, ap[kk], wgmma_desc(sdO + 2048 * kk));
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wgmma_m64n64k16_rs<1>(dkacc, ads[kk], wgmma_desc(sQ + 2048 * kk));
+            wgmma_commit();
+            // the dS^T stores must reach the async proxy before the warpgroup's wgmma reads them
+            fence_proxy_async();
+            // stage 6: the previous tile's dQ partial handed on while dV, dK run (the wgmma wait
+            // above covered its product; ptxas cannot follow a wait_group 1 across the loop, C7514)
+            if constexpr (DEFER) {
+                if (it_pending >= 0) finish_tile(it_pending);
+            }
+            if constexpr (DQCOLS) {
+                // both consumers' dS^T rows are in: dQ[:, 32 wg ..] = dS K[:, 32 wg ..] over all 128
+                // keys (k-steps of 16 key rows, 2048 bytes; the B slice starts 64 bytes into the row)
+                named_bar_sync(3, 256);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < 8; kk++)
+                    wgmma_m64n32k16_ss<1, 1>(dq, wgmma_desc(sdSt + 2048 * kk), wgmma_desc(sK + 2048 * kk + 64 * wg), kk);
+            } else {
+                named_bar_sync(1 + wg, 128);
+                // dQ_w (queries x head_dim) = dS K_w: k = this warpgroup's 64 keys; both operands
+                // are stored key-major, i.e. MN-major
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++)
+                    wgmma_m64n64k16_ss<1, 1>(dq, wgmma_desc(sdSwt + 2048 * kk), wgmma_desc(sKw + 2048 * kk), kk);
+            }
+            wgmma_commit();
+            if constexpr (!DEFER) {
+                wgmma_wait<0>();
+                reg_fence_first<NDQ>(dq);
+                reg_fence(dkacc);
+                reg_fence(dvacc);
+            }
+        }
+        if constexpr (DEFER) it_pending = it;  // finished in the next tile, while its dV, dK run
+        else finish_tile(it);
+    }
+    if constexpr (DEFER) {
+        wgmma_wait<0>();
+        reg_fence_first<NDQ>(dq);
+        reg_fence(dkacc);
+        reg_fence(dvacc);
+        if (it_pending >= 0) finish_tile(it_pending);
+    }
+    if constexpr (STAGE >= 2) {
+        if (t == 0) bulk_wait_all();  // the reduce-adds are done before the CTA (and its shared memory) goes
+    }
+
+    // epilogue: dk *= scale, write (or add to) dk and dv rows krow (+8)
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int key = krow + r * 8;
+        if (key >= T) continue;
+        const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            store_dkv_pair(dk + off + j * 8, dv + off + j * 8, dkacc[4 * j + 2 * r] * SCALE, dkacc[4 * j + 2 * r + 1] * SCALE,
+                           dvacc[4 * j + 2 * r], dvacc[4 * j + 2 * r + 1], accumulate);
+        }
+    }
+#else
+    __trap();  // built without sm_90a: attention_backward never launches this (attention_backward_sm90_available)
+#endif
+}
 
 }  // namespace attn
 
@@ -874,26 +1666,20 @@ inline void check_aligned(const char *who, const void *p, const char *name) {
 // kernel launchers
 
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV)
-// q_begin > 0: only the queries at positions [q_begin, T): q, out (B, T - q_begin, H, hd), lse
-// (B, H, T - q_begin); k, v keep all T rows. Bit-identical to those rows of a full launch.
-inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
-                              int q_begin = 0) {
+// The portable mma.sync kernel (any sm_80+); attention_forward (Hopper section below) picks
+// between it and the wgmma kernel.
+inline void attention_forward_mma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                                  const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
-    check_shapes("attention_forward", B, T, H, KV, hd);
-    if (q_begin < 0 || q_begin >= T) fatal_config("attention.cuh: attention_forward: q_begin=%d must be in [0, T=%d)", q_begin, T);
-    check_aligned("attention_forward", out, "out");
-    check_aligned("attention_forward", q, "q");
-    check_aligned("attention_forward", k, "k");
-    check_aligned("attention_forward", v, "v");
+    check_forward("attention_forward", out, q, k, v, B, T, H, KV, hd);
     static bool configured = false;  // the kernel needs more than the default 48 KB of shared memory
     if (!configured) {
         cudaCheck(cudaFuncSetAttribute(attention_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FWD_SMEM));
         configured = true;
     }
-    dim3 grid(H, B, ceil_div(T - q_begin, FWD_BR));
-    attention_forward_kernel<<<grid, FWD_THREADS, FWD_SMEM, stream>>>(out, lse, q, k, v, T, H, KV, q_begin);
+    dim3 grid(H, B, ceil_div(T, FWD_BR));
+    attention_forward_kernel<<<grid, FWD_THREADS, FWD_SMEM, stream>>>(out, lse, q, k, v, T, H, KV);
     cudaCheckLaunch();
 }
 
@@ -902,32 +1688,45 @@ inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
     return (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
 }
 
-// dq, dk, dv <- gradients of attention_forward given dout, its inputs, its out and lse.
-// accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
-// onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
-// 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
-template <int KEY_WARPS = attn::BWD_KEY_WARPS>
-inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
-                               const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
-                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
-                               float *scratch, bool accumulate, cudaStream_t stream) {
-    ProfScope prof_(PROF_ATTN_BWD, stream);
+// shared by both backward launchers: the argument checks and the preprocess pass (D, lse2,
+// dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq)
+inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *dq, const __nv_bfloat16 *dk,
+                                          const __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                                          const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *out,
+                                          const float *lse, int B, int T, int H, int KV, int hd, float *scratch,
+                                          float **dq_acc, float **Dd, float **lse2, cudaStream_t stream) {
     using namespace attn;
-    const char *who = "attention_backward";
     check_shapes(who, B, T, H, KV, hd);
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out, scratch};
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v", "out", "scratch"};
     for (int i = 0; i < 9; i++) check_aligned(who, ptrs[i], names[i]);
-    float *dq_acc = scratch;
-    float *Dd = dq_acc + (size_t)B * T * H * hd;
-    float *lse2 = Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
+    *dq_acc = scratch;
+    *Dd = scratch + (size_t)B * T * H * hd;
+    *lse2 = *Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
     const size_t rows = (size_t)B * T * H;
-
     const int pre_threads = 256;
     attention_backward_preprocess_kernel<<<ceil_div(rows * 8, pre_threads), pre_threads, 0, stream>>>(
-        Dd, lse2, dq_acc, dout, out, lse, B, T, H);
+        *Dd, *lse2, *dq_acc, dout, out, lse, B, T, H);
     cudaCheckLaunch();
+}
+inline void attention_backward_dq_convert(__nv_bfloat16 *dq, const float *dq_acc, int B, int T, int H, int hd,
+                                          bool accumulate, cudaStream_t stream) {
+    const size_t n8 = (size_t)B * T * H * hd / 8;
+    attn::attention_backward_dq_kernel<<<ceil_div(n8, 256), 256, 0, stream>>>(dq, dq_acc, n8, accumulate);
+    cudaCheckLaunch();
+}
 
+// attention_backward on the portable mma.sync kernel (sm_80 and later)
+template <int KEY_WARPS = attn::BWD_KEY_WARPS>
+inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
+                                   const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                   const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
+                                   float *scratch, bool accumulate, cudaStream_t stream) {
+    ProfScope prof_(PROF_ATTN_BWD, stream);
+    using namespace attn;
+    float *dq_acc, *Dd, *lse2;
+    attention_backward_preprocess("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
+                                  &dq_acc, &Dd, &lse2, stream);
     constexpr int smem = bwd_smem_bytes(KEY_WARPS);
     static bool configured = false;
     if (!configured) {
@@ -939,10 +1738,164 @@ inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat
     attention_backward_kernel<KEY_WARPS><<<grid, KEY_WARPS * 32, smem, stream>>>(dk, dv, dq_acc, dout, q, k, v, lse2, Dd, T,
                                                                                   H, KV, accumulate);
     cudaCheckLaunch();
+    attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
+}
 
-    const size_t n8 = rows * hd / 8;
-    attention_backward_dq_kernel<<<ceil_div(n8, 256), 256, 0, stream>>>(dq, dq_acc, n8, accumulate);
+
+// ---- Hopper backward (sm_90a): host side (the kernel is above, before the launchers) ----
+
+namespace attn {
+
+// 1 when this build carries the sm_90a backward (compiled for sm_90a and running on it)
+__global__ void attention_backward_sm90_probe_kernel(int *has) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *has = 1;
+#else
+    *has = 0;
+#endif
+}
+
+// cuTensorMapEncodeTiled from the driver through the runtime (so no -lcuda); the one entry point
+// of both Hopper kernels' tensor maps (bwd_tensor_map here, h90_tensor_map for the forward)
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+    if (!fn) {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult res;
+        cudaCheck(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &res));
+        if (res != cudaDriverEntryPointSuccess || !p)
+            fatal_config("attention.cuh: the driver has no cuTensorMapEncodeTiled (needs CUDA 12+)");
+        fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+    }
+    return fn;
+}
+
+// TMA map of a (B, T, heads, 64) bf16 tensor as 4-d (64, heads, T, B), boxes of `rows` tokens of
+// one head (64 x 1 x rows x 1 = rows x 128 bytes), 128-byte swizzle; rows past T read as zeros.
+// fp32 (the dQ accumulator, for the reduce-add): boxes of 32 columns (128 bytes) x rows, and
+// rows past T are not written.
+template <typename E>
+inline CUtensorMap bwd_tensor_map(const E *p, int B, int T, int heads, int rows) {
+    constexpr bool f32 = sizeof(E) == 4;
+    const cuuint64_t row_bytes = HD * sizeof(E);
+    CUtensorMap m;
+    const cuuint64_t dims[4] = {(cuuint64_t)HD, (cuuint64_t)heads, (cuuint64_t)T, (cuuint64_t)B};
+    const cuuint64_t strides[3] = {row_bytes, (cuuint64_t)heads * row_bytes, (cuuint64_t)T * heads * row_bytes};
+    const cuuint32_t box[4] = {(cuuint32_t)(128 / sizeof(E)), 1, (cuuint32_t)rows, 1};
+    const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+    const CUresult r = tensor_map_encoder()(&m, f32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+                                            const_cast<E *>(p), dims,
+                                            strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) fatal_config("attention.cuh: cuTensorMapEncodeTiled failed (%d) for B=%d T=%d heads=%d", (int)r, B, T, heads);
+    return m;
+}
+
+}  // namespace attn
+
+// whether attention_backward_sm90 can run here: built for sm_90a and on an sm_90 device
+inline bool attention_backward_sm90_available() {
+    static int has = -1;
+    if (has < 0) {
+        int dev = 0, major = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        has = 0;
+        if (major == 9) {
+            int *d = nullptr;
+            cudaCheck(cudaMalloc(&d, sizeof(int)));
+            attn::attention_backward_sm90_probe_kernel<<<1, 1>>>(d);
+            cudaCheckLaunch();
+            cudaCheck(cudaMemcpy(&has, d, sizeof(int), cudaMemcpyDeviceToHost));
+            cudaCheck(cudaFree(d));
+        }
+    }
+    return has == 1;
+}
+
+// attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
+// message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
+// by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
+// 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run) or 7 (6
+// + dQ split by columns between the consumers, no hand-on), see
+// attention_backward_sm90_kernel.
+constexpr int ATTN_BWD_SM90_STAGES = 7;
+inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
+                                    const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                    const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
+                                    float *scratch, bool accumulate, cudaStream_t stream, int stage = 1) {
+    ProfScope prof_(PROF_ATTN_BWD, stream);
+    using namespace attn;
+    if (!attention_backward_sm90_available())
+        fatal_config("attention.cuh: attention_backward_sm90 needs an sm_90 GPU and a GPU_ARCH=90a build");
+    float *dq_acc, *Dd, *lse2;
+    attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
+                                  &dq_acc, &Dd, &lse2, stream);
+    if (stage < 1 || stage > ATTN_BWD_SM90_STAGES)
+        fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..%d)", stage, ATTN_BWD_SM90_STAGES);
+    // stage s runs kernels[s - 1] with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
+    static void (*const kernels[7])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
+                                    __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool) = {
+        attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
+        attention_backward_sm90_kernel<4>, attention_backward_sm90_kernel<5>, attention_backward_sm90_kernel<6>,
+        attention_backward_sm90_kernel<7>};
+    static const int smem[7] = {H_SMEM, H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5, H_SMEM5, H_SMEM5};
+    static bool configured = false;
+    if (!configured) {
+        for (int i = 0; i < 7; i++)
+            cudaCheck(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem[i]));
+        configured = true;
+    }
+    const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
+    const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
+    const CUtensorMap tdq = bwd_tensor_map(dq_acc, B, T, H, H_BR);
+    dim3 grid(KV, B, ceil_div(T, H_BC));
+    kernels[stage - 1]<<<grid, stage >= 3 ? H_THREADS_WS : H_THREADS, smem[stage - 1], stream>>>(
+        tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate);
     cudaCheckLaunch();
+    attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
+}
+
+// The Hopper stage attention_backward runs (1, the measured fastest: docs/ATTENTION.md; 0 keeps
+// the mma.sync kernel on Hopper too). Developer knob, to measure stages in one process: the
+// environment variable ATTN_BWD_STAGE (0..7) overrides it, read once.
+constexpr int ATTN_BWD_SM90_STAGE = 1;
+
+namespace attn {
+// an integer stage from the environment variable `name` (0..max), or `fallback` when unset;
+// anything else is a configuration error (exit 2)
+inline int stage_from_env(const char *name, int fallback, int max) {
+    const char *s = getenv(name);
+    if (!s) return fallback;
+    char *end = nullptr;
+    const long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 0 || v > max)
+        fatal_config("%s='%s': need an integer 0..%d (0 = the mma.sync kernel, else a Hopper stage)", name, s, max);
+    return (int)v;
+}
+}  // namespace attn
+
+inline int attn_bwd_stage() {
+    static const int stage = attn::stage_from_env("ATTN_BWD_STAGE", ATTN_BWD_SM90_STAGE, ATTN_BWD_SM90_STAGES);
+    return stage;
+}
+
+// dq, dk, dv <- gradients of attention_forward given dout, its inputs, its out and lse.
+// accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
+// onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
+// 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
+// Runs the Hopper kernel (stage attn_bwd_stage()) where it can (attention_backward_sm90_available),
+// else the mma.sync one.
+inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
+                               const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
+                               float *scratch, bool accumulate, cudaStream_t stream) {
+    if (attn_bwd_stage() > 0 && attention_backward_sm90_available())
+        attention_backward_sm90(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream,
+                                attn_bwd_stage());
+    else
+        attention_backward_mma(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream);
 }
 
 // out (N,H,hd) bf16 = y - (y . vn) vn, vn = v / max(|v|, 1e-12) (v (N,KV,hd)); vnorm (N,KV) fp32 = |v|
@@ -976,4 +1929,682 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
 #endif
     xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate);
     cudaCheckLaunch();
+}
+
+// ============================================================================
+// Hopper path (sm_90a): wgmma + TMA
+//
+// The same forward (same layouts, same out/lse contract, so the backward above works with it)
+// on Hopper's own machinery:
+// - TMA (cp.async.bulk.tensor): one thread asks the copy engine for a whole 2-D box of rows
+//   (q, k or v of one head, described once on the host by a tensor map); the engine writes it
+//   to shared memory already in the 128-byte swizzle that wgmma reads, zero-fills rows past
+//   the end of the sequence, and signals an mbarrier with the byte count when it lands. No
+//   thread spends instructions on address arithmetic or cp.async.
+// - wgmma (warpgroup MMA): the 4 warps of a warpgroup issue one 64 x N x 16 product together,
+//   reading both operands straight from shared memory (S = Q K^T) or A from registers
+//   (O += P V, with P the softmax probabilities still in registers). It is asynchronous: the
+//   tensor cores run it while the warps issue more instructions, and wgmma.wait_group fences it.
+// Stage S1 (attention_forward_sm90_kernel): a CTA owns 128 query rows of one (b, h) and has 2 warpgroups, 64 rows
+// each; K/V stream through a 2-stage ring of 64-key tiles, loaded by TMA one tile ahead;
+// __syncthreads frees a stage (every warpgroup has waited for its wgmmas on it). The online
+// softmax, the causal mask and the epilogue are the mma.sync kernel's helpers: the wgmma
+// accumulator of a 64 x 64 product gives each warp a 16 x 64 slice in exactly the mma.sync
+// m16n8 fragment layout, and two n8 tiles of S are the A fragment of P for the next product.
+// Stage S2 (attention_forward_sm90_ws_kernel<false, 64>): the same per-tile work, warp-
+// specialized (a producer warpgroup issues the loads into a 4-stage ring guarded by full/empty
+// mbarriers; 3 consumer warpgroups compute; no CTA-wide barrier in the loop); its variants
+// <true, 64> and <true, 128> overlap each consumer's products with its softmax. The
+// stages and what each buys: docs/ATTENTION.md.
+//
+// Shared memory layout (the TMA 128-byte swizzle = this file's swz(): 16-byte chunk c of row r
+// is stored at chunk c ^ (r % 8), given a 1024-byte-aligned tile of 128-byte rows):
+//   S1: [Q 128 rows][K stage 0, 1: 64 rows each][V stage 0, 1][3 mbarriers: Q, KV stage 0, 1]
+//   S2: [Q 192 rows][K stages 0..3][V stages 0..3][mbarriers: Q, full 0..3, empty 0..3]
+//       (K/V stages of 64 or 128 rows)
+// wgmma smem descriptor (64 bits): start address >> 4 (bits 0-13), leading byte offset >> 4
+// (16-29, unused for these layouts), stride byte offset >> 4 (32-45: 1024 = the distance from
+// one 8-row swizzle group to the next), layout 1 = 128-byte swizzle (bits 62-63). Base offset
+// (49-51) stays 0 because every tile starts on the swizzle's 1024-byte period.
+//   Q, K are "K-major" (head_dim contiguous): the k-step of 16 columns = 32 bytes is added to
+//   the start address (the hardware applies the swizzle to the final address).
+//   V is [key][d], i.e. the B operand of P V is "MN-major": transposed (imm-trans-b = 1); a
+//   k-step of 16 keys is 16 rows = 2048 bytes further; 64 columns = exactly one swizzle atom.
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ATTN_SM90 1  // device code of an sm_90a build: wgmma, TMA and mbarriers exist
+#endif
+
+namespace attn {
+
+
+// ---- shared by the S1 and S2 kernels ------------------------------------------
+constexpr int H90_BC = 64;                        // keys per K/V tile
+constexpr int H90_KV_BYTES = H90_BC * ROW_BYTES;  // one TMA box of k (or v)
+static_assert(H90_BC == 64 && H90_KV_BYTES % 1024 == 0, "the wgmma helpers are m64n64k16; tiles are 1024-byte aligned");
+
+#ifdef ATTN_SM90
+// The pieces of one K/V tile's work for one warpgroup (64 query rows, Q at sQw); o, m, l, s:
+// this warp's 16 rows in the mma.sync layout; wrow0: the warp's first query row.
+// BC: keys per tile (64 or 128); S holds BC/8 n8 tiles per warp, P BC/16 A fragments.
+// S = Q K^T (both from shared memory), one committed wgmma group; the caller fences before.
+template <int BC>
+__device__ __forceinline__ void h90_issue_qk(float (&sacc)[BC / 2], uint32_t sQw, uint32_t sK) {
+#pragma unroll
+    for (int kk = 0; kk < KCHUNKS; kk++) {
+        if constexpr (BC == 64) wgmma_m64n64k16_ss<0, 0>(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+        else wgmma_m64n128k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+    }
+    wgmma_commit();
+}
+// O += P V (P from registers: it must stay untouched until the group is waited for)
+template <int BC>
+__device__ __forceinline__ void h90_issue_pv(float (&oacc)[32], const uint32_t (&p)[BC / 16][4], uint32_t sV) {
+#pragma unroll
+    for (int kk = 0; kk < BC / 16; kk++) wgmma_m64n64k16_rs<1>(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES));
+    wgmma_commit();
+}
+// causal/end mask where the tile crosses the warp's rows, then the online softmax without the
+// rescaling of o (its factors in alpha)
+template <int BC, int POLY_EVERY = 0>
+__device__ __forceinline__ void h90_softmax(float (&s)[1][BC / 8][4], float (&m)[1][2], float (&l)[1][2],
+                                            float (&alpha)[1][2], int wrow0, int col0, int T, int lane) {
+#ifdef BREAK_WGMMA_FWD  // a deliberately wrong variant (dev/broken_variants.sh): the diagonal tiles go unmasked
+    (void)T;
+#else
+    if (col0 + BC - 1 > wrow0) fwd_mask<1, BC / 8>(s, wrow0, col0, T, lane);
+#endif
+    fwd_softmax_p<1, BC / 8, POLY_EVERY>(s, m, l, alpha);
+}
+template <int BC>
+__device__ __forceinline__ void h90_to_p(uint32_t (&p)[BC / 16][4], float (&s)[1][BC / 8][4]) {
+#pragma unroll
+    for (int kk = 0; kk < BC / 16; kk++) c_to_a(p[kk], s[0][2 * kk], s[0][2 * kk + 1]);
+}
+// keep the compiler from reusing P's registers while a wgmma still reads them
+template <int BC>
+__device__ __forceinline__ void h90_fence_p(uint32_t (&p)[BC / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < BC / 16; kk++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) asm volatile("" : "+r"(p[kk][i])::"memory");
+}
+
+// One K/V tile, start to finish (S1, S2): returns with every wgmma on sK/sV complete, so the
+// stage can be reused.
+__device__ __forceinline__ void h90_tile(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2], uint32_t sQw,
+                                         uint32_t sK, uint32_t sV, int wrow0, int col0, int T, int lane) {
+    float s[1][8][4], alpha[1][2];
+    uint32_t p[H90_BC / 16][4];
+    float(&sacc)[32] = *reinterpret_cast<float(*)[32]>(&s[0][0][0]);
+    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+    wgmma_fence();
+    h90_issue_qk<H90_BC>(sacc, sQw, sK);
+    wgmma_wait<0>();
+    reg_fence(sacc);
+    h90_softmax<H90_BC>(s, m, l, alpha, wrow0, col0, T, lane);
+    fwd_rescale<1>(o, alpha);
+    h90_to_p<H90_BC>(p, s);
+    reg_fence(oacc);
+    wgmma_fence();
+    h90_issue_pv<H90_BC>(oacc, p, sV);
+    wgmma_wait<0>();
+    reg_fence(oacc);
+    h90_fence_p<H90_BC>(p);
+}
+
+// epilogue (as the mma.sync kernel's): O / l as bf16, lse = m * scale + ln(l), rows < T only
+__device__ __forceinline__ void h90_store(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                          const float (&o)[1][DTILES][4], const float (&m)[1][2], const float (&l)[1][2],
+                                          int wrow0, int b, int h, int T, int H, int lane) {
+    if (wrow0 >= T) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float lt = l[0][r];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        const int row = wrow0 + (lane >> 2) + r * 8;
+        if (row >= T) continue;
+        const float inv = lt > 0.f ? 1.f / lt : 0.f;
+        __nv_bfloat16 *orow = out + (((size_t)b * T + row) * H + h) * HD + (lane & 3) * 2;
+#pragma unroll
+        for (int dt = 0; dt < DTILES; dt++)
+            *reinterpret_cast<__nv_bfloat162 *>(orow + dt * 8) = __floats2bfloat162_rn(o[0][dt][2 * r] * inv, o[0][dt][2 * r + 1] * inv);
+        if ((lane & 3) == 0)
+            lse[((size_t)b * H + h) * T + row] = lt > 0.f ? (m[0][r] * (SCALE * LOG2E) + fast_log2(lt)) * LN2 : -INFINITY;
+    }
+}
+
+// Where a CTA works: query head h of sequence b, query rows from q0 (the grid's z index is
+// reversed so the longest causal tiles start first), KV head kh; smem: the dynamic shared
+// memory rounded up to the 1024-byte period of the swizzle (the launch adds 1024 bytes for it).
+struct H90Cta {
+    int h, b, kh, q0;
+    uint32_t smem;
+};
+__device__ __forceinline__ H90Cta h90_cta(int rows_per_cta, int H, int KV) {
+    extern __shared__ __align__(1024) unsigned char smem_h90[];
+    H90Cta c;
+    c.h = blockIdx.x;
+    c.b = blockIdx.y;
+    c.kh = c.h / (H / KV);
+    c.q0 = (gridDim.z - 1 - blockIdx.z) * rows_per_cta;
+    c.smem = (smem_u32(smem_h90) + 1023) & ~1023u;
+    return c;
+}
+
+__device__ __forceinline__ void h90_init(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2]) {
+#pragma unroll
+    for (int dt = 0; dt < DTILES; dt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) o[0][dt][e] = 0.f;
+    m[0][0] = m[0][1] = -INFINITY;
+    l[0][0] = l[0][1] = 0.f;
+}
+#endif  // ATTN_SM90
+
+// ---- S1: every warpgroup computes; thread 0 also issues the loads ---------------
+constexpr int H90_BR = 128;                    // query rows per CTA
+constexpr int H90_WGS = H90_BR / 64;           // warpgroups, 64 rows each
+constexpr int H90_THREADS = 128 * H90_WGS;
+constexpr int H90_Q_BYTES = H90_BR * ROW_BYTES;   // one TMA box of q
+// + 1024 so the tiles can be aligned to the swizzle's 1024-byte period, + the 3 mbarriers
+constexpr int H90_SMEM = 1024 + H90_Q_BYTES + 4 * H90_KV_BYTES + 3 * 8;
+static_assert(H90_BR % 64 == 0 && H90_Q_BYTES % 1024 == 0, "whole warpgroups; tiles are 1024-byte aligned");
+
+// grid (H, B, ceil(T / H90_BR)), the z index reversed (longest query tiles first). tq, tk, tv:
+// 4-D tensor maps over (d, head, t, b) of q, k, v with boxes of (64, 1, H90_BR or H90_BC, 1).
+__global__ void __launch_bounds__(H90_THREADS, 2)
+    attention_forward_sm90_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                  const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                                  const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
+#ifdef ATTN_SM90
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    const H90Cta c = h90_cta(H90_BR, H, KV);
+    const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
+    const uint32_t sQ = c.smem;
+    const uint32_t sK0 = sQ + H90_Q_BYTES, sV0 = sK0 + 2 * H90_KV_BYTES;
+    const uint32_t barQ = sV0 + 2 * H90_KV_BYTES, barKV0 = barQ + 8;  // stage s: barKV0 + 8 s
+
+    // key tiles 0..n_tiles-1 reach the last valid query row; walk them from the diagonal down
+    const int q_last = min(T, q0 + H90_BR) - 1;
+    const int n_tiles = q_last / H90_BC + 1;
+
+    if (tid == 0) {
+        mbar_init(barQ, 1);
+        mbar_init(barKV0, 1);
+        mbar_init(barKV0 + 8, 1);
+        mbar_init_fence();
+        mbar_arrive_expect_tx(barQ, H90_Q_BYTES);
+        tma_load_4d(sQ, &tq, barQ, 0, h, q0, b);
+        mbar_arrive_expect_tx(barKV0, 2 * H90_KV_BYTES);
+        tma_load_4d(sK0, &tk, barKV0, 0, kh, (n_tiles - 1) * H90_BC, b);
+        tma_load_4d(sV0, &tv, barKV0, 0, kh, (n_tiles - 1) * H90_BC, b);
+    }
+    __syncthreads();  // the barriers are initialized before anyone waits on them
+
+    const int wg_row0 = q0 + wg * 64;              // this warpgroup's first query row
+    const int wrow0 = wg_row0 + (warp % 4) * 16;   // this warp's first query row
+    const uint32_t sQw = sQ + wg * 64 * ROW_BYTES;  // this warpgroup's 64 rows of Q
+    float o[1][DTILES][4], m[1][2], l[1][2];
+    h90_init(o, m, l);
+
+    mbar_wait(barQ, 0);
+    for (int it = 0; it < n_tiles; it++) {
+        const int kt = n_tiles - 1 - it, col0 = kt * H90_BC;
+        const int stage = it & 1;
+        // every warpgroup is done with tile it-1 (its wgmmas were waited for), so its stage can
+        // be refilled with tile it+1 while tile it is used
+        if (it > 0) __syncthreads();
+        if (tid == 0 && kt > 0) {
+            const uint32_t bar = barKV0 + 8 * (stage ^ 1);
+            mbar_arrive_expect_tx(bar, 2 * H90_KV_BYTES);
+            tma_load_4d(sK0 + (stage ^ 1) * H90_KV_BYTES, &tk, bar, 0, kh, col0 - H90_BC, b);
+            tma_load_4d(sV0 + (stage ^ 1) * H90_KV_BYTES, &tv, bar, 0, kh, col0 - H90_BC, b);
+        }
+        // stage s is filled at iterations s, s + 2, ...: this is its (it / 2)-th phase
+        mbar_wait(barKV0 + 8 * stage, (it >> 1) & 1);
+        // warpgroup-uniform skip (wgmma needs all 4 warps): no rows in the sequence, or every
+        // key of the tile lies above the diagonal for all 64 rows
+        if (wg_row0 >= T || col0 > wg_row0 + 63) continue;
+        h90_tile(o, m, l, sQw, sK0 + stage * H90_KV_BYTES, sV0 + stage * H90_KV_BYTES, wrow0, col0, T, lane);
+    }
+    h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
+#endif  // ATTN_SM90
+}
+
+// ---- S2: warp specialization -----------------------------------------------------
+// Warpgroup 0 is the producer: one of its threads issues every TMA load (Q once, then K/V
+// tiles into a ring of WS_STAGES stages, as far ahead as the ring allows) and the rest of it
+// idles. Warpgroups 1..3 are consumers, 64 query rows each (192 per CTA). Each stage has two
+// mbarriers: "full" (the TMA bytes landed; the consumers wait on it) and "empty" (every
+// consumer warp is done with it; the producer waits on it before refilling). No CTA-wide
+// barrier remains in the loop, and the loads run up to WS_STAGES - 1 tiles ahead.
+// (No setmaxnreg: at 512 threads and 1 CTA per SM each thread may use 128 registers, which
+// the consumers fit in; giving the producer's share to the consumers is the next step.)
+// PIPELINED = true is stage S3's first half: inside each consumer warpgroup the P V product
+// of tile j runs on the tensor cores while S = Q K^T of tile j+1 is issued and its softmax
+// computed; o is rescaled only after that product has landed (fwd_softmax_p + fwd_rescale).
+// The wgmma groups complete in commit order, so S(j+1) is committed before P V(j):
+// wait_group 1 then means "S is ready, P V may still run".
+// BC = 128 (with PIPELINED) is v5: 128-key tiles, the registers for them taken from the
+// producer with setmaxnreg (stage 4 of attention_forward_wgmma).
+// PINGPONG (stages 5..7, v6..v8; FA3's warp-scheduler barriers): the consumers take turns
+// issuing their products, so the tensor cores run one warpgroup's S and P V while the others
+// compute their softmax, instead of all three issuing at once and then all three waiting on
+// exp2 together. Consumer cw's turn starts when named barrier 1 + cw completes (its 128 threads
+// sync, the previous consumer's 128 arrive) and ends with its arrival on the next consumer's.
+// Each consumer takes exactly n_tiles + 1 turns (one per tile, empty for tiles it skips, plus
+// the last P V), so no warpgroup ever waits for one that has finished; consumer 0 arrives on
+// its own barrier to start, and the last consumer's last turn passes nothing on.
+// SKIP_RESCALE: o is rescaled only when the running max of one of the warp's rows moved (alpha
+// is exactly 1 otherwise); walking the keys from the diagonal down, most tiles leave it.
+// POLY_EVERY: every POLY_EVERY-th n8 tile of scores takes its exp2 on the FMA pipe (exp2_poly).
+constexpr int WS_CONSUMERS = 3;
+constexpr int WS_BR = 64 * WS_CONSUMERS;
+constexpr int WS_THREADS = 128 * (1 + WS_CONSUMERS);
+constexpr int WS_STAGES = 4;
+constexpr int WS_Q_BYTES = WS_BR * ROW_BYTES;
+constexpr int ws_smem(int bc) { return 1024 + WS_Q_BYTES + 2 * WS_STAGES * bc * ROW_BYTES + (1 + 2 * WS_STAGES) * 8; }
+static_assert(WS_Q_BYTES % 1024 == 0, "tiles are 1024-byte aligned");
+
+#ifdef ATTN_SM90
+// The pipelined consumer loop of one warpgroup over one work tile's n_tiles K/V tiles (S2's
+// stages 3..7 and the persistent stage 8): o, m, l start at h90_init's values and end with
+// the tile's results. g0: the ring's tile counter at the work tile's start (stage = counter %
+// WS_STAGES, phase = counter / WS_STAGES); last_work: no work tile follows (PINGPONG's last
+// turn); q_empty: an mbarrier to arrive on (once per warp) when Q is no longer read, 0: none.
+template <int BC, bool PINGPONG, bool SKIP_RESCALE, int POLY_EVERY>
+__device__ __forceinline__ void ws_consume(float (&o)[1][DTILES][4], float (&m)[1][2], float (&l)[1][2], uint32_t sQw,
+                                           uint32_t sK0, uint32_t sV0, uint32_t full0, uint32_t empty0, int g0, int n_tiles,
+                                           int wg_row0, int wrow0, int T, int cw, int lane, bool last_work, uint32_t q_empty) {
+    constexpr int KV_BYTES = BC * ROW_BYTES;
+    float s[1][BC / 8][4], alpha[1][2];
+    uint32_t p[BC / 16][4];
+    float(&sacc)[BC / 2] = *reinterpret_cast<float(*)[BC / 2]>(&s[0][0][0]);
+    float(&oacc)[32] = *reinterpret_cast<float(*)[32]>(&o[0][0][0]);
+    // a stage is released once per tile by every consumer warp (skipped tiles included, so
+    // the producer's count always completes), after the warp's wgmmas on it are complete
+    auto release = [&](int st) {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty0 + 8 * st);
+    };
+    auto release_q = [&] {
+        __syncwarp();
+        if (q_empty && lane == 0) mbar_arrive(q_empty);
+    };
+    // PINGPONG's turns (see above; no-ops otherwise)
+    auto turn_begin = [&] {
+        if constexpr (PINGPONG) named_bar_sync(1 + cw, 256);
+    };
+    auto turn_end = [&](bool last) {
+        if constexpr (PINGPONG)
+            if (!(last && last_work) || cw != WS_CONSUMERS - 1) named_bar_arrive(1 + (cw + 1) % WS_CONSUMERS, 256);
+    };
+    // tiles above the diagonal come first in the walk: release them unused
+    int it = 0;
+    for (; it < n_tiles; it++) {
+        const int st = (g0 + it) % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+        mbar_wait(full0 + 8 * st, ((g0 + it) / WS_STAGES) & 1);
+        if (!(wg_row0 >= T || col0 > wg_row0 + 63)) break;
+        turn_begin();
+        turn_end(false);
+        release(st);
+    }
+    if (it < n_tiles) {
+        // the first tile that counts (its stage's full barrier already waited for): S and
+        // softmax only; its P V product is issued with the next tile's S
+        int pend = (g0 + it) % WS_STAGES;  // the stage whose P V product is in flight or next (p holds its P)
+        turn_begin();
+        wgmma_fence();
+        h90_issue_qk<BC>(sacc, sQw, sK0 + pend * KV_BYTES);
+        turn_end(false);
+        wgmma_wait<0>();
+        reg_fence(sacc);
+        h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, (n_tiles - 1 - it) * BC, T, lane);
+        h90_to_p<BC>(p, s);  // o is still 0: nothing to rescale
+        for (it++; it < n_tiles; it++) {
+            const int st = (g0 + it) % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+            mbar_wait(full0 + 8 * st, ((g0 + it) / WS_STAGES) & 1);
+            turn_begin();
+            wgmma_fence();  // o, p were written since the last wgmma
+            h90_issue_qk<BC>(sacc, sQw, sK0 + st * KV_BYTES);
+            h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
+            turn_end(false);
+            wgmma_wait<1>();  // S is ready; P V may still run
+            reg_fence(sacc);
+            h90_softmax<BC, POLY_EVERY>(s, m, l, alpha, wrow0, col0, T, lane);
+            wgmma_wait<0>();
+            reg_fence(oacc);
+            h90_fence_p<BC>(p);
+            release(pend);
+            // alpha is exactly 1 for a row whose max did not move (2^(m*c - m*c) = 2^0)
+            if (!SKIP_RESCALE || __any_sync(0xffffffffu, alpha[0][0] != 1.f || alpha[0][1] != 1.f))
+                fwd_rescale<1>(o, alpha);
+            h90_to_p<BC>(p, s);
+            pend = st;
+        }
+        reg_fence(oacc);
+        release_q();  // every S = Q K^T of this work tile is complete
+        turn_begin();
+        wgmma_fence();
+        h90_issue_pv<BC>(oacc, p, sV0 + pend * KV_BYTES);
+        turn_end(true);
+        wgmma_wait<0>();
+        reg_fence(oacc);
+        h90_fence_p<BC>(p);
+        release(pend);
+    } else {  // every tile skipped: the last turn, empty
+        release_q();
+        turn_begin();
+        turn_end(true);
+    }
+}
+#endif  // ATTN_SM90
+
+// grid (H, B, ceil(T / WS_BR)), z reversed; tensor maps as for S1 (q boxes of WS_BR rows)
+template <bool PIPELINED, int BC, bool PINGPONG = false, bool SKIP_RESCALE = false, int POLY_EVERY = 0>
+__global__ void __launch_bounds__(WS_THREADS, 1)
+    attention_forward_sm90_ws_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                     const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                                     const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
+#ifdef ATTN_SM90
+    static_assert(PIPELINED || BC == 64, "the unpipelined loop uses h90_tile (64-key tiles)");
+    static_assert(PIPELINED || !(PINGPONG || SKIP_RESCALE || POLY_EVERY), "the options are the pipelined loop's");
+    constexpr int KV_BYTES = BC * ROW_BYTES;
+    // 128-key tiles need more than the 128 registers per thread that 512 threads allow: the
+    // producer gives most of its share to the consumers (4 x 24 + 12 x 160 = 2016 per 16 warps)
+    constexpr bool REG_SHUFFLE = BC == 128;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    const H90Cta c = h90_cta(WS_BR, H, KV);
+    const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
+    const uint32_t sQ = c.smem;
+    const uint32_t sK0 = sQ + WS_Q_BYTES, sV0 = sK0 + WS_STAGES * KV_BYTES;  // stage s: + s * KV_BYTES
+    const uint32_t barQ = sV0 + WS_STAGES * KV_BYTES;
+    const uint32_t full0 = barQ + 8, empty0 = full0 + 8 * WS_STAGES;  // stage s: + 8 s
+
+    const int q_last = min(T, q0 + WS_BR) - 1;
+    const int n_tiles = q_last / BC + 1;
+
+    if (tid == 0) {
+        mbar_init(barQ, 1);
+        for (int st = 0; st < WS_STAGES; st++) {
+            mbar_init(full0 + 8 * st, 1);
+            mbar_init(empty0 + 8 * st, 4 * WS_CONSUMERS);  // one arrival per consumer warp
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) {  // producer
+        if constexpr (REG_SHUFFLE) setmaxnreg_dec<24>();
+        if (tid == 0) {
+            mbar_arrive_expect_tx(barQ, WS_Q_BYTES);
+            tma_load_4d(sQ, &tq, barQ, 0, h, q0, b);
+            for (int it = 0; it < n_tiles; it++) {
+                const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+                // the stage's previous tile (it - WS_STAGES) was released: that is the empty
+                // barrier's (it / WS_STAGES - 1)-th phase
+                if (it >= WS_STAGES) mbar_wait(empty0 + 8 * st, (it / WS_STAGES - 1) & 1);
+                mbar_arrive_expect_tx(full0 + 8 * st, 2 * KV_BYTES);
+                tma_load_4d(sK0 + st * KV_BYTES, &tk, full0 + 8 * st, 0, kh, col0, b);
+                tma_load_4d(sV0 + st * KV_BYTES, &tv, full0 + 8 * st, 0, kh, col0, b);
+            }
+        }
+        return;  // every load issued is waited for by the consumers, who keep the CTA alive
+    }
+
+    if constexpr (REG_SHUFFLE) setmaxnreg_inc<160>();
+    const int cw = wg - 1;                          // consumer index
+    const int wg_row0 = q0 + cw * 64;
+    const int wrow0 = wg_row0 + (warp % 4) * 16;
+    const uint32_t sQw = sQ + cw * 64 * ROW_BYTES;
+    float o[1][DTILES][4], m[1][2], l[1][2];
+    h90_init(o, m, l);
+
+    mbar_wait(barQ, 0);
+    if constexpr (!PIPELINED) {
+        // a stage is released once per tile by every consumer warp (skipped tiles included, so
+        // the producer's count always completes), after the warp's wgmmas on it are complete
+        auto release = [&](int st) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(empty0 + 8 * st);
+        };
+        for (int it = 0; it < n_tiles; it++) {
+            const int st = it % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+            mbar_wait(full0 + 8 * st, (it / WS_STAGES) & 1);
+            if (!(wg_row0 >= T || col0 > wg_row0 + 63))
+                h90_tile(o, m, l, sQw, sK0 + st * KV_BYTES, sV0 + st * KV_BYTES, wrow0, col0, T, lane);
+            release(st);
+        }
+    } else {
+        if constexpr (PINGPONG)
+            if (cw == 0) named_bar_arrive(1, 256);  // the first turn is consumer 0's
+        ws_consume<BC, PINGPONG, SKIP_RESCALE, POLY_EVERY>(o, m, l, sQw, sK0, sV0, full0, empty0, 0, n_tiles, wg_row0, wrow0,
+                                                           T, cw, lane, true, 0);
+    }
+    h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
+#endif  // ATTN_SM90
+}
+
+// ---- stage 8 (v9): persistent --------------------------------------------------------
+// Stage 7's consumers (ping-pong, rescale skipped, 1/POLY_EVERY polynomial exp2) in a grid of
+// one CTA per SM that walks the work tiles (192 query rows of one (b, h)) blockIdx.x, + gridDim.x,
+// ... in the order of the other stages' grids: the longest causal tiles first. With one 512-
+// thread CTA per SM, a CTA per work tile leaves the SM idle while each CTA starts (Q and the
+// first K/V tiles in flight) and ends (the output stores); here the producer loads the next
+// work tile's Q (double-buffered) and K/V while the consumers finish the current one. The K/V
+// ring's tile counter runs on across work tiles, as do the consumers' ping-pong turns.
+// Shared memory: [Q buffers 0, 1][K stages][V stages][mbarriers: Q full 0..1, Q empty 0..1,
+// full 0..3, empty 0..3].
+constexpr int ws_persistent_smem() { return 1024 + 2 * WS_Q_BYTES + 2 * WS_STAGES * 128 * ROW_BYTES + (4 + 2 * WS_STAGES) * 8; }
+
+template <int POLY_EVERY>
+__global__ void __launch_bounds__(WS_THREADS, 1)
+    attention_forward_sm90_persistent_kernel(__nv_bfloat16 *__restrict__ out, float *__restrict__ lse,
+                                             const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                                             const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
+#ifdef ATTN_SM90
+    constexpr int BC = 128, KV_BYTES = BC * ROW_BYTES;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    const uint32_t sQ0 = h90_cta(WS_BR, H, KV).smem;  // Q buffer j: + j * WS_Q_BYTES
+    const uint32_t sK0 = sQ0 + 2 * WS_Q_BYTES, sV0 = sK0 + WS_STAGES * KV_BYTES;
+    const uint32_t qfull0 = sV0 + WS_STAGES * KV_BYTES, qempty0 = qfull0 + 16;  // buffer j: + 8 j
+    const uint32_t full0 = qempty0 + 16, empty0 = full0 + 8 * WS_STAGES;      // stage s: + 8 s
+    const int n_qt = (T + WS_BR - 1) / WS_BR, n_work = n_qt * H * B;
+    // work tile w: query rows from q0 of head h of sequence b (w / (H B) = 0 is the last query tile)
+    auto decode = [&](int w, int &h, int &b, int &q0) {
+        q0 = (n_qt - 1 - w / (H * B)) * WS_BR;
+        b = (w / H) % B;
+        h = w % H;
+    };
+
+    if (tid == 0) {
+        for (int j = 0; j < 2; j++) {
+            mbar_init(qfull0 + 8 * j, 1);
+            mbar_init(qempty0 + 8 * j, 4 * WS_CONSUMERS);
+        }
+        for (int st = 0; st < WS_STAGES; st++) {
+            mbar_init(full0 + 8 * st, 1);
+            mbar_init(empty0 + 8 * st, 4 * WS_CONSUMERS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) {  // producer
+        setmaxnreg_dec<24>();
+        if (tid == 0) {
+            int g = 0;  // K/V tiles loaded so far
+            for (int w = blockIdx.x, j = 0; w < n_work; w += gridDim.x, j++) {
+                int h, b, q0;
+                decode(w, h, b, q0);
+                const int kh = h / (H / KV), n_tiles = (min(T, q0 + WS_BR) - 1) / BC + 1, qb = j & 1;
+                // buffer qb last held work tile j - 2's Q: wait until its consumers released it
+                if (j >= 2) mbar_wait(qempty0 + 8 * qb, ((j >> 1) - 1) & 1);
+                mbar_arrive_expect_tx(qfull0 + 8 * qb, WS_Q_BYTES);
+                tma_load_4d(sQ0 + qb * WS_Q_BYTES, &tq, qfull0 + 8 * qb, 0, h, q0, b);
+                for (int it = 0; it < n_tiles; it++, g++) {
+                    const int st = g % WS_STAGES, col0 = (n_tiles - 1 - it) * BC;
+                    if (g >= WS_STAGES) mbar_wait(empty0 + 8 * st, (g / WS_STAGES - 1) & 1);
+                    mbar_arrive_expect_tx(full0 + 8 * st, 2 * KV_BYTES);
+                    tma_load_4d(sK0 + st * KV_BYTES, &tk, full0 + 8 * st, 0, kh, col0, b);
+                    tma_load_4d(sV0 + st * KV_BYTES, &tv, full0 + 8 * st, 0, kh, col0, b);
+                }
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<160>();
+    const int cw = wg - 1;
+    if (cw == 0) named_bar_arrive(1, 256);  // the first turn is consumer 0's
+    int g = 0;
+    for (int w = blockIdx.x, j = 0; w < n_work; w += gridDim.x, j++) {
+        int h, b, q0;
+        decode(w, h, b, q0);
+        const int n_tiles = (min(T, q0 + WS_BR) - 1) / BC + 1, qb = j & 1;
+        const int wg_row0 = q0 + cw * 64, wrow0 = wg_row0 + (warp % 4) * 16;
+        float o[1][DTILES][4], m[1][2], l[1][2];
+        h90_init(o, m, l);
+        mbar_wait(qfull0 + 8 * qb, (j >> 1) & 1);
+        ws_consume<BC, true, true, POLY_EVERY>(o, m, l, sQ0 + qb * WS_Q_BYTES + cw * 64 * ROW_BYTES, sK0, sV0, full0, empty0,
+                                               g, n_tiles, wg_row0, wrow0, T, cw, lane, w + (int)gridDim.x >= n_work,
+                                               qempty0 + 8 * qb);
+        h90_store(out, lse, o, m, l, wrow0, b, h, T, H, lane);
+        g += n_tiles;
+    }
+#endif  // ATTN_SM90
+}
+
+// ---- host side: tensor maps through the driver entry point (no -lcuda) --------
+
+// 4-D tensor map over a (B, T, heads, 64) bf16 array viewed as (d, head, t, b), innermost
+// first; a box is `rows` consecutive tokens of one head (64 x 1 x rows x 1), 128-byte swizzled.
+// Tokens past T (in the t dimension, not the next sequence) are zero-filled.
+// The last 64 maps are kept: encoding three per call costs host time, and training calls with
+// the same buffers and shapes every micro-step (a map holds only the address and the shape).
+inline CUtensorMap h90_tensor_map(const __nv_bfloat16 *base, int B, int T, int heads, int rows) {
+    struct Entry {
+        const __nv_bfloat16 *base;
+        int B, T, heads, rows;
+        CUtensorMap map;
+    };
+    static Entry cache[64];
+    static int cached = 0, next = 0;
+    for (int i = 0; i < cached; i++) {
+        const Entry &e = cache[i];
+        if (e.base == base && e.B == B && e.T == T && e.heads == heads && e.rows == rows) return e.map;
+    }
+    CUtensorMap map;
+    const cuuint64_t row = (cuuint64_t)HD * sizeof(__nv_bfloat16);
+    cuuint64_t dims[4] = {(cuuint64_t)HD, (cuuint64_t)heads, (cuuint64_t)T, (cuuint64_t)B};
+    cuuint64_t strides[3] = {row, row * heads, row * heads * T};  // bytes, dims 1..3
+    cuuint32_t box[4] = {(cuuint32_t)HD, 1, (cuuint32_t)rows, 1};
+    cuuint32_t estrides[4] = {1, 1, 1, 1};
+    const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dims, strides, box, estrides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) fatal_config("attention.cuh: cuTensorMapEncodeTiled failed (error %d) for B=%d T=%d heads=%d", (int)r, B, T, heads);
+    cache[next] = {base, B, T, heads, rows, map};
+    next = (next + 1) % 64;
+    cached = cached < 64 ? cached + 1 : 64;
+    return map;
+}
+
+}  // namespace attn
+
+// true when this build has the sm_90a kernel and the current device runs it (an sm_90 GPU);
+// otherwise attention_forward uses the mma.sync kernel
+inline bool attention_forward_wgmma_available() {
+    static int avail = -1;
+    if (avail < 0) {
+        cudaFuncAttributes fa;
+        cudaCheck(cudaFuncGetAttributes(&fa, attn::attention_forward_sm90_kernel));
+        int dev = 0, major = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        // ptxVersion: the virtual architecture the kernel was compiled for (an sm_80 build JIT-
+        // compiled on an H100 reports 80 there, and its kernel body is empty)
+        avail = (major == 9 && fa.ptxVersion >= 90 && fa.binaryVersion >= 90) ? 1 : 0;
+    }
+    return avail == 1;
+}
+
+// the same contract as attention_forward_mma, on an sm_90a wgmma + TMA kernel: stage 1 (S1,
+// attention_forward_sm90_kernel), 2 (S2, warp-specialized attention_forward_sm90_ws_kernel),
+// 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax), 4 (stage 3 with
+// 128-key tiles, the registers for them moved from the producer with setmaxnreg), 5 (stage 4
+// with the consumers taking turns on the tensor cores: ping-pong), 6 (stage 5, o rescaled only
+// when a row's max moved, 1/8 of the exponentials on the FMA pipe), 7 (stage 6 with 1/4),
+// 8 (stage 6 in a persistent grid: one CTA per SM walking the work tiles; persistent_ctas > 0
+// caps the grid, so that a check on small shapes has each CTA walk many work tiles)
+constexpr int ATTN_FWD_HOPPER_STAGES = 8;
+inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                                    const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
+                                    int stage = 1, int persistent_ctas = 0) {
+    ProfScope prof_(PROF_ATTN_FWD, stream);
+    using namespace attn;
+    check_forward("attention_forward_wgmma", out, q, k, v, B, T, H, KV, hd);
+    if (!attention_forward_wgmma_available())
+        fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
+    if (stage < 1 || stage > ATTN_FWD_HOPPER_STAGES)
+        fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1..%d)", stage, ATTN_FWD_HOPPER_STAGES);
+    typedef void (*Kernel)(__nv_bfloat16 *, float *, const CUtensorMap, const CUtensorMap, const CUtensorMap, int, int, int, int);
+    // stage -> kernel, threads, key tile, query rows per work tile, shared memory, persistent
+    static const struct {
+        Kernel kernel;
+        int threads, bc, br, smem;
+        bool persistent;
+    } stages[ATTN_FWD_HOPPER_STAGES + 1] = {
+        {nullptr, 0, 0, 0, 0, false},
+        {attention_forward_sm90_kernel, H90_THREADS, H90_BC, H90_BR, H90_SMEM, false},
+        {attention_forward_sm90_ws_kernel<false, 64>, WS_THREADS, 64, WS_BR, ws_smem(64), false},
+        {attention_forward_sm90_ws_kernel<true, 64>, WS_THREADS, 64, WS_BR, ws_smem(64), false},
+        {attention_forward_sm90_ws_kernel<true, 128>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_ws_kernel<true, 128, true>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_ws_kernel<true, 128, true, true, 8>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_ws_kernel<true, 128, true, true, 4>, WS_THREADS, 128, WS_BR, ws_smem(128), false},
+        {attention_forward_sm90_persistent_kernel<8>, WS_THREADS, 128, WS_BR, ws_persistent_smem(), true},
+    };
+    const auto &sg = stages[stage];
+    const int smem = sg.smem;
+    static bool configured[ATTN_FWD_HOPPER_STAGES + 1] = {};
+    if (!configured[stage]) {
+        cudaCheck(cudaFuncSetAttribute(sg.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        configured[stage] = true;
+    }
+    const CUtensorMap tq = h90_tensor_map(q, B, T, H, sg.br);
+    const CUtensorMap tk = h90_tensor_map(k, B, T, KV, sg.bc);
+    const CUtensorMap tv = h90_tensor_map(v, B, T, KV, sg.bc);
+    dim3 grid(H, B, ceil_div(T, sg.br));
+    if (sg.persistent) {
+        static int sms = 0;
+        if (!sms) {
+            int dev = 0;
+            cudaCheck(cudaGetDevice(&dev));
+            cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        }
+        grid = dim3(std::min(H * B * ceil_div(T, sg.br), persistent_ctas > 0 ? persistent_ctas : sms));
+    }
+    sg.kernel<<<grid, sg.threads, smem, stream>>>(out, lse, tq, tk, tv, T, H, KV, B);
+    cudaCheckLaunch();
+}
+
+// the stage attention_forward uses on Hopper (5 = v6, the measured fastest: docs/ATTENTION.md;
+// 0 keeps the mma.sync kernel there too). Developer knob, to measure stages in one process: the
+// environment variable ATTN_FWD_STAGE (0..8) overrides it, read once.
+constexpr int ATTN_FWD_HOPPER_STAGE = 5;
+inline int attn_fwd_stage() {
+    static const int stage = attn::stage_from_env("ATTN_FWD_STAGE", ATTN_FWD_HOPPER_STAGE, ATTN_FWD_HOPPER_STAGES);
+    return stage;
+}
+
+// out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV):
+// the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere
+inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+    if (attn_fwd_stage() > 0 && attention_forward_wgmma_available())
+        attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream, attn_fwd_stage());
+    else attention_forward_mma(out, lse, q, k, v, B, T, H, KV, hd, stream);
 }

@@ -341,11 +341,12 @@ inline void gather_suffix_rows(E *dst, const E *src, int B, int T, int s, int C,
 // the logits buffer is turned into d(loss_scale * mean loss)/d(raw logits) in the same pass, ready
 // for model_gpu_backward. Uses the weights in wbf for m.qat, refreshed first if stale.
 // Eval (no backward) with m.score_from = s > 0: only the positions [s, T) of each sequence are
-// wanted. Attention needs every position's K and V in every layer, but the rest of the last
-// block, the final norm, the head and the loss are per-row: they run on the scored rows only, and
-// the last block's activations from q on, m.xf, m.logits and m.losses then hold (B, T - s, ...).
-// Bit-identical to those rows of a full forward: every op there is per-row (the attention rows
-// too, see attention_forward's q_begin) and the eval's GEMMs are one-pass (MatmulOnePass).
+// wanted. Attention needs every position's K and V in every layer, but what follows the last
+// block's attention (XSA, attn_proj, the MLP), the final norm, the head and the loss are per-row:
+// they run on the scored rows only, and those activations, m.xf, m.logits and m.losses then hold
+// (B, T - s, ...). Bit-identical to those rows of a full forward: every op there is per-row and
+// the eval's GEMMs are one-pass (MatmulOnePass). (The CPU twin, model_forward, also skips the
+// unscored queries of that attention, which an exact-math CPU can do without changing a row.)
 // The eval forward also skips the stores only the backward reads (qn, kn and their rstd).
 inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool accumulate_loss, cudaStream_t stream) {
     const Config &c = m.config;
@@ -394,33 +395,38 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         la.resid = resid == x ? (bf16 *)x : nullptr;
         // x_in (into xres, not kept) and ln1
         resid_mix_rmsnorm_forward(m.xres, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s, stream);
-        // score_from, last block: past K and V only the rows [q0, T) of each sequence (Nq) go on;
-        // their ln1, x_in (and v, for XSA) are gathered into backward-only buffers (free here).
-        // x_in is then updated in place: x_mid over it, as xres is in the training forward
-        const int q0 = l == L - 1 ? sf : 0, Nq = B * (T - q0);
-        const bf16 *ln1 = la.ln1, *v = la.v;
-        bf16 *x_in = m.xres;
-        if (q0 > 0) {
-            gather_suffix_rows(m.dln, la.ln1, B, T, q0, D, stream);
-            gather_suffix_rows(m.dres, m.xres, B, T, q0, D, stream);
-            ln1 = m.dln, x_in = m.dres, v = m.dv;
-        }
-        const size_t rope_at = (size_t)q0 * (rd / 2);  // the RoPE rows of positions q0..
-        // attention
-        matmul_forward(m.q_raw, ln1, bw.c_q, Nq, D, D, stream);
+        // attention, on every row (every query too: the sliding eval's scored rows are a 64-row
+        // suffix, too little for the Hopper kernels' 128/192-row query tiles to skip anything
+        // worth it, and one kernel keeps those rows bit-identical to a full forward's)
+        matmul_forward(m.q_raw, la.ln1, bw.c_q, N, D, D, stream);
         matmul_forward(m.k_raw, la.ln1, bw.c_k, N, D, KVD, stream);
         matmul_forward(la.v, la.ln1, bw.c_v, N, D, KVD, stream);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
-        qk_norm_rope_gain_forward(m.q_raw, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw,
-                                  m.rope_cos + rope_at, m.rope_sin + rope_at, bp.q_gain, B, T - q0, H, hd, rd, stream);
+        qk_norm_rope_gain_forward(m.q_raw, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw, m.rope_cos,
+                                  m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
         qk_norm_rope_gain_forward(m.k_raw, backward ? la.kn : nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
                                   m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
-        attention_forward(la.att, la.lse, m.q_raw, m.k_raw, la.v, B, T, H, KV, hd, stream, q0);
+        attention_forward(la.att, la.lse, m.q_raw, m.k_raw, la.v, B, T, H, KV, hd, stream);
+        // score_from, last block: past attention only the rows [q0, T) of each sequence (Nq) go
+        // on; their att, x_in (and v, for XSA) are gathered into backward-only buffers (free in an
+        // eval forward). x_in is then updated in place: x_mid over it, as xres is in training
+        const int q0 = l == L - 1 ? sf : 0, Nq = B * (T - q0);
+        const bf16 *att = la.att, *v = la.v;
+        bf16 *x_in = m.xres;
+        if (q0 > 0) {
+#ifdef BREAK_SCORED_ROWS  // a deliberately wrong variant (dev/broken_variants.sh): att gathered one position early
+            gather_suffix_rows(m.datt, la.att - D, B, T, q0, D, stream);
+#else
+            gather_suffix_rows(m.datt, la.att, B, T, q0, D, stream);
+#endif
+            gather_suffix_rows(m.dres, m.xres, B, T, q0, D, stream);
+            gather_suffix_rows(m.dv, la.v, B, T, q0, KVD, stream);
+            att = m.datt, x_in = m.dres, v = m.dv;
+        }
         const bool xsa = layer_has_xsa(c, l);
-        if (xsa && q0 > 0) gather_suffix_rows(m.dv, la.v, B, T, q0, KVD, stream);
-        if (xsa) xsa_forward(m.q_raw, la.vnorm, la.att, v, Nq, H, KV, hd, stream);  // q is done with
-        matmul_forward(la.attn_out, xsa ? m.q_raw : la.att, bw.attn_proj, Nq, D, D, stream);
+        if (xsa) xsa_forward(m.q_raw, la.vnorm, att, v, Nq, H, KV, hd, stream);  // q is done with
+        matmul_forward(la.attn_out, xsa ? m.q_raw : att, bw.attn_proj, Nq, D, D, stream);
         // x_mid (over x_in) and ln2
         residual_scale_rmsnorm_forward(x_in, la.ln2, la.rstd2, x_in, bp.attn_scale, la.attn_out, Nq, D, s, stream);
         // MLP: the fc GEMM stores relu(u), squared in place: relu(u)^2, the reference's relu^2
