@@ -1857,10 +1857,11 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
 
-// The Hopper stage attention_backward runs (1, the measured fastest: docs/ATTENTION.md; 0 keeps
-// the mma.sync kernel on Hopper too). Developer knob, to measure stages in one process: the
-// environment variable ATTN_BWD_STAGE (0..7) overrides it, read once.
-constexpr int ATTN_BWD_SM90_STAGE = 1;
+// The Hopper stage attention_backward runs (5, the measured fastest: 280 TFLOP/s against stage
+// 1's 253 in one run, docs/ATTENTION.md; 0 keeps the mma.sync kernel on Hopper too). Developer
+// knob, to measure stages in one process: the environment variable ATTN_BWD_STAGE (0..7)
+// overrides it, read once.
+constexpr int ATTN_BWD_SM90_STAGE = 5;
 
 namespace attn {
 // an integer stage from the environment variable `name` (0..max), or `fallback` when unset;
