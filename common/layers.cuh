@@ -71,6 +71,7 @@ constexpr int RMS_CACHE = 4;             // 8-value vectors per lane rmsnorm kee
 constexpr int RED_THREADS = 256;         // row-layout kernels (smear, resid_mix, residual_scale)
 constexpr int REDUCE_MAX_BLOCKS = 2048;  // at most this many partial sums per reduced value
 constexpr int QK_WARPS = 8;              // qk_norm_rope_gain: warps per block, one lane per 8 values of a head
+constexpr int QK_STEPS = 4;              // qk_norm_rope_gain: warp-steps a warp loads before it computes (no spills, 74/123 registers fwd/bwd)
 constexpr int SORT_CHUNK = 1024;         // embedding sort: positions per block (one per thread)
 constexpr int EMB_PIECE = 64;            // embedding backward: sorted entries summed by one warp
 constexpr int EMB_WARPS = 4;             // embedding backward: pieces per block
@@ -1521,8 +1522,9 @@ inline void relu2_backward_from_out(bf16 *dinp, const bf16 *dout, const bf16 *ou
 // of hd values): a head-row is a segment of hv = hd/8 consecutive lanes, and a warp takes
 // rpw = 32/hv head-rows at a time (lanes past rpw*hv idle when hv does not divide 32). The head's
 // sums go through shuffles (qk_seg_sum: every lane of the segment gets the same bits), the RoPE
-// partners (dims i and i + rd/2, possibly in another lane) through the warp's own shared memory:
-// no block-wide barrier in the loop, and any even rd <= hd works.
+// partners (dims i and i + rd/2, possibly in another lane) by shuffles when rd % 16 == 0 (the
+// fast path: every hd), else through the warp's own shared memory (any even rd <= hd): no
+// block-wide barrier in the loop.
 
 constexpr int QK_PAD = 9;  // shared-memory stride of a lane's 8 values (odd: lanes hit different banks)
 
@@ -1539,109 +1541,191 @@ __device__ __forceinline__ float qk_partner(const float *sm, int lane0, int i, i
     return sm[(lane0 + p / 8) * QK_PAD + p % 8];
 }
 
+// 8 bf16 as they are in memory (one 16-byte load, issued ahead of the math), and as floats
+__device__ __forceinline__ uint4 qk_load_raw(const bf16 *p) { return *reinterpret_cast<const uint4 *>(p); }
+__device__ __forceinline__ void qk_unpack(float (&f)[8], const uint4 &u) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 t = __bfloat1622float2(h[j]);
+        f[2 * j] = t.x;
+        f[2 * j + 1] = t.y;
+    }
+}
+
+// The RoPE partners p of a lane's 8 values x: dim i + half for i < half, i - half for
+// half <= i < rd (0 past rd). All 32 lanes call it. FAST (rd % 16 == 0): a lane's 8 dims lie in
+// one part and their partners are the same 8 slots of lane v +- half/8 (one shuffle each; lanes
+// past rd read themselves); else through the warp's shared memory sm (any even rd).
+template <bool FAST>
+__device__ __forceinline__ void qk_partners(float (&p)[8], const float (&x)[8], float *sm, int lane, int v, int half) {
+    if (FAST) {
+        const int q = half / 8, src = v < q ? lane + q : v < 2 * q ? lane - q : lane;
+#pragma unroll
+        for (int k = 0; k < 8; k++) p[k] = __shfl_sync(0xffffffffu, x[k], src & 31);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) sm[lane * QK_PAD + k] = x[k];
+        __syncwarp();
+#pragma unroll
+        for (int k = 0; k < 8; k++) p[k] = v * 8 + k < 2 * half ? qk_partner(sm, lane - v, v * 8 + k, half) : 0.f;
+        __syncwarp();  // sm is rewritten by the next call
+    }
+}
+// For head-row hr (head hr % NH, position (hr / NH) % T): the RoPE table entries of a lane's 8
+// dims, index i for i < half, i - half for half <= i < rd (0 past rd), and the return value: the
+// head's gain as the reference uses it (1 without gain or for an inactive lane). FAST: 8
+// consecutive entries from a multiple of 8, two 16-byte loads each (the launchers check the
+// tables' alignment).
+template <bool FAST>
+__device__ __forceinline__ float qk_row_coef(float (&c)[8], float (&sn8)[8], const float *cos_t, const float *sin_t,
+                                             const float *gain, int hr, bool active, int NH, int T, int v, int half) {
+    const unsigned h = (unsigned)hr % (unsigned)NH, t = ((unsigned)hr / (unsigned)NH) % (unsigned)T;
+    const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+    if (FAST) {
+        lyr::zero8(c);
+        lyr::zero8(sn8);
+        if (v * 8 < 2 * half) {
+            const int j0 = v * 8 < half ? v * 8 : v * 8 - half;
+            const float4 c0 = *reinterpret_cast<const float4 *>(cs + j0), c1 = *reinterpret_cast<const float4 *>(cs + j0 + 4);
+            const float4 s0 = *reinterpret_cast<const float4 *>(sn + j0), s1 = *reinterpret_cast<const float4 *>(sn + j0 + 4);
+            c[0] = c0.x, c[1] = c0.y, c[2] = c0.z, c[3] = c0.w, c[4] = c1.x, c[5] = c1.y, c[6] = c1.z, c[7] = c1.w;
+            sn8[0] = s0.x, sn8[1] = s0.y, sn8[2] = s0.z, sn8[3] = s0.w, sn8[4] = s1.x, sn8[5] = s1.y, sn8[6] = s1.z, sn8[7] = s1.w;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int i = v * 8 + k, j = i < half ? i : i - half;
+            c[k] = i < 2 * half ? cs[j] : 0.f;
+            sn8[k] = i < 2 * half ? sn[j] : 0.f;
+        }
+    }
+    return gain && active ? lyr::rnd(gain[h]) : 1.f;
+}
+
 // normalize: out = gain * RoPE(xn) with xn = rmsnorm(inp) (xn, rstd stored when not null);
 // !normalize: inp is xn already (qk_rope_gain_forward). RoPE reads xn rounded to bf16 as stored,
-// so both give the same bits. One warp-step per warp (the grid covers all head-rows).
+// so both give the same bits. Each warp takes QK_STEPS consecutive warp-steps (the grid covers
+// all head-rows) and loads all of them before the math: QK_STEPS x 16 bytes in flight per lane
+// instead of one dependent load -> shuffle -> store chain at a time. Head-row indices are 32-bit
+// (the launchers check HR).
+template <bool FAST>
 __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_forward_kernel(
     bf16 *out, bf16 *xn_out, float *rstd, const bf16 *inp, const float *cos_t, const float *sin_t,
-    const float *gain, int NH, int T, int hd, int rd, long HR, bool normalize) {
-    __shared__ float sm[QK_WARPS][32 * QK_PAD];
+    const float *gain, int NH, int T, int hd, int rd, int HR, bool normalize) {
+    __shared__ float sm[QK_WARPS][FAST ? 1 : 32 * QK_PAD];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int hv = hd / 8, rpw = 32 / hv, half = rd / 2;
     const int seg = lane / hv, v = lane % hv;
-    const long hr = ((long)blockIdx.x * QK_WARPS + w) * rpw + seg;
-    const bool active = seg < rpw && hr < HR;
-    const size_t at = (size_t)hr * hd + v * 8;
-    float x[8];
-    if (active) lyr::load8(x, inp + at);
-    else lyr::zero8(x);
-    float r = 1.f;
-    if (normalize) {
-        float s2 = 0.f;
+    const int row0 = (blockIdx.x * QK_WARPS + w) * QK_STEPS * rpw + seg;  // step u: head-row row0 + u * rpw
+    uint4 raw[QK_STEPS];
 #pragma unroll
-        for (int k = 0; k < 8; k++) s2 += x[k] * x[k];
-        r = rsqrtf(qk_seg_sum(s2, seg, hv) / (float)hd + (float)RMS_EPS);
-        if (active && rstd && v == 0) rstd[hr] = r;
+    for (int u = 0; u < QK_STEPS; u++) {
+        const int hr = row0 + u * rpw;
+        raw[u] = seg < rpw && hr < HR ? qk_load_raw(inp + (size_t)hr * hd + v * 8) : make_uint4(0, 0, 0, 0);
     }
-    float y[8];
-    float *my = sm[w];
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
-        y[k] = lyr::rnd(x[k] * r);  // RoPE reads xn as stored (bf16): the backward recomputes out from it
+    for (int u = 0; u < QK_STEPS; u++) {
+        const int hr = row0 + u * rpw;
+        const bool active = seg < rpw && hr < HR;
+        const size_t at = (size_t)hr * hd + v * 8;
+        float c[8], sn[8];
+        const float g = qk_row_coef<FAST>(c, sn, cos_t, sin_t, gain, hr, active, NH, T, v, half);
+        float x[8];
+        qk_unpack(x, raw[u]);
+        float r = 1.f;
+        if (normalize) {
+            float s2 = 0.f;
+#pragma unroll
+            for (int k = 0; k < 8; k++) s2 += x[k] * x[k];
+            r = rsqrtf(qk_seg_sum(s2, seg, hv) / (float)hd + (float)RMS_EPS);
+            if (active && rstd && v == 0) rstd[hr] = r;
+        }
+        float y[8], p[8];
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            y[k] = lyr::rnd(x[k] * r);  // RoPE reads xn as stored (bf16): the backward recomputes out from it
 #ifdef BREAK_QK_RECOMPUTE  // a deliberately wrong variant (dev/broken_variants.sh): RoPE of the unrounded xn
-        y[k] = x[k] * r;
+            y[k] = x[k] * r;
 #endif
-        my[lane * QK_PAD + k] = y[k];
-    }
-    __syncwarp();
-    if (!active) return;
-    if (xn_out) lyr::store8(xn_out + at, y);
-    const int h = (int)(hr % NH), t = (int)((hr / NH) % T), lane0 = lane - v;
-    const float g = gain ? lyr::rnd(gain[h]) : 1.f;
-    const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
-    float o[8];
+        }
+        qk_partners<FAST>(p, y, sm[w], lane, v, half);
+        if (active) {
+            if (xn_out) lyr::store8(xn_out + at, y);
+            float o[8];
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int i = v * 8 + k;
-        float val;
-        if (i < half) val = y[k] * cs[i] + qk_partner(my, lane0, i, half) * sn[i];                   // x1 cos + x2 sin
-        else if (i < rd) val = -qk_partner(my, lane0, i, half) * sn[i - half] + y[k] * cs[i - half];  // -x1 sin + x2 cos
-        else val = y[k];
-        o[k] = g * val;
+            for (int k = 0; k < 8; k++) {
+                const int i = v * 8 + k;
+                float val;
+                if (i < half) val = y[k] * c[k] + p[k] * sn[k];        // x1 cos + x2 sin
+                else if (i < rd) val = -p[k] * sn[k] + y[k] * c[k];    // -x1 sin + x2 cos
+                else val = y[k];
+                o[k] = g * val;
+            }
+            lyr::store8(out + at, o);
+        }
     }
-    lyr::store8(out + at, o);
 }
 
 // dinp (+)= rmsnorm'(rope^T(gain * dout)); partial[block][h] = the block's sum over its head-rows
-// of head h of dout . rope(xn) (only when partial is given). Grid-stride over warp-steps; the
-// launcher makes the stride a multiple of NH head-rows, so each segment of each warp always
-// sees the same head and keeps its gain sum in a register.
+// of head h of dout . rope(xn) (only when partial is given). Grid-stride over groups of
+// QK_STEPS warp-steps per warp, all loads of a group (dout, xn, rstd, dinp when accumulating)
+// issued before its math; the launcher makes the stride a multiple of NH head-rows, so each
+// (step, segment) slot of each warp always sees the same head and keeps its gain sum in a register.
+template <bool FAST>
 __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kernel(
     bf16 *dinp, float *partial, const bf16 *dout, const bf16 *xn, const float *rstd, const float *cos_t,
-    const float *sin_t, const float *gain, int NH, int T, int hd, int rd, long HR, bool accumulate) {
-    __shared__ float sd[QK_WARPS][32 * QK_PAD], sy[QK_WARPS][32 * QK_PAD];
-    __shared__ float sg[QK_WARPS][32];
+    const float *sin_t, const float *gain, int NH, int T, int hd, int rd, int HR, bool accumulate) {
+    __shared__ float sm[QK_WARPS][FAST ? 1 : 32 * QK_PAD];
+    __shared__ float sg[QK_WARPS][QK_STEPS * 32];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int hv = hd / 8, rpw = 32 / hv, half = rd / 2;
-    const int seg = lane / hv, v = lane % hv, lane0 = lane - v;
-    const long gw = (long)blockIdx.x * QK_WARPS + w, nw = (long)gridDim.x * QK_WARPS;
-    float *md = sd[w], *my = sy[w];
-    float gacc = 0.f;  // lane v == 0: the gain gradient of this segment's head
-    for (long base = gw * rpw; base < HR; base += nw * rpw) {  // warp-uniform
-        const long hr = base + seg;
-        const bool active = seg < rpw && hr < HR;
-        const size_t at = (size_t)hr * hd + v * 8;
-        float d[8], y[8];
-        if (active) {
-            lyr::load8(d, dout + at);
-            lyr::load8(y, xn + at);
-        } else {
-            lyr::zero8(d);
-            lyr::zero8(y);
+    const int seg = lane / hv, v = lane % hv;
+    const int gw = blockIdx.x * QK_WARPS + w, nw = gridDim.x * QK_WARPS;
+    const int group = QK_STEPS * rpw;  // head-rows of a warp's group of steps
+    float gacc[QK_STEPS];  // lane v == 0: the gain gradient of slot (u, seg)'s head
+#pragma unroll
+    for (int u = 0; u < QK_STEPS; u++) gacc[u] = 0.f;
+    for (int base = gw * group + seg; base - seg < HR; base += nw * group) {  // warp-uniform condition
+        uint4 rd8[QK_STEPS], ry8[QK_STEPS], ra8[QK_STEPS];
+        float rs[QK_STEPS];
+#pragma unroll
+        for (int u = 0; u < QK_STEPS; u++) {
+            const int hr = base + u * rpw;
+            const size_t at = (size_t)hr * hd + v * 8;
+            rd8[u] = ry8[u] = ra8[u] = make_uint4(0, 0, 0, 0);
+            rs[u] = 0.f;
+            if (seg < rpw && hr < HR) {
+                rd8[u] = qk_load_raw(dout + at);
+                ry8[u] = qk_load_raw(xn + at);
+                rs[u] = rstd[hr];
+                if (accumulate) ra8[u] = qk_load_raw(dinp + at);
+            }
         }
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            md[lane * QK_PAD + k] = d[k];
-            my[lane * QK_PAD + k] = y[k];
-        }
-        __syncwarp();
-        float dy[8];  // d loss / d xn
-        float pdot = 0.f, pg = 0.f;
-        if (active) {
-            const int h = (int)(hr % NH), t = (int)((hr / NH) % T);
-            const float g = gain ? lyr::rnd(gain[h]) : 1.f;
-            const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
+        for (int u = 0; u < QK_STEPS; u++) {
+            const int hr = base + u * rpw;
+            const bool active = seg < rpw && hr < HR;
+            const size_t at = (size_t)hr * hd + v * 8;
+            float c[8], sn[8];
+            const float g = qk_row_coef<FAST>(c, sn, cos_t, sin_t, gain, hr, active, NH, T, v, half);
+            float d[8], y[8], pd[8], py[8];
+            qk_unpack(d, rd8[u]);
+            qk_unpack(y, ry8[u]);
+            qk_partners<FAST>(pd, d, sm[w], lane, v, half);
+            qk_partners<FAST>(py, y, sm[w], lane, v, half);
+            float dy[8];  // d loss / d xn
+            float pdot = 0.f, pg = 0.f;
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 const int i = v * 8 + k;
                 float rot;  // rope(xn)[i]
                 if (i < half) {  // the rotation's transpose: (d1, d2) -> (d1 cos - d2 sin, d1 sin + d2 cos)
-                    dy[k] = g * (d[k] * cs[i] - qk_partner(md, lane0, i, half) * sn[i]);
-                    rot = y[k] * cs[i] + qk_partner(my, lane0, i, half) * sn[i];
+                    dy[k] = g * (d[k] * c[k] - pd[k] * sn[k]);
+                    rot = y[k] * c[k] + py[k] * sn[k];
                 } else if (i < rd) {
-                    const int i1 = i - half;
-                    dy[k] = g * (qk_partner(md, lane0, i, half) * sn[i1] + d[k] * cs[i1]);
-                    rot = -qk_partner(my, lane0, i, half) * sn[i1] + y[k] * cs[i1];
+                    dy[k] = g * (pd[k] * sn[k] + d[k] * c[k]);
+                    rot = -py[k] * sn[k] + y[k] * c[k];
                 } else {
                     dy[k] = g * d[k];
                     rot = y[k];
@@ -1649,30 +1733,28 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
                 pdot += y[k] * dy[k];
                 pg += d[k] * rot;
             }
-        } else {
-            lyr::zero8(dy);
-        }
-        const float dot = qk_seg_sum(pdot, seg, hv), gs = qk_seg_sum(pg, seg, hv);
-        if (active) {
-            const float r = rstd[hr], m = dot / (float)hd;
-            float o[8];
-            if (accumulate) lyr::load8(o, dinp + at);
-            else lyr::zero8(o);
+            const float dot = qk_seg_sum(pdot, seg, hv), gs = qk_seg_sum(pg, seg, hv);
+            if (active) {
+                const float m = dot / (float)hd;
+                float o[8];
+                qk_unpack(o, ra8[u]);  // zeros unless accumulating
 #pragma unroll
-            for (int k = 0; k < 8; k++) o[k] += r * (dy[k] - y[k] * m);
-            lyr::store8(dinp + at, o);
-            if (v == 0) gacc += gs;
+                for (int k = 0; k < 8; k++) o[k] += rs[u] * (dy[k] - y[k] * m);
+                lyr::store8(dinp + at, o);
+                if (v == 0) gacc[u] += gs;
+            }
         }
-        __syncwarp();  // sd, sy are rewritten by the next step
     }
     if (!partial) return;  // uniform over the grid
-    if (v == 0 && seg < rpw) sg[w][seg] = gacc;
+    if (v == 0 && seg < rpw)
+#pragma unroll
+        for (int u = 0; u < QK_STEPS; u++) sg[w][u * rpw + seg] = gacc[u];
     __syncthreads();
-    if ((int)threadIdx.x < NH) {  // the block's segments of head threadIdx.x, in (warp, segment) order
+    if ((int)threadIdx.x < NH) {  // the block's slots of head threadIdx.x, in (warp, step, segment) order
         float s = 0.f;
         for (int ww = 0; ww < QK_WARPS; ww++)
-            for (int q = 0; q < rpw; q++)
-                if ((((long)blockIdx.x * QK_WARPS + ww) * rpw + q) % NH == (long)threadIdx.x) s += sg[ww][q];
+            for (int j = 0; j < group; j++)
+                if (((blockIdx.x * QK_WARPS + ww) * group + j) % NH == (int)threadIdx.x) s += sg[ww][j];
         partial[(size_t)blockIdx.x * NH + threadIdx.x] = s;
     }
 }
@@ -1700,9 +1782,22 @@ inline void qk_check_shape(int B, int T, int NH, int hd, int rd, const char *who
     if (rd < 0 || rd % 2 != 0 || rd > hd)
         fatal_config("layers.cuh: %s: rope dims=%d must be even and in [0, head_dim=%d]", who, rd, hd);
 }
-// head-rows a warp takes at a time, and the forward's grid (one warp-step per warp)
+// head-rows a warp takes at a time, and the forward's grid (QK_STEPS warp-steps per warp)
 inline int qk_rows_per_warp(int hd) { return 32 / (hd / 8); }
-inline long qk_forward_grid(long HR, int hd) { return ceil_div(HR, (long)QK_WARPS * qk_rows_per_warp(hd)); }
+inline long qk_forward_grid(long HR, int hd) { return ceil_div(HR, (long)QK_WARPS * QK_STEPS * qk_rows_per_warp(hd)); }
+// The fast path (RoPE partners by shuffles, table rows by 16-byte loads) needs rd % 16 == 0 (each
+// lane's 8 dims in one half of the rotation) and 16-byte aligned tables; any other even rd takes
+// the shared-memory path.
+inline bool qk_fast_path(int rd, const float *cos_t, const float *sin_t) {
+    return rd % 16 == 0 && ((uintptr_t)cos_t & 15) == 0 && ((uintptr_t)sin_t & 15) == 0;
+}
+// B * T * NH head-rows; the kernels index them in 32 bits (the grid-stride loop may step up to a
+// grid past HR), so at most 2^30 (2^36 values: far beyond any activation this code allocates)
+inline long qk_head_rows(int B, int T, int NH, const char *who) {
+    const long HR = (long)B * T * NH;
+    layers_require(HR <= (1L << 30), who, "at most 2^30 head-rows (B * T * heads; the kernels index them in 32 bits)");
+    return HR;
+}
 
 // out, xn (B, T, NH, hd) bf16, rstd (B, T, NH) fp32: per-head rmsnorm (xn), partial RoPE on the
 // first rd dims, times gain[h] (gain null: 1, for k). xn and rstd may be null (no backward).
@@ -1716,10 +1811,11 @@ inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf
     layers_check_aligned(out, who, "out");
     if (xn) layers_check_aligned(xn, who, "xn");
     layers_check_aligned(inp, who, "inp");
-    const long HR = (long)B * T * NH;
+    const long HR = qk_head_rows(B, T, NH, who);
     if (HR == 0) return;
-    qk_norm_rope_gain_forward_kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t,
-                                                                                            gain, NH, T, hd, rd, HR, true);
+    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
+    kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
+                                                                  true);
     cudaCheckLaunch();
 }
 // out (B, T, NH, hd) = gain * RoPE(xn): the forward's out again from its xn (bf16), bit for bit
@@ -1732,10 +1828,11 @@ inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, 
     qk_check_shape(B, T, NH, hd, rd, who);
     layers_check_aligned(out, who, "out");
     layers_check_aligned(xn, who, "xn");
-    const long HR = (long)B * T * NH;
+    const long HR = qk_head_rows(B, T, NH, who);
     if (HR == 0) return;
-    qk_norm_rope_gain_forward_kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, nullptr, nullptr, xn, cos_t,
-                                                                                            sin_t, gain, NH, T, hd, rd, HR, false);
+    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
+    kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, nullptr, nullptr, xn, cos_t, sin_t, gain, NH, T, hd, rd,
+                                                                  (int)HR, false);
     cudaCheckLaunch();
 }
 // dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from xn and rstd of the
@@ -1751,12 +1848,13 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
     layers_check_aligned(dinp, who, "dinp");
     layers_check_aligned(dout, who, "dout");
     layers_check_aligned(xn, who, "xn");
-    const long HR = (long)B * T * NH;
+    const long HR = qk_head_rows(B, T, NH, who);
     if (HR == 0) return;
     // one full wave (fewer blocks for small problems), rounded up so that the grid's stride,
-    // nb * QK_WARPS * rpw head-rows, is a multiple of NH (see the kernel)
-    const int wave = full_wave_blocks((const void *)qk_norm_rope_gain_backward_kernel, QK_WARPS * 32);
-    const int rows = QK_WARPS * qk_rows_per_warp(hd), q = NH / std::gcd(NH, rows);
+    // nb * QK_WARPS * QK_STEPS * rpw head-rows, is a multiple of NH (see the kernel)
+    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_backward_kernel<true> : qk_norm_rope_gain_backward_kernel<false>;
+    const int wave = full_wave_blocks((const void *)kernel, QK_WARPS * 32);
+    const int rows = QK_WARPS * QK_STEPS * qk_rows_per_warp(hd), q = NH / std::gcd(NH, rows);
     int nb = (int)std::max(1L, std::min(qk_forward_grid(HR, hd), (long)wave));
     nb = ceil_div(nb, q) * q;
     float *partial = nullptr;
@@ -1764,8 +1862,8 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
         layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
         partial = (float *)scratch.ptr;
     }
-    qk_norm_rope_gain_backward_kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain,
-                                                                        NH, T, hd, rd, HR, accumulate);
+    kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
+                                             accumulate);
     cudaCheckLaunch();
     if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
 }
