@@ -1858,7 +1858,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
 }
 
 // The Hopper stage attention_backward runs (5, the measured fastest: 280 TFLOP/s against stage
-// 1's 253 in one run, docs/ATTENTION.md; 0 keeps the mma.sync kernel on Hopper too). Developer
+// 1's 253 in one run, docs/ATTENTION_KERNELS.md; 0 keeps the mma.sync kernel on Hopper too). Developer
 // knob, to measure stages in one process: the environment variable ATTN_BWD_STAGE (0..7)
 // overrides it, read once.
 constexpr int ATTN_BWD_SM90_STAGE = 5;
@@ -1956,7 +1956,7 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
 // specialized (a producer warpgroup issues the loads into a 4-stage ring guarded by full/empty
 // mbarriers; 3 consumer warpgroups compute; no CTA-wide barrier in the loop); its variants
 // <true, 64> and <true, 128> overlap each consumer's products with its softmax. The
-// stages and what each buys: docs/ATTENTION.md.
+// stages and what each buys: docs/ATTENTION_KERNELS.md.
 //
 // Shared memory layout (the TMA 128-byte swizzle = this file's swz(): 16-byte chunk c of row r
 // is stored at chunk c ^ (r % 8), given a 1024-byte-aligned tile of 128-byte rows):
@@ -2592,7 +2592,7 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     cudaCheckLaunch();
 }
 
-// the stage attention_forward uses on Hopper (5 = v6, the measured fastest: docs/ATTENTION.md;
+// the stage attention_forward uses on Hopper (5 = v6, the measured fastest: docs/ATTENTION_KERNELS.md;
 // 0 keeps the mma.sync kernel there too). Developer knob, to measure stages in one process: the
 // environment variable ATTN_FWD_STAGE (0..8) overrides it, read once.
 constexpr int ATTN_FWD_HOPPER_STAGE = 5;
