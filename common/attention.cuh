@@ -1,7 +1,7 @@
 // attention.cuh: causal flash attention (forward and backward) and XSA on the GPU.
 // defines: attention_forward, attention_backward (+ attention_backward_scratch_floats),
 //          xsa_forward, xsa_backward; the forward's two paths attention_forward_mma (any GPU)
-//          and attention_forward_wgmma (+ attention_forward_wgmma_available; sm_90a, Hopper);
+//          and attention_forward_wgmma (+ attention_sm90_available; sm_90a, Hopper);
 //          the backward's two, attention_backward_mma and attention_backward_sm90 (+ _available)
 //
 // The GPU twins of attention_forward_cpu / attention_backward_cpu / xsa_forward_cpu /
@@ -1091,7 +1091,39 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 #undef H_WG_D32
 #undef H_WG_DOUT
 
+// 1 when the device code running here was compiled for sm_90a (the Hopper kernels' bodies are
+// empty in any other build, e.g. an sm_80 build JIT-compiled on an H100, or compute_90 without "a")
+__global__ void sm90_probe_kernel(int *has) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *has = 1;
+#else
+    *has = 0;
+#endif
+}
+
 }  // namespace attn
+
+// Whether the Hopper kernels (forward and backward) can run here: an sm_90 device running this
+// build's sm_90a code. Asked once (a one-thread probe launch); otherwise attention_forward and
+// attention_backward take the mma.sync kernels.
+inline bool attention_sm90_available() {
+    static int has = -1;
+    if (has < 0) {
+        int dev = 0, major = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        has = 0;
+        if (major == 9) {
+            int *d = nullptr;
+            cudaCheck(cudaMalloc(&d, sizeof(int)));
+            attn::sm90_probe_kernel<<<1, 1>>>(d);
+            cudaCheckLaunch();
+            cudaCheck(cudaMemcpy(&has, d, sizeof(int), cudaMemcpyDeviceToHost));
+            cudaCheck(cudaFree(d));
+        }
+    }
+    return has == 1;
+}
 
 // ----------------------------------------------------------------------------
 // Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..6 below)
@@ -1656,7 +1688,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         }
     }
 #else
-    __trap();  // built without sm_90a: attention_backward never launches this (attention_backward_sm90_available)
+    __trap();  // built without sm_90a: attention_backward never launches this (attention_sm90_available)
 #endif
 }
 
@@ -1746,15 +1778,6 @@ inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bf
 
 namespace attn {
 
-// 1 when this build carries the sm_90a backward (compiled for sm_90a and running on it)
-__global__ void attention_backward_sm90_probe_kernel(int *has) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    *has = 1;
-#else
-    *has = 0;
-#endif
-}
-
 // cuTensorMapEncodeTiled from the driver through the runtime (so no -lcuda); the one entry point
 // of both Hopper kernels' tensor maps (bwd_tensor_map here, h90_tensor_map for the forward)
 inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -1794,28 +1817,8 @@ inline CUtensorMap bwd_tensor_map(const E *p, int B, int T, int heads, int rows)
 
 }  // namespace attn
 
-// whether attention_backward_sm90 can run here: built for sm_90a and on an sm_90 device
-inline bool attention_backward_sm90_available() {
-    static int has = -1;
-    if (has < 0) {
-        int dev = 0, major = 0;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        has = 0;
-        if (major == 9) {
-            int *d = nullptr;
-            cudaCheck(cudaMalloc(&d, sizeof(int)));
-            attn::attention_backward_sm90_probe_kernel<<<1, 1>>>(d);
-            cudaCheckLaunch();
-            cudaCheck(cudaMemcpy(&has, d, sizeof(int), cudaMemcpyDeviceToHost));
-            cudaCheck(cudaFree(d));
-        }
-    }
-    return has == 1;
-}
-
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
-// message where attention_backward_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
+// message where attention_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
 // by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
 // 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run) or 7 (6
 // + dQ split by columns between the consumers, no hand-on), see
@@ -1827,7 +1830,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
                                     float *scratch, bool accumulate, cudaStream_t stream, int stage = 1) {
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
-    if (!attention_backward_sm90_available())
+    if (!attention_sm90_available())
         fatal_config("attention.cuh: attention_backward_sm90 needs an sm_90 GPU and a GPU_ARCH=90a build");
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
@@ -1886,13 +1889,13 @@ inline int attn_bwd_stage() {
 // accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
 // onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
 // 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
-// Runs the Hopper kernel (stage attn_bwd_stage()) where it can (attention_backward_sm90_available),
+// Runs the Hopper kernel (stage attn_bwd_stage()) where it can (attention_sm90_available),
 // else the mma.sync one.
 inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
                                float *scratch, bool accumulate, cudaStream_t stream) {
-    if (attn_bwd_stage() > 0 && attention_backward_sm90_available())
+    if (attn_bwd_stage() > 0 && attention_sm90_available())
         attention_backward_sm90(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream,
                                 attn_bwd_stage());
     else
@@ -2515,23 +2518,6 @@ inline CUtensorMap h90_tensor_map(const __nv_bfloat16 *base, int B, int T, int h
 
 }  // namespace attn
 
-// true when this build has the sm_90a kernel and the current device runs it (an sm_90 GPU);
-// otherwise attention_forward uses the mma.sync kernel
-inline bool attention_forward_wgmma_available() {
-    static int avail = -1;
-    if (avail < 0) {
-        cudaFuncAttributes fa;
-        cudaCheck(cudaFuncGetAttributes(&fa, attn::attention_forward_sm90_kernel));
-        int dev = 0, major = 0;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        // ptxVersion: the virtual architecture the kernel was compiled for (an sm_80 build JIT-
-        // compiled on an H100 reports 80 there, and its kernel body is empty)
-        avail = (major == 9 && fa.ptxVersion >= 90 && fa.binaryVersion >= 90) ? 1 : 0;
-    }
-    return avail == 1;
-}
-
 // the same contract as attention_forward_mma, on an sm_90a wgmma + TMA kernel: stage 1 (S1,
 // attention_forward_sm90_kernel), 2 (S2, warp-specialized attention_forward_sm90_ws_kernel),
 // 3 (S2 + the consumers' P V overlapped with the next tile's S and softmax), 4 (stage 3 with
@@ -2547,7 +2533,7 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_forward("attention_forward_wgmma", out, q, k, v, B, T, H, KV, hd);
-    if (!attention_forward_wgmma_available())
+    if (!attention_sm90_available())
         fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
     if (stage < 1 || stage > ATTN_FWD_HOPPER_STAGES)
         fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1..%d)", stage, ATTN_FWD_HOPPER_STAGES);
@@ -2605,7 +2591,7 @@ inline int attn_fwd_stage() {
 // the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere
 inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                               const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
-    if (attn_fwd_stage() > 0 && attention_forward_wgmma_available())
+    if (attn_fwd_stage() > 0 && attention_sm90_available())
         attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream, attn_fwd_stage());
     else attention_forward_mma(out, lse, q, k, v, B, T, H, KV, hd, stream);
 }

@@ -181,9 +181,8 @@ __device__ inline float bf16_round(float x) { return __bfloat162float(__float2bf
 
 namespace lyr {
 
-// 8 bf16 <-> 8 floats, one 16-byte access
-__device__ __forceinline__ void load8(float (&f)[8], const bf16 *p) {
-    const uint4 u = *reinterpret_cast<const uint4 *>(p);
+// 8 bf16 (one 16-byte word, e.g. loaded ahead of the math) as 8 floats
+__device__ __forceinline__ void unpack8(float (&f)[8], const uint4 &u) {
     const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
 #pragma unroll
     for (int j = 0; j < 4; j++) {
@@ -192,6 +191,8 @@ __device__ __forceinline__ void load8(float (&f)[8], const bf16 *p) {
         f[2 * j + 1] = t.y;
     }
 }
+// 8 bf16 <-> 8 floats, one 16-byte access
+__device__ __forceinline__ void load8(float (&f)[8], const bf16 *p) { unpack8(f, *reinterpret_cast<const uint4 *>(p)); }
 // 8 fp32 values of a parameter table that may be only 4-byte aligned
 __device__ __forceinline__ void load8(float (&f)[8], const float *p) {
 #pragma unroll

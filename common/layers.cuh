@@ -1541,17 +1541,8 @@ __device__ __forceinline__ float qk_partner(const float *sm, int lane0, int i, i
     return sm[(lane0 + p / 8) * QK_PAD + p % 8];
 }
 
-// 8 bf16 as they are in memory (one 16-byte load, issued ahead of the math), and as floats
+// 8 bf16 as they are in memory (one 16-byte load, issued ahead of the math; lyr::unpack8 later)
 __device__ __forceinline__ uint4 qk_load_raw(const bf16 *p) { return *reinterpret_cast<const uint4 *>(p); }
-__device__ __forceinline__ void qk_unpack(float (&f)[8], const uint4 &u) {
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const float2 t = __bfloat1622float2(h[j]);
-        f[2 * j] = t.x;
-        f[2 * j + 1] = t.y;
-    }
-}
 
 // The RoPE partners p of a lane's 8 values x: dim i + half for i < half, i - half for
 // half <= i < rd (0 past rd). All 32 lanes call it. FAST (rd % 16 == 0): a lane's 8 dims lie in
@@ -1632,7 +1623,7 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_forward_kerne
         float c[8], sn[8];
         const float g = qk_row_coef<FAST>(c, sn, cos_t, sin_t, gain, hr, active, NH, T, v, half);
         float x[8];
-        qk_unpack(x, raw[u]);
+        lyr::unpack8(x, raw[u]);
         float r = 1.f;
         if (normalize) {
             float s2 = 0.f;
@@ -1710,8 +1701,8 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
             float c[8], sn[8];
             const float g = qk_row_coef<FAST>(c, sn, cos_t, sin_t, gain, hr, active, NH, T, v, half);
             float d[8], y[8], pd[8], py[8];
-            qk_unpack(d, rd8[u]);
-            qk_unpack(y, ry8[u]);
+            lyr::unpack8(d, rd8[u]);
+            lyr::unpack8(y, ry8[u]);
             qk_partners<FAST>(pd, d, sm[w], lane, v, half);
             qk_partners<FAST>(py, y, sm[w], lane, v, half);
             float dy[8];  // d loss / d xn
@@ -1737,7 +1728,7 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
             if (active) {
                 const float m = dot / (float)hd;
                 float o[8];
-                qk_unpack(o, ra8[u]);  // zeros unless accumulating
+                lyr::unpack8(o, ra8[u]);  // zeros unless accumulating
 #pragma unroll
                 for (int k = 0; k < 8; k++) o[k] += rs[u] * (dy[k] - y[k] * m);
                 lyr::store8(dinp + at, o);
