@@ -1249,7 +1249,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                                    const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
                                    const __grid_constant__ CUtensorMap tm_dq, __nv_bfloat16 *__restrict__ dk, __nv_bfloat16 *__restrict__ dv,
                                    float *__restrict__ dq_acc, const float *__restrict__ lse2,
-                                   const float *__restrict__ Dd, int T, int H, int KV, bool accumulate) {
+                                   const float *__restrict__ Dd, int T, int H, int KV, bool accumulate, bool kb_fastest) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -1268,7 +1268,9 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     // stays as measured (207 registers; with the shuffle it would take 175).
     const int tid = threadIdx.x, t = tid % 128, warp = t / 32, lane = tid % 32;
     const int wg = (STAGE >= 2 ? __shfl_sync(0xffffffffu, tid / 128, 0) : tid / 128) - (WS ? 1 : 0);
-    const int kh = blockIdx.x, b = blockIdx.y, k0 = blockIdx.z * H_BC;
+    // which key block: see attn_bwd_grid_order() (kb_fastest: grid (key blocks, KV, B), else (KV, B, key blocks))
+    const int kh = kb_fastest ? blockIdx.y : blockIdx.x, b = kb_fastest ? blockIdx.z : blockIdx.y;
+    const int k0 = (kb_fastest ? blockIdx.x : blockIdx.z) * H_BC;
     const int G = H / KV;
     const uint32_t sK = base + H_OFF_K, sV = base + H_OFF_V, sdS = base + H_OFF_DS;
     const uint32_t bar_kv = base + H_OFF_BAR;
@@ -1817,6 +1819,40 @@ inline CUtensorMap bwd_tensor_map(const E *p, int B, int T, int heads, int rows)
 
 }  // namespace attn
 
+namespace attn {
+// an integer stage from the environment variable `name` (0..max), or `fallback` when unset;
+// anything else is a configuration error (exit 2)
+inline int stage_from_env(const char *name, int fallback, int max) {
+    const char *s = getenv(name);
+    if (!s) return fallback;
+    char *end = nullptr;
+    const long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 0 || v > max)
+        fatal_config("%s='%s': need an integer 0..%d (0 = the mma.sync kernel, else a Hopper stage)", name, s, max);
+    return (int)v;
+}
+}  // namespace attn
+
+// The order in which the Hopper backward's CTAs are launched (developer knob: the environment
+// variable ATTN_BWD_ORDER, 0 or 1, read once; docs/ATTENTION_KERNELS.md has the measurements):
+// 1 (default): grid (key blocks, KV, B): the key blocks of one (b, kv head) are neighbours, so the
+//    ~130 CTAs resident at a time cover ~8 (b, kv head) pairs. All key blocks of a pair load the
+//    same Q / dO tiles and reduce-add into the same fp32 dQ rows: ~2 MB a pair, which then stays
+//    in L2 between them. Key block 0 (the most query tiles) still starts first within a pair.
+// 0: grid (KV, B, key blocks): the key block is the slowest index (longest first over the whole
+//    grid). The resident CTAs then all belong to different pairs, and the dQ reduce-adds and Q / dO
+//    loads go to DRAM: ncu (H200, seed shape, stage 5) read 3.2 TB/s of DRAM traffic with 21% L2
+//    hits, ~9x the kernel's compulsory bytes.
+inline int attn_bwd_grid_order() {
+    static const int order = [] {
+        const char *s = getenv("ATTN_BWD_ORDER");
+        if (!s) return 1;
+        if (strcmp(s, "0") && strcmp(s, "1")) fatal_config("ATTN_BWD_ORDER='%s': need 0 or 1", s);
+        return s[0] - '0';
+    }();
+    return order;
+}
+
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
 // message where attention_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
 // by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
@@ -1839,7 +1875,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
         fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..%d)", stage, ATTN_BWD_SM90_STAGES);
     // stage s runs kernels[s - 1] with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
     static void (*const kernels[7])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
-                                    __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool) = {
+                                    __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool, bool) = {
         attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
         attention_backward_sm90_kernel<4>, attention_backward_sm90_kernel<5>, attention_backward_sm90_kernel<6>,
         attention_backward_sm90_kernel<7>};
@@ -1853,9 +1889,10 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
     const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
     const CUtensorMap tdq = bwd_tensor_map(dq_acc, B, T, H, H_BR);
-    dim3 grid(KV, B, ceil_div(T, H_BC));
+    const bool kb_fastest = attn_bwd_grid_order() == 1;
+    const dim3 grid = kb_fastest ? dim3(ceil_div(T, H_BC), KV, B) : dim3(KV, B, ceil_div(T, H_BC));
     kernels[stage - 1]<<<grid, stage >= 3 ? H_THREADS_WS : H_THREADS, smem[stage - 1], stream>>>(
-        tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate);
+        tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate, kb_fastest);
     cudaCheckLaunch();
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
@@ -1866,19 +1903,6 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
 // overrides it, read once.
 constexpr int ATTN_BWD_SM90_STAGE = 5;
 
-namespace attn {
-// an integer stage from the environment variable `name` (0..max), or `fallback` when unset;
-// anything else is a configuration error (exit 2)
-inline int stage_from_env(const char *name, int fallback, int max) {
-    const char *s = getenv(name);
-    if (!s) return fallback;
-    char *end = nullptr;
-    const long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 0 || v > max)
-        fatal_config("%s='%s': need an integer 0..%d (0 = the mma.sync kernel, else a Hopper stage)", name, s, max);
-    return (int)v;
-}
-}  // namespace attn
 
 inline int attn_bwd_stage() {
     static const int stage = attn::stage_from_env("ATTN_BWD_STAGE", ATTN_BWD_SM90_STAGE, ATTN_BWD_SM90_STAGES);
