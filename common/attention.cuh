@@ -1897,11 +1897,12 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
 
-// The Hopper stage attention_backward runs (5, the measured fastest: 280 TFLOP/s against stage
-// 1's 253 in one run, docs/ATTENTION_KERNELS.md; 0 keeps the mma.sync kernel on Hopper too). Developer
-// knob, to measure stages in one process: the environment variable ATTN_BWD_STAGE (0..7)
-// overrides it, read once.
-constexpr int ATTN_BWD_SM90_STAGE = 5;
+// The Hopper stage attention_backward runs (7, the measured fastest since the key-block grid
+// order (attn_bwd_grid_order): 317 TFLOP/s against stage 5's 275 in one run, and -16 ms a
+// training step, docs/ATTENTION_KERNELS.md; with the old order stage 5 led, 280 vs 277. 0 keeps
+// the mma.sync kernel on Hopper too). Developer knob, to measure stages in one process: the
+// environment variable ATTN_BWD_STAGE (0..7) overrides it, read once.
+constexpr int ATTN_BWD_SM90_STAGE = 7;
 
 
 inline int attn_bwd_stage() {
