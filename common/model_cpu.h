@@ -403,10 +403,12 @@ void qk_norm_rope_gain_forward_cpu(real *out, real *xn, real *rstd, const real *
     qk_rope_gain_forward_cpu(out, xn, cos_t, sin_t, gain, B, T, NH, hd, rd);
 }
 // dinp += d/dx; dgain[h] += sum over tokens of dout . rope(xn) (dgain null for k).
+// dgain_abs (optional, NH): the sum of the |terms| of each dgain[h], the scale against which its
+// rounding error is judged when the sum cancels (dev/model.cu).
 template <typename real>
 void qk_norm_rope_gain_backward_cpu(real *dinp, real *dgain, const real *dout, const real *xn, const real *rstd,
                                     const real *cos_t, const real *sin_t, const real *gain, int B, int T, int NH,
-                                    int hd, int rd) {
+                                    int hd, int rd, double *dgain_abs = nullptr) {
     const int half = rd / 2;
 #pragma omp parallel
     {
@@ -438,17 +440,24 @@ void qk_norm_rope_gain_backward_cpu(real *dinp, real *dgain, const real *dout, c
 #pragma omp parallel for
     for (int h = 0; h < NH; h++) {  // one head per iteration: dgain[h] has one writer
         real acc = 0;
+        double sabs = 0;
         for (int n = 0; n < B * T; n++) {
             size_t at = ((size_t)n * NH + h) * hd;
             const real *d = dout + at, *y = xn + at;
             const real *c = cos_t + (size_t)(n % T) * half, *s = sin_t + (size_t)(n % T) * half;
             for (int i = 0; i < half; i++) {
                 real x1 = y[i], x2 = y[i + half];
-                acc += d[i] * (x1 * c[i] + x2 * s[i]) + d[i + half] * (-x1 * s[i] + x2 * c[i]);
+                const real t1 = d[i] * (x1 * c[i] + x2 * s[i]), t2 = d[i + half] * (-x1 * s[i] + x2 * c[i]);
+                acc += t1 + t2;
+                if (dgain_abs) sabs += std::fabs((double)t1) + std::fabs((double)t2);
             }
-            for (int i = rd; i < hd; i++) acc += d[i] * y[i];
+            for (int i = rd; i < hd; i++) {
+                acc += d[i] * y[i];
+                if (dgain_abs) sabs += std::fabs((double)d[i] * y[i]);
+            }
         }
         dgain[h] += acc;
+        if (dgain_abs) dgain_abs[h] = sabs;
     }
 }
 
@@ -921,6 +930,8 @@ struct ModelCPU {
     GradActs<real> gacts;
     int gacts_B = 0, gacts_T = 0;
     real loss = 0;               // mean loss of the last forward with targets
+    std::vector<double> q_gain_terms_abs;  // (L, H) of the last backward: the sum of |terms| of each
+                                           // q_gain gradient (the scale dev/model.cu judges it by)
 
     ModelCPU() = default;
     // a copy would keep pointing into the original's buffers: build another one instead
@@ -1185,7 +1196,9 @@ void model_backward(ModelCPU<real> &m, real loss_scale = 1) {
         attention_backward_cpu(g.dq, g.dk, g.dv, datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd);
         zero(g.dq_raw, ND);
         zero(g.dk_raw, (size_t)N * KVD);
-        qk_norm_rope_gain_backward_cpu(g.dq_raw, dbp.q_gain, g.dq, la.qn, la.rstd_q, a.rope_cos, a.rope_sin, bp.q_gain, B, T, H, hd, rd);
+        m.q_gain_terms_abs.resize((size_t)c.num_layers * H);
+        qk_norm_rope_gain_backward_cpu(g.dq_raw, dbp.q_gain, g.dq, la.qn, la.rstd_q, a.rope_cos, a.rope_sin, bp.q_gain, B, T, H, hd, rd,
+                                       m.q_gain_terms_abs.data() + (size_t)l * H);
         qk_norm_rope_gain_backward_cpu(g.dk_raw, (real *)nullptr, g.dk, la.kn, la.rstd_k, a.rope_cos, a.rope_sin, (const real *)nullptr, B, T, KV, hd, rd);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_backward_cpu(g.dve_base, dp.ve_layer_scales[ve], g.dv, a.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD);

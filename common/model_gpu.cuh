@@ -513,7 +513,11 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
                                m.attn_scratch, false, stream);
         }
         // through gain/RoPE/per-head rmsnorm, in place: dq, dk become the c_q / c_k output gradients
-        qk_norm_rope_gain_backward(m.dq, dbp.q_gain, m.dq, la.qn, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd,
+        float *dq_gain = dbp.q_gain;
+#ifdef BREAK_QGAIN_HEAD  // a deliberately wrong variant (dev/broken_variants.sh): head h's q_gain gradient lands on h + 1
+        dq_gain += 1;
+#endif
+        qk_norm_rope_gain_backward(m.dq, dq_gain, m.dq, la.qn, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd,
                                    false, sc, stream);
         qk_norm_rope_gain_backward(m.dk, nullptr, m.dk, la.kn, la.rstd_k, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd,
                                    false, sc, stream);

@@ -29,6 +29,8 @@
 #                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_SCORED_ROWS     the scored-rows-only eval gathers the rows one position too early
 #                                                              (common/model_gpu.cuh) -> dev_model
+#   BREAK_QGAIN_HEAD      head h's q_gain gradient lands on head h + 1
+#                                                              (common/model_gpu.cuh) -> dev_model
 #   BREAK_WGMMA_FWD       the Hopper forwards (v2..v9) leave the diagonal tiles unmasked
 #                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_WGMMA_BWD       the sm90 (wgmma) backward drops the causal mask
@@ -59,6 +61,7 @@ ROWS=(
     'BREAK_RMSNORM_MIX|layers|--no-bench|FAIL +dresid'
     'BREAK_QK_RECOMPUTE|layers|--no-bench|FAIL +out from xn +bitwise'
     'BREAK_SCORED_ROWS|model|--no-bench|FAIL gpu score_from='
+    'BREAK_QGAIN_HEAD|model|--no-bench|FAIL grad blocks\.[0-9]+\.attn\.q_gain'
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
     'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'

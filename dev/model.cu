@@ -7,7 +7,10 @@
 //   per-position losses       rel L2 <= 1e-2
 //   every parameter gradient  rel L2 (||g_gpu - g_cpu|| / ||g_cpu||) <= 5e-2, and no NaN; the
 //                             tensors of <= 64 values (scalars, per-head gains: single sums over
-//                             N*D terms that can cancel) relative to max(|g|, 1% of the largest)
+//                             N*D terms that can cancel) relative to max(|g|, 1% of the largest);
+//                             bigram.scale and each head's q_gain relative to max(|g|, 1% of the
+//                             sum of its |terms|) (the CPU's sum: a cancelling sum is judged at
+//                             the scale of its terms' bf16 error, not at its own tiny value)
 //   with QAT on (fake-quantized linear weights, straight-through gradients): the same bounds
 //   accumulation: two micro-batches of loss_scale 1/2 == the mean of the two single gradients
 //   bigram.scale and the VE scale: also against a double sum over the GPU's own bf16 inputs, with
@@ -298,6 +301,22 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
             e = rel_l2(gg, gc, 1, &finite) * nc / std::max(nc, 1e-2 * sabs);
             printf("  info bigram.scale: gradient %.4g, sum of |terms| %.4g (cancellation %.0fx), gpu %.4g\n", gc[0], sabs,
                    sabs / std::max(std::fabs((double)gc[0]), 1e-300), gg[0]);
+        }
+        int layer = -1;
+        if (sscanf(s.name.c_str(), "blocks.%d.attn.q_gain", &layer) == 1 && layer >= 0 && layer < c.num_layers) {
+            // per head, one sum over N*hd terms of both signs (dout . rope(xn)): as bigram.scale, each
+            // head's error is bounded by 1% of its sum of |terms| where the sum cancels
+            const double *sabs = cpu.q_gain_terms_abs.data() + (size_t)layer * c.num_heads;
+            double worst_h = 0, cancel = 0;
+            for (int h = 0; h < c.num_heads; h++) {
+                const double d = std::fabs((double)gg[h] - gc[h]), scale = std::max(std::fabs((double)gc[h]), 1e-2 * sabs[h]);
+                const double eh = d / std::max(scale, 1e-300);
+                if (!(eh <= worst_h)) worst_h = eh;  // NaN counts as worst
+                cancel = std::max(cancel, sabs[h] / std::max(std::fabs((double)gc[h]), 1e-300));
+            }
+            e = worst_h;
+            printf("  info %s: worst head |gpu - cpu| / max(|g|, 1%% of sum |terms|) %.3e, largest cancellation %.0fx\n",
+                   s.name.c_str(), worst_h, cancel);
         }
         const bool ok = finite && e <= 5e-2;
         if (small)  // error relative to the tensor's own norm, for the record (the judged e is above)
