@@ -40,6 +40,13 @@
 // When cuBLASLt has no algorithm for a problem (odd leading dimensions / misaligned pointers can
 // do that), a plain tiled fallback kernel computes it (correct, slow, reported once on stderr).
 //
+// Autotuning (developer knob MATMUL_AUTOTUNE=n, read once; off by default): on a shape's first
+// call, time the heuristic's first n algorithms (one warm-up and 3 timed runs each, beta = 0 into a
+// scratch output, so nothing the caller owns is written twice) and keep the fastest; a line per
+// shape on stderr says what it found. Timings move between runs, so two processes may pick
+// different kernels for a shape and differ in the last bits: not the default. The eval's one-pass
+// GEMMs keep their row-invariant choice.
+//
 // Determinism: the cached algorithm is reused for every call of a shape, so results repeat run to
 // run on the same GPU. Not thread-safe, and the single workspace means GEMMs must not run on two
 // streams at once. Row invariance: inside a MatmulOnePass scope (the eval forward) every GEMM sums
@@ -55,6 +62,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <vector>
 
 #include "cuda_utils.cuh"
 
@@ -143,6 +151,7 @@ struct GemmPlan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t lay_a = nullptr, lay_b = nullptr, lay_d = nullptr;  // cuBLAS's A (our B), B (our A), C = D
     cublasLtMatmulAlgo_t algo;
+    bool tuned = false;  // MATMUL_AUTOTUNE has timed this shape's candidates
 };
 
 struct MatmulContext {
@@ -204,6 +213,28 @@ inline cublasLtMatrixLayout_t gemm_layout(cudaDataType_t t, long long rows, long
     return l;
 }
 
+// The algorithm constraints of a problem: workspace, operand alignments, split-K reduction.
+inline cublasLtMatmulPreference_t gemm_preference(const GemmKey &k) {
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = MATMUL_WORKSPACE_BYTES;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    uint32_t al[4] = {(uint32_t)k.align_b, (uint32_t)k.align_a, (uint32_t)k.align_c, (uint32_t)k.align_d};  // cuBLAS A = our B
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof al[0]));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof al[1]));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof al[2]));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], sizeof al[3]));
+    // Split-K: with a bf16 output, keep the partial sums in fp32 (a workspace reduction, or none);
+    // the INPLACE and OUTPUT_TYPE schemes add the parts up in the output type, rounding to bf16
+    // once per part. fp32 outputs may use any scheme.
+    // one_pass: no split-K at all (row invariance, see the top of the file).
+    uint32_t red = k.one_pass        ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_NONE
+                   : k.out_type == 1 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK
+                                     : (uint32_t)(CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+    return pref;
+}
+
 // Find or build the plan of a problem: descriptors in column-major terms, then the heuristic's
 // best algorithm (or the fallback when it has none).
 inline GemmPlan &gemm_plan(const GemmKey &k) {
@@ -227,23 +258,7 @@ inline GemmPlan &gemm_plan(const GemmKey &k) {
     // D (M, N) row-major = column-major (N, M), ld N; C has the same layout
     p.lay_d = gemm_layout(dt, k.N, k.M, k.N, k.batch, k.sd);
 
-    cublasLtMatmulPreference_t pref;
-    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-    uint64_t ws = MATMUL_WORKSPACE_BYTES;
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    uint32_t al[4] = {(uint32_t)k.align_b, (uint32_t)k.align_a, (uint32_t)k.align_c, (uint32_t)k.align_d};  // cuBLAS A = our B
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof al[0]));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof al[1]));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof al[2]));
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], sizeof al[3]));
-    // Split-K: with a bf16 output, keep the partial sums in fp32 (a workspace reduction, or none);
-    // the INPLACE and OUTPUT_TYPE schemes add the parts up in the output type, rounding to bf16
-    // once per part. fp32 outputs may use any scheme.
-    // one_pass: no split-K at all (row invariance, see the top of the file).
-    uint32_t red = k.one_pass        ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_NONE
-                   : k.out_type == 1 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_MASK
-                                     : (uint32_t)(CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+    cublasLtMatmulPreference_t pref = gemm_preference(k);
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
@@ -275,6 +290,70 @@ inline GemmPlan &gemm_plan(const GemmKey &k) {
     }
     ctx.plans.push_back(p);
     return ctx.plans.back();
+}
+
+// MATMUL_AUTOTUNE (see the top of this file): how many of the heuristic's algorithms to time; 0 or
+// 1 = take its first choice.
+inline int matmul_autotune_candidates() {
+    static const int n = [] {
+        const char *s = getenv("MATMUL_AUTOTUNE");
+        if (!s) return 0;
+        char *end = nullptr;
+        const long v = strtol(s, &end, 10);
+        if (!*s || *end || v < 0 || v > 64) fatal_config("MATMUL_AUTOTUNE='%s': need an integer 0..64 (algorithms to time)", s);
+        return (int)v;
+    }();
+    return n;
+}
+
+// Time the heuristic's first matmul_autotune_candidates() algorithms of plan p on the caller's
+// operands a, b, writing a scratch output (beta = 0), and keep the fastest in p.algo.
+inline void gemm_autotune(GemmPlan &p, const bf16 *a, const bf16 *b, void *d, size_t osize, float alpha, cudaStream_t stream) {
+    MatmulContext &ctx = matmul_context();
+    const GemmKey &k = p.key;
+    const int want = matmul_autotune_candidates();
+    std::vector<cublasLtMatmulHeuristicResult_t> res(want);
+    int found = 0;
+    cublasLtMatmulPreference_t pref = gemm_preference(k);
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(ctx.handle, p.op, p.lay_a, p.lay_b, p.lay_d, p.lay_d, pref, want, res.data(), &found);
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    if (st != CUBLAS_STATUS_SUCCESS || found < 2) return;
+    // the scratch output must keep d's alignment class (part of the key): offset it alike
+    const size_t bytes = (size_t)k.batch * (k.batch > 1 ? (size_t)k.sd : (size_t)k.M * k.N) * osize + 256;
+    char *scratch = nullptr;
+    cudaCheck(cudaStreamSynchronize(stream));
+    cudaCheck(cudaMalloc(&scratch, bytes + 256));
+    void *out = scratch + ((uintptr_t)d % 256);
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    const float beta = 0.f;
+    float best_ms = 0, first_ms = 0;
+    int best = -1;
+    for (int i = 0; i < found; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        auto run = [&] {
+            return cublasLtMatmul(ctx.handle, p.op, &alpha, b, p.lay_a, a, p.lay_b, &beta, out, p.lay_d, out, p.lay_d, &res[i].algo,
+                                  ctx.workspace, MATMUL_WORKSPACE_BYTES, stream);
+        };
+        if (run() != CUBLAS_STATUS_SUCCESS) continue;  // an algorithm that refuses this problem
+        cudaCheck(cudaEventRecord(e0, stream));
+        for (int r = 0; r < 3; r++) cublasCheck(run());
+        cudaCheck(cudaEventRecord(e1, stream));
+        cudaCheck(cudaEventSynchronize(e1));
+        float ms = 0;
+        cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+        if (i == 0) first_ms = ms / 3;
+        if (best < 0 || ms / 3 < best_ms) best = i, best_ms = ms / 3;
+    }
+    cudaCheck(cudaEventDestroy(e0));
+    cudaCheck(cudaEventDestroy(e1));
+    cudaCheck(cudaFree(scratch));
+    if (best < 0) return;
+    fprintf(stderr, "matmul: autotune M=%d N=%d K=%d ta=%d tb=%d out=%s beta=%d: heuristic's first %.1f us, best (#%d of %d) %.1f us\n",
+            k.M, k.N, k.K, k.ta, k.tb, k.out_type ? "f32" : "bf16", k.beta_nonzero, 1e3 * first_ms, best, found, 1e3 * best_ms);
+    p.algo = res[best].algo;
 }
 
 // ----------------------------------------------------------------------------
@@ -327,6 +406,10 @@ inline void gemm(void *d, cudaDataType_t out_type, const void *c, const bf16 *a,
                                                                  beta, stride_a, stride_b, stride_d, epi == GEMM_EPI_RELU);
         cudaCheckLaunch();
         return;
+    }
+    if (!p->tuned && !k.one_pass) {
+        p->tuned = true;
+        if (matmul_autotune_candidates() > 1) gemm_autotune(*p, a, b, d, osize, alpha, stream);
     }
     // cuBLAS's A is our b, its B our a (see the top of this file)
     cublasCheck(cublasLtMatmul(ctx.handle, p->op, &alpha, b, p->lay_a, a, p->lay_b, &beta, c, p->lay_d, d, p->lay_d, &p->algo,
