@@ -8,9 +8,10 @@
 //   every parameter gradient  rel L2 (||g_gpu - g_cpu|| / ||g_cpu||) <= 5e-2, and no NaN; the
 //                             tensors of <= 64 values (scalars, per-head gains: single sums over
 //                             N*D terms that can cancel) relative to max(|g|, 1% of the largest);
-//                             bigram.scale and each head's q_gain relative to max(|g|, 1% of the
-//                             sum of its |terms|) (the CPU's sum: a cancelling sum is judged at
-//                             the scale of its terms' bf16 error, not at its own tiny value)
+//                             bigram.scale relative to max(|g|, 1% of the sum of its |terms|);
+//                             each head's q_gain within max(5e-2 |g|, 4e-3 sum |terms|) (the CPU's
+//                             terms: a cancelling sum is judged at the scale of its terms' bf16
+//                             error, not at its own tiny value; see check_config)
 //   with QAT on (fake-quantized linear weights, straight-through gradients): the same bounds
 //   accumulation: two micro-batches of loss_scale 1/2 == the mean of the two single gradients
 //   bigram.scale and the VE scale: also against a double sum over the GPU's own bf16 inputs, with
@@ -304,19 +305,25 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
         }
         int layer = -1;
         if (sscanf(s.name.c_str(), "blocks.%d.attn.q_gain", &layer) == 1 && layer >= 0 && layer < c.num_layers) {
-            // per head, one sum over N*hd terms of both signs (dout . rope(xn)): as bigram.scale, each
-            // head's error is bounded by 1% of its sum of |terms| where the sum cancels
+            // Each head's gradient is one sum over N*hd terms of both signs (dout . rope(xn)), cancelling
+            // 100-30000x at these shapes. A correct bf16 computation of such a sum is off by up to its
+            // terms' rounding, which scales with sum |terms|, not with the sum: per head, |gpu - cpu| <=
+            // max(5e-2 |g|, 4e-3 sum |terms|). 4e-3 is 5x the worst |gpu - cpu| / sum |terms| measured
+            // (7.6e-4, H200, 2026-12-01, ~250 heads of the five configs); where the sum cancels less than
+            // 12.5x the plain 5e-2 relative bound is the tighter one and applies.
             const double *sabs = cpu.q_gain_terms_abs.data() + (size_t)layer * c.num_heads;
-            double worst_h = 0, cancel = 0;
+            double worst_h = 0, worst_abs = 0, cancel = 0;
             for (int h = 0; h < c.num_heads; h++) {
-                const double d = std::fabs((double)gg[h] - gc[h]), scale = std::max(std::fabs((double)gc[h]), 1e-2 * sabs[h]);
-                const double eh = d / std::max(scale, 1e-300);
-                if (!(eh <= worst_h)) worst_h = eh;  // NaN counts as worst
+                const double d = std::fabs((double)gg[h] - gc[h]);
+                const double bound = std::max(5e-2 * std::fabs((double)gc[h]), 4e-3 * sabs[h]);
+                const double rh = d / std::max(bound, 1e-300);
+                if (!(rh <= worst_h)) worst_h = rh;  // NaN counts as worst
+                worst_abs = std::max(worst_abs, d / std::max(sabs[h], 1e-300));
                 cancel = std::max(cancel, sabs[h] / std::max(std::fabs((double)gc[h]), 1e-300));
             }
-            e = worst_h;
-            printf("  info %s: worst head |gpu - cpu| / max(|g|, 1%% of sum |terms|) %.3e, largest cancellation %.0fx\n",
-                   s.name.c_str(), worst_h, cancel);
+            e = 5e-2 * worst_h;  // judged against the common 5e-2: ok iff every head is within its bound
+            printf("observed: model_q_gain_terms %s %s worst |gpu - cpu| / sum |terms| %.3e, worst / bound %.3f, largest "
+                   "cancellation %.0fx\n", label, s.name.c_str(), worst_abs, worst_h, cancel);
         }
         const bool ok = finite && e <= 5e-2;
         if (small)  // error relative to the tensor's own norm, for the record (the judged e is above)
