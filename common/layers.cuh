@@ -1869,6 +1869,21 @@ __device__ __forceinline__ uint4 qk_pack8(const float (&f)[8]) {
 // 16 bytes of a tensor that is read once: evict-first, so it does not push the RoPE tables out of L1
 __device__ __forceinline__ uint4 qk_load_stream(const bf16 *p) { return __ldcs(reinterpret_cast<const uint4 *>(p)); }
 
+// A thread's place in the token-row kernels: warp w, lane; its vector k holds head k * rpw + seg,
+// dims v * 8 .. v * 8 + 7 of it; lane src holds its RoPE partners; C values a token row.
+struct Qk3Lane {
+    int lane, w, hv, rpw, half, C, seg, v, src;
+    __device__ __forceinline__ Qk3Lane(int NH, int hd, int rd)
+        : lane(threadIdx.x & 31), w(threadIdx.x >> 5), hv(hd / 8), rpw(32 / hv), half(rd / 2), C(NH * hd), seg(lane / hv),
+          v(lane % hv), src(qk_partner_lane(lane, v, half)) {}
+    // the lane's cos / sin entries for token row n (position n % T)
+    __device__ __forceinline__ void coef(float (&c)[8], float (&sn)[8], const float *cos_t, const float *sin_t, int n,
+                                         int T) const {
+        const unsigned t = (unsigned)n % (unsigned)T;
+        qk_coef_fast(c, sn, cos_t + (size_t)t * half, sin_t + (size_t)t * half, v, half);
+    }
+};
+
 // NORM: out = gain * RoPE(xn), xn = rmsnorm(inp) (xn, rstd stored when not null), as
 // qk_norm_rope_gain_forward_kernel; !NORM: inp is xn (the recompute). One-shot blocks: warp w
 // takes rows (blockIdx.x * QK3_WARPS + w) * R ... + R - 1.
@@ -1877,34 +1892,31 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, QK3_FWD_BLOCKS) qk_forward_v3_
     bf16 *out, bf16 *xn_out, float *rstd, const bf16 *inp, const float *__restrict__ cos_t,
     const float *__restrict__ sin_t, const float *__restrict__ gain, int N, int NH, int T, int hd, int rd) {
     constexpr int R = qk3_rows<K>();
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    const int hv = hd / 8, rpw = 32 / hv, half = rd / 2, C = NH * hd;
-    const int seg = lane / hv, v = lane % hv, src = qk_partner_lane(lane, v, half);
-    const int n0 = (blockIdx.x * QK3_WARPS + w) * R;
+    const Qk3Lane L(NH, hd, rd);
+    const int n0 = (blockIdx.x * QK3_WARPS + L.w) * R;
     uint4 raw[R][K];
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int k = 0; k < K; k++)
-            raw[r][k] = n0 + r < N && k * rpw + seg < NH
-                            ? qk_load_stream(inp + (size_t)(n0 + r) * C + (k * 32 + lane) * 8) : make_uint4(0, 0, 0, 0);
+            raw[r][k] = n0 + r < N && k * L.rpw + L.seg < NH
+                            ? qk_load_stream(inp + (size_t)(n0 + r) * L.C + (k * 32 + L.lane) * 8) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const int n = n0 + r;  // past N: zeros in, nothing out
-        const unsigned t = (unsigned)n % (unsigned)T;
         float c[8], sn[8];
-        qk_coef_fast(c, sn, cos_t + (size_t)t * half, sin_t + (size_t)t * half, v, half);
+        L.coef(c, sn, cos_t, sin_t, n, T);
 #pragma unroll
         for (int k = 0; k < K; k++) {
-            const int h = k * rpw + seg;
+            const int h = k * L.rpw + L.seg;
             const bool active = n < N && h < NH;
-            const size_t at = (size_t)n * C + (k * 32 + lane) * 8;
+            const size_t at = (size_t)n * L.C + (k * 32 + L.lane) * 8;
             float y[8];
             lyr::unpack8(y, raw[r][k]);
             uint4 yw = raw[r][k];  // y as bf16 words (inp is xn when !NORM)
             if (NORM) {
-                const float rr = qk_rstd(y, seg, hv, hd);
-                if (active && rstd && v == 0) rstd[(size_t)n * NH + h] = rr;
+                const float rr = qk_rstd(y, L.seg, L.hv, hd);
+                if (active && rstd && L.v == 0) rstd[(size_t)n * NH + h] = rr;
 #pragma unroll
                 for (int j = 0; j < 8; j++) y[j] = lyr::rnd(__fmul_rn(y[j], rr));  // xn as stored: RoPE reads it
                 yw = qk_pack8(y);
@@ -1915,16 +1927,16 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, QK3_FWD_BLOCKS) qk_forward_v3_
 #endif
             }
             float p[8];
-            lyr::unpack8(p, qk_partner_words(yw, src));
+            lyr::unpack8(p, qk_partner_words(yw, L.src));
             if (active) {
                 if (NORM && xn_out) *reinterpret_cast<uint4 *>(xn_out + at) = yw;
 #ifdef BREAK_QK3_FWD  // a deliberately wrong variant (dev/broken_variants.sh): every vector takes its k = 0 head's gain
-                const float g = gain ? lyr::rnd(gain[seg]) : 1.f;
+                const float g = gain ? lyr::rnd(gain[L.seg]) : 1.f;
 #else
                 const float g = gain ? lyr::rnd(gain[h]) : 1.f;
 #endif
                 float o[8];
-                qk_rope8<true>(o, y, p, c, sn, g, v, half, rd);
+                qk_rope8<true>(o, y, p, c, sn, g, L.v, L.half, rd);
                 lyr::store8(out + at, o);
             }
         }
@@ -1944,52 +1956,49 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
     int hd, int rd) {
     constexpr int R = qk3_rows<K>();
     __shared__ float sg[QK3_WARPS][QK3_MAX_K * 32];  // the warps' gain sums per head (NH <= K * rpw)
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    const int hv = hd / 8, rpw = 32 / hv, half = rd / 2, C = NH * hd;
-    const int seg = lane / hv, v = lane % hv, src = qk_partner_lane(lane, v, half);
+    const Qk3Lane L(NH, hd, rd);
     float g[K], gacc[K];
 #pragma unroll
     for (int k = 0; k < K; k++) {
-        const int h = k * rpw + seg;
+        const int h = k * L.rpw + L.seg;
         g[k] = gain && h < NH ? lyr::rnd(gain[h]) : 1.f;
         gacc[k] = 0.f;
     }
     for (int base = blockIdx.x * QK3_WARPS * R; base < N; base += gridDim.x * QK3_WARPS * R) {  // uniform over the block
-        const int n0 = base + w * R;
+        const int n0 = base + L.w * R;
         uint4 rd8[R][K], ry8[R][K], ra8[R][K];
         float rs[R][K];
 #pragma unroll
         for (int r = 0; r < R; r++)
 #pragma unroll
             for (int k = 0; k < K; k++) {
-                const size_t at = (size_t)(n0 + r) * C + (k * 32 + lane) * 8;
-                const bool ok = n0 + r < N && k * rpw + seg < NH;
+                const size_t at = (size_t)(n0 + r) * L.C + (k * 32 + L.lane) * 8;
+                const bool ok = n0 + r < N && k * L.rpw + L.seg < NH;
                 rd8[r][k] = ok ? qk_load_stream(dout + at) : make_uint4(0, 0, 0, 0);
                 ry8[r][k] = ok ? qk_load_stream(xn + at) : make_uint4(0, 0, 0, 0);
-                rs[r][k] = ok ? rstd[(size_t)(n0 + r) * NH + k * rpw + seg] : 0.f;
+                rs[r][k] = ok ? rstd[(size_t)(n0 + r) * NH + k * L.rpw + L.seg] : 0.f;
                 ra8[r][k] = ACC && ok ? qk_load_stream(dinp + at) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
         for (int r = 0; r < R; r++) {
             const int n = n0 + r;  // past N: zeros in, nothing out
-            const unsigned t = (unsigned)n % (unsigned)T;
             float c[8], sn[8];
-            qk_coef_fast(c, sn, cos_t + (size_t)t * half, sin_t + (size_t)t * half, v, half);
+            L.coef(c, sn, cos_t, sin_t, n, T);
 #pragma unroll
             for (int k = 0; k < K; k++) {
                 float d[8], y[8], pd[8], py[8];
                 lyr::unpack8(d, rd8[r][k]);
                 lyr::unpack8(y, ry8[r][k]);
-                lyr::unpack8(pd, qk_partner_words(rd8[r][k], src));
-                lyr::unpack8(py, qk_partner_words(ry8[r][k], src));
+                lyr::unpack8(pd, qk_partner_words(rd8[r][k], L.src));
+                lyr::unpack8(py, qk_partner_words(ry8[r][k], L.src));
                 float dy[8], pdot, pg;
-                qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], v, half, rd);
-                const float m = __fdiv_rn(qk_seg_sum(pdot, seg, hv), (float)hd);
-                if (n < N && k * rpw + seg < NH) {
+                qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], L.v, L.half, rd);
+                const float m = __fdiv_rn(qk_seg_sum(pdot, L.seg, L.hv), (float)hd);
+                if (n < N && k * L.rpw + L.seg < NH) {
                     float o[8];
                     lyr::unpack8(o, ra8[r][k]);  // zeros unless ACC
                     qk_norm_grad8(o, rs[r][k], dy, y, m);
-                    lyr::store8(dinp + (size_t)n * C + (k * 32 + lane) * 8, o);
+                    lyr::store8(dinp + (size_t)n * L.C + (k * 32 + L.lane) * 8, o);
                     gacc[k] += pg;
                 }
             }
@@ -1998,8 +2007,8 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
     if (!partial) return;  // uniform over the grid
 #pragma unroll
     for (int k = 0; k < K; k++) {
-        const float s = qk_seg_sum(gacc[k], seg, hv);
-        if (v == 0 && k * rpw + seg < NH) sg[w][k * rpw + seg] = s;
+        const float s = qk_seg_sum(gacc[k], L.seg, L.hv);
+        if (L.v == 0 && k * L.rpw + L.seg < NH) sg[L.w][k * L.rpw + L.seg] = s;
     }
     __syncthreads();
     if ((int)threadIdx.x < NH) {  // head threadIdx.x: the warps' sums in warp order
@@ -2085,15 +2094,25 @@ inline void qk3_with_k(int vectors, F f) {
     else f(std::integral_constant<int, 4>());
 }
 static_assert(QK3_MAX_K == 4, "qk3_with_k instantiates K = 1, 2, 4");
-// the token-row forward (NORM) or recompute (!NORM) over N = B * T rows
-template <bool NORM>
-inline void qk_forward_v3(bf16 *out, bf16 *xn, float *rstd, const bf16 *inp, const float *cos_t, const float *sin_t,
-                          const float *gain, int N, int T, int NH, int hd, int rd, cudaStream_t stream) {
-    qk3_with_k(qk3_vectors(NH, hd), [&](auto kc) {
-        constexpr int K = decltype(kc)::value;
-        qk_forward_v3_kernel<K, NORM><<<ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()), QK3_WARPS * 32, 0, stream>>>(
-            out, xn, rstd, inp, cos_t, sin_t, gain, N, NH, T, hd, rd);
-    });
+// The forward kernels of the two launchers below (normalize: qk_norm_rope_gain_forward, else the
+// recompute qk_rope_gain_forward), the token-row ones where they fit; the launchers check the shape.
+inline void qk_forward_launch(bf16 *out, bf16 *xn, float *rstd, const bf16 *inp, const float *cos_t, const float *sin_t,
+                              const float *gain, int B, int T, int NH, int hd, int rd, bool normalize, int version,
+                              cudaStream_t stream) {
+    const long HR = (long)B * T * NH;
+    if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
+        const int N = B * T;
+        qk3_with_k(qk3_vectors(NH, hd), [&](auto kc) {
+            constexpr int K = decltype(kc)::value;
+            auto kernel = normalize ? qk_forward_v3_kernel<K, true> : qk_forward_v3_kernel<K, false>;
+            kernel<<<ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()), QK3_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t,
+                                                                                              gain, N, NH, T, hd, rd);
+        });
+    } else {
+        auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
+        kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t, gain, NH, T, hd, rd,
+                                                                      (int)HR, normalize);
+    }
     cudaCheckLaunch();
 }
 
@@ -2109,16 +2128,8 @@ inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf
     layers_check_aligned(out, who, "out");
     if (xn) layers_check_aligned(xn, who, "xn");
     layers_check_aligned(inp, who, "inp");
-    const long HR = qk_head_rows(B, T, NH, who);
-    if (HR == 0) return;
-    if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
-        qk_forward_v3<true>(out, xn, rstd, inp, cos_t, sin_t, gain, B * T, T, NH, hd, rd, stream);
-        return;
-    }
-    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
-    kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
-                                                                  true);
-    cudaCheckLaunch();
+    if (qk_head_rows(B, T, NH, who) > 0)
+        qk_forward_launch(out, xn, rstd, inp, cos_t, sin_t, gain, B, T, NH, hd, rd, true, version, stream);
 }
 // out (B, T, NH, hd) = gain * RoPE(xn): the forward's out again from its xn (bf16), bit for bit
 // (the forward rotates the stored xn), so the model keeps xn for the backward and recomputes q
@@ -2130,16 +2141,8 @@ inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, 
     qk_check_shape(B, T, NH, hd, rd, who);
     layers_check_aligned(out, who, "out");
     layers_check_aligned(xn, who, "xn");
-    const long HR = qk_head_rows(B, T, NH, who);
-    if (HR == 0) return;
-    if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
-        qk_forward_v3<false>(out, nullptr, nullptr, xn, cos_t, sin_t, gain, B * T, T, NH, hd, rd, stream);
-        return;
-    }
-    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
-    kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, nullptr, nullptr, xn, cos_t, sin_t, gain, NH, T, hd, rd,
-                                                                  (int)HR, false);
-    cudaCheckLaunch();
+    if (qk_head_rows(B, T, NH, who) > 0)
+        qk_forward_launch(out, nullptr, nullptr, xn, cos_t, sin_t, gain, B, T, NH, hd, rd, false, version, stream);
 }
 // dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from xn and rstd of the
 // forward; dgain (NH) += the gain gradient (both null for k). dinp may be dout.

@@ -14,7 +14,9 @@
 //   the embedding scatter-add (fp32): rtol 1e-4, atol 1e-5 * max|ref| against a double reference;
 //   fp32 rstd: rtol 1e-5; integer outputs: exact.
 // Determinism: the embedding scatter-add and every per-channel reduction run twice and must
-// agree bit for bit. Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
+// agree bit for bit. q/k: every shape runs on the head-row kernels (v2) and, where it fits, the
+// token-row kernels (v3, the default), each against the CPU twins, and v3's outputs must equal
+// v2's bit for bit (dgain aside: another summation order); the benchmark times both. Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
 // F=1536, V=1024, bigram 10240 x 128) against the 4.3 TB/s copy bandwidth.
 //
 //   make build/dev_layers && ./build/dev_layers       exit status 0 = every check passed
