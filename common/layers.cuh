@@ -1858,14 +1858,6 @@ __device__ __forceinline__ uint4 qk_partner_words(uint4 w, int src) {
     w.w = __shfl_sync(0xffffffffu, w.w, src);
     return w;
 }
-// 8 floats that are bf16 values already (rounded) as 4 words, exactly
-__device__ __forceinline__ uint4 qk_pack8(const float (&f)[8]) {
-    uint4 u;
-    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
-    return u;
-}
 // 16 bytes of a tensor that is read once: evict-first, so it does not push the RoPE tables out of L1
 __device__ __forceinline__ uint4 qk_load_stream(const bf16 *p) { return __ldcs(reinterpret_cast<const uint4 *>(p)); }
 
@@ -1919,7 +1911,7 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, QK3_FWD_BLOCKS) qk_forward_v3_
                 if (active && rstd && L.v == 0) rstd[(size_t)n * NH + h] = rr;
 #pragma unroll
                 for (int j = 0; j < 8; j++) y[j] = lyr::rnd(__fmul_rn(y[j], rr));  // xn as stored: RoPE reads it
-                yw = qk_pack8(y);
+                yw = lyr::pack8(y);  // exact: y is bf16 already
 #ifdef BREAK_QK_RECOMPUTE  // a deliberately wrong variant (dev/broken_variants.sh): RoPE of the unrounded xn
                 lyr::unpack8(y, raw[r][k]);
 #pragma unroll
