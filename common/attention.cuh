@@ -465,7 +465,28 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
 
 // D[b,h,t] = dout[b,t,h] . out[b,t,h]; lse2 = lse * log2(e) (a row with lse = -inf, i.e. no
 // visible key, gets +inf so its probabilities come out 0); dq_acc row zeroed.
-// 8 threads per (b, t, h) row, 8 elements each.
+// 8 threads per (b, t, h) row, 8 elements each: a lane's part of the dot product, added in the
+// order below (explicit _rn operations: both preprocess kernels give the same bits), then over
+// the row's 8 lanes by a butterfly.
+__device__ __forceinline__ float pre_dot8(const uint4 &dv, const uint4 &ov) {
+    const __nv_bfloat162 *d2 = reinterpret_cast<const __nv_bfloat162 *>(&dv);
+    const __nv_bfloat162 *o2 = reinterpret_cast<const __nv_bfloat162 *>(&ov);
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 a = __bfloat1622float2(d2[i]), c = __bfloat1622float2(o2[i]);
+        acc = __fadd_rn(acc, __fmaf_rn(a.x, c.x, __fmul_rn(a.y, c.y)));
+    }
+    return acc;
+}
+__device__ __forceinline__ float pre_row_sum(float acc) {  // the 8 lanes of a row are aligned groups of 8
+    acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 1));
+    acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 2));
+    return __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 4));
+}
+__device__ __forceinline__ float pre_lse2(float x) { return x == -INFINITY ? INFINITY : x * LOG2E; }
+
+// version 1: one row part per thread, 64-bit indices
 __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, float *__restrict__ lse2,
                                                      float *__restrict__ dq_acc, const __nv_bfloat16 *__restrict__ dout,
                                                      const __nv_bfloat16 *__restrict__ out,
@@ -478,29 +499,64 @@ __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, flo
     if (valid) {
         const uint4 dv = *reinterpret_cast<const uint4 *>(dout + row * HD + part * 8);
         const uint4 ov = *reinterpret_cast<const uint4 *>(out + row * HD + part * 8);
-        const __nv_bfloat162 *d2 = reinterpret_cast<const __nv_bfloat162 *>(&dv);
-        const __nv_bfloat162 *o2 = reinterpret_cast<const __nv_bfloat162 *>(&ov);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const float2 a = __bfloat1622float2(d2[i]), c = __bfloat1622float2(o2[i]);
-            acc += a.x * c.x + a.y * c.y;
-        }
+        acc = pre_dot8(dv, ov);
         float4 *z = reinterpret_cast<float4 *>(dq_acc + row * HD + part * 8);
         z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
         z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    // the 8 lanes of a row are aligned groups of 8 inside the warp; every lane takes part
-    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-    acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+    acc = pre_row_sum(acc);  // every lane takes part
     if (valid && part == 0) {
         const int h = (int)(row % H);
         const size_t bt = row / H;
         const int t = (int)(bt % T), b = (int)(bt / T);
         const size_t o = ((size_t)b * H + h) * T + t;
         Dd[o] = acc;
-        const float x = lse[o];
-        lse2[o] = x == -INFINITY ? INFINITY : x * LOG2E;
+        lse2[o] = pre_lse2(lse[o]);
+    }
+}
+
+// version 2, the same results bit for bit: each thread takes PRE_ROWS row parts PRE_STEP rows
+// apart (a block: PRE_ROWS * 32 consecutive rows, 256 threads), issues all its loads (dout, out,
+// and lse for the rows' first lanes) before any math, 32-bit row indices (the launcher checks).
+constexpr int PRE_THREADS = 256, PRE_STEP = PRE_THREADS / 8, PRE_ROWS = 4;
+__global__ void __launch_bounds__(PRE_THREADS) attention_backward_preprocess_v2_kernel(
+    float *__restrict__ Dd, float *__restrict__ lse2, float *__restrict__ dq_acc, const __nv_bfloat16 *__restrict__ dout,
+    const __nv_bfloat16 *__restrict__ out, const float *__restrict__ lse, int T, int H, int rows) {
+    const int part = threadIdx.x & 7, row0 = blockIdx.x * PRE_ROWS * PRE_STEP + (threadIdx.x >> 3);
+    uint4 dv[PRE_ROWS], ov[PRE_ROWS];
+    float x[PRE_ROWS];
+    unsigned o[PRE_ROWS];  // (b, h, t) of each row in the D / lse layout
+#pragma unroll
+    for (int j = 0; j < PRE_ROWS; j++) {
+        const unsigned row = (unsigned)(row0 + j * PRE_STEP);
+        const bool valid = row < (unsigned)rows;
+        const size_t at = (size_t)row * HD + part * 8;
+        dv[j] = valid ? __ldcs(reinterpret_cast<const uint4 *>(dout + at)) : make_uint4(0, 0, 0, 0);
+        ov[j] = valid ? __ldcs(reinterpret_cast<const uint4 *>(out + at)) : make_uint4(0, 0, 0, 0);
+        const unsigned h = row % (unsigned)H, bt = row / (unsigned)H, t = bt % (unsigned)T, b = bt / (unsigned)T;
+        o[j] = (b * (unsigned)H + h) * (unsigned)T + t;
+        x[j] = valid && part == 0 ? lse[o[j]] : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < PRE_ROWS; j++) {
+        const unsigned row = (unsigned)(row0 + j * PRE_STEP);
+        if (row < (unsigned)rows) {
+            float4 *z = reinterpret_cast<float4 *>(dq_acc + (size_t)row * HD + part * 8);
+            z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+            z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PRE_ROWS; j++) {
+        float mine = pre_dot8(dv[j], ov[j]);
+#ifdef BREAK_ATTN_PRE  // a deliberately wrong variant (dev/broken_variants.sh): each row's last 8 elements left out of D
+        if (part == 7) mine = 0.f;
+#endif
+        const float acc = pre_row_sum(mine);  // every lane takes part
+        if ((unsigned)(row0 + j * PRE_STEP) < (unsigned)rows && part == 0) {
+            Dd[o[j]] = acc;
+            lse2[o[j]] = pre_lse2(x[j]);
+        }
     }
 }
 
@@ -1722,6 +1778,26 @@ inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
     return (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
 }
 
+// The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels). version 0:
+// ATTN_PRE_VERSION, 1 or 2 (dev/attention.cu runs both, bit for bit the same results, and times
+// them); version 2 needs B*T*H*8 < 2^31 (else version 1 runs).
+constexpr int ATTN_PRE_VERSION = 2;
+inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_acc, const __nv_bfloat16 *dout,
+                                              const __nv_bfloat16 *out, const float *lse, int B, int T, int H,
+                                              cudaStream_t stream, int version = 0) {
+    using namespace attn;
+    const size_t rows = (size_t)B * T * H;
+    if (rows == 0) return;
+    if ((version ? version : ATTN_PRE_VERSION) == 2 && rows * 8 < (1ull << 31)) {
+        attention_backward_preprocess_v2_kernel<<<ceil_div(rows, PRE_ROWS * PRE_STEP), PRE_THREADS, 0, stream>>>(
+            Dd, lse2, dq_acc, dout, out, lse, T, H, (int)rows);
+    } else {
+        attention_backward_preprocess_kernel<<<ceil_div(rows * 8, 256), 256, 0, stream>>>(Dd, lse2, dq_acc, dout, out, lse,
+                                                                                         B, T, H);
+    }
+    cudaCheckLaunch();
+}
+
 // shared by both backward launchers: the argument checks and the preprocess pass (D, lse2,
 // dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq)
 inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *dq, const __nv_bfloat16 *dk,
@@ -1737,11 +1813,7 @@ inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *
     *dq_acc = scratch;
     *Dd = scratch + (size_t)B * T * H * hd;
     *lse2 = *Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
-    const size_t rows = (size_t)B * T * H;
-    const int pre_threads = 256;
-    attention_backward_preprocess_kernel<<<ceil_div(rows * 8, pre_threads), pre_threads, 0, stream>>>(
-        *Dd, *lse2, *dq_acc, dout, out, lse, B, T, H);
-    cudaCheckLaunch();
+    attention_backward_preprocess_run(*Dd, *lse2, *dq_acc, dout, out, lse, B, T, H, stream);
 }
 inline void attention_backward_dq_convert(__nv_bfloat16 *dq, const float *dq_acc, int B, int T, int H, int hd,
                                           bool accumulate, cudaStream_t stream) {

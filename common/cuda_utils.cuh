@@ -198,13 +198,15 @@ __device__ __forceinline__ void load8(float (&f)[8], const float *p) {
 #pragma unroll
     for (int j = 0; j < 8; j++) f[j] = p[j];
 }
-__device__ __forceinline__ void store8(bf16 *p, const float (&f)[8]) {
+// 8 floats rounded to bf16 as one 16-byte word (e.g. to store, or to shuffle as 4 words)
+__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
     uint4 u;
     __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
 #pragma unroll
     for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
-    *reinterpret_cast<uint4 *>(p) = u;
+    return u;
 }
+__device__ __forceinline__ void store8(bf16 *p, const float (&f)[8]) { *reinterpret_cast<uint4 *>(p) = pack8(f); }
 __device__ __forceinline__ void zero8(float (&f)[8]) {
 #pragma unroll
     for (int j = 0; j < 8; j++) f[j] = 0.f;

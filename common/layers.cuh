@@ -54,8 +54,10 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <numeric>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -1548,12 +1550,17 @@ __device__ __forceinline__ uint4 qk_load_raw(const bf16 *p) { return *reinterpre
 // half <= i < rd (0 past rd). All 32 lanes call it. FAST (rd % 16 == 0): a lane's 8 dims lie in
 // one part and their partners are the same 8 slots of lane v +- half/8 (one shuffle each; lanes
 // past rd read themselves); else through the warp's shared memory sm (any even rd).
+// The lane holding lane's RoPE partners on the fast path (rd % 16 == 0): v +- half/8, itself past rd.
+__device__ __forceinline__ int qk_partner_lane(int lane, int v, int half) {
+    const int q = half / 8;
+    return (v < q ? lane + q : v < 2 * q ? lane - q : lane) & 31;
+}
 template <bool FAST>
 __device__ __forceinline__ void qk_partners(float (&p)[8], const float (&x)[8], float *sm, int lane, int v, int half) {
     if (FAST) {
-        const int q = half / 8, src = v < q ? lane + q : v < 2 * q ? lane - q : lane;
+        const int src = qk_partner_lane(lane, v, half);
 #pragma unroll
-        for (int k = 0; k < 8; k++) p[k] = __shfl_sync(0xffffffffu, x[k], src & 31);
+        for (int k = 0; k < 8; k++) p[k] = __shfl_sync(0xffffffffu, x[k], src);
     } else {
 #pragma unroll
         for (int k = 0; k < 8; k++) sm[lane * QK_PAD + k] = x[k];
@@ -1561,6 +1568,20 @@ __device__ __forceinline__ void qk_partners(float (&p)[8], const float (&x)[8], 
 #pragma unroll
         for (int k = 0; k < 8; k++) p[k] = v * 8 + k < 2 * half ? qk_partner(sm, lane - v, v * 8 + k, half) : 0.f;
         __syncwarp();  // sm is rewritten by the next call
+    }
+}
+// The fast path's RoPE table entries of a lane's 8 dims (rd % 16 == 0, 16-byte aligned tables):
+// cs, sn point at the position's row; entries v*8.. for v*8 < half, v*8 - half.. up to rd, 0 past rd.
+__device__ __forceinline__ void qk_coef_fast(float (&c)[8], float (&sn8)[8], const float *cs, const float *sn, int v,
+                                             int half) {
+    lyr::zero8(c);
+    lyr::zero8(sn8);
+    if (v * 8 < 2 * half) {
+        const int j0 = v * 8 < half ? v * 8 : v * 8 - half;
+        const float4 c0 = *reinterpret_cast<const float4 *>(cs + j0), c1 = *reinterpret_cast<const float4 *>(cs + j0 + 4);
+        const float4 s0 = *reinterpret_cast<const float4 *>(sn + j0), s1 = *reinterpret_cast<const float4 *>(sn + j0 + 4);
+        c[0] = c0.x, c[1] = c0.y, c[2] = c0.z, c[3] = c0.w, c[4] = c1.x, c[5] = c1.y, c[6] = c1.z, c[7] = c1.w;
+        sn8[0] = s0.x, sn8[1] = s0.y, sn8[2] = s0.z, sn8[3] = s0.w, sn8[4] = s1.x, sn8[5] = s1.y, sn8[6] = s1.z, sn8[7] = s1.w;
     }
 }
 // For head-row hr (head hr % NH, position (hr / NH) % T): the RoPE table entries of a lane's 8
@@ -1574,15 +1595,7 @@ __device__ __forceinline__ float qk_row_coef(float (&c)[8], float (&sn8)[8], con
     const unsigned h = (unsigned)hr % (unsigned)NH, t = ((unsigned)hr / (unsigned)NH) % (unsigned)T;
     const float *cs = cos_t + (size_t)t * half, *sn = sin_t + (size_t)t * half;
     if (FAST) {
-        lyr::zero8(c);
-        lyr::zero8(sn8);
-        if (v * 8 < 2 * half) {
-            const int j0 = v * 8 < half ? v * 8 : v * 8 - half;
-            const float4 c0 = *reinterpret_cast<const float4 *>(cs + j0), c1 = *reinterpret_cast<const float4 *>(cs + j0 + 4);
-            const float4 s0 = *reinterpret_cast<const float4 *>(sn + j0), s1 = *reinterpret_cast<const float4 *>(sn + j0 + 4);
-            c[0] = c0.x, c[1] = c0.y, c[2] = c0.z, c[3] = c0.w, c[4] = c1.x, c[5] = c1.y, c[6] = c1.z, c[7] = c1.w;
-            sn8[0] = s0.x, sn8[1] = s0.y, sn8[2] = s0.z, sn8[3] = s0.w, sn8[4] = s1.x, sn8[5] = s1.y, sn8[6] = s1.z, sn8[7] = s1.w;
-        }
+        qk_coef_fast(c, sn8, cs, sn, v, half);
     } else {
 #pragma unroll
         for (int k = 0; k < 8; k++) {
@@ -1592,6 +1605,98 @@ __device__ __forceinline__ float qk_row_coef(float (&c)[8], float (&sn8)[8], con
         }
     }
     return gain && active ? lyr::rnd(gain[h]) : 1.f;
+}
+
+// The per-head-row math, shared by the head-row kernels (v2) and the token-row kernels (v3). Every
+// product and sum is an explicit _rn intrinsic, so the compiler cannot fuse them differently in
+// the two kernels' different surroundings: both give the same bits. (These are the operations
+// ptxas chose for the v2 kernels when they were written with plain * and +: their bits did not
+// change.) Lane v of a head-row holds dims v*8 .. v*8+7.
+
+// 1/rms of a head-row from the lane's 8 values: the lanes' sums of squares added in lane order.
+__device__ __forceinline__ float qk_rstd(const float (&x)[8], int seg, int hv, int hd) {
+    float s2 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) s2 = __fmaf_rn(x[k], x[k], s2);
+    return rsqrtf(__fadd_rn(__fdiv_rn(qk_seg_sum(s2, seg, hv), (float)hd), (float)RMS_EPS));
+}
+// RoPE of one value by the part of the rotation its dim i lies in (y: the value, p: its partner,
+// c / s: the table entries): i < half, x1 cos + x2 sin; half <= i < rd, -x1 sin + x2 cos. And the
+// transpose, for the gradient: d1 cos - d2 sin; d1 sin + d2 cos.
+__device__ __forceinline__ float qk_rot_lo(float y, float p, float c, float s) { return __fmaf_rn(y, c, __fmul_rn(p, s)); }
+__device__ __forceinline__ float qk_rot_hi(float y, float p, float c, float s) { return __fmaf_rn(y, c, -__fmul_rn(p, s)); }
+__device__ __forceinline__ float qk_rotT_lo(float d, float p, float c, float s) { return __fmaf_rn(d, c, -__fmul_rn(p, s)); }
+__device__ __forceinline__ float qk_rotT_hi(float d, float p, float c, float s) { return __fmaf_rn(p, s, __fmul_rn(d, c)); }
+
+// o = g * RoPE(y) for the lane's 8 dims (p: their partners, c / sn: their table entries).
+// LANE: rd % 16 == 0, so the lane's 8 dims lie in one part of the rotation: one branch per lane
+// instead of one per value (the same arithmetic).
+template <bool LANE = false>
+__device__ __forceinline__ void qk_rope8(float (&o)[8], const float (&y)[8], const float (&p)[8], const float (&c)[8],
+                                         const float (&sn)[8], float g, int v, int half, int rd) {
+    if constexpr (LANE) {
+        if (v * 8 < half)
+#pragma unroll
+            for (int k = 0; k < 8; k++) o[k] = __fmul_rn(g, qk_rot_lo(y[k], p[k], c[k], sn[k]));
+        else if (v * 8 < rd)
+#pragma unroll
+            for (int k = 0; k < 8; k++) o[k] = __fmul_rn(g, qk_rot_hi(y[k], p[k], c[k], sn[k]));
+        else
+#pragma unroll
+            for (int k = 0; k < 8; k++) o[k] = __fmul_rn(g, y[k]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int i = v * 8 + k;
+            float val;
+            if (i < half) val = qk_rot_lo(y[k], p[k], c[k], sn[k]);
+            else if (i < rd) val = qk_rot_hi(y[k], p[k], c[k], sn[k]);
+            else val = y[k];
+            o[k] = __fmul_rn(g, val);
+        }
+    }
+}
+// The backward through gain and RoPE for the lane's 8 dims: dy = d loss / d xn = g * RoPE^T(d),
+// and the lane's parts of sum(xn * dy) (pdot, the rmsnorm's) and of sum(d * RoPE(xn)) (pg, the
+// gain's), each added in dim order. pd, py: the partners of d and y. LANE: as qk_rope8.
+__device__ __forceinline__ void qk_grad1(float &dy, float &pdot, float &pg, float t, float rot, float d, float y, float g) {
+    dy = __fmul_rn(g, t);
+    pdot = __fmaf_rn(y, dy, pdot);
+    pg = __fmaf_rn(d, rot, pg);
+}
+template <bool LANE = false>
+__device__ __forceinline__ void qk_rope_grad8(float (&dy)[8], float &pdot, float &pg, const float (&d)[8],
+                                              const float (&pd)[8], const float (&y)[8], const float (&py)[8],
+                                              const float (&c)[8], const float (&sn)[8], float g, int v, int half, int rd) {
+    pdot = 0.f, pg = 0.f;
+    if constexpr (LANE) {
+        if (v * 8 < half)
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                qk_grad1(dy[k], pdot, pg, qk_rotT_lo(d[k], pd[k], c[k], sn[k]), qk_rot_lo(y[k], py[k], c[k], sn[k]), d[k], y[k], g);
+        else if (v * 8 < rd)
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                qk_grad1(dy[k], pdot, pg, qk_rotT_hi(d[k], pd[k], c[k], sn[k]), qk_rot_hi(y[k], py[k], c[k], sn[k]), d[k], y[k], g);
+        else
+#pragma unroll
+            for (int k = 0; k < 8; k++) qk_grad1(dy[k], pdot, pg, d[k], y[k], d[k], y[k], g);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int i = v * 8 + k;
+            float t, rot;  // RoPE^T(d)[i], RoPE(xn)[i]
+            if (i < half) t = qk_rotT_lo(d[k], pd[k], c[k], sn[k]), rot = qk_rot_lo(y[k], py[k], c[k], sn[k]);
+            else if (i < rd) t = qk_rotT_hi(d[k], pd[k], c[k], sn[k]), rot = qk_rot_hi(y[k], py[k], c[k], sn[k]);
+            else t = d[k], rot = y[k];
+            qk_grad1(dy[k], pdot, pg, t, rot, d[k], y[k], g);
+        }
+    }
+}
+// dinp's 8 values: o (+)= r * (dy - y * m), m = mean(xn * dy) over the head-row
+__device__ __forceinline__ void qk_norm_grad8(float (&o)[8], float r, const float (&dy)[8], const float (&y)[8], float m) {
+#pragma unroll
+    for (int k = 0; k < 8; k++) o[k] = __fmaf_rn(r, __fmaf_rn(-y[k], m, dy[k]), o[k]);
 }
 
 // normalize: out = gain * RoPE(xn) with xn = rmsnorm(inp) (xn, rstd stored when not null);
@@ -1626,16 +1731,13 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_forward_kerne
         lyr::unpack8(x, raw[u]);
         float r = 1.f;
         if (normalize) {
-            float s2 = 0.f;
-#pragma unroll
-            for (int k = 0; k < 8; k++) s2 += x[k] * x[k];
-            r = rsqrtf(qk_seg_sum(s2, seg, hv) / (float)hd + (float)RMS_EPS);
+            r = qk_rstd(x, seg, hv, hd);
             if (active && rstd && v == 0) rstd[hr] = r;
         }
         float y[8], p[8];
 #pragma unroll
         for (int k = 0; k < 8; k++) {
-            y[k] = lyr::rnd(x[k] * r);  // RoPE reads xn as stored (bf16): the backward recomputes out from it
+            y[k] = lyr::rnd(__fmul_rn(x[k], r));  // RoPE reads xn as stored (bf16): the backward recomputes out from it
 #ifdef BREAK_QK_RECOMPUTE  // a deliberately wrong variant (dev/broken_variants.sh): RoPE of the unrounded xn
             y[k] = x[k] * r;
 #endif
@@ -1644,15 +1746,7 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_forward_kerne
         if (active) {
             if (xn_out) lyr::store8(xn_out + at, y);
             float o[8];
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                const int i = v * 8 + k;
-                float val;
-                if (i < half) val = y[k] * c[k] + p[k] * sn[k];        // x1 cos + x2 sin
-                else if (i < rd) val = -p[k] * sn[k] + y[k] * c[k];    // -x1 sin + x2 cos
-                else val = y[k];
-                o[k] = g * val;
-            }
+            qk_rope8(o, y, p, c, sn, g, v, half, rd);
             lyr::store8(out + at, o);
         }
     }
@@ -1705,32 +1799,14 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
             lyr::unpack8(y, ry8[u]);
             qk_partners<FAST>(pd, d, sm[w], lane, v, half);
             qk_partners<FAST>(py, y, sm[w], lane, v, half);
-            float dy[8];  // d loss / d xn
-            float pdot = 0.f, pg = 0.f;
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                const int i = v * 8 + k;
-                float rot;  // rope(xn)[i]
-                if (i < half) {  // the rotation's transpose: (d1, d2) -> (d1 cos - d2 sin, d1 sin + d2 cos)
-                    dy[k] = g * (d[k] * c[k] - pd[k] * sn[k]);
-                    rot = y[k] * c[k] + py[k] * sn[k];
-                } else if (i < rd) {
-                    dy[k] = g * (pd[k] * sn[k] + d[k] * c[k]);
-                    rot = -py[k] * sn[k] + y[k] * c[k];
-                } else {
-                    dy[k] = g * d[k];
-                    rot = y[k];
-                }
-                pdot += y[k] * dy[k];
-                pg += d[k] * rot;
-            }
+            float dy[8], pdot, pg;  // dy: d loss / d xn
+            qk_rope_grad8(dy, pdot, pg, d, pd, y, py, c, sn, g, v, half, rd);
             const float dot = qk_seg_sum(pdot, seg, hv), gs = qk_seg_sum(pg, seg, hv);
             if (active) {
-                const float m = dot / (float)hd;
+                const float m = __fdiv_rn(dot, (float)hd);
                 float o[8];
                 lyr::unpack8(o, ra8[u]);  // zeros unless accumulating
-#pragma unroll
-                for (int k = 0; k < 8; k++) o[k] += rs[u] * (dy[k] - y[k] * m);
+                qk_norm_grad8(o, rs[u], dy, y, m);
                 lyr::store8(dinp + at, o);
                 if (v == 0) gacc[u] += gs;
             }
@@ -1746,6 +1822,194 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
         for (int ww = 0; ww < QK_WARPS; ww++)
             for (int j = 0; j < group; j++)
                 if (((blockIdx.x * QK_WARPS + ww) * group + j) % NH == (int)threadIdx.x) s += sg[ww][j];
+        partial[(size_t)blockIdx.x * NH + threadIdx.x] = s;
+    }
+}
+
+// The token-row kernels (v3). A warp takes whole token rows, the NH * hd values of a position (q:
+// 512, k: 256 at the seed), lane l owning the 8-value vectors k * 32 + l (k < K): head
+// k * rpw + l / hv, dims (l % hv) * 8 ... The head-row segments are the lanes of the kernels above
+// and the math is theirs (qk_rstd, qk_rope8, qk_rope_grad8, qk_norm_grad8: every output bit for
+// bit), but a lane's head is fixed (its gain is read once), a row's position is one n % T and its
+// cos / sin entries are read once for the row's K vectors, each lane's 8 dims lie in one part of
+// the rotation (one branch, not eight), the RoPE partners move as bf16 pairs (4 shuffles, not 8),
+// and the backward keeps its gain sums per lane (no shuffles per row). Loops are uniform over the
+// block (rows past N compute on zeros and store nothing), so the shuffles need no divergence
+// handling. Fewer registers and smaller blocks let more warps share an SM: each loads its rows
+// before its math, and the warps' loads overlap each other's math. Needs hv | 32, rd % 16 == 0
+// with 16-byte aligned tables and rows of at most QK3_MAX_K * 256 values (qk_v3_fits); other
+// shapes run the head-row kernels above.
+constexpr int QK3_WARPS = 4;       // warps per block (128 threads: finer steps of occupancy than 256)
+constexpr int QK3_MAX_K = 4;       // 8-value vectors per lane and row: rows of up to 1024 values
+constexpr int QK3_VECS = 2;        // vectors per lane a warp loads before its math (rows of K vectors)
+constexpr int QK3_FWD_BLOCKS = 8;  // resident blocks per SM the forward is built for (<= 64 registers)
+// the backward's (<= 80 registers; with more loads or vectors in flight, fewer blocks and no spills)
+__host__ __device__ constexpr int qk3_bwd_blocks(int K, bool acc) { return K > 2 ? 4 : acc ? 5 : 6; }
+
+// rows per warp at once: QK3_VECS / K, at least one
+template <int K>
+__host__ __device__ constexpr int qk3_rows() { return K >= QK3_VECS ? 1 : QK3_VECS / K; }
+
+// The RoPE partners of 8 bf16 values held as 4 words (exact: the values are bf16 already)
+__device__ __forceinline__ uint4 qk_partner_words(uint4 w, int src) {
+    w.x = __shfl_sync(0xffffffffu, w.x, src);
+    w.y = __shfl_sync(0xffffffffu, w.y, src);
+    w.z = __shfl_sync(0xffffffffu, w.z, src);
+    w.w = __shfl_sync(0xffffffffu, w.w, src);
+    return w;
+}
+// 16 bytes of a tensor that is read once: evict-first, so it does not push the RoPE tables out of L1
+__device__ __forceinline__ uint4 qk_load_stream(const bf16 *p) { return __ldcs(reinterpret_cast<const uint4 *>(p)); }
+
+// A thread's place in the token-row kernels: warp w, lane; its vector k holds head k * rpw + seg,
+// dims v * 8 .. v * 8 + 7 of it; lane src holds its RoPE partners; C values a token row.
+struct Qk3Lane {
+    int lane, w, hv, rpw, half, C, seg, v, src;
+    __device__ __forceinline__ Qk3Lane(int NH, int hd, int rd)
+        : lane(threadIdx.x & 31), w(threadIdx.x >> 5), hv(hd / 8), rpw(32 / hv), half(rd / 2), C(NH * hd), seg(lane / hv),
+          v(lane % hv), src(qk_partner_lane(lane, v, half)) {}
+    // the lane's cos / sin entries for token row n (position n % T)
+    __device__ __forceinline__ void coef(float (&c)[8], float (&sn)[8], const float *cos_t, const float *sin_t, int n,
+                                         int T) const {
+        const unsigned t = (unsigned)n % (unsigned)T;
+        qk_coef_fast(c, sn, cos_t + (size_t)t * half, sin_t + (size_t)t * half, v, half);
+    }
+};
+
+// NORM: out = gain * RoPE(xn), xn = rmsnorm(inp) (xn, rstd stored when not null), as
+// qk_norm_rope_gain_forward_kernel; !NORM: inp is xn (the recompute). One-shot blocks: warp w
+// takes rows (blockIdx.x * QK3_WARPS + w) * R ... + R - 1.
+template <int K, bool NORM>
+__global__ void __launch_bounds__(QK3_WARPS * 32, QK3_FWD_BLOCKS) qk_forward_v3_kernel(
+    bf16 *out, bf16 *xn_out, float *rstd, const bf16 *inp, const float *__restrict__ cos_t,
+    const float *__restrict__ sin_t, const float *__restrict__ gain, int N, int NH, int T, int hd, int rd) {
+    constexpr int R = qk3_rows<K>();
+    const Qk3Lane L(NH, hd, rd);
+    const int n0 = (blockIdx.x * QK3_WARPS + L.w) * R;
+    uint4 raw[R][K];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            raw[r][k] = n0 + r < N && k * L.rpw + L.seg < NH
+                            ? qk_load_stream(inp + (size_t)(n0 + r) * L.C + (k * 32 + L.lane) * 8) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int n = n0 + r;  // past N: zeros in, nothing out
+        float c[8], sn[8];
+        L.coef(c, sn, cos_t, sin_t, n, T);
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int h = k * L.rpw + L.seg;
+            const bool active = n < N && h < NH;
+            const size_t at = (size_t)n * L.C + (k * 32 + L.lane) * 8;
+            float y[8];
+            lyr::unpack8(y, raw[r][k]);
+            uint4 yw = raw[r][k];  // y as bf16 words (inp is xn when !NORM)
+            if (NORM) {
+                const float rr = qk_rstd(y, L.seg, L.hv, hd);
+                if (active && rstd && L.v == 0) rstd[(size_t)n * NH + h] = rr;
+#pragma unroll
+                for (int j = 0; j < 8; j++) y[j] = lyr::rnd(__fmul_rn(y[j], rr));  // xn as stored: RoPE reads it
+                yw = lyr::pack8(y);  // exact: y is bf16 already
+#ifdef BREAK_QK_RECOMPUTE  // a deliberately wrong variant (dev/broken_variants.sh): RoPE of the unrounded xn
+                lyr::unpack8(y, raw[r][k]);
+#pragma unroll
+                for (int j = 0; j < 8; j++) y[j] *= rr;
+#endif
+            }
+            float p[8];
+            lyr::unpack8(p, qk_partner_words(yw, L.src));
+            if (active) {
+                if (NORM && xn_out) *reinterpret_cast<uint4 *>(xn_out + at) = yw;
+#ifdef BREAK_QK3_FWD  // a deliberately wrong variant (dev/broken_variants.sh): every vector takes its k = 0 head's gain
+                const float g = gain ? lyr::rnd(gain[L.seg]) : 1.f;
+#else
+                const float g = gain ? lyr::rnd(gain[h]) : 1.f;
+#endif
+                float o[8];
+                qk_rope8<true>(o, y, p, c, sn, g, L.v, L.half, rd);
+                lyr::store8(out + at, o);
+            }
+        }
+    }
+}
+
+// dinp (+)= rmsnorm'(rope^T(gain * dout)), as qk_norm_rope_gain_backward_kernel (ACC: adds to
+// dinp); partial[block][h] = the block's sum over its rows of head h's dout . rope(xn) (when
+// partial is given). A full wave of blocks, grid-stride over groups of R rows per warp, each
+// group's loads (dout, xn, rstd, dinp when ACC) issued before its math. A lane's gain sum stays
+// in a register (its head is fixed); at the end a head-row's lanes are added in lane order, then
+// the block's warps in warp order: deterministic for a given grid.
+template <int K, bool ACC>
+__global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_backward_v3_kernel(
+    bf16 *dinp, float *partial, const bf16 *dout, const bf16 *__restrict__ xn, const float *__restrict__ rstd,
+    const float *__restrict__ cos_t, const float *__restrict__ sin_t, const float *__restrict__ gain, int N, int NH, int T,
+    int hd, int rd) {
+    constexpr int R = qk3_rows<K>();
+    __shared__ float sg[QK3_WARPS][QK3_MAX_K * 32];  // the warps' gain sums per head (NH <= K * rpw)
+    const Qk3Lane L(NH, hd, rd);
+    float g[K], gacc[K];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const int h = k * L.rpw + L.seg;
+        g[k] = gain && h < NH ? lyr::rnd(gain[h]) : 1.f;
+        gacc[k] = 0.f;
+    }
+    for (int base = blockIdx.x * QK3_WARPS * R; base < N; base += gridDim.x * QK3_WARPS * R) {  // uniform over the block
+        const int n0 = base + L.w * R;
+        uint4 rd8[R][K], ry8[R][K], ra8[R][K];
+        float rs[R][K];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                const size_t at = (size_t)(n0 + r) * L.C + (k * 32 + L.lane) * 8;
+                const bool ok = n0 + r < N && k * L.rpw + L.seg < NH;
+                rd8[r][k] = ok ? qk_load_stream(dout + at) : make_uint4(0, 0, 0, 0);
+                ry8[r][k] = ok ? qk_load_stream(xn + at) : make_uint4(0, 0, 0, 0);
+                rs[r][k] = ok ? rstd[(size_t)(n0 + r) * NH + k * L.rpw + L.seg] : 0.f;
+                ra8[r][k] = ACC && ok ? qk_load_stream(dinp + at) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int n = n0 + r;  // past N: zeros in, nothing out
+            float c[8], sn[8];
+            L.coef(c, sn, cos_t, sin_t, n, T);
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                float d[8], y[8], pd[8], py[8];
+                lyr::unpack8(d, rd8[r][k]);
+                lyr::unpack8(y, ry8[r][k]);
+                lyr::unpack8(pd, qk_partner_words(rd8[r][k], L.src));
+                lyr::unpack8(py, qk_partner_words(ry8[r][k], L.src));
+                float dy[8], pdot, pg;
+                qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], L.v, L.half, rd);
+                const float m = __fdiv_rn(qk_seg_sum(pdot, L.seg, L.hv), (float)hd);
+                if (n < N && k * L.rpw + L.seg < NH) {
+                    float o[8];
+                    lyr::unpack8(o, ra8[r][k]);  // zeros unless ACC
+                    qk_norm_grad8(o, rs[r][k], dy, y, m);
+                    lyr::store8(dinp + (size_t)n * L.C + (k * 32 + L.lane) * 8, o);
+                    gacc[k] += pg;
+                }
+            }
+        }
+    }
+    if (!partial) return;  // uniform over the grid
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const float s = qk_seg_sum(gacc[k], L.seg, L.hv);
+        if (L.v == 0 && k * L.rpw + L.seg < NH) sg[L.w][k * L.rpw + L.seg] = s;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < NH) {  // head threadIdx.x: the warps' sums in warp order
+        float s = 0.f;
+#ifdef BREAK_QK3_BWD  // a deliberately wrong variant (dev/broken_variants.sh): the block's last warp is left out
+        for (int ww = 0; ww < QK3_WARPS - 1; ww++) s += sg[ww][threadIdx.x];
+#else
+        for (int ww = 0; ww < QK3_WARPS; ww++) s += sg[ww][threadIdx.x];
+#endif
         partial[(size_t)blockIdx.x * NH + threadIdx.x] = s;
     }
 }
@@ -1790,47 +2054,94 @@ inline long qk_head_rows(int B, int T, int NH, const char *who) {
     return HR;
 }
 
+// Which q/k kernels the launchers run: 3, the token-row kernels where qk_v3_fits (other shapes
+// take the head-row kernels), or 2, the head-row kernels always. Developer knob: QK_KERNEL=2|3 in
+// the environment, read once; a launcher's `version` argument (dev/layers.cu's same-call
+// benchmark) overrides both. Both give the same bits (dgain aside: its sums run in another order).
+constexpr int QK_KERNEL_DEFAULT = 3;
+inline int qk_kernel_version() {
+    static const int v = [] {
+        const char *s = getenv("QK_KERNEL");
+        if (!s) return QK_KERNEL_DEFAULT;
+        if (strcmp(s, "2") && strcmp(s, "3"))
+            fatal_config("QK_KERNEL='%s': need 2 (the head-row q/k kernels) or 3 (the token-row ones)", s);
+        return s[0] - '0';
+    }();
+    return v;
+}
+// 8-value vectors per lane and token row of the token-row kernels, and whether they take a shape
+inline int qk3_vectors(int NH, int hd) { return ceil_div((long)NH * (hd / 8), 32); }
+inline bool qk_v3_fits(int NH, int hd, int rd, const float *cos_t, const float *sin_t) {
+    return qk_fast_path(rd, cos_t, sin_t) && 32 % (hd / 8) == 0 && qk3_vectors(NH, hd) <= QK3_MAX_K;
+}
+inline bool qk_use_v3(int version, int NH, int hd, int rd, const float *cos_t, const float *sin_t) {
+    if (version == 0) version = qk_kernel_version();
+    return version == 3 && qk_v3_fits(NH, hd, rd, cos_t, sin_t);
+}
+// f(std::integral_constant<int, K>) with the kernels' K for `vectors` (3 runs as 4, lanes idle)
+template <typename F>
+inline void qk3_with_k(int vectors, F f) {
+    if (vectors == 1) f(std::integral_constant<int, 1>());
+    else if (vectors == 2) f(std::integral_constant<int, 2>());
+    else f(std::integral_constant<int, 4>());
+}
+static_assert(QK3_MAX_K == 4, "qk3_with_k instantiates K = 1, 2, 4");
+// The forward kernels of the two launchers below (normalize: qk_norm_rope_gain_forward, else the
+// recompute qk_rope_gain_forward), the token-row ones where they fit; the launchers check the shape.
+inline void qk_forward_launch(bf16 *out, bf16 *xn, float *rstd, const bf16 *inp, const float *cos_t, const float *sin_t,
+                              const float *gain, int B, int T, int NH, int hd, int rd, bool normalize, int version,
+                              cudaStream_t stream) {
+    const long HR = (long)B * T * NH;
+    if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
+        const int N = B * T;
+        qk3_with_k(qk3_vectors(NH, hd), [&](auto kc) {
+            constexpr int K = decltype(kc)::value;
+            auto kernel = normalize ? qk_forward_v3_kernel<K, true> : qk_forward_v3_kernel<K, false>;
+            kernel<<<ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()), QK3_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t,
+                                                                                              gain, N, NH, T, hd, rd);
+        });
+    } else {
+        auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
+        kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t, gain, NH, T, hd, rd,
+                                                                      (int)HR, normalize);
+    }
+    cudaCheckLaunch();
+}
+
 // out, xn (B, T, NH, hd) bf16, rstd (B, T, NH) fp32: per-head rmsnorm (xn), partial RoPE on the
 // first rd dims, times gain[h] (gain null: 1, for k). xn and rstd may be null (no backward).
-// cos_t/sin_t from rope_tables(T, rd). out may be inp.
+// cos_t/sin_t from rope_tables(T, rd). out may be inp. version: 0 (qk_kernel_version()), 2 or 3.
 inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf16 *inp, const float *cos_t,
                                       const float *sin_t, const float *gain, int B, int T, int NH, int hd, int rd,
-                                      cudaStream_t stream) {
+                                      cudaStream_t stream, int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_forward";
     qk_check_shape(B, T, NH, hd, rd, who);
     layers_check_aligned(out, who, "out");
     if (xn) layers_check_aligned(xn, who, "xn");
     layers_check_aligned(inp, who, "inp");
-    const long HR = qk_head_rows(B, T, NH, who);
-    if (HR == 0) return;
-    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
-    kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, xn, rstd, inp, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
-                                                                  true);
-    cudaCheckLaunch();
+    if (qk_head_rows(B, T, NH, who) > 0)
+        qk_forward_launch(out, xn, rstd, inp, cos_t, sin_t, gain, B, T, NH, hd, rd, true, version, stream);
 }
 // out (B, T, NH, hd) = gain * RoPE(xn): the forward's out again from its xn (bf16), bit for bit
 // (the forward rotates the stored xn), so the model keeps xn for the backward and recomputes q
 // and k for the attention backward instead of keeping them too. CPU twin: qk_rope_gain_forward_cpu.
 inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, const float *sin_t, const float *gain,
-                                 int B, int T, int NH, int hd, int rd, cudaStream_t stream) {
+                                 int B, int T, int NH, int hd, int rd, cudaStream_t stream, int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_rope_gain_forward";
     qk_check_shape(B, T, NH, hd, rd, who);
     layers_check_aligned(out, who, "out");
     layers_check_aligned(xn, who, "xn");
-    const long HR = qk_head_rows(B, T, NH, who);
-    if (HR == 0) return;
-    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_forward_kernel<true> : qk_norm_rope_gain_forward_kernel<false>;
-    kernel<<<qk_forward_grid(HR, hd), QK_WARPS * 32, 0, stream>>>(out, nullptr, nullptr, xn, cos_t, sin_t, gain, NH, T, hd, rd,
-                                                                  (int)HR, false);
-    cudaCheckLaunch();
+    if (qk_head_rows(B, T, NH, who) > 0)
+        qk_forward_launch(out, nullptr, nullptr, xn, cos_t, sin_t, gain, B, T, NH, hd, rd, false, version, stream);
 }
 // dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from xn and rstd of the
 // forward; dgain (NH) += the gain gradient (both null for k). dinp may be dout.
 inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dout, const bf16 *xn, const float *rstd,
                                        const float *cos_t, const float *sin_t, const float *gain, int B, int T, int NH,
-                                       int hd, int rd, bool accumulate, DeviceScratch scratch, cudaStream_t stream) {
+                                       int hd, int rd, bool accumulate, DeviceScratch scratch, cudaStream_t stream,
+                                       int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_backward";
     qk_check_shape(B, T, NH, hd, rd, who);
@@ -1841,20 +2152,30 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
     layers_check_aligned(xn, who, "xn");
     const long HR = qk_head_rows(B, T, NH, who);
     if (HR == 0) return;
-    // one full wave (fewer blocks for small problems), rounded up so that the grid's stride,
-    // nb * QK_WARPS * QK_STEPS * rpw head-rows, is a multiple of NH (see the kernel)
-    auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_backward_kernel<true> : qk_norm_rope_gain_backward_kernel<false>;
-    const int wave = full_wave_blocks((const void *)kernel, QK_WARPS * 32);
-    const int rows = QK_WARPS * QK_STEPS * qk_rows_per_warp(hd), q = NH / std::gcd(NH, rows);
-    int nb = (int)std::max(1L, std::min(qk_forward_grid(HR, hd), (long)wave));
-    nb = ceil_div(nb, q) * q;
-    float *partial = nullptr;
-    if (dgain) {
-        layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
-        partial = (float *)scratch.ptr;
+    int nb;
+    float *partial = dgain ? (float *)scratch.ptr : nullptr;
+    if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
+        // one full wave (fewer blocks for small problems): the gain partials' count and order
+        const int N = B * T;
+        qk3_with_k(qk3_vectors(NH, hd), [&](auto kc) {
+            constexpr int K = decltype(kc)::value;
+            auto kernel = accumulate ? qk_backward_v3_kernel<K, true> : qk_backward_v3_kernel<K, false>;
+            nb = std::max(1, std::min(ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()), full_wave_blocks((const void *)kernel, QK3_WARPS * 32)));
+            if (dgain) layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
+            kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain, N, NH, T, hd, rd);
+        });
+    } else {
+        // one full wave (fewer blocks for small problems), rounded up so that the grid's stride,
+        // nb * QK_WARPS * QK_STEPS * rpw head-rows, is a multiple of NH (see the kernel)
+        auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_backward_kernel<true> : qk_norm_rope_gain_backward_kernel<false>;
+        const int wave = full_wave_blocks((const void *)kernel, QK_WARPS * 32);
+        const int rows = QK_WARPS * QK_STEPS * qk_rows_per_warp(hd), q = NH / std::gcd(NH, rows);
+        nb = (int)std::max(1L, std::min(qk_forward_grid(HR, hd), (long)wave));
+        nb = ceil_div(nb, q) * q;
+        if (dgain) layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
+        kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
+                                                 accumulate);
     }
-    kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
-                                             accumulate);
     cudaCheckLaunch();
     if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
 }

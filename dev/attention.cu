@@ -620,6 +620,14 @@ static void bench_seed() {
                   3);
     bench_row("attention_backward v1", shape_n, ms, 0, bwd_flops * Bn / B);
 
+    // the backward's preprocess: reads dout, out (bf16), lse; writes dq_acc = 0 (fp32), D, lse2
+    const double pre_bytes = 2.0 * nq * 2 + 4.0 * nq + 3.0 * 4 * nl;
+    for (int ver = 1; ver <= 2; ver++) {
+        float *D = scratch.p + nq, *l2 = D + nl;
+        ms = bench_ms([&] { attention_backward_preprocess_run(D, l2, scratch.p, dout.p, out.p, lse.p, B, T, H, 0, ver); });
+        bench_row(ver == 1 ? "attn bwd preprocess v1" : "attn bwd preprocess v2", shape, ms, pre_bytes, 0);
+    }
+
     // XSA: memory-bound, fewest bytes = read y (+ dout), v (+ vnorm), write out (+ dv)
     const double xf_bytes = 2.0 * nq * 2 + 2.0 * nkv + 4.0 * N * KV;
     const double xb_bytes = 3.0 * nq * 2 + 2.0 * nkv * 2 + 4.0 * N * KV;
@@ -627,6 +635,68 @@ static void bench_seed() {
     bench_row("xsa_forward", shape, ms, xf_bytes, 0);
     ms = bench_ms([&] { xsa_backward(dq.p, dv.p, dout.p, out.p, v.p, vnorm.p, N, H, KV, HD, false, 0); });
     bench_row("xsa_backward", shape, ms, xb_bytes, 0);
+}
+
+// The backward's preprocess pass (attention_backward_preprocess_run, versions 1 and 2) on its
+// own: D = rowsum(dout * out) against a double sum on the CPU, within 1e-6 of the row's sum of
+// |terms| (about twice fp32's worst case for the 8-deep sum, so never a false alarm; a lost
+// part of a row is ~1/8 of it), lse2 exactly (lse * log2(e) in float, +inf where lse = -inf),
+// dq_acc all zero (poisoned first); then version 2 against version 1 bit for bit.
+static bool check_preprocess() {
+    bool ok = true;
+    static const int shapes[][3] = {{3, 17, 8}, {2, 1030, 4}, {1, 4096, 8}};  // B, T, H
+    for (const int *sh : shapes) {
+        const int B = sh[0], T = sh[1], H = sh[2];
+        const size_t rows = (size_t)B * T * H, n = rows * HD;
+        std::vector<float> dout(n), out(n), lse(rows);
+        fill_normal(dout);
+        fill_normal(out);
+        fill_normal(lse, 3.f);
+        round_bf16(dout);
+        round_bf16(out);
+        for (size_t i = 0; i < rows; i += 7) lse[i] = -INFINITY;  // rows that see no key
+        DevBuf<bf16> d_dout(n), d_out(n);
+        DevBuf<float> d_lse(rows), d_D(rows), d_l2(rows), d_acc(n);
+        upload(d_dout, dout);
+        upload(d_out, out);
+        upload(d_lse, lse);
+        std::vector<float> D[3], l2[3];
+        for (int ver = 1; ver <= 2; ver++) {
+            poison(d_D.p, rows);
+            poison(d_l2.p, rows);
+            poison(d_acc.p, n);
+            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver);
+            cudaCheck(cudaDeviceSynchronize());
+            D[ver] = host_f32(d_D.p, rows), l2[ver] = host_f32(d_l2.p, rows);
+            const std::vector<float> acc = host_f32(d_acc.p, n);
+            double worst = 0;  // |D - ref| / sum |terms|
+            size_t bad = 0, nonzero = 0;
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++)
+                    for (int h = 0; h < H; h++) {
+                        const size_t row = ((size_t)b * T + t) * H + h, o = ((size_t)b * H + h) * T + t;
+                        double ref = 0, mag = 0;
+                        for (int i = 0; i < HD; i++) {
+                            ref += (double)dout[row * HD + i] * out[row * HD + i];
+                            mag += fabs((double)dout[row * HD + i] * out[row * HD + i]);
+                        }
+                        const double e = fabs(D[ver][o] - ref) / mag;
+                        if (!(e <= worst)) worst = e;  // NaN counts as worst
+                        const float want = lse[o] == -INFINITY ? INFINITY : lse[o] * attn::LOG2E;
+                        bad += memcmp(&want, &l2[ver][o], sizeof(float)) != 0;
+                    }
+            for (float z : acc) nonzero += z != 0.f;
+            const bool pass = worst <= 1e-6 && bad == 0 && nonzero == 0;
+            printf("  %s preprocess v%d B%d T%d H%d: D err / sum|terms| %.3g (tol 1e-6), lse2 %zu wrong, dq_acc %zu nonzero\n",
+                   pass ? "ok  " : "FAIL", ver, B, T, H, worst, bad, nonzero);
+            printf("observed: attention_preprocess_D[v%d B%d T%d] %.3g\n", ver, B, T, worst);
+            ok &= pass;
+        }
+        const bool same = memcmp(D[1].data(), D[2].data(), rows * 4) == 0 && memcmp(l2[1].data(), l2[2].data(), rows * 4) == 0;
+        printf("  %s preprocess v2 D, lse2 bitwise identical to v1's\n", same ? "ok  " : "FAIL");
+        ok &= same;
+    }
+    return ok;
 }
 
 // exp2_poly (the FMA-pipe exp2 of v7, v8) against exp2 in double, on the CPU, over 2^22 + 1
@@ -693,6 +763,7 @@ int main(int argc, char **argv) {
             {1, 4096, 8, 2, 1.f, false},  // the longest sequence, 4:1 GQA
         };
         ok &= check_exp2_poly();
+        ok &= check_preprocess();
         for (const Case &c : cases)
             if (!small || c.T <= 200) ok &= run_case(c);
         printf("attention_forward dispatches to: %s; attention_backward to: %s\n",

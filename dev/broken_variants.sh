@@ -27,6 +27,12 @@
 #   BREAK_QK_RECOMPUTE    the q/k forward rotates the unrounded xn: the backward's recompute of q, k
 #                         from the stored xn no longer gives what attention read
 #                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_QK3_FWD         the token-row q/k forward (v3) gives every vector its k = 0 head's gain
+#                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_QK3_BWD         the token-row q/k backward (v3) leaves each block's last warp out of the
+#                         gain gradient                        (common/layers.cuh)  -> dev_layers
+#   BREAK_ATTN_PRE        the attention backward's preprocess v2 leaves each row's last 8 elements
+#                         out of D                             (common/attention.cuh) -> dev_attention
 #   BREAK_SCORED_ROWS     the scored-rows-only eval gathers the rows one position too early
 #                                                              (common/model_gpu.cuh) -> dev_model
 #   BREAK_QGAIN_HEAD      head h's q_gain gradient lands on head h + 1
@@ -60,6 +66,9 @@ ROWS=(
     'BREAK_RELU2_FROM_OUT|layers|--no-bench|FAIL +dinp from relu\^2'
     'BREAK_RMSNORM_MIX|layers|--no-bench|FAIL +dresid'
     'BREAK_QK_RECOMPUTE|layers|--no-bench|FAIL +out from xn +bitwise'
+    'BREAK_QK3_FWD|layers|--no-bench|FAIL v3 out +bitwise'
+    'BREAK_QK3_BWD|layers|--no-bench|FAIL +dgain'
+    'BREAK_ATTN_PRE|attention|--check-only --small|FAIL preprocess v2'
     'BREAK_SCORED_ROWS|model|--no-bench|FAIL gpu score_from='
     'BREAK_QGAIN_HEAD|model|--no-bench|FAIL grad blocks\.[0-9]+\.attn\.q_gain'
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'

@@ -14,7 +14,9 @@
 //   the embedding scatter-add (fp32): rtol 1e-4, atol 1e-5 * max|ref| against a double reference;
 //   fp32 rstd: rtol 1e-5; integer outputs: exact.
 // Determinism: the embedding scatter-add and every per-channel reduction run twice and must
-// agree bit for bit. Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
+// agree bit for bit. q/k: every shape runs on the head-row kernels (v2) and, where it fits, the
+// token-row kernels (v3, the default), each against the CPU twins, and v3's outputs must equal
+// v2's bit for bit (dgain aside: another summation order); the benchmark times both. Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
 // F=1536, V=1024, bigram 10240 x 128) against the 4.3 TB/s copy bandwidth.
 //
 //   make build/dev_layers && ./build/dev_layers       exit status 0 = every check passed
@@ -542,10 +544,20 @@ static void test_scalar_scale(size_t n) {
 // ----------------------------------------------------------------------------
 // q/k norm + RoPE + gain
 
-static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
-    printf("qk_norm_rope_gain B=%d T=%d NH=%d hd=%d rd=%d gain=%d\n", B, T, NH, hd, rd, with_gain);
+// What one version of the q/k launchers wrote on one shape (dev_layers compares the versions)
+struct QkResults {
+    std::vector<float> out, xn, rstd, re, dx, dx_acc, dx_inplace;
+};
+
+// The q/k checks of one version of the launchers (2: head-row kernels, 3: token-row kernels;
+// each launcher falls back to 2 where 3 does not fit the shape). Inputs are drawn from a fixed
+// seed, so every version sees the same ones.
+static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int rd, bool with_gain) {
+    std::mt19937_64 saved = dev_rng();
+    dev_rng().seed(4242 + B * 7 + T * 13 + NH * 17 + hd * 19 + rd * 23);
     const int N = B * T, half = rd / 2;
     const size_t n = (size_t)N * NH * hd;
+    QkResults res;
     std::vector<float> cs((size_t)T * half), sn((size_t)T * half);
     rope_tables_cpu(cs.data(), sn.data(), T, rd, 10000.0);
     DevBuf<float> d_cos((size_t)T * half), d_sin((size_t)T * half);
@@ -564,28 +576,28 @@ static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
     poison(d_xn.p, n);
     poison(d_rstd.p, d_rstd.n);
     qk_norm_rope_gain_forward(d_out.p, d_xn.p, d_rstd.p, d_x.p, d_cos.p, d_sin.p, with_gain ? d_gain.p : nullptr, B, T,
-                              NH, hd, rd, 0);
-    std::vector<float> g_out = get(d_out, n), g_xn = get(d_xn, n);
-    expect(check_bf16("xn", g_xn, xn));
+                              NH, hd, rd, 0, version);
+    res.out = get(d_out, n), res.xn = get(d_xn, n);
+    expect(check_bf16("xn", res.xn, xn));
     // out: the GPU rotates xn as stored (bf16), as the reference does (its rms_norm returns bf16
     // under autocast before RoPE). So the reference for out is the CPU RoPE of that same xn (just
     // checked against the twin): rotating the unrounded xn instead differs by a bf16 ulp of xn,
     // which is several % of an out element where x1 cos and x2 sin nearly cancel.
     std::vector<float> r_out(n);
-    qk_rope_gain_forward_cpu(r_out.data(), g_xn.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd,
-                             rd);
-    expect(check_bf16("out", g_out, r_out));
-    std::vector<float> g_rstd = get(d_rstd, d_rstd.n);
-    expect(validate("rstd", g_rstd.data(), rstd.data(), rstd.size(), 1e-5, 0));
+    qk_rope_gain_forward_cpu(r_out.data(), res.xn.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH,
+                             hd, rd);
+    expect(check_bf16("out", res.out, r_out));
+    res.rstd = get(d_rstd, d_rstd.n);
+    expect(validate("rstd", res.rstd.data(), rstd.data(), rstd.size(), 1e-5, 0));
     // out again from the GPU's xn (the model's backward does this): against the same reference,
     // and bit for bit the forward's out (what attention_forward read)
     {
         DevBuf<bf16> d_re(n);
         poison(d_re.p, n);
-        qk_rope_gain_forward(d_re.p, d_xn.p, d_cos.p, d_sin.p, with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, 0);
-        std::vector<float> g_re = get(d_re, n);
-        expect(check_bf16("out from xn", g_re, r_out));
-        const bool same = memcmp(g_re.data(), g_out.data(), n * sizeof(float)) == 0;
+        qk_rope_gain_forward(d_re.p, d_xn.p, d_cos.p, d_sin.p, with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, 0, version);
+        res.re = get(d_re, n);
+        expect(check_bf16("out from xn", res.re, r_out));
+        const bool same = memcmp(res.re.data(), res.out.data(), n * sizeof(float)) == 0;
         printf("  %s %-28s bitwise identical to the forward's out\n", same ? "ok  " : "FAIL", "out from xn");
         expect(same);
     }
@@ -605,15 +617,16 @@ static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
         else poison(d_dx.p, n);
         put(d_dgain, dgain);
         qk_norm_rope_gain_backward(d_dx.p, with_gain ? d_dgain.p : nullptr, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p,
-                                   with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, acc, g_scratch, 0);
-        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", get(d_dx, n), r_dx));
+                                   with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, acc, g_scratch, 0, version);
+        (acc ? res.dx_acc : res.dx) = get(d_dx, n);
+        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", acc ? res.dx_acc : res.dx, r_dx));
         if (with_gain) {
             std::vector<float> g = get(d_dgain, NH);
             expect(check_sum("dgain", g, r_dgain));
             if (!acc) {
                 put(d_dgain, dgain);
                 qk_norm_rope_gain_backward(d_dx.p, d_dgain.p, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p, d_gain.p, B, T,
-                                           NH, hd, rd, acc, g_scratch, 0);
+                                           NH, hd, rd, acc, g_scratch, 0, version);
                 expect(check_exact("dgain", get(d_dgain, NH), g));
             }
         }
@@ -623,8 +636,36 @@ static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
     qk_norm_rope_gain_backward_cpu(ref.data(), (float *)nullptr, dout.data(), b_xn.data(), b_rstd.data(), cs.data(),
                                    sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
     qk_norm_rope_gain_backward(d_dout.p, nullptr, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p,
-                               with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, false, g_scratch, 0);
-    expect(check_bf16("dinp (in place)", get(d_dout, n), ref));
+                               with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, false, g_scratch, 0, version);
+    res.dx_inplace = get(d_dout, n);
+    expect(check_bf16("dinp (in place)", res.dx_inplace, ref));
+    dev_rng() = saved;
+    return res;
+}
+
+// The q/k launchers on one shape: version 2 (the head-row kernels) and, where the shape fits
+// them, version 3 (the token-row kernels), each against the CPU twins; then version 3's outputs
+// against version 2's, bit for bit (the same arithmetic, qk_rstd / qk_rope8 / qk_rope_grad8 /
+// qk_norm_grad8; only dgain's summation order differs, checked above against the CPU).
+static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
+    DevBuf<float> probe(8);  // cudaMalloc'ed tables are 16-byte aligned: whether v3 takes the shape
+    const bool v3 = qk_v3_fits(NH, hd, rd, probe.p, probe.p);
+    printf("qk_norm_rope_gain B=%d T=%d NH=%d hd=%d rd=%d gain=%d: v2%s\n", B, T, NH, hd, rd, with_gain,
+           v3 ? ", v3 (token rows)" : " (v3 does not take this shape)");
+    const QkResults r2 = check_qk_version(2, B, T, NH, hd, rd, with_gain);
+    if (!v3) return;
+    printf("  v3:\n");
+    const QkResults r3 = check_qk_version(3, B, T, NH, hd, rd, with_gain);
+    const std::pair<const char *, const std::vector<float> QkResults::*> outs[] = {
+        {"out", &QkResults::out},   {"xn", &QkResults::xn},       {"rstd", &QkResults::rstd},
+        {"out from xn", &QkResults::re}, {"dinp", &QkResults::dx}, {"dinp (accumulate)", &QkResults::dx_acc},
+        {"dinp (in place)", &QkResults::dx_inplace}};
+    for (const auto &o : outs) {
+        const std::vector<float> &a = r3.*o.second, &b = r2.*o.second;
+        const bool same = a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+        printf("  %s v3 %-25s bitwise identical to v2's\n", same ? "ok  " : "FAIL", o.first);
+        expect(same);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -737,27 +778,34 @@ static void bench_all() {
     bench_row("scalar_scale_backward", shape,
               bench_ms([&] { scalar_scale_backward(e.p, fscal.p + 3, d.p, a.p, fscal.p + 1, (size_t)N * KVD, false, g_scratch, 0); }),
               (double)N * KVD * 3 * b2, 0);
-    snprintf(shape, sizeof shape, "q: N=%d H=%d hd=%d rd=%d", N, H, hd, rd);
-    bench_row("qk_norm_rope_gain_forward", shape,
-              bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd, 0); }),
-              ND * 3 * b2 + (double)N * H * b4, 0);
-    bench_row("qk_norm_rope_gain_backward", shape,
-              bench_ms([&] { qk_norm_rope_gain_backward(a.p, grads.p, d.p, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H,
-                                                        hd, rd, false, g_scratch, 0); }),
-              ND * 3 * b2 + (double)N * H * b4, 0);
-    bench_row("qk_rope_gain_forward", shape,
-              bench_ms([&] { qk_rope_gain_forward(a.p, b.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd, 0); }), ND * 2 * b2, 0);
-    snprintf(shape, sizeof shape, "k: N=%d KV=%d hd=%d rd=%d", N, KV, hd, rd);
-    bench_row("qk_norm_rope_gain_forward", shape,
-              bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0); }),
-              (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
-    bench_row("qk_rope_gain_forward", shape,
-              bench_ms([&] { qk_rope_gain_forward(a.p, b.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0); }),
-              (double)N * KVD * 2 * b2, 0);
-    bench_row("qk_norm_rope_gain_backward", shape,
-              bench_ms([&] { qk_norm_rope_gain_backward(a.p, nullptr, d.p, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV,
-                                                        hd, rd, false, g_scratch, 0); }),
-              (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
+    // the q/k kernels: v2 (head-row kernels) and v3 (token-row kernels, the default) on the same
+    // inputs, one after the other; bytes: what each must move (bf16 tensors + fp32 rstd)
+    for (int version = 2; version <= 3; version++) {
+        snprintf(shape, sizeof shape, "q v%d: N=%d H=%d hd=%d", version, N, H, hd);
+        bench_row("qk_norm_rope_gain_forward", shape,
+                  bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd, 0,
+                                                           version); }),
+                  ND * 3 * b2 + (double)N * H * b4, 0);
+        bench_row("qk_norm_rope_gain_backward", shape,
+                  bench_ms([&] { qk_norm_rope_gain_backward(a.p, grads.p, d.p, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H,
+                                                            hd, rd, false, g_scratch, 0, version); }),
+                  ND * 3 * b2 + (double)N * H * b4, 0);
+        bench_row("qk_rope_gain_forward", shape,
+                  bench_ms([&] { qk_rope_gain_forward(a.p, b.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd, 0, version); }),
+                  ND * 2 * b2, 0);
+        snprintf(shape, sizeof shape, "k v%d: N=%d KV=%d hd=%d", version, N, KV, hd);
+        bench_row("qk_norm_rope_gain_forward", shape,
+                  bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0,
+                                                           version); }),
+                  (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
+        bench_row("qk_rope_gain_forward", shape,
+                  bench_ms([&] { qk_rope_gain_forward(a.p, b.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0, version); }),
+                  (double)N * KVD * 2 * b2, 0);
+        bench_row("qk_norm_rope_gain_backward", shape,
+                  bench_ms([&] { qk_norm_rope_gain_backward(a.p, nullptr, d.p, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV,
+                                                            hd, rd, false, g_scratch, 0, version); }),
+                  (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -842,6 +890,12 @@ int main(int argc, char **argv) {
     test_qk(1, 20, 3, 256, 32, true);    // a head-row per warp
     test_qk(3, 77, 3, 64, 16, true);     // 3 heads: the backward's grid rounded to a multiple of 3
     test_qk(8, 2048, 8, 64, 16, true);   // more head-rows than a wave: the backward loops
+    test_qk(4, 2048, 4, 64, 16, true);   // the same with k's shape: v3 takes 2 token rows a warp
+    test_qk(5, 411, 4, 64, 16, false);   // an odd number of rows: v3's last warp has one
+    test_qk(2, 33, 16, 64, 16, true);    // 1024 values a token row: v3's longest (4 vectors a lane)
+    test_qk(3, 37, 5, 128, 16, true);    // 16 lanes a head, 5 heads: v3 with 3 vectors a lane, 12 lanes idle
+    test_qk(1, 45, 2, 16, 16, true);     // 2 lanes a head, RoPE on every dim
+    test_qk(2, 100, 20, 64, 16, true);   // 1280 values a token row: too long for v3 (v2 only)
 
     if (check_verdict("dev_layers")) return 1;
     if (bench) bench_all();
