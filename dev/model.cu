@@ -303,8 +303,9 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
             printf("  info bigram.scale: gradient %.4g, sum of |terms| %.4g (cancellation %.0fx), gpu %.4g\n", gc[0], sabs,
                    sabs / std::max(std::fabs((double)gc[0]), 1e-300), gg[0]);
         }
-        int layer = -1;
-        if (sscanf(s.name.c_str(), "blocks.%d.attn.q_gain", &layer) == 1 && layer >= 0 && layer < c.num_layers) {
+        int layer = -1, name_end = -1;  // %n: set only when the whole name matched (sscanf counts %d alone)
+        if (sscanf(s.name.c_str(), "blocks.%d.attn.q_gain%n", &layer, &name_end) == 1 && name_end == (int)s.name.size() &&
+            layer >= 0 && layer < c.num_layers) {
             // Each head's gradient is one sum over N*hd terms of both signs (dout . rope(xn)), cancelling
             // 100-30000x at these shapes. A correct bf16 computation of such a sum is off by up to its
             // terms' rounding, which scales with sum |terms|, not with the sum: per head, |gpu - cpu| <=
