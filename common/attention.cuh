@@ -1170,14 +1170,23 @@ inline bool attention_sm90_available() {
 //   the other half a tile ago) instead of stage 7's barrier; 3 dS^T buffers, each rewritten after
 //   a "dS free" mbarrier (both consumers' dQ of tile it - 3 done). Predicted +5-15% if the
 //   consumers drift apart (one's exp under the other's products); ~stage 8 if they stay in step.
+//   Stage 10: stage 9 with explicit turns (FA3's ping-pong, as the forward's v6): consumer c
+//   issues its products only after bar.sync 4 + c (its 128 threads + the other consumer's 128
+//   bar.arrive when their turn's issue is done). A turn is dV / dK (it), dQ (it - 1) and the next
+//   tile's S^T / dP^T; the dS^T stores, "dS full" arrival and the dQ hand-on come before it, so one
+//   consumer's exp / dS^T work runs while the other's products do. Every consumer takes n_iter + 1
+//   turns (the first: tile 0's S^T / dP^T alone); consumer 1 arrives once up front (consumer 0
+//   goes first) and consumer 0 once after its last turn, so the counts match. Predicted: +10-20%
+//   over stage 7 (the forward's ping-pong gained ~1% over v5 there, but the backward's consumers
+//   are in lock step today, not merely unordered).
 // - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
 //   query tiles (z = 0) start first: longest-first without a persistent scheduler.
-// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..9 168 at
-// launch (the consumers reach R175 / R173 / R179 / R221 / R202 / R201 / R199 (stages 3..9) of their setmaxnreg 240); no spills, no
+// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..10 168 at
+// launch (the consumers reach R175 / R173 / R179 / R221 / R202 / R201 / R199 / R199 (stages 3..10) of their setmaxnreg 240); no spills, no
 // serialized-wgmma warnings (C7510-C7520); S^T and dP^T in one commit group (H_SPLIT_SDP);
-// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..8) / 196 KB (9), 1 CTA per SM. Written without a GPU
+// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..8) / 196 KB (9, 10), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward
 // v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
 // Not yet here: a persistent grid, 128-query tiles (m64n128 S^T / dP^T: half the per-tile
@@ -1263,6 +1272,9 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 // STAGE 9: stage 8 with the consumers decoupled: tile it's dQ is multiplied in tile it + 1 (after
 //          tile it + 1's dV / dK issue), on a 3-buffer dS^T ring with "dS full" / "dS free" mbarriers
 //          (256 arrivals each) instead of stage 7's 256-thread barrier per tile.
+// STAGE 10: stage 9 with the consumers taking turns on the tensor cores (named barriers 4 + wg,
+//          256 threads, as the forward's ping-pong): a turn issues dV / dK (it), dQ (it - 1) and
+//          S^T / dP^T (it + 1); the other consumer's exponentials run meanwhile.
 template <int STAGE>
 __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
@@ -1286,6 +1298,8 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     constexpr bool SMEM_EPI = STAGE >= 8;
     // stage 9: dQ of tile it issued in tile it + 1 from a 3-buffer dS^T ring (LAG)
     constexpr bool LAG = STAGE >= 9;
+    // stage 10: the consumers take turns issuing their products (named barriers 4, 5)
+    constexpr bool PINGPONG = STAGE >= 10;
     // stages 2..4 take the warpgroup index through a shuffle: provably warp-uniform, which ptxas
     // needs to give the producer and consumer branches their own register counts (setmaxnreg;
     // without it stages 3, 4 are capped at 168 registers and serialize wgmma, C7512). Stage 1
@@ -1546,6 +1560,10 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         for (int kk = 0; kk < 8; kk++)
             wgmma_m64n32k16_ss<1, 1>(dq, wgmma_desc(sds + 2048 * kk), wgmma_desc(sK + 2048 * kk + 64 * wg), kk);
     };
+    // stage 10: consumer 1 lets consumer 0 take the first turn
+    if constexpr (PINGPONG) {
+        if (wg == 1) named_bar_arrive(4, 256);
+    }
 
     for (int it = 0; it < n_iter; it++) {
         const int hi = it / n_m, m = m_first + it % n_m;
@@ -1595,6 +1613,9 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         // serialize them, C7520; stages 3..5 skip it at the loop level, above)
         {
             float s[32], dp[32];
+            if constexpr (PINGPONG) {
+                if (it == 0) named_bar_sync(4 + wg, 256);  // (later turns begin before the dV / dK issue)
+            }
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
@@ -1603,6 +1624,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) wgmma_m64n64k16_ss<0, 0>(dp, wgmma_desc(sVw + 32 * kk), wgmma_desc(sdO + 32 * kk), kk);
             wgmma_commit();
+            if constexpr (PINGPONG) named_bar_arrive(5 - wg, 256);  // the turn ends: the other consumer's begins
             // element 4j + e of an accumulator: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
 #ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
             const bool need_mask = false;
@@ -1689,6 +1711,15 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                 st_shared_b32(sdSt + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
                 st_shared_b32(sdSt + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
             }
+            if constexpr (PINGPONG) {
+                // stage 10: the dS^T half announced and tile it - 2's dQ handed on before the turn,
+                // so the turn holds only the issues (and the waits on the other consumer's dS^T and
+                // the ring, which that consumer's previous turn made ready)
+                fence_proxy_async();
+                mbar_arrive(bar_ds_full(it % 3));
+                if (it >= 2) finish_tile(it - 2);
+                named_bar_sync(4 + wg, 256);
+            }
             // dV += P^T dO, dK += dS^T Q: k = the 64 queries, 16 rows (2048 bytes) per k-step
             wgmma_fence();
 #pragma unroll
@@ -1710,8 +1741,10 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                 // up to a tile apart instead of meeting at a barrier every tile). Tile 0 multiplies too,
                 // whatever buffer 2 holds, without the wait: a branch around the wgmma made ptxas
                 // inject a warpgroup.arrive (C7519); tile 1's dQ overwrites the result (accumulate 0)
-                mbar_arrive(bar_ds_full(it % 3));
-                if (it >= 2) finish_tile(it - 2);
+                if constexpr (!PINGPONG) {
+                    mbar_arrive(bar_ds_full(it % 3));
+                    if (it >= 2) finish_tile(it - 2);
+                }
                 if (it >= 1) mbar_wait(bar_ds_full((it - 1) % 3), ((it - 1) / 3) & 1);
                 dq_cols(ds_buf((it + 2) % 3));
             } else if constexpr (DQCOLS) {
@@ -1728,6 +1761,11 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                     wgmma_m64n64k16_ss<1, 1>(dq, wgmma_desc(sdSwt + 2048 * kk), wgmma_desc(sKw + 2048 * kk), kk);
             }
             wgmma_commit();
+            // stage 10: consumer 0's last turn ends here (no S^T / dP^T follows): consumer 1's last
+            // turn needs this arrival (consumer 1's first arrival gave consumer 0 its first turn)
+            if constexpr (PINGPONG) {
+                if (wg == 0 && it == n_iter - 1) named_bar_arrive(5, 256);
+            }
             if constexpr (!DEFER) {
                 wgmma_wait<0>();
                 reg_fence_first<NDQ>(dq);
@@ -2000,9 +2038,10 @@ inline int attn_bwd_grid_order() {
 // by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
 // 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run), 7 (6
 // + dQ split by columns between the consumers, no hand-on), 8 (7 + conflict-free dQ staging and
-// a dK / dV epilogue with 16-byte stores) or 9 (8 + each tile's dQ multiplied a tile later, the
-// consumers decoupled by mbarriers), see attention_backward_sm90_kernel.
-constexpr int ATTN_BWD_SM90_STAGES = 9;
+// a dK / dV epilogue with 16-byte stores), 9 (8 + each tile's dQ multiplied a tile later, the
+// consumers decoupled by mbarriers) or 10 (9 + the consumers take turns on the tensor cores), see
+// attention_backward_sm90_kernel.
+constexpr int ATTN_BWD_SM90_STAGES = 10;
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                     const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
@@ -2021,8 +2060,10 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
                                     __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool, bool) = {
         attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
         attention_backward_sm90_kernel<4>, attention_backward_sm90_kernel<5>, attention_backward_sm90_kernel<6>,
-        attention_backward_sm90_kernel<7>, attention_backward_sm90_kernel<8>, attention_backward_sm90_kernel<9>};
-    static const int smem[ATTN_BWD_SM90_STAGES] = {H_SMEM, H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5, H_SMEM5, H_SMEM5, H_SMEM5, H_SMEM9};
+        attention_backward_sm90_kernel<7>, attention_backward_sm90_kernel<8>, attention_backward_sm90_kernel<9>,
+        attention_backward_sm90_kernel<10>};
+    static const int smem[ATTN_BWD_SM90_STAGES] = {H_SMEM,  H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5,
+                                                   H_SMEM5, H_SMEM5, H_SMEM5, H_SMEM9, H_SMEM9};
     static bool configured = false;
     if (!configured) {
         for (int i = 0; i < ATTN_BWD_SM90_STAGES; i++)
@@ -2044,7 +2085,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
 // order (attn_bwd_grid_order): 317 TFLOP/s against stage 5's 275 in one run, and -16 ms a
 // training step, docs/ATTENTION_KERNELS.md; with the old order stage 5 led, 280 vs 277. 0 keeps
 // the mma.sync kernel on Hopper too). Developer knob, to measure stages in one process: the
-// environment variable ATTN_BWD_STAGE (0..9) overrides it, read once.
+// environment variable ATTN_BWD_STAGE (0..10) overrides it, read once.
 constexpr int ATTN_BWD_SM90_STAGE = 7;
 
 
