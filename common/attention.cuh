@@ -1182,7 +1182,7 @@ inline bool attention_sm90_available() {
 }
 
 // ----------------------------------------------------------------------------
-// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..6 below)
+// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..9 below)
 //
 // The same math and output contract as attention_backward_kernel above, on Hopper's own path:
 // - One CTA (2 warpgroups, 256 threads; stages 3, 4: + a producer warpgroup) owns 128 keys of one (b, kv head); warpgroup w owns
@@ -1217,14 +1217,32 @@ inline bool attention_sm90_available() {
 //   halves of dS^T stored), consumer w computes dQ[:, 32w .. 32w + 31] = dS K[:, 32w ..] over all
 //   128 keys (8 wgmma m64n32k16) and reduce-adds that box itself: no hand-on, no sum, no
 //   dq ready / free waits; warpgroup 1 no longer skips the key block's first tile (masked).
+//   Stage 8: stage 7 with the dQ staging stores conflict-free (odd rows store their n8 tiles in
+//   the order j ^ 2: stage 7's order put rows 2i, 2i + 1 of a half warp on the same banks) and the
+//   dK / dV epilogue staged in fp32 through the consumer's dQ buffers, then written with 16-byte
+//   stores (full sectors; the fragment stores used 16 of every 32 bytes). Predicted +1-2%: both
+//   are a small share of the time. Stage 9: stage 8 with the consumers decoupled: tile it's dQ is
+//   issued in tile it + 1, after its dV / dK, waiting on a "dS full" mbarrier (both halves stored,
+//   the other half a tile ago) instead of stage 7's barrier; 3 dS^T buffers, each rewritten after
+//   a "dS free" mbarrier (both consumers' dQ of tile it - 3 done). Predicted +5-15% if the
+//   consumers drift apart (one's exp under the other's products); ~stage 8 if they stay in step.
+//   Stage 10: stage 9 with explicit turns (FA3's ping-pong, as the forward's v6): consumer c
+//   issues its products only after bar.sync 4 + c (its 128 threads + the other consumer's 128
+//   bar.arrive when their turn's issue is done). A turn is dV / dK (it), dQ (it - 1) and the next
+//   tile's S^T / dP^T; the dS^T stores, "dS full" arrival and the dQ hand-on come before it, so one
+//   consumer's exp / dS^T work runs while the other's products do. Every consumer takes n_iter + 1
+//   turns (the first: tile 0's S^T / dP^T alone); consumer 1 arrives once up front (consumer 0
+//   goes first) and consumer 0 once after its last turn, so the counts match. Predicted: +10-20%
+//   over stage 7 (the forward's ping-pong gained ~1% over v5 there, but the backward's consumers
+//   are in lock step today, not merely unordered).
 // - Shared tiles use the 128-byte swizzle of TMA (16-byte chunk c of row r at c ^ (r % 8), tile
 //   bases 1024-byte aligned), which is also the layout the wgmma descriptors name (swz above).
 // - Causal work: the grid's z (key block) is the slowest index, so the key blocks with the most
 //   query tiles (z = 0) start first: longest-first without a persistent scheduler.
-// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..6 168 at
-// launch (the consumers reach R175 / R173 / R179 / R221 / R202 (stages 3..7) of their setmaxnreg 240); no spills, no
+// Resources (ptxas, sm_90a, -Xptxas -v): stage 1 215 registers, stage 2 177, stages 3..10 168 at
+// launch (the consumers reach R175 / R173 / R179 / R221 / R202 / R201 / R199 / R199 (stages 3..10) of their setmaxnreg 240); no spills, no
 // serialized-wgmma warnings (C7510-C7520); S^T and dP^T in one commit group (H_SPLIT_SDP);
-// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..7), 1 CTA per SM. Written without a GPU
+// shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..8) / 196 KB (9, 10), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward
 // v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
 // Not yet here: a persistent grid, 128-query tiles (m64n128 S^T / dP^T: half the per-tile
@@ -1268,6 +1286,12 @@ constexpr uint32_t H_OFF_LD3 = H_OFF_DO3 + H_Q_BYTES;  // lse2 [64] then D [64]
 constexpr int H_SMEM5 = (int)(H_OFF_LD3 + 2 * H_STAT_BYTES) + 1024;
 static_assert(H_OFF_Q3 % 1024 == 0 && H_OFF_DO3 % 1024 == 0 && H_SMEM5 <= 227 * 1024, "stage 5 ring fits, tiles aligned");
 static_assert(H_OFF_Q % 1024 == 0 && H_OFF_DO % 1024 == 0 && H_OFF_X % 1024 == 0, "wgmma/TMA tiles are 1024-aligned");
+// stage 9: a third dS^T buffer after stage 5's ring, and 6 more mbarriers ("dS full" [3], "dS
+// free" [3]) in the slack between stage 1's barriers and the dQ buffers
+constexpr uint32_t H_OFF_DS9 = (H_OFF_LD3 + 2 * H_STAT_BYTES + 1023) & ~1023u;
+constexpr uint32_t H_OFF_BAR9 = H_OFF_BAR + H_BAR_BYTES;
+constexpr int H_SMEM9 = (int)(H_OFF_DS9 + H_KV_BYTES) + 1024;
+static_assert(H_OFF_BAR9 + 6 * 8 <= H_OFF_DQ && H_SMEM9 <= 227 * 1024, "stage 9 barriers and dS^T buffer fit");
 
 
 // The accumulator columns 16kk..16kk+15 (n8 tiles 2kk, 2kk+1) as the A fragment of k-step kk
@@ -1299,6 +1323,14 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
 //          it + 1, between its dV / dK issue and its dQ issue (the ring holds tiles it, it + 1
 //          and the producer's next: 3 stages).
 // STAGE 7: stage 6 with dQ split by columns between the consumers (named barrier 3, 256 threads).
+// STAGE 8: stage 7 with its shared-memory stores conflict-free (the dQ staging stores) and the
+//          dK / dV epilogue staged through shared memory, written with 16-byte stores.
+// STAGE 9: stage 8 with the consumers decoupled: tile it's dQ is multiplied in tile it + 1 (after
+//          tile it + 1's dV / dK issue), on a 3-buffer dS^T ring with "dS full" / "dS free" mbarriers
+//          (256 arrivals each) instead of stage 7's 256-thread barrier per tile.
+// STAGE 10: stage 9 with the consumers taking turns on the tensor cores (named barriers 4 + wg,
+//          256 threads, as the forward's ping-pong): a turn issues dV / dK (it), dQ (it - 1) and
+//          S^T / dP^T (it + 1); the other consumer's exponentials run meanwhile.
 template <int STAGE>
 __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     attention_backward_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
@@ -1318,6 +1350,12 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     // its 32 of the 64 head_dim columns and reduce-adds them itself: no hand-on, no sum)
     constexpr bool DQCOLS = STAGE >= 7;
     constexpr int NDQ = DQCOLS ? 16 : 32;  // dQ accumulator registers
+    // stage 8: conflict-free dQ staging stores, dK / dV epilogue through shared memory
+    constexpr bool SMEM_EPI = STAGE >= 8;
+    // stage 9: dQ of tile it issued in tile it + 1 from a 3-buffer dS^T ring (LAG)
+    constexpr bool LAG = STAGE >= 9;
+    // stage 10: the consumers take turns issuing their products (named barriers 4, 5)
+    constexpr bool PINGPONG = STAGE >= 10;
     // stages 2..4 take the warpgroup index through a shuffle: provably warp-uniform, which ptxas
     // needs to give the producer and consumer branches their own register counts (setmaxnreg;
     // without it stages 3, 4 are capped at 168 registers and serialize wgmma, C7512). Stage 1
@@ -1342,6 +1380,10 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     };
     auto bar_dq_ready = [&](int st) { return base + H_OFF_BAR + 40 + 8 * st; };  // stage 4: consumer 0's partial is in
     auto bar_dq_free = [&](int st) { return base + H_OFF_BAR + 56 + 8 * st; };   // stage 4: the reduce has read it
+    auto bar_ds_full = [&](int i) { return base + H_OFF_BAR9 + 8 * i; };        // stage 9: both halves of dS^T buffer i stored
+    auto bar_ds_free = [&](int i) { return base + H_OFF_BAR9 + 24 + 8 * i; };   // stage 9: both consumers' dQ read it
+    // stage 9: dS^T buffer i of 3 (tile it uses it % 3)
+    auto ds_buf = [&](int i) { return base + (i == 0 ? H_OFF_DS : i == 1 ? H_OFF_X : H_OFF_DS9); };
     float4 *xch = reinterpret_cast<float4 *>(sbase + H_OFF_X);  // [direction][4][128]
     float *sLw = reinterpret_cast<float *>(sbase + H_OFF_L), *sDw = reinterpret_cast<float *>(sbase + H_OFF_D);
 
@@ -1380,6 +1422,12 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             mbar_init(bar_dq_ready(1), 128);
             mbar_init(bar_dq_free(0), 1);
             mbar_init(bar_dq_free(1), 1);
+        }
+        if (LAG) {
+            for (int i = 0; i < 3; i++) {
+                mbar_init(bar_ds_full(i), 2 * 128);
+                mbar_init(bar_ds_free(i), 2 * 128);
+            }
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
         fence_proxy_async();
@@ -1444,29 +1492,41 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     auto finish_tile = [&](int it) {
         const int st = it % NST, db = it & 1, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
         (void)st;
-        // stage 3: this thread is done with the stage's Q, dO, lse2, D
-        if constexpr (WS) mbar_arrive(bar_empty(st));
+        // stage 3: this thread is done with the stage's Q, dO, lse2, D (stage 9 releases it a tile
+        // earlier, in the loop)
+        if constexpr (WS && !LAG) mbar_arrive(bar_empty(st));
         if constexpr (DQCOLS) {
             // this warpgroup's 64 x 32 columns -> its buffer db (32 fp32 = one 128-byte swizzled
             // row per query; free: thread 0 waited for the reduce of tile it - 2 to read it in the
             // previous finish_tile, before the consumers' barrier), then one reduce-add of its box
+            // Stage 8: an 8-byte store is served per half warp (rows row % 8 = 0..3 or 4..7, 32 bytes
+            // each); in stage 7's order rows 2i and 2i + 1 land in the same 32 bytes of banks after
+            // the swizzle (2-way conflict). Rows with bit 0 set store their n8 tiles in the order
+            // j ^ 2, which puts the 4 rows of a half warp on 4 different 32-byte bank groups.
             const uint32_t sdq = base + H_OFF_DQ + (2 * wg + db) * H_DQ_BYTES;
+            const int jflip = SMEM_EPI ? ((lane >> 2) & 1) * 2 : 0;
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const int row = warp * 16 + lane / 4 + 8 * r;
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    const uint32_t a = sdq + row * 128 + (((2 * j + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
-                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(dq[4 * j + 2 * r]), "f"(dq[4 * j + 2 * r + 1])
-                                 : "memory");
+                    const int jj = j ^ jflip;
+                    const float x0 = jflip ? dq[4 * (j ^ 2) + 2 * r] : dq[4 * j + 2 * r];
+                    const float x1 = jflip ? dq[4 * (j ^ 2) + 2 * r + 1] : dq[4 * j + 2 * r + 1];
+                    const uint32_t a = sdq + row * 128 + (((2 * jj + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(x0), "f"(x1) : "memory");
                 }
             }
             fence_proxy_async();
+            // stage 9: no 256-thread barrier between two finish_tile calls, so thread 0 waits for the
+            // previous reduce-adds to have read their buffers before this warpgroup barrier: the
+            // next finish_tile's stores (to the buffer of tile it - 1) come after it
+            if (LAG && t == 0) bulk_wait_read<0>();
             named_bar_sync(1 + wg, 128);
             if (t == 0) {
                 tma_reduce_add_4d(&tm_dq, sdq, 32 * wg, h, q0, b);
                 bulk_commit();
-                bulk_wait_read<1>();
+                if (!LAG) bulk_wait_read<1>();
             }
         } else if constexpr (STAGE == 1) {
             // sum the two partials: warpgroup 0 keeps columns 0..31 (accumulator 0..15), 1 keeps 32..63
@@ -1548,6 +1608,18 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         }
     };
     int it_pending = -1;  // stage 6: the tile whose dQ partial waits for finish_tile
+    // stages 7+: dQ[:, 32 wg ..] = dS K[:, 32 wg ..] over all 128 keys from the dS^T buffer at sds
+    // (k-steps of 16 key rows, 2048 bytes; the B slice starts 64 bytes into the row); no commit
+    auto dq_cols = [&](uint32_t sds) {
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 8; kk++)
+            wgmma_m64n32k16_ss<1, 1>(dq, wgmma_desc(sds + 2048 * kk), wgmma_desc(sK + 2048 * kk + 64 * wg), kk);
+    };
+    // stage 10: consumer 1 lets consumer 0 take the first turn
+    if constexpr (PINGPONG) {
+        if (wg == 1) named_bar_arrive(4, 256);
+    }
 
     for (int it = 0; it < n_iter; it++) {
         const int hi = it / n_m, m = m_first + it % n_m;
@@ -1563,7 +1635,8 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         mbar_wait(bar_stage(st), (it / NST) & 1);
         // stages 3..5: dS^T alternates between two buffers, so the stores of tile it + 1 never meet
         // the dQ wgmma of tile it that a slower warp of the warpgroup may still be reading
-        const uint32_t sdSt = WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
+        // (stage 9: three buffers, tile it uses it % 3, see bar_ds_full / bar_ds_free)
+        const uint32_t sdSt = LAG ? ds_buf(it % 3) : WS && db ? base + H_OFF_X : sdS, sdSwt = sdSt + wg * 64 * ROW_BYTES;
         if (WS && !DQCOLS && wg == 1 && m == m_first) {
             // stages 3..5: all 64 keys of warpgroup 1 lie above every query of the key block's first
             // tile (P = dS = 0): skip it, warpgroup-uniformly at the loop level. Then the dQ
@@ -1596,6 +1669,9 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         // serialize them, C7520; stages 3..5 skip it at the loop level, above)
         {
             float s[32], dp[32];
+            if constexpr (PINGPONG) {
+                if (it == 0) named_bar_sync(4 + wg, 256);  // (later turns begin before the dV / dK issue)
+            }
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
@@ -1604,6 +1680,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) wgmma_m64n64k16_ss<0, 0>(dp, wgmma_desc(sVw + 32 * kk), wgmma_desc(sdO + 32 * kk), kk);
             wgmma_commit();
+            if constexpr (PINGPONG) named_bar_arrive(5 - wg, 256);  // the turn ends: the other consumer's begins
             // element 4j + e of an accumulator: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
 #ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
             const bool need_mask = false;
@@ -1616,6 +1693,12 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                 reg_fence(s);
                 reg_fence(dp);
                 if constexpr (DEFER) reg_fence_first<NDQ>(dq);
+                if constexpr (LAG) {
+                    // the wait covered tile it - 1's dV / dK (its Q, dO: release its ring stage) and
+                    // tile it - 2's dQ (this consumer is done with dS^T buffer (it - 2) % 3)
+                    if (it >= 1) mbar_arrive(bar_empty((it - 1) % NST));
+                    if (it >= 2) mbar_arrive(bar_ds_free((it - 2) % 3));
+                }
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
                     const int qc = j * 8 + (lane & 3) * 2;
@@ -1673,12 +1756,25 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             // dS^T into this warpgroup's 64 rows of sdS for the dQ product: fragment kk holds
             // rows r, r + 8 of query columns 16kk + 2 (lane % 4) (chunk 2kk) and 8 further (2kk + 1)
             const int r = wg * 64 + warp * 16 + lane / 4;
+            // stage 9: buffer it % 3 was last read by both consumers' dQ of tile it - 3
+            if constexpr (LAG) {
+                if (it >= 3) mbar_wait(bar_ds_free(it % 3), (it / 3 - 1) & 1);
+            }
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {
                 st_shared_b32(sdSt + swz(r, 2 * kk) + (lane & 3) * 4, ads[kk][0]);
                 st_shared_b32(sdSt + swz(r + 8, 2 * kk) + (lane & 3) * 4, ads[kk][1]);
                 st_shared_b32(sdSt + swz(r, 2 * kk + 1) + (lane & 3) * 4, ads[kk][2]);
                 st_shared_b32(sdSt + swz(r + 8, 2 * kk + 1) + (lane & 3) * 4, ads[kk][3]);
+            }
+            if constexpr (PINGPONG) {
+                // stage 10: the dS^T half announced and tile it - 2's dQ handed on before the turn,
+                // so the turn holds only the issues (and the waits on the other consumer's dS^T and
+                // the ring, which that consumer's previous turn made ready)
+                fence_proxy_async();
+                mbar_arrive(bar_ds_full(it % 3));
+                if (it >= 2) finish_tile(it - 2);
+                named_bar_sync(4 + wg, 256);
             }
             // dV += P^T dO, dK += dS^T Q: k = the 64 queries, 16 rows (2048 bytes) per k-step
             wgmma_fence();
@@ -1694,14 +1790,23 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             if constexpr (DEFER) {
                 if (it_pending >= 0) finish_tile(it_pending);
             }
-            if constexpr (DQCOLS) {
-                // both consumers' dS^T rows are in: dQ[:, 32 wg ..] = dS K[:, 32 wg ..] over all 128
-                // keys (k-steps of 16 key rows, 2048 bytes; the B slice starts 64 bytes into the row)
+            if constexpr (LAG) {
+                // stage 9: say this half of dS^T is in, hand on tile it - 2's dQ (the wait above
+                // covered it), then multiply tile it - 1's dQ once the other consumer's half of its
+                // dS^T is in (stored a tile ago: the wait rarely blocks, so the consumers may drift
+                // up to a tile apart instead of meeting at a barrier every tile). Tile 0 multiplies too,
+                // whatever buffer 2 holds, without the wait: a branch around the wgmma made ptxas
+                // inject a warpgroup.arrive (C7519); tile 1's dQ overwrites the result (accumulate 0)
+                if constexpr (!PINGPONG) {
+                    mbar_arrive(bar_ds_full(it % 3));
+                    if (it >= 2) finish_tile(it - 2);
+                }
+                if (it >= 1) mbar_wait(bar_ds_full((it - 1) % 3), ((it - 1) / 3) & 1);
+                dq_cols(ds_buf((it + 2) % 3));
+            } else if constexpr (DQCOLS) {
+                // both consumers' dS^T rows are in
                 named_bar_sync(3, 256);
-                wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < 8; kk++)
-                    wgmma_m64n32k16_ss<1, 1>(dq, wgmma_desc(sdSt + 2048 * kk), wgmma_desc(sK + 2048 * kk + 64 * wg), kk);
+                dq_cols(sdSt);
             } else {
                 named_bar_sync(1 + wg, 128);
                 // dQ_w (queries x head_dim) = dS K_w: k = this warpgroup's 64 keys; both operands
@@ -1712,6 +1817,11 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                     wgmma_m64n64k16_ss<1, 1>(dq, wgmma_desc(sdSwt + 2048 * kk), wgmma_desc(sKw + 2048 * kk), kk);
             }
             wgmma_commit();
+            // stage 10: consumer 0's last turn ends here (no S^T / dP^T follows): consumer 1's last
+            // turn needs this arrival (consumer 1's first arrival gave consumer 0 its first turn)
+            if constexpr (PINGPONG) {
+                if (wg == 0 && it == n_iter - 1) named_bar_arrive(5, 256);
+            }
             if constexpr (!DEFER) {
                 wgmma_wait<0>();
                 reg_fence_first<NDQ>(dq);
@@ -1719,8 +1829,12 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                 reg_fence(dvacc);
             }
         }
-        if constexpr (DEFER) it_pending = it;  // finished in the next tile, while its dV, dK run
-        else finish_tile(it);
+        if constexpr (LAG) {
+        } else if constexpr (DEFER) {
+            it_pending = it;  // finished in the next tile, while its dV, dK run
+        } else {
+            finish_tile(it);
+        }
     }
     if constexpr (DEFER) {
         wgmma_wait<0>();
@@ -1729,20 +1843,86 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         reg_fence(dvacc);
         if (it_pending >= 0) finish_tile(it_pending);
     }
+    if constexpr (LAG) {  // tile n_iter - 2's dQ hand-on, then the last tile's dQ
+        if (n_iter >= 2) finish_tile(n_iter - 2);
+        mbar_wait(bar_ds_full((n_iter - 1) % 3), ((n_iter - 1) / 3) & 1);
+        dq_cols(ds_buf((n_iter - 1) % 3));
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence_first<NDQ>(dq);
+        finish_tile(n_iter - 1);
+    }
     if constexpr (STAGE >= 2) {
         if (t == 0) bulk_wait_all();  // the reduce-adds are done before the CTA (and its shared memory) goes
     }
 
     // epilogue: dk *= scale, write (or add to) dk and dv rows krow (+8)
+    if constexpr (SMEM_EPI) {
+        // stage 8: the accumulators (fp32, so accumulate rounds once, as below) go to this
+        // warpgroup's two dQ buffers (free: thread 0 waited for every reduce-add above), dK * scale
+        // in the first, dV in the second, 64 rows of 256 bytes, 16-byte chunk c of row r at
+        // c ^ (r % 8). Stores in the conflict-free order of finish_tile (n8 tile j ^ 2 in rows with
+        // bit 0 set); then each thread reads 8 columns (2 chunks) of a row and writes them with one
+        // 16-byte store: a warp covers 8 rows x 64 bytes, full 32-byte sectors (the fragment
+        // stores below use 16 of every 32 bytes).
+        named_bar_sync(1 + wg, 128);
+        const uint32_t sdk = base + H_OFF_DQ + 2 * wg * H_DQ_BYTES, sdv = sdk + H_DQ_BYTES;
+        const int jflip = ((lane >> 2) & 1) * 2;
+        auto st2 = [](uint32_t a, float x, float y) { asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(x), "f"(y) : "memory"); };
+        auto ld4 = [](float *x, uint32_t a) {
+            asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(a) : "memory");
+        };
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int key = krow + r * 8;
-        if (key >= T) continue;
-        const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
+        for (int r = 0; r < 2; r++) {
+            const int row = warp * 16 + lane / 4 + 8 * r;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            store_dkv_pair(dk + off + j * 8, dv + off + j * 8, dkacc[4 * j + 2 * r] * SCALE, dkacc[4 * j + 2 * r + 1] * SCALE,
-                           dvacc[4 * j + 2 * r], dvacc[4 * j + 2 * r + 1], accumulate);
+            for (int j = 0; j < 8; j++) {
+                const int jj = j ^ jflip;  // (the values below are selects: no local memory)
+                const uint32_t a = row * 256 + (((2 * jj + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                st2(sdk + a, (jflip ? dkacc[4 * (j ^ 2) + 2 * r] : dkacc[4 * j + 2 * r]) * SCALE,
+                    (jflip ? dkacc[4 * (j ^ 2) + 2 * r + 1] : dkacc[4 * j + 2 * r + 1]) * SCALE);
+                st2(sdv + a, jflip ? dvacc[4 * (j ^ 2) + 2 * r] : dvacc[4 * j + 2 * r],
+                    jflip ? dvacc[4 * (j ^ 2) + 2 * r + 1] : dvacc[4 * j + 2 * r + 1]);
+            }
+        }
+        named_bar_sync(1 + wg, 128);
+        // item (row, 8-column group c): the 8 lanes of a quarter warp take rows 8g .. 8g + 7 of one c
+        // (conflict-free 16-byte loads: chunk 2c (+1) ^ (row % 8) differs in its low 3 bits)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int rs = t & 7, c = (t >> 3) & 7, row = 8 * ((t >> 6) + 2 * i) + rs, key = key0 + row;
+            if (key >= T) continue;
+            const size_t off = (((size_t)b * T + key) * KV + kh) * HD + 8 * c;
+            const uint32_t a0 = row * 256 + (((2 * c) ^ rs) << 4), a1 = row * 256 + (((2 * c + 1) ^ rs) << 4);
+            float xk[8], xv[8];
+            ld4(xk, sdk + a0);
+            ld4(xk + 4, sdk + a1);
+            ld4(xv, sdv + a0);
+            ld4(xv + 4, sdv + a1);
+            if (accumulate) {
+                float ok[8], ov[8];
+                load8(ok, dk + off);
+                load8(ov, dv + off);
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    xk[e] += ok[e];
+                    xv[e] += ov[e];
+                }
+            }
+            store8(dk + off, xk);
+            store8(dv + off, xv);
+        }
+    } else {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int key = krow + r * 8;
+            if (key >= T) continue;
+            const size_t off = (((size_t)b * T + key) * KV + kh) * HD + (lane & 3) * 2;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                store_dkv_pair(dk + off + j * 8, dv + off + j * 8, dkacc[4 * j + 2 * r] * SCALE,
+                               dkacc[4 * j + 2 * r + 1] * SCALE, dvacc[4 * j + 2 * r], dvacc[4 * j + 2 * r + 1], accumulate);
+            }
         }
     }
 #else
@@ -1928,10 +2108,12 @@ inline int attn_bwd_grid_order() {
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
 // message where attention_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
 // by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
-// 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run) or 7 (6
-// + dQ split by columns between the consumers, no hand-on), see
+// 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run), 7 (6
+// + dQ split by columns between the consumers, no hand-on), 8 (7 + conflict-free dQ staging and
+// a dK / dV epilogue with 16-byte stores), 9 (8 + each tile's dQ multiplied a tile later, the
+// consumers decoupled by mbarriers) or 10 (9 + the consumers take turns on the tensor cores), see
 // attention_backward_sm90_kernel.
-constexpr int ATTN_BWD_SM90_STAGES = 7;
+constexpr int ATTN_BWD_SM90_STAGES = 10;
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                     const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
@@ -1946,15 +2128,17 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     if (stage < 1 || stage > ATTN_BWD_SM90_STAGES)
         fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..%d)", stage, ATTN_BWD_SM90_STAGES);
     // stage s runs kernels[s - 1] with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
-    static void (*const kernels[7])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
+    static void (*const kernels[ATTN_BWD_SM90_STAGES])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
                                     __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool, bool) = {
         attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
         attention_backward_sm90_kernel<4>, attention_backward_sm90_kernel<5>, attention_backward_sm90_kernel<6>,
-        attention_backward_sm90_kernel<7>};
-    static const int smem[7] = {H_SMEM, H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5, H_SMEM5, H_SMEM5};
+        attention_backward_sm90_kernel<7>, attention_backward_sm90_kernel<8>, attention_backward_sm90_kernel<9>,
+        attention_backward_sm90_kernel<10>};
+    static const int smem[ATTN_BWD_SM90_STAGES] = {H_SMEM,  H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5,
+                                                   H_SMEM5, H_SMEM5, H_SMEM5, H_SMEM9, H_SMEM9};
     static bool configured = false;
     if (!configured) {
-        for (int i = 0; i < 7; i++)
+        for (int i = 0; i < ATTN_BWD_SM90_STAGES; i++)
             cudaCheck(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem[i]));
         configured = true;
     }
@@ -1973,7 +2157,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
 // order (attn_bwd_grid_order): 317 TFLOP/s against stage 5's 275 in one run, and -16 ms a
 // training step, docs/ATTENTION_KERNELS.md; with the old order stage 5 led, 280 vs 277. 0 keeps
 // the mma.sync kernel on Hopper too). Developer knob, to measure stages in one process: the
-// environment variable ATTN_BWD_STAGE (0..7) overrides it, read once.
+// environment variable ATTN_BWD_STAGE (0..10) overrides it, read once.
 constexpr int ATTN_BWD_SM90_STAGE = 7;
 
 

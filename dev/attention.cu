@@ -238,20 +238,22 @@ struct Case {
 };
 
 // the Hopper forwards v2..v9 are attention_forward_wgmma's stages 1..8; the Hopper backwards
-// v0/wgmma, v0/wgmma-s2..s7 are attention_backward_sm90's stages 1..7
+// v0/wgmma, v0/wgmma-s2..s10 are attention_backward_sm90's stages 1..10
 enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4, V_WGMMA_PIPE = 5, V_WGMMA_128 = 6,
                V_PINGPONG = 7, V_POLY8 = 8, V_POLY4 = 9, V_PERSISTENT = 10,
                V_PERSISTENT_3CTA = 11,  // v9 in a grid of 3 CTAs (checks only)
-               V_BWD90 = 12, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7 };
+               V_BWD90 = 12, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7,
+               V_BWD90_S8, V_BWD90_S9, V_BWD90_S10 };
 static int hopper_stage(int v) {
     return v == V_PERSISTENT_3CTA ? V_PERSISTENT - V_WGMMA + 1 : v >= V_WGMMA && v <= V_PERSISTENT ? v - V_WGMMA + 1 : 0;
 }
-static bool is_sm90(int v) { return v >= V_BWD90 && v <= V_BWD90_S7; }  // a Hopper backward
+static bool is_sm90(int v) { return v >= V_BWD90 && v <= V_BWD90_S10; }  // a Hopper backward
 static int sm90_stage(int v) { return is_sm90(v) ? v - V_BWD90 + 1 : 0; }
 static const char *version_name(int v) {
     static const char *hopper[] = {"", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9"};
     static const char *bwd90[] = {"", "v0/wgmma", "v0/wgmma-s2", "v0/wgmma-s3", "v0/wgmma-s4",
-                                  "v0/wgmma-s5", "v0/wgmma-s6", "v0/wgmma-s7"};
+                                  "v0/wgmma-s5", "v0/wgmma-s6", "v0/wgmma-s7", "v0/wgmma-s8",
+                                  "v0/wgmma-s9", "v0/wgmma-s10"};
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_PERSISTENT_3CTA ? "v9/3cta"
          : hopper_stage(v) ? hopper[hopper_stage(v)] : is_sm90(v) ? bwd90[sm90_stage(v)] : "v1";
 }
@@ -399,7 +401,8 @@ static bool run_case(const Case &c) {
     const std::vector<double> dq_abs = g_fwd_only ? std::vector<double>() : dq_abs_sum_cpu(q, k, v, dout, out_b, lse_ref, B, T, H, KV);
 
     for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_PINGPONG, V_POLY8, V_POLY4, V_PERSISTENT,
-                    V_PERSISTENT_3CTA, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_NAIVE}) {
+                    V_PERSISTENT_3CTA, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8,
+                    V_BWD90_S9, V_BWD90_S10, V_NAIVE}) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if ((ver == V_SHIP_KW4 || is_sm90(ver)) && g_fwd_only) continue;
@@ -521,7 +524,8 @@ static bool run_case(const Case &c) {
         attention_backward_cpu(cdq.data(), cdk.data(), cdv.data(), cdy.data(), q.data(), k.data(), v.data(), out_b.data(),
                                lse_ref.data(), B, T, H, KV, HD);
         // both backward kernels (where the sm90 one exists: attention_backward runs it there)
-        for (int ver : {V_SHIP, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7}) {
+        for (int ver : {V_SHIP, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8,
+                        V_BWD90_S9, V_BWD90_S10}) {
             if (const char *why = sm90_skip_reason(ver)) {
                 printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain").c_str(), why);
                 g_skipped++;
@@ -593,7 +597,8 @@ static void bench_seed() {
         attention_backward_mma(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, B, T, H, KV, HD, scratch.p, false, 0);
     });
     bench_row("attention_backward v0", shape, ms, 0, bwd_flops);
-    for (int ver : {V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7}) {
+    for (int ver : {V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8, V_BWD90_S9,
+                    V_BWD90_S10}) {
         const std::string row = std::string("attention_backward ") + version_name(ver);
         if (const char *why = sm90_skip_reason(ver)) {
             printf("skip %s (%s)\n", row.c_str(), why);
@@ -734,9 +739,17 @@ int main(int argc, char **argv) {
                 fatal_config("dev/attention.cu: --stage %s: need 1..%d", argv[i], ATTN_FWD_HOPPER_STAGES);
         } else if (!strcmp(argv[i], "--sm90-stages") && i + 1 < argc) {
             g_sm90_stages = 0;
-            for (const char *c = argv[++i]; *c; c++) {
-                if (*c >= '1' && *c <= '7') g_sm90_stages |= 1u << (*c - '0');
-                else if (*c != ',') fatal_config("dev/attention.cu: --sm90-stages '%s': give stages 1..7, e.g. 1,3,4", argv[i]);
+            for (const char *c = argv[++i]; *c;) {  // comma-separated stage numbers
+                if (*c == ',') {
+                    c++;
+                    continue;
+                }
+                char *end = nullptr;
+                const long st = strtol(c, &end, 10);
+                if (end == c || st < 1 || st > ATTN_BWD_SM90_STAGES)
+                    fatal_config("dev/attention.cu: --sm90-stages '%s': give stages 1..%d, e.g. 1,3,10", argv[i], ATTN_BWD_SM90_STAGES);
+                g_sm90_stages |= 1u << st;
+                c = end;
             }
         } else
             fatal_config("dev/attention.cu: unknown argument '%s' (use --check-only, --bench-only, --small, --fwd-only, "
