@@ -532,12 +532,14 @@ __global__ void __launch_bounds__(THREADS, 1)
                 const int row = row0 + 8 * i, col = col0 + 8 * j;
                 float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
                 if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
-                    // h (row, col): box col / 64, 16-byte chunk (col % 64) / 8 swizzled by the row
-                    const int r = row - m0, c = col % 64;
+                    // h (row, col) of the tile: box j / 8 (64 columns), row r, 16-byte chunk j % 8
+                    // swizzled by r % 8 = lane / 4, bytes 4 (lane % 4) of it
+                    const int r = 64 * cw + 16 * warp + lane / 4 + 8 * i;
                     uint32_t hv2;
                     asm volatile("ld.shared.b32 %0, [%1];\n"
                                  : "=r"(hv2)
-                                 : "r"(sh + (col - n0) / 64 * H_BOX_BYTES + r * 128 + (((c / 8) ^ (r % 8)) << 4) + (c % 8) * 2));
+                                 : "r"(sh + (j / 8) * H_BOX_BYTES + r * 128 + (((j % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4)
+                                 : "memory");
                     const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
                     v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
                     v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
