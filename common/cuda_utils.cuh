@@ -315,6 +315,13 @@ __device__ __forceinline__ void tma_reduce_add_4d(const void *tmap, uint32_t src
                  "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
                  : "memory");
 }
+// TMA store: shared memory at src -> the box at (c0, c1) of a 2-D tensor map (elements past the
+// tensor's edges are not written), as a bulk async group (bulk_commit, bulk_wait_*)
+__device__ __forceinline__ void tma_store_2d(const void *tmap, uint32_t src, int c0, int c1) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(tmap), "r"(c0), "r"(c1),
+                 "r"(src)
+                 : "memory");
+}
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
 // all but the newest N bulk groups have finished reading their shared memory
 template <int N>

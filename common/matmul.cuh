@@ -28,9 +28,10 @@
 //     (measured on an H200: dinp += at N=2048, K=1536 showed exactly sqrt(2) times the error of
 //     one rounding), i.e. what PyTorch does when autograd sums two bf16 gradients. Accumulations
 //     that must not round (dW over micro-steps) use the fp32 output.
-//   - RELU (max(0, .)): available as GEMM_EPI_RELU. relu^2 has no epilogue: the fc GEMM can
-//     emit r = relu(u) (what relu^2's backward needs: d/du = 2r), and the square is one more
-//     elementwise pass. bf16(relu(u)) == relu(bf16(u)), so it changes no numbers.
+//   - RELU (max(0, .)): available as GEMM_EPI_RELU. relu^2 has no cuBLASLt epilogue: the fc GEMM
+//     can emit r = relu(u) (what relu^2's backward needs: d/du = 2r), and the square is one more
+//     elementwise pass. bf16(relu(u)) == relu(bf16(u)), so it changes no numbers. On Hopper our
+//     own GEMM does both in its epilogue (matmul_relu2_forward / _backward_dx, the last section).
 //   - DRELU/DGELU/BGRAD*/BIAS*/GELU*: no biases and no GELU in this model, and DRELU multiplies
 //     by relu'(u) (0/1), not by relu^2's 2r; none apply.
 //   - a per-column alpha vector (CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST) could fuse
@@ -375,26 +376,33 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // (t % n_tiles) * 256: the CTAs running at once share A's row blocks, so A streams from DRAM
 // once and W (1.5 MB) stays in L2). Warpgroup 0 is the producer (setmaxnreg down to 40, one
 // thread issues): per 64-wide k-block it TMA-loads A (128 x 64) and B (4 boxes of 64 columns x
-// 64 k) into a 4-stage ring of 48 KiB stages (128-byte swizzle) and signals a "full" mbarrier;
-// it runs ahead across tiles, so the next tile's loads fly during this tile's epilogue (K = 512
-// is only 8 k-blocks). Warpgroups 1, 2 (setmaxnreg 232) own rows 0..63 / 64..127 of the tile:
-// 4 wgmma m64n256k16 per k-block into 128 fp32 registers, one commit group per k-block; after
-// the wait for all but the newest group, the previous stage goes back to the producer ("empty",
-// 256 arrivals). The epilogue applies relu^2 (or the gradient factor, its h prefetched at the
-// tile's first k-block) to the registers and stores bf16 pairs straight to global memory,
-// bounds-checked: any M (TMA zero-fills rows past M), K and N multiples of 64 (checked).
+// 64 k) into a ring of 48 KiB stages (128-byte swizzle; 4 stages forward, 3 backward) and
+// signals a "full" mbarrier; it runs ahead across tiles, so the next tile's loads fly during this
+// tile's epilogue (K = 512 is only 8 k-blocks). Warpgroups 1, 2 (setmaxnreg 232) own rows
+// 0..63 / 64..127 of the tile: 4 wgmma m64n256k16 per k-block into 128 fp32 registers, one
+// commit group per k-block; after the wait for all but the newest group, the previous stage goes
+// back to the producer ("empty", 256 arrivals). The epilogue applies relu^2 (or the gradient
+// factor 2 sqrt(h)) to the registers, writes bf16 into a swizzled shared tile (conflict-free
+// 4-byte stores), and one thread per warpgroup TMA-stores its 64 rows (full 128-byte lines; rows
+// past M and columns past N are not written): forward in two passes of 128 columns through a
+// 32 KiB tile, backward in one through the 64 KiB tile that the producer filled with the tile's
+// h (each thread reads h where it then writes its result). Any M (TMA zero-fills rows past M),
+// K and N multiples of 64 (checked).
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
 constexpr uint32_t A_BYTES = BM * BK * 2;      // 16 KiB: 128 rows of 128 bytes
 constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K-major) / 64 k rows (N-major)
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
-constexpr uint32_t H_BOX_BYTES = BM * 64 * 2;  // backward: h of the tile, 4 boxes of 128 rows x 64 columns
-// ring stages: 4 forward; 3 backward, whose h tile (64 KiB) takes the fourth's room
+constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
+// The forward: 4 ring stages and an epilogue tile of 128 x 128 (the 256 columns in two passes);
+// the backward: 3 stages and 128 x 256, which the producer fills with h (the 4th stage's room).
 template <bool BWD> __host__ __device__ constexpr int stages() { return BWD ? 3 : 4; }
-template <bool BWD> __host__ __device__ constexpr uint32_t off_h() { return stages<BWD>() * STAGE_BYTES; }
-template <bool BWD> __host__ __device__ constexpr uint32_t off_bar() { return off_h<BWD>() + (BWD ? 4 * H_BOX_BYTES : 0); }  // full[], empty[], h full, h empty
-template <bool BWD> __host__ __device__ constexpr size_t smem_bytes() { return off_bar<BWD>() + 2 * stages<BWD>() * 8 + 16 + 1024; }  // + alignment slack
+template <bool BWD> __host__ __device__ constexpr int epi_cols() { return BWD ? 256 : 128; }
+template <bool BWD> __host__ __device__ constexpr uint32_t off_e() { return stages<BWD>() * STAGE_BYTES; }
+template <bool BWD> __host__ __device__ constexpr uint32_t off_bar() { return off_e<BWD>() + epi_cols<BWD>() / 64 * E_BOX_BYTES; }
+// full[stages], empty[stages], then (backward) e full, e empty; + the slack to align the base to 1024
+template <bool BWD> __host__ __device__ constexpr size_t smem_bytes() { return off_bar<BWD>() + 2 * stages<BWD>() * 8 + 16 + 1024; }
 static_assert(smem_bytes<false>() <= 227 * 1024 && smem_bytes<true>() <= 227 * 1024, "the ring fits in shared memory");
 static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "TMA / wgmma tiles are 1024-byte aligned");
 
@@ -440,7 +448,8 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t da
 template <bool BWD>
 __global__ void __launch_bounds__(THREADS, 1)
     mlp_relu2_gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
-                          const __grid_constant__ CUtensorMap tm_h, bf16 *__restrict__ out, int M, int N, int K) {
+                          const __grid_constant__ CUtensorMap tm_h, const __grid_constant__ CUtensorMap tm_out, int M, int N,
+                          int K) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -452,14 +461,16 @@ __global__ void __launch_bounds__(THREADS, 1)
     constexpr int STAGES = stages<BWD>();
     auto full = [&](int s) { return base + off_bar<BWD>() + 8 * s; };
     auto empty = [&](int s) { return base + off_bar<BWD>() + 8 * (STAGES + s); };
-    const uint32_t h_full = base + off_bar<BWD>() + 16 * STAGES, h_empty = h_full + 8, sh = base + off_h<BWD>();
+    // backward: the epilogue tile holds h (e full: loaded; e empty: the previous tile's output
+    // stores have read it, one arrival per consumer warpgroup)
+    const uint32_t e_full = base + off_bar<BWD>() + 16 * STAGES, e_empty = e_full + 8, se = base + off_e<BWD>();
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(full(s), 1);
             mbar_init(empty(s), 256);
         }
-        mbar_init(h_full, 1);
-        mbar_init(h_empty, 256);
+        mbar_init(e_full, 1);
+        mbar_init(e_empty, 2);
         mbar_init_fence();
     }
     __syncthreads();
@@ -470,7 +481,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         int it = 0, ti = 0;
         for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
             const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN;
-            const int nbox = min(4, (N - n0) / 64);  // B boxes inside N (the others are not loaded)
+            const int nbox = min(4, (N - n0) / 64);  // B (and h) boxes inside N (the others are not loaded)
             for (int k = 0; k < kb; k++, it++) {
                 const int s = it % STAGES;
                 if (it >= STAGES) mbar_wait(empty(s), (it / STAGES - 1) & 1);  // the consumers are done with it - STAGES
@@ -481,12 +492,12 @@ __global__ void __launch_bounds__(THREADS, 1)
                     if (BWD) tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), n0 + 64 * j, k * BK);  // (k, n) box of W (K, N)
                     else tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), k * BK, n0 + 64 * j);      // (n, k) box of W (N, K)
                 }
-                // backward: h of this tile, once the ring is primed and the consumers are done with
-                // the previous tile's h (its epilogue)
+                // backward: h of this tile into the epilogue tile, once the ring is primed and the
+                // previous tile's output stores have read it
                 if (BWD && k == min(kb, STAGES) - 1) {
-                    if (ti > 0) mbar_wait(h_empty, (ti - 1) & 1);
-                    mbar_arrive_expect_tx(h_full, nbox * H_BOX_BYTES);
-                    for (int j = 0; j < nbox; j++) tma_load_2d(sh + j * H_BOX_BYTES, &tm_h, h_full, n0 + 64 * j, m0);
+                    if (ti > 0) mbar_wait(e_empty, (ti - 1) & 1);
+                    mbar_arrive_expect_tx(e_full, nbox * E_BOX_BYTES);
+                    for (int j = 0; j < nbox; j++) tma_load_2d(se + j * E_BOX_BYTES, &tm_h, e_full, n0 + 64 * j, m0);
                 }
             }
         }
@@ -495,63 +506,88 @@ __global__ void __launch_bounds__(THREADS, 1)
     setmaxnreg_inc<232>();
 
     const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
+    // this thread's accumulator rows in the tile: r0 and r0 + 8 (elements 4j + 2i + e: row r0 + 8i,
+    // column 8j + 2 (lane % 4) + e); in the swizzled epilogue tile row r's 16-byte chunk c sits at
+    // c ^ (r % 8), and r % 8 = lane / 4
+    const int r0 = 64 * cw + 16 * warp + lane / 4;
+    constexpr int JP = epi_cols<BWD>() / 8;  // n8 tiles per epilogue pass
     float acc[128];
     int it = 0, ti = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
         const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN;
-        // accumulator element 4j + 2i + e: row row0 + 8i, column col0 + 8j + e
-        const int row0 = m0 + 64 * cw + 16 * warp + lane / 4, col0 = n0 + 2 * (lane % 4);
         for (int k = 0; k < kb; k++, it++) {
             const int s = it % STAGES;
             mbar_wait(full(s), (it / STAGES) & 1);
             const uint32_t sa = base + s * STAGE_BYTES + cw * (64 * 128), sb = base + s * STAGE_BYTES + A_BYTES;
             wgmma_fence();
-#ifdef BREAK_RELU2_GEMM  // a deliberately wrong variant (dev/broken_variants.sh): the last k-block is left out
-            if (!(k == kb - 1 && kb > 1))
+#ifdef BREAK_RELU2_GEMM  // a deliberately wrong variant (dev/broken_variants.sh): the last k-block restarts the sum
+            const int k_first = kb - 1;
+#else
+            const int k_first = 0;
 #endif
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {
                 // A: 16 k = 32 bytes along the swizzled rows; B K-major the same, B N-major: 16 k rows
                 // of 128 bytes, its 4 boxes of 64 columns 8 KiB apart (the descriptor's leading offset)
                 const uint64_t db = BWD ? wgmma_desc(sb + 2048 * kk, B_BOX_BYTES) : wgmma_desc(sb + 32 * kk);
-                wgmma_m64n256k16_ss<BWD ? 1 : 0>(acc, wgmma_desc(sa + 32 * kk), db, (k | kk) != 0);
+                wgmma_m64n256k16_ss<BWD ? 1 : 0>(acc, wgmma_desc(sa + 32 * kk), db, k != k_first || kk != 0);
             }
             wgmma_commit();
+            // backward: once the previous tile's output stores have read the epilogue tile, the
+            // producer may load this tile's h into it (checked here, while the products run)
+            if (BWD && k == 0 && ti > 0 && t == 0) {
+                bulk_wait_read<0>();
+                mbar_arrive(e_empty);
+            }
             wgmma_wait<1>();  // the previous k-block's products are done: its stage goes back
             if (k > 0) mbar_arrive(empty((it - 1) % STAGES));
         }
         wgmma_wait<0>();
         reg_fence(acc);
         mbar_arrive(empty((it - 1) % STAGES));
-        if (BWD) mbar_wait(h_full, ti & 1);
-        // epilogue
+
+        // epilogue: relu^2 (or the gradient factor, from h in the epilogue tile) into the
+        // epilogue tile as bf16, then this warpgroup's 64 rows out by TMA stores (rows past M and
+        // columns past N are not written); the forward in two passes of 128 columns
+        if (BWD) mbar_wait(e_full, ti & 1);
 #pragma unroll
-        for (int j = 0; j < 32; j++)
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                const int row = row0 + 8 * i, col = col0 + 8 * j;
-                float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
-                if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
-                    // h (row, col) of the tile: box j / 8 (64 columns), row r, 16-byte chunk j % 8
-                    // swizzled by r % 8 = lane / 4, bytes 4 (lane % 4) of it
-                    const int r = 64 * cw + 16 * warp + lane / 4 + 8 * i;
-                    uint32_t hv2;
-                    asm volatile("ld.shared.b32 %0, [%1];\n"
-                                 : "=r"(hv2)
-                                 : "r"(sh + (j / 8) * H_BOX_BYTES + r * 128 + (((j % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4)
-                                 : "memory");
-                    const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
-                    v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
-                    v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
-                } else {
-                    v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f);
-                    v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
-                }
-                if (row < M && col < N)
-                    *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)row * N + col) = __floats2bfloat162_rn(v0, v1);
+        for (int p = 0; p < 256 / epi_cols<BWD>(); p++) {
+            if (!BWD) {  // the epilogue tile is free once this warpgroup's previous stores have read it
+                if (t == 0) bulk_wait_read<0>();
+                named_bar_sync(1 + cw, 128);
             }
-        if (BWD) mbar_arrive(h_empty);  // this thread is done with the tile's h
+#pragma unroll
+            for (int jp = 0; jp < JP; jp++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int j = p * JP + jp, r = r0 + 8 * i;
+                    const uint32_t addr = se + (jp / 8) * E_BOX_BYTES + r * 128 + (((jp % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+                    float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
+                    if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
+                        uint32_t hv2;
+                        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(addr) : "memory");
+                        const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
+                        v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
+                        v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
+                    } else {
+                        v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f);
+                        v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
+                    }
+                    const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+                }
+            fence_proxy_async();  // the stores above -> visible to the TMA (async proxy)
+            named_bar_sync(1 + cw, 128);
+            if (t == 0) {
+                for (int b = 0; b < epi_cols<BWD>() / 64; b++) {
+                    const int col = n0 + p * epi_cols<BWD>() + 64 * b;
+                    if (col < N) tma_store_2d(&tm_out, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
+                }
+                bulk_commit();
+            }
+        }
     }
+    if (t == 0) bulk_wait_all();  // the last stores done before the CTA (and its shared memory) ends
 #endif
 }
 
@@ -582,8 +618,9 @@ inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16
     const CUtensorMap ta = mlp_tensor_map(a, M, K, BM);
     const CUtensorMap tb = BWD ? mlp_tensor_map(w, K, N, 64) : mlp_tensor_map(w, N, K, 64);
     const CUtensorMap th = BWD ? mlp_tensor_map(h, M, N, BM) : ta;  // (unused forward)
+    const CUtensorMap to = mlp_tensor_map(out, M, N, 64);           // a consumer warpgroup's 64 rows
     const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
-    mlp_relu2_gemm_kernel<BWD><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<BWD>(), stream>>>(ta, tb, th, out, M, N, K);
+    mlp_relu2_gemm_kernel<BWD><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<BWD>(), stream>>>(ta, tb, th, to, M, N, K);
     cudaCheckLaunch();
 }
 

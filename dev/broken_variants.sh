@@ -35,8 +35,8 @@
 #                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_DQ_RACE         the sm90 (wgmma, stage 1) backward loses a dQ partial now and then
 #                         (a race's symptom)                   (common/attention.cuh) -> dev_attention
-#   BREAK_RELU2_GEMM      the fused relu^2 GEMMs (matmul_relu2_forward / _backward_dx) leave out
-#                         the last k-block                     (common/matmul.cuh)  -> dev_matmul
+#   BREAK_RELU2_GEMM      the fused relu^2 GEMMs (matmul_relu2_forward / _backward_dx) keep only
+#                         the last k-block's products (K > 64) (common/matmul.cuh)  -> dev_matmul
 #                         (the last four need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
