@@ -581,7 +581,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (t == 0) {
                 for (int b = 0; b < epi_cols<BWD>() / 64; b++) {
                     const int col = n0 + p * epi_cols<BWD>() + 64 * b;
-                    if (col < N) tma_store_2d(&tm_out, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
+                    if (col < N && m0 + 64 * cw < M) tma_store_2d(&tm_out, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
                 }
                 bulk_commit();
             }
