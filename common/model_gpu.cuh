@@ -67,7 +67,8 @@
 // rounding instead of two and no elementwise pass; where they cannot run (no sm_90a kernel, or
 // shapes that are not multiples of 64) the cublas path runs. Developer knob, read once; the CPU
 // model rounds no activations, so it is the twin of both (dev/model.cu's tolerances cover the
-// rounding moved).
+// rounding moved). The fused kernels sum every dot product in one fixed order whatever M is, so
+// the eval's row invariance (matmul.cuh, MatmulOnePass) holds on either path.
 inline bool mlp_gemm_fused() {
     static const int fused = [] {
         const char *s = getenv("MLP_GEMM");

@@ -30,6 +30,7 @@
 //
 // Run:  make build/dev_matmul && ./build/dev_matmul          (checks, then benchmark rows)
 //       ./build/dev_matmul --no-bench                        (checks only)
+//       ./build/dev_matmul --relu2-only                      (only version 3's checks and benchmark rows)
 // Exit status: 0 when every check passes, 1 otherwise.
 #include "check.cuh"
 #include "../common/layers.cuh"  // relu2_forward, relu2_backward_from_out (the unfused MLP path)
@@ -428,7 +429,8 @@ static void run_relu2_checks() {
 // Newton-Schulz coefficients for the batched rows (optim.cuh has the shipping ones)
 static const float NS_A_BENCH = 3.4445f, NS_B_BENCH = -4.7750f, NS_C_BENCH = 2.0315f;
 
-static void bench() {
+// relu2_only: only the relu^2 rows (dev_matmul --relu2-only)
+static void bench(bool relu2_only) {
     const int N = 48 * 2048;
     struct Lin { const char *name; int IC, OC; };
     const Lin lins[] = {{"c_q / attn.proj", 512, 512}, {"c_k / c_v", 512, 256}, {"mlp.fc", 512, 1536}, {"mlp.proj", 1536, 512},
@@ -458,6 +460,7 @@ static void bench() {
     printf("benchmarks (N = %d tokens; target >= 600 TFLOP/s for the large GEMMs)\n", N);
     char shape[64];
     for (const Lin &l : lins) {
+        if (relu2_only) break;
         const double flops = 2.0 * N * l.IC * l.OC;
         snprintf(shape, sizeof shape, "%d x %d -> %d", N, l.IC, l.OC);
         char kname[64];
@@ -468,7 +471,7 @@ static void bench() {
         snprintf(kname, sizeof kname, "bwd dW+= %s", l.name);
         bench_row(kname, shape, bench_ms([&] { matmul_backward(nullptr, dw, dy, x, w, N, l.IC, l.OC, false, true, 0); }), 0, flops);
     }
-    bench_row("fwd mlp.fc + relu", "98304 x 512 -> 1536",
+    if (!relu2_only) bench_row("fwd mlp.fc + relu", "98304 x 512 -> 1536",
               bench_ms([&] { matmul_forward(y, x, w, N, 512, 1536, 0, true); }), 0, 2.0 * N * 512 * 1536);
     // the MLP's relu^2 around the fc GEMM: unfused (cuBLASLt + elementwise pass) and fused (Hopper)
     {
@@ -493,7 +496,7 @@ static void bench() {
         else printf("  skip  dfc: fused (needs an sm_90 GPU and an sm_90a build)\n");
     }
     // Newton-Schulz-like batched GEMMs: 11 matrices of 512 x 1536 (the fc / mlp.proj group)
-    {
+    if (!relu2_only) {
         const int B = 11, m = 512, n = 1536;
         const long long sx = (long long)m * n, sa = (long long)m * m;
         bf16 *A = y, *Bm = y + B * sa, *Y = dx;  // scratch views (sizes fit: checked below)
@@ -512,16 +515,26 @@ static void bench() {
 }
 
 int main(int argc, char **argv) {
-    bool do_bench = !(argc > 1 && !strcmp(argv[1], "--no-bench"));
+    bool do_bench = true, relu2_only = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-bench")) do_bench = false;
+        else if (!strcmp(argv[i], "--relu2-only")) relu2_only = true;
+        else fatal_config("dev_matmul: unknown argument %s (usage: dev_matmul [--no-bench] [--relu2-only])", argv[i]);
+    }
     DeviceInfo dev = device_info();
     printf("dev_matmul on %s (sm_%d%d, %d SMs)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count);
-    run_checks("version 1: cuBLASLt");
-    matmul_context().force_fallback = true;
-    run_checks("version 2: fallback kernel");
-    matmul_context().force_fallback = false;
+    if (relu2_only) {
+        printf("versions 1, 2 left out (--relu2-only): 2 check groups skipped\n");
+        g_skipped += 2;
+    } else {
+        run_checks("version 1: cuBLASLt");
+        matmul_context().force_fallback = true;
+        run_checks("version 2: fallback kernel");
+        matmul_context().force_fallback = false;
+    }
     run_relu2_checks();
     if (check_verdict("dev_matmul", g_skipped)) return 1;
-    if (do_bench) bench();
+    if (do_bench) bench(relu2_only);
     matmul_teardown();
     return 0;
 }
