@@ -69,6 +69,7 @@
 #include "cuda_utils.cuh"
 
 namespace attn {
+using namespace sm90;  // smem_u32, mbarriers, TMA, wgmma descriptors (cuda_utils.cuh)
 
 // ----------------------------------------------------------------------------
 // compile-time shapes
@@ -114,8 +115,6 @@ constexpr float NORM_EPS = 1e-12f;  // F.normalize's eps (XSA_NORM_EPS in model_
 
 // ----------------------------------------------------------------------------
 // small device helpers: shared-memory addresses, cp.async, ldmatrix, mma
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile
 __device__ __forceinline__ uint32_t swz(int row, int chunk) {
@@ -974,118 +973,12 @@ inline void check_forward(const char *who, const void *out, const void *q, const
 }  // namespace attn
 
 // ----------------------------------------------------------------------------
-// sm90 primitives (inline PTX), shared by the Hopper forward and backward below. They compile
-// in any build; the wgmma instructions only in sm_90a device code (their bodies are empty
-// elsewhere, and nothing calls them there: the kernels check __CUDA_ARCH_FEAT_SM90_ALL).
+// the wgmma shapes of the Hopper forward and backward below (the other sm90 primitives, mbarriers,
+// TMA, descriptors, setmaxnreg, are cuda_utils.cuh's, namespace sm90). They compile in any build;
+// the wgmma instructions only in sm_90a device code (their bodies are empty elsewhere, and
+// nothing calls them there: the kernels check __CUDA_ARCH_FEAT_SM90_ALL).
 
 namespace attn {
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-// make the initialized barriers visible to the other threads and to the async (TMA) proxy
-__device__ __forceinline__ void mbar_init_fence() {
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-// one arrival that also announces `bytes` of transactions (the TMA boxes) still to land
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// one plain arrival (a consumer warp releasing a stage)
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-// wait until the barrier's phase with parity `parity` has completed. A protocol bug (a byte
-// count that never arrives, a phase never released) would hang the GPU forever (try_wait may
-// sleep a while per poll, so a poll count is no clock): after 10 s of the global timer, store
-// to address 0, so the launch fails with "an illegal memory access was encountered". Not
-// __trap(): a trap in a wait loop makes ptxas allocate a warp-specialized kernel's consumers at
-// the launch's register count (e.g. 168 of a 384-thread launch) instead of their setmaxnreg
-// count (setmaxnreg then buys nothing: spills, or wgmma serialized (C7512), once they need more).
-// The timer is read after every failed poll (the early return keeps the loop's live state to
-// bar, parity and t_start: polling the timer every 256th try made the forward's v9 consumers
-// spill 24 bytes at their 160 registers).
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-    uint32_t done = 0;
-    uint64_t t_start = 0;
-    for (int spins = 0;; spins++) {
-        asm volatile(
-            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-        if (done) return;
-        uint64_t now;
-        asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
-        if (spins == 0) t_start = now;
-        else if (now - t_start > 10000000000ull) asm volatile("st.global.u32 [%0], 0;\n" ::"l"(0ull) : "memory");
-    }
-}
-// TMA: the box at coordinates (c0, c1, c2, c3) of a 4-D tensor map -> shared memory at dst;
-// completion (the box's full size in bytes, zero-filled parts included) is signalled on bar
-__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void *tmap, uint32_t bar, int c0, int c1, int c2, int c3) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
-        "[%6];\n" ::"r"(dst),
-        "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
-        : "memory");
-}
-// generic-proxy shared stores -> visible to wgmma / TMA (the async proxy)
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// TMA reduce-add: global (4-d tensor map box at c0..c3) += shared (fp32), as a bulk async group
-__device__ __forceinline__ void tma_reduce_add_4d(const void *tmap, uint32_t src, int c0, int c1, int c2, int c3) {
-    asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(tmap),
-                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
-                 : "memory");
-}
-__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-// all but the newest N bulk groups have finished reading their shared memory
-template <int N>
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
-// every bulk group has completed (its global writes performed)
-__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-// wgmma shared-memory descriptor of a 128-byte-swizzled tile starting at `addr` (see above).
-// In the PTX ISA's canonical layouts, the stride byte offset is the step between 8-row groups
-// (K-major: 8 rows of M/N; MN-major: 8 rows of K), 1024 bytes here for Q, K and V alike; the
-// leading byte offset is unused by both (K-major swizzled: never; MN-major: it steps between
-// 64-column swizzle atoms, and V has exactly one), so it holds the conventional 1.
-__device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr) {
-    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
-}
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-// keep the compiler from moving accesses of an accumulator across wgmma issue/wait: its first
-// N registers (reg_fence_first: an accumulator that uses part of its array), or all of them
-template <int N>
-__device__ __forceinline__ void reg_fence_first(float *d) {
-#pragma unroll
-    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void reg_fence(float (&d)[N]) { reg_fence_first<N>(d); }
-// named barriers (0 is __syncthreads): bar.sync waits until `count` threads (a multiple of 32)
-// have reached the barrier, counting bar.arrive's threads, which do not wait
-__device__ __forceinline__ void named_bar_sync(int id, int count) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-__device__ __forceinline__ void named_bar_arrive(int id, int count) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-// hand registers back to the SM (producer) or take them (consumers): the per-thread count of
-// the whole warpgroup becomes N
-template <int N>
-__device__ __forceinline__ void setmaxnreg_dec() {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N) : "memory");
-}
-template <int N>
-__device__ __forceinline__ void setmaxnreg_inc() {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N) : "memory");
-}
 
 #define H_WG_D32                                                                                                      \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
@@ -1147,39 +1040,11 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 #undef H_WG_D32
 #undef H_WG_DOUT
 
-// 1 when the device code running here was compiled for sm_90a (the Hopper kernels' bodies are
-// empty in any other build, e.g. an sm_80 build JIT-compiled on an H100, or compute_90 without "a")
-__global__ void sm90_probe_kernel(int *has) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    *has = 1;
-#else
-    *has = 0;
-#endif
-}
-
 }  // namespace attn
 
-// Whether the Hopper kernels (forward and backward) can run here: an sm_90 device running this
-// build's sm_90a code. Asked once (a one-thread probe launch); otherwise attention_forward and
-// attention_backward take the mma.sync kernels.
-inline bool attention_sm90_available() {
-    static int has = -1;
-    if (has < 0) {
-        int dev = 0, major = 0;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        has = 0;
-        if (major == 9) {
-            int *d = nullptr;
-            cudaCheck(cudaMalloc(&d, sizeof(int)));
-            attn::sm90_probe_kernel<<<1, 1>>>(d);
-            cudaCheckLaunch();
-            cudaCheck(cudaMemcpy(&has, d, sizeof(int), cudaMemcpyDeviceToHost));
-            cudaCheck(cudaFree(d));
-        }
-    }
-    return has == 1;
-}
+// Whether the Hopper kernels (forward and backward) can run here: sm90_available() (cuda_utils.cuh);
+// otherwise attention_forward and attention_backward take the mma.sync kernels.
+inline bool attention_sm90_available() { return sm90_available(); }
 
 // ----------------------------------------------------------------------------
 // Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..9 below)
@@ -2031,21 +1896,6 @@ inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bf
 // ---- Hopper backward (sm_90a): host side (the kernel is above, before the launchers) ----
 
 namespace attn {
-
-// cuTensorMapEncodeTiled from the driver through the runtime (so no -lcuda); the one entry point
-// of both Hopper kernels' tensor maps (bwd_tensor_map here, h90_tensor_map for the forward)
-inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-    if (!fn) {
-        void *p = nullptr;
-        cudaDriverEntryPointQueryResult res;
-        cudaCheck(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &res));
-        if (res != cudaDriverEntryPointSuccess || !p)
-            fatal_config("attention.cuh: the driver has no cuTensorMapEncodeTiled (needs CUDA 12+)");
-        fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-    }
-    return fn;
-}
 
 // TMA map of a (B, T, heads, 64) bf16 tensor as 4-d (64, heads, T, B), boxes of `rows` tokens of
 // one head (64 x 1 x rows x 1 = rows x 128 bytes), 128-byte swizzle; rows past T read as zeros.

@@ -28,9 +28,10 @@
 //     (measured on an H200: dinp += at N=2048, K=1536 showed exactly sqrt(2) times the error of
 //     one rounding), i.e. what PyTorch does when autograd sums two bf16 gradients. Accumulations
 //     that must not round (dW over micro-steps) use the fp32 output.
-//   - RELU (max(0, .)): available as GEMM_EPI_RELU. relu^2 has no epilogue: the fc GEMM can
-//     emit r = relu(u) (what relu^2's backward needs: d/du = 2r), and the square is one more
-//     elementwise pass. bf16(relu(u)) == relu(bf16(u)), so it changes no numbers.
+//   - RELU (max(0, .)): available as GEMM_EPI_RELU. relu^2 has no cuBLASLt epilogue: the fc GEMM
+//     can emit r = relu(u) (what relu^2's backward needs: d/du = 2r), and the square is one more
+//     elementwise pass. bf16(relu(u)) == relu(bf16(u)), so it changes no numbers. On Hopper our
+//     own GEMM does both in its epilogue (matmul_relu2_forward / _backward_dx, the last section).
 //   - DRELU/DGELU/BGRAD*/BIAS*/GELU*: no biases and no GELU in this model, and DRELU multiplies
 //     by relu'(u) (0/1), not by relu^2's 2r; none apply.
 //   - a per-column alpha vector (CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST) could fuse
@@ -446,4 +447,302 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
                    GEMM_EPI_NONE, stream);
     if (dweight) gemm(dweight, CUDA_R_32F, nullptr, dout, true, inp, false, OC, IC, N, 1.f, accumulate_dweight ? 1.f : 0.f, 1, 0, 0,
                       0, GEMM_EPI_NONE, stream);
+}
+
+// ----------------------------------------------------------------------------
+// the MLP's fc GEMM with relu^2 fused into its epilogue (Hopper, sm_90a)
+//
+//   matmul_relu2_forward      out (M, N) = bf16(relu(A W^T)^2)            A (M, K), W (N, K): both K-major
+//   matmul_relu2_backward_dx  dfc (M, N) = bf16((dY W) * 2 sqrt(h))       dY (M, K), W (K, N): B N-major;
+//                                                                         h (M, N) = the forward's relu^2
+// from the fp32 accumulator: one rounding to bf16 where cuBLASLt's RELU epilogue + relu2_forward
+// (or cuBLASLt + relu2_backward_from_out) round twice, and no second pass over the 302 MB
+// (seed shape) output. CPU twins: matmul_relu2_forward_cpu / matmul_relu2_backward_dx_cpu
+// (model_cpu.h). The model picks these or the cuBLASLt pair with MLP_GEMM (model_gpu.cuh).
+//
+// The kernel (one for both, BWD selects B's major-ness and the epilogue): persistent, one CTA of
+// 384 threads per SM walking 128 x 256 output tiles (tile t: rows (t / n_tiles) * 128, columns
+// (t % n_tiles) * 256: the CTAs running at once share A's row blocks, so A streams from DRAM
+// once and W (1.5 MB) stays in L2). Warpgroup 0 is the producer (setmaxnreg down to 40, one
+// thread issues): per 64-wide k-block it TMA-loads A (128 x 64) and B (4 boxes of 64 columns x
+// 64 k) into a ring of 48 KiB stages (128-byte swizzle; 4 stages forward, 3 backward) and
+// signals a "full" mbarrier; it runs ahead across tiles, so the next tile's loads fly during this
+// tile's epilogue (K = 512 is only 8 k-blocks). Warpgroups 1, 2 (setmaxnreg 232) own rows
+// 0..63 / 64..127 of the tile: 4 wgmma m64n256k16 per k-block into 128 fp32 registers, one
+// commit group per k-block; after the wait for all but the newest group, the previous stage goes
+// back to the producer ("empty", 256 arrivals). The epilogue applies relu^2 (or the gradient
+// factor 2 sqrt(h)) to the registers, writes bf16 into a swizzled shared tile (conflict-free
+// 4-byte stores), and one thread per warpgroup TMA-stores its 64 rows (full 128-byte lines; rows
+// past M and columns past N are not written): forward in two passes of 128 columns through a
+// 32 KiB tile, backward in one through the 64 KiB tile that the producer filled with the tile's
+// h (each thread reads h where it then writes its result). Any M (TMA zero-fills rows past M),
+// K and N multiples of 64 (checked).
+namespace mlpg {
+
+constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
+constexpr uint32_t A_BYTES = BM * BK * 2;      // 16 KiB: 128 rows of 128 bytes
+constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K-major) / 64 k rows (N-major)
+constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
+constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
+// The forward: 4 ring stages and an epilogue tile of 128 x 128 (the 256 columns in two passes);
+// the backward: 3 stages and 128 x 256, which the producer fills with h (the 4th stage's room).
+template <bool BWD> __host__ __device__ constexpr int stages() { return BWD ? 3 : 4; }
+template <bool BWD> __host__ __device__ constexpr int epi_cols() { return BWD ? 256 : 128; }
+template <bool BWD> __host__ __device__ constexpr uint32_t off_e() { return stages<BWD>() * STAGE_BYTES; }
+template <bool BWD> __host__ __device__ constexpr uint32_t off_bar() { return off_e<BWD>() + epi_cols<BWD>() / 64 * E_BOX_BYTES; }
+// full[stages], empty[stages], then (backward) e full, e empty; + the slack to align the base to 1024
+template <bool BWD> __host__ __device__ constexpr size_t smem_bytes() { return off_bar<BWD>() + 2 * stages<BWD>() * 8 + 16 + 1024; }
+static_assert(smem_bytes<false>() <= 227 * 1024 && smem_bytes<true>() <= 227 * 1024, "the ring fits in shared memory");
+static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "TMA / wgmma tiles are 1024-byte aligned");
+
+using namespace sm90;
+
+// D (64 x 256 fp32: 128 registers, the n8 tile j in d[4j .. 4j + 3]) (+)= A B; A K-major, B
+// K-major (TB = 0) or N-major (TB = 1); accumulate = 0 overwrites D.
+template <int TB>
+__device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t da, uint64_t db, int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+        "}, %128, %129, p, 1, 1, 0, %131;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
+#endif
+}
+
+template <bool BWD>
+__global__ void __launch_bounds__(THREADS, 1)
+    mlp_relu2_gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
+                          const __grid_constant__ CUtensorMap tm_h, const __grid_constant__ CUtensorMap tm_out, int M, int N,
+                          int K) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
+    const int tid = threadIdx.x;
+    // the warpgroup through a shuffle: provably warp-uniform, so ptxas gives the producer and the
+    // consumer branches their own register counts (setmaxnreg)
+    const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+    const int n_tiles = N / BN + (N % BN != 0), tiles = (M + BM - 1) / BM * n_tiles, kb = K / BK;
+    constexpr int STAGES = stages<BWD>();
+    auto full = [&](int s) { return base + off_bar<BWD>() + 8 * s; };
+    auto empty = [&](int s) { return base + off_bar<BWD>() + 8 * (STAGES + s); };
+    // backward: the epilogue tile holds h (e full: loaded; e empty: the previous tile's output
+    // stores have read it, one arrival per consumer warpgroup)
+    const uint32_t e_full = base + off_bar<BWD>() + 16 * STAGES, e_empty = e_full + 8, se = base + off_e<BWD>();
+    if (tid == 0) {
+        for (int s = 0; s < STAGES; s++) {
+            mbar_init(full(s), 1);
+            mbar_init(empty(s), 256);
+        }
+        mbar_init(e_full, 1);
+        mbar_init(e_empty, 2);
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) {  // the producer: thread 0 issues every load; the other warps leave
+        setmaxnreg_dec<40>();
+        if (tid != 0) return;
+        int it = 0, ti = 0;
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
+            const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN;
+            const int nbox = min(4, (N - n0) / 64);  // B (and h) boxes inside N (the others are not loaded)
+            for (int k = 0; k < kb; k++, it++) {
+                const int s = it % STAGES;
+                if (it >= STAGES) mbar_wait(empty(s), (it / STAGES - 1) & 1);  // the consumers are done with it - STAGES
+                const uint32_t sa = base + s * STAGE_BYTES, sb = sa + A_BYTES;
+                mbar_arrive_expect_tx(full(s), A_BYTES + nbox * B_BOX_BYTES);
+                tma_load_2d(sa, &tm_a, full(s), k * BK, m0);
+                for (int j = 0; j < nbox; j++) {
+                    if (BWD) tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), n0 + 64 * j, k * BK);  // (k, n) box of W (K, N)
+                    else tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), k * BK, n0 + 64 * j);      // (n, k) box of W (N, K)
+                }
+                // backward: h of this tile into the epilogue tile, once the ring is primed and the
+                // previous tile's output stores have read it
+                if (BWD && k == min(kb, STAGES) - 1) {
+                    if (ti > 0) mbar_wait(e_empty, (ti - 1) & 1);
+                    mbar_arrive_expect_tx(e_full, nbox * E_BOX_BYTES);
+                    for (int j = 0; j < nbox; j++) tma_load_2d(se + j * E_BOX_BYTES, &tm_h, e_full, n0 + 64 * j, m0);
+                }
+            }
+        }
+        return;
+    }
+    setmaxnreg_inc<232>();
+
+    const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
+    // this thread's accumulator rows in the tile: r0 and r0 + 8 (elements 4j + 2i + e: row r0 + 8i,
+    // column 8j + 2 (lane % 4) + e); in the swizzled epilogue tile row r's 16-byte chunk c sits at
+    // c ^ (r % 8), and r % 8 = lane / 4
+    const int r0 = 64 * cw + 16 * warp + lane / 4;
+    constexpr int JP = epi_cols<BWD>() / 8;  // n8 tiles per epilogue pass
+    float acc[128];
+    int it = 0, ti = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
+        const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN;
+        for (int k = 0; k < kb; k++, it++) {
+            const int s = it % STAGES;
+            mbar_wait(full(s), (it / STAGES) & 1);
+            const uint32_t sa = base + s * STAGE_BYTES + cw * (64 * 128), sb = base + s * STAGE_BYTES + A_BYTES;
+            wgmma_fence();
+#ifdef BREAK_RELU2_GEMM  // a deliberately wrong variant (dev/broken_variants.sh): the last k-block restarts the sum
+            const int k_first = kb - 1;
+#else
+            const int k_first = 0;
+#endif
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                // A: 16 k = 32 bytes along the swizzled rows; B K-major the same, B N-major: 16 k rows
+                // of 128 bytes, its 4 boxes of 64 columns 8 KiB apart (the descriptor's leading offset)
+                const uint64_t db = BWD ? wgmma_desc(sb + 2048 * kk, B_BOX_BYTES) : wgmma_desc(sb + 32 * kk);
+                wgmma_m64n256k16_ss<BWD ? 1 : 0>(acc, wgmma_desc(sa + 32 * kk), db, k != k_first || kk != 0);
+            }
+            wgmma_commit();
+            // backward: once the previous tile's output stores have read the epilogue tile, the
+            // producer may load this tile's h into it (checked here, while the products run)
+            if (BWD && k == 0 && ti > 0 && t == 0) {
+                bulk_wait_read<0>();
+                mbar_arrive(e_empty);
+            }
+            wgmma_wait<1>();  // the previous k-block's products are done: its stage goes back
+            if (k > 0) mbar_arrive(empty((it - 1) % STAGES));
+        }
+        wgmma_wait<0>();
+        reg_fence(acc);
+        mbar_arrive(empty((it - 1) % STAGES));
+
+        // epilogue: relu^2 (or the gradient factor, from h in the epilogue tile) into the
+        // epilogue tile as bf16, then this warpgroup's 64 rows out by TMA stores (rows past M and
+        // columns past N are not written); the forward in two passes of 128 columns
+        if (BWD) mbar_wait(e_full, ti & 1);
+#pragma unroll
+        for (int p = 0; p < 256 / epi_cols<BWD>(); p++) {
+            if (!BWD) {  // the epilogue tile is free once this warpgroup's previous stores have read it
+                if (t == 0) bulk_wait_read<0>();
+                named_bar_sync(1 + cw, 128);
+            }
+#pragma unroll
+            for (int jp = 0; jp < JP; jp++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int j = p * JP + jp, r = r0 + 8 * i;
+                    const uint32_t addr = se + (jp / 8) * E_BOX_BYTES + r * 128 + (((jp % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+                    float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
+                    if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
+                        uint32_t hv2;
+                        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(addr) : "memory");
+                        const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
+                        v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
+                        v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
+                    } else {
+                        v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f);
+                        v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
+                    }
+                    const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+                }
+            fence_proxy_async();  // the stores above -> visible to the TMA (async proxy)
+            named_bar_sync(1 + cw, 128);
+            if (t == 0) {
+                for (int b = 0; b < epi_cols<BWD>() / 64; b++) {
+                    const int col = n0 + p * epi_cols<BWD>() + 64 * b;
+                    if (col < N && m0 + 64 * cw < M) tma_store_2d(&tm_out, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
+                }
+                bulk_commit();
+            }
+        }
+    }
+    if (t == 0) bulk_wait_all();  // the last stores done before the CTA (and its shared memory) ends
+#endif
+}
+
+// TMA map of a row-major (rows, cols) bf16 matrix, boxes of box_rows x 64 columns (128 bytes),
+// 128-byte swizzle; boxes past the edges read as zeros
+inline CUtensorMap mlp_tensor_map(const bf16 *p, int rows, int cols, int box_rows) {
+    CUtensorMap m;
+    const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
+    const cuuint64_t strides[1] = {(cuuint64_t)cols * sizeof(bf16)};
+    const cuuint32_t box[2] = {64, (cuuint32_t)box_rows};
+    const cuuint32_t elem_strides[2] = {1, 1};
+    const CUresult r = tensor_map_encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16 *>(p), dims, strides, box,
+                                            elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) fatal("matmul: cuTensorMapEncodeTiled failed (error %d) for a %d x %d matrix", (int)r, rows, cols);
+    return m;
+}
+
+template <bool BWD>
+inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16 *h, int M, int K, int N, cudaStream_t stream) {
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        cudaCheck(cudaFuncSetAttribute(mlp_relu2_gemm_kernel<BWD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes<BWD>()));
+    }
+    const CUtensorMap ta = mlp_tensor_map(a, M, K, BM);
+    const CUtensorMap tb = BWD ? mlp_tensor_map(w, K, N, 64) : mlp_tensor_map(w, N, K, 64);
+    const CUtensorMap th = BWD ? mlp_tensor_map(h, M, N, BM) : ta;  // (unused forward)
+    const CUtensorMap to = mlp_tensor_map(out, M, N, 64);           // a consumer warpgroup's 64 rows
+    const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
+    mlp_relu2_gemm_kernel<BWD><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<BWD>(), stream>>>(ta, tb, th, to, M, N, K);
+    cudaCheckLaunch();
+}
+
+}  // namespace mlpg
+
+// Whether the fused kernels run this problem: an sm_90a build on an sm_90 GPU, K and N multiples
+// of 64 (whole k-blocks and B boxes), 16-byte aligned pointers (TMA, and the rows of 64 columns
+// are whole 16-byte words). Otherwise the model takes the cuBLASLt + separate-pass path.
+inline bool matmul_relu2_supported(int M, int K, int N, const void *out, const void *a, const void *w, const void *h = nullptr) {
+    auto al = [](const void *p) { return ((uintptr_t)p & 15) == 0; };
+    return M > 0 && K > 0 && N > 0 && K % 64 == 0 && N % 64 == 0 && al(out) && al(a) && al(w) && (!h || al(h)) &&
+           sm90_available();
+}
+inline void matmul_relu2_check(const char *who, int M, int K, int N, const void *out, const void *a, const void *w,
+                               const void *h) {
+    if (!matmul_relu2_supported(M, K, N, out, a, w, h))
+        fatal("%s: needs an sm_90a build on an sm_90 GPU (here: %s), M > 0, K and N multiples of 64 and 16-byte aligned "
+              "pointers; got M=%d K=%d N=%d (use matmul_forward + relu2_forward elsewhere)",
+              who, sm90_available() ? "yes" : "no", M, K, N);
+    if (out == a || out == w || (h && out == h)) fatal("%s: the output aliases an input", who);
+}
+
+// out (M, N) = bf16(relu(A W^T)^2): A (M, K), W (N, K) (nn.Linear's weight), all row-major bf16
+inline void matmul_relu2_forward(bf16 *out, const bf16 *a, const bf16 *w, int M, int K, int N, cudaStream_t stream) {
+    ProfScope prof_(PROF_GEMM, stream);
+    matmul_relu2_check("matmul_relu2_forward", M, K, N, out, a, w, nullptr);
+    mlpg::mlp_relu2_launch<false>(out, a, w, nullptr, M, K, N, stream);
+}
+// dfc (M, N) = bf16((dY W) * 2 sqrt(h)) where h > 0, else 0: dY (M, K), W (K, N) (the proj weight,
+// nn.Linear's (out, in) = (K, N)), h (M, N) = relu(u)^2 of the forward; overwrites dfc
+inline void matmul_relu2_backward_dx(bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
+                                     cudaStream_t stream) {
+    ProfScope prof_(PROF_GEMM, stream);
+    matmul_relu2_check("matmul_relu2_backward_dx", M, K, N, dfc, dy, w, h);
+    mlpg::mlp_relu2_launch<true>(dfc, dy, w, h, M, K, N, stream);
 }

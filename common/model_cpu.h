@@ -354,6 +354,30 @@ void matmul_backward_cpu(real *dinp, real *dweight, const real *dout, const real
     }
 }
 
+// The MLP's fc GEMM with relu^2 in its epilogue (CPU twins of matmul_relu2_forward /
+// matmul_relu2_backward_dx, matmul.cuh), in the GPU kernels' argument order (M rows, K the
+// reduction, N the output columns). In real arithmetic they are the matmul and the relu^2 pass
+// composed; the GPU kernels round once, to bf16 from the fp32 accumulator, where the cuBLASLt
+// path (matmul_forward with its RELU epilogue, then relu2_forward) rounds relu(u) to bf16 first.
+// The model itself (model_forward / model_backward) keeps the separate ops: it rounds nothing.
+//   forward:  out (M, N) = relu(inp (M, K) @ W^T)^2, W (N, K)
+template <typename real>
+void matmul_relu2_forward_cpu(real *out, const real *inp, const real *weight, int M, int K, int N) {
+    matmul_forward_cpu(out, inp, weight, M, K, N);
+    relu2_forward_cpu(out, out, (size_t)M * N);
+}
+//   backward: dinp (M, N) = (dout (M, K) @ W) * 2 sqrt(h) where h > 0, else 0; W (K, N), h (M, N) the
+//             forward's relu^2 (relu2_backward_from_out's factor); overwrites dinp
+template <typename real>
+void matmul_relu2_backward_dx_cpu(real *dinp, const real *dout, const real *weight, const real *h, int M, int K, int N) {
+    std::vector<real> wt((size_t)N * K);  // W^T (N, K): dout @ W = dout @ (W^T)^T, matmul_forward_cpu's form
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) wt[(size_t)n * K + k] = weight[(size_t)k * N + n];
+    matmul_forward_cpu(dinp, dout, wt.data(), M, K, N);
+#pragma omp parallel for
+    for (size_t i = 0; i < (size_t)M * N; i++) dinp[i] = h[i] > 0 ? 2 * std::sqrt(h[i]) * dinp[i] : 0;
+}
+
 // ----------------------------------------------------------------------------
 // attention
 

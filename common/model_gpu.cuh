@@ -33,8 +33,9 @@
 //   - q and k after RoPE and gain: recomputed from qn / kn for the attention backward
 //     (qk_rope_gain_forward, bit for bit what the forward gave attention);
 //   - the XSA output: recomputed from att, v for the proj GEMM's weight gradient (xsa_forward);
-//   - relu(fc): the fc GEMM's RELU epilogue writes it and relu2_forward squares it in place;
-//     the backward takes relu' from relu^2 (relu2_backward_from_out);
+//   - relu(fc): the fc GEMM's RELU epilogue writes it and relu2_forward squares it in place (or
+//     with MLP_GEMM=fused the GEMM's epilogue writes relu^2 itself); the backward takes relu'
+//     from relu^2 (relu2_backward_from_out, or in the input-gradient GEMM's epilogue);
 //   - the embedding sum before its rmsnorm (backward from emb_norm, as for x_in).
 // The recomputes are exact: the same kernels on the same bf16 values give the same bits. The
 // backwards from an output (rmsnorm, relu^2) are the same math with one bf16 rounding moved
@@ -54,7 +55,30 @@
 #include "attention.cuh"   // defines: attention_forward/backward, xsa_forward/backward
 #include "layers.cuh"      // defines: the memory-bound layers, weights_to_bf16
 #include "loss.cuh"        // defines: crossentropy_softcap_fused, loss_sum
-#include "matmul.cuh"      // defines: matmul_forward/backward (cuBLASLt)
+#include "matmul.cuh"      // defines: matmul_forward/backward (cuBLASLt), matmul_relu2_* (Hopper)
+
+// ----------------------------------------------------------------------------
+// the MLP's fc GEMM and relu^2: which path
+
+// MLP_GEMM=cublas (the default until measured on the H200): the fc GEMM with cuBLASLt's RELU
+// epilogue, then relu2_forward in place; backward, the input-gradient GEMM then
+// relu2_backward_from_out. MLP_GEMM=fused: relu^2 (and its gradient factor) in the epilogue of
+// the Hopper GEMMs matmul_relu2_forward / matmul_relu2_backward_dx (matmul.cuh), one bf16
+// rounding instead of two and no elementwise pass; where they cannot run (no sm_90a kernel, or
+// shapes that are not multiples of 64) the cublas path runs. Developer knob, read once; the CPU
+// model rounds no activations, so it is the twin of both (dev/model.cu's tolerances cover the
+// rounding moved). The fused kernels sum every dot product in one fixed order whatever M is, so
+// the eval's row invariance (matmul.cuh, MatmulOnePass) holds on either path.
+inline bool mlp_gemm_fused() {
+    static const int fused = [] {
+        const char *s = getenv("MLP_GEMM");
+        if (!s || !strcmp(s, "cublas")) return 0;
+        if (!strcmp(s, "fused")) return 1;
+        fatal_config("MLP_GEMM='%s': need fused or cublas", s);
+        return 0;
+    }();
+    return fused != 0;
+}
 
 // ----------------------------------------------------------------------------
 // one device allocation carved into many buffers (256-byte aligned each)
@@ -429,9 +453,14 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         matmul_forward(la.attn_out, xsa ? m.q_raw : att, bw.attn_proj, Nq, D, D, stream);
         // x_mid (over x_in) and ln2
         residual_scale_rmsnorm_forward(x_in, la.ln2, la.rstd2, x_in, bp.attn_scale, la.attn_out, Nq, D, s, stream);
-        // MLP: the fc GEMM stores relu(u), squared in place: relu(u)^2, the reference's relu^2
-        matmul_forward(la.fc_act, la.ln2, bw.fc, Nq, D, F, stream, /*relu=*/true);
-        relu2_forward(la.fc_act, la.fc_act, (size_t)Nq * F, stream);
+        // MLP: relu(u)^2, the reference's relu^2: fused into the fc GEMM, or the GEMM stores
+        // relu(u) and it is squared in place (mlp_gemm_fused)
+        if (mlp_gemm_fused() && matmul_relu2_supported(Nq, D, F, la.fc_act, la.ln2, bw.fc)) {
+            matmul_relu2_forward(la.fc_act, la.ln2, bw.fc, Nq, D, F, stream);
+        } else {
+            matmul_forward(la.fc_act, la.ln2, bw.fc, Nq, D, F, stream, /*relu=*/true);
+            relu2_forward(la.fc_act, la.fc_act, (size_t)Nq * F, stream);
+        }
         matmul_forward(la.mlp_out, la.fc_act, bw.mlp_proj, Nq, F, D, stream);
         if (l + 1 < L) residual_scale_forward(la.out, x_in, bp.mlp_scale, la.mlp_out, Nq, D, stream);
         else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, x_in, bp.mlp_scale, la.mlp_out, Nq, D, 1.f, stream);
@@ -487,8 +516,14 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
             add_inplace(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, ND, stream);
         // MLP: out = x_mid + mlp_scale * mlp_out. dres goes on as d x_mid (dx null: the same gradient)
         residual_scale_backward(nullptr, dbp.mlp_scale, m.dln, m.dres, bp.mlp_scale, la.mlp_out, N, D, false, false, sc, stream);
-        matmul_backward(m.dfc, dbp.mlp_proj, m.dln, la.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
-        relu2_backward_from_out(m.dfc, m.dfc, la.fc_act, (size_t)N * F, false, stream);  // 2 sqrt(relu^2) = 2 relu
+        // d fc_pre = (dmlp_out @ W_proj) * 2 sqrt(relu^2) (= 2 relu): in the GEMM's epilogue, or a pass
+        if (mlp_gemm_fused() && matmul_relu2_supported(N, D, F, m.dfc, m.dln, bw.mlp_proj, la.fc_act)) {
+            matmul_backward(nullptr, dbp.mlp_proj, m.dln, la.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
+            matmul_relu2_backward_dx(m.dfc, m.dln, bw.mlp_proj, la.fc_act, N, D, F, stream);
+        } else {
+            matmul_backward(m.dfc, dbp.mlp_proj, m.dln, la.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
+            relu2_backward_from_out(m.dfc, m.dfc, la.fc_act, (size_t)N * F, false, stream);  // 2 sqrt(relu^2) = 2 relu
+        }
         matmul_backward(m.dln, dbp.fc, m.dfc, la.ln2, bw.fc, N, D, F, false, true, stream);
         rmsnorm_backward_from_out(m.dres, m.dln, la.ln2, la.rstd2, N, D, s, true, stream);
         // attention: x_mid = x_in + attn_scale * attn_out. dres goes on as d x_in

@@ -43,7 +43,9 @@
 #                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_DQ_RACE         the sm90 (wgmma, stage 1) backward loses a dQ partial now and then
 #                         (a race's symptom)                   (common/attention.cuh) -> dev_attention
-#                         (the last three need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_RELU2_GEMM      the fused relu^2 GEMMs (matmul_relu2_forward / _backward_dx) keep only
+#                         the last k-block's products (K > 64) (common/matmul.cuh)  -> dev_matmul
+#                         (the last four need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -74,6 +76,7 @@ ROWS=(
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
     'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
+    'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 (fwd|bwd dx) fused'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()
@@ -83,7 +86,7 @@ for r in "${ROWS[@]}"; do
 done
 
 # the normal builds must exist (make dev-checks); the broken ones are compiled here, in parallel
-for name in optim model loss attention layers; do
+for name in optim model loss attention layers matmul; do
     [ -x build/dev_$name ] || { echo "error: build/dev_$name missing: run 'make -j dev-checks' first" >&2; exit 2; }
 done
 [ -x "$NVCC" ] || { echo "error: nvcc not found (set NVCC)" >&2; exit 2; }
@@ -120,7 +123,7 @@ run_row() { # check-name variant binary args expected(PASS|FAIL) log [pattern a 
 }
 echo
 printf '%-14s | %-22s | %-11s | %s\n' check variant result expected
-for name in optim model loss attention layers; do
+for name in optim model loss attention layers matmul; do
     args="--no-bench"; [ $name = attention ] && args="--check-only"
     run_row $name real build/dev_$name "$args" PASS $OUT/real_$name.log
 done

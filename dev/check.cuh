@@ -27,12 +27,15 @@ static int g_fail = 0;
 inline void expect(bool ok) {
     if (!ok) g_fail++;
 }
-inline int check_verdict(const char *prog) {
+// skipped: checks not run here (e.g. no sm_90a kernel), counted in the closing line when any
+inline int check_verdict(const char *prog, int skipped = 0) {
+    char sk[48] = "";
+    if (skipped) snprintf(sk, sizeof sk, " (%d skipped)", skipped);
     if (g_fail) {
-        printf("%s: %d check(s) FAILED\n", prog, g_fail);
+        printf("%s: %d check(s) FAILED%s\n", prog, g_fail, sk);
         return 1;
     }
-    printf("%s: all checks passed\n", prog);
+    printf("%s: all checks passed%s\n", prog, sk);
     return 0;
 }
 // The command line of a check: [--no-bench]; returns whether to benchmark.

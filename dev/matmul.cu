@@ -15,10 +15,25 @@
 //   (their worst case is about K/8 * 2^-23 of the sum of magnitudes: 3e-5 at K = 2048).
 // A transposed or misplaced operand misses this by orders of magnitude; NaN never passes.
 //
+// Version 3: the MLP's fused relu^2 GEMMs (matmul_relu2_forward / matmul_relu2_backward_dx, Hopper
+// only; elsewhere their rows are skipped and counted) against matmul_relu2_*_cpu in double, and
+// the unfused cuBLASLt path they replace (matmul_forward + relu2_forward, matmul_backward +
+// relu2_backward_from_out) against the same reference. Tolerance, per element (u the exact
+// pre-activation, e = 1e-4 sum_k |a_ik w_kj| its accumulation bound as above):
+//   forward   |got - ref| <= rtol |ref| + (2|u| + e) e        (ref = relu(u)^2: (|u| + e)^2 - u^2)
+//   backward  |got - ref| <= rtol |ref| + 2 sqrt(h) e         (ref = g * 2 sqrt(h), g = (dY W)_ij)
+// with rtol = 2^-8 for the fused kernels (one rounding of the fp32 result to bf16: unit
+// roundoff u), and for the unfused path 3u forward (relu(u) rounded: 2u once squared, then the
+// square rounded) and 2u backward (the GEMM's output rounded, then the product). Each row prints its max error and the
+// worst error / bound ("observed: relu2_gemm ..." lines, for setting the tolerances at 5-10x).
+// M = 98381 (the seed's 98304 rows + 77: a partial last tile) is checked on 640 sampled rows.
+//
 // Run:  make build/dev_matmul && ./build/dev_matmul          (checks, then benchmark rows)
 //       ./build/dev_matmul --no-bench                        (checks only)
+//       ./build/dev_matmul --relu2-only                      (only version 3's checks and benchmark rows)
 // Exit status: 0 when every check passes, 1 otherwise.
 #include "check.cuh"
+#include "../common/layers.cuh"  // relu2_forward, relu2_backward_from_out (the unfused MLP path)
 #include "../common/matmul.cuh"
 #include "../common/model_cpu.h"
 
@@ -280,12 +295,142 @@ static void run_checks(const char *version) {
 }
 
 // ----------------------------------------------------------------------------
+// the fused relu^2 GEMMs (version 3)
+
+static int g_skipped = 0;  // rows not run (no sm_90a kernel here), in the closing line
+
+// the rows of an (rows, cols) matrix that the reference computes: all, or (large M) the first
+// 256, the last 128 and 256 spread in between
+static std::vector<int> sample_rows(int M) {
+    std::vector<int> r;
+    if (M <= 4096) {
+        for (int i = 0; i < M; i++) r.push_back(i);
+        return r;
+    }
+    for (int i = 0; i < 256; i++) r.push_back(i);
+    for (int i = 0; i < 256; i++) r.push_back(256 + (int)((long long)i * (M - 512) / 256));
+    for (int i = M - 128; i < M; i++) r.push_back(i);
+    return r;
+}
+template <typename T>
+static std::vector<T> gather_rows(const std::vector<float> &m, const std::vector<int> &rows, int cols) {
+    std::vector<T> g(rows.size() * (size_t)cols);
+    for (size_t i = 0; i < rows.size(); i++)
+        for (int c = 0; c < cols; c++) g[i * cols + c] = m[(size_t)rows[i] * cols + c];
+    return g;
+}
+static void observe(const char *name, const std::vector<float> &got, const std::vector<double> &ref, const std::vector<double> &bound_abs,
+                    double rtol) {
+    double worst = 0, max_rel = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        const double d = std::fabs((double)got[i] - ref[i]), b = rtol * std::fabs(ref[i]) + bound_abs[i];
+        if (b > 0) worst = std::max(worst, d / b);
+        if (std::fabs(ref[i]) > 1e-3) max_rel = std::max(max_rel, d / std::fabs(ref[i]));
+    }
+    printf("observed: relu2_gemm %s worst/bound %.3e max rel err (|ref| > 1e-3) %.3e\n", name, worst, max_rel);
+}
+// the sampled rows of the device output d (M, N), once the launches are done, against ref: one
+// check line, one observed line (name starts with "relu2 ")
+static void check_rows(const char *name, const bf16 *d, int M, int N, const std::vector<int> &rows, const std::vector<double> &ref,
+                       const std::vector<double> &babs, double rtol) {
+    cudaCheck(cudaDeviceSynchronize());
+    const std::vector<float> got = gather_rows<float>(host_bf16(d, (size_t)M * N), rows, N);
+    record(check_bound(name, got, ref, babs, rtol, 1.0));
+    observe(name + 6, got, ref, babs, rtol);
+}
+
+// forward: out (M, N) = relu(x (M, K) @ w (N, K)^T)^2, fused and unfused, against the double twin
+static void check_relu2_forward(int M, int K, int N) {
+    char name[128];
+    snprintf(name, sizeof name, "relu2 fwd fused M=%d K=%d N=%d", M, K, N);
+    std::vector<float> x = rand_bf16((size_t)M * K), w = rand_bf16((size_t)N * K);
+    bf16 *dx = dev_bf16(x), *dw = dev_bf16(w), *dout;
+    cudaCheck(cudaMalloc(&dout, (size_t)M * N * sizeof(bf16)));
+    const bool fused = matmul_relu2_supported(M, K, N, dout, dx, dw);
+    if (!fused) {
+        printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", name);
+        g_skipped++;
+    }
+    // reference on the sampled rows: u and its magnitude sum, then relu(u)^2 and the bound's abs term
+    const std::vector<int> rows = sample_rows(M);
+    const int R = (int)rows.size();
+    std::vector<double> xs = gather_rows<double>(x, rows, K), wd = to_double(w), xa(xs), wa = abs_double(w);
+    for (double &v : xa) v = std::fabs(v);
+    std::vector<double> u((size_t)R * N), mag((size_t)R * N), ref((size_t)R * N), babs((size_t)R * N);
+    matmul_forward_cpu<double>(u.data(), xs.data(), wd.data(), R, K, N);
+    matmul_forward_cpu<double>(mag.data(), xa.data(), wa.data(), R, K, N);
+    matmul_relu2_forward_cpu<double>(ref.data(), xs.data(), wd.data(), R, K, N);
+    for (size_t i = 0; i < ref.size(); i++) {
+        const double e = 1e-4 * mag[i];
+        babs[i] = (2 * std::fabs(u[i]) + e) * e;
+    }
+    if (fused) {
+        poison(dout, (size_t)M * N);
+        matmul_relu2_forward(dout, dx, dw, M, K, N, 0);
+        check_rows(name, dout, M, N, rows, ref, babs, 1.0 / 256);
+    }
+    // the unfused path it replaces (cuBLASLt RELU epilogue, then relu2_forward in place)
+    snprintf(name, sizeof name, "relu2 fwd cublas+pass M=%d K=%d N=%d", M, K, N);
+    poison(dout, (size_t)M * N);
+    matmul_forward(dout, dx, dw, M, K, N, 0, true);
+    relu2_forward(dout, dout, (size_t)M * N, 0);
+    check_rows(name, dout, M, N, rows, ref, babs, 3.0 / 256);
+    cudaFreeCheck(dx); cudaFreeCheck(dw); cudaFreeCheck(dout);
+}
+
+// backward: dfc (M, N) = (dy (M, K) @ w (K, N)) * 2 sqrt(h), h = relu(random)^2 in bf16 (about
+// half zeros), fused and unfused
+static void check_relu2_backward(int M, int K, int N) {
+    char name[128];
+    snprintf(name, sizeof name, "relu2 bwd dx fused M=%d K=%d N=%d", M, K, N);
+    std::vector<float> dy = rand_bf16((size_t)M * K), w = rand_bf16((size_t)K * N), h = rand_bf16((size_t)M * N);
+    for (float &v : h) v = rbf(v > 0 ? v * v : 0.f);
+    bf16 *ddy = dev_bf16(dy), *dw = dev_bf16(w), *dh = dev_bf16(h), *dout;
+    cudaCheck(cudaMalloc(&dout, (size_t)M * N * sizeof(bf16)));
+    const bool fused = matmul_relu2_supported(M, K, N, dout, ddy, dw, dh);
+    if (!fused) {
+        printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", name);
+        g_skipped++;
+    }
+    const std::vector<int> rows = sample_rows(M);
+    const int R = (int)rows.size();
+    std::vector<double> dys = gather_rows<double>(dy, rows, K), hs = gather_rows<double>(h, rows, N), wd = to_double(w), dya(dys), wa = abs_double(w);
+    for (double &v : dya) v = std::fabs(v);
+    std::vector<double> ref((size_t)R * N), babs((size_t)R * N);
+    matmul_relu2_backward_dx_cpu<double>(ref.data(), dys.data(), wd.data(), hs.data(), R, K, N);
+    // magnitude sums: the same twin on |dy|, |w| with h = 1/4 everywhere (its factor 2 sqrt(1/4) = 1)
+    std::vector<double> quarter((size_t)R * N, 0.25);
+    matmul_relu2_backward_dx_cpu<double>(babs.data(), dya.data(), wa.data(), quarter.data(), R, K, N);
+    for (size_t i = 0; i < babs.size(); i++) babs[i] = 2 * std::sqrt(hs[i]) * 1e-4 * babs[i];
+    if (fused) {
+        poison(dout, (size_t)M * N);
+        matmul_relu2_backward_dx(dout, ddy, dw, dh, M, K, N, 0);
+        check_rows(name, dout, M, N, rows, ref, babs, 1.0 / 256);
+    }
+    snprintf(name, sizeof name, "relu2 bwd dx cublas+pass M=%d K=%d N=%d", M, K, N);
+    poison(dout, (size_t)M * N);
+    matmul_backward(dout, nullptr, ddy, nullptr, dw, M, N, K, false, false, 0);
+    relu2_backward_from_out(dout, dout, dh, (size_t)M * N, false, 0);
+    check_rows(name, dout, M, N, rows, ref, babs, BF16_RTOL);
+    cudaFreeCheck(ddy); cudaFreeCheck(dw); cudaFreeCheck(dh); cudaFreeCheck(dout);
+}
+
+static void run_relu2_checks() {
+    printf("version 3: relu^2 fused into the fc GEMM (Hopper) and the cuBLASLt + pass it replaces\n");
+    const int shapes[][3] = {{1, 64, 64}, {77, 512, 192}, {130, 576, 320}, {1000, 64, 1536}, {1000, 512, 1536},
+                             {98304 + 77, 512, 1536}};
+    for (const auto &s : shapes) check_relu2_forward(s[0], s[1], s[2]);
+    for (const auto &s : shapes) check_relu2_backward(s[0], s[1], s[2]);
+}
+
+// ----------------------------------------------------------------------------
 // benchmarks at the seed shapes (one H200 micro-batch: N = 48 x 2048 tokens)
 
 // Newton-Schulz coefficients for the batched rows (optim.cuh has the shipping ones)
 static const float NS_A_BENCH = 3.4445f, NS_B_BENCH = -4.7750f, NS_C_BENCH = 2.0315f;
 
-static void bench() {
+// relu2_only: only the relu^2 rows (dev_matmul --relu2-only)
+static void bench(bool relu2_only) {
     const int N = 48 * 2048;
     struct Lin { const char *name; int IC, OC; };
     const Lin lins[] = {{"c_q / attn.proj", 512, 512}, {"c_k / c_v", 512, 256}, {"mlp.fc", 512, 1536}, {"mlp.proj", 1536, 512},
@@ -315,6 +460,7 @@ static void bench() {
     printf("benchmarks (N = %d tokens; target >= 600 TFLOP/s for the large GEMMs)\n", N);
     char shape[64];
     for (const Lin &l : lins) {
+        if (relu2_only) break;
         const double flops = 2.0 * N * l.IC * l.OC;
         snprintf(shape, sizeof shape, "%d x %d -> %d", N, l.IC, l.OC);
         char kname[64];
@@ -325,10 +471,32 @@ static void bench() {
         snprintf(kname, sizeof kname, "bwd dW+= %s", l.name);
         bench_row(kname, shape, bench_ms([&] { matmul_backward(nullptr, dw, dy, x, w, N, l.IC, l.OC, false, true, 0); }), 0, flops);
     }
-    bench_row("fwd mlp.fc + relu", "98304 x 512 -> 1536",
+    if (!relu2_only) bench_row("fwd mlp.fc + relu", "98304 x 512 -> 1536",
               bench_ms([&] { matmul_forward(y, x, w, N, 512, 1536, 0, true); }), 0, 2.0 * N * 512 * 1536);
-    // Newton-Schulz-like batched GEMMs: 11 matrices of 512 x 1536 (the fc / mlp.proj group)
+    // the MLP's relu^2 around the fc GEMM: unfused (cuBLASLt + elementwise pass) and fused (Hopper)
     {
+        const size_t NF = (size_t)N * 1536;
+        const double fl = 2.0 * N * 512 * 1536;
+        check_internal(NF <= max_in && NF <= max_out);
+        bench_row("fc+relu2: cublas + pass", "98304 x 512 -> 1536", bench_ms([&] {
+                      matmul_forward(y, x, w, N, 512, 1536, 0, true);
+                      relu2_forward(y, y, NF, 0);
+                  }), 0, fl);
+        if (matmul_relu2_supported(N, 512, 1536, y, x, w))
+            bench_row("fc+relu2: fused", "98304 x 512 -> 1536", bench_ms([&] { matmul_relu2_forward(y, x, w, N, 512, 1536, 0); }), 0, fl);
+        else printf("  skip  fc+relu2: fused (needs an sm_90 GPU and an sm_90a build)\n");
+        // y now holds relu^2 (h); dx = dfc, dy = d mlp_out (N, 512), w = proj's (512, 1536)
+        bench_row("dfc: cublas + pass", "98304 x 512 -> 1536", bench_ms([&] {
+                      matmul_backward(dx, nullptr, dy, nullptr, w, N, 1536, 512, false, false, 0);
+                      relu2_backward_from_out(dx, dx, y, NF, false, 0);
+                  }), 0, fl);
+        if (matmul_relu2_supported(N, 512, 1536, dx, dy, w, y))
+            bench_row("dfc: fused", "98304 x 512 -> 1536", bench_ms([&] { matmul_relu2_backward_dx(dx, dy, w, y, N, 512, 1536, 0); }), 0,
+                      fl);
+        else printf("  skip  dfc: fused (needs an sm_90 GPU and an sm_90a build)\n");
+    }
+    // Newton-Schulz-like batched GEMMs: 11 matrices of 512 x 1536 (the fc / mlp.proj group)
+    if (!relu2_only) {
         const int B = 11, m = 512, n = 1536;
         const long long sx = (long long)m * n, sa = (long long)m * m;
         bf16 *A = y, *Bm = y + B * sa, *Y = dx;  // scratch views (sizes fit: checked below)
@@ -347,15 +515,26 @@ static void bench() {
 }
 
 int main(int argc, char **argv) {
-    bool do_bench = !(argc > 1 && !strcmp(argv[1], "--no-bench"));
+    bool do_bench = true, relu2_only = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-bench")) do_bench = false;
+        else if (!strcmp(argv[i], "--relu2-only")) relu2_only = true;
+        else fatal_config("dev_matmul: unknown argument %s (usage: dev_matmul [--no-bench] [--relu2-only])", argv[i]);
+    }
     DeviceInfo dev = device_info();
     printf("dev_matmul on %s (sm_%d%d, %d SMs)\n", dev.name, dev.cc_major, dev.cc_minor, dev.sm_count);
-    run_checks("version 1: cuBLASLt");
-    matmul_context().force_fallback = true;
-    run_checks("version 2: fallback kernel");
-    matmul_context().force_fallback = false;
-    if (check_verdict("dev_matmul")) return 1;
-    if (do_bench) bench();
+    if (relu2_only) {
+        printf("versions 1, 2 left out (--relu2-only): 2 check groups skipped\n");
+        g_skipped += 2;
+    } else {
+        run_checks("version 1: cuBLASLt");
+        matmul_context().force_fallback = true;
+        run_checks("version 2: fallback kernel");
+        matmul_context().force_fallback = false;
+    }
+    run_relu2_checks();
+    if (check_verdict("dev_matmul", g_skipped)) return 1;
+    if (do_bench) bench(relu2_only);
     matmul_teardown();
     return 0;
 }
