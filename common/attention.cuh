@@ -2003,12 +2003,12 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
 
-// The Hopper stage attention_backward runs (7, the measured fastest since the key-block grid
-// order (attn_bwd_grid_order): 317 TFLOP/s against stage 5's 275 in one run, and -16 ms a
-// training step, docs/ATTENTION_KERNELS.md; with the old order stage 5 led, 280 vs 277. 0 keeps
-// the mma.sync kernel on Hopper too). Developer knob, to measure stages in one process: the
-// environment variable ATTN_BWD_STAGE (0..10) overrides it, read once.
-constexpr int ATTN_BWD_SM90_STAGE = 7;
+// The Hopper stage attention_backward runs (8, the measured fastest: 325 TFLOP/s against stage
+// 7's 313 in one run, and -4.5 ms a training step; stages 9 and 10 ran 277 and 288; with the old
+// grid order stage 5 led, docs/ATTENTION_KERNELS.md. 0 keeps the mma.sync kernel on Hopper
+// too). Developer knob, to measure stages in one process: the environment variable
+// ATTN_BWD_STAGE (0..ATTN_BWD_SM90_STAGES) overrides it, read once.
+constexpr int ATTN_BWD_SM90_STAGE = 8;
 
 
 inline int attn_bwd_stage() {

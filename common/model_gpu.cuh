@@ -60,25 +60,35 @@
 // ----------------------------------------------------------------------------
 // the MLP's fc GEMM and relu^2: which path
 
-// MLP_GEMM=cublas (the default until measured on the H200): the fc GEMM with cuBLASLt's RELU
-// epilogue, then relu2_forward in place; backward, the input-gradient GEMM then
-// relu2_backward_from_out. MLP_GEMM=fused: relu^2 (and its gradient factor) in the epilogue of
-// the Hopper GEMMs matmul_relu2_forward / matmul_relu2_backward_dx (matmul.cuh), one bf16
-// rounding instead of two and no elementwise pass; where they cannot run (no sm_90a kernel, or
-// shapes that are not multiples of 64) the cublas path runs. Developer knob, read once; the CPU
-// model rounds no activations, so it is the twin of both (dev/model.cu's tolerances cover the
-// rounding moved). The fused kernels sum every dot product in one fixed order whatever M is, so
-// the eval's row invariance (matmul.cuh, MatmulOnePass) holds on either path.
-inline bool mlp_gemm_fused() {
-    static const int fused = [] {
+// MLP_GEMM (developer knob, read once) picks the path of each direction:
+//   cublas: the fc GEMM with cuBLASLt's RELU epilogue, then relu2_forward in place; backward, the
+//           input-gradient GEMM then relu2_backward_from_out.
+//   fused:  relu^2 (and its gradient factor) in the epilogue of the Hopper GEMMs
+//           matmul_relu2_forward / matmul_relu2_backward_dx (matmul.cuh): one bf16 rounding
+//           instead of two and no elementwise pass.
+//   fwd (the default): the fused forward, the cublas backward. Measured on the H200 (seed shape,
+//           dev_matmul, 2026-12-01): forward 237.5 us fused against 347.8 cuBLASLt + pass; the
+//           fused backward 593.7 us against 425.5, slower (its N-major weight operand and the
+//           epilogue's h loads are not yet tuned), so only the forward is fused by default.
+// Where the fused kernels cannot run (no sm_90a kernel, or shapes that are not multiples of 64)
+// the cublas path runs. The CPU model rounds no activations, so it is the twin of every mode
+// (dev/model.cu's tolerances cover the rounding moved), and the backward from relu^2 reads the
+// same stored h whichever forward wrote it. The fused kernels sum every dot product in one fixed
+// order whatever M is, so the eval's row invariance (matmul.cuh, MatmulOnePass) holds too.
+enum MlpGemmMode { MLP_GEMM_CUBLAS = 0, MLP_GEMM_FUSED_FWD = 1, MLP_GEMM_FUSED = 2 };
+inline MlpGemmMode mlp_gemm_mode() {
+    static const MlpGemmMode mode = [] {
         const char *s = getenv("MLP_GEMM");
-        if (!s || !strcmp(s, "cublas")) return 0;
-        if (!strcmp(s, "fused")) return 1;
-        fatal_config("MLP_GEMM='%s': need fused or cublas", s);
-        return 0;
+        if (!s || !strcmp(s, "fwd")) return MLP_GEMM_FUSED_FWD;
+        if (!strcmp(s, "cublas")) return MLP_GEMM_CUBLAS;
+        if (!strcmp(s, "fused")) return MLP_GEMM_FUSED;
+        fatal_config("MLP_GEMM='%s': need fwd (the default), fused or cublas", s);
+        return MLP_GEMM_CUBLAS;
     }();
-    return fused != 0;
+    return mode;
 }
+inline bool mlp_gemm_fused_forward() { return mlp_gemm_mode() != MLP_GEMM_CUBLAS; }
+inline bool mlp_gemm_fused_backward() { return mlp_gemm_mode() == MLP_GEMM_FUSED; }
 
 // ----------------------------------------------------------------------------
 // one device allocation carved into many buffers (256-byte aligned each)
@@ -455,7 +465,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         residual_scale_rmsnorm_forward(x_in, la.ln2, la.rstd2, x_in, bp.attn_scale, la.attn_out, Nq, D, s, stream);
         // MLP: relu(u)^2, the reference's relu^2: fused into the fc GEMM, or the GEMM stores
         // relu(u) and it is squared in place (mlp_gemm_fused)
-        if (mlp_gemm_fused() && matmul_relu2_supported(Nq, D, F, la.fc_act, la.ln2, bw.fc)) {
+        if (mlp_gemm_fused_forward() && matmul_relu2_supported(Nq, D, F, la.fc_act, la.ln2, bw.fc)) {
             matmul_relu2_forward(la.fc_act, la.ln2, bw.fc, Nq, D, F, stream);
         } else {
             matmul_forward(la.fc_act, la.ln2, bw.fc, Nq, D, F, stream, /*relu=*/true);
@@ -517,7 +527,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         // MLP: out = x_mid + mlp_scale * mlp_out. dres goes on as d x_mid (dx null: the same gradient)
         residual_scale_backward(nullptr, dbp.mlp_scale, m.dln, m.dres, bp.mlp_scale, la.mlp_out, N, D, false, false, sc, stream);
         // d fc_pre = (dmlp_out @ W_proj) * 2 sqrt(relu^2) (= 2 relu): in the GEMM's epilogue, or a pass
-        if (mlp_gemm_fused() && matmul_relu2_supported(N, D, F, m.dfc, m.dln, bw.mlp_proj, la.fc_act)) {
+        if (mlp_gemm_fused_backward() && matmul_relu2_supported(N, D, F, m.dfc, m.dln, bw.mlp_proj, la.fc_act)) {
             matmul_backward(nullptr, dbp.mlp_proj, m.dln, la.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
             matmul_relu2_backward_dx(m.dfc, m.dln, bw.mlp_proj, la.fc_act, N, D, F, stream);
         } else {
