@@ -1825,8 +1825,10 @@ inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
 
 // The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels). version 0:
 // ATTN_PRE_VERSION, 1 or 2 (dev/attention.cu runs both, bit for bit the same results, and times
-// them); version 2 needs B*T*H*8 < 2^31 (else version 1 runs).
-constexpr int ATTN_PRE_VERSION = 2;
+// them); version 2 needs B*T*H*8 < 2^31 (else version 1 runs). The default is 1: version 1
+// already moved its 412 MB at 86% of copy bandwidth, and version 2 (4 rows a thread) ran slower,
+// 118.9 us against 112.0 (H200, seed shape, same call, 2026-12-01).
+constexpr int ATTN_PRE_VERSION = 1;
 inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_acc, const __nv_bfloat16 *dout,
                                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H,
                                               cudaStream_t stream, int version = 0) {
