@@ -1,7 +1,7 @@
 // attention.cuh: causal flash attention (forward and backward) and XSA on the GPU.
 // defines: attention_forward, attention_backward (+ attention_backward_scratch_floats),
 //          xsa_forward, xsa_backward; the forward's two paths attention_forward_mma (any GPU)
-//          and attention_forward_wgmma (+ attention_sm90_available; sm_90a, Hopper);
+//          and attention_forward_wgmma (sm_90a, Hopper; sm90_available() in cuda_utils.cuh says where they run);
 //          the backward's two, attention_backward_mma and attention_backward_sm90 (+ _available)
 //
 // The GPU twins of attention_forward_cpu / attention_backward_cpu / xsa_forward_cpu /
@@ -1042,12 +1042,9 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 
 }  // namespace attn
 
-// Whether the Hopper kernels (forward and backward) can run here: sm90_available() (cuda_utils.cuh);
-// otherwise attention_forward and attention_backward take the mma.sync kernels.
-inline bool attention_sm90_available() { return sm90_available(); }
 
 // ----------------------------------------------------------------------------
-// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..9 below)
+// Hopper backward (sm_90a): wgmma + TMA + mbarriers (stages 1..10 below)
 //
 // The same math and output contract as attention_backward_kernel above, on Hopper's own path:
 // - One CTA (2 warpgroups, 256 threads; stages 3, 4: + a producer warpgroup) owns 128 keys of one (b, kv head); warpgroup w owns
@@ -1791,7 +1788,7 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
         }
     }
 #else
-    __trap();  // built without sm_90a: attention_backward never launches this (attention_sm90_available)
+    __trap();  // built without sm_90a: attention_backward never launches this (sm90_available)
 #endif
 }
 
@@ -1958,7 +1955,7 @@ inline int attn_bwd_grid_order() {
 }
 
 // attention_backward on the Hopper kernel (same arguments and contract); fails with a clear
-// message where attention_sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
+// message where sm90_available() is false. stage: 1 (dQ by atomics), 2 (dQ
 // by TMA reduce-adds), 3 (2 + warp specialized), 4 (3 + one reduce per tile), 5 (4 + a
 // 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run), 7 (6
 // + dQ split by columns between the consumers, no hand-on), 8 (7 + conflict-free dQ staging and
@@ -1972,7 +1969,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
                                     float *scratch, bool accumulate, cudaStream_t stream, int stage = 1) {
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
-    if (!attention_sm90_available())
+    if (!sm90_available())
         fatal_config("attention.cuh: attention_backward_sm90 needs an sm_90 GPU and a GPU_ARCH=90a build");
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
@@ -2022,13 +2019,13 @@ inline int attn_bwd_stage() {
 // accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
 // onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
 // 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
-// Runs the Hopper kernel (stage attn_bwd_stage()) where it can (attention_sm90_available),
+// Runs the Hopper kernel (stage attn_bwd_stage()) where it can (sm90_available),
 // else the mma.sync one.
 inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
                                float *scratch, bool accumulate, cudaStream_t stream) {
-    if (attn_bwd_stage() > 0 && attention_sm90_available())
+    if (attn_bwd_stage() > 0 && sm90_available())
         attention_backward_sm90(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream,
                                 attn_bwd_stage());
     else
@@ -2666,7 +2663,7 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_forward("attention_forward_wgmma", out, q, k, v, B, T, H, KV, hd);
-    if (!attention_sm90_available())
+    if (!sm90_available())
         fatal_config("attention.cuh: attention_forward_wgmma needs an sm_90 GPU and an sm_90a build (GPU_ARCH=90a)");
     if (stage < 1 || stage > ATTN_FWD_HOPPER_STAGES)
         fatal_config("attention.cuh: attention_forward_wgmma: stage %d unknown (1..%d)", stage, ATTN_FWD_HOPPER_STAGES);
@@ -2724,7 +2721,7 @@ inline int attn_fwd_stage() {
 // the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere
 inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                               const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
-    if (attn_fwd_stage() > 0 && attention_sm90_available())
+    if (attn_fwd_stage() > 0 && sm90_available())
         attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream, attn_fwd_stage());
     else attention_forward_mma(out, lse, q, k, v, B, T, H, KV, hd, stream);
 }

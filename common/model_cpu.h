@@ -1168,6 +1168,7 @@ void model_backward(ModelCPU<real> &m, real loss_scale = 1) {
         m.gacts_T = T;
     }
     std::fill(g.mem.begin(), g.mem.end(), (real)0);
+    m.q_gain_terms_abs.assign((size_t)L * H, 0.0);
     const Params<real> &p = m.qat_used == QAT_INT6 ? m.qparams : m.params;  // the weights the forward used
     Params<real> &dp = m.grads;
     const size_t ND = (size_t)N * D;
@@ -1220,7 +1221,6 @@ void model_backward(ModelCPU<real> &m, real loss_scale = 1) {
         attention_backward_cpu(g.dq, g.dk, g.dv, datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd);
         zero(g.dq_raw, ND);
         zero(g.dk_raw, (size_t)N * KVD);
-        m.q_gain_terms_abs.resize((size_t)c.num_layers * H);
         qk_norm_rope_gain_backward_cpu(g.dq_raw, dbp.q_gain, g.dq, la.qn, la.rstd_q, a.rope_cos, a.rope_sin, bp.q_gain, B, T, H, hd, rd,
                                        m.q_gain_terms_abs.data() + (size_t)l * H);
         qk_norm_rope_gain_backward_cpu(g.dk_raw, (real *)nullptr, g.dk, la.kn, la.rstd_k, a.rope_cos, a.rope_sin, (const real *)nullptr, B, T, KV, hd, rd);

@@ -33,9 +33,9 @@
 //   - q and k after RoPE and gain: recomputed from qn / kn for the attention backward
 //     (qk_rope_gain_forward, bit for bit what the forward gave attention);
 //   - the XSA output: recomputed from att, v for the proj GEMM's weight gradient (xsa_forward);
-//   - relu(fc): the fc GEMM's RELU epilogue writes it and relu2_forward squares it in place (or
-//     with MLP_GEMM=fused the GEMM's epilogue writes relu^2 itself); the backward takes relu'
-//     from relu^2 (relu2_backward_from_out, or in the input-gradient GEMM's epilogue);
+//   - relu(fc): on Hopper the fc GEMM's epilogue writes relu^2 itself (MLP_GEMM, below); else
+//     cuBLASLt's RELU epilogue writes relu(fc) and relu2_forward squares it in place; the backward
+//     takes relu' from relu^2 (relu2_backward_from_out, or in the input-gradient GEMM's epilogue);
 //   - the embedding sum before its rmsnorm (backward from emb_norm, as for x_in).
 // The recomputes are exact: the same kernels on the same bf16 values give the same bits. The
 // backwards from an output (rmsnorm, relu^2) are the same math with one bf16 rounding moved
@@ -464,7 +464,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         // x_mid (over x_in) and ln2
         residual_scale_rmsnorm_forward(x_in, la.ln2, la.rstd2, x_in, bp.attn_scale, la.attn_out, Nq, D, s, stream);
         // MLP: relu(u)^2, the reference's relu^2: fused into the fc GEMM, or the GEMM stores
-        // relu(u) and it is squared in place (mlp_gemm_fused)
+        // relu(u) and it is squared in place (mlp_gemm_mode)
         if (mlp_gemm_fused_forward() && matmul_relu2_supported(Nq, D, F, la.fc_act, la.ln2, bw.fc)) {
             matmul_relu2_forward(la.fc_act, la.ln2, bw.fc, Nq, D, F, stream);
         } else {

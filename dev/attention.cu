@@ -263,7 +263,7 @@ static unsigned g_sm90_stages = ~0u;  // bit s: check and bench sm90 backward st
 // why an sm90 backward version does not run here (nullptr: it runs)
 static const char *sm90_skip_reason(int v) {
     if (!is_sm90(v)) return nullptr;
-    if (!attention_sm90_available()) return "no sm_90a kernel on this device/build";
+    if (!sm90_available()) return "no sm_90a kernel on this device/build";
     if (!(g_sm90_stages >> sm90_stage(v) & 1)) return "not in --sm90-stages";
     return nullptr;
 }
@@ -410,7 +410,7 @@ static bool run_case(const Case &c) {
             g_skipped += 2;  // out and lse, left out by --stage
             continue;
         }
-        if (hopper && !attention_sm90_available()) {
+        if (hopper && !sm90_available()) {
             printf("  skip %-28s (needs an sm_90 GPU and an sm_90a build)\n", (vn + "fwd out, lse").c_str());
             g_skipped += 2;
             continue;
@@ -575,7 +575,7 @@ static void bench_seed() {
 
     float ms = bench_ms([&] { attention_forward_mma(out.p, lse.p, q.p, k.p, v.p, B, T, H, KV, HD, 0); });
     bench_row("attention_forward v0", shape, ms, 0, fwd_flops);
-    if (attention_sm90_available()) {
+    if (sm90_available()) {
         const char *names[] = {"", "attention_forward v2 (wgmma S1)", "attention_forward v3 (wgmma S2)",
                                "attention_forward v4 (S2+overlap)", "attention_forward v5 (v4, 128 keys)",
                                "attention_forward v6 (v5+ping-pong)", "attention_forward v7 (v6+poly 1/8)",
@@ -780,9 +780,9 @@ int main(int argc, char **argv) {
         for (const Case &c : cases)
             if (!small || c.T <= 200) ok &= run_case(c);
         printf("attention_forward dispatches to: %s; attention_backward to: %s\n",
-               attn_fwd_stage() > 0 && attention_sm90_available() ? version_name(attn_fwd_stage() + V_WGMMA - 1)
+               attn_fwd_stage() > 0 && sm90_available() ? version_name(attn_fwd_stage() + V_WGMMA - 1)
                                                                           : "v0 (mma.sync)",
-               attn_bwd_stage() > 0 && attention_sm90_available() ? version_name(attn_bwd_stage() + V_BWD90 - 1)
+               attn_bwd_stage() > 0 && sm90_available() ? version_name(attn_bwd_stage() + V_BWD90 - 1)
                                                                           : "v0 (mma.sync)");
         printf(ok ? "all attention checks passed (%d skipped)\n" : "SOME ATTENTION CHECKS FAILED (%d skipped)\n", g_skipped);
     }
