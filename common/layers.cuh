@@ -9,6 +9,7 @@
 //   smear_forward/backward                                         SmearGate
 //   resid_mix_forward/backward                                     x_in = mix0*x + mix1*x0
 //   residual_scale_forward/backward                                x + scale*y: attn/mlp scales, U-Net skips
+//   fold_scale_transpose, fold_scale_grad                          those scales folded into the proj weights
 //   resid_mix_rmsnorm_forward, residual_scale_rmsnorm_forward      those two fused with the next rmsnorm
 //   rmsnorm_resid_mix_backward                                     the backward of resid_mix + rmsnorm in one pass
 //   relu2_forward/backward(_from_out)                              relu(x)^2
@@ -1193,6 +1194,83 @@ inline void residual_scale_backward(bf16 *dx, float *dscale, bf16 *dy, const bf1
         dx == dout && !acc_dx ? nullptr : dx, dy, partial, dout, scale, y, N, C, l.TPR, l.RP, acc_dx, acc_dy);
     cudaCheckLaunch();
     channel_partials_finalize(dscale, partial, nb, C, nullptr, stream);
+}
+
+// ----------------------------------------------------------------------------
+// the residual scales folded into the projections that feed them: fold_scale_transpose,
+// fold_scale_grad. CPU twins: fold_scale_transpose_cpu / fold_scale_grad_cpu
+//
+// A block adds its attention and MLP outputs as out = x + scale * (a W^T) (a: the XSA/attention
+// output or relu^2, W: the proj weight (C, K), scale (C): attn_scale / mlp_scale). The backward
+// needs d a = (scale * dout) W, dW = (scale * dout)^T a and dscale = sum over rows of dout * (a W^T).
+// Folded, no pass over the (N, C) activations is left: d a = dout (diag(scale) W), one GEMM on a
+// weight scaled once per step (fold_scale_transpose, stored transposed: (K, C) is the K-major
+// operand the fused relu^2 GEMM wants); and from G = dout^T a (C, K), the unscaled weight
+// gradient, dW += scale * G (rows) and dscale[c] += sum_k G[c, k] W[c, k], since
+// sum_n dout[n, c] (a W^T)[n, c] = sum_k (dout^T a)[c, k] W[c, k] (fold_scale_grad). What it saves
+// at the seed shape: two residual_scale_backward passes a layer (dy = scale * dout and the
+// dscale sums: 302 MB each), and the proj outputs need not be kept for the backward.
+// The scale is rounded to bf16 as everywhere (the reference casts it to the activation dtype).
+
+// wt (K, C) = bf16(scale[c] * w[c, k]), w (C, K): 32 x 32 tiles through shared memory
+__global__ void fold_scale_transpose_kernel(bf16 *__restrict__ wt, const bf16 *__restrict__ w, const float *__restrict__ scale,
+                                            int C, int K) {
+    __shared__ float tile[32][33];
+    const int k0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+    for (int r = threadIdx.y; r < 32; r += blockDim.y) {  // rows c0 + r of w, columns k0 + threadIdx.x
+        const int c = c0 + r, k = k0 + threadIdx.x;
+        if (c < C && k < K) tile[r][threadIdx.x] = lyr::rnd(scale[c]) * __bfloat162float(w[(size_t)c * K + k]);
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < 32; r += blockDim.y) {  // rows k0 + r of wt, columns c0 + threadIdx.x
+        const int k = k0 + r, c = c0 + threadIdx.x;
+        if (c < C && k < K) wt[(size_t)k * C + c] = __float2bfloat16(tile[threadIdx.x][r]);
+    }
+}
+
+// one block per row c: dw[c, :] += rnd(scale[c]) * g[c, :]; dscale[c] += sum_k g[c, k] w[c, k]
+// (each thread's strided sum, then block_sum's fixed butterfly order: deterministic)
+constexpr int FOLD_THREADS = 256;
+__global__ void __launch_bounds__(FOLD_THREADS) fold_scale_grad_kernel(float *__restrict__ dw, float *__restrict__ dscale,
+                                                                       const float *__restrict__ g,
+                                                                       const float *__restrict__ scale,
+                                                                       const bf16 *__restrict__ w, int K) {
+    __shared__ float sh[32];
+    const int c = blockIdx.x;
+    const float s = lyr::rnd(scale[c]);
+    const size_t row = (size_t)c * K;
+    float acc = 0.f;
+    for (int k = threadIdx.x; k < K; k += FOLD_THREADS) {
+        const float gv = g[row + k];
+        dw[row + k] += s * gv;
+#ifdef BREAK_FOLD_GRAD  // a deliberately wrong variant (dev/broken_variants.sh): the scale's sum skips every other column
+        if (k % 2) continue;
+#endif
+        acc += gv * __bfloat162float(w[row + k]);
+    }
+    const float t = lyr::block_sum(acc, sh);
+    if (threadIdx.x == 0) dscale[c] += t;
+}
+
+// wt (K, C) = (diag(bf16(scale)) w)^T in bf16: w (C, K) the proj weight as the GEMMs read it
+// (bf16, fake-quantized under QAT), scale (C). Once per weight refresh, not per micro-step.
+inline void fold_scale_transpose(bf16 *wt, const bf16 *w, const float *scale, int C, int K, cudaStream_t stream) {
+    ProfScope prof_(PROF_OPTIM, stream);
+    layers_require(C >= 0 && K >= 0 && wt != w, "fold_scale_transpose", "needs C, K >= 0 and wt apart from w");
+    if (C == 0 || K == 0) return;
+    fold_scale_transpose_kernel<<<dim3(ceil_div(K, 32), ceil_div(C, 32)), dim3(32, 8), 0, stream>>>(wt, w, scale, C, K);
+    cudaCheckLaunch();
+}
+// dw (C, K) += rnd(scale) * g (rows); dscale (C) += sum_k g[c, k] w[c, k]: g (C, K) = dout^T a, the
+// unscaled weight gradient of this micro-step (fp32), w (C, K) bf16 as the forward used it.
+// Parameter gradients accumulate, as everywhere.
+inline void fold_scale_grad(float *dw, float *dscale, const float *g, const float *scale, const bf16 *w, int C, int K,
+                            cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
+    layers_require(C >= 0 && K >= 0, "fold_scale_grad", "needs C, K >= 0");
+    if (C == 0 || K == 0) return;
+    fold_scale_grad_kernel<<<C, FOLD_THREADS, 0, stream>>>(dw, dscale, g, scale, w, K);
+    cudaCheckLaunch();
 }
 
 // ----------------------------------------------------------------------------

@@ -253,6 +253,28 @@ void residual_scale_backward_cpu(real *dx, real *dscale, real *dy, const real *d
     }
 }
 
+// The residual scale folded into the projection that feeds it (the GPU backward's form, see
+// layers.cuh's fold_scale_*): for out = x + scale ⊙ (a W^T), W (C, K),
+//   d a = dout (diag(scale) W) = dout wt^T with wt (K, C) = (diag(scale) W)^T   (fold_scale_transpose_cpu)
+//   dW += diag(scale) G, dscale[c] += sum_k G[c, k] W[c, k], G = dout^T a (C, K) (fold_scale_grad_cpu)
+// the same gradients as residual_scale_backward_cpu followed by the proj's backward, in exact math.
+template <typename real>
+void fold_scale_transpose_cpu(real *wt, const real *w, const real *scale, int C, int K) {
+    for (int c = 0; c < C; c++)
+        for (int k = 0; k < K; k++) wt[(size_t)k * C + c] = scale[c] * w[(size_t)c * K + k];
+}
+template <typename real>
+void fold_scale_grad_cpu(real *dw, real *dscale, const real *g, const real *scale, const real *w, int C, int K) {
+    for (int c = 0; c < C; c++) {
+        real ds = 0;
+        for (int k = 0; k < K; k++) {
+            dw[(size_t)c * K + k] += scale[c] * g[(size_t)c * K + k];
+            ds += g[(size_t)c * K + k] * w[(size_t)c * K + k];
+        }
+        dscale[c] += ds;
+    }
+}
+
 // out = s * inp with a scalar s (a 0-dim or 1-element parameter): the value embedding's
 // ve_shared.scale, and (with accumulate) v += ve_layer_scales[k] * ve. inp, out (n)
 template <typename real>

@@ -120,12 +120,20 @@ struct LayerActsGPU {
     bf16 *att;       // (N,H,hd)
     float *lse;      // (B,H,T)
     float *vnorm;    // (N,KV)    XSA layers only (the XSA output is recomputed)
-    bf16 *attn_out;  // (N,D)
+    bf16 *attn_out;  // (N,D)     = ModelGPU::proj_out (the backward does without it: fold_scale_grad)
     float *rstd2;    // (N)       of x_mid = x_in + attn_scale * attn_out (not kept)
     bf16 *ln2;       // (N,D)     rmsnorm(x_mid) * s
     bf16 *fc_act;    // (N,F)     relu(fc(ln2))^2 (the fc GEMM's RELU epilogue, squared in place)
-    bf16 *mlp_out;   // (N,D)
+    bf16 *mlp_out;   // (N,D)     = ModelGPU::proj_out (as attn_out)
     bf16 *out;       // (N,D)     the block output
+};
+
+// Per layer, the residual scales folded into the proj weights that feed them (layers.cuh,
+// fold_scale_transpose): the backward's input-gradient GEMMs read these, so no pass scales the
+// (N, D) gradient by attn_scale / mlp_scale. Derived from wbf and the scales, refreshed with wbf.
+struct FoldedWeightsGPU {
+    bf16 *attn_t;  // (D, D) (diag(attn_scale) attn_proj)^T
+    bf16 *mlp_t;   // (F, D) (diag(mlp_scale) mlp_proj)^T: K-major, as the fused relu^2 GEMM reads it
 };
 
 struct ModelGPU {
@@ -145,6 +153,8 @@ struct ModelGPU {
     uint64_t wbf_version = 0;       // the params_version that wbf was computed from ...
     QatMode wbf_qat = QAT_OFF;      // ... and the mode it was computed for
     LinearTable linear;             // the linear weights (fake-quantized under QAT)
+    std::vector<FoldedWeightsGPU> fold;  // per layer (in the arena), refreshed with wbf
+    float *gfold = nullptr;         // (D, max(D, F)) a proj weight's unscaled gradient of one micro-step
     // inputs
     int *ids = nullptr, *targets = nullptr, *bigram_idx = nullptr;  // (max_N)
     int *pinned = nullptr;          // (2, 2, max_N) host staging for ids and targets, double-buffered
@@ -161,6 +171,7 @@ struct ModelGPU {
     float *rstd0;                                   // (N)
     bf16 *ve_emb, *ve_proj, *ve_base;               // (N,ve_dim), (N,KVD) x2   VE only
     std::vector<LayerActsGPU> layers;
+    bf16 *proj_out;                 // (N,D) scratch: every block's attn_out and mlp_out (not kept)
     bf16 *xres;                     // (N,D) scratch: the forward's embedding sum, a block's input on
                                     // skip layers, x_in, x_mid (in place); the backward's recomputed input
     bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch: c_q / c_k outputs, then q / k in place;
@@ -172,11 +183,9 @@ struct ModelGPU {
     float *losses;                  // (N) per-position NLL
     float *loss_acc = nullptr;      // (1) sum of loss_scale * mean loss over the step's micro-batches
     // gradient activations
-    bf16 *dres, *dx0, *dln, *dattn_out, *datt_xsa, *datt, *dk, *dv;  // (N,D) x6, (N,KVD) x2
-    bf16 *dq;                       // = dattn_out: written by the attention backward, after the
-                                    // proj GEMM's backward has read dattn_out
+    bf16 *dres, *dx0, *dln, *dq, *datt_xsa, *datt, *dk, *dv;  // (N,D) x6, (N,KVD) x2
     bf16 *dskip;                    // (n_skip, N, D)
-    bf16 *dbg_proj;                 // = dattn_out: the embeddings' backward runs after the blocks'
+    bf16 *dbg_proj;                 // = dq: the embeddings' backward runs after the blocks'
     bf16 *dbg_emb, *dve_base, *dve_proj, *dve_emb;
     float *attn_scratch = nullptr;  // attention_backward's fp32 scratch
     DeviceScratch scratch;          // layers.cuh's reductions and sorts
@@ -217,13 +226,21 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
         la.att = arena_take<bf16>(a, N * D);
         la.lse = arena_take<float>(a, N * H);
         la.vnorm = xsa ? arena_take<float>(a, N * KV) : nullptr;
-        la.attn_out = arena_take<bf16>(a, N * D);
+        la.attn_out = nullptr;  // = proj_out, below
         la.rstd2 = arena_take<float>(a, N);
         la.ln2 = arena_take<bf16>(a, N * D);
         la.fc_act = arena_take<bf16>(a, N * F);
-        la.mlp_out = arena_take<bf16>(a, N * D);
+        la.mlp_out = nullptr;
         la.out = arena_take<bf16>(a, N * D);
     }
+    m.proj_out = arena_take<bf16>(a, N * D);
+    for (LayerActsGPU &la : m.layers) la.attn_out = la.mlp_out = m.proj_out;
+    m.fold.resize(c.num_layers);
+    for (FoldedWeightsGPU &f : m.fold) {
+        f.attn_t = arena_take<bf16>(a, D * D);
+        f.mlp_t = arena_take<bf16>(a, F * D);
+    }
+    m.gfold = arena_take<float>(a, D * std::max(D, F));
     m.xres = arena_take<bf16>(a, N * D);
     m.q_raw = arena_take<bf16>(a, N * D);
     m.k_raw = arena_take<bf16>(a, N * KVD);
@@ -237,14 +254,13 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.dres = arena_take<bf16>(a, N * D);
     m.dx0 = arena_take<bf16>(a, N * D);
     m.dln = arena_take<bf16>(a, N * D);
-    m.dattn_out = arena_take<bf16>(a, N * D);
-    m.dq = m.dattn_out;
+    m.dq = arena_take<bf16>(a, N * D);
     m.datt_xsa = arena_take<bf16>(a, N * D);
     m.datt = arena_take<bf16>(a, N * D);
     m.dk = arena_take<bf16>(a, N * KVD);
     m.dv = arena_take<bf16>(a, N * KVD);
     m.dskip = arena_take<bf16>(a, (size_t)c.num_skip * N * D);
-    m.dbg_proj = m.dattn_out;
+    m.dbg_proj = m.dq;
     m.dbg_emb = arena_take<bf16>(a, N * c.bigram_dim);
     m.dve_base = arena_take<bf16>(a, VE * N * KVD);
     m.dve_proj = arena_take<bf16>(a, VE * N * KVD);
@@ -332,6 +348,11 @@ inline void model_gpu_zero_grad(ModelGPU &m, cudaStream_t stream) {
 inline void model_gpu_refresh_weights(ModelGPU &m, cudaStream_t stream) {
     if (m.wbf_version == m.params_version && m.wbf_qat == m.qat) return;
     weights_to_bf16(m.wbf, m.params, m.tensors.flat, m.linear, m.qat, stream);
+    const int D = (int)m.config.model_dim, F = (int)m.config.mlp_hidden;
+    for (int l = 0; l < (int)m.config.num_layers; l++) {
+        fold_scale_transpose(m.fold[l].attn_t, m.w.blocks[l].attn_proj, m.p.blocks[l].attn_scale, D, D, stream);
+        fold_scale_transpose(m.fold[l].mlp_t, m.w.blocks[l].mlp_proj, m.p.blocks[l].mlp_scale, D, F, stream);
+    }
     m.wbf_version = m.params_version;
     m.wbf_qat = m.qat;
 }
@@ -524,26 +545,28 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         // dres: the gradient of this block's output; an encoder output also feeds a skip
         if (l < nE && nE - 1 - l < c.num_skip)
             add_inplace(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, ND, stream);
-        // MLP: out = x_mid + mlp_scale * mlp_out. dres goes on as d x_mid (dx null: the same gradient)
-        residual_scale_backward(nullptr, dbp.mlp_scale, m.dln, m.dres, bp.mlp_scale, la.mlp_out, N, D, false, false, sc, stream);
-        // d fc_pre = (dmlp_out @ W_proj) * 2 sqrt(relu^2) (= 2 relu): in the GEMM's epilogue, or a pass
-        if (mlp_gemm_fused_backward() && matmul_relu2_supported(N, D, F, m.dfc, m.dln, bw.mlp_proj, la.fc_act)) {
-            matmul_backward(nullptr, dbp.mlp_proj, m.dln, la.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
-            matmul_relu2_backward_dx(m.dfc, m.dln, bw.mlp_proj, la.fc_act, N, D, F, stream);
+        // MLP: out = x_mid + mlp_scale * (relu^2 @ W_proj^T); dres goes on as d x_mid. The scale is
+        // folded into the proj (layers.cuh, fold_scale_*): G = dres^T relu^2 gives dW_proj and
+        // dmlp_scale, and d relu^2 = dres @ (diag(mlp_scale) W_proj)
+        matmul_backward(nullptr, m.gfold, m.dres, la.fc_act, nullptr, N, F, D, false, false, stream);
+        fold_scale_grad(dbp.mlp_proj, dbp.mlp_scale, m.gfold, bp.mlp_scale, bw.mlp_proj, D, F, stream);
+        // d fc_pre = d relu^2 * 2 sqrt(relu^2) (= 2 relu): in the GEMM's epilogue, or a pass
+        if (mlp_gemm_fused_backward() && matmul_relu2_supported(N, D, F, m.dfc, m.dres, m.fold[l].mlp_t, la.fc_act)) {
+            matmul_relu2_backward_dx(m.dfc, m.dres, m.fold[l].mlp_t, la.fc_act, N, D, F, stream);
         } else {
-            matmul_backward(m.dfc, dbp.mlp_proj, m.dln, la.fc_act, bw.mlp_proj, N, F, D, false, true, stream);
+            matmul_forward(m.dfc, m.dres, m.fold[l].mlp_t, N, D, F, stream);
             relu2_backward_from_out(m.dfc, m.dfc, la.fc_act, (size_t)N * F, false, stream);  // 2 sqrt(relu^2) = 2 relu
         }
         matmul_backward(m.dln, dbp.fc, m.dfc, la.ln2, bw.fc, N, D, F, false, true, stream);
         rmsnorm_backward_from_out(m.dres, m.dln, la.ln2, la.rstd2, N, D, s, true, stream);
-        // attention: x_mid = x_in + attn_scale * attn_out. dres goes on as d x_in
-        residual_scale_backward(nullptr, dbp.attn_scale, m.dattn_out, m.dres, bp.attn_scale, la.attn_out, N, D, false, false, sc,
-                                stream);
+        // attention: x_mid = x_in + attn_scale * (y @ W_attn_proj^T), y the XSA / attention output;
+        // dres goes on as d x_in; the scale folded into the proj as the MLP's
         const bool xsa = layer_has_xsa(c, l);
         if (xsa) xsa_forward(m.datt, la.vnorm, la.att, la.v, N, H, KV, hd, stream);  // recompute the XSA output into datt
-        matmul_backward(m.datt_xsa, dbp.attn_proj, m.dattn_out, xsa ? m.datt : la.att, bw.attn_proj, N, D, D, false, true,
-                        stream);
-        // recompute q and k (from here on dattn_out is free: it becomes dq)
+        matmul_backward(nullptr, m.gfold, m.dres, xsa ? m.datt : la.att, nullptr, N, D, D, false, false, stream);
+        fold_scale_grad(dbp.attn_proj, dbp.attn_scale, m.gfold, bp.attn_scale, bw.attn_proj, D, D, stream);
+        matmul_forward(m.datt_xsa, m.dres, m.fold[l].attn_t, N, D, D, stream);
+        // recompute q and k
         qk_rope_gain_forward(m.q_raw, la.qn, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
         qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
         if (xsa) {

@@ -74,6 +74,36 @@ static std::vector<int> get(const DevBuf<int> &d, size_t n) {
 static bool check_bf16(const char *name, const std::vector<float> &got, const std::vector<float> &ref) {
     return validate(name, got.data(), ref.data(), ref.size(), 1e-2, 1e-3 * rms(ref) + 1e-30);
 }
+// one bf16 ulp at |x| (2^(e - 7) for |x| in [2^e, 2^(e+1)); the smallest normal's below it)
+static float bf16_ulp(float x) {
+    int e;
+    std::frexp(std::max(std::fabs(x), 1.17549435e-38f), &e);  // |x| = m 2^e, m in [0.5, 1)
+    return std::ldexp(1.f, e - 8);
+}
+// check_bf16 with a per-element allowance added to the bound (an intermediate's rounding that
+// can land on either side on the GPU and the CPU); prints the worst error / bound as an
+// observed line
+static bool check_bf16_plus(const char *name, const std::vector<float> &got, const std::vector<float> &ref,
+                            const std::vector<float> &extra) {
+    const double atol = 1e-3 * rms(ref) + 1e-30;
+    size_t bad = 0, first = 0;
+    double worst = 0;
+    for (size_t e = 0; e < ref.size(); e++) {
+        const double bound = atol + 1e-2 * std::fabs(ref[e]) + extra[e], err = std::fabs((double)got[e] - ref[e]);
+        if (!(err <= bound)) {  // NaN fails
+            if (!bad) first = e;
+            bad++;
+        }
+        if (err / bound > worst) worst = err / bound;
+    }
+    if (bad)
+        printf("  FAIL %-28s %zu/%zu outside the bound (first at %zu: got %g ref %g extra %g)\n", name, bad, ref.size(), first,
+               got[first], ref[first], extra[first]);
+    else
+        printf("  ok   %-28s n=%zu worst err / bound %.3f (bound: check_bf16's + one bf16 ulp of the intermediate)\n", name,
+               ref.size(), worst);
+    return bad == 0;
+}
 static bool check_sum(const char *name, const std::vector<float> &got, const std::vector<float> &ref) {
     return validate(name, got.data(), ref.data(), ref.size(), 1e-3, 1e-4 * maxabs(ref) + 1e-30);
 }
@@ -395,6 +425,52 @@ static void test_residual_scale(int N, int C) {
     }
 }
 
+// the residual scale folded into the proj weight (fold_scale_transpose / fold_scale_grad): the
+// scaled transposed weight against its twin, and the gradients against the UNFOLDED math in
+// double (residual_scale_backward_cpu's dy and dscale, then the proj's weight gradient
+// dy^T a): the identity the fold rests on. G = dout^T a is computed here (on the GPU it is a
+// cuBLASLt GEMM, checked by dev_matmul). Gradients pre-filled (they accumulate).
+static void test_fold_scale(int N, int C, int K) {
+    printf("fold_scale N=%d C=%d K=%d\n", N, C, K);
+    std::vector<float> w = randn((size_t)C * K, 0.05f), scale = randn(C, 0.3f, 1.f), dout = randn((size_t)N * C),
+                       a = randn((size_t)N * K);
+    std::vector<float> wt((size_t)K * C);
+    fold_scale_transpose_cpu(wt.data(), w.data(), scale.data(), C, K);
+    DevBuf<bf16> d_w((size_t)C * K), d_wt((size_t)K * C);
+    DevBuf<float> d_scale(C), d_g((size_t)C * K), d_dw((size_t)C * K), d_ds(C);
+    put(d_w, w);
+    put(d_scale, scale);
+    poison(d_wt.p, d_wt.n);
+    fold_scale_transpose(d_wt.p, d_w.p, d_scale.p, C, K, 0);
+    expect(check_bf16("wt", get(d_wt, d_wt.n), wt));
+    // the unfolded reference in double: dy = scale * dout, dW = dy^T a, dscale = sum dout * (a W^T)
+    std::vector<double> dd(dout.begin(), dout.end()), ad(a.begin(), a.end()), wd(w.begin(), w.end()),
+        sd(scale.begin(), scale.end()), y((size_t)N * C), dy((size_t)N * C, 0.0), ds(C, 0.0), dwd((size_t)C * K, 0.0),
+        g((size_t)C * K, 0.0);
+    matmul_forward_cpu(y.data(), ad.data(), wd.data(), N, K, C);  // y = a W^T
+    residual_scale_backward_cpu<double>(nullptr, ds.data(), dy.data(), dd.data(), sd.data(), y.data(), N, C);
+#pragma omp parallel for
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) {
+                dwd[(size_t)c * K + k] += dy[(size_t)n * C + c] * ad[(size_t)n * K + k];
+                g[(size_t)c * K + k] += dd[(size_t)n * C + c] * ad[(size_t)n * K + k];
+            }
+    std::vector<float> dw0 = randn((size_t)C * K), ds0 = randn(C), gf(g.begin(), g.end()), r_dw = dw0, r_ds = ds0;
+    for (size_t i = 0; i < r_dw.size(); i++) r_dw[i] = (float)(dw0[i] + dwd[i]);
+    for (int c = 0; c < C; c++) r_ds[c] = (float)(ds0[c] + ds[c]);
+    put(d_g, gf);
+    put(d_dw, dw0);
+    put(d_ds, ds0);
+    fold_scale_grad(d_dw.p, d_ds.p, d_g.p, d_scale.p, d_w.p, C, K, 0);
+    expect(check_sum("dw (accumulate)", get(d_dw, d_dw.n), r_dw));
+    const std::vector<float> got = get(d_ds, C);
+    expect(check_sum("dscale (accumulate)", got, r_ds));
+    put(d_ds, ds0);
+    fold_scale_grad(d_dw.p, d_ds.p, d_g.p, d_scale.p, d_w.p, C, K, 0);
+    expect(check_exact("dscale", get(d_ds, C), got));
+}
+
 // the fused residual + rmsnorm forwards: the residual against its CPU twin, then ln and rstd
 // against rmsnorm_forward_cpu of the residual the GPU stored (the norm must be that of the
 // stored bf16 values, which the backward reads; a CPU-rounded residual could differ in a last
@@ -464,7 +540,13 @@ static void test_rmsnorm_resid_mix(int N, int C, float scale) {
                 break;
             }
             expect(check_bf16("dresid", get(d_dres, n), r_dres));
-            expect(check_bf16(acc ? "dx0 (accumulate)" : "dx0", get(d_dx0, n), r_dx0));
+            // dx0 = dx0_in + mix1 * g, g = dx_in rounded to bf16 on both sides: where the GPU's and
+            // the CPU's fp32 sums put g on either side of a rounding boundary, the two g differ by
+            // one bf16 ulp, and with dx0_in cancelling that is more than 1e-2 of the output (seen:
+            // 1 of 10.2M elements, 0.0312 on 0.896). The bound adds that ulp, |mix1| ulp(g).
+            std::vector<float> flip(n);
+            for (size_t e = 0; e < n; e++) flip[e] = std::fabs(rbf(mix[C + e % C])) * bf16_ulp(dxin[e]);
+            expect(check_bf16_plus(acc ? "dx0 (accumulate)" : "dx0", get(d_dx0, n), r_dx0, flip));
             g_dmix = get(d_dmix, 2 * C);
             expect(check_sum("dmix", g_dmix, r_dmix));
         }
@@ -856,6 +938,11 @@ int main(int argc, char **argv) {
     test_residual_scale(333, 96);
     test_residual_scale(4099, 512);
     test_residual_scale(37, 4104);
+
+    test_fold_scale(3, 1, 8);
+    test_fold_scale(77, 96, 333);    // neither a multiple of the 32 x 32 tiles
+    test_fold_scale(300, 512, 1536);  // the MLP proj's shape (C = D, K = F)
+    test_fold_scale(50, 37, 4104);   // rows longer than many block strides
 
     test_residual_rmsnorm(1, 8, 1.f);
     test_residual_rmsnorm(333, 96, 0.5f);
