@@ -218,8 +218,9 @@ inline void channel_partials_finalize(float *dst, const float *partial, int nblo
     cudaCheckLaunch();
 }
 
-// the per-channel partial sums: at most REDUCE_MAX_BLOCKS x 2C floats (resid_mix has 2C values)
-inline size_t reduce_scratch_bytes(int C) { return (size_t)REDUCE_MAX_BLOCKS * 2 * std::max(C, 1) * sizeof(float); }
+// the per-channel partial sums: at most REDUCE_MAX_BLOCKS x 3C floats (resid_mix has 2C values, with
+// a skip's weights 3C: rmsnorm_resid_mix_backward)
+inline size_t reduce_scratch_bytes(int C) { return (size_t)REDUCE_MAX_BLOCKS * 3 * std::max(C, 1) * sizeof(float); }
 
 // ----------------------------------------------------------------------------
 // scalar scale: out (+)= s * inp with s a scalar parameter (the value embedding's scales, the
@@ -1391,26 +1392,37 @@ constexpr int RMB_MAX_K = 4;  // 8-value vectors per lane: rows of up to 1024 ch
 //   g     = bf16(dres + the rmsnorm gradient from the output ln and rstd)   (d x_in, as the
 //           unfused rmsnorm_backward_from_out stores it)
 //   dres  = mix[0] * g,  dx0 (+)= mix[1] * g,  partial (2, C) += sums of g * resid, g * x0
+// SKIP (a decoder block whose input takes a U-Net skip, resid = prev + w * enc): resid is
+// recomputed here from prev and enc, rounded as residual_scale_forward stores it, and
+// denc = w * dres, partial2 (C) += sums of dres * enc (residual_scale_backward's work).
+// add (any block whose input is an encoder output that also feeds a skip): dres += add, as
+// add_inplace would (add_is_denc: the add is this call's own denc, the first decoder block's case).
+// Every value is rounded where the unfused launchers store it, so dres, dx0 and denc are theirs bit
+// for bit (the parameter sums run in another order).
 // Lane owns channels (k * 32 + lane) * 8 .. + 8 for k < K, so its parameter-gradient sums stay in
 // registers; the block adds its warps' sums in warp order.
-template <int K>
+template <int K, bool SKIP>
 __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_kernel(
     bf16 *dres, bf16 *dx0, float *partial, const bf16 *dln, const bf16 *ln, const float *rstd, const bf16 *resid,
-    const bf16 *x0, const float *mix, int N, int C, float scale, bool acc_dx0) {
+    const bf16 *x0, const float *mix, int N, int C, float scale, bool acc_dx0, const bf16 *enc, const float *skip_w,
+    bf16 *denc, float *partial2, const bf16 *add, bool add_is_denc) {
     static_assert(ROW_WARPS * 32 == 256, "the partial sums take 256 channels a round");
     __shared__ float sh[ROW_WARPS][32 * 8 + 1];
-    __shared__ float sm[2][K * 256];  // mix, bf16-rounded as the reference uses it (registers would cost occupancy)
+    // mix (and the skip weights), bf16-rounded as the reference uses them (registers would cost occupancy)
+    __shared__ float sm[SKIP ? 3 : 2][K * 256];
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, CV = C / 8;
     for (int i = threadIdx.x; i < K * 256; i += blockDim.x) {
         sm[0][i] = i < C ? lyr::rnd(mix[i]) : 0.f;
         sm[1][i] = i < C ? lyr::rnd(mix[C + i]) : 0.f;
+        if (SKIP) sm[SKIP ? 2 : 0][i] = i < C ? lyr::rnd(skip_w[i]) : 0.f;
     }
     __syncthreads();
-    float acc0[K][8], acc1[K][8];
+    float acc0[K][8], acc1[K][8], acc2[SKIP ? K : 1][8];
 #pragma unroll
     for (int k = 0; k < K; k++) {
         lyr::zero8(acc0[k]);
         lyr::zero8(acc1[k]);
+        if (SKIP) lyr::zero8(acc2[SKIP ? k : 0]);
     }
     for (int n = blockIdx.x * ROW_WARPS + w; n < N; n += gridDim.x * ROW_WARPS) {  // warp-uniform
         const size_t row = (size_t)n * C;
@@ -1423,12 +1435,21 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_ker
             const int cv = k * 32 + lane;
             if (cv < CV) {
                 const size_t at = row + cv * 8;
-                float g[8], xr[8], xz[8], o[8], o0[8];
+                float g[8], xr[8], xz[8], o[8], o0[8], e[8], ad[8];
                 lyr::load8(g, dres + at);
-                lyr::load8(xr, resid + at);
+                lyr::load8(xr, resid + at);  // SKIP: prev
                 lyr::load8(xz, x0 + at);
                 if (acc_dx0) lyr::load8(o0, dx0 + at);
                 else lyr::zero8(o0);
+                if (SKIP) lyr::load8(e, enc + at);
+                if (add && !add_is_denc) lyr::load8(ad, add + at);
+                if (SKIP) {
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        xr[j] += sm[SKIP ? 2 : 0][cv * 8 + j] * e[j];  // as residual_scale_forward_kernel
+                        xr[j] = lyr::rnd(xr[j]);
+                    }
+                }
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
                     g[j] = lyr::rnd(g[j] + (a * dy[k][j] - b * y[k][j]));
@@ -1440,6 +1461,24 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_ker
                     acc0[k][j] += g[j] * xr[j];
                     acc1[k][j] += g[j] * xz[j];
                 }
+                if (SKIP || add) {
+#pragma unroll
+                    for (int j = 0; j < 8; j++) o[j] = lyr::rnd(o[j]);  // d resid as stored
+                }
+                if (SKIP) {
+                    float de[8];
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        de[j] = lyr::rnd(sm[SKIP ? 2 : 0][cv * 8 + j] * o[j]);  // as residual_scale_backward's dy
+                        acc2[SKIP ? k : 0][j] += o[j] * e[j];
+                        if (add_is_denc) ad[j] = de[j];
+                    }
+                    lyr::store8(denc + at, de);
+                }
+                if (add) {
+#pragma unroll
+                    for (int j = 0; j < 8; j++) o[j] += ad[j];  // as add_inplace
+                }
                 lyr::store8(dres + at, o);
                 lyr::store8(dx0 + at, o0);
             }
@@ -1449,17 +1488,17 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_ker
 #pragma unroll
     for (int k = 0; k < K; k++) {
 #pragma unroll
-        for (int half = 0; half < 2; half++) {
-            const float(&acc)[K][8] = half ? acc1 : acc0;
+        for (int half = 0; half < (SKIP ? 3 : 2); half++) {
 #pragma unroll
-            for (int j = 0; j < 8; j++) sh[w][lane * 8 + j] = acc[k][j];
+            for (int j = 0; j < 8; j++) sh[w][lane * 8 + j] = half == 0 ? acc0[k][j] : half == 1 ? acc1[k][j] : acc2[SKIP ? k : 0][j];
             __syncthreads();
             // thread t: channel (k * 32) * 8 + t of this round
             const int c = k * 256 + threadIdx.x;
             if (c < C) {
                 float s = 0.f;
                 for (int u = 0; u < ROW_WARPS; u++) s += sh[u][threadIdx.x];
-                partial[(size_t)blockIdx.x * 2 * C + (size_t)half * C + c] = s;
+                if (half < 2) partial[(size_t)blockIdx.x * 2 * C + (size_t)half * C + c] = s;
+                else partial2[(size_t)blockIdx.x * C + c] = s;
             }
             __syncthreads();  // sh is rewritten by the next round
         }
@@ -1468,44 +1507,76 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_ker
 
 // Whether rmsnorm_resid_mix_backward takes rows of C channels (else run the two unfused launchers).
 inline bool rmsnorm_resid_mix_fusable(int C) { return C > 0 && C % 8 == 0 && C <= RMB_MAX_K * 256; }
+// f(integral_constant K, bool_constant SKIP) for the kernel's instantiations (K = 3 runs as 4)
+template <typename F>
+inline void rmb_with_k(int K, bool skip, F f) {
+    auto with_k = [&](auto sc) {
+        if (K == 1) f(std::integral_constant<int, 1>(), sc);
+        else if (K == 2) f(std::integral_constant<int, 2>(), sc);
+        else f(std::integral_constant<int, 4>(), sc);
+    };
+    if (skip) with_k(std::true_type());
+    else with_k(std::false_type());
+}
+
+// The optional parts of rmsnorm_resid_mix_backward (null: absent).
+struct ResidMixSkip {
+    // a decoder block with a U-Net skip: resid = prev + skip_w * enc, recomputed (the resid argument
+    // is then prev); denc = skip_w * d resid, dskip_w (C) += sums of d resid * enc
+    const bf16 *enc = nullptr;
+    const float *skip_w = nullptr;
+    bf16 *denc = nullptr;
+    float *dskip_w = nullptr;
+    // the block's input is an encoder output that also feeds a skip: dres += add (the skip's
+    // gradient); add may be denc of this same call
+    const bf16 *add = nullptr;
+};
 
 // dres (N, C): in, the gradient of the block's x_in other than through ln (the residual path);
 // out, the gradient of resid. dln: the gradient of ln = scale * rmsnorm(x_in) (kept ln, rstd from
 // the forward). dx0 (+)= mix[1] * d x_in, dmix (2, C) += the mix gradient. The same results as
 // rmsnorm_backward_from_out(dres, dln, ln, rstd, .., accumulate) then resid_mix_backward(dres, dx0,
 // dmix, dres, resid, x0, mix, .., false, acc_dx0), in one pass: 8 N*C bf16 moved instead of 10
-// (7 instead of 9 without acc_dx0).
+// (7 instead of 9 without acc_dx0). With sk.enc, also what residual_scale_forward(resid, prev,
+// skip_w, enc) before and residual_scale_backward(null, dskip_w, denc, dres, skip_w, enc) after
+// would do (10 N*C moved instead of 14); with sk.add, add_inplace(dres, add) after (9 instead of
+// 11). CPU twins: the unfused ones' (rmsnorm_backward_cpu, resid_mix_backward_cpu,
+// residual_scale_forward_cpu / _backward_cpu).
 inline void rmsnorm_resid_mix_backward(bf16 *dres, bf16 *dx0, float *dmix, const bf16 *dln, const bf16 *ln,
                                        const float *rstd, const bf16 *resid, const bf16 *x0, const float *mix, int N,
-                                       int C, float scale, bool acc_dx0, DeviceScratch scratch, cudaStream_t stream) {
+                                       int C, float scale, bool acc_dx0, DeviceScratch scratch, cudaStream_t stream,
+                                       const ResidMixSkip &sk = ResidMixSkip()) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "rmsnorm_resid_mix_backward";
     layers_check_rowlen(C, who, "C");
     layers_require(rmsnorm_resid_mix_fusable(C), who, "rows of at most 1024 channels (else the unfused launchers)");
     layers_require(scale != 0.f, who, "scale must not be 0 (xhat = ln / scale)");
     layers_require(dres != dx0, who, "dres and dx0 must be different buffers");
-    const void *ptrs[] = {dres, dx0, dln, ln, resid, x0};
-    const char *names[] = {"dres", "dx0", "dln", "ln", "resid", "x0"};
-    for (int i = 0; i < 6; i++) layers_check_aligned(ptrs[i], who, names[i]);
+    const bool skip = sk.enc != nullptr;
+    layers_require(!skip || (sk.skip_w && sk.denc && sk.dskip_w), who, "a skip needs skip_w, denc and dskip_w");
+    layers_require(!skip || (sk.denc != dres && sk.denc != dx0), who, "denc must be apart from dres and dx0");
+    layers_require(!sk.add || (sk.add != dres && sk.add != dx0), who, "add must be apart from dres and dx0");
+    const bool add_is_denc = skip && sk.add == sk.denc;
+    const void *ptrs[] = {dres, dx0, dln, ln, resid, x0, sk.enc, sk.denc, sk.add};
+    const char *names[] = {"dres", "dx0", "dln", "ln", "resid", "x0", "enc", "denc", "add"};
+    for (int i = 0; i < 9; i++)
+        if (i < 6 || ptrs[i]) layers_check_aligned(ptrs[i], who, names[i]);
     if (N <= 0) return;
     const int K = ceil_div(C / 8, 32);
-    const void *kern = K == 1 ? (const void *)rmsnorm_resid_mix_backward_kernel<1>
-                     : K == 2 ? (const void *)rmsnorm_resid_mix_backward_kernel<2>
-                              : (const void *)rmsnorm_resid_mix_backward_kernel<4>;
-    const int nb = std::max(1, std::min(ceil_div(N, ROW_WARPS), full_wave_blocks(kern, ROW_WARPS * 32)));
-    layers_check_scratch(scratch, (size_t)nb * 2 * C * sizeof(float), who);
-    float *partial = (float *)scratch.ptr;
-    if (K == 1)
-        rmsnorm_resid_mix_backward_kernel<1><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
-                                                                                mix, N, C, scale, acc_dx0);
-    else if (K == 2)
-        rmsnorm_resid_mix_backward_kernel<2><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
-                                                                                mix, N, C, scale, acc_dx0);
-    else
-        rmsnorm_resid_mix_backward_kernel<4><<<nb, ROW_WARPS * 32, 0, stream>>>(dres, dx0, partial, dln, ln, rstd, resid, x0,
-                                                                                mix, N, C, scale, acc_dx0);
-    cudaCheckLaunch();
-    channel_partials_finalize(dmix, partial, nb, 2 * C, nullptr, stream);
+    rmb_with_k(K, skip, [&](auto kc, auto sc) {
+        constexpr int KK = decltype(kc)::value;
+        constexpr bool SK = decltype(sc)::value;
+        const void *kern = (const void *)rmsnorm_resid_mix_backward_kernel<KK, SK>;
+        const int nb = std::max(1, std::min(ceil_div(N, ROW_WARPS), full_wave_blocks(kern, ROW_WARPS * 32)));
+        layers_check_scratch(scratch, (size_t)nb * (skip ? 3 : 2) * C * sizeof(float), who);
+        float *partial = (float *)scratch.ptr, *partial2 = partial + (size_t)nb * 2 * C;
+        rmsnorm_resid_mix_backward_kernel<KK, SK><<<nb, ROW_WARPS * 32, 0, stream>>>(
+            dres, dx0, partial, dln, ln, rstd, resid, x0, mix, N, C, scale, acc_dx0, sk.enc, sk.skip_w, sk.denc, partial2,
+            sk.add, add_is_denc);
+        cudaCheckLaunch();
+        channel_partials_finalize(dmix, partial, nb, 2 * C, nullptr, stream);
+        if (skip) channel_partials_finalize(sk.dskip_w, partial2, nb, C, nullptr, stream);
+    });
 }
 
 // ----------------------------------------------------------------------------

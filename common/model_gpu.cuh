@@ -536,15 +536,19 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
     rmsnorm_backward(m.dres, m.dln, m.layers[L - 1].out, m.rstd_f, N, D, 1.f, false, stream);
 
     bool first_ve = true;  // dve_base sums over the VE layers: the first one visited writes it
+    // the block-start backward in one pass, the U-Net skips' parts included (rmsnorm_resid_mix_backward
+    // with ResidMixSkip), or the unfused launchers for rows of more than 1024 channels
+    const bool fused_start = rmsnorm_resid_mix_fusable(D);
+    auto encoder_skip = [&](int j) { return j >= 0 && j < nE && nE - 1 - j < c.num_skip; };  // layer j's output feeds a skip
     for (int l = L - 1; l >= 0; l--) {
         LayerActsGPU &la = m.layers[l];
         const BlockParams<float> &bp = p.blocks[l];
         const BlockParams<bf16> &bw = w.blocks[l];
         BlockParams<float> &dbp = dp.blocks[l];
         const float s = c.ln_scale ? (float)(1.0 / std::sqrt((double)l + 1)) : 1.f;
-        // dres: the gradient of this block's output; an encoder output also feeds a skip
-        if (l < nE && nE - 1 - l < c.num_skip)
-            add_inplace(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, ND, stream);
+        // dres: the gradient of this block's output; an encoder output also feeds a skip (the
+        // fused block start above already added it)
+        if (encoder_skip(l) && !fused_start) add_inplace(m.dres, m.dskip + (size_t)(nE - 1 - l) * ND, ND, stream);
         // MLP: out = x_mid + mlp_scale * (relu^2 @ W_proj^T); dres goes on as d x_mid. The scale is
         // folded into the proj (layers.cuh, fold_scale_*): G = dres^T relu^2 gives dW_proj and
         // dmlp_scale, and d relu^2 = dres @ (diag(mlp_scale) W_proj)
@@ -600,21 +604,29 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         matmul_backward(m.dln, dbp.c_v, m.dv, la.ln1, bw.c_v, N, D, KVD, true, true, stream);
         // ln1 = s * rmsnorm(x_in), x_in = mix[0] * resid + mix[1] * x0: dres becomes d resid in
         // place; dx0 sums over blocks. A skip layer's resid = prev + skip_weights[i] * enc is
-        // recomputed (l >= 1 there).
+        // recomputed (l >= 1 there): in the fused pass, which also gives the skip's gradients and,
+        // when the block's input (layer l - 1's output) feeds a skip too, adds that one's gradient.
         const int i = l - nE;
         const bool skip = i >= 0 && i < c.num_skip;
+        if (fused_start) {
+            ResidMixSkip sk;
+            if (skip) {
+                sk.enc = m.layers[nE - 1 - i].out;
+                sk.skip_w = p.skip_weights + (size_t)i * D;
+                sk.denc = m.dskip + (size_t)i * ND;
+                sk.dskip_w = dp.skip_weights + (size_t)i * D;
+            }
+            if (encoder_skip(l - 1)) sk.add = m.dskip + (size_t)(nE - l) * ND;  // written by block 2 nE - l >= l
+            rmsnorm_resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dln, la.ln1, la.rstd1, skip ? m.layers[l - 1].out : la.resid,
+                                       m.x0, bp.resid_mix, N, D, s, l != L - 1, sc, stream, sk);
+            continue;
+        }
         if (skip)
             residual_scale_forward(m.xres, m.layers[l - 1].out, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D,
                                    stream);
-        const bf16 *resid = skip ? m.xres : la.resid;
-        if (rmsnorm_resid_mix_fusable(D)) {
-            rmsnorm_resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dln, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s,
-                                       l != L - 1, sc, stream);
-        } else {
-            rmsnorm_backward_from_out(m.dres, m.dln, la.ln1, la.rstd1, N, D, s, true, stream);
-            resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dres, resid, m.x0, bp.resid_mix, N, D, false, l != L - 1, sc,
-                               stream);
-        }
+        const bf16 *resid = skip ? m.xres : la.resid;  // rows of more than 1024 channels: the unfused launchers
+        rmsnorm_backward_from_out(m.dres, m.dln, la.ln1, la.rstd1, N, D, s, true, stream);
+        resid_mix_backward(m.dres, m.dx0, dbp.resid_mix, m.dres, resid, m.x0, bp.resid_mix, N, D, false, l != L - 1, sc, stream);
         // the skip add of a decoder block: d prev = dres
         if (skip)
             residual_scale_backward(nullptr, dp.skip_weights + (size_t)i * D, m.dskip + (size_t)i * ND, m.dres,

@@ -553,6 +553,58 @@ static void test_rmsnorm_resid_mix(int N, int C, float scale) {
     }
 }
 
+// rmsnorm_resid_mix_backward's skip parts (ResidMixSkip): the fused call against the unfused
+// launchers it replaces, on the GPU, bit for bit (dres, dx0, denc), and its parameter sums against
+// theirs (another order). add_mode 0: no add, 1: a separate add tensor, 2: add = this call's denc
+// (the first decoder block). Without a skip (enc null) only the add runs.
+static void test_rmsnorm_resid_mix_skip(int N, int C, bool skip, int add_mode) {
+    printf("rmsnorm_resid_mix_backward skip=%d add=%d N=%d C=%d\n", (int)skip, add_mode, N, C);
+    const size_t n = (size_t)N * C;
+    const float scale = 0.5f;
+    std::vector<float> prev = randn(n), enc = randn(n), x0 = randn(n), ln = randn(n), dln = randn(n), dres_in = randn(n),
+                       dx0_in = randn(n), add = randn(n), mix = randn(2 * C, 0.5f, 0.5f), w = randn(C, 0.3f, 0.7f),
+                       rstd = randn(N, 0.2f, 1.f), dmix0 = randn(2 * C), dw0 = randn(C);
+    DevBuf<bf16> d_prev(n), d_enc(n), d_x0(n), d_ln(n), d_dln(n), d_add(n), d_resid(n);
+    DevBuf<bf16> d_dres(n), d_dx0(n), d_denc(n), u_dres(n), u_dx0(n), u_denc(n);
+    DevBuf<float> d_mix(2 * C), d_w(C), d_rstd(N), d_dmix(2 * C), d_dw(C), u_dmix(2 * C), u_dw(C);
+    put(d_prev, prev), put(d_enc, enc), put(d_x0, x0), put(d_ln, ln), put(d_dln, dln), put(d_add, add);
+    put(d_mix, mix), put(d_w, w), put(d_rstd, rstd);
+    // the unfused launchers
+    put(u_dres, dres_in), put(u_dx0, dx0_in), put(u_dmix, dmix0), put(u_dw, dw0);
+    poison(u_denc.p, n);
+    const bf16 *resid = d_prev.p;
+    if (skip) {
+        residual_scale_forward(d_resid.p, d_prev.p, d_w.p, d_enc.p, N, C, 0);
+        resid = d_resid.p;
+    }
+    rmsnorm_resid_mix_backward(u_dres.p, u_dx0.p, u_dmix.p, d_dln.p, d_ln.p, d_rstd.p, resid, d_x0.p, d_mix.p, N, C, scale,
+                               true, g_scratch, 0);
+    if (skip) residual_scale_backward(nullptr, u_dw.p, u_denc.p, u_dres.p, d_w.p, d_enc.p, N, C, false, false, g_scratch, 0);
+    if (add_mode == 1) add_inplace(u_dres.p, d_add.p, n, 0);
+    if (add_mode == 2) add_inplace(u_dres.p, u_denc.p, n, 0);
+    // the fused call
+    put(d_dres, dres_in), put(d_dx0, dx0_in), put(d_dmix, dmix0), put(d_dw, dw0);
+    poison(d_denc.p, n);
+    ResidMixSkip sk;
+    if (skip) sk.enc = d_enc.p, sk.skip_w = d_w.p, sk.denc = d_denc.p, sk.dskip_w = d_dw.p;
+    if (add_mode == 1) sk.add = d_add.p;
+    if (add_mode == 2) sk.add = d_denc.p;
+    rmsnorm_resid_mix_backward(d_dres.p, d_dx0.p, d_dmix.p, d_dln.p, d_ln.p, d_rstd.p, d_prev.p, d_x0.p, d_mix.p, N, C, scale,
+                               true, g_scratch, 0, sk);
+    auto same = [&](const char *name, const DevBuf<bf16> &a, const DevBuf<bf16> &b) {
+        const std::vector<float> x = get(a, n), y = get(b, n);
+        size_t bad = 0;
+        for (size_t e = 0; e < n; e++) bad += !(x[e] == y[e]);  // NaN never equal
+        printf("  %s %-28s %zu/%zu differ from the unfused launchers' (bitwise)\n", bad ? "FAIL" : "ok  ", name, bad, n);
+        expect(bad == 0);
+    };
+    same("skip dres", d_dres, u_dres);
+    same("skip dx0", d_dx0, u_dx0);
+    if (skip) same("skip denc", d_denc, u_denc);
+    expect(check_sum("skip dmix", get(d_dmix, 2 * C), get(u_dmix, 2 * C)));
+    if (skip) expect(check_sum("skip dskip_w", get(d_dw, C), get(u_dw, C)));
+}
+
 // ----------------------------------------------------------------------------
 // relu^2, scalar scale
 
@@ -955,6 +1007,12 @@ int main(int argc, char **argv) {
     test_rmsnorm_resid_mix(50, 264, 1.f);                  // 33 vectors a row: the second register set mostly idle
     test_rmsnorm_resid_mix(20011, 512, 1.f / std::sqrt(3.f));  // more rows than a wave of warps
     test_rmsnorm_resid_mix(77, 1024, 1.f);                 // the longest rows it takes
+    test_rmsnorm_resid_mix_skip(1, 8, true, 0);
+    test_rmsnorm_resid_mix_skip(333, 96, true, 2);
+    test_rmsnorm_resid_mix_skip(4099, 512, true, 0);
+    test_rmsnorm_resid_mix_skip(20011, 512, true, 2);          // the first decoder block: add = its own denc
+    test_rmsnorm_resid_mix_skip(777, 512, false, 1);           // a block above an encoder skip output
+    test_rmsnorm_resid_mix_skip(50, 1024, true, 1);
 
     test_relu2(1);
     test_relu2(7);
