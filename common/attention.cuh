@@ -1,5 +1,6 @@
 // attention.cuh: causal flash attention (forward and backward) and XSA on the GPU.
-// defines: attention_forward, attention_backward (+ attention_backward_scratch_floats),
+// defines: attention_forward, attention_backward (+ attention_backward_scratch_floats, and
+//          attention_backward_dq_acc / _scale for a caller that takes dQ in fp32, dq = nullptr),
 //          xsa_forward, xsa_backward; the forward's two paths attention_forward_mma (any GPU)
 //          and attention_forward_wgmma (sm_90a, Hopper; sm90_available() in cuda_utils.cuh says where they run);
 //          the backward's two, attention_backward_mma and attention_backward_sm90 (+ _available)
@@ -1819,6 +1820,14 @@ inline void attention_forward_mma(__nv_bfloat16 *out, float *lse, const __nv_bfl
 inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
     return (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
 }
+// The dQ accumulator inside the backward's scratch: (B, T, H, hd) fp32, contiguous, 16-byte
+// aligned, at the scratch's start. After attention_backward(dq = nullptr, ...) it holds dQ
+// unscaled: dq = acc * attention_backward_dq_acc_scale(), rounded to bf16, is what the backward
+// would have written (attention_backward_dq_kernel: one fp32 multiply, then round to nearest
+// even). A caller that reads it directly (qk_norm_rope_gain_backward_from_acc) saves the
+// convert's pass (4 bytes read + 2 written per value) and its own read of the bf16 dq.
+inline float *attention_backward_dq_acc(float *scratch) { return scratch; }
+inline float attention_backward_dq_acc_scale() { return attn::SCALE; }
 
 // The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels). version 0:
 // ATTN_PRE_VERSION, 1 or 2 (dev/attention.cu runs both, bit for bit the same results, and times
@@ -1843,7 +1852,8 @@ inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_
 }
 
 // shared by both backward launchers: the argument checks and the preprocess pass (D, lse2,
-// dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq)
+// dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq) (none when dq is null:
+// the caller reads the accumulator, attention_backward_dq_acc)
 inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *dq, const __nv_bfloat16 *dk,
                                           const __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *out,
@@ -1861,6 +1871,7 @@ inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *
 }
 inline void attention_backward_dq_convert(__nv_bfloat16 *dq, const float *dq_acc, int B, int T, int H, int hd,
                                           bool accumulate, cudaStream_t stream) {
+    if (!dq) return;  // the caller takes dQ from the accumulator
     const size_t n8 = (size_t)B * T * H * hd / 8;
     attn::attention_backward_dq_kernel<<<ceil_div(n8, 256), 256, 0, stream>>>(dq, dq_acc, n8, accumulate);
     cudaCheckLaunch();
@@ -2019,6 +2030,9 @@ inline int attn_bwd_stage() {
 // accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
 // onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
 // 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
+// dq = nullptr: no dq pass; dQ stays in the scratch's fp32 accumulator, unscaled
+// (attention_backward_dq_acc / _scale), until the next backward call, and accumulate applies
+// to dk and dv only (the kernels never read dq: only the last pass adds to it).
 // Runs the Hopper kernel (stage attn_bwd_stage()) where it can (sm90_available),
 // else the mma.sync one.
 inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,

@@ -1665,7 +1665,8 @@ inline void relu2_backward_from_out(bf16 *dinp, const bf16 *dout, const bf16 *ou
 }
 
 // ----------------------------------------------------------------------------
-// RoPE tables and the q/k path: rope_tables, qk_norm_rope_gain_forward/backward, qk_rope_gain_forward.
+// RoPE tables and the q/k path: rope_tables, qk_norm_rope_gain_forward/backward, qk_rope_gain_forward,
+// qk_norm_rope_gain_backward_from_acc (+ qk_backward_from_acc_fits: dout from attention's fp32 dQ).
 // CPU twins: rope_tables_cpu (model.h), qk_norm_rope_gain_forward_cpu / qk_norm_rope_gain_backward_cpu,
 // qk_rope_gain_forward_cpu
 //
@@ -2010,6 +2011,46 @@ __device__ __forceinline__ uint4 qk_partner_words(uint4 w, int src) {
 // 16 bytes of a tensor that is read once: evict-first, so it does not push the RoPE tables out of L1
 __device__ __forceinline__ uint4 qk_load_stream(const bf16 *p) { return __ldcs(reinterpret_cast<const uint4 *>(p)); }
 
+// Vectors per lane whose loads the token-row backward issues before their math: all K of its R
+// rows from bf16; from fp32 (8 registers a vector while it loads) half of them (K > 1), which
+// keeps its registers at the bf16 kernel's bounds without spills. Each lane's gain sums still
+// see the rows in the same order (one sum per vector), so dgain keeps its bits.
+template <int K, typename DT>
+__host__ __device__ constexpr int qk3_load_vectors() { return sizeof(DT) == 4 && K > 1 ? K / 2 : K; }
+
+// The token-row backward's dout, a lane's 8 values of one vector, held from its load (ahead of the
+// math) to the math: DT = bf16, the tensor's 16 bytes as they are; DT = float, 8 values of
+// attention's fp32 dQ accumulator (qk_norm_rope_gain_backward_from_acc), rounded at the start of
+// the math exactly as attention_backward_dq_kernel rounds them, bf16(acc * scale): one fp32
+// multiply, then round to nearest even (__floats2bfloat162_rn, as its pack_bf16). From there on
+// both run the same instructions on the same bf16 words, so the backward from the accumulator
+// gives the bits of attention's dq pass followed by the bf16 backward, without that pass.
+template <typename DT>
+struct Qk3Dout;
+template <>
+struct Qk3Dout<bf16> {
+    uint4 w;
+    __device__ __forceinline__ void load(const bf16 *p, bool ok) { w = ok ? qk_load_stream(p) : make_uint4(0, 0, 0, 0); }
+    __device__ __forceinline__ uint4 words(float) const { return w; }
+};
+template <>
+struct Qk3Dout<float> {
+    float4 a, b;
+    __device__ __forceinline__ void load(const float *p, bool ok) {
+        const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+        a = ok ? __ldcs(reinterpret_cast<const float4 *>(p)) : z;
+        b = ok ? __ldcs(reinterpret_cast<const float4 *>(p) + 1) : z;
+    }
+    __device__ __forceinline__ uint4 words(float scale) const {
+#ifdef BREAK_QK3_ACC  // a deliberately wrong variant (dev/broken_variants.sh): the accumulator's scale is not applied
+        scale = 1.f;
+#endif
+        const float f[8] = {__fmul_rn(a.x, scale), __fmul_rn(a.y, scale), __fmul_rn(a.z, scale), __fmul_rn(a.w, scale),
+                            __fmul_rn(b.x, scale), __fmul_rn(b.y, scale), __fmul_rn(b.z, scale), __fmul_rn(b.w, scale)};
+        return lyr::pack8(f);  // __floats2bfloat162_rn pairs, (lo, hi) = (dim 2j, dim 2j + 1)
+    }
+};
+
 // A thread's place in the token-row kernels: warp w, lane; its vector k holds head k * rpw + seg,
 // dims v * 8 .. v * 8 + 7 of it; lane src holds its RoPE partners; C values a token row.
 struct Qk3Lane {
@@ -2089,13 +2130,14 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, QK3_FWD_BLOCKS) qk_forward_v3_
 // partial is given). A full wave of blocks, grid-stride over groups of R rows per warp, each
 // group's loads (dout, xn, rstd, dinp when ACC) issued before its math. A lane's gain sum stays
 // in a register (its head is fixed); at the end a head-row's lanes are added in lane order, then
-// the block's warps in warp order: deterministic for a given grid.
-template <int K, bool ACC>
+// the block's warps in warp order: deterministic for a given grid. DT: dout's type, bf16, or
+// float for attention's dQ accumulator, bf16(dout * dout_scale) (Qk3Dout; unused for bf16).
+template <int K, bool ACC, typename DT = bf16>
 __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_backward_v3_kernel(
-    bf16 *dinp, float *partial, const bf16 *dout, const bf16 *__restrict__ xn, const float *__restrict__ rstd,
+    bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *__restrict__ xn, const float *__restrict__ rstd,
     const float *__restrict__ cos_t, const float *__restrict__ sin_t, const float *__restrict__ gain, int N, int NH, int T,
     int hd, int rd) {
-    constexpr int R = qk3_rows<K>();
+    constexpr int R = qk3_rows<K>(), KS = qk3_load_vectors<K, DT>();
     __shared__ float sg[QK3_WARPS][QK3_MAX_K * 32];  // the warps' gain sums per head (NH <= K * rpw)
     const Qk3Lane L(NH, hd, rd);
     float g[K], gacc[K];
@@ -2107,40 +2149,54 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
     }
     for (int base = blockIdx.x * QK3_WARPS * R; base < N; base += gridDim.x * QK3_WARPS * R) {  // uniform over the block
         const int n0 = base + L.w * R;
-        uint4 rd8[R][K], ry8[R][K], ra8[R][K];
-        float rs[R][K];
+        // the vectors k0 .. k0 + KS - 1 of the R rows: loads, then math (KS = K but from fp32, see qk3_load_vectors)
 #pragma unroll
-        for (int r = 0; r < R; r++)
+        for (int k0 = 0; k0 < K; k0 += KS) {
+            Qk3Dout<DT> rd8[R][KS];
+            uint4 ry8[R][KS], ra8[R][KS];
+            float rs[R][KS];
 #pragma unroll
-            for (int k = 0; k < K; k++) {
-                const size_t at = (size_t)(n0 + r) * L.C + (k * 32 + L.lane) * 8;
-                const bool ok = n0 + r < N && k * L.rpw + L.seg < NH;
-                rd8[r][k] = ok ? qk_load_stream(dout + at) : make_uint4(0, 0, 0, 0);
-                ry8[r][k] = ok ? qk_load_stream(xn + at) : make_uint4(0, 0, 0, 0);
-                rs[r][k] = ok ? rstd[(size_t)(n0 + r) * NH + k * L.rpw + L.seg] : 0.f;
-                ra8[r][k] = ACC && ok ? qk_load_stream(dinp + at) : make_uint4(0, 0, 0, 0);
-            }
+            for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const int n = n0 + r;  // past N: zeros in, nothing out
-            float c[8], sn[8];
-            L.coef(c, sn, cos_t, sin_t, n, T);
+                for (int j = 0; j < KS; j++) {
+                    const int k = k0 + j;
+                    const size_t at = (size_t)(n0 + r) * L.C + (k * 32 + L.lane) * 8;
+                    const bool ok = n0 + r < N && k * L.rpw + L.seg < NH;
+                    rd8[r][j].load(dout + at, ok);
+                    ry8[r][j] = ok ? qk_load_stream(xn + at) : make_uint4(0, 0, 0, 0);
+                    rs[r][j] = ok ? rstd[(size_t)(n0 + r) * NH + k * L.rpw + L.seg] : 0.f;
+                    ra8[r][j] = ACC && ok ? qk_load_stream(dinp + at) : make_uint4(0, 0, 0, 0);
+                }
+            // dout as bf16 words, before the math: from fp32, a vector's 8 registers become 4 here,
+            // not after the math of the rows before it
+            uint4 dw8[R][KS];
 #pragma unroll
-            for (int k = 0; k < K; k++) {
-                float d[8], y[8], pd[8], py[8];
-                lyr::unpack8(d, rd8[r][k]);
-                lyr::unpack8(y, ry8[r][k]);
-                lyr::unpack8(pd, qk_partner_words(rd8[r][k], L.src));
-                lyr::unpack8(py, qk_partner_words(ry8[r][k], L.src));
-                float dy[8], pdot, pg;
-                qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], L.v, L.half, rd);
-                const float m = __fdiv_rn(qk_seg_sum(pdot, L.seg, L.hv), (float)hd);
-                if (n < N && k * L.rpw + L.seg < NH) {
-                    float o[8];
-                    lyr::unpack8(o, ra8[r][k]);  // zeros unless ACC
-                    qk_norm_grad8(o, rs[r][k], dy, y, m);
-                    lyr::store8(dinp + (size_t)n * L.C + (k * 32 + L.lane) * 8, o);
-                    gacc[k] += pg;
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int j = 0; j < KS; j++) dw8[r][j] = rd8[r][j].words(dout_scale);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const int n = n0 + r;  // past N: zeros in, nothing out
+                float c[8], sn[8];
+                L.coef(c, sn, cos_t, sin_t, n, T);
+#pragma unroll
+                for (int j = 0; j < KS; j++) {
+                    const int k = k0 + j;
+                    float d[8], y[8], pd[8], py[8];
+                    lyr::unpack8(d, dw8[r][j]);
+                    lyr::unpack8(y, ry8[r][j]);
+                    lyr::unpack8(pd, qk_partner_words(dw8[r][j], L.src));
+                    lyr::unpack8(py, qk_partner_words(ry8[r][j], L.src));
+                    float dy[8], pdot, pg;
+                    qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], L.v, L.half, rd);
+                    const float m = __fdiv_rn(qk_seg_sum(pdot, L.seg, L.hv), (float)hd);
+                    if (n < N && k * L.rpw + L.seg < NH) {
+                        float o[8];
+                        lyr::unpack8(o, ra8[r][j]);  // zeros unless ACC
+                        qk_norm_grad8(o, rs[r][j], dy, y, m);
+                        lyr::store8(dinp + (size_t)n * L.C + (k * 32 + L.lane) * 8, o);
+                        gacc[k] += pg;
+                    }
                 }
             }
         }
@@ -2285,6 +2341,30 @@ inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, 
     if (qk_head_rows(B, T, NH, who) > 0)
         qk_forward_launch(out, nullptr, nullptr, xn, cos_t, sin_t, gain, B, T, NH, hd, rd, false, version, stream);
 }
+// The token-row backward (qk_backward_v3_kernel) with dout of type DT (bf16, or float: attention's
+// dQ accumulator, rounded as bf16(dout * dout_scale)); returns its number of blocks (the gain
+// partials'). One full wave of the bf16 kernel (fewer blocks for small problems) for both types:
+// the grid decides which rows each lane adds to its gain sum and in what order, so the same grid
+// keeps dgain bit for bit the same from fp32 as from bf16.
+template <typename DT>
+inline int qk_backward_v3_launch(bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *xn,
+                                 const float *rstd, const float *cos_t, const float *sin_t, const float *gain, int N, int T,
+                                 int NH, int hd, int rd, bool accumulate, DeviceScratch scratch, const char *who,
+                                 cudaStream_t stream) {
+    int nb = 0;
+    qk3_with_k(qk3_vectors(NH, hd), [&](auto kc) {
+        constexpr int K = decltype(kc)::value;
+        auto wave_kernel = accumulate ? qk_backward_v3_kernel<K, true> : qk_backward_v3_kernel<K, false>;
+        auto kernel = accumulate ? qk_backward_v3_kernel<K, true, DT> : qk_backward_v3_kernel<K, false, DT>;
+        nb = std::max(1, std::min(ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()),
+                                  full_wave_blocks((const void *)wave_kernel, QK3_WARPS * 32)));
+        if (partial) layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
+        kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, dout_scale, xn, rstd, cos_t, sin_t, gain, N, NH, T, hd,
+                                                  rd);
+    });
+    return nb;
+}
+
 // dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from xn and rstd of the
 // forward; dgain (NH) += the gain gradient (both null for k). dinp may be dout.
 inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dout, const bf16 *xn, const float *rstd,
@@ -2304,15 +2384,8 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
     int nb;
     float *partial = dgain ? (float *)scratch.ptr : nullptr;
     if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
-        // one full wave (fewer blocks for small problems): the gain partials' count and order
-        const int N = B * T;
-        qk3_with_k(qk3_vectors(NH, hd), [&](auto kc) {
-            constexpr int K = decltype(kc)::value;
-            auto kernel = accumulate ? qk_backward_v3_kernel<K, true> : qk_backward_v3_kernel<K, false>;
-            nb = std::max(1, std::min(ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()), full_wave_blocks((const void *)kernel, QK3_WARPS * 32)));
-            if (dgain) layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
-            kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain, N, NH, T, hd, rd);
-        });
+        nb = qk_backward_v3_launch(dinp, partial, dout, 1.f, xn, rstd, cos_t, sin_t, gain, B * T, T, NH, hd, rd, accumulate,
+                                   scratch, who, stream);
     } else {
         // one full wave (fewer blocks for small problems), rounded up so that the grid's stride,
         // nb * QK_WARPS * QK_STEPS * rpw head-rows, is a multiple of NH (see the kernel)
@@ -2325,6 +2398,41 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
         kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
                                                  accumulate);
     }
+    cudaCheckLaunch();
+    if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
+}
+
+// Whether qk_norm_rope_gain_backward_from_acc takes a shape: where the token-row kernels run
+// (qk_use_v3: they fit, and the QK_KERNEL knob or version does not ask for the head-row ones,
+// which have no fp32 path). Elsewhere the caller lets attention_backward write a bf16 dq and
+// runs qk_norm_rope_gain_backward on it (the same bits).
+inline bool qk_backward_from_acc_fits(int NH, int hd, int rd, const float *cos_t, const float *sin_t, int version = 0) {
+    return qk_use_v3(version, NH, hd, rd, cos_t, sin_t);
+}
+// qk_norm_rope_gain_backward with dout = bf16(dout_acc * dout_scale): dout_acc (B, T, NH, hd)
+// fp32, attention's dQ accumulator (attention_backward with dq = nullptr, then
+// attention_backward_dq_acc / attention_backward_dq_acc_scale). Bit for bit what attention's dq
+// pass followed by qk_norm_rope_gain_backward gives (dinp and dgain; Qk3Dout), without that pass
+// and its bf16 dq: per value 4 bytes read instead of 4 read + 2 written + 2 read. Only where
+// qk_backward_from_acc_fits (else exit 2). dinp may not be xn.
+inline void qk_norm_rope_gain_backward_from_acc(bf16 *dinp, float *dgain, const float *dout_acc, float dout_scale,
+                                                const bf16 *xn, const float *rstd, const float *cos_t, const float *sin_t,
+                                                const float *gain, int B, int T, int NH, int hd, int rd, bool accumulate,
+                                                DeviceScratch scratch, cudaStream_t stream, int version = 0) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
+    const char *who = "qk_norm_rope_gain_backward_from_acc";
+    qk_check_shape(B, T, NH, hd, rd, who);
+    layers_require(qk_backward_from_acc_fits(NH, hd, rd, cos_t, sin_t, version), who,
+                   "needs a shape the token-row kernels take (qk_backward_from_acc_fits)");
+    layers_require(!dgain || gain, who, "dgain needs gain");
+    layers_require((const void *)dinp != (const void *)xn, who, "dinp may not be xn");
+    layers_check_aligned(dinp, who, "dinp");
+    layers_check_aligned(dout_acc, who, "dout_acc");
+    layers_check_aligned(xn, who, "xn");
+    if (qk_head_rows(B, T, NH, who) == 0) return;
+    float *partial = dgain ? (float *)scratch.ptr : nullptr;
+    const int nb = qk_backward_v3_launch(dinp, partial, dout_acc, dout_scale, xn, rstd, cos_t, sin_t, gain, B * T, T, NH, hd,
+                                         rd, accumulate, scratch, who, stream);
     cudaCheckLaunch();
     if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
 }

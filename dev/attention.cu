@@ -43,7 +43,8 @@
 // Both are checked against the CPU reference (float math on the same bf16-rounded inputs) at
 // awkward shapes (T = 1, 7, 17, 100, 200, 1030, 1100, 2048, 4096; H/KV = 8/4, 4/4, 8/2), with outputs
 // poisoned with NaN first, then benchmarked at the seed shape (B=48, T=2048, H=8, KV=4, hd=64).
-// Also: xsa_backward with accumulate = true (onto random dy, dv), dk/dv bitwise deterministic,
+// Also: xsa_backward with accumulate = true (onto random dy, dv), the training chain with
+// dq = nullptr (dq untouched, dQ from the fp32 accumulator), dk/dv bitwise deterministic,
 // and dq's run-to-run spread over 10 runs (fp32 partial sums in any order: at most one bf16
 // step plus the fp32 reordering bound per element, see dq_spread; printed as
 // "observed: attention_dq_spread[case] <max |diff| / max |dq|>" and "..._ratio[case] <diff/allowed>").
@@ -547,6 +548,43 @@ static bool run_case(const Case &c) {
             ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
             ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
             ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
+        }
+        // dq = nullptr (the caller takes dQ from the fp32 accumulator, attention_backward_dq_acc):
+        // dq is left alone, dk and dv still accumulate, and the accumulator times
+        // attention_backward_dq_acc_scale() is dQ (converted here by the shipping dq pass, added
+        // onto dq0)
+        for (int ver : {V_SHIP, V_BWD90_S8}) {
+            if (const char *why = sm90_skip_reason(ver)) {
+                printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain dq=null").c_str(), why);
+                g_skipped++;
+                continue;
+            }
+            const std::string vn = std::string(version_name(ver)) + " chain dq=null ";
+            upload(d_dq, dq0);
+            upload(d_dk, dk0);
+            poison(d_dv.p, nkv);
+            poison(d_dy.p, nq);
+            xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0);
+            if (ver == V_SHIP)
+                attention_backward_mma(nullptr, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
+                                       HD, d_scratch.p, true, 0);
+            else
+                attention_backward_sm90(nullptr, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H,
+                                        KV, HD, d_scratch.p, true, 0, sm90_stage(ver));
+            cudaCheck(cudaDeviceSynchronize());
+            const bool untouched = download(d_dq) == dq0;  // dq0 is bf16 already
+            printf("  %-4s %-28s %s\n", untouched ? "ok" : "FAIL", (vn + "dq untouched").c_str(),
+                   untouched ? "bitwise equal" : "differ");
+            ok &= untouched;
+            ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
+            ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
+            if (attention_backward_dq_acc_scale() != 0.125f) {
+                printf("  FAIL %-28s %g, not 1/sqrt(64)\n", (vn + "dq acc scale").c_str(), attention_backward_dq_acc_scale());
+                ok = false;
+            }
+            attention_backward_dq_convert(d_dq.p, attention_backward_dq_acc(d_scratch.p), B, T, H, HD, true, 0);
+            cudaCheck(cudaDeviceSynchronize());
+            ok &= check_bf16(vn + "dq from acc (accumulate)", download(d_dq), cdq);
         }
     }
     return ok;

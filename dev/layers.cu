@@ -16,7 +16,9 @@
 // Determinism: the embedding scatter-add and every per-channel reduction run twice and must
 // agree bit for bit. q/k: every shape runs on the head-row kernels (v2) and, where it fits, the
 // token-row kernels (v3, the default), each against the CPU twins, and v3's outputs must equal
-// v2's bit for bit (dgain aside: another summation order); the benchmark times both. Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
+// v2's bit for bit (dgain aside: another summation order); the benchmark times both. The q/k
+// backward from attention's fp32 dQ accumulator (qk_norm_rope_gain_backward_from_acc) must give,
+// bit for bit, what attention's dq pass followed by the bf16 backward gives (dinp and dgain). Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
 // F=1536, V=1024, bigram 10240 x 128) against the 4.3 TB/s copy bandwidth.
 //
 //   make build/dev_layers && ./build/dev_layers       exit status 0 = every check passed
@@ -24,6 +26,7 @@
 #include <cstring>
 
 #include "check.cuh"
+#include "../common/attention.cuh"  // attention_backward_dq_convert: the dq pass the q/k backward from fp32 replaces
 #include "../common/layers.cuh"
 #include "../common/model_cpu.h"
 
@@ -777,6 +780,77 @@ static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int
     return res;
 }
 
+// The q/k backward from attention's fp32 dQ accumulator (qk_norm_rope_gain_backward_from_acc),
+// where it takes the shape: bit for bit what attention's dq pass (attention_backward_dq_convert,
+// the shipping one) followed by qk_norm_rope_gain_backward (version 3) gives, dinp and dgain,
+// overwriting and accumulating; and against the CPU twin on the rounded dout bf16(acc * scale).
+// The accumulator holds unrounded fp32 values (as attention's does), so the rounding matters:
+// with the scale left out or the rounding skipped, the bitwise lines fail.
+static void test_qk_from_acc(int B, int T, int NH, int hd, int rd, bool with_gain) {
+    DevBuf<float> probe(8);
+    if (!qk_backward_from_acc_fits(NH, hd, rd, probe.p, probe.p, 3)) return;
+    printf("qk backward from fp32 dQ B=%d T=%d NH=%d hd=%d rd=%d gain=%d\n", B, T, NH, hd, rd, with_gain);
+    std::mt19937_64 saved = dev_rng();
+    dev_rng().seed(777 + B * 7 + T * 13 + NH * 17 + hd * 19 + rd * 23);
+    const int N = B * T, half = rd / 2;
+    const size_t n = (size_t)N * NH * hd;
+    const float scale = attention_backward_dq_acc_scale();
+    std::vector<float> cs((size_t)T * half), sn((size_t)T * half);
+    rope_tables_cpu(cs.data(), sn.data(), T, rd, 10000.0);
+    DevBuf<float> d_cos((size_t)T * half), d_sin((size_t)T * half);
+    rope_tables(d_cos.p, d_sin.p, T, rd, 10000.0);
+    std::vector<float> acc(n), xn = randn(n), rstd((size_t)N * NH), gain = randn(NH, 0.7f, 1.5f), dout(n);
+    fill_normal(acc, 4.f, 0.f);  // fp32, not rounded: ~ attention's dQ / scale
+    for (size_t i = 0; i < n; i += 97) acc[i] = 0.f;
+    std::uniform_real_distribution<float> u(0.5f, 2.f);
+    for (float &r : rstd) r = u(dev_rng());
+    for (size_t i = 0; i < n; i++) dout[i] = rbf(acc[i] * scale);  // the convert's dq (checked below)
+    DevBuf<float> d_acc(n), d_rstd(rstd.size()), d_gain(NH), d_dg_ref(NH), d_dg(NH);
+    DevBuf<bf16> d_xn(n), d_dq(n), d_ref(n), d_dx(n);
+    put(d_acc, acc);
+    put(d_xn, xn);
+    put(d_rstd, rstd);
+    put(d_gain, gain);
+    poison(d_dq.p, n);
+    attention_backward_dq_convert(d_dq.p, d_acc.p, 1, N, NH, hd, false, 0);
+    {
+        const std::vector<float> q = get(d_dq, n);
+        const bool same = memcmp(q.data(), dout.data(), n * sizeof(float)) == 0;
+        printf("  %s %-34s bitwise identical to the host's bf16(acc * scale)\n", same ? "ok  " : "FAIL", "dq convert");
+        expect(same);
+    }
+    float *dg_ref = with_gain ? d_dg_ref.p : nullptr, *dg = with_gain ? d_dg.p : nullptr;
+    const float *g = with_gain ? d_gain.p : nullptr;
+    for (int a = 0; a < 2; a++) {
+        std::vector<float> dx = a ? randn(n) : std::vector<float>(n, 0.f), dgain = randn(NH), r_dx = dx, r_dgain = dgain;
+        qk_norm_rope_gain_backward_cpu(r_dx.data(), with_gain ? r_dgain.data() : nullptr, dout.data(), xn.data(), rstd.data(),
+                                       cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
+        if (a) put(d_ref, dx), put(d_dx, dx);
+        else poison(d_ref.p, n), poison(d_dx.p, n);
+        put(d_dg_ref, dgain);
+        put(d_dg, dgain);
+        qk_norm_rope_gain_backward(d_ref.p, dg_ref, d_dq.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH, hd, rd, a,
+                                   g_scratch, 0, 3);
+        qk_norm_rope_gain_backward_from_acc(d_dx.p, dg, d_acc.p, scale, d_xn.p, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH, hd,
+                                            rd, a, g_scratch, 0, 3);
+        const std::vector<float> got = get(d_dx, n), ref = get(d_ref, n);
+        expect(check_bf16(a ? "from acc dinp (accumulate)" : "from acc dinp", got, r_dx));
+        const bool same = memcmp(got.data(), ref.data(), n * sizeof(float)) == 0;
+        printf("  %s %-34s bitwise identical to convert + bf16 backward\n", same ? "ok  " : "FAIL",
+               a ? "from acc dinp (accumulate)" : "from acc dinp");
+        expect(same);
+        if (with_gain) {
+            const std::vector<float> gg = get(d_dg, NH), gr = get(d_dg_ref, NH);
+            expect(check_sum("from acc dgain", gg, r_dgain));
+            const bool sg = memcmp(gg.data(), gr.data(), NH * sizeof(float)) == 0;
+            printf("  %s %-34s bitwise identical to convert + bf16 backward\n", sg ? "ok  " : "FAIL",
+                   a ? "from acc dgain (accumulate)" : "from acc dgain");
+            expect(sg);
+        }
+    }
+    dev_rng() = saved;
+}
+
 // The q/k launchers on one shape: version 2 (the head-row kernels) and, where the shape fits
 // them, version 3 (the token-row kernels), each against the CPU twins; then version 3's outputs
 // against version 2's, bit for bit (the same arithmetic, qk_rstd / qk_rope8 / qk_rope_grad8 /
@@ -800,6 +874,7 @@ static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
         printf("  %s v3 %-25s bitwise identical to v2's\n", same ? "ok  " : "FAIL", o.first);
         expect(same);
     }
+    test_qk_from_acc(B, T, NH, hd, rd, with_gain);
 }
 
 // ----------------------------------------------------------------------------
@@ -912,6 +987,43 @@ static void bench_all() {
     bench_row("scalar_scale_backward", shape,
               bench_ms([&] { scalar_scale_backward(e.p, fscal.p + 3, d.p, a.p, fscal.p + 1, (size_t)N * KVD, false, g_scratch, 0); }),
               (double)N * KVD * 3 * b2, 0);
+    // the q/k backward from attention's fp32 dQ accumulator against what it replaces, attention's
+    // dq pass then the bf16 backward (v3), on the same inputs; and that dq pass alone
+    {
+        DevBuf<float> accf(ND);
+        put(accf, randn(ND, 4.f));
+        const float sc = attention_backward_dq_acc_scale();
+        const double q_acc = ND * b4, q_conv = ND * (b4 + b2), q_bwd = ND * 3 * b2 + (double)N * H * b4;
+        snprintf(shape, sizeof shape, "q: N=%d H=%d hd=%d", N, H, hd);
+        bench_row("attention dq convert", shape, bench_ms([&] { attention_backward_dq_convert(b.p, accf.p, 1, N, H, hd, false, 0); }),
+                  q_conv, 0);
+        bench_row("dq convert + qk bwd (bf16)", shape, bench_ms([&] {
+                      attention_backward_dq_convert(b.p, accf.p, 1, N, H, hd, false, 0);
+                      qk_norm_rope_gain_backward(a.p, grads.p, b.p, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd,
+                                                 false, g_scratch, 0, 3);
+                  }),
+                  q_conv + q_bwd, 0);
+        bench_row("qk bwd from acc", shape, bench_ms([&] {
+                      qk_norm_rope_gain_backward_from_acc(a.p, grads.p, accf.p, sc, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T,
+                                                          H, hd, rd, false, g_scratch, 0, 3);
+                  }),
+                  q_acc + ND * 2 * b2 + (double)N * H * b4, 0);
+        const double nk = (double)N * KVD, k_conv = nk * (b4 + b2), k_bwd = nk * 3 * b2 + (double)N * KV * b4;
+        snprintf(shape, sizeof shape, "k: N=%d KV=%d hd=%d", N, KV, hd);
+        bench_row("attention dq convert", shape, bench_ms([&] { attention_backward_dq_convert(b.p, accf.p, 1, N, KV, hd, false, 0); }),
+                  k_conv, 0);
+        bench_row("dq convert + qk bwd (bf16)", shape, bench_ms([&] {
+                      attention_backward_dq_convert(b.p, accf.p, 1, N, KV, hd, false, 0);
+                      qk_norm_rope_gain_backward(a.p, nullptr, b.p, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd,
+                                                 false, g_scratch, 0, 3);
+                  }),
+                  k_conv + k_bwd, 0);
+        bench_row("qk bwd from acc", shape, bench_ms([&] {
+                      qk_norm_rope_gain_backward_from_acc(a.p, nullptr, accf.p, sc, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T,
+                                                          KV, hd, rd, false, g_scratch, 0, 3);
+                  }),
+                  nk * b4 + nk * 2 * b2 + (double)N * KV * b4, 0);
+    }
     // the q/k kernels: v2 (head-row kernels) and v3 (token-row kernels, the default) on the same
     // inputs, one after the other; bytes: what each must move (bf16 tensors + fp32 rstd)
     for (int version = 2; version <= 3; version++) {
@@ -1041,6 +1153,9 @@ int main(int argc, char **argv) {
     test_qk(3, 37, 5, 128, 16, true);    // 16 lanes a head, 5 heads: v3 with 3 vectors a lane, 12 lanes idle
     test_qk(1, 45, 2, 16, 16, true);     // 2 lanes a head, RoPE on every dim
     test_qk(2, 100, 20, 64, 16, true);   // 1280 values a token row: too long for v3 (v2 only)
+    test_qk_from_acc(1, 1, 8, 64, 16, true);     // one token row (q's shape)
+    test_qk_from_acc(1, 333, 8, 64, 16, true);   // an odd N, q's shape: rows past N in the last block
+    test_qk_from_acc(3, 111, 4, 64, 16, false);  // an odd N, k's shape: the last warp has one of its 2 rows
 
     if (check_verdict("dev_layers")) return 1;
     if (bench) bench_all();
