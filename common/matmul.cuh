@@ -495,15 +495,21 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // Options (OPT bits, backward only): OPT_SQRT_SEL: sqrtf runs on h > 0 ? h : 1 (the product still
 // takes 0 where h <= 0): ptxas's sqrt.rn.f32 leaves its fast path (MUFU.RSQ and a correction) for
 // zero, denormal, huge and non-finite inputs, so a zero h (half of them) takes a divergent slow
-// call in nearly every warp. OPT_PREFETCH (EPI_HRING): the L2 prefetch of h above.
+// call in nearly every warp. OPT_SQRT_FAST: sqrt_rn (below) instead of sqrtf: the same bits with
+// no branch at all, so the epilogue's 128 square roots per thread overlap (each sqrtf is a branch
+// region of its own: its MUFU latency is exposed 128 times). OPT_PREFETCH (EPI_HRING): the L2
+// prefetch of h above.
 // Every variant computes v = h > 0 ? 2 sqrtf(h) acc : 0, rounded once to bf16: the same numbers.
 // The backward variants (the `variant` argument of the launchers below; dev_matmul checks and
-// benchmarks each, with B N-major and K-major):
-//   0  EPI_HTILE                              the original (593.7 us measured, N-major B)
-//   1  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  the default (predicted fastest)
-//   2  EPI_HRING  OPT_SQRT_SEL                 without the prefetch (what the prefetch buys)
-//   3  EPI_HRING  OPT_PREFETCH                 without the sqrt select (what the select buys)
-//   4  EPI_HTILE  OPT_SQRT_SEL                 the original pipeline with the select
+// benchmarks each, with B N-major and K-major; H200, seed shape 98304 x 512 -> 1536, us, N-major /
+// K-major B, dev_matmul --relu2-only of 2026-12-01 before OPT_SQRT_FAST existed):
+//   0  EPI_HTILE                               585.3 / 589.4  the original
+//   1  EPI_HRING  OPT_SQRT_FAST | OPT_PREFETCH                 the default (predicted fastest)
+//   2  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  439.4 / 439.7
+//   3  EPI_HRING  OPT_PREFETCH                 551.6 / 549.0  (the ring without the select)
+//   4  EPI_HTILE  OPT_SQRT_FAST                               (the original pipeline, sqrt_rn)
+// (and EPI_HRING with the select, no prefetch: 443.6 / 443.3; the original with the select:
+// 473.2 / 474.8). B's major-ness changes nothing measurable; the square roots were most of it.
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
@@ -512,7 +518,7 @@ constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
 enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2 };
-enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2 };
+enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4 };
 constexpr int BWD_VARIANTS = 5;  // the table above
 constexpr int BWD_DEFAULT = 1;   // predicted fastest; dev_matmul --relu2-only benchmarks them all
 template <int EPI> __host__ __device__ constexpr int stages() { return EPI == EPI_HTILE ? 3 : 4; }
@@ -528,6 +534,20 @@ static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "TMA / wgmma tiles
 static_assert(2 * E_BOX_BYTES <= STAGE_BYTES, "an h pass (128 rows x 128 columns) fits in a ring slot");
 
 using namespace sm90;
+
+// sqrtf(x) for x > 0 without a branch: rsqrt.approx, then one Newton-style correction of
+// y = x r (the fast path of ptxas's sqrt.rn.f32), with x below 2^-64 scaled by 2^64 first (and
+// the root by 2^-32 after) and +inf passed through. Bitwise equal to sqrtf for every positive
+// float (all 2^31 checked on an H200, and dev_matmul checks every positive bf16 each run);
+// x <= 0 or NaN give garbage (the callers select 0 there).
+__device__ __forceinline__ float sqrt_rn(float x) {
+    const bool tiny = x < 0x1p-64f;
+    const float xs = tiny ? x * 0x1p64f : x;
+    float r;
+    asm("rsqrt.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(xs));
+    const float y = xs * r, e = fmaf(-y, y, xs), s = fmaf(e, 0.5f * r, y);
+    return x == __int_as_float(0x7f800000) ? x : tiny ? s * 0x1p-32f : s;
+}
 
 // TMA: prefetch the box at (c0, c1) of a 2-D tensor map into L2 (no shared memory, no barrier)
 __device__ __forceinline__ void tma_prefetch_2d(const void *tmap, int c0, int c1) {
@@ -709,7 +729,10 @@ __global__ void __launch_bounds__(THREADS, 1)
                         uint32_t hv2;
                         asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(sh + off) : "memory");
                         const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
-                        if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
+                        if (OPT & OPT_SQRT_FAST) {
+                            v0 = hv.x > 0.f ? 2.f * sqrt_rn(hv.x) * v0 : 0.f;
+                            v1 = hv.y > 0.f ? 2.f * sqrt_rn(hv.y) * v1 : 0.f;
+                        } else if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
                             const float s0 = sqrtf(hv.x > 0.f ? hv.x : 1.f), s1 = sqrtf(hv.y > 0.f ? hv.y : 1.f);
                             v0 = hv.x > 0.f ? 2.f * s0 * v0 : 0.f;
                             v1 = hv.y > 0.f ? 2.f * s1 * v1 : 0.f;
@@ -784,10 +807,10 @@ inline void mlp_relu2_backward_launch(int variant, bf16 *dfc, const bf16 *dy, co
     if (variant >= BWD_VARIANTS) fatal("matmul_relu2_backward_dx: variant %d (0..%d, or -1 for the default)", variant, BWD_VARIANTS - 1);
     switch (variant) {
     case 0: mlp_relu2_launch<EPI_HTILE, BNM, 0>(dfc, dy, w, h, M, K, N, stream); break;
-    case 1: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_SEL | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
-    case 2: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_SEL>(dfc, dy, w, h, M, K, N, stream); break;
+    case 1: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_FAST | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 2: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_SEL | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 3: mlp_relu2_launch<EPI_HRING, BNM, OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
-    default: mlp_relu2_launch<EPI_HTILE, BNM, OPT_SQRT_SEL>(dfc, dy, w, h, M, K, N, stream); break;
+    default: mlp_relu2_launch<EPI_HTILE, BNM, OPT_SQRT_FAST>(dfc, dy, w, h, M, K, N, stream); break;
     }
 }
 

@@ -423,8 +423,29 @@ static void check_relu2_backward(int M, int K, int N) {
     cudaFreeCheck(ddy); cudaFreeCheck(dw); cudaFreeCheck(dwt); cudaFreeCheck(dh); cudaFreeCheck(dout);
 }
 
+// mlpg::sqrt_rn (the backward's branch-free square root) against sqrtf, bitwise, on every positive
+// bf16: the only inputs the backward gives it (h is bf16)
+__global__ void sqrt_rn_check_kernel(unsigned *bad) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const float x = __uint_as_float(i << 16);
+    if (x > 0.f && __float_as_uint(mlpg::sqrt_rn(x)) != __float_as_uint(sqrtf(x))) atomicAdd(bad, 1u);
+}
+static void check_sqrt_rn() {
+    unsigned *d_bad, bad = 0;
+    cudaCheck(cudaMalloc(&d_bad, sizeof(unsigned)));
+    cudaCheck(cudaMemset(d_bad, 0, sizeof(unsigned)));
+    sqrt_rn_check_kernel<<<65536 / 256, 256>>>(d_bad);
+    cudaCheckLaunch();
+    cudaCheck(cudaMemcpy(&bad, d_bad, sizeof(unsigned), cudaMemcpyDeviceToHost));
+    cudaFreeCheck(d_bad);
+    if (bad) printf("  FAIL relu2 sqrt_rn == sqrtf: %u of the positive bf16 values differ\n", bad);
+    else printf("  ok   relu2 sqrt_rn == sqrtf bitwise on every positive bf16\n");
+    record(bad == 0);
+}
+
 static void run_relu2_checks() {
     printf("version 3: relu^2 fused into the fc GEMM (Hopper) and the cuBLASLt + pass it replaces\n");
+    check_sqrt_rn();
     const int shapes[][3] = {{1, 64, 64}, {77, 512, 192}, {130, 576, 320}, {1000, 64, 1536}, {1000, 512, 1536},
                              {98304 + 77, 512, 1536}};
     for (const auto &s : shapes) check_relu2_forward(s[0], s[1], s[2]);
