@@ -495,21 +495,28 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // Options (OPT bits, backward only): OPT_SQRT_SEL: sqrtf runs on h > 0 ? h : 1 (the product still
 // takes 0 where h <= 0): ptxas's sqrt.rn.f32 leaves its fast path (MUFU.RSQ and a correction) for
 // zero, denormal, huge and non-finite inputs, so a zero h (half of them) takes a divergent slow
-// call in nearly every warp. OPT_SQRT_FAST: sqrt_rn (below) instead of sqrtf: the same bits with
-// no branch at all, so the epilogue's 128 square roots per thread overlap (each sqrtf is a branch
-// region of its own: its MUFU latency is exposed 128 times). OPT_PREFETCH (EPI_HRING): the L2
-// prefetch of h above.
+// call in nearly every warp. Even so, `h > 0 ? 2 sqrtf(h) acc : 0` compiles to a branch region
+// per element (BSSY/BRA/BSYNC around the square root, which the compiler will not speculate: a
+// call inside), 128 of them per thread in sequence, each exposing its MUFU and shared-load
+// latency. OPT_SQRT_FAST: sqrt_rn (below), computed for every element and then selected: plain
+// arithmetic, no branch, so the epilogue's loads and square roots overlap. (A first sqrt_rn with
+// rsqrt.approx in inline asm was not speculated either and measured 510 us.)
+// OPT_PREFETCH (EPI_HRING): the L2 prefetch of h above.
 // Every variant computes v = h > 0 ? 2 sqrtf(h) acc : 0, rounded once to bf16: the same numbers.
 // The backward variants (the `variant` argument of the launchers below; dev_matmul checks and
 // benchmarks each, with B N-major and K-major; H200, seed shape 98304 x 512 -> 1536, us, N-major /
-// K-major B, dev_matmul --relu2-only of 2026-12-01 before OPT_SQRT_FAST existed):
-//   0  EPI_HTILE                               585.3 / 589.4  the original
-//   1  EPI_HRING  OPT_SQRT_FAST | OPT_PREFETCH                 the default (predicted fastest)
-//   2  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  439.4 / 439.7
-//   3  EPI_HRING  OPT_PREFETCH                 551.6 / 549.0  (the ring without the select)
-//   4  EPI_HTILE  OPT_SQRT_FAST                               (the original pipeline, sqrt_rn)
-// (and EPI_HRING with the select, no prefetch: 443.6 / 443.3; the original with the select:
-// 473.2 / 474.8). B's major-ness changes nothing measurable; the square roots were most of it.
+// K-major B, dev_matmul --relu2-only, 2026-12-01; same run: cuBLASLt + pass 423.9; the forward
+// 235.8 in an earlier run):
+//   0  EPI_HTILE                               593.0 / 592.6  the original
+//   1  EPI_HRING  OPT_SQRT_FAST | OPT_PREFETCH 377.5 / 377.2  the default (fastest measured)
+//   2  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  435.1 / 440.4
+//   3  EPI_HRING  OPT_PREFETCH                 551.1 / 551.6  (the ring, plain sqrtf)
+//   4  EPI_HTILE  OPT_SQRT_FAST                398.7 / 398.1  (the original pipeline, sqrt_rn)
+// (an earlier run: EPI_HRING with the select and no prefetch 443.6 / 443.3, i.e. the prefetch buys
+// ~4 us; the original with the select 473.2 / 474.8). B's major-ness changes nothing measurable.
+// The epilogue is what separates the backward from the forward: it runs while the tensor cores
+// idle (both consumer warpgroups are in it), so its per-element instruction count and latency
+// chain show up whole in the total.
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
@@ -520,7 +527,7 @@ constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128
 enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2 };
 enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4 };
 constexpr int BWD_VARIANTS = 5;  // the table above
-constexpr int BWD_DEFAULT = 1;   // predicted fastest; dev_matmul --relu2-only benchmarks them all
+constexpr int BWD_DEFAULT = 1;   // fastest measured; dev_matmul --relu2-only benchmarks them all
 template <int EPI> __host__ __device__ constexpr int stages() { return EPI == EPI_HTILE ? 3 : 4; }
 template <int EPI> __host__ __device__ constexpr int epi_cols() { return EPI == EPI_HTILE ? 256 : 128; }
 template <int EPI> __host__ __device__ constexpr int h_slots() { return EPI == EPI_HRING ? 256 / epi_cols<EPI>() : 0; }
@@ -538,13 +545,13 @@ using namespace sm90;
 // sqrtf(x) for x > 0 without a branch: rsqrt.approx, then one Newton-style correction of
 // y = x r (the fast path of ptxas's sqrt.rn.f32), with x below 2^-64 scaled by 2^64 first (and
 // the root by 2^-32 after) and +inf passed through. Bitwise equal to sqrtf for every positive
-// float (all 2^31 checked on an H200, and dev_matmul checks every positive bf16 each run);
+// bf16 (dev_matmul checks all of them each run; the same sequence with rsqrt.approx.ftz, equal for
+// these normal xs, matched sqrtf on all 2^31 positive floats on an H200);
 // x <= 0 or NaN give garbage (the callers select 0 there).
 __device__ __forceinline__ float sqrt_rn(float x) {
     const bool tiny = x < 0x1p-64f;
     const float xs = tiny ? x * 0x1p64f : x;
-    float r;
-    asm("rsqrt.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(xs));
+    const float r = rsqrtf(xs);  // rsqrt.approx.f32 (MUFU.RSQ): an intrinsic, so the compiler may speculate it
     const float y = xs * r, e = fmaf(-y, y, xs), s = fmaf(e, 0.5f * r, y);
     return x == __int_as_float(0x7f800000) ? x : tiny ? s * 0x1p-32f : s;
 }
@@ -729,9 +736,10 @@ __global__ void __launch_bounds__(THREADS, 1)
                         uint32_t hv2;
                         asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(sh + off) : "memory");
                         const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
-                        if (OPT & OPT_SQRT_FAST) {
-                            v0 = hv.x > 0.f ? 2.f * sqrt_rn(hv.x) * v0 : 0.f;
-                            v1 = hv.y > 0.f ? 2.f * sqrt_rn(hv.y) * v1 : 0.f;
+                        if (OPT & OPT_SQRT_FAST) {  // computed for every h, then selected: no branch per element
+                            const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
+                            v0 = hv.x > 0.f ? s0 : 0.f;
+                            v1 = hv.y > 0.f ? s1 : 0.f;
                         } else if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
                             const float s0 = sqrtf(hv.x > 0.f ? hv.x : 1.f), s1 = sqrtf(hv.y > 0.f ? hv.y : 1.f);
                             v0 = hv.x > 0.f ? 2.f * s0 * v0 : 0.f;
