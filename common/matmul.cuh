@@ -452,31 +452,71 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // ----------------------------------------------------------------------------
 // the MLP's fc GEMM with relu^2 fused into its epilogue (Hopper, sm_90a)
 //
-//   matmul_relu2_forward      out (M, N) = bf16(relu(A W^T)^2)            A (M, K), W (N, K): both K-major
-//   matmul_relu2_backward_dx  dfc (M, N) = bf16((dY W) * 2 sqrt(h))       dY (M, K), W (K, N): B N-major;
-//                                                                         h (M, N) = the forward's relu^2
+//   matmul_relu2_forward         out (M, N) = bf16(relu(A W^T)^2)       A (M, K), W (N, K): both K-major
+//   matmul_relu2_backward_dx     dfc (M, N) = bf16((dY W) * 2 sqrt(h))  dY (M, K), W (K, N): B N-major;
+//                                                                       h (M, N) = the forward's relu^2
+//   matmul_relu2_backward_dx_wt  the same from W^T given as wt (N, K): B K-major (the forward's layout)
 // from the fp32 accumulator: one rounding to bf16 where cuBLASLt's RELU epilogue + relu2_forward
 // (or cuBLASLt + relu2_backward_from_out) round twice, and no second pass over the 302 MB
 // (seed shape) output. CPU twins: matmul_relu2_forward_cpu / matmul_relu2_backward_dx_cpu
 // (model_cpu.h). The model picks these or the cuBLASLt pair with MLP_GEMM (model_gpu.cuh).
 //
-// The kernel (one for both, BWD selects B's major-ness and the epilogue): persistent, one CTA of
-// 384 threads per SM walking 128 x 256 output tiles (tile t: rows (t / n_tiles) * 128, columns
-// (t % n_tiles) * 256: the CTAs running at once share A's row blocks, so A streams from DRAM
-// once and W (1.5 MB) stays in L2). Warpgroup 0 is the producer (setmaxnreg down to 40, one
-// thread issues): per 64-wide k-block it TMA-loads A (128 x 64) and B (4 boxes of 64 columns x
-// 64 k) into a ring of 48 KiB stages (128-byte swizzle; 4 stages forward, 3 backward) and
-// signals a "full" mbarrier; it runs ahead across tiles, so the next tile's loads fly during this
-// tile's epilogue (K = 512 is only 8 k-blocks). Warpgroups 1, 2 (setmaxnreg 232) own rows
-// 0..63 / 64..127 of the tile: 4 wgmma m64n256k16 per k-block into 128 fp32 registers, one
-// commit group per k-block; after the wait for all but the newest group, the previous stage goes
-// back to the producer ("empty", 256 arrivals). The epilogue applies relu^2 (or the gradient
-// factor 2 sqrt(h)) to the registers, writes bf16 into a swizzled shared tile (conflict-free
-// 4-byte stores), and one thread per warpgroup TMA-stores its 64 rows (full 128-byte lines; rows
-// past M and columns past N are not written): forward in two passes of 128 columns through a
-// 32 KiB tile, backward in one through the 64 KiB tile that the producer filled with the tile's
-// h (each thread reads h where it then writes its result). Any M (TMA zero-fills rows past M),
-// K and N multiples of 64 (checked).
+// The kernel (one for all; template parameters: EPI the epilogue and its pipeline, BNM B's
+// major-ness): persistent, one CTA of 384 threads per SM walking 128 x 256 output tiles (tile t:
+// rows (t / n_tiles) * 128, columns (t % n_tiles) * 256: the CTAs running at once share A's row
+// blocks, so A streams from DRAM once and W (1.5 MB) stays in L2). Warpgroup 0 is the producer
+// (setmaxnreg down to 40, one thread issues): per 64-wide k-block it TMA-loads A (128 x 64) and
+// B (4 boxes of 64 columns x 64 k) into a ring of 48 KiB stages (128-byte swizzle) and signals a
+// "full" mbarrier; it runs ahead across tiles, so the next tile's loads fly during this tile's
+// epilogue (K = 512 is only 8 k-blocks). Warpgroups 1, 2 (setmaxnreg 232) own rows 0..63 /
+// 64..127 of the tile: 4 wgmma m64n256k16 per k-block into 128 fp32 registers, one commit group
+// per k-block; after the wait for all but the newest group, the previous stage goes back to the
+// producer ("empty", 256 arrivals). The epilogue applies relu^2 (or the gradient factor 2 sqrt(h))
+// to the registers, writes bf16 into a swizzled shared tile (conflict-free 4-byte stores), and
+// one thread per warpgroup TMA-stores its 64 rows (full 128-byte lines; rows past M and columns
+// past N are not written). Any M (TMA zero-fills rows past M), K and N multiples of 64 (checked).
+// The epilogues (EPI):
+//   EPI_FWD    relu^2; 4 stages; two passes of 128 columns through a 32 KiB tile.
+//   EPI_HTILE  backward v0: 3 stages; one pass through a 64 KiB tile that the producer fills with
+//              the tile's h (each thread reads h where it then writes its result). The h load of
+//              tile i + 1 must wait until tile i's output stores have read that tile (checked by
+//              the consumers at k-block 0 of tile i + 1, which stalls their first k-block), and
+//              the producer blocks on that before it loads any further k-block: h (64 KiB, from
+//              DRAM) and the ring (3 stages: 2 k-blocks of lookahead against L2 latency) are on
+//              the critical path of every tile. Measured 593.7 us at the seed shape (N-major B),
+//              against 237.5 for the forward.
+//   EPI_HRING  backward v1: the forward's pipeline (4 stages, 32 KiB epilogue tile, two passes)
+//              with h as two more ring slots per tile after its k-blocks (slot = h's 128 rows x
+//              128 columns of one pass, 32 KiB of the 48): h arrives with the ring's lookahead
+//              (3 slots), nothing waits for the output stores but the epilogue tile itself (as
+//              forward), and the producer never blocks on anything but the ring. With
+//              OPT_PREFETCH, at the tile's first k-block the producer also prefetches the tile's h
+//              into L2 (cp.async.bulk.prefetch), ~8 slots before its ring loads, so those hit L2.
+// Options (OPT bits, backward only): OPT_SQRT_SEL: sqrtf runs on h > 0 ? h : 1 (the product still
+// takes 0 where h <= 0): ptxas's sqrt.rn.f32 leaves its fast path (MUFU.RSQ and a correction) for
+// zero, denormal, huge and non-finite inputs, so a zero h (half of them) takes a divergent slow
+// call in nearly every warp. Even so, `h > 0 ? 2 sqrtf(h) acc : 0` compiles to a branch region
+// per element (BSSY/BRA/BSYNC around the square root, which the compiler will not speculate: a
+// call inside), 128 of them per thread in sequence, each exposing its MUFU and shared-load
+// latency. OPT_SQRT_FAST: sqrt_rn (below), computed for every element and then selected: plain
+// arithmetic, no branch, so the epilogue's loads and square roots overlap. (A first sqrt_rn with
+// rsqrt.approx in inline asm was not speculated either and measured 510 us.)
+// OPT_PREFETCH (EPI_HRING): the L2 prefetch of h above.
+// Every variant computes v = h > 0 ? 2 sqrtf(h) acc : 0, rounded once to bf16: the same numbers.
+// The backward variants (the `variant` argument of the launchers below; dev_matmul checks and
+// benchmarks each, with B N-major and K-major; H200, seed shape 98304 x 512 -> 1536, us, N-major /
+// K-major B, dev_matmul --relu2-only, 2026-12-01; same run: cuBLASLt + pass 423.9; the forward
+// 235.8 in an earlier run):
+//   0  EPI_HTILE                               593.0 / 592.6  the original
+//   1  EPI_HRING  OPT_SQRT_FAST | OPT_PREFETCH 377.5 / 377.2  the default (fastest measured)
+//   2  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  435.1 / 440.4
+//   3  EPI_HRING  OPT_PREFETCH                 551.1 / 551.6  (the ring, plain sqrtf)
+//   4  EPI_HTILE  OPT_SQRT_FAST                398.7 / 398.1  (the original pipeline, sqrt_rn)
+// (an earlier run: EPI_HRING with the select and no prefetch 443.6 / 443.3, i.e. the prefetch buys
+// ~4 us; the original with the select 473.2 / 474.8). B's major-ness changes nothing measurable.
+// The epilogue is what separates the backward from the forward: it runs while the tensor cores
+// idle (both consumer warpgroups are in it), so its per-element instruction count and latency
+// chain show up whole in the total.
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
@@ -484,19 +524,42 @@ constexpr uint32_t A_BYTES = BM * BK * 2;      // 16 KiB: 128 rows of 128 bytes
 constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K-major) / 64 k rows (N-major)
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
-// The forward: 4 ring stages and an epilogue tile of 128 x 128 (the 256 columns in two passes);
-// the backward: 3 stages and 128 x 256, which the producer fills with h (the 4th stage's room).
-template <bool BWD> __host__ __device__ constexpr int stages() { return BWD ? 3 : 4; }
-template <bool BWD> __host__ __device__ constexpr int epi_cols() { return BWD ? 256 : 128; }
-template <bool BWD> __host__ __device__ constexpr uint32_t off_e() { return stages<BWD>() * STAGE_BYTES; }
-template <bool BWD> __host__ __device__ constexpr uint32_t off_bar() { return off_e<BWD>() + epi_cols<BWD>() / 64 * E_BOX_BYTES; }
-// full[stages], empty[stages], then (backward) e full, e empty; + the slack to align the base to 1024
-template <bool BWD> __host__ __device__ constexpr size_t smem_bytes() { return off_bar<BWD>() + 2 * stages<BWD>() * 8 + 16 + 1024; }
-static_assert(smem_bytes<false>() <= 227 * 1024 && smem_bytes<true>() <= 227 * 1024, "the ring fits in shared memory");
+enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2 };
+enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4 };
+constexpr int BWD_VARIANTS = 5;  // the table above
+constexpr int BWD_DEFAULT = 1;   // fastest measured; dev_matmul --relu2-only benchmarks them all
+template <int EPI> __host__ __device__ constexpr int stages() { return EPI == EPI_HTILE ? 3 : 4; }
+template <int EPI> __host__ __device__ constexpr int epi_cols() { return EPI == EPI_HTILE ? 256 : 128; }
+template <int EPI> __host__ __device__ constexpr int h_slots() { return EPI == EPI_HRING ? 256 / epi_cols<EPI>() : 0; }
+template <int EPI> __host__ __device__ constexpr uint32_t off_e() { return stages<EPI>() * STAGE_BYTES; }
+template <int EPI> __host__ __device__ constexpr uint32_t off_bar() { return off_e<EPI>() + epi_cols<EPI>() / 64 * E_BOX_BYTES; }
+// full[stages], empty[stages], then (EPI_HTILE) e full, e empty; + the slack to align the base to 1024
+template <int EPI> __host__ __device__ constexpr size_t smem_bytes() { return off_bar<EPI>() + 2 * stages<EPI>() * 8 + 16 + 1024; }
+static_assert(smem_bytes<EPI_FWD>() <= 227 * 1024 && smem_bytes<EPI_HTILE>() <= 227 * 1024 && smem_bytes<EPI_HRING>() <= 227 * 1024,
+              "the ring fits in shared memory");
 static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "TMA / wgmma tiles are 1024-byte aligned");
+static_assert(2 * E_BOX_BYTES <= STAGE_BYTES, "an h pass (128 rows x 128 columns) fits in a ring slot");
 
 using namespace sm90;
 
+// sqrtf(x) for x > 0 without a branch: rsqrt.approx, then one Newton-style correction of
+// y = x r (the fast path of ptxas's sqrt.rn.f32), with x below 2^-64 scaled by 2^64 first (and
+// the root by 2^-32 after) and +inf passed through. Bitwise equal to sqrtf for every positive
+// bf16 (dev_matmul checks all of them each run; the same sequence with rsqrt.approx.ftz, equal for
+// these normal xs, matched sqrtf on all 2^31 positive floats on an H200);
+// x <= 0 or NaN give garbage (the callers select 0 there).
+__device__ __forceinline__ float sqrt_rn(float x) {
+    const bool tiny = x < 0x1p-64f;
+    const float xs = tiny ? x * 0x1p64f : x;
+    const float r = rsqrtf(xs);  // rsqrt.approx.f32 (MUFU.RSQ): an intrinsic, so the compiler may speculate it
+    const float y = xs * r, e = fmaf(-y, y, xs), s = fmaf(e, 0.5f * r, y);
+    return x == __int_as_float(0x7f800000) ? x : tiny ? s * 0x1p-32f : s;
+}
+
+// TMA: prefetch the box at (c0, c1) of a 2-D tensor map into L2 (no shared memory, no barrier)
+__device__ __forceinline__ void tma_prefetch_2d(const void *tmap, int c0, int c1) {
+    asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(tmap), "r"(c0), "r"(c1) : "memory");
+}
 // D (64 x 256 fp32: 128 registers, the n8 tile j in d[4j .. 4j + 3]) (+)= A B; A K-major, B
 // K-major (TB = 0) or N-major (TB = 1); accumulate = 0 overwrites D.
 template <int TB>
@@ -534,12 +597,14 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t da
 #endif
 }
 
-template <bool BWD>
+template <int EPI, bool BNM, int OPT>
 __global__ void __launch_bounds__(THREADS, 1)
     mlp_relu2_gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                           const __grid_constant__ CUtensorMap tm_h, const __grid_constant__ CUtensorMap tm_out, int M, int N,
                           int K) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr bool BWD = EPI != EPI_FWD, HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING;
+    constexpr int STAGES = stages<EPI>(), EC = epi_cols<EPI>(), HS = h_slots<EPI>();
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
     const int tid = threadIdx.x;
@@ -547,12 +612,11 @@ __global__ void __launch_bounds__(THREADS, 1)
     // consumer branches their own register counts (setmaxnreg)
     const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
     const int n_tiles = N / BN + (N % BN != 0), tiles = (M + BM - 1) / BM * n_tiles, kb = K / BK;
-    constexpr int STAGES = stages<BWD>();
-    auto full = [&](int s) { return base + off_bar<BWD>() + 8 * s; };
-    auto empty = [&](int s) { return base + off_bar<BWD>() + 8 * (STAGES + s); };
-    // backward: the epilogue tile holds h (e full: loaded; e empty: the previous tile's output
+    auto full = [&](int s) { return base + off_bar<EPI>() + 8 * s; };
+    auto empty = [&](int s) { return base + off_bar<EPI>() + 8 * (STAGES + s); };
+    // EPI_HTILE: the epilogue tile holds h (e full: loaded; e empty: the previous tile's output
     // stores have read it, one arrival per consumer warpgroup)
-    const uint32_t e_full = base + off_bar<BWD>() + 16 * STAGES, e_empty = e_full + 8, se = base + off_e<BWD>();
+    const uint32_t e_full = base + off_bar<EPI>() + 16 * STAGES, e_empty = e_full + 8, se = base + off_e<EPI>();
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(full(s), 1);
@@ -571,19 +635,27 @@ __global__ void __launch_bounds__(THREADS, 1)
         for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
             const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN;
             const int nbox = min(4, (N - n0) / 64);  // B (and h) boxes inside N (the others are not loaded)
-            for (int k = 0; k < kb; k++, it++) {
+            if (HRING && (OPT & OPT_PREFETCH))  // h towards L2 now, ~8 ring slots before its loads below
+                for (int j = 0; j < nbox; j++) tma_prefetch_2d(&tm_h, n0 + 64 * j, m0);
+            for (int k = 0; k < kb + HS; k++, it++) {
                 const int s = it % STAGES;
                 if (it >= STAGES) mbar_wait(empty(s), (it / STAGES - 1) & 1);  // the consumers are done with it - STAGES
                 const uint32_t sa = base + s * STAGE_BYTES, sb = sa + A_BYTES;
+                if (HRING && k >= kb) {  // h of epilogue pass p: its (up to) 2 boxes of 128 rows x 64 columns
+                    const int p = k - kb, nb = max(0, min(2, nbox - 2 * p));
+                    mbar_arrive_expect_tx(full(s), nb * E_BOX_BYTES);  // 0 bytes (pass past N): the arrival completes it
+                    for (int b = 0; b < nb; b++) tma_load_2d(sa + b * E_BOX_BYTES, &tm_h, full(s), n0 + 128 * p + 64 * b, m0);
+                    continue;
+                }
                 mbar_arrive_expect_tx(full(s), A_BYTES + nbox * B_BOX_BYTES);
                 tma_load_2d(sa, &tm_a, full(s), k * BK, m0);
                 for (int j = 0; j < nbox; j++) {
-                    if (BWD) tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), n0 + 64 * j, k * BK);  // (k, n) box of W (K, N)
-                    else tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), k * BK, n0 + 64 * j);      // (n, k) box of W (N, K)
+                    if (BNM) tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), n0 + 64 * j, k * BK);  // (k, n) box of W (K, N)
+                    else tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), k * BK, n0 + 64 * j);     // (n, k) box of W (N, K)
                 }
-                // backward: h of this tile into the epilogue tile, once the ring is primed and the
+                // EPI_HTILE: h of this tile into the epilogue tile, once the ring is primed and the
                 // previous tile's output stores have read it
-                if (BWD && k == min(kb, STAGES) - 1) {
+                if (HTILE && k == min(kb, STAGES) - 1) {
                     if (ti > 0) mbar_wait(e_empty, (ti - 1) & 1);
                     mbar_arrive_expect_tx(e_full, nbox * E_BOX_BYTES);
                     for (int j = 0; j < nbox; j++) tma_load_2d(se + j * E_BOX_BYTES, &tm_h, e_full, n0 + 64 * j, m0);
@@ -599,7 +671,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     // column 8j + 2 (lane % 4) + e); in the swizzled epilogue tile row r's 16-byte chunk c sits at
     // c ^ (r % 8), and r % 8 = lane / 4
     const int r0 = 64 * cw + 16 * warp + lane / 4;
-    constexpr int JP = epi_cols<BWD>() / 8;  // n8 tiles per epilogue pass
+    constexpr int JP = EC / 8;  // n8 tiles per epilogue pass
     float acc[128];
     int it = 0, ti = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
@@ -618,13 +690,13 @@ __global__ void __launch_bounds__(THREADS, 1)
             for (int kk = 0; kk < 4; kk++) {
                 // A: 16 k = 32 bytes along the swizzled rows; B K-major the same, B N-major: 16 k rows
                 // of 128 bytes, its 4 boxes of 64 columns 8 KiB apart (the descriptor's leading offset)
-                const uint64_t db = BWD ? wgmma_desc(sb + 2048 * kk, B_BOX_BYTES) : wgmma_desc(sb + 32 * kk);
-                wgmma_m64n256k16_ss<BWD ? 1 : 0>(acc, wgmma_desc(sa + 32 * kk), db, k != k_first || kk != 0);
+                const uint64_t db = BNM ? wgmma_desc(sb + 2048 * kk, B_BOX_BYTES) : wgmma_desc(sb + 32 * kk);
+                wgmma_m64n256k16_ss<BNM ? 1 : 0>(acc, wgmma_desc(sa + 32 * kk), db, k != k_first || kk != 0);
             }
             wgmma_commit();
-            // backward: once the previous tile's output stores have read the epilogue tile, the
+            // EPI_HTILE: once the previous tile's output stores have read the epilogue tile, the
             // producer may load this tile's h into it (checked here, while the products run)
-            if (BWD && k == 0 && ti > 0 && t == 0) {
+            if (HTILE && k == 0 && ti > 0 && t == 0) {
                 bulk_wait_read<0>();
                 mbar_arrive(e_empty);
             }
@@ -635,13 +707,21 @@ __global__ void __launch_bounds__(THREADS, 1)
         reg_fence(acc);
         mbar_arrive(empty((it - 1) % STAGES));
 
-        // epilogue: relu^2 (or the gradient factor, from h in the epilogue tile) into the
-        // epilogue tile as bf16, then this warpgroup's 64 rows out by TMA stores (rows past M and
-        // columns past N are not written); the forward in two passes of 128 columns
-        if (BWD) mbar_wait(e_full, ti & 1);
+        // epilogue: relu^2 (or the gradient factor, from h) into the epilogue tile as bf16, then
+        // this warpgroup's 64 rows out by TMA stores (rows past M and columns past N are not
+        // written); EPI_FWD / EPI_HRING in two passes of 128 columns
+        if (HTILE) mbar_wait(e_full, ti & 1);
 #pragma unroll
-        for (int p = 0; p < 256 / epi_cols<BWD>(); p++) {
-            if (!BWD) {  // the epilogue tile is free once this warpgroup's previous stores have read it
+        for (int p = 0; p < 256 / EC; p++) {
+            // where this pass's h sits: the epilogue tile (EPI_HTILE) or the pass's ring slot, in the
+            // epilogue tile's layout (boxes of 128 rows x 64 columns, 16 KiB apart)
+            uint32_t sh = se;
+            if (HRING) {
+                const int s = it % STAGES;
+                mbar_wait(full(s), (it / STAGES) & 1);
+                sh = base + s * STAGE_BYTES;
+            }
+            if (!HTILE) {  // the epilogue tile is free once this warpgroup's previous stores have read it
                 if (t == 0) bulk_wait_read<0>();
                 named_bar_sync(1 + cw, 128);
             }
@@ -650,26 +730,40 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
                     const int j = p * JP + jp, r = r0 + 8 * i;
-                    const uint32_t addr = se + (jp / 8) * E_BOX_BYTES + r * 128 + (((jp % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+                    const uint32_t off = (jp / 8) * E_BOX_BYTES + r * 128 + (((jp % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
                     float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
                     if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
                         uint32_t hv2;
-                        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(addr) : "memory");
+                        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(sh + off) : "memory");
                         const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
-                        v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
-                        v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
+                        if (OPT & OPT_SQRT_FAST) {  // computed for every h, then selected: no branch per element
+                            const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
+                            v0 = hv.x > 0.f ? s0 : 0.f;
+                            v1 = hv.y > 0.f ? s1 : 0.f;
+                        } else if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
+                            const float s0 = sqrtf(hv.x > 0.f ? hv.x : 1.f), s1 = sqrtf(hv.y > 0.f ? hv.y : 1.f);
+                            v0 = hv.x > 0.f ? 2.f * s0 * v0 : 0.f;
+                            v1 = hv.y > 0.f ? 2.f * s1 * v1 : 0.f;
+                        } else {
+                            v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
+                            v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
+                        }
                     } else {
                         v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f);
                         v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
                     }
                     const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
-                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
                 }
+            if (HRING) {  // this thread's reads of the pass's h are done (their values are stored above): the slot goes back
+                mbar_arrive(empty(it % STAGES));
+                it++;
+            }
             fence_proxy_async();  // the stores above -> visible to the TMA (async proxy)
             named_bar_sync(1 + cw, 128);
             if (t == 0) {
-                for (int b = 0; b < epi_cols<BWD>() / 64; b++) {
-                    const int col = n0 + p * epi_cols<BWD>() + 64 * b;
+                for (int b = 0; b < EC / 64; b++) {
+                    const int col = n0 + p * EC + 64 * b;
                     if (col < N && m0 + 64 * cw < M) tma_store_2d(&tm_out, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
                 }
                 bulk_commit();
@@ -695,22 +789,37 @@ inline CUtensorMap mlp_tensor_map(const bf16 *p, int rows, int cols, int box_row
     return m;
 }
 
-template <bool BWD>
+// w: (N, K) when B is K-major (the forward's W, the backward's W^T), (K, N) when N-major (BNM)
+template <int EPI, bool BNM, int OPT = 0>
 inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16 *h, int M, int K, int N, cudaStream_t stream) {
     static int sms = 0;
     if (!sms) {
         int dev = 0;
         cudaCheck(cudaGetDevice(&dev));
         cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        cudaCheck(cudaFuncSetAttribute(mlp_relu2_gemm_kernel<BWD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes<BWD>()));
+        cudaCheck(cudaFuncSetAttribute(mlp_relu2_gemm_kernel<EPI, BNM, OPT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem_bytes<EPI>()));
     }
     const CUtensorMap ta = mlp_tensor_map(a, M, K, BM);
-    const CUtensorMap tb = BWD ? mlp_tensor_map(w, K, N, 64) : mlp_tensor_map(w, N, K, 64);
-    const CUtensorMap th = BWD ? mlp_tensor_map(h, M, N, BM) : ta;  // (unused forward)
-    const CUtensorMap to = mlp_tensor_map(out, M, N, 64);           // a consumer warpgroup's 64 rows
+    const CUtensorMap tb = BNM ? mlp_tensor_map(w, K, N, 64) : mlp_tensor_map(w, N, K, 64);
+    const CUtensorMap th = EPI != EPI_FWD ? mlp_tensor_map(h, M, N, BM) : ta;  // (unused forward)
+    const CUtensorMap to = mlp_tensor_map(out, M, N, 64);                       // a consumer warpgroup's 64 rows
     const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
-    mlp_relu2_gemm_kernel<BWD><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<BWD>(), stream>>>(ta, tb, th, to, M, N, K);
+    mlp_relu2_gemm_kernel<EPI, BNM, OPT><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<EPI>(), stream>>>(ta, tb, th, to, M, N, K);
     cudaCheckLaunch();
+}
+template <bool BNM>
+inline void mlp_relu2_backward_launch(int variant, bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
+                                      cudaStream_t stream) {
+    if (variant < 0) variant = BWD_DEFAULT;
+    if (variant >= BWD_VARIANTS) fatal("matmul_relu2_backward_dx: variant %d (0..%d, or -1 for the default)", variant, BWD_VARIANTS - 1);
+    switch (variant) {
+    case 0: mlp_relu2_launch<EPI_HTILE, BNM, 0>(dfc, dy, w, h, M, K, N, stream); break;
+    case 1: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_FAST | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 2: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_SEL | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 3: mlp_relu2_launch<EPI_HRING, BNM, OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    default: mlp_relu2_launch<EPI_HTILE, BNM, OPT_SQRT_FAST>(dfc, dy, w, h, M, K, N, stream); break;
+    }
 }
 
 }  // namespace mlpg
@@ -736,13 +845,23 @@ inline void matmul_relu2_check(const char *who, int M, int K, int N, const void 
 inline void matmul_relu2_forward(bf16 *out, const bf16 *a, const bf16 *w, int M, int K, int N, cudaStream_t stream) {
     ProfScope prof_(PROF_GEMM, stream);
     matmul_relu2_check("matmul_relu2_forward", M, K, N, out, a, w, nullptr);
-    mlpg::mlp_relu2_launch<false>(out, a, w, nullptr, M, K, N, stream);
+    mlpg::mlp_relu2_launch<mlpg::EPI_FWD, false>(out, a, w, nullptr, M, K, N, stream);
 }
 // dfc (M, N) = bf16((dY W) * 2 sqrt(h)) where h > 0, else 0: dY (M, K), W (K, N) (the proj weight,
-// nn.Linear's (out, in) = (K, N)), h (M, N) = relu(u)^2 of the forward; overwrites dfc
+// nn.Linear's (out, in) = (K, N)), h (M, N) = relu(u)^2 of the forward; overwrites dfc.
+// variant: the backward pipeline (0 .. mlpg::BWD_VARIANTS - 1, the table in mlpg's comment; -1 =
+// mlpg::BWD_DEFAULT; every variant gives the same numbers), for dev_matmul's checks and benchmark
 inline void matmul_relu2_backward_dx(bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
-                                     cudaStream_t stream) {
+                                     cudaStream_t stream, int variant = -1) {
     ProfScope prof_(PROF_GEMM, stream);
     matmul_relu2_check("matmul_relu2_backward_dx", M, K, N, dfc, dy, w, h);
-    mlpg::mlp_relu2_launch<true>(dfc, dy, w, h, M, K, N, stream);
+    mlpg::mlp_relu2_backward_launch<true>(variant, dfc, dy, w, h, M, K, N, stream);
+}
+// the same from wt (N, K) = W^T (row n of wt is column n of W): B K-major, the forward's layout
+// (no transposed operand in the mainloop); dY (M, K), h and dfc (M, N) as above
+inline void matmul_relu2_backward_dx_wt(bf16 *dfc, const bf16 *dy, const bf16 *wt, const bf16 *h, int M, int K, int N,
+                                        cudaStream_t stream, int variant = -1) {
+    ProfScope prof_(PROF_GEMM, stream);
+    matmul_relu2_check("matmul_relu2_backward_dx_wt", M, K, N, dfc, dy, wt, h);
+    mlpg::mlp_relu2_backward_launch<false>(variant, dfc, dy, wt, h, M, K, N, stream);
 }

@@ -47,8 +47,11 @@
 #                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_DQ_RACE         the sm90 (wgmma, stage 1) backward loses a dQ partial now and then
 #                         (a race's symptom)                   (common/attention.cuh) -> dev_attention
-#   BREAK_RELU2_GEMM      the fused relu^2 GEMMs (matmul_relu2_forward / _backward_dx) keep only
-#                         the last k-block's products (K > 64) (common/matmul.cuh)  -> dev_matmul
+#   BREAK_RELU2_GEMM      the fused relu^2 GEMMs (matmul_relu2_forward / _backward_dx / _dx_wt)
+#                         keep only the last k-block's products (K > 64): the mainloop every
+#                         variant shares; the row wants the default backward variant with K-major
+#                         B (_dx_wt, "v1 wt") to fail, the forward's fail first
+#                                                              (common/matmul.cuh)  -> dev_matmul
 #                         (the last four need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
@@ -82,7 +85,7 @@ ROWS=(
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
     'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
-    'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 (fwd|bwd dx) fused'
+    'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 bwd dx fused v1 wt'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

@@ -15,8 +15,9 @@
 //   (their worst case is about K/8 * 2^-23 of the sum of magnitudes: 3e-5 at K = 2048).
 // A transposed or misplaced operand misses this by orders of magnitude; NaN never passes.
 //
-// Version 3: the MLP's fused relu^2 GEMMs (matmul_relu2_forward / matmul_relu2_backward_dx, Hopper
-// only; elsewhere their rows are skipped and counted) against matmul_relu2_*_cpu in double, and
+// Version 3: the MLP's fused relu^2 GEMMs (matmul_relu2_forward / matmul_relu2_backward_dx and
+// _dx_wt (W^T given, B K-major), every backward variant of each ("relu2 bwd dx fused v<variant>
+// w|wt"), Hopper only; elsewhere their rows are skipped and counted) against matmul_relu2_*_cpu in double, and
 // the unfused cuBLASLt path they replace (matmul_forward + relu2_forward, matmul_backward +
 // relu2_backward_from_out) against the same reference. Tolerance, per element (u the exact
 // pre-activation, e = 1e-4 sum_k |a_ik w_kj| its accumulation bound as above):
@@ -379,18 +380,22 @@ static void check_relu2_forward(int M, int K, int N) {
 }
 
 // backward: dfc (M, N) = (dy (M, K) @ w (K, N)) * 2 sqrt(h), h = relu(random)^2 in bf16 (about
-// half zeros), fused and unfused
+// half zeros): every fused variant (mlpg::BWD_VARIANTS pipelines) with B N-major
+// (matmul_relu2_backward_dx, w as is) and K-major (matmul_relu2_backward_dx_wt, wt = w^T made
+// here), each from a poisoned output against the same reference and bound; then the unfused path
 static void check_relu2_backward(int M, int K, int N) {
     char name[128];
-    snprintf(name, sizeof name, "relu2 bwd dx fused M=%d K=%d N=%d", M, K, N);
     std::vector<float> dy = rand_bf16((size_t)M * K), w = rand_bf16((size_t)K * N), h = rand_bf16((size_t)M * N);
     for (float &v : h) v = rbf(v > 0 ? v * v : 0.f);
-    bf16 *ddy = dev_bf16(dy), *dw = dev_bf16(w), *dh = dev_bf16(h), *dout;
+    std::vector<float> wt((size_t)N * K);  // W^T (N, K): the K-major launcher's operand
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) wt[(size_t)n * K + k] = w[(size_t)k * N + n];
+    bf16 *ddy = dev_bf16(dy), *dw = dev_bf16(w), *dwt = dev_bf16(wt), *dh = dev_bf16(h), *dout;
     cudaCheck(cudaMalloc(&dout, (size_t)M * N * sizeof(bf16)));
-    const bool fused = matmul_relu2_supported(M, K, N, dout, ddy, dw, dh);
+    const bool fused = matmul_relu2_supported(M, K, N, dout, ddy, dw, dh) && matmul_relu2_supported(M, K, N, dout, ddy, dwt, dh);
     if (!fused) {
-        printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", name);
-        g_skipped++;
+        printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", "relu2 bwd dx fused (every variant)");
+        g_skipped += 2 * mlpg::BWD_VARIANTS;
     }
     const std::vector<int> rows = sample_rows(M);
     const int R = (int)rows.size();
@@ -402,21 +407,45 @@ static void check_relu2_backward(int M, int K, int N) {
     std::vector<double> quarter((size_t)R * N, 0.25);
     matmul_relu2_backward_dx_cpu<double>(babs.data(), dya.data(), wa.data(), quarter.data(), R, K, N);
     for (size_t i = 0; i < babs.size(); i++) babs[i] = 2 * std::sqrt(hs[i]) * 1e-4 * babs[i];
-    if (fused) {
-        poison(dout, (size_t)M * N);
-        matmul_relu2_backward_dx(dout, ddy, dw, dh, M, K, N, 0);
-        check_rows(name, dout, M, N, rows, ref, babs, 1.0 / 256);
-    }
+    for (int v = 0; fused && v < mlpg::BWD_VARIANTS; v++)
+        for (int kmajor = 0; kmajor < 2; kmajor++) {
+            snprintf(name, sizeof name, "relu2 bwd dx fused v%d %s M=%d K=%d N=%d", v, kmajor ? "wt" : "w", M, K, N);
+            poison(dout, (size_t)M * N);
+            if (kmajor) matmul_relu2_backward_dx_wt(dout, ddy, dwt, dh, M, K, N, 0, v);
+            else matmul_relu2_backward_dx(dout, ddy, dw, dh, M, K, N, 0, v);
+            check_rows(name, dout, M, N, rows, ref, babs, 1.0 / 256);
+        }
     snprintf(name, sizeof name, "relu2 bwd dx cublas+pass M=%d K=%d N=%d", M, K, N);
     poison(dout, (size_t)M * N);
     matmul_backward(dout, nullptr, ddy, nullptr, dw, M, N, K, false, false, 0);
     relu2_backward_from_out(dout, dout, dh, (size_t)M * N, false, 0);
     check_rows(name, dout, M, N, rows, ref, babs, BF16_RTOL);
-    cudaFreeCheck(ddy); cudaFreeCheck(dw); cudaFreeCheck(dh); cudaFreeCheck(dout);
+    cudaFreeCheck(ddy); cudaFreeCheck(dw); cudaFreeCheck(dwt); cudaFreeCheck(dh); cudaFreeCheck(dout);
+}
+
+// mlpg::sqrt_rn (the backward's branch-free square root) against sqrtf, bitwise, on every positive
+// bf16: the only inputs the backward gives it (h is bf16)
+__global__ void sqrt_rn_check_kernel(unsigned *bad) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const float x = __uint_as_float(i << 16);
+    if (x > 0.f && __float_as_uint(mlpg::sqrt_rn(x)) != __float_as_uint(sqrtf(x))) atomicAdd(bad, 1u);
+}
+static void check_sqrt_rn() {
+    unsigned *d_bad, bad = 0;
+    cudaCheck(cudaMalloc(&d_bad, sizeof(unsigned)));
+    cudaCheck(cudaMemset(d_bad, 0, sizeof(unsigned)));
+    sqrt_rn_check_kernel<<<65536 / 256, 256>>>(d_bad);
+    cudaCheckLaunch();
+    cudaCheck(cudaMemcpy(&bad, d_bad, sizeof(unsigned), cudaMemcpyDeviceToHost));
+    cudaFreeCheck(d_bad);
+    if (bad) printf("  FAIL relu2 sqrt_rn == sqrtf: %u of the positive bf16 values differ\n", bad);
+    else printf("  ok   relu2 sqrt_rn == sqrtf bitwise on every positive bf16\n");
+    record(bad == 0);
 }
 
 static void run_relu2_checks() {
     printf("version 3: relu^2 fused into the fc GEMM (Hopper) and the cuBLASLt + pass it replaces\n");
+    check_sqrt_rn();
     const int shapes[][3] = {{1, 64, 64}, {77, 512, 192}, {130, 576, 320}, {1000, 64, 1536}, {1000, 512, 1536},
                              {98304 + 77, 512, 1536}};
     for (const auto &s : shapes) check_relu2_forward(s[0], s[1], s[2]);
@@ -490,10 +519,21 @@ static void bench(bool relu2_only) {
                       matmul_backward(dx, nullptr, dy, nullptr, w, N, 1536, 512, false, false, 0);
                       relu2_backward_from_out(dx, dx, y, NF, false, 0);
                   }), 0, fl);
-        if (matmul_relu2_supported(N, 512, 1536, dx, dy, w, y))
+        // every backward variant, B N-major (w as the (512, 1536) proj weight) and K-major (the same
+        // buffer read as wt (1536, 512): other numbers, the same work); the default is "dfc: fused"
+        if (matmul_relu2_supported(N, 512, 1536, dx, dy, w, y)) {
             bench_row("dfc: fused", "98304 x 512 -> 1536", bench_ms([&] { matmul_relu2_backward_dx(dx, dy, w, y, N, 512, 1536, 0); }), 0,
                       fl);
-        else printf("  skip  dfc: fused (needs an sm_90 GPU and an sm_90a build)\n");
+            for (int v = 0; v < mlpg::BWD_VARIANTS; v++)
+                for (int kmajor = 0; kmajor < 2; kmajor++) {
+                    char kname[64];
+                    snprintf(kname, sizeof kname, "dfc: fused v%d %s", v, kmajor ? "wt (K-major B)" : "w (N-major B)");
+                    bench_row(kname, "98304 x 512 -> 1536", bench_ms([&] {
+                                  if (kmajor) matmul_relu2_backward_dx_wt(dx, dy, w, y, N, 512, 1536, 0, v);
+                                  else matmul_relu2_backward_dx(dx, dy, w, y, N, 512, 1536, 0, v);
+                              }), 0, fl);
+                }
+        } else printf("  skip  dfc: fused (needs an sm_90 GPU and an sm_90a build)\n");
     }
     // Newton-Schulz-like batched GEMMs: 11 matrices of 512 x 1536 (the fc / mlp.proj group)
     if (!relu2_only) {
