@@ -1469,7 +1469,11 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_ker
                     float de[8];
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
+#ifdef BREAK_RMB_SKIP  // a deliberately wrong variant (dev/broken_variants.sh): the skip's gradient takes mix[0] for its weight
+                        de[j] = lyr::rnd(sm[0][cv * 8 + j] * o[j]);
+#else
                         de[j] = lyr::rnd(sm[SKIP ? 2 : 0][cv * 8 + j] * o[j]);  // as residual_scale_backward's dy
+#endif
                         acc2[SKIP ? k : 0][j] += o[j] * e[j];
                         if (add_is_denc) ad[j] = de[j];
                     }

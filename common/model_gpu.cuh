@@ -63,13 +63,13 @@
 // MLP_GEMM (developer knob, read once) picks the path of each direction:
 //   cublas: the fc GEMM with cuBLASLt's RELU epilogue, then relu2_forward in place; backward, the
 //           input-gradient GEMM then relu2_backward_from_out.
-//   fused:  relu^2 (and its gradient factor) in the epilogue of the Hopper GEMMs
-//           matmul_relu2_forward / matmul_relu2_backward_dx (matmul.cuh): one bf16 rounding
-//           instead of two and no elementwise pass.
-//   fwd (the default): the fused forward, the cublas backward. Measured on the H200 (seed shape,
-//           dev_matmul, 2026-12-01): forward 237.5 us fused against 347.8 cuBLASLt + pass; the
-//           fused backward 593.7 us against 425.5, slower (its N-major weight operand and the
-//           epilogue's h loads are not yet tuned), so only the forward is fused by default.
+//   fused (the default): relu^2 (and its gradient factor) in the epilogue of the Hopper GEMMs
+//           matmul_relu2_forward / matmul_relu2_backward_dx_wt (matmul.cuh): one bf16 rounding
+//           instead of two and no elementwise pass. The backward reads the proj weight with
+//           mlp_scale folded in and transposed (FoldedWeightsGPU::mlp_t). Measured on the H200
+//           (seed shape, dev_matmul, 2026-12-01): forward 237.5 us against 347.8 cuBLASLt + pass,
+//           backward 377.5 us against 423.9.
+//   fwd:    the fused forward, the cublas backward.
 // Where the fused kernels cannot run (no sm_90a kernel, or shapes that are not multiples of 64)
 // the cublas path runs. The CPU model rounds no activations, so it is the twin of every mode
 // (dev/model.cu's tolerances cover the rounding moved), and the backward from relu^2 reads the
@@ -79,10 +79,10 @@ enum MlpGemmMode { MLP_GEMM_CUBLAS = 0, MLP_GEMM_FUSED_FWD = 1, MLP_GEMM_FUSED =
 inline MlpGemmMode mlp_gemm_mode() {
     static const MlpGemmMode mode = [] {
         const char *s = getenv("MLP_GEMM");
-        if (!s || !strcmp(s, "fwd")) return MLP_GEMM_FUSED_FWD;
+        if (!s || !strcmp(s, "fused")) return MLP_GEMM_FUSED;
         if (!strcmp(s, "cublas")) return MLP_GEMM_CUBLAS;
-        if (!strcmp(s, "fused")) return MLP_GEMM_FUSED;
-        fatal_config("MLP_GEMM='%s': need fwd (the default), fused or cublas", s);
+        if (!strcmp(s, "fwd")) return MLP_GEMM_FUSED_FWD;
+        fatal_config("MLP_GEMM='%s': need fused (the default), fwd or cublas", s);
         return MLP_GEMM_CUBLAS;
     }();
     return mode;
@@ -556,7 +556,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         fold_scale_grad(dbp.mlp_proj, dbp.mlp_scale, m.gfold, bp.mlp_scale, bw.mlp_proj, D, F, stream);
         // d fc_pre = d relu^2 * 2 sqrt(relu^2) (= 2 relu): in the GEMM's epilogue, or a pass
         if (mlp_gemm_fused_backward() && matmul_relu2_supported(N, D, F, m.dfc, m.dres, m.fold[l].mlp_t, la.fc_act)) {
-            matmul_relu2_backward_dx(m.dfc, m.dres, m.fold[l].mlp_t, la.fc_act, N, D, F, stream);
+            matmul_relu2_backward_dx_wt(m.dfc, m.dres, m.fold[l].mlp_t, la.fc_act, N, D, F, stream);
         } else {
             matmul_forward(m.dfc, m.dres, m.fold[l].mlp_t, N, D, F, stream);
             relu2_backward_from_out(m.dfc, m.dfc, la.fc_act, (size_t)N * F, false, stream);  // 2 sqrt(relu^2) = 2 relu
@@ -573,15 +573,21 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         // recompute q and k
         qk_rope_gain_forward(m.q_raw, la.qn, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
         qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
+        // dQ: the q backward reads attention's fp32 accumulator itself where its token-row kernel
+        // runs (bit for bit the dq pass + the bf16 backward, without the pass: layers.cuh), else
+        // attention converts it into dq
+        const bool dq_from_acc = qk_backward_from_acc_fits(H, hd, rd, m.rope_cos, m.rope_sin);
+        bf16 *dq = dq_from_acc ? nullptr : m.dq;
         if (xsa) {
-            // XSA writes dv (its self-value term); attention then adds its dq/dk/dv, so zero those two
+            // XSA writes dv (its self-value term); attention then adds its dq/dk/dv, so zero those
+            // (dq only when attention converts into it)
             xsa_backward(m.datt, m.dv, m.datt_xsa, la.att, la.v, la.vnorm, N, H, KV, hd, false, stream);
-            cudaCheck(cudaMemsetAsync(m.dq, 0, ND * sizeof(bf16), stream));
+            if (dq) cudaCheck(cudaMemsetAsync(m.dq, 0, ND * sizeof(bf16), stream));
             cudaCheck(cudaMemsetAsync(m.dk, 0, (size_t)N * KVD * sizeof(bf16), stream));
-            attention_backward(m.dq, m.dk, m.dv, m.datt, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
+            attention_backward(dq, m.dk, m.dv, m.datt, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
                                m.attn_scratch, true, stream);
         } else {
-            attention_backward(m.dq, m.dk, m.dv, m.datt_xsa, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
+            attention_backward(dq, m.dk, m.dv, m.datt_xsa, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
                                m.attn_scratch, false, stream);
         }
         // through gain/RoPE/per-head rmsnorm, in place: dq, dk become the c_q / c_k output gradients
@@ -589,8 +595,13 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
 #ifdef BREAK_QGAIN_HEAD  // a deliberately wrong variant (dev/broken_variants.sh): head h's q_gain gradient lands on h + 1
         dq_gain += 1;
 #endif
-        qk_norm_rope_gain_backward(m.dq, dq_gain, m.dq, la.qn, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd,
-                                   false, sc, stream);
+        if (dq_from_acc)
+            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch),
+                                                attention_backward_dq_acc_scale(), la.qn, la.rstd_q, m.rope_cos, m.rope_sin,
+                                                bp.q_gain, B, T, H, hd, rd, false, sc, stream);
+        else
+            qk_norm_rope_gain_backward(m.dq, dq_gain, m.dq, la.qn, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd,
+                                       rd, false, sc, stream);
         qk_norm_rope_gain_backward(m.dk, nullptr, m.dk, la.kn, la.rstd_k, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd,
                                    false, sc, stream);
         const int ve = layer_ve_index(c, l);
