@@ -11,6 +11,7 @@
 //   residual_scale_forward/backward                                x + scale*y: attn/mlp scales, U-Net skips
 //   fold_scale_transpose, fold_scale_grad                          those scales folded into the proj weights
 //   resid_mix_rmsnorm_forward, residual_scale_rmsnorm_forward      those two fused with the next rmsnorm
+//   block_start_forward                                            a block's output, the next one's skip, mix and rmsnorm
 //   rmsnorm_resid_mix_backward                                     the backward of resid_mix + rmsnorm in one pass
 //   relu2_forward/backward(_from_out)                              relu(x)^2
 //   rope_tables, qk_norm_rope_gain_forward/backward                per-head rmsnorm + partial RoPE + q_gain
@@ -1029,7 +1030,7 @@ __global__ void __launch_bounds__(RED_THREADS) residual_scale_forward_kernel(bf1
         lyr::load8(a, x + at);
         lyr::load8(b, y + at);
 #pragma unroll
-        for (int j = 0; j < 8; j++) a[j] += s[j] * b[j];
+        for (int j = 0; j < 8; j++) a[j] = __fmaf_rn(s[j], b[j], a[j]);  // explicit: the fused passes repeat it bit for bit
         lyr::store8(out + at, a);
     }
 }
@@ -1302,7 +1303,8 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) residual_rmsnorm_forward_kerne
     }
     __syncthreads();
     auto combine = [&](float av, float bv, float q0, float q1) {
-        const float v = MODE == 1 ? q0 * av + q1 * bv : av + q0 * bv;
+        // explicit operations: block_start_forward repeats them bit for bit
+        const float v = MODE == 1 ? __fmaf_rn(q0, av, __fmul_rn(q1, bv)) : __fmaf_rn(q0, bv, av);
         return lyr::rnd(v);  // as stored
     };
     const int nwarps = gridDim.x * ROW_WARPS;
@@ -1381,6 +1383,96 @@ inline void residual_scale_rmsnorm_forward(bf16 *out, bf16 *ln, float *rstd, con
     cudaCheckLaunch();
 }
 
+// The step from one block to the next in one pass (the forward's block_start_forward):
+//   out  = a + rscale * b                 the previous block's output (its MLP residual), stored
+//   r    = out (+ skip_w * enc, SKIP)     the next block's input (a U-Net skip: not stored)
+//   x_in = mix[0] * r + mix[1] * x0       stored; ln = scale * rmsnorm(x_in) with rstd
+// each value rounded where residual_scale_forward, residual_scale_forward (the skip) and
+// resid_mix_rmsnorm_forward store it, so the results are theirs bit for bit. Moves 6 N*C (7 with
+// the skip) instead of 7 (10). One warp per row of C <= 512 channels (2 vectors a lane).
+constexpr int BLOCK_START_MAX_C = 512;
+template <bool SKIP>
+__global__ void __launch_bounds__(ROW_WARPS * 32) block_start_forward_kernel(
+    bf16 *out, bf16 *x_in, bf16 *ln, float *rstd, const bf16 *a, const float *rscale, const bf16 *b, const bf16 *enc,
+    const float *skip_w, const bf16 *x0, const float *mix, int N, int C, float scale_ln, bool enc_is_out) {
+    constexpr int K = 2;
+    const int lane = threadIdx.x & 31, CV = C / 8;
+    __shared__ __align__(16) float sp[4][K * 256];  // rscale, skip_w, mix[0], mix[1], bf16-rounded
+    for (int i = threadIdx.x; i < K * 256; i += blockDim.x) {
+        sp[0][i] = i < C ? lyr::rnd(rscale[i]) : 0.f;
+        sp[1][i] = SKIP && i < C ? lyr::rnd(skip_w[i]) : 0.f;
+        sp[2][i] = i < C ? lyr::rnd(mix[i]) : 0.f;
+        sp[3][i] = i < C ? lyr::rnd(mix[C + i]) : 0.f;
+    }
+    __syncthreads();
+    for (int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5); n < N; n += gridDim.x * ROW_WARPS) {
+        const size_t row = (size_t)n * C;
+        float v[K][8];
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const int cv = k * 32 + lane;
+            if (cv < CV) {
+                const int c = cv * 8;
+                float x[8], y[8], e[8], z[8];
+                lyr::load8(x, a + row + c);
+                lyr::load8(y, b + row + c);
+                if (SKIP && !enc_is_out) lyr::load8(e, enc + row + c);
+                lyr::load8(z, x0 + row + c);
+#pragma unroll
+                for (int j = 0; j < 8; j++) x[j] = lyr::rnd(__fmaf_rn(sp[0][c + j], y[j], x[j]));  // residual_scale_forward
+                lyr::store8(out + row + c, x);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    float r = x[j];
+                    if (SKIP) r = lyr::rnd(__fmaf_rn(sp[1][c + j], enc_is_out ? x[j] : e[j], r));  // the skip: residual_scale_forward
+#ifdef BREAK_BLOCK_START  // a deliberately wrong variant (dev/broken_variants.sh): x0's mix weight is mix[0]'s
+                    v[k][j] = lyr::rnd(__fmaf_rn(sp[2][c + j], r, __fmul_rn(sp[2][c + j], z[j])));
+#else
+                    v[k][j] = lyr::rnd(__fmaf_rn(sp[2][c + j], r, __fmul_rn(sp[3][c + j], z[j])));  // resid_mix (combine, MODE 1)
+#endif
+                    ss += v[k][j] * v[k][j];
+                }
+                lyr::store8(x_in + row + c, v[k]);
+            }
+        }
+        rmsnorm_row_finish<K>(ln + row, rstd, x_in + row, v, ss, n, C, CV, lane, scale_ln);
+    }
+}
+
+// Whether block_start_forward takes rows of C channels (else: residual_scale_forward, the skip's
+// residual_scale_forward, resid_mix_rmsnorm_forward)
+inline bool block_start_fusable(int C) { return C > 0 && C % 8 == 0 && C <= BLOCK_START_MAX_C; }
+
+// out = a + rscale * b; x_in = mix[0] * (out (+ skip_w * enc)) + mix[1] * x0; ln = scale *
+// rmsnorm(x_in), rstd (may be null). enc null: no skip; enc may be out (the first decoder block's
+// skip is the last encoder block's output: read from the registers). x_in may be a (in place, row
+// by row); out must be apart from the other inputs. CPU twins: residual_scale_forward_cpu, resid_mix_forward_cpu,
+// rmsnorm_forward_cpu.
+inline void block_start_forward(bf16 *out, bf16 *x_in, bf16 *ln, float *rstd, const bf16 *a, const float *rscale,
+                                const bf16 *b, const bf16 *enc, const float *skip_w, const bf16 *x0, const float *mix, int N,
+                                int C, float scale, cudaStream_t stream) {
+    ProfScope prof_(PROF_MEMBOUND, stream);
+    const char *who = "block_start_forward";
+    layers_require(block_start_fusable(C), who, "rows of at most 512 channels, a multiple of 8");
+    layers_require(!enc || skip_w, who, "a skip needs skip_w");
+    layers_require(out != a && out != b && out != x0 && out != x_in, who, "out must be apart from a, b, x0 and x_in");
+    layers_require(x_in != ln && x_in != b && x_in != x0 && (!enc || x_in != enc), who, "x_in may alias a only");
+    const void *ptrs[] = {out, x_in, ln, a, b, x0, enc};
+    const char *names[] = {"out", "x_in", "ln", "a", "b", "x0", "enc"};
+    for (int i = 0; i < 7; i++)
+        if (ptrs[i] || i < 6) layers_check_aligned(ptrs[i], who, names[i]);
+    if (N <= 0) return;
+    const int grid = residual_rmsnorm_grid(N);
+    if (enc)
+        block_start_forward_kernel<true><<<grid, ROW_WARPS * 32, 0, stream>>>(out, x_in, ln, rstd, a, rscale, b, enc, skip_w, x0,
+                                                                             mix, N, C, scale, enc == out);
+    else
+        block_start_forward_kernel<false><<<grid, ROW_WARPS * 32, 0, stream>>>(out, x_in, ln, rstd, a, rscale, b, enc, skip_w,
+                                                                              x0, mix, N, C, scale, false);
+    cudaCheckLaunch();
+}
+
 // ----------------------------------------------------------------------------
 // the backward of a block's start, x_in = mix[0] * resid + mix[1] * x0 then ln = s * rmsnorm(x_in),
 // in one pass: rmsnorm_resid_mix_backward. CPU twin: rmsnorm_backward_cpu then
@@ -1446,8 +1538,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) rmsnorm_resid_mix_backward_ker
                 if (SKIP) {
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
-                        xr[j] += sm[SKIP ? 2 : 0][cv * 8 + j] * e[j];  // as residual_scale_forward_kernel
-                        xr[j] = lyr::rnd(xr[j]);
+                        xr[j] = lyr::rnd(__fmaf_rn(sm[SKIP ? 2 : 0][cv * 8 + j], e[j], xr[j]));  // as residual_scale_forward_kernel
                     }
                 }
 #pragma unroll

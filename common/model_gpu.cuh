@@ -32,7 +32,6 @@
 //     the GEMMs' weight gradients) with rstd instead (rmsnorm_backward_from_out);
 //   - q and k after RoPE and gain: recomputed from qn / kn for the attention backward
 //     (qk_rope_gain_forward, bit for bit what the forward gave attention);
-//   - the XSA output: recomputed from att, v for the proj GEMM's weight gradient (xsa_forward);
 //   - relu(fc): on Hopper the fc GEMM's epilogue writes relu^2 itself (MLP_GEMM, below); else
 //     cuBLASLt's RELU epilogue writes relu(fc) and relu2_forward squares it in place; the backward
 //     takes relu' from relu^2 (relu2_backward_from_out, or in the input-gradient GEMM's epilogue);
@@ -119,7 +118,8 @@ struct LayerActsGPU {
     bf16 *v;         // (N,KV,hd)
     bf16 *att;       // (N,H,hd)
     float *lse;      // (B,H,T)
-    float *vnorm;    // (N,KV)    XSA layers only (the XSA output is recomputed)
+    float *vnorm;    // (N,KV)    XSA layers only
+    bf16 *xsa_out;   // (N,D)     XSA layers only: the proj GEMM's input (its weight gradient reads it)
     bf16 *attn_out;  // (N,D)     = ModelGPU::proj_out (the backward does without it: fold_scale_grad)
     float *rstd2;    // (N)       of x_mid = x_in + attn_scale * attn_out (not kept)
     bf16 *ln2;       // (N,D)     rmsnorm(x_mid) * s
@@ -226,6 +226,7 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
         la.att = arena_take<bf16>(a, N * D);
         la.lse = arena_take<float>(a, N * H);
         la.vnorm = xsa ? arena_take<float>(a, N * KV) : nullptr;
+        la.xsa_out = xsa ? arena_take<bf16>(a, N * D) : nullptr;
         la.attn_out = nullptr;  // = proj_out, below
         la.rstd2 = arena_take<float>(a, N);
         la.ln2 = arena_take<bf16>(a, N * D);
@@ -436,20 +437,34 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
     }
 
     const bf16 *x = m.x0;
+    // A block's last residual (out = x_mid + mlp_scale * mlp_out) is left to the next block's
+    // start, which does it with the skip add, the mix and ln1 in one pass (block_start_forward)
+    const bool fuse_start = block_start_fusable(D);
+    const float *pending_scale = nullptr;  // the previous block's mlp_scale, while its out is pending
     for (int l = 0; l < L; l++) {
         LayerActsGPU &la = m.layers[l];
         const BlockParams<float> &bp = p.blocks[l];
         const BlockParams<bf16> &bw = w.blocks[l];
         const float s = c.ln_scale ? (float)(1.0 / std::sqrt((double)l + 1)) : 1.f;
         const int i = l - nE;
-        const bf16 *resid = x;  // no copy: the previous output is kept anyway
-        if (i >= 0 && i < c.num_skip) {  // U-Net skip: resid = x + skip_weights[i] * enc, not kept
-            residual_scale_forward(m.xres, x, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, stream);
-            resid = m.xres;
+        const bool skip = i >= 0 && i < c.num_skip;  // U-Net skip: resid = x + skip_weights[i] * enc, not kept
+        if (pending_scale) {
+            // the previous block's out, then x_in (into xres, over the previous x_mid) and ln1
+            block_start_forward(m.layers[l - 1].out, m.xres, la.ln1, la.rstd1, m.xres, pending_scale, m.proj_out,
+                                skip ? m.layers[nE - 1 - i].out : nullptr, p.skip_weights + (size_t)(skip ? i : 0) * D, m.x0,
+                                bp.resid_mix, N, D, s, stream);
+            la.resid = skip ? nullptr : (bf16 *)x;
+            pending_scale = nullptr;
+        } else {
+            const bf16 *resid = x;  // no copy: the previous output is kept anyway
+            if (skip) {
+                residual_scale_forward(m.xres, x, p.skip_weights + (size_t)i * D, m.layers[nE - 1 - i].out, N, D, stream);
+                resid = m.xres;
+            }
+            la.resid = resid == x ? (bf16 *)x : nullptr;
+            // x_in (into xres, not kept) and ln1
+            resid_mix_rmsnorm_forward(m.xres, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s, stream);
         }
-        la.resid = resid == x ? (bf16 *)x : nullptr;
-        // x_in (into xres, not kept) and ln1
-        resid_mix_rmsnorm_forward(m.xres, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s, stream);
         // attention, on every row (every query too: the sliding eval's scored rows are a 64-row
         // suffix, too little for the Hopper kernels' 128/192-row query tiles to skip anything
         // worth it, and one kernel keeps those rows bit-identical to a full forward's)
@@ -480,8 +495,8 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
             att = m.datt, x_in = m.dres, v = m.dv;
         }
         const bool xsa = layer_has_xsa(c, l);
-        if (xsa) xsa_forward(m.q_raw, la.vnorm, att, v, Nq, H, KV, hd, stream);  // q is done with
-        matmul_forward(la.attn_out, xsa ? m.q_raw : att, bw.attn_proj, Nq, D, D, stream);
+        if (xsa) xsa_forward(la.xsa_out, la.vnorm, att, v, Nq, H, KV, hd, stream);
+        matmul_forward(la.attn_out, xsa ? la.xsa_out : att, bw.attn_proj, Nq, D, D, stream);
         // x_mid (over x_in) and ln2
         residual_scale_rmsnorm_forward(x_in, la.ln2, la.rstd2, x_in, bp.attn_scale, la.attn_out, Nq, D, s, stream);
         // MLP: relu(u)^2, the reference's relu^2: fused into the fc GEMM, or the GEMM stores
@@ -493,7 +508,8 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
             relu2_forward(la.fc_act, la.fc_act, (size_t)Nq * F, stream);
         }
         matmul_forward(la.mlp_out, la.fc_act, bw.mlp_proj, Nq, F, D, stream);
-        if (l + 1 < L) residual_scale_forward(la.out, x_in, bp.mlp_scale, la.mlp_out, Nq, D, stream);
+        if (l + 1 < L && fuse_start && x_in == m.xres && la.mlp_out == m.proj_out) pending_scale = bp.mlp_scale;  // next block's start
+        else if (l + 1 < L) residual_scale_forward(la.out, x_in, bp.mlp_scale, la.mlp_out, Nq, D, stream);
         else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, x_in, bp.mlp_scale, la.mlp_out, Nq, D, 1.f, stream);
         x = la.out;
     }
@@ -566,8 +582,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         // attention: x_mid = x_in + attn_scale * (y @ W_attn_proj^T), y the XSA / attention output;
         // dres goes on as d x_in; the scale folded into the proj as the MLP's
         const bool xsa = layer_has_xsa(c, l);
-        if (xsa) xsa_forward(m.datt, la.vnorm, la.att, la.v, N, H, KV, hd, stream);  // recompute the XSA output into datt
-        matmul_backward(nullptr, m.gfold, m.dres, xsa ? m.datt : la.att, nullptr, N, D, D, false, false, stream);
+        matmul_backward(nullptr, m.gfold, m.dres, xsa ? la.xsa_out : la.att, nullptr, N, D, D, false, false, stream);
         fold_scale_grad(dbp.attn_proj, dbp.attn_scale, m.gfold, bp.attn_scale, bw.attn_proj, D, D, stream);
         matmul_forward(m.datt_xsa, m.dres, m.fold[l].attn_t, N, D, D, stream);
         // recompute q and k

@@ -37,6 +37,8 @@
 #                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_RMB_SKIP        rmsnorm_resid_mix_backward's skip gradient takes mix[0] for the skip weight
 #                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_BLOCK_START     block_start_forward weighs x0 with mix[0] instead of mix[1]
+#                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_ATTN_PRE        the attention backward's preprocess v2 leaves each row's last 8 elements
 #                         out of D                             (common/attention.cuh) -> dev_attention
 #   BREAK_SCORED_ROWS     the scored-rows-only eval gathers the rows one position too early
@@ -82,6 +84,7 @@ ROWS=(
     'BREAK_FOLD_GRAD|layers|--no-bench|FAIL +dscale \(accumulate\)'
     'BREAK_QK3_ACC|layers|--no-bench|FAIL +from acc dinp +bitwise'
     'BREAK_RMB_SKIP|layers|--no-bench|FAIL +skip d(enc|res)'
+    'BREAK_BLOCK_START|layers|--no-bench|FAIL +block start (x_in|ln)'
     'BREAK_ATTN_PRE|attention|--check-only --small|FAIL preprocess v2'
     'BREAK_SCORED_ROWS|model|--no-bench|FAIL gpu score_from='
     'BREAK_QGAIN_HEAD|model|--no-bench|FAIL grad blocks\.[0-9]+\.attn\.q_gain'

@@ -556,6 +556,43 @@ static void test_rmsnorm_resid_mix(int N, int C, float scale) {
     }
 }
 
+// block_start_forward (a block's output, the next block's skip, mix and rmsnorm in one pass)
+// against the launchers it replaces (residual_scale_forward, the skip's residual_scale_forward,
+// resid_mix_rmsnorm_forward), bit for bit: out, x_in, ln, rstd; x_in in place over a, as the
+// model runs it. (Those launchers are checked against the CPU twins above.)
+// enc_is_out: the skip reads the out being written (the first decoder block's case)
+static void test_block_start(int N, int C, bool skip, bool enc_is_out = false) {
+    printf("block_start_forward skip=%d enc=out:%d N=%d C=%d\n", (int)skip, (int)enc_is_out, N, C);
+    const size_t n = (size_t)N * C;
+    const float scale = 0.7f;
+    std::vector<float> a = randn(n), b = randn(n), enc = randn(n), x0 = randn(n), rs = randn(C, 0.3f, 0.5f),
+                       w = randn(C, 0.3f, 0.7f), mix = randn(2 * C, 0.5f, 0.5f);
+    DevBuf<bf16> d_a(n), d_b(n), d_enc(n), d_x0(n), u_out(n), u_r(n), u_xin(n), u_ln(n), f_out(n), f_xin(n), f_ln(n);
+    DevBuf<float> d_rs(C), d_w(C), d_mix(2 * C), u_rstd(N), f_rstd(N);
+    put(d_a, a), put(d_b, b), put(d_enc, enc), put(d_x0, x0), put(d_rs, rs), put(d_w, w), put(d_mix, mix);
+    residual_scale_forward(u_out.p, d_a.p, d_rs.p, d_b.p, N, C, 0);
+    const bf16 *r = u_out.p;
+    if (skip) {
+        residual_scale_forward(u_r.p, u_out.p, d_w.p, enc_is_out ? u_out.p : d_enc.p, N, C, 0);
+        r = u_r.p;
+    }
+    resid_mix_rmsnorm_forward(u_xin.p, u_ln.p, u_rstd.p, r, d_x0.p, d_mix.p, N, C, scale, 0);
+    put(f_xin, a);  // a, overwritten in place by x_in
+    poison(f_out.p, n), poison(f_ln.p, n), poison(f_rstd.p, N);
+    block_start_forward(f_out.p, f_xin.p, f_ln.p, f_rstd.p, f_xin.p, d_rs.p, d_b.p,
+                        skip ? (enc_is_out ? f_out.p : d_enc.p) : nullptr, d_w.p, d_x0.p, d_mix.p, N, C, scale, 0);
+    auto same = [&](const char *name, const std::vector<float> &x, const std::vector<float> &y) {
+        size_t bad = 0;
+        for (size_t e = 0; e < x.size(); e++) bad += !(x[e] == y[e]);  // NaN never equal
+        printf("  %s %-28s %zu/%zu differ from the unfused launchers' (bitwise)\n", bad ? "FAIL" : "ok  ", name, bad, x.size());
+        expect(bad == 0);
+    };
+    same("block start out", get(f_out, n), get(u_out, n));
+    same("block start x_in", get(f_xin, n), get(u_xin, n));
+    same("block start ln", get(f_ln, n), get(u_ln, n));
+    same("block start rstd", get(f_rstd, N), get(u_rstd, N));
+}
+
 // rmsnorm_resid_mix_backward's skip parts (ResidMixSkip): the fused call against the unfused
 // launchers it replaces, on the GPU, bit for bit (dres, dx0, denc), and its parameter sums against
 // theirs (another order). add_mode 0: no add, 1: a separate add tensor, 2: add = this call's denc
@@ -1113,6 +1150,13 @@ int main(int argc, char **argv) {
     test_residual_rmsnorm(4099, 512, 1.f / std::sqrt(5.f));
     test_residual_rmsnorm(77, 1536, 1.f);  // longer than the register cache
     test_residual_rmsnorm(3, 2056, 1.f);
+
+    test_block_start(1, 8, false);
+    test_block_start(333, 96, true);
+    test_block_start(4099, 512, false);
+    test_block_start(20011, 512, true);
+    test_block_start(4099, 512, true, true);  // the first decoder block: its skip is the output being written
+    test_block_start(77, 264, true);  // 33 vectors a row: the second register set mostly idle
 
     test_rmsnorm_resid_mix(1, 8, 1.f);
     test_rmsnorm_resid_mix(333, 96, 0.5f);
