@@ -14,8 +14,11 @@
 //                                  (model_gpu_refresh_weights; call model_gpu_params_changed after
 //                                  writing params other than through model_gpu_set_params)
 //   activations             bf16   what the backward needs, per layer (LayerActsGPU), plus rstd /
-//                                  lse / vnorm in fp32; 11 N*D bf16 values per layer at the seed
-//                                  shape (D=512, KV dim 256, F=1536: relu^2 alone is 3 of them)
+//                                  lse / vnorm in fp32; 9 N*D bf16 values per layer at the seed
+//                                  shape (D=512, KV dim 256, F=1536: relu^2 alone is 3 of them),
+//                                  10 on the XSA layers (their output)
+//   folded weights  (per layer) bf16  the proj weights with attn_scale / mlp_scale folded in
+//                                  (FoldedWeightsGPU), refreshed with wbf
 //   gradient activations    bf16   a handful of (N, D) buffers reused by every layer: the backward
 //                                  updates the residual stream's gradient `dres` in place
 //
