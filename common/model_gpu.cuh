@@ -454,8 +454,8 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         if (pending_scale) {
             // the previous block's out, then x_in (into xres, over the previous x_mid) and ln1
             block_start_forward(m.layers[l - 1].out, m.xres, la.ln1, la.rstd1, m.xres, pending_scale, m.proj_out,
-                                skip ? m.layers[nE - 1 - i].out : nullptr, p.skip_weights + (size_t)(skip ? i : 0) * D, m.x0,
-                                bp.resid_mix, N, D, s, stream);
+                                skip ? m.layers[nE - 1 - i].out : nullptr, skip ? p.skip_weights + (size_t)i * D : nullptr,
+                                m.x0, bp.resid_mix, N, D, s, stream);
             la.resid = skip ? nullptr : (bf16 *)x;
             pending_scale = nullptr;
         } else {
@@ -511,7 +511,8 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
             relu2_forward(la.fc_act, la.fc_act, (size_t)Nq * F, stream);
         }
         matmul_forward(la.mlp_out, la.fc_act, bw.mlp_proj, Nq, F, D, stream);
-        if (l + 1 < L && fuse_start && x_in == m.xres && la.mlp_out == m.proj_out) pending_scale = bp.mlp_scale;  // next block's start
+        // (below the last block x_in is xres and mlp_out proj_out, what the next block's start reads)
+        if (l + 1 < L && fuse_start) pending_scale = bp.mlp_scale;
         else if (l + 1 < L) residual_scale_forward(la.out, x_in, bp.mlp_scale, la.mlp_out, Nq, D, stream);
         else residual_scale_rmsnorm_forward(la.out, m.xf, m.rstd_f, x_in, bp.mlp_scale, la.mlp_out, Nq, D, 1.f, stream);
         x = la.out;
@@ -558,6 +559,10 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
     // the block-start backward in one pass, the U-Net skips' parts included (rmsnorm_resid_mix_backward
     // with ResidMixSkip), or the unfused launchers for rows of more than 1024 channels
     const bool fused_start = rmsnorm_resid_mix_fusable(D);
+    // dQ: the q backward reads attention's fp32 accumulator itself where its token-row kernel runs
+    // (bit for bit the dq pass + the bf16 backward, without the pass: layers.cuh), else attention
+    // converts it into dq
+    const bool dq_from_acc = qk_backward_from_acc_fits(H, hd, rd, m.rope_cos, m.rope_sin);
     auto encoder_skip = [&](int j) { return j >= 0 && j < nE && nE - 1 - j < c.num_skip; };  // layer j's output feeds a skip
     for (int l = L - 1; l >= 0; l--) {
         LayerActsGPU &la = m.layers[l];
@@ -591,11 +596,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         // recompute q and k
         qk_rope_gain_forward(m.q_raw, la.qn, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
         qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
-        // dQ: the q backward reads attention's fp32 accumulator itself where its token-row kernel
-        // runs (bit for bit the dq pass + the bf16 backward, without the pass: layers.cuh), else
-        // attention converts it into dq
-        const bool dq_from_acc = qk_backward_from_acc_fits(H, hd, rd, m.rope_cos, m.rope_sin);
-        bf16 *dq = dq_from_acc ? nullptr : m.dq;
+        bf16 *dq = dq_from_acc ? nullptr : m.dq;  // null: dQ stays in attention's accumulator
         if (xsa) {
             // XSA writes dv (its self-value term); attention then adds its dq/dk/dv, so zero those
             // (dq only when attention converts into it)
