@@ -486,7 +486,8 @@ __device__ __forceinline__ float pre_row_sum(float acc) {  // the 8 lanes of a r
 }
 __device__ __forceinline__ float pre_lse2(float x) { return x == -INFINITY ? INFINITY : x * LOG2E; }
 
-// version 1: one row part per thread, 64-bit indices
+// version 1: one row part per thread, 64-bit indices. dout null: D is the caller's already (not
+// written: AttnBwdPrepared::D)
 __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, float *__restrict__ lse2,
                                                      float *__restrict__ dq_acc, const __nv_bfloat16 *__restrict__ dout,
                                                      const __nv_bfloat16 *__restrict__ out,
@@ -496,10 +497,12 @@ __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, flo
     const int part = (int)(idx % 8);
     const bool valid = row < rows;
     float acc = 0.f;
-    if (valid) {
+    if (valid && dout) {
         const uint4 dv = *reinterpret_cast<const uint4 *>(dout + row * HD + part * 8);
         const uint4 ov = *reinterpret_cast<const uint4 *>(out + row * HD + part * 8);
         acc = pre_dot8(dv, ov);
+    }
+    if (valid) {
         float4 *z = reinterpret_cast<float4 *>(dq_acc + row * HD + part * 8);
         z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
         z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -510,7 +513,7 @@ __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, flo
         const size_t bt = row / H;
         const int t = (int)(bt % T), b = (int)(bt / T);
         const size_t o = ((size_t)b * H + h) * T + t;
-        Dd[o] = acc;
+        if (dout) Dd[o] = acc;
         lse2[o] = pre_lse2(lse[o]);
     }
 }
@@ -845,13 +848,14 @@ __device__ __forceinline__ void load8(float x[8], const __nv_bfloat16 *p) {
         x[2 * i + 1] = f.y;
     }
 }
-__device__ __forceinline__ void store8(__nv_bfloat16 *p, const float x[8]) {
+__device__ __forceinline__ uint4 pack8(const float x[8]) {  // the 8 values as bf16, as store8 rounds them
     uint4 u;
     uint32_t *w = reinterpret_cast<uint32_t *>(&u);
 #pragma unroll
     for (int i = 0; i < 4; i++) w[i] = pack_bf16(x[2 * i], x[2 * i + 1]);
-    *reinterpret_cast<uint4 *>(p) = u;
+    return u;
 }
+__device__ __forceinline__ void store8(__nv_bfloat16 *p, const float x[8]) { *reinterpret_cast<uint4 *>(p) = pack8(x); }
 __device__ __forceinline__ float sum8(float x) {  // over the aligned group of 8 lanes
     x += __shfl_xor_sync(0xffffffffu, x, 1);
     x += __shfl_xor_sync(0xffffffffu, x, 2);
@@ -893,11 +897,13 @@ __global__ void xsa_forward_kernel(__nv_bfloat16 *__restrict__ out, float *__res
 }
 
 // dy = dout - (dout . vn) vn; dvn = -sum_g ((y . vn) dout + (dout . vn) y);
-// dv = (dvn - vn (vn . dvn)) / |v|, or dvn / eps when the norm was clamped
+// dv = (dvn - vn (vn . dvn)) / |v|, or dvn / eps when the norm was clamped.
+// D (B, H, T) fp32, unless null: attention's D = rowsum(dy * y) of the dy stored, summed as the
+// backward's preprocess pass sums it (pre_dot8, pre_row_sum: the same bits), with y attention's out
 __global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat16 *__restrict__ dv,
                                     const __nv_bfloat16 *__restrict__ dout, const __nv_bfloat16 *__restrict__ y,
                                     const __nv_bfloat16 *__restrict__ v, const float *__restrict__ vnorm, int N, int H,
-                                    int KV, bool accumulate) {
+                                    int KV, bool accumulate, float *__restrict__ D, int T) {
     const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t pair = idx / 8;
     const int part = (int)(idx % 8);
@@ -934,7 +940,16 @@ __global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat1
             dd[i] -= gg * vn[i];
             if (accumulate) dd[i] += prev[i];
         }
-        if (valid) store8(dy + off, dd);
+        const uint4 du = pack8(dd);
+        if (valid) *reinterpret_cast<uint4 *>(dy + off) = du;
+        if (D) {  // every lane takes part in the row sum (D is uniform)
+#ifdef BREAK_XSA_D  // a deliberately wrong variant (dev/broken_variants.sh): D from dout instead of dy
+            const float d = pre_row_sum(pre_dot8(*reinterpret_cast<const uint4 *>(dout + off), pack8(yy)));
+#else
+            const float d = pre_row_sum(pre_dot8(du, pack8(yy)));  // yy holds y's bf16 values exactly
+#endif
+            if (valid && part == 0) D[((n / T) * H + (size_t)kh * G + g) * T + n % T] = d;
+        }
     }
     float mdot = 0.f;
 #pragma unroll
@@ -1828,20 +1843,33 @@ inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
 // convert's pass (4 bytes read + 2 written per value) and its own read of the bf16 dq.
 inline float *attention_backward_dq_acc(float *scratch) { return scratch; }
 inline float attention_backward_dq_acc_scale() { return attn::SCALE; }
+// D = rowsum(dout * out) inside the scratch: (B, H, T) fp32, after the dQ accumulator
+inline float *attention_backward_D(float *scratch, int B, int T, int H, int hd) { return scratch + (size_t)B * T * H * hd; }
+
+// What the caller of attention_backward has already done, so that its preprocess pass need not
+// (model_gpu.cuh's training backward on the XSA layers; the default: nothing)
+struct AttnBwdPrepared {
+    bool D = false;  // the scratch's D (attention_backward_D) holds rowsum(dout * out) as the
+                     // preprocess sums it (xsa_backward with its D argument writes it so)
+};
 
 // The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels). version 0:
 // ATTN_PRE_VERSION, 1 or 2 (dev/attention.cu runs both, bit for bit the same results, and times
 // them); version 2 needs B*T*H*8 < 2^31 (else version 1 runs). The default is 1: version 1
 // already moved its 412 MB at 86% of copy bandwidth, and version 2 (4 rows a thread) ran slower,
-// 118.9 us against 112.0 (H200, seed shape, same call, 2026-12-01).
+// 118.9 us against 112.0 (H200, seed shape, same call, 2026-12-01). With D prepared by the
+// caller (prep.D) version 1 runs without reading dout and out.
 constexpr int ATTN_PRE_VERSION = 1;
 inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_acc, const __nv_bfloat16 *dout,
                                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H,
-                                              cudaStream_t stream, int version = 0) {
+                                              cudaStream_t stream, int version = 0, AttnBwdPrepared prep = {}) {
     using namespace attn;
     const size_t rows = (size_t)B * T * H;
     if (rows == 0) return;
-    if ((version ? version : ATTN_PRE_VERSION) == 2 && rows * 8 < (1ull << 31)) {
+    if (prep.D) {
+        attention_backward_preprocess_kernel<<<ceil_div(rows * 8, 256), 256, 0, stream>>>(Dd, lse2, dq_acc, nullptr, out,
+                                                                                         lse, B, T, H);
+    } else if ((version ? version : ATTN_PRE_VERSION) == 2 && rows * 8 < (1ull << 31)) {
         attention_backward_preprocess_v2_kernel<<<ceil_div(rows, PRE_ROWS * PRE_STEP), PRE_THREADS, 0, stream>>>(
             Dd, lse2, dq_acc, dout, out, lse, T, H, (int)rows);
     } else {
@@ -1858,16 +1886,17 @@ inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *
                                           const __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *out,
                                           const float *lse, int B, int T, int H, int KV, int hd, float *scratch,
-                                          float **dq_acc, float **Dd, float **lse2, cudaStream_t stream) {
+                                          float **dq_acc, float **Dd, float **lse2, cudaStream_t stream,
+                                          AttnBwdPrepared prep) {
     using namespace attn;
     check_shapes(who, B, T, H, KV, hd);
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out, scratch};
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v", "out", "scratch"};
     for (int i = 0; i < 9; i++) check_aligned(who, ptrs[i], names[i]);
-    *dq_acc = scratch;
-    *Dd = scratch + (size_t)B * T * H * hd;
+    *dq_acc = attention_backward_dq_acc(scratch);
+    *Dd = attention_backward_D(scratch, B, T, H, hd);
     *lse2 = *Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
-    attention_backward_preprocess_run(*Dd, *lse2, *dq_acc, dout, out, lse, B, T, H, stream);
+    attention_backward_preprocess_run(*Dd, *lse2, *dq_acc, dout, out, lse, B, T, H, stream, 0, prep);
 }
 inline void attention_backward_dq_convert(__nv_bfloat16 *dq, const float *dq_acc, int B, int T, int H, int hd,
                                           bool accumulate, cudaStream_t stream) {
@@ -1882,12 +1911,12 @@ template <int KEY_WARPS = attn::BWD_KEY_WARPS>
 inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                    const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                    const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
-                                   float *scratch, bool accumulate, cudaStream_t stream) {
+                                   float *scratch, bool accumulate, cudaStream_t stream, AttnBwdPrepared prep = {}) {
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
-                                  &dq_acc, &Dd, &lse2, stream);
+                                  &dq_acc, &Dd, &lse2, stream, prep);
     constexpr int smem = bwd_smem_bytes(KEY_WARPS);
     static bool configured = false;
     if (!configured) {
@@ -1977,14 +2006,15 @@ constexpr int ATTN_BWD_SM90_STAGES = 10;
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                     const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
-                                    float *scratch, bool accumulate, cudaStream_t stream, int stage = 1) {
+                                    float *scratch, bool accumulate, cudaStream_t stream, int stage = 1,
+                                    AttnBwdPrepared prep = {}) {
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
     if (!sm90_available())
         fatal_config("attention.cuh: attention_backward_sm90 needs an sm_90 GPU and a GPU_ARCH=90a build");
     float *dq_acc, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
-                                  &dq_acc, &Dd, &lse2, stream);
+                                  &dq_acc, &Dd, &lse2, stream, prep);
     if (stage < 1 || stage > ATTN_BWD_SM90_STAGES)
         fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..%d)", stage, ATTN_BWD_SM90_STAGES);
     // stage s runs kernels[s - 1] with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
@@ -2033,17 +2063,18 @@ inline int attn_bwd_stage() {
 // dq = nullptr: no dq pass; dQ stays in the scratch's fp32 accumulator, unscaled
 // (attention_backward_dq_acc / _scale), until the next backward call, and accumulate applies
 // to dk and dv only (the kernels never read dq: only the last pass adds to it).
+// prep: what the caller did already of the preprocess's work (AttnBwdPrepared; default nothing).
 // Runs the Hopper kernel (stage attn_bwd_stage()) where it can (sm90_available),
 // else the mma.sync one.
 inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
-                               float *scratch, bool accumulate, cudaStream_t stream) {
+                               float *scratch, bool accumulate, cudaStream_t stream, AttnBwdPrepared prep = {}) {
     if (attn_bwd_stage() > 0 && sm90_available())
         attention_backward_sm90(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream,
-                                attn_bwd_stage());
+                                attn_bwd_stage(), prep);
     else
-        attention_backward_mma(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream);
+        attention_backward_mma(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch, accumulate, stream, prep);
 }
 
 // out (N,H,hd) bf16 = y - (y . vn) vn, vn = v / max(|v|, 1e-12) (v (N,KV,hd)); vnorm (N,KV) fp32 = |v|
@@ -2061,10 +2092,13 @@ inline void xsa_forward(__nv_bfloat16 *out, float *vnorm, const __nv_bfloat16 *y
 }
 
 // dy (N,H,hd), dv (N,KV,hd) <- gradients of xsa_forward given dout; accumulate = true adds to
-// them (as the CPU twin does), false overwrites.
+// them (as the CPU twin does), false overwrites. D (B, H, T = N / B) fp32, unless null: with y
+// attention's output, the attention backward's D = rowsum(dy * y) (as its preprocess pass would
+// compute it from the dy stored, bit for bit: pass it on with AttnBwdPrepared::D); T: the
+// sequence length (N = B T).
 inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *y,
                          const __nv_bfloat16 *v, const float *vnorm, int N, int H, int KV, int hd, bool accumulate,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, float *D = nullptr, int T = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     using namespace attn;
     check_shapes("xsa_backward", 1, N, H, KV, hd);
@@ -2075,7 +2109,9 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
 #ifdef BREAK_XSA_ACCUMULATE  // a deliberately wrong variant (dev/broken_variants.sh): always overwrites
     accumulate = false;
 #endif
-    xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate);
+    if (D && (T < 1 || N % T != 0)) fatal_config("attention.cuh: xsa_backward: D needs T dividing N (T=%d N=%d)", T, N);
+    xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate, D,
+                                                                     D ? T : 1);
     cudaCheckLaunch();
 }
 

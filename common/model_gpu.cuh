@@ -14,9 +14,9 @@
 //                                  (model_gpu_refresh_weights; call model_gpu_params_changed after
 //                                  writing params other than through model_gpu_set_params)
 //   activations             bf16   what the backward needs, per layer (LayerActsGPU), plus rstd /
-//                                  lse / vnorm in fp32; 9 N*D bf16 values per layer at the seed
-//                                  shape (D=512, KV dim 256, F=1536: relu^2 alone is 3 of them),
-//                                  10 on the XSA layers (their output)
+//                                  lse / vnorm in fp32; 10.5 N*D bf16 values per layer at the seed
+//                                  shape (D=512, KV dim 256, F=1536: relu^2 alone is 3 of them, q
+//                                  and k after RoPE 1.5), 11.5 on the XSA layers (their output)
 //   folded weights  (per layer) bf16  the proj weights with attn_scale / mlp_scale folded in
 //                                  (FoldedWeightsGPU), refreshed with wbf
 //   gradient activations    bf16   a handful of (N, D) buffers reused by every layer: the backward
@@ -33,8 +33,8 @@
 //     prev + skip_weights * enc, recomputed for resid_mix's backward (residual_scale_forward);
 //   - x_in and x_mid, the rmsnorms' inputs: their backward reads the outputs ln1 / ln2 (kept for
 //     the GEMMs' weight gradients) with rstd instead (rmsnorm_backward_from_out);
-//   - q and k after RoPE and gain: recomputed from qn / kn for the attention backward
-//     (qk_rope_gain_forward, bit for bit what the forward gave attention);
+//   - q and k after RoPE and gain only with KEEP_QK=0 (below): then recomputed from qn / kn for
+//     the attention backward (qk_rope_gain_forward, bit for bit what the forward gave attention);
 //   - relu(fc): on Hopper the fc GEMM's epilogue writes relu^2 itself (MLP_GEMM, below); else
 //     cuBLASLt's RELU epilogue writes relu(fc) and relu2_forward squares it in place; the backward
 //     takes relu' from relu^2 (relu2_backward_from_out, or in the input-gradient GEMM's epilogue);
@@ -92,6 +92,21 @@ inline MlpGemmMode mlp_gemm_mode() {
 inline bool mlp_gemm_fused_forward() { return mlp_gemm_mode() != MLP_GEMM_CUBLAS; }
 inline bool mlp_gemm_fused_backward() { return mlp_gemm_mode() == MLP_GEMM_FUSED; }
 
+// KEEP_QK (developer knob, read once): 1 (the default) keeps each layer's q and k after RoPE and
+// gain (attention's inputs) for the attention backward; 0 keeps only qn / kn and recomputes q, k
+// there, two memory passes a layer (~0.1 ms at the seed shape) for 1.5 GiB less memory
+// (3 bytes per token per model channel per layer: 150 MB a layer at 98,304 tokens).
+inline bool keep_qk() {
+    static const bool keep = [] {
+        const char *s = getenv("KEEP_QK");
+        if (!s || !strcmp(s, "1")) return true;
+        if (!strcmp(s, "0")) return false;
+        fatal_config("KEEP_QK='%s': need 1 (the default: keep q, k for the backward) or 0 (recompute them)", s);
+        return true;
+    }();
+    return keep;
+}
+
 // ----------------------------------------------------------------------------
 // one device allocation carved into many buffers (256-byte aligned each)
 
@@ -114,8 +129,10 @@ struct LayerActsGPU {
     bf16 *resid;     // (N,D)     the block input: the previous output (null on skip layers: recomputed)
     float *rstd1;    // (N)       of x_in = mix[0]*resid + mix[1]*x0 (x_in itself is not kept)
     bf16 *ln1;       // (N,D)     rmsnorm(x_in) * s
-    bf16 *qn;        // (N,H,hd)  c_q output after the per-head rmsnorm (q = gain * RoPE(qn) is recomputed)
-    bf16 *kn;        // (N,KV,hd) (k = RoPE(kn) is recomputed)
+    bf16 *qn;        // (N,H,hd)  c_q output after the per-head rmsnorm (the q backward reads it)
+    bf16 *kn;        // (N,KV,hd)
+    bf16 *q;         // (N,H,hd)  gain * RoPE(qn), attention's input (KEEP_QK=0: = ModelGPU::q_raw, recomputed)
+    bf16 *k;         // (N,KV,hd) RoPE(kn) (KEEP_QK=0: = ModelGPU::k_raw)
     float *rstd_q;   // (N,H)
     float *rstd_k;   // (N,KV)
     bf16 *v;         // (N,KV,hd)
@@ -177,8 +194,8 @@ struct ModelGPU {
     bf16 *proj_out;                 // (N,D) scratch: every block's attn_out and mlp_out (not kept)
     bf16 *xres;                     // (N,D) scratch: the forward's embedding sum, a block's input on
                                     // skip layers, x_in, x_mid (in place); the backward's recomputed input
-    bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch: c_q / c_k outputs, then q / k in place;
-                                    // the backward's recomputed q / k
+    bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch: c_q / c_k outputs (an eval forward: then
+                                    // q / k in place); KEEP_QK=0: every layer's q / k, recomputed
     bf16 *dfc;                      // (N,F) scratch: d relu^2, then d fc in place (backward)
     bf16 *xf;                       // (N,D)
     float *rstd_f;                  // (N)
@@ -223,6 +240,8 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
         la.ln1 = arena_take<bf16>(a, N * D);
         la.qn = arena_take<bf16>(a, N * D);
         la.kn = arena_take<bf16>(a, N * KVD);
+        la.q = keep_qk() ? arena_take<bf16>(a, N * D) : nullptr;  // (else q_raw, below)
+        la.k = keep_qk() ? arena_take<bf16>(a, N * KVD) : nullptr;
         la.rstd_q = arena_take<float>(a, N * H);
         la.rstd_k = arena_take<float>(a, N * KV);
         la.v = arena_take<bf16>(a, N * KVD);
@@ -248,6 +267,8 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.xres = arena_take<bf16>(a, N * D);
     m.q_raw = arena_take<bf16>(a, N * D);
     m.k_raw = arena_take<bf16>(a, N * KVD);
+    if (!keep_qk())
+        for (LayerActsGPU &la : m.layers) la.q = m.q_raw, la.k = m.k_raw;
     m.dfc = arena_take<bf16>(a, N * F);
     m.xf = arena_take<bf16>(a, N * D);
     m.rstd_f = arena_take<float>(a, N);
@@ -476,11 +497,13 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         matmul_forward(la.v, la.ln1, bw.c_v, N, D, KVD, stream);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
-        qk_norm_rope_gain_forward(m.q_raw, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw, m.rope_cos,
+        // q, k after RoPE: kept for the backward in a training forward (la.q, la.k), else in place
+        bf16 *q = backward ? la.q : m.q_raw, *k = backward ? la.k : m.k_raw;
+        qk_norm_rope_gain_forward(q, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw, m.rope_cos,
                                   m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
-        qk_norm_rope_gain_forward(m.k_raw, backward ? la.kn : nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
+        qk_norm_rope_gain_forward(k, backward ? la.kn : nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
                                   m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
-        attention_forward(la.att, la.lse, m.q_raw, m.k_raw, la.v, B, T, H, KV, hd, stream);
+        attention_forward(la.att, la.lse, q, k, la.v, B, T, H, KV, hd, stream);
         // score_from, last block: past attention only the rows [q0, T) of each sequence (Nq) go
         // on; their att, x_in (and v, for XSA) are gathered into backward-only buffers (free in an
         // eval forward). x_in is then updated in place: x_mid over it, as xres is in training
@@ -593,21 +616,27 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         matmul_backward(nullptr, m.gfold, m.dres, xsa ? la.xsa_out : la.att, nullptr, N, D, D, false, false, stream);
         fold_scale_grad(dbp.attn_proj, dbp.attn_scale, m.gfold, bp.attn_scale, bw.attn_proj, D, D, stream);
         matmul_forward(m.datt_xsa, m.dres, m.fold[l].attn_t, N, D, D, stream);
-        // recompute q and k
-        qk_rope_gain_forward(m.q_raw, la.qn, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
-        qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
+        // q and k as attention saw them: kept, or recomputed (KEEP_QK=0: la.q, la.k are the scratch)
+        if (la.q == m.q_raw) {
+            qk_rope_gain_forward(m.q_raw, la.qn, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
+            qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
+        }
         bf16 *dq = dq_from_acc ? nullptr : m.dq;  // null: dQ stays in attention's accumulator
+        float *scratch = m.attn_scratch;
+        AttnBwdPrepared prep;  // what the preprocess pass may skip
         if (xsa) {
-            // XSA writes dv (its self-value term); attention then adds its dq/dk/dv, so zero those
-            // (dq only when attention converts into it)
-            xsa_backward(m.datt, m.dv, m.datt_xsa, la.att, la.v, la.vnorm, N, H, KV, hd, false, stream);
+            // XSA writes dv (its self-value term) and attention's D; attention then adds its
+            // dq/dk/dv, so zero those (dq only when attention converts into it)
+            xsa_backward(m.datt, m.dv, m.datt_xsa, la.att, la.v, la.vnorm, N, H, KV, hd, false, stream,
+                         attention_backward_D(scratch, B, T, H, hd), T);
+            prep.D = true;
             if (dq) cudaCheck(cudaMemsetAsync(m.dq, 0, ND * sizeof(bf16), stream));
             cudaCheck(cudaMemsetAsync(m.dk, 0, (size_t)N * KVD * sizeof(bf16), stream));
-            attention_backward(dq, m.dk, m.dv, m.datt, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
-                               m.attn_scratch, true, stream);
+            attention_backward(dq, m.dk, m.dv, m.datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, scratch, true,
+                               stream, prep);
         } else {
-            attention_backward(dq, m.dk, m.dv, m.datt_xsa, m.q_raw, m.k_raw, la.v, la.att, la.lse, B, T, H, KV, hd,
-                               m.attn_scratch, false, stream);
+            attention_backward(dq, m.dk, m.dv, m.datt_xsa, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, scratch,
+                               false, stream, prep);
         }
         // through gain/RoPE/per-head rmsnorm, in place: dq, dk become the c_q / c_k output gradients
         float *dq_gain = dbp.q_gain;
@@ -615,7 +644,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         dq_gain += 1;
 #endif
         if (dq_from_acc)
-            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch),
+            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(scratch),
                                                 attention_backward_dq_acc_scale(), la.qn, la.rstd_q, m.rope_cos, m.rope_sin,
                                                 bp.q_gain, B, T, H, hd, rd, false, sc, stream);
         else

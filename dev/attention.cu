@@ -43,8 +43,10 @@
 // Both are checked against the CPU reference (float math on the same bf16-rounded inputs) at
 // awkward shapes (T = 1, 7, 17, 100, 200, 1030, 1100, 2048, 4096; H/KV = 8/4, 4/4, 8/2), with outputs
 // poisoned with NaN first, then benchmarked at the seed shape (B=48, T=2048, H=8, KV=4, hd=64).
-// Also: xsa_backward with accumulate = true (onto random dy, dv), the training chain with
-// dq = nullptr (dq untouched, dQ from the fp32 accumulator), dk/dv bitwise deterministic,
+// Also: xsa_backward with accumulate = true (onto random dy, dv), its D for the attention
+// backward (bit for bit the preprocess's), the training chain with dq = nullptr (dq untouched,
+// dQ from the fp32 accumulator) and with D from xsa_backward (AttnBwdPrepared), dk/dv bitwise
+// deterministic,
 // and dq's run-to-run spread over 10 runs (fp32 partial sums in any order: at most one bf16
 // step plus the fp32 reordering bound per element, see dq_spread; printed as
 // "observed: attention_dq_spread[case] <max |diff| / max |dq|>" and "..._ratio[case] <diff/allowed>").
@@ -494,6 +496,25 @@ static bool run_case(const Case &c) {
     ok &= check_bf16("xsa bwd dy", download(d_dy), dy_ref);
     ok &= check_bf16("xsa bwd dv", download(d_dvx), dvx_ref);
     {
+        // xsa_backward's D (attention's rowsum(dy * y), for AttnBwdPrepared::D): bit for bit what
+        // the preprocess pass computes from the dy stored; dy and dv unchanged by asking for it
+        const std::vector<float> dy_plain = download(d_dy), dv_plain = download(d_dvx);
+        DevBuf<float> d_Dx(nl), d_Dp(nl), d_l2(nl), d_acc(nq);
+        poison(d_Dx.p, nl);
+        poison(d_Dp.p, nl);
+        poison(d_dy.p, nq);
+        poison(d_dvx.p, nkv);
+        xsa_backward(d_dy.p, d_dvx.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0, d_Dx.p, T);
+        attention_backward_preprocess_run(d_Dp.p, d_l2.p, d_acc.p, d_dy.p, d_outb.p, d_lse_ref.p, B, T, H, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        const bool same_g = download(d_dy) == dy_plain && download(d_dvx) == dv_plain;
+        const std::vector<float> Dx = host_f32(d_Dx.p, nl), Dp = host_f32(d_Dp.p, nl);
+        const bool same_d = memcmp(Dx.data(), Dp.data(), nl * sizeof(float)) == 0;
+        printf("  %-4s %-28s %s\n", same_g && same_d ? "ok" : "FAIL", "xsa bwd D = preprocess D",
+               !same_g ? "dy/dv changed" : same_d ? "bitwise equal" : "differ");
+        ok &= same_g && same_d;
+    }
+    {
         // accumulate = true adds onto what dy and dv hold (the CPU twin always adds): start both
         // from random bf16 values of the gradients' size, so an overwrite is off by 100%
         std::vector<float> dy0(nq), dv0(nkv);
@@ -585,6 +606,35 @@ static bool run_case(const Case &c) {
             attention_backward_dq_convert(d_dq.p, attention_backward_dq_acc(d_scratch.p), B, T, H, HD, true, 0);
             cudaCheck(cudaDeviceSynchronize());
             ok &= check_bf16(vn + "dq from acc (accumulate)", download(d_dq), cdq);
+        }
+        // the training path (model_gpu.cuh): D from xsa_backward (AttnBwdPrepared::D), so the
+        // preprocess pass does not compute it: the same gradients
+        for (int ver : {V_SHIP, V_BWD90_S8}) {
+            if (const char *why = sm90_skip_reason(ver)) {
+                printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain prepared").c_str(), why);
+                g_skipped++;
+                continue;
+            }
+            const std::string vn = std::string(version_name(ver)) + " chain prepared ";
+            upload(d_dq, dq0);
+            upload(d_dk, dk0);
+            poison(d_dv.p, nkv);
+            poison(d_dy.p, nq);
+            poison(d_scratch.p, d_scratch.n);
+            xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0,
+                         attention_backward_D(d_scratch.p, B, T, H, HD), T);
+            AttnBwdPrepared prep;
+            prep.D = true;
+            if (ver == V_SHIP)
+                attention_backward_mma(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
+                                       HD, d_scratch.p, true, 0, prep);
+            else
+                attention_backward_sm90(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H,
+                                        KV, HD, d_scratch.p, true, 0, sm90_stage(ver), prep);
+            cudaCheck(cudaDeviceSynchronize());
+            ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
+            ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
+            ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
         }
     }
     return ok;
@@ -738,6 +788,25 @@ static bool check_preprocess() {
         const bool same = memcmp(D[1].data(), D[2].data(), rows * 4) == 0 && memcmp(l2[1].data(), l2[2].data(), rows * 4) == 0;
         printf("  %s preprocess v2 D, lse2 bitwise identical to v1's\n", same ? "ok  " : "FAIL");
         ok &= same;
+        // with D prepared by the caller (AttnBwdPrepared::D) D is left alone (still poisoned),
+        // lse2 is v1's bit for bit and dq_acc zero
+        {
+            AttnBwdPrepared prep;
+            prep.D = true;
+            poison(d_D.p, rows);
+            poison(d_l2.p, rows);
+            poison(d_acc.p, n);
+            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, 0, prep);
+            cudaCheck(cudaDeviceSynchronize());
+            const std::vector<float> Dq = host_f32(d_D.p, rows), l2q = host_f32(d_l2.p, rows), acc = host_f32(d_acc.p, n);
+            size_t poisoned_D = 0, zero_acc = 0;
+            for (float x : Dq) poisoned_D += std::isnan(x);
+            for (float x : acc) zero_acc += x == 0.f;
+            const bool pass = memcmp(l2q.data(), l2[1].data(), rows * 4) == 0 && poisoned_D == rows && zero_acc == n;
+            printf("  %s preprocess with D prepared B%d T%d H%d: D untouched, lse2 v1's bitwise, dq_acc zero\n",
+                   pass ? "ok  " : "FAIL", B, T, H);
+            ok &= pass;
+        }
     }
     return ok;
 }

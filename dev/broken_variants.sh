@@ -41,6 +41,8 @@
 #                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_ATTN_PRE        the attention backward's preprocess v2 leaves each row's last 8 elements
 #                         out of D                             (common/attention.cuh) -> dev_attention
+#   BREAK_XSA_D           xsa_backward's D for the attention backward sums dout * y instead of dy * y
+#                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_SCORED_ROWS     the scored-rows-only eval gathers the rows one position too early
 #                                                              (common/model_gpu.cuh) -> dev_model
 #   BREAK_QGAIN_HEAD      head h's q_gain gradient lands on head h + 1
@@ -86,6 +88,7 @@ ROWS=(
     'BREAK_RMB_SKIP|layers|--no-bench|FAIL +skip d(enc|res)'
     'BREAK_BLOCK_START|layers|--no-bench|FAIL +block start (x_in|ln)'
     'BREAK_ATTN_PRE|attention|--check-only --small|FAIL preprocess v2'
+    'BREAK_XSA_D|attention|--check-only --small|FAIL +xsa bwd D = preprocess D'
     'BREAK_SCORED_ROWS|model|--no-bench|FAIL gpu score_from='
     'BREAK_QGAIN_HEAD|model|--no-bench|FAIL grad blocks\.[0-9]+\.attn\.q_gain'
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
