@@ -33,10 +33,16 @@
 // The benchmark also times the sliding eval's forward (32 windows of 2048, stride 64), full vs
 // scored rows only, in scored tokens/s.
 // Run:  make build/dev_model && ./build/dev_model [--no-bench]
+//       ./build/dev_model --profile-once: no checks; one training micro-step at the seed shape
+//       after two warm-up ones, between cudaProfilerStart / Stop, for a per-kernel profile:
+//       ncu --profile-from-start off --metrics gpu__time_duration.sum,dram__bytes_read.sum,...
+//           --csv ./build/dev_model --profile-once
 // Exit status: 0 when every check passes.
 #include "check.cuh"
 #include "../common/model_cpu.h"
 #include "../common/model_gpu.cuh"
+
+#include <cuda_profiler_api.h>
 
 #include <cstring>
 #include <numeric>
@@ -383,7 +389,30 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
     model_gpu_free(gpu);
 }
 
+// --profile-once (above): the seed model, random weights and tokens, the default paths
+static int profile_once() {
+    Config c = make_config({}, "seed");
+    const int B = 48, T = 2048, N = B * T;
+    ModelGPU m;
+    model_gpu_build(m, c, N, T);
+    std::vector<float> w = random_weights(c, 3);
+    model_gpu_set_params(m, w.data());
+    std::vector<int> ids = random_ids(N + 1, (int)c.vocab_size, 9);
+    model_gpu_upload(m, ids.data(), ids.data() + 1, B, T, 0);
+    for (int i = 0; i < 3; i++) {  // warm-up (GEMM autotuning, tensor maps); the last one profiled
+        if (i == 2) cudaCheck(cudaProfilerStart());
+        model_gpu_forward(m, 1.f, true, false, 0);
+        model_gpu_backward(m, 0);
+        cudaCheck(cudaDeviceSynchronize());
+    }
+    cudaCheck(cudaProfilerStop());
+    printf("dev_model --profile-once: one micro-step of 48 x 2048 profiled\n");
+    model_gpu_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--profile-once")) return profile_once();
     bool bench = !(argc > 1 && !strcmp(argv[1], "--no-bench"));
     // every feature at a small width (head_dim is 64 on the GPU): 5 layers = 2 encoder + 3
     // decoder blocks (2 skips), XSA on the last 2, VE on layers 1 and 4, GQA 2:1, RoPE on 16 of

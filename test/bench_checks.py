@@ -10,6 +10,7 @@
   python3 test/bench_checks.py table DIR           dev/bench_table.py on made-up logs: the numbers,
                                                    ratios and PASS/MISS it must print; missing logs
                                                    give n/a and exit 1
+  python3 test/bench_checks.py ncu DIR             dev/ncu_table.py on a made-up ncu CSV
 Each prints what it checked and exits non-zero (with the reason) on the first failure.
 """
 import contextlib
@@ -257,6 +258,53 @@ def cmd_table(d):
     print("ok: bench_table parses the logs, computes ratios and attention TFLOP/s, PASS/MISS/n/a")
 
 
+def cmd_ncu(d):
+    """dev/ncu_table.py on a made-up ncu CSV (ncu's own column layout, its unit names and
+    thousands separators): the per-kernel rows, the families and their sums; an unknown unit and
+    a file that is no ncu CSV are refused in one line."""
+    os.makedirs(d, exist_ok=True)
+    head = ['"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size",'
+            '"Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"']
+
+    def row(i, name, grid, metric, unit, value):
+        return f'"{i}","1","dev_model","h","{name}","1","7","(256, 1, 1)","{grid}","0","9.0","m","{metric}","{unit}","{value}"'
+    kernels = [  # name, grid, ns, bytes read, bytes written
+        ("void attn::attention_backward_sm90_kernel<8>(CUtensorMap, float *)", "(16, 4, 48)", "1,400,000", "500,000,000", "300,000,000"),
+        ("attn::attention_backward_preprocess_kernel(float *, float *)", "(24576, 1, 1)", "100,000", "200,000,000", "150,000,000"),
+        ("nvjet_sm90_tst_128x160_64x5_2x1_v_bz_NNT", "(2, 66, 1)", "200,000", "300,000,000", "100,000,000"),
+        ("void rmsnorm_backward_kernel<4>(bf16 *, const bf16 *)", "(12288, 1, 1)", "100,000", "250,000,000", "100,000,000"),
+        ("void rmsnorm_backward_kernel<4>(bf16 *, const bf16 *)", "(12288, 1, 1)", "100,000", "250,000,000", "100,000,000"),
+        ("void attn::attention_forward_sm90_ws_kernel<true, 128>(float *)", "(8, 48, 11)", "550,000", "0", "0"),
+    ]
+    lines = list(head)
+    for i, (n, g, t, r, w) in enumerate(kernels):
+        lines += [row(i, n, g, "gpu__time_duration.sum", "ns", t), row(i, n, g, "dram__bytes_read.sum", "byte", r),
+                  row(i, n, g, "dram__bytes_write.sum", "byte", w)]
+    path = os.path.join(d, "ncu.csv")
+    with open(path, "w") as f:
+        f.write("==PROF== Connected to process\n" + "\n".join(lines) + "\n")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "ncu_table.py"), path], capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"ncu_table exit {out.returncode}: {out.stderr}")
+    want = [r"^6 kernels, 2\.450 ms of kernel time",
+            r"^void rmsnorm_backward_kernel +\(12288, 1, 1\) +2 +0\.200 +100\.0 +0\.70 +3\.50 ",
+            r"^attention bwd +2 +1\.500 +1\.15 +0\.77$", r"^attention fwd +1 +0\.550 +0\.00 +0\.00$",
+            r"^GEMMs +1 +0\.200 +0\.40 +2\.00$", r"^memory-bound +2 +0\.200 +0\.70 +3\.50$"]
+    for w in want:
+        if not re.search(w, out.stdout, re.M):
+            fail(f"ncu_table: no line matching {w!r} in\n{out.stdout}")
+    with open(path, "w") as f:
+        f.write("\n".join(head + [row(0, "k", "(1, 1, 1)", "gpu__time_duration.sum", "furlong", "1")]) + "\n")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "ncu_table.py"), path], capture_output=True, text=True)
+    if out.returncode == 0 or "unit 'furlong'" not in out.stderr:
+        fail(f"ncu_table took an unknown unit: exit {out.returncode} {out.stderr}")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "ncu_table.py"), os.path.join(ROOT, "README.md")],
+                         capture_output=True, text=True)
+    if out.returncode == 0 or "no ncu CSV header" not in out.stderr:
+        fail(f"ncu_table took a file that is no ncu CSV: exit {out.returncode} {out.stderr}")
+    print("ok: ncu_table sums per kernel and per family, refuses unknown units and non-CSV files")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "flops" and len(sys.argv) == 3:
@@ -267,6 +315,8 @@ if __name__ == "__main__":
         cmd_compiled()
     elif cmd == "table" and len(sys.argv) == 3:
         cmd_table(sys.argv[2])
+    elif cmd == "ncu" and len(sys.argv) == 3:
+        cmd_ncu(sys.argv[2])
     else:
         print(__doc__)
         sys.exit(2)

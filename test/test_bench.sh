@@ -24,6 +24,8 @@ check "bench: kernel names -> PROFILE families; chrome trace -> breakdown lines"
 check "bench: the yardstick's fullgraph compile falls back to graph breaks with a warning" $PYTHON test/bench_checks.py compiled
 check "bench: bench_table.py: numbers, ratios, attention TFLOP/s, PASS/MISS, n/a for a missing log" \
     $PYTHON test/bench_checks.py table "$BD/table"
+check "bench: ncu_table.py: per-kernel rows, family sums, bad units and files refused" \
+    $PYTHON test/bench_checks.py ncu "$BD/ncu"
 check "bench: dev/yardstick.py on a tiny CPU model (3 timed steps, sliding eval), finite losses" \
     bash -c "OMP_NUM_THREADS=1 $PYTHON dev/yardstick.py --device cpu --no-compile --data-path $BD/data --steps 3 --warmup 1 \
              --eval-tokens 1024 --set VOCAB_SIZE=64 --set NUM_LAYERS=2 --set MODEL_DIM=64 --set NUM_HEADS=4 --set NUM_KV_HEADS=2 \
