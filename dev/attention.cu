@@ -545,27 +545,42 @@ static bool run_case(const Case &c) {
         round_bf16(cdy);  // the GPU hands attention a bf16 datt
         attention_backward_cpu(cdq.data(), cdk.data(), cdv.data(), cdy.data(), q.data(), k.data(), v.data(), out_b.data(),
                                lse_ref.data(), B, T, H, KV, HD);
-        // both backward kernels (where the sm90 one exists: attention_backward runs it there)
-        for (int ver : {V_SHIP, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8,
-                        V_BWD90_S9, V_BWD90_S10}) {
+        // One run of the chain on backward `ver`: dq, dk start at dq0, dk0, dv and dy poisoned, then
+        // xsa_backward (overwrite) and the attention backward (accumulate). dq_null: dQ left in
+        // the accumulator; prepared: D from xsa_backward (AttnBwdPrepared::D, the scratch poisoned
+        // first so the preprocess's D cannot stand in). Returns the check's label prefix, or ""
+        // (counted as a skip) where the sm90 kernels cannot run.
+        auto chain = [&](int ver, const char *what, bool dq_null, bool prepared) -> std::string {
+            const std::string vn = std::string(version_name(ver)) + " chain" + what;
             if (const char *why = sm90_skip_reason(ver)) {
-                printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain").c_str(), why);
+                printf("  skip %-28s %s\n", vn.c_str(), why);
                 g_skipped++;
-                continue;
+                return "";
             }
-            const std::string vn = std::string(version_name(ver)) + " chain ";
             upload(d_dq, dq0);
             upload(d_dk, dk0);
             poison(d_dv.p, nkv);
             poison(d_dy.p, nq);
-            xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0);
+            if (prepared) poison(d_scratch.p, d_scratch.n);
+            xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0,
+                         prepared ? attention_backward_D(d_scratch.p, B, T, H, HD) : nullptr, T);
+            AttnBwdPrepared prep;
+            prep.D = prepared;
+            bf16 *dq = dq_null ? nullptr : d_dq.p;
             if (ver == V_SHIP)
-                attention_backward_mma(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
-                                       HD, d_scratch.p, true, 0);
+                attention_backward_mma(dq, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV, HD,
+                                       d_scratch.p, true, 0, prep);
             else
-                attention_backward_sm90(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H,
-                                        KV, HD, d_scratch.p, true, 0, sm90_stage(ver));
+                attention_backward_sm90(dq, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
+                                        HD, d_scratch.p, true, 0, sm90_stage(ver), prep);
             cudaCheck(cudaDeviceSynchronize());
+            return vn + " ";
+        };
+        // both backward kernels (where the sm90 one exists: attention_backward runs it there)
+        for (int ver : {V_SHIP, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8,
+                        V_BWD90_S9, V_BWD90_S10}) {
+            const std::string vn = chain(ver, "", false, false);
+            if (vn.empty()) continue;
             ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
             ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
             ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
@@ -575,24 +590,8 @@ static bool run_case(const Case &c) {
         // attention_backward_dq_acc_scale() is dQ (converted here by the shipping dq pass, added
         // onto dq0)
         for (int ver : {V_SHIP, V_BWD90_S8}) {
-            if (const char *why = sm90_skip_reason(ver)) {
-                printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain dq=null").c_str(), why);
-                g_skipped++;
-                continue;
-            }
-            const std::string vn = std::string(version_name(ver)) + " chain dq=null ";
-            upload(d_dq, dq0);
-            upload(d_dk, dk0);
-            poison(d_dv.p, nkv);
-            poison(d_dy.p, nq);
-            xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0);
-            if (ver == V_SHIP)
-                attention_backward_mma(nullptr, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
-                                       HD, d_scratch.p, true, 0);
-            else
-                attention_backward_sm90(nullptr, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H,
-                                        KV, HD, d_scratch.p, true, 0, sm90_stage(ver));
-            cudaCheck(cudaDeviceSynchronize());
+            const std::string vn = chain(ver, " dq=null", true, false);
+            if (vn.empty()) continue;
             const bool untouched = download(d_dq) == dq0;  // dq0 is bf16 already
             printf("  %-4s %-28s %s\n", untouched ? "ok" : "FAIL", (vn + "dq untouched").c_str(),
                    untouched ? "bitwise equal" : "differ");
@@ -610,28 +609,8 @@ static bool run_case(const Case &c) {
         // the training path (model_gpu.cuh): D from xsa_backward (AttnBwdPrepared::D), so the
         // preprocess pass does not compute it: the same gradients
         for (int ver : {V_SHIP, V_BWD90_S8}) {
-            if (const char *why = sm90_skip_reason(ver)) {
-                printf("  skip %-28s %s\n", (std::string(version_name(ver)) + " chain prepared").c_str(), why);
-                g_skipped++;
-                continue;
-            }
-            const std::string vn = std::string(version_name(ver)) + " chain prepared ";
-            upload(d_dq, dq0);
-            upload(d_dk, dk0);
-            poison(d_dv.p, nkv);
-            poison(d_dy.p, nq);
-            poison(d_scratch.p, d_scratch.n);
-            xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0,
-                         attention_backward_D(d_scratch.p, B, T, H, HD), T);
-            AttnBwdPrepared prep;
-            prep.D = true;
-            if (ver == V_SHIP)
-                attention_backward_mma(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H, KV,
-                                       HD, d_scratch.p, true, 0, prep);
-            else
-                attention_backward_sm90(d_dq.p, d_dk.p, d_dv.p, d_dy.p, d_q.p, d_k.p, d_v.p, d_outb.p, d_lse_ref.p, B, T, H,
-                                        KV, HD, d_scratch.p, true, 0, sm90_stage(ver), prep);
-            cudaCheck(cudaDeviceSynchronize());
+            const std::string vn = chain(ver, " prepared", false, true);
+            if (vn.empty()) continue;
             ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
             ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
             ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);

@@ -389,16 +389,21 @@ static void check_config(const char *label, const Config &c, int B, int T, bool 
     model_gpu_free(gpu);
 }
 
-// --profile-once (above): the seed model, random weights and tokens, the default paths
-static int profile_once() {
-    Config c = make_config({}, "seed");
-    const int B = 48, T = 2048, N = B * T;
-    ModelGPU m;
-    model_gpu_build(m, c, N, T);
+// The seed model at one training micro-step's shape (48 x 2048 tokens): random weights (seed 3),
+// a random batch (seed 9) uploaded; returns the weights (the eval benchmark reuses them)
+static std::vector<float> seed_micro_model(ModelGPU &m, const Config &c, int B, int T) {
+    model_gpu_build(m, c, B * T, T);
     std::vector<float> w = random_weights(c, 3);
     model_gpu_set_params(m, w.data());
-    std::vector<int> ids = random_ids(N + 1, (int)c.vocab_size, 9);
+    std::vector<int> ids = random_ids(B * T + 1, (int)c.vocab_size, 9);
     model_gpu_upload(m, ids.data(), ids.data() + 1, B, T, 0);
+    return w;
+}
+
+// --profile-once (above): the seed model, random weights and tokens, the default paths
+static int profile_once() {
+    ModelGPU m;
+    seed_micro_model(m, make_config({}, "seed"), 48, 2048);
     for (int i = 0; i < 3; i++) {  // warm-up (GEMM autotuning, tensor maps); the last one profiled
         if (i == 2) cudaCheck(cudaProfilerStart());
         model_gpu_forward(m, 1.f, true, false, 0);
@@ -445,11 +450,7 @@ int main(int argc, char **argv) {
         Config c = make_config({}, "seed");
         const int B = 48, T = 2048, N = B * T;
         ModelGPU m;
-        model_gpu_build(m, c, N, T);
-        std::vector<float> w = random_weights(c, 3);
-        model_gpu_set_params(m, w.data());
-        std::vector<int> ids = random_ids(N + 1, (int)c.vocab_size, 9);
-        model_gpu_upload(m, ids.data(), ids.data() + 1, B, T, 0);
+        const std::vector<float> w = seed_micro_model(m, c, B, T);
         const double P = (double)m.tensors.count;
         // matmul FLOPs: 6 per weight per token for the linear layers and the tied head, minus the
         // embedding gathers (tok_emb is also the head, so it counts), + attention 
