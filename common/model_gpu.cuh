@@ -622,21 +622,20 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
             qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
         }
         bf16 *dq = dq_from_acc ? nullptr : m.dq;  // null: dQ stays in attention's accumulator
-        float *scratch = m.attn_scratch;
         AttnBwdPrepared prep;  // what the preprocess pass may skip
         if (xsa) {
             // XSA writes dv (its self-value term) and attention's D; attention then adds its
             // dq/dk/dv, so zero those (dq only when attention converts into it)
             xsa_backward(m.datt, m.dv, m.datt_xsa, la.att, la.v, la.vnorm, N, H, KV, hd, false, stream,
-                         attention_backward_D(scratch, B, T, H, hd), T);
+                         attention_backward_D(m.attn_scratch, B, T, H, hd), T);
             prep.D = true;
             if (dq) cudaCheck(cudaMemsetAsync(m.dq, 0, ND * sizeof(bf16), stream));
             cudaCheck(cudaMemsetAsync(m.dk, 0, (size_t)N * KVD * sizeof(bf16), stream));
-            attention_backward(dq, m.dk, m.dv, m.datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, scratch, true,
-                               stream, prep);
+            attention_backward(dq, m.dk, m.dv, m.datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, m.attn_scratch,
+                               true, stream, prep);
         } else {
-            attention_backward(dq, m.dk, m.dv, m.datt_xsa, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, scratch,
-                               false, stream, prep);
+            attention_backward(dq, m.dk, m.dv, m.datt_xsa, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd,
+                               m.attn_scratch, false, stream, prep);
         }
         // through gain/RoPE/per-head rmsnorm, in place: dq, dk become the c_q / c_k output gradients
         float *dq_gain = dbp.q_gain;
@@ -644,7 +643,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         dq_gain += 1;
 #endif
         if (dq_from_acc)
-            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(scratch),
+            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch),
                                                 attention_backward_dq_acc_scale(), la.qn, la.rstd_q, m.rope_cos, m.rope_sin,
                                                 bp.q_gain, B, T, H, hd, rd, false, sc, stream);
         else
