@@ -447,7 +447,8 @@ static void run_relu2_checks() {
     printf("version 3: relu^2 fused into the fc GEMM (Hopper) and the cuBLASLt + pass it replaces\n");
     check_sqrt_rn();
     const int shapes[][3] = {{1, 64, 64}, {77, 512, 192}, {130, 576, 320}, {1000, 64, 1536}, {1000, 512, 1536},
-                             {98304 + 77, 512, 1536}};
+                             // several tiles a CTA at 1 and 3 k-blocks (the ring's phases wrap within a tile)
+                             {9000, 64, 320}, {20000, 192, 576}, {98304 + 77, 512, 1536}};
     for (const auto &s : shapes) check_relu2_forward(s[0], s[1], s[2]);
     for (const auto &s : shapes) check_relu2_backward(s[0], s[1], s[2]);
 }
