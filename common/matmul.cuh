@@ -530,7 +530,7 @@ constexpr uint32_t A_BYTES = BM * BK * 2;      // 16 KiB: 128 rows of 128 bytes
 constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K-major) / 64 k rows (N-major)
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
-enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2 };
+enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3 };
 enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4 };
 constexpr int BWD_VARIANTS = 5;  // the table above
 constexpr int BWD_DEFAULT = 1;   // fastest measured; dev_matmul --relu2-only benchmarks them all
@@ -545,6 +545,27 @@ static_assert(smem_bytes<EPI_FWD>() <= 227 * 1024 && smem_bytes<EPI_HTILE>() <= 
               "the ring fits in shared memory");
 static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "TMA / wgmma tiles are 1024-byte aligned");
 static_assert(2 * E_BOX_BYTES <= STAGE_BYTES, "an h pass (128 rows x 128 columns) fits in a ring slot");
+
+// A launch's operands as TMA maps, in up to MAXG groups concatenated along N or along K (never
+// both). Along N (matmul_forward_grouped): one A, group g has its own B_g and output out_g, the
+// n-tiles of group g following those of g - 1 (the q, k, v projections of one input). Along K
+// (matmul_backward_dinp_grouped): group g has its own A_g and B_g and its k-blocks follow those
+// of g - 1, into one output (the sum of q, k, v's input gradients). One group: a plain GEMM, the
+// relu^2 kernels' case (a[0], b[0], out[0], h). Unused groups repeat the last group's ends.
+constexpr int MAXG = 3;
+struct Operands {
+    CUtensorMap a[MAXG], b[MAXG], out[MAXG], h;
+    int k_end[MAXG];   // k-blocks up to the end of group g (along K; else all at K / 64)
+    int n_end[MAXG];   // n-tiles (of 256 columns) up to the end of group g (along N; else all at the total)
+    int n_cols[MAXG];  // group g's output columns (its last n-tile may be partial)
+};
+// group of index i (a k-block or an n-tile) given the groups' cumulative ends, and i's offset in it
+__device__ __forceinline__ int group_of(const int (&end)[MAXG], int i, int &local) {
+    int g = 0;
+    while (g < MAXG - 1 && i >= end[g]) g++;
+    local = i - (g ? end[g - 1] : 0);
+    return g;
+}
 
 using namespace sm90;
 
@@ -605,11 +626,9 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t da
 
 template <int EPI, bool BNM, int OPT>
 __global__ void __launch_bounds__(THREADS, 1)
-    mlp_relu2_gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
-                          const __grid_constant__ CUtensorMap tm_h, const __grid_constant__ CUtensorMap tm_out, int M, int N,
-                          int K) {
+    mlp_relu2_gemm_kernel(const __grid_constant__ Operands op, int M) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr bool BWD = EPI != EPI_FWD, HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING;
+    constexpr bool HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING, BWD = HTILE || HRING, PLAIN = EPI == EPI_PLAIN;
     constexpr int STAGES = stages<EPI>(), EC = epi_cols<EPI>(), HS = h_slots<EPI>();
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -617,7 +636,16 @@ __global__ void __launch_bounds__(THREADS, 1)
     // the warpgroup through a shuffle: provably warp-uniform, so ptxas gives the producer and the
     // consumer branches their own register counts (setmaxnreg)
     const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
-    const int n_tiles = N / BN + (N % BN != 0), tiles = (M + BM - 1) / BM * n_tiles, kb = K / BK;
+    const int n_tiles = op.n_end[MAXG - 1], tiles = (M + BM - 1) / BM * n_tiles, kb = op.k_end[MAXG - 1];
+    // tile t's n-tile nt: its group (EPI_PLAIN; the others have one), the columns N of that group
+    // and its first column n0 there
+    auto tile_n = [&](int nt, int &n0, int &N) {
+        int local = nt;
+        const int g = PLAIN ? group_of(op.n_end, nt, local) : 0;
+        n0 = local * BN;
+        N = op.n_cols[g];
+        return g;
+    };
     auto full = [&](int s) { return base + off_bar<EPI>() + 8 * s; };
     auto empty = [&](int s) { return base + off_bar<EPI>() + 8 * (STAGES + s); };
     // EPI_HTILE: the epilogue tile holds h (e full: loaded; e empty: the previous tile's output
@@ -639,10 +667,12 @@ __global__ void __launch_bounds__(THREADS, 1)
         if (tid != 0) return;
         int it = 0, ti = 0;
         for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
-            const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN;
+            const int m0 = tile / n_tiles * BM;
+            int n0, N;
+            const int gn = tile_n(tile % n_tiles, n0, N);
             const int nbox = min(4, (N - n0) / 64);  // B (and h) boxes inside N (the others are not loaded)
             if (HRING && (OPT & OPT_PREFETCH))  // h towards L2 now, ~8 ring slots before its loads below
-                for (int j = 0; j < nbox; j++) tma_prefetch_2d(&tm_h, n0 + 64 * j, m0);
+                for (int j = 0; j < nbox; j++) tma_prefetch_2d(&op.h, n0 + 64 * j, m0);
             for (int k = 0; k < kb + HS; k++, it++) {
                 const int s = it % STAGES;
                 if (it >= STAGES) mbar_wait(empty(s), (it / STAGES - 1) & 1);  // the consumers are done with it - STAGES
@@ -650,21 +680,29 @@ __global__ void __launch_bounds__(THREADS, 1)
                 if (HRING && k >= kb) {  // h of epilogue pass p: its (up to) 2 boxes of 128 rows x 64 columns
                     const int p = k - kb, nb = max(0, min(2, nbox - 2 * p));
                     mbar_arrive_expect_tx(full(s), nb * E_BOX_BYTES);  // 0 bytes (pass past N): the arrival completes it
-                    for (int b = 0; b < nb; b++) tma_load_2d(sa + b * E_BOX_BYTES, &tm_h, full(s), n0 + 128 * p + 64 * b, m0);
+                    for (int b = 0; b < nb; b++) tma_load_2d(sa + b * E_BOX_BYTES, &op.h, full(s), n0 + 128 * p + 64 * b, m0);
                     continue;
                 }
                 mbar_arrive_expect_tx(full(s), A_BYTES + nbox * B_BOX_BYTES);
-                tma_load_2d(sa, &tm_a, full(s), k * BK, m0);
+                // k-block k: group gk's (along K; else group 0's) block kl; B of group gk + gn
+                int kl = k;
+                const int gk = PLAIN ? group_of(op.k_end, k, kl) : 0;
+#ifdef BREAK_GROUPED_K  // a deliberately wrong variant (dev/broken_variants.sh): every k-block reads group 0's B
+                const CUtensorMap *ma = &op.a[gk], *mb = &op.b[gn];
+#else
+                const CUtensorMap *ma = &op.a[gk], *mb = &op.b[gk + gn];
+#endif
+                tma_load_2d(sa, ma, full(s), kl * BK, m0);
                 for (int j = 0; j < nbox; j++) {
-                    if (BNM) tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), n0 + 64 * j, k * BK);  // (k, n) box of W (K, N)
-                    else tma_load_2d(sb + j * B_BOX_BYTES, &tm_b, full(s), k * BK, n0 + 64 * j);     // (n, k) box of W (N, K)
+                    if (BNM) tma_load_2d(sb + j * B_BOX_BYTES, mb, full(s), n0 + 64 * j, kl * BK);  // (k, n) box of W (K, N)
+                    else tma_load_2d(sb + j * B_BOX_BYTES, mb, full(s), kl * BK, n0 + 64 * j);     // (n, k) box of W (N, K)
                 }
                 // EPI_HTILE: h of this tile into the epilogue tile, once the ring is primed and the
                 // previous tile's output stores have read it
                 if (HTILE && k == min(kb, STAGES) - 1) {
                     if (ti > 0) mbar_wait(e_empty, (ti - 1) & 1);
                     mbar_arrive_expect_tx(e_full, nbox * E_BOX_BYTES);
-                    for (int j = 0; j < nbox; j++) tma_load_2d(se + j * E_BOX_BYTES, &tm_h, e_full, n0 + 64 * j, m0);
+                    for (int j = 0; j < nbox; j++) tma_load_2d(se + j * E_BOX_BYTES, &op.h, e_full, n0 + 64 * j, m0);
                 }
             }
         }
@@ -681,7 +719,9 @@ __global__ void __launch_bounds__(THREADS, 1)
     float acc[128];
     int it = 0, ti = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
-        const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN;
+        const int m0 = tile / n_tiles * BM;
+        int n0, N;
+        const CUtensorMap *mo = &op.out[tile_n(tile % n_tiles, n0, N)];
         for (int k = 0; k < kb; k++, it++) {
             const int s = it % STAGES;
             mbar_wait(full(s), (it / STAGES) & 1);
@@ -754,7 +794,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                             v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
                             v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
                         }
-                    } else {
+                    } else if (!PLAIN) {
                         v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f);
                         v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
                     }
@@ -770,7 +810,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (t == 0) {
                 for (int b = 0; b < EC / 64; b++) {
                     const int col = n0 + p * EC + 64 * b;
-                    if (col < N && m0 + 64 * cw < M) tma_store_2d(&tm_out, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
+                    if (col < N && m0 + 64 * cw < M) tma_store_2d(mo, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
                 }
                 bulk_commit();
             }
@@ -795,9 +835,9 @@ inline CUtensorMap mlp_tensor_map(const bf16 *p, int rows, int cols, int box_row
     return m;
 }
 
-// w: (N, K) when B is K-major (the forward's W, the backward's W^T), (K, N) when N-major (BNM)
+// one persistent CTA per SM (at most one per tile) over ceil(M / 128) x op's n-tiles
 template <int EPI, bool BNM, int OPT = 0>
-inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16 *h, int M, int K, int N, cudaStream_t stream) {
+inline void mlp_launch(const Operands &op, int M, cudaStream_t stream) {
     static int sms = 0;
     if (!sms) {
         int dev = 0;
@@ -806,13 +846,56 @@ inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16
         cudaCheck(cudaFuncSetAttribute(mlp_relu2_gemm_kernel<EPI, BNM, OPT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem_bytes<EPI>()));
     }
-    const CUtensorMap ta = mlp_tensor_map(a, M, K, BM);
-    const CUtensorMap tb = BNM ? mlp_tensor_map(w, K, N, 64) : mlp_tensor_map(w, N, K, 64);
-    const CUtensorMap th = EPI != EPI_FWD ? mlp_tensor_map(h, M, N, BM) : ta;  // (unused forward)
-    const CUtensorMap to = mlp_tensor_map(out, M, N, 64);                       // a consumer warpgroup's 64 rows
-    const long tiles = (long)((M + BM - 1) / BM) * ((N + BN - 1) / BN);
-    mlp_relu2_gemm_kernel<EPI, BNM, OPT><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<EPI>(), stream>>>(ta, tb, th, to, M, N, K);
+    const long tiles = (long)((M + BM - 1) / BM) * op.n_end[MAXG - 1];
+    mlp_relu2_gemm_kernel<EPI, BNM, OPT><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<EPI>(), stream>>>(op, M);
     cudaCheckLaunch();
+}
+// one group. w: (N, K) when B is K-major (the forward's W, the backward's W^T), (K, N) when
+// N-major (BNM)
+template <int EPI, bool BNM, int OPT = 0>
+inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16 *h, int M, int K, int N, cudaStream_t stream) {
+    Operands op;
+    op.a[0] = mlp_tensor_map(a, M, K, BM);
+    op.b[0] = BNM ? mlp_tensor_map(w, K, N, 64) : mlp_tensor_map(w, N, K, 64);
+    op.out[0] = mlp_tensor_map(out, M, N, 64);  // a consumer warpgroup's 64 rows
+    for (int g = 0; g < MAXG; g++) {  // the unused groups: copies (never read)
+        op.a[g] = op.a[0], op.b[g] = op.b[0], op.out[g] = op.out[0];
+        op.k_end[g] = K / BK, op.n_end[g] = (N + BN - 1) / BN, op.n_cols[g] = N;
+    }
+    op.h = (EPI == EPI_HTILE || EPI == EPI_HRING) ? mlp_tensor_map(h, M, N, BM) : op.a[0];  // (unused forward)
+    mlp_launch<EPI, BNM, OPT>(op, M, stream);
+}
+// along N: out_g (M, n[g]) = A W_g^T, A (M, K), W_g (n[g], K) (B K-major), g < ng
+inline void mlp_grouped_n_launch(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K,
+                                 cudaStream_t stream) {
+    Operands op;
+    int tiles = 0;
+    for (int g = 0; g < MAXG; g++) {
+        const int i = std::min(g, ng - 1);  // unused groups: the last one again (never reached)
+        op.a[g] = g ? op.a[0] : mlp_tensor_map(a, M, K, BM);
+        op.b[g] = mlp_tensor_map(w[i], n[i], K, 64);
+        op.out[g] = mlp_tensor_map(out[i], M, n[i], 64);
+        if (g < ng) tiles += (n[g] + BN - 1) / BN;
+        op.k_end[g] = K / BK, op.n_end[g] = tiles, op.n_cols[g] = n[i];
+    }
+    op.h = op.a[0];
+    mlp_launch<EPI_PLAIN, false>(op, M, stream);
+}
+// along K: out (M, N) = sum_g A_g W_g, A_g (M, k[g]), W_g (k[g], N) (B N-major), g < ng
+inline void mlp_grouped_k_launch(bf16 *out, const bf16 *const a[], const bf16 *const w[], const int k[], int ng, int M, int N,
+                                 cudaStream_t stream) {
+    Operands op;
+    int blocks = 0;
+    for (int g = 0; g < MAXG; g++) {
+        const int i = std::min(g, ng - 1);
+        op.a[g] = mlp_tensor_map(a[i], M, k[i], BM);
+        op.b[g] = mlp_tensor_map(w[i], k[i], N, 64);
+        op.out[g] = g ? op.out[0] : mlp_tensor_map(out, M, N, 64);
+        if (g < ng) blocks += k[g] / BK;
+        op.k_end[g] = blocks, op.n_end[g] = (N + BN - 1) / BN, op.n_cols[g] = N;
+    }
+    op.h = op.a[0];
+    mlp_launch<EPI_PLAIN, true>(op, M, stream);
 }
 template <bool BNM>
 inline void mlp_relu2_backward_launch(int variant, bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
@@ -870,4 +953,63 @@ inline void matmul_relu2_backward_dx_wt(bf16 *dfc, const bf16 *dy, const bf16 *w
     ProfScope prof_(PROF_GEMM, stream);
     matmul_relu2_check("matmul_relu2_backward_dx_wt", M, K, N, dfc, dy, wt, h);
     mlpg::mlp_relu2_backward_launch<false>(variant, dfc, dy, wt, h, M, K, N, stream);
+}
+
+// ----------------------------------------------------------------------------
+// grouped GEMMs (Hopper, the same kernel with a plain bf16 epilogue): several projections of one
+// input in one launch, and their input gradients summed in one launch. At the seed shape the q, k
+// and v projections are three cuBLASLt GEMMs of N = 512, 256, 256 (the last two too narrow to keep
+// the tensor cores busy), and their input gradients three GEMMs adding into one 100 MB output;
+// grouped, each is one GEMM of N = 1024 (resp. K = 1024) writing its output once.
+//
+//   matmul_forward_grouped        out_g (M, n_g) = A W_g^T               A (M, K), W_g (n_g, K)
+//   matmul_backward_dinp_grouped  dinp (M, N) = sum_g dout_g W_g         dout_g (M, k_g), W_g (k_g, N)
+// fp32 accumulation over the whole K, one rounding to bf16. CPU twins: matmul_forward_cpu and
+// matmul_backward_cpu per group (model_cpu.h; dev_matmul's "grouped" rows).
+
+// an sm_90a build on an sm_90 GPU, 1 <= ng <= mlpg::MAXG groups, M > 0, the shared dimension and
+// every group's dimension positive multiples of 64, every pointer 16-byte aligned
+inline bool matmul_grouped_supported(int M, int shared_dim, const int dims[], int ng, const void *const ptrs[], int nptrs) {
+    if (M <= 0 || ng < 1 || ng > mlpg::MAXG || shared_dim <= 0 || shared_dim % 64) return false;
+    for (int g = 0; g < ng; g++)
+        if (dims[g] <= 0 || dims[g] % 64) return false;
+    for (int i = 0; i < nptrs; i++)
+        if (!ptrs[i] || ((uintptr_t)ptrs[i] & 15)) return false;
+    return sm90_available();
+}
+inline bool matmul_forward_grouped_supported(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M,
+                                             int K) {
+    if (ng < 1 || ng > mlpg::MAXG) return false;
+    const void *p[1 + 2 * mlpg::MAXG] = {a};
+    for (int g = 0; g < ng; g++) p[1 + 2 * g] = out[g], p[2 + 2 * g] = w[g];
+    return matmul_grouped_supported(M, K, n, ng, p, 1 + 2 * ng);
+}
+inline bool matmul_backward_dinp_grouped_supported(bf16 *dinp, const bf16 *const dout[], const bf16 *const w[], const int k[], int ng,
+                                                   int M, int N) {
+    if (ng < 1 || ng > mlpg::MAXG) return false;
+    const void *p[1 + 2 * mlpg::MAXG] = {dinp};
+    for (int g = 0; g < ng; g++) p[1 + 2 * g] = dout[g], p[2 + 2 * g] = w[g];
+    return matmul_grouped_supported(M, N, k, ng, p, 1 + 2 * ng);
+}
+inline void matmul_forward_grouped(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K,
+                                   cudaStream_t stream) {
+    ProfScope prof_(PROF_GEMM, stream);
+    if (!matmul_forward_grouped_supported(out, a, w, n, ng, M, K))
+        fatal("matmul_forward_grouped: needs an sm_90a build on an sm_90 GPU (here: %s), 1..%d groups, M > 0, K and every N "
+              "positive multiples of 64, 16-byte aligned pointers; got M=%d K=%d groups=%d (use matmul_forward per group elsewhere)",
+              sm90_available() ? "yes" : "no", mlpg::MAXG, M, K, ng);
+    for (int g = 0; g < ng; g++)
+        if (out[g] == a) fatal("matmul_forward_grouped: output %d aliases the input", g);
+    mlpg::mlp_grouped_n_launch(out, a, w, n, ng, M, K, stream);
+}
+inline void matmul_backward_dinp_grouped(bf16 *dinp, const bf16 *const dout[], const bf16 *const w[], const int k[], int ng, int M, int N,
+                                         cudaStream_t stream) {
+    ProfScope prof_(PROF_GEMM, stream);
+    if (!matmul_backward_dinp_grouped_supported(dinp, dout, w, k, ng, M, N))
+        fatal("matmul_backward_dinp_grouped: needs an sm_90a build on an sm_90 GPU (here: %s), 1..%d groups, M > 0, N and every K "
+              "positive multiples of 64, 16-byte aligned pointers; got M=%d N=%d groups=%d (use matmul_backward per group elsewhere)",
+              sm90_available() ? "yes" : "no", mlpg::MAXG, M, N, ng);
+    for (int g = 0; g < ng; g++)
+        if (dout[g] == dinp) fatal("matmul_backward_dinp_grouped: the output aliases input %d", g);
+    mlpg::mlp_grouped_k_launch(dinp, dout, w, k, ng, M, N, stream);
 }

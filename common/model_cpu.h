@@ -338,7 +338,7 @@ void matmul_forward_cpu(real *out, const real *inp, const real *weight, int N, i
         }
     }
 }
-// dinp += dout @ W (dinp may be null: no input gradient wanted), dweight += dout^T @ inp
+// dinp += dout @ W, dweight += dout^T @ inp (either may be null: that gradient is not wanted)
 template <typename real>
 void matmul_backward_cpu(real *dinp, real *dweight, const real *dout, const real *inp, const real *weight,
                          int N, int IC, int OC) {
@@ -359,6 +359,7 @@ void matmul_backward_cpu(real *dinp, real *dweight, const real *dout, const real
             }
         }
     }
+    if (!dweight) return;
     const int tiles = (OC + MM_TILE - 1) / MM_TILE;
 #pragma omp parallel for
     for (int tile = 0; tile < tiles; tile++) {

@@ -92,6 +92,23 @@ inline MlpGemmMode mlp_gemm_mode() {
 inline bool mlp_gemm_fused_forward() { return mlp_gemm_mode() != MLP_GEMM_CUBLAS; }
 inline bool mlp_gemm_fused_backward() { return mlp_gemm_mode() == MLP_GEMM_FUSED; }
 
+// QKV_GEMM (developer knob, read once): grouped (the default) runs the q, k, v projections as one
+// Hopper GEMM (matmul_forward_grouped: N = 512 + 256 + 256 at the seed shape) and their input
+// gradients as one (matmul_backward_dinp_grouped: dln = dq W_q + dk W_k + dv W_v, K = 1024, dln
+// written once); cublas runs three cuBLASLt GEMMs each way, the last two input gradients adding
+// into dln (beta = 1). The weight gradients are cuBLASLt either way. Where the grouped kernels
+// cannot run (no sm_90a kernel, dimensions not multiples of 64) the cublas path runs.
+inline bool qkv_gemm_grouped() {
+    static const bool grouped = [] {
+        const char *s = getenv("QKV_GEMM");
+        if (!s || !strcmp(s, "grouped")) return true;
+        if (!strcmp(s, "cublas")) return false;
+        fatal_config("QKV_GEMM='%s': need grouped (the default) or cublas", s);
+        return true;
+    }();
+    return grouped;
+}
+
 // KEEP_QK (developer knob, read once): 1 (the default) keeps each layer's q and k after RoPE and
 // gain (attention's inputs) for the attention backward; 0 keeps only qn / kn and recomputes q, k
 // there, two memory passes a layer (~0.1 ms at the seed shape) for 1.5 GiB less memory
@@ -492,9 +509,15 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         // attention, on every row (every query too: the sliding eval's scored rows are a 64-row
         // suffix, too little for the Hopper kernels' 128/192-row query tiles to skip anything
         // worth it, and one kernel keeps those rows bit-identical to a full forward's)
-        matmul_forward(m.q_raw, la.ln1, bw.c_q, N, D, D, stream);
-        matmul_forward(m.k_raw, la.ln1, bw.c_k, N, D, KVD, stream);
-        matmul_forward(la.v, la.ln1, bw.c_v, N, D, KVD, stream);
+        {
+            bf16 *const outs[3] = {m.q_raw, m.k_raw, la.v};
+            const bf16 *const ws[3] = {bw.c_q, bw.c_k, bw.c_v};
+            const int n[3] = {D, KVD, KVD};
+            if (qkv_gemm_grouped() && matmul_forward_grouped_supported(outs, la.ln1, ws, n, 3, N, D))
+                matmul_forward_grouped(outs, la.ln1, ws, n, 3, N, D, stream);
+            else
+                for (int g = 0; g < 3; g++) matmul_forward(outs[g], la.ln1, ws[g], N, D, n[g], stream);
+        }
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
         // q, k after RoPE: kept for the backward in a training forward (la.q, la.k), else in place
@@ -657,9 +680,15 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
                                   !first_ve, sc, stream);
             first_ve = false;
         }
-        matmul_backward(m.dln, dbp.c_q, m.dq, la.ln1, bw.c_q, N, D, D, false, true, stream);
-        matmul_backward(m.dln, dbp.c_k, m.dk, la.ln1, bw.c_k, N, D, KVD, true, true, stream);
-        matmul_backward(m.dln, dbp.c_v, m.dv, la.ln1, bw.c_v, N, D, KVD, true, true, stream);
+        {  // the weight gradients (accumulated over micro-steps), then dln = dq W_q + dk W_k + dv W_v
+            const bf16 *const douts[3] = {m.dq, m.dk, m.dv}, *const ws[3] = {bw.c_q, bw.c_k, bw.c_v};
+            float *const dws[3] = {dbp.c_q, dbp.c_k, dbp.c_v};
+            const int k[3] = {D, KVD, KVD};
+            const bool grouped = qkv_gemm_grouped() && matmul_backward_dinp_grouped_supported(m.dln, douts, ws, k, 3, N, D);
+            for (int g = 0; g < 3; g++)
+                matmul_backward(grouped ? nullptr : m.dln, dws[g], douts[g], la.ln1, ws[g], N, D, k[g], g > 0, true, stream);
+            if (grouped) matmul_backward_dinp_grouped(m.dln, douts, ws, k, 3, N, D, stream);
+        }
         // ln1 = s * rmsnorm(x_in), x_in = mix[0] * resid + mix[1] * x0: dres becomes d resid in
         // place; dx0 sums over blocks. A skip layer's resid = prev + skip_weights[i] * enc is
         // recomputed (l >= 1 there): in the fused pass, which also gives the skip's gradients and,

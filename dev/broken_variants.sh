@@ -58,7 +58,10 @@
 #                         variant shares; the row wants the default backward variant with K-major
 #                         B (_dx_wt, "v1 wt") to fail, the forward's fail first
 #                                                              (common/matmul.cuh)  -> dev_matmul
-#                         (the last four need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_GROUPED_K       the grouped input-gradient GEMM (matmul_backward_dinp_grouped) reads
+#                         the first group's weight for every group's k-blocks
+#                                                              (common/matmul.cuh)  -> dev_matmul
+#                         (the last five need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -95,6 +98,7 @@ ROWS=(
     'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
     'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 bwd dx fused v1 wt'
+    'BREAK_GROUPED_K|matmul|--no-bench|FAIL +grouped dinp M=98381'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

@@ -29,9 +29,15 @@
 // worst error / bound ("observed: relu2_gemm ..." lines, for setting the tolerances at 5-10x).
 // M = 98381 (the seed's 98304 rows + 77: a partial last tile) is checked on 640 sampled rows.
 //
+// Version 4: the grouped GEMMs of the same kernel (matmul_forward_grouped: the q, k, v projections
+// in one launch; matmul_backward_dinp_grouped: their input gradients summed in one launch; Hopper
+// only, skipped and counted elsewhere) against matmul_forward_cpu / matmul_backward_cpu per group
+// in double: |got - ref| <= 2^-8 |ref| + 1e-4 sum_k |a_ik w_kj| (one rounding; the sum over every
+// group's k), at the seed's q, k, v shape, partial n-tiles, one group and two groups.
+//
 // Run:  make build/dev_matmul && ./build/dev_matmul          (checks, then benchmark rows)
 //       ./build/dev_matmul --no-bench                        (checks only)
-//       ./build/dev_matmul --relu2-only                      (only version 3's checks and benchmark rows)
+//       ./build/dev_matmul --relu2-only                      (only versions 3, 4: checks and benchmark rows)
 // Exit status: 0 when every check passes, 1 otherwise.
 #include "check.cuh"
 #include "../common/layers.cuh"  // relu2_forward, relu2_backward_from_out (the unfused MLP path)
@@ -321,23 +327,24 @@ static std::vector<T> gather_rows(const std::vector<float> &m, const std::vector
     return g;
 }
 static void observe(const char *name, const std::vector<float> &got, const std::vector<double> &ref, const std::vector<double> &bound_abs,
-                    double rtol) {
+                    double rtol, const char *family = "relu2_gemm") {
     double worst = 0, max_rel = 0;
     for (size_t i = 0; i < ref.size(); i++) {
         const double d = std::fabs((double)got[i] - ref[i]), b = rtol * std::fabs(ref[i]) + bound_abs[i];
         if (b > 0) worst = std::max(worst, d / b);
         if (std::fabs(ref[i]) > 1e-3) max_rel = std::max(max_rel, d / std::fabs(ref[i]));
     }
-    printf("observed: relu2_gemm %s worst/bound %.3e max rel err (|ref| > 1e-3) %.3e\n", name, worst, max_rel);
+    printf("observed: %s %s worst/bound %.3e max rel err (|ref| > 1e-3) %.3e\n", family, name, worst, max_rel);
 }
 // the sampled rows of the device output d (M, N), once the launches are done, against ref: one
-// check line, one observed line (name starts with "relu2 ")
+// check line, one observed line (name: "<family word> <the rest>", e.g. "relu2 fwd ...")
 static void check_rows(const char *name, const bf16 *d, int M, int N, const std::vector<int> &rows, const std::vector<double> &ref,
                        const std::vector<double> &babs, double rtol) {
     cudaCheck(cudaDeviceSynchronize());
     const std::vector<float> got = gather_rows<float>(host_bf16(d, (size_t)M * N), rows, N);
     record(check_bound(name, got, ref, babs, rtol, 1.0));
-    observe(name + 6, got, ref, babs, rtol);
+    const bool relu2 = !strncmp(name, "relu2 ", 6);
+    observe(relu2 ? name + 6 : name, got, ref, babs, rtol, relu2 ? "relu2_gemm" : "gemm");
 }
 
 // forward: out (M, N) = relu(x (M, K) @ w (N, K)^T)^2, fused and unfused, against the double twin
@@ -443,6 +450,102 @@ static void check_sqrt_rn() {
     record(bad == 0);
 }
 
+// ----------------------------------------------------------------------------
+// the grouped GEMMs (version 4): several projections of one input in one launch, and their input
+// gradients summed in one launch, against matmul_forward_cpu / matmul_backward_cpu per group in
+// double. Tolerance per element: rtol |ref| + 1e-4 sum_k |a_ik w_kj| (the sum over every group's
+// k for the backward), rtol = 2^-8 (one rounding of the fp32 sum to bf16).
+
+// out_g (M, n[g]) = x (M, K) @ w_g (n[g], K)^T
+static void check_grouped_forward(int M, int K, std::vector<int> n) {
+    const int ng = (int)n.size();
+    char name[128];
+    std::vector<std::vector<float>> w(ng);
+    std::vector<float> x = rand_bf16((size_t)M * K);
+    bf16 *dx = dev_bf16(x), *dw[mlpg::MAXG], *dout[mlpg::MAXG];
+    for (int g = 0; g < ng; g++) {
+        w[g] = rand_bf16((size_t)n[g] * K);
+        dw[g] = dev_bf16(w[g]);
+        cudaCheck(cudaMalloc(&dout[g], (size_t)M * n[g] * sizeof(bf16)));
+    }
+    std::string dims;
+    for (int g = 0; g < ng; g++) dims += (g ? "," : "") + std::to_string(n[g]);
+    snprintf(name, sizeof name, "grouped fwd M=%d K=%d N=%s", M, K, dims.c_str());
+    if (!matmul_forward_grouped_supported(dout, dx, dw, n.data(), ng, M, K)) {
+        printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", name);
+        g_skipped++;
+    } else {
+        for (int g = 0; g < ng; g++) poison(dout[g], (size_t)M * n[g]);
+        matmul_forward_grouped(dout, dx, dw, n.data(), ng, M, K, 0);
+        const std::vector<int> rows = sample_rows(M);
+        const int R = (int)rows.size();
+        std::vector<double> xs = gather_rows<double>(x, rows, K), xa(xs);
+        for (double &v : xa) v = std::fabs(v);
+        for (int g = 0; g < ng; g++) {
+            std::vector<double> wd = to_double(w[g]), wa = abs_double(w[g]), ref((size_t)R * n[g]), babs((size_t)R * n[g]);
+            matmul_forward_cpu<double>(ref.data(), xs.data(), wd.data(), R, K, n[g]);
+            matmul_forward_cpu<double>(babs.data(), xa.data(), wa.data(), R, K, n[g]);
+            for (double &b : babs) b *= 1e-4;
+            snprintf(name, sizeof name, "grouped fwd M=%d K=%d N=%s out %d", M, K, dims.c_str(), g);
+            check_rows(name, dout[g], M, n[g], rows, ref, babs, 1.0 / 256);
+        }
+    }
+    cudaFreeCheck(dx);
+    for (int g = 0; g < ng; g++) cudaFreeCheck(dw[g]), cudaFreeCheck(dout[g]);
+}
+
+// dinp (M, N) = sum_g dout_g (M, k[g]) @ w_g (k[g], N)
+static void check_grouped_backward(int M, int N, std::vector<int> k) {
+    const int ng = (int)k.size();
+    char name[128];
+    std::vector<std::vector<float>> dy(ng), w(ng);
+    bf16 *ddy[mlpg::MAXG], *dw[mlpg::MAXG], *dout;
+    cudaCheck(cudaMalloc(&dout, (size_t)M * N * sizeof(bf16)));
+    std::string dims;
+    for (int g = 0; g < ng; g++) {
+        dy[g] = rand_bf16((size_t)M * k[g]);
+        w[g] = rand_bf16((size_t)k[g] * N);
+        ddy[g] = dev_bf16(dy[g]);
+        dw[g] = dev_bf16(w[g]);
+        dims += (g ? "," : "") + std::to_string(k[g]);
+    }
+    snprintf(name, sizeof name, "grouped dinp M=%d N=%d K=%s", M, N, dims.c_str());
+    if (!matmul_backward_dinp_grouped_supported(dout, ddy, dw, k.data(), ng, M, N)) {
+        printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", name);
+        g_skipped++;
+    } else {
+        poison(dout, (size_t)M * N);
+        matmul_backward_dinp_grouped(dout, ddy, dw, k.data(), ng, M, N, 0);
+        const std::vector<int> rows = sample_rows(M);
+        const int R = (int)rows.size();
+        std::vector<double> ref((size_t)R * N, 0.0), babs((size_t)R * N, 0.0);
+        for (int g = 0; g < ng; g++) {  // the twin adds: the sum of the groups' products, and of their magnitudes
+            std::vector<double> dys = gather_rows<double>(dy[g], rows, k[g]), dya(dys), wd = to_double(w[g]), wa = abs_double(w[g]);
+            for (double &v : dya) v = std::fabs(v);
+            matmul_backward_cpu<double>(ref.data(), nullptr, dys.data(), nullptr, wd.data(), R, N, k[g]);
+            matmul_backward_cpu<double>(babs.data(), nullptr, dya.data(), nullptr, wa.data(), R, N, k[g]);
+        }
+        for (double &b : babs) b *= 1e-4;
+        check_rows(name, dout, M, N, rows, ref, babs, 1.0 / 256);
+    }
+    cudaFreeCheck(dout);
+    for (int g = 0; g < ng; g++) cudaFreeCheck(ddy[g]), cudaFreeCheck(dw[g]);
+}
+
+static void run_grouped_checks() {
+    printf("version 4: grouped GEMMs (Hopper): q, k, v in one launch, their input gradients in one\n");
+    // the seed's q, k, v (+77 rows: a partial last row tile); partial n-tiles (320 = 256 + 64);
+    // one group; two groups
+    check_grouped_forward(98304 + 77, 512, {512, 256, 256});
+    check_grouped_forward(1000, 192, {64, 320, 128});
+    check_grouped_forward(77, 64, {128});
+    check_grouped_forward(3000, 576, {256, 192});
+    check_grouped_backward(98304 + 77, 512, {512, 256, 256});
+    check_grouped_backward(1000, 320, {64, 192, 128});
+    check_grouped_backward(130, 64, {576});
+    check_grouped_backward(3000, 192, {128, 256});
+}
+
 static void run_relu2_checks() {
     printf("version 3: relu^2 fused into the fc GEMM (Hopper) and the cuBLASLt + pass it replaces\n");
     check_sqrt_rn();
@@ -536,6 +639,29 @@ static void bench(bool relu2_only) {
                 }
         } else printf("  skip  dfc: fused (needs an sm_90 GPU and an sm_90a build)\n");
     }
+    // the q, k, v projections (N = 512 + 256 + 256) and their input gradients: three cuBLASLt GEMMs
+    // (the last two of the input gradient adding into the first's output) against one grouped GEMM
+    {
+        const size_t M = N;
+        const int n[3] = {512, 256, 256};
+        bf16 *outs[3] = {y, y + M * 512, y + M * 768}, *douts[3] = {dy, dy + M * 512, dy + M * 768};
+        bf16 *ws[3] = {w, w + 512 * 512, w + 768 * 512};
+        check_internal(M * 1024 <= max_out && (size_t)1024 * 512 <= max_w);
+        const double fl = 2.0 * N * 512 * 1024;
+        bench_row("qkv fwd: cublas x3", "98304 x 512 -> 1024", bench_ms([&] {
+                      for (int g = 0; g < 3; g++) matmul_forward(outs[g], x, ws[g], N, 512, n[g], 0);
+                  }), 0, fl);
+        bench_row("qkv dinp: cublas x3 (+=)", "98304 x 1024 -> 512", bench_ms([&] {
+                      for (int g = 0; g < 3; g++) matmul_backward(dx, nullptr, douts[g], nullptr, ws[g], N, 512, n[g], g > 0, false, 0);
+                  }), 0, fl);
+        if (matmul_forward_grouped_supported(outs, x, ws, n, 3, N, 512) &&
+            matmul_backward_dinp_grouped_supported(dx, douts, ws, n, 3, N, 512)) {
+            bench_row("qkv fwd: grouped", "98304 x 512 -> 1024", bench_ms([&] { matmul_forward_grouped(outs, x, ws, n, 3, N, 512, 0); }),
+                      0, fl);
+            bench_row("qkv dinp: grouped", "98304 x 1024 -> 512",
+                      bench_ms([&] { matmul_backward_dinp_grouped(dx, douts, ws, n, 3, N, 512, 0); }), 0, fl);
+        } else printf("  skip  qkv: grouped (needs an sm_90 GPU and an sm_90a build)\n");
+    }
     // Newton-Schulz-like batched GEMMs: 11 matrices of 512 x 1536 (the fc / mlp.proj group)
     if (!relu2_only) {
         const int B = 11, m = 512, n = 1536;
@@ -574,6 +700,7 @@ int main(int argc, char **argv) {
         matmul_context().force_fallback = false;
     }
     run_relu2_checks();
+    run_grouped_checks();
     if (check_verdict("dev_matmul", g_skipped)) return 1;
     if (do_bench) bench(relu2_only);
     matmul_teardown();
