@@ -492,6 +492,9 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //              forward), and the producer never blocks on anything but the ring. With
 //              OPT_PREFETCH, at the tile's first k-block the producer also prefetches the tile's h
 //              into L2 (cp.async.bulk.prefetch), ~8 slots before its ring loads, so those hit L2.
+//   EPI_PLAIN  the grouped GEMMs (below: matmul_forward_grouped, matmul_backward_dinp_grouped):
+//              the forward's pipeline, the accumulator rounded to bf16 as it is; the operands in
+//              up to 3 groups (Operands), each k-block and n-tile finding its group's TMA maps.
 // Options (OPT bits, backward only): OPT_SQRT_SEL: sqrtf runs on h > 0 ? h : 1 (the product still
 // takes 0 where h <= 0): ptxas's sqrt.rn.f32 leaves its fast path (MUFU.RSQ and a correction) for
 // zero, denormal, huge and non-finite inputs, so a zero h (half of them) takes a divergent slow
