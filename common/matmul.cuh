@@ -971,28 +971,23 @@ inline void matmul_relu2_backward_dx_wt(bf16 *dfc, const bf16 *dy, const bf16 *w
 // matmul_backward_cpu per group (model_cpu.h; dev_matmul's "grouped" rows).
 
 // an sm_90a build on an sm_90 GPU, 1 <= ng <= mlpg::MAXG groups, M > 0, the shared dimension and
-// every group's dimension positive multiples of 64, every pointer 16-byte aligned
-inline bool matmul_grouped_supported(int M, int shared_dim, const int dims[], int ng, const void *const ptrs[], int nptrs) {
-    if (M <= 0 || ng < 1 || ng > mlpg::MAXG || shared_dim <= 0 || shared_dim % 64) return false;
+// every group's dimension positive multiples of 64, every pointer (one: the shared input or the
+// output; x_g, w_g per group) 16-byte aligned
+inline bool matmul_grouped_supported(int M, int shared_dim, const int dims[], int ng, const void *one, const bf16 *const x[],
+                                     const bf16 *const w[]) {
+    auto al = [](const void *p) { return p && ((uintptr_t)p & 15) == 0; };
+    if (M <= 0 || ng < 1 || ng > mlpg::MAXG || shared_dim <= 0 || shared_dim % 64 || !al(one)) return false;
     for (int g = 0; g < ng; g++)
-        if (dims[g] <= 0 || dims[g] % 64) return false;
-    for (int i = 0; i < nptrs; i++)
-        if (!ptrs[i] || ((uintptr_t)ptrs[i] & 15)) return false;
+        if (dims[g] <= 0 || dims[g] % 64 || !al(x[g]) || !al(w[g])) return false;
     return sm90_available();
 }
 inline bool matmul_forward_grouped_supported(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M,
                                              int K) {
-    if (ng < 1 || ng > mlpg::MAXG) return false;
-    const void *p[1 + 2 * mlpg::MAXG] = {a};
-    for (int g = 0; g < ng; g++) p[1 + 2 * g] = out[g], p[2 + 2 * g] = w[g];
-    return matmul_grouped_supported(M, K, n, ng, p, 1 + 2 * ng);
+    return matmul_grouped_supported(M, K, n, ng, a, out, w);
 }
 inline bool matmul_backward_dinp_grouped_supported(bf16 *dinp, const bf16 *const dout[], const bf16 *const w[], const int k[], int ng,
                                                    int M, int N) {
-    if (ng < 1 || ng > mlpg::MAXG) return false;
-    const void *p[1 + 2 * mlpg::MAXG] = {dinp};
-    for (int g = 0; g < ng; g++) p[1 + 2 * g] = dout[g], p[2 + 2 * g] = w[g];
-    return matmul_grouped_supported(M, N, k, ng, p, 1 + 2 * ng);
+    return matmul_grouped_supported(M, N, k, ng, dinp, dout, w);
 }
 inline void matmul_forward_grouped(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K,
                                    cudaStream_t stream) {
