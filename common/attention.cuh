@@ -1808,6 +1808,373 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
 #endif
 }
 
+// ---- stage 11: 128-query tiles -----------------------------------------------------------------
+// Stage 8's CTA (a producer warpgroup + 2 consumers, 128 keys of one (b, kv head), 64 per
+// consumer) walking query tiles of 128 rows instead of 64. Per tile and consumer:
+//   S^T = K_w Q^T, dP^T = V_w dO^T     m64n128k16 (4 k-steps each; stage 8: m64n64, twice as many tiles)
+//   P^T, dS^T (64 keys x 128 queries: 64 + 64 accumulator registers per thread)
+//   dV += P^T dO, dK += dS^T Q         m64n64k16, A from registers (8 k-steps)
+//   dQ[64 wg .. 64 wg + 63, :] = dS K   m64n64k16 over all 128 keys (8 k-steps), A = dS^T from shared
+//                                      memory: each consumer owns 64 query rows of the tile (stage 8:
+//                                      32 head_dim columns, m64n32 with both operands from shared memory)
+// What it buys over stage 8, per FLOP: half the tiles, so half the mbarrier waits, barriers,
+// wgmma waits and reduce-add issues; S^T / dP^T read 6 KB of shared memory per 64-clock m64n128
+// instead of 4 KB per 32-clock m64n64 (the SM's 128 bytes a clock made m64n64 with both operands
+// in shared memory exactly bandwidth-bound, and stage 8's m64n32 dQ 1.5x over); dQ's product is
+// m64n64 (at parity) instead of m64n32. The cost: 192 accumulator registers live across the
+// exponentials (s, dp, dK, dV), so nothing of the next tile is issued early (stage 8's DEFER):
+// a tile's order is S^T, dP^T -> wait -> exp -> dV -> (both consumers' dS^T stored: barrier) ->
+// dQ, dK -> wait for dV and dQ (dK still running) -> dQ staged and reduce-added -> wait for dK.
+// Shared memory (offsets from the 1024-aligned base): K, V (16 KB each), dS^T [2 buffers][2
+// query halves] (16 KB each: 128 keys x 64 queries, the swizzle atom is 64 bf16 wide), the ring
+// [2 stages] of Q, dO (16 KB each), the dQ staging [consumer] (64 rows x 64 fp32 as two 32-column
+// boxes of 8 KB), lse2 / D [stage] (512 bytes each), mbarriers.
+constexpr int Q128_BR = 128;  // query rows per tile
+constexpr uint32_t Q128_Q_BYTES = Q128_BR * ROW_BYTES;  // one Q or dO tile (16 KB)
+constexpr uint32_t Q128_DSH_BYTES = H_BC * 64 * 2;      // one query half of dS^T (16 KB)
+constexpr uint32_t Q128_DQ_BYTES = 64 * HD * 4;         // one consumer's dQ staging (16 KB)
+constexpr uint32_t Q128_OFF_K = 0, Q128_OFF_V = H_KV_BYTES;
+constexpr uint32_t Q128_OFF_DS = 2 * H_KV_BYTES;                        // [2 buffers][2 halves]
+constexpr uint32_t Q128_OFF_Q = Q128_OFF_DS + 4 * Q128_DSH_BYTES;       // [2 stages]
+constexpr uint32_t Q128_OFF_DO = Q128_OFF_Q + 2 * Q128_Q_BYTES;         // [2 stages]
+constexpr uint32_t Q128_OFF_DQ = Q128_OFF_DO + 2 * Q128_Q_BYTES;        // [consumer]
+constexpr uint32_t Q128_OFF_L = Q128_OFF_DQ + 2 * Q128_DQ_BYTES;        // [2 stages][128] lse2
+constexpr uint32_t Q128_OFF_D = Q128_OFF_L + 2 * Q128_BR * 4;           // [2 stages][128] D
+constexpr uint32_t Q128_OFF_BAR = Q128_OFF_D + 2 * Q128_BR * 4;         // K/V, full[2], empty[2]
+constexpr int Q128_SMEM = (int)(Q128_OFF_BAR + 5 * 8) + 1024;
+static_assert(Q128_OFF_DS % 1024 == 0 && Q128_OFF_Q % 1024 == 0 && Q128_OFF_DO % 1024 == 0 && Q128_OFF_DQ % 1024 == 0,
+              "wgmma / TMA tiles are 1024-byte aligned");
+static_assert(Q128_SMEM <= 227 * 1024, "stage 11 fits in shared memory");
+
+// grid as stage 8's, 384 threads; tm_q / tm_do: boxes of 128 rows (tm_k / tm_v 128, tm_dq 64)
+// SPLIT (stages 12, 14): S^T and dP^T in two commit groups, the exponentials of P^T computed
+// while dP^T is still being multiplied (stage 11: one group, one wait)
+// DK_EARLY (stages 13, 14): dK += dS^T Q issued with dV, before the consumers' barrier (it needs
+// only this consumer's registers), so it runs while the other consumer catches up; stage 11
+// issues it after dQ, to run under the dQ staging stores.
+// INDEP (stage 15): the consumers never wait for each other: each multiplies dQ of all 128 query
+// rows over its own 64 keys only (2 x 4 m64n64k16 from its own dS^T, single-buffered, 16 KB) and
+// reduce-adds that 128 x 64 partial itself (4 boxes from a 32 KB staging buffer: twice stage
+// 11's reduce bytes, as stage 3 did, which the L2-friendly grid order made cheap), so one
+// consumer's exponentials can run under the other's products. dK is issued with dV.
+template <bool SPLIT, bool DK_EARLY, bool INDEP = false>
+__global__ void __launch_bounds__(H_THREADS_WS, 1)
+    attention_backward_sm90_q128_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
+                                        const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                                        const __grid_constant__ CUtensorMap tm_dq, __nv_bfloat16 *__restrict__ dk,
+                                        __nv_bfloat16 *__restrict__ dv, float *__restrict__ dq_acc, const float *__restrict__ lse2,
+                                        const float *__restrict__ Dd, int T, int H, int KV, bool accumulate, bool kb_fastest) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    (void)dq_acc;
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
+    unsigned char *sbase = smem_raw + (base - smem_u32(smem_raw));
+    constexpr int BR = Q128_BR, NST = 2;
+    const int tid = threadIdx.x, t = tid % 128, warp = t / 32, lane = tid % 32;
+    const int wg = __shfl_sync(0xffffffffu, tid / 128, 0) - 1;  // -1: the producer; 0, 1: the consumers
+    const int kh = kb_fastest ? blockIdx.y : blockIdx.x, b = kb_fastest ? blockIdx.z : blockIdx.y;
+    const int k0 = (kb_fastest ? blockIdx.x : blockIdx.z) * H_BC;
+    const int G = H / KV;
+    const uint32_t sK = base + Q128_OFF_K, sV = base + Q128_OFF_V;
+    const uint32_t bar_kv = base + Q128_OFF_BAR;
+    auto bar_full = [&](int st) { return base + Q128_OFF_BAR + 8 + 8 * st; };
+    auto bar_empty = [&](int st) { return base + Q128_OFF_BAR + 24 + 8 * st; };
+    auto ring_q = [&](int st) { return base + Q128_OFF_Q + st * Q128_Q_BYTES; };
+    auto ring_do = [&](int st) { return base + Q128_OFF_DO + st * Q128_Q_BYTES; };
+    auto ring_l = [&](int st) { return reinterpret_cast<float *>(sbase + Q128_OFF_L + st * BR * 4); };
+    auto ring_d = [&](int st) { return reinterpret_cast<float *>(sbase + Q128_OFF_D + st * BR * 4); };
+    auto ds_half = [&](int buf, int half) { return base + Q128_OFF_DS + (2 * buf + half) * Q128_DSH_BYTES; };
+    // INDEP: consumer w's dS^T (64 keys x 128 queries as two 8 KB query halves) in the first 32 KB
+    // of the dS^T area, its dQ staging (32 KB) in the rest of that area (w = 0) or the dQ area (w = 1)
+    auto ds_own = [&](int w, int half) { return base + Q128_OFF_DS + w * (Q128_DSH_BYTES) + half * (Q128_DSH_BYTES / 2); };
+
+    const int m_first = k0 / BR, n_m = (T - 1) / BR + 1 - m_first;
+    const int n_iter = G * n_m;
+
+    if (tid == 0) {
+        mbar_init(bar_kv, 1);
+        for (int st = 0; st < NST; st++) {
+            mbar_init(bar_full(st), 33);       // the TMA bytes (one arrival with the count) + 32 lanes' lse2 / D
+            mbar_init(bar_empty(st), 2 * 128);  // every consumer thread
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        fence_proxy_async();
+    }
+    __syncthreads();
+    if (tid == 0) {
+        mbar_arrive_expect_tx(bar_kv, 2 * H_KV_BYTES);
+        tma_load_4d(sK, &tm_k, bar_kv, 0, kh, k0, b);
+        tma_load_4d(sV, &tm_v, bar_kv, 0, kh, k0, b);
+    }
+    if (wg < 0) {  // the producer: one warp streams Q, dO (TMA), lse2 and D into the ring
+        setmaxnreg_dec<24>();
+        if (warp != 0) return;
+        for (int it = 0; it < n_iter; it++) {
+            const int st = it % NST, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * BR;
+            if (it >= NST) mbar_wait(bar_empty(st), (it / NST - 1) & 1);
+            if (lane == 0) {
+                mbar_arrive_expect_tx(bar_full(st), 2 * Q128_Q_BYTES);
+                tma_load_4d(ring_q(st), &tm_q, bar_full(st), 0, h, q0, b);
+                tma_load_4d(ring_do(st), &tm_do, bar_full(st), 0, h, q0, b);
+            }
+            float *sl = ring_l(st), *sd = ring_d(st);
+#pragma unroll
+            for (int r = lane; r < BR; r += 32) {  // 0 past T (those rows are masked)
+                const bool ok = q0 + r < T;
+                const size_t o = ((size_t)b * H + h) * T + q0 + r;
+                sl[r] = ok ? lse2[o] : 0.f;
+                sd[r] = ok ? Dd[o] : 0.f;
+            }
+            mbar_arrive(bar_full(st));
+        }
+        return;
+    }
+    setmaxnreg_inc<240>();
+
+    float dkacc[32], dvacc[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) dkacc[i] = dvacc[i] = 0.f;
+    const int key0 = k0 + wg * 64;                  // this consumer's keys: key0 .. key0 + 63
+    const int krow = key0 + warp * 16 + lane / 4;   // the key of accumulator rows (e / 2 even); +8 for odd
+    const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES;
+    const uint32_t sdq = !INDEP ? base + Q128_OFF_DQ + wg * Q128_DQ_BYTES : wg == 0 ? base + Q128_OFF_DS + 2 * Q128_DSH_BYTES : base + Q128_OFF_DQ;
+    static_assert(2 * Q128_DQ_BYTES == 2 * Q128_DSH_BYTES, "INDEP: a consumer's 32 KB dQ staging fits either place");
+    constexpr float sl2 = SCALE * LOG2E;
+    // rows with bit 0 of (lane / 4) set store their n8 tiles in the order j ^ 2 (stage 8's
+    // conflict-free order: otherwise rows 2i, 2i + 1 of a half warp share 32 bytes of banks)
+    const int jflip = ((lane >> 2) & 1) * 2;
+    mbar_wait(bar_kv, 0);
+
+    for (int it = 0; it < n_iter; it++) {
+        const int h = kh * G + it / n_m, q0 = (m_first + it % n_m) * BR;
+        const int st = it % NST, db = it & 1;  // ring stage; dS^T buffer
+        const uint32_t sQ = ring_q(st), sdO = ring_do(st);
+        const float *sL = ring_l(st), *sD = ring_d(st);
+        mbar_wait(bar_full(st), (it / NST) & 1);
+
+        float dq[INDEP ? 64 : 32];  // INDEP: [query half][32]
+        {
+            float s[64], dp[64];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
+                wgmma_m64n128k16_ss(s, wgmma_desc(sKw + 32 * kk), wgmma_desc(sQ + 32 * kk), kk > 0);
+            if constexpr (SPLIT) wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wgmma_m64n128k16_ss(dp, wgmma_desc(sVw + 32 * kk), wgmma_desc(sdO + 32 * kk), kk > 0);
+            wgmma_commit();
+#ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
+            const bool need_mask = false;
+#else
+            const bool need_mask = q0 < key0 + 63 || q0 + BR > T;
+#endif
+            // element 4j + e: key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2
+            if constexpr (SPLIT) {
+                wgmma_wait<1>();
+                reg_fence(s);
+#pragma unroll
+                for (int j = 0; j < 16; j++) {
+                    const int qc = j * 8 + (lane & 3) * 2;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int i = 4 * j + e;
+                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                        if (need_mask) {
+                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                            if (key > qi || qi >= T) p = 0.f;
+                        }
+                        s[i] = p;
+                    }
+                }
+                wgmma_wait<0>();
+                reg_fence(dp);
+#pragma unroll
+                for (int j = 0; j < 16; j++) {  // (masked: p = 0 makes dS = 0)
+                    const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
+                }
+            } else {
+            wgmma_wait<0>();
+            reg_fence(s);
+            reg_fence(dp);
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const int qc = j * 8 + (lane & 3) * 2;
+                const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+                const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = 4 * j + e;
+                    float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+                    float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
+                    if (need_mask) {
+                        const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                        if (key > qi || qi >= T) p = ds = 0.f;
+                    }
+                    s[i] = p;
+                    dp[i] = ds;
+                }
+            }
+            }
+            // P^T, dS^T as bf16 A fragments (k-step kk: queries 16kk .. 16kk + 15), all packed
+            // before the next wgmma fence
+            uint32_t ap[8][4], ads[8][4];
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++) {
+                acc_to_a(ap[kk], s, kk);
+                acc_to_a(ads[kk], dp, kk);
+            }
+            // dS^T into buffer db: key row r (+8) of query half kk / 4, chunks 2 (kk % 4) (+1)
+            // (INDEP: this consumer's own buffer, rows of its 64 keys)
+            const int r = (INDEP ? 0 : wg * 64) + warp * 16 + lane / 4;
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++) {
+                const uint32_t sh = INDEP ? ds_own(wg, kk / 4) : ds_half(db, kk / 4);
+                const int c = 2 * (kk % 4);
+                st_shared_b32(sh + swz(r, c) + (lane & 3) * 4, ads[kk][0]);
+                st_shared_b32(sh + swz(r + 8, c) + (lane & 3) * 4, ads[kk][1]);
+                st_shared_b32(sh + swz(r, c + 1) + (lane & 3) * 4, ads[kk][2]);
+                st_shared_b32(sh + swz(r + 8, c + 1) + (lane & 3) * 4, ads[kk][3]);
+            }
+            // dV += P^T dO: k = the 128 queries, 16 rows (2048 bytes) per k-step
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dvacc, ap[kk], wgmma_desc(sdO + 2048 * kk));
+            if constexpr (DK_EARLY || INDEP) {
+#pragma unroll
+                for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dkacc, ads[kk], wgmma_desc(sQ + 2048 * kk));
+            }
+            wgmma_commit();
+            if constexpr (INDEP) {
+                // this consumer's dS^T rows are in (every warp's, visible to the async proxy); the
+                // buffer's previous readers (tile it - 1's dQ) were waited for before the staging
+                // barrier of tile it - 1. dQ[query half hq] = dS[hq rows, own keys] K_w
+                fence_proxy_async();
+                named_bar_sync(1 + wg, 128);
+#pragma unroll
+                for (int hq = 0; hq < 2; hq++) {
+#pragma unroll
+                    for (int kk = 0; kk < 4; kk++)
+                        wgmma_m64n64k16_ss<1, 1>(dq + 32 * hq, wgmma_desc(ds_own(wg, hq) + 2048 * kk), wgmma_desc(sKw + 2048 * kk), kk);
+                }
+                wgmma_commit();
+            } else {
+            // both consumers' dS^T rows are in (and visible to the async proxy). Buffer db was
+            // last read by tile it - 2's dQ products, which both consumers waited for before
+            // they reached this barrier in tile it - 1.
+            fence_proxy_async();
+            named_bar_sync(3, 256);
+            // dQ rows 64 wg .. of the tile = dS K over the 128 keys: A = dS^T's query half wg
+            // (stored key-major: MN-major), B = K (key-major: MN-major)
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++)
+                wgmma_m64n64k16_ss<1, 1>(dq, wgmma_desc(ds_half(db, wg) + 2048 * kk), wgmma_desc(sK + 2048 * kk), kk);
+            wgmma_commit();
+            if constexpr (!DK_EARLY) {  // dK += dS^T Q
+#pragma unroll
+                for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dkacc, ads[kk], wgmma_desc(sQ + 2048 * kk));
+                wgmma_commit();
+            }
+            }
+        }
+        if constexpr (DK_EARLY || INDEP) {
+            wgmma_wait<0>();
+        } else {
+            wgmma_wait<1>();  // dV and dQ done; dK may still run
+        }
+        reg_fence(dq);
+        // dQ -> this consumer's staging buffer (two boxes of 32 columns: element 4j + 2r (+1) is
+        // row 16 warp + lane / 4 + 8r, column 8j + 2 (lane % 4) (+1)), once the previous tile's
+        // reduce-adds have read it; then one thread adds both boxes to dq_acc
+        // (INDEP: two query halves hq, boxes 2 hq + column half, 8 KB each)
+        if (t == 0) bulk_wait_read<0>();
+        named_bar_sync(1 + wg, 128);
+#pragma unroll
+        for (int hq = 0; hq < (INDEP ? 2 : 1); hq++) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = warp * 16 + lane / 4 + 8 * r;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const int js = j ^ jflip;  // the n8 tile stored in this step (same box as j)
+                    const float *d = dq + 32 * hq;
+                    const float x0 = jflip ? d[4 * (j ^ 2) + 2 * r] : d[4 * j + 2 * r];
+                    const float x1 = jflip ? d[4 * (j ^ 2) + 2 * r + 1] : d[4 * j + 2 * r + 1];
+                    const uint32_t a = sdq + (2 * hq + js / 4) * (Q128_DQ_BYTES / 2) + row * 128 +
+                                       (((2 * (js % 4) + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(x0), "f"(x1) : "memory");
+                }
+            }
+        }
+        fence_proxy_async();
+        named_bar_sync(1 + wg, 128);
+        if (t == 0) {
+            if constexpr (INDEP) {
+#pragma unroll
+                for (int box = 0; box < 4; box++)
+                    tma_reduce_add_4d(&tm_dq, sdq + box * (Q128_DQ_BYTES / 2), 32 * (box & 1), h, q0 + 64 * (box >> 1), b);
+            } else {
+                tma_reduce_add_4d(&tm_dq, sdq, 0, h, q0 + 64 * wg, b);
+                tma_reduce_add_4d(&tm_dq, sdq + Q128_DQ_BYTES / 2, 32, h, q0 + 64 * wg, b);
+            }
+            bulk_commit();
+        }
+        wgmma_wait<0>();  // dK done: this thread is through with the stage's Q, dO, lse2, D
+        reg_fence(dkacc);
+        reg_fence(dvacc);
+        mbar_arrive(bar_empty(st));
+    }
+    if (t == 0) bulk_wait_all();  // the reduce-adds have read the staging buffer (reused below)
+
+    // epilogue: dk * scale, then dv, through the staging buffer (64 rows of 256 bytes, 16-byte
+    // chunk c of row r at c ^ (r % 8), stored in the conflict-free order above), written with
+    // 16-byte stores (or added to dk / dv when accumulating)
+    auto st2 = [](uint32_t a, float x, float y) { asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(x), "f"(y) : "memory"); };
+    auto ld4 = [](float *x, uint32_t a) {
+        asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(a) : "memory");
+    };
+#pragma unroll
+    for (int pass = 0; pass < 2; pass++) {
+        const float *acc = pass == 0 ? dkacc : dvacc;
+        const float mul = pass == 0 ? SCALE : 1.f;
+        __nv_bfloat16 *dst = pass == 0 ? dk : dv;
+        named_bar_sync(1 + wg, 128);  // the buffer is free (the reduce-adds / the previous pass read it)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int row = warp * 16 + lane / 4 + 8 * r;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int jj = j ^ jflip;
+                const uint32_t a = row * 256 + (((2 * jj + (lane & 3) / 2) ^ (row & 7)) << 4) + (lane & 1) * 8;
+                st2(sdq + a, (jflip ? acc[4 * (j ^ 2) + 2 * r] : acc[4 * j + 2 * r]) * mul,
+                    (jflip ? acc[4 * (j ^ 2) + 2 * r + 1] : acc[4 * j + 2 * r + 1]) * mul);
+            }
+        }
+        named_bar_sync(1 + wg, 128);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int rs = t & 7, c = (t >> 3) & 7, row = 8 * ((t >> 6) + 2 * i) + rs, key = key0 + row;
+            if (key >= T) continue;
+            const size_t off = (((size_t)b * T + key) * KV + kh) * HD + 8 * c;
+            float x[8];
+            ld4(x, sdq + row * 256 + (((2 * c) ^ rs) << 4));
+            ld4(x + 4, sdq + row * 256 + (((2 * c + 1) ^ rs) << 4));
+            if (accumulate) {
+                float o[8];
+                load8(o, dst + off);
+#pragma unroll
+                for (int e = 0; e < 8; e++) x[e] += o[e];
+            }
+            store8(dst + off, x);
+        }
+    }
+#else
+    __trap();  // built without sm_90a: attention_backward never launches this (sm90_available)
+#endif
+}
+
 }  // namespace attn
 
 // ----------------------------------------------------------------------------
@@ -2000,9 +2367,12 @@ inline int attn_bwd_grid_order() {
 // 3-stage ring), 6 (5 + each tile's dQ handed on while the next tile's products run), 7 (6
 // + dQ split by columns between the consumers, no hand-on), 8 (7 + conflict-free dQ staging and
 // a dK / dV epilogue with 16-byte stores), 9 (8 + each tile's dQ multiplied a tile later, the
-// consumers decoupled by mbarriers) or 10 (9 + the consumers take turns on the tensor cores), see
-// attention_backward_sm90_kernel.
-constexpr int ATTN_BWD_SM90_STAGES = 10;
+// consumers decoupled by mbarriers), 10 (9 + the consumers take turns on the tensor cores), see
+// attention_backward_sm90_kernel, 11 (8 with 128-query tiles, attention_backward_sm90_q128_kernel) or
+// 12 (11 with the exponentials of P^T under the dP^T product), 13 (11 with dK issued before the
+// consumers' barrier), 14 (12 and 13) or 15 (13 with the consumers independent: each reduce-adds
+// the dQ of its own 64 keys).
+constexpr int ATTN_BWD_SM90_STAGES = 15;
 inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,
                                     const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                                     const __nv_bfloat16 *out, const float *lse, int B, int T, int H, int KV, int hd,
@@ -2023,16 +2393,20 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
         attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
         attention_backward_sm90_kernel<4>, attention_backward_sm90_kernel<5>, attention_backward_sm90_kernel<6>,
         attention_backward_sm90_kernel<7>, attention_backward_sm90_kernel<8>, attention_backward_sm90_kernel<9>,
-        attention_backward_sm90_kernel<10>};
-    static const int smem[ATTN_BWD_SM90_STAGES] = {H_SMEM,  H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5,
-                                                   H_SMEM5, H_SMEM5, H_SMEM5, H_SMEM9, H_SMEM9};
+        attention_backward_sm90_kernel<10>, attention_backward_sm90_q128_kernel<false, false>,
+        attention_backward_sm90_q128_kernel<true, false>, attention_backward_sm90_q128_kernel<false, true>,
+        attention_backward_sm90_q128_kernel<true, true>, attention_backward_sm90_q128_kernel<false, true, true>};
+    static const int smem[ATTN_BWD_SM90_STAGES] = {H_SMEM,  H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5,  H_SMEM5,
+                                                   H_SMEM5, H_SMEM5, H_SMEM9, H_SMEM9, Q128_SMEM, Q128_SMEM,
+                                                   Q128_SMEM, Q128_SMEM, Q128_SMEM};
     static bool configured = false;
     if (!configured) {
         for (int i = 0; i < ATTN_BWD_SM90_STAGES; i++)
             cudaCheck(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem[i]));
         configured = true;
     }
-    const CUtensorMap tq = bwd_tensor_map(q, B, T, H, H_BR), tdo = bwd_tensor_map(dout, B, T, H, H_BR);
+    const int q_rows = stage >= 11 ? Q128_BR : H_BR;  // query rows per tile
+    const CUtensorMap tq = bwd_tensor_map(q, B, T, H, q_rows), tdo = bwd_tensor_map(dout, B, T, H, q_rows);
     const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
     const CUtensorMap tdq = bwd_tensor_map(dq_acc, B, T, H, H_BR);
     const bool kb_fastest = attn_bwd_grid_order() == 1;

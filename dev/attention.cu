@@ -37,6 +37,14 @@
 //              while that tile's dV / dK products run
 //   version 0/wgmma-s7: stage 7: stage 6 with dQ split by columns between the two consumers
 //              (each multiplies all 128 keys' dS into its 32 columns and reduce-adds them itself)
+//   version 0/wgmma-s8..s10: stages 8..10 (attention_backward_sm90_kernel's comment)
+//   version 0/wgmma-s11: stage 11: stage 8's CTA on 128-query tiles (m64n128 S^T / dP^T, each
+//              consumer's dQ product covers 64 query rows over all 128 keys)
+//   version 0/wgmma-s12: stage 12: stage 11 with P^T's exponentials under the dP^T product
+//   version 0/wgmma-s13: stage 13: stage 11 with dK issued with dV, before the consumers' barrier
+//   version 0/wgmma-s14: stage 14: stages 12 and 13 together
+//   version 0/wgmma-s15: stage 15: stage 13 with independent consumers (each reduce-adds the dQ
+//              partial of its own 64 keys: two partials per 128-key block)
 //   version 1: the naive baseline below: the forward is one thread per (b, h, query) walking
 //              the keys with an online softmax; the backward is one thread per query row (D, dq)
 //              and one thread per key row (dk, dv), all in fp32 on the CUDA cores
@@ -241,22 +249,23 @@ struct Case {
 };
 
 // the Hopper forwards v2..v9 are attention_forward_wgmma's stages 1..8; the Hopper backwards
-// v0/wgmma, v0/wgmma-s2..s10 are attention_backward_sm90's stages 1..10
+// v0/wgmma, v0/wgmma-s2..s15 are attention_backward_sm90's stages 1..15
 enum Version { V_SHIP = 0, V_SHIP_KW4 = 2, V_NAIVE = 1, V_WGMMA = 3, V_WGMMA_WS = 4, V_WGMMA_PIPE = 5, V_WGMMA_128 = 6,
                V_PINGPONG = 7, V_POLY8 = 8, V_POLY4 = 9, V_PERSISTENT = 10,
                V_PERSISTENT_3CTA = 11,  // v9 in a grid of 3 CTAs (checks only)
                V_BWD90 = 12, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7,
-               V_BWD90_S8, V_BWD90_S9, V_BWD90_S10 };
+               V_BWD90_S8, V_BWD90_S9, V_BWD90_S10, V_BWD90_S11, V_BWD90_S12, V_BWD90_S13, V_BWD90_S14, V_BWD90_S15 };
 static int hopper_stage(int v) {
     return v == V_PERSISTENT_3CTA ? V_PERSISTENT - V_WGMMA + 1 : v >= V_WGMMA && v <= V_PERSISTENT ? v - V_WGMMA + 1 : 0;
 }
-static bool is_sm90(int v) { return v >= V_BWD90 && v <= V_BWD90_S10; }  // a Hopper backward
+static bool is_sm90(int v) { return v >= V_BWD90 && v <= V_BWD90_S15; }  // a Hopper backward
 static int sm90_stage(int v) { return is_sm90(v) ? v - V_BWD90 + 1 : 0; }
 static const char *version_name(int v) {
     static const char *hopper[] = {"", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9"};
     static const char *bwd90[] = {"", "v0/wgmma", "v0/wgmma-s2", "v0/wgmma-s3", "v0/wgmma-s4",
                                   "v0/wgmma-s5", "v0/wgmma-s6", "v0/wgmma-s7", "v0/wgmma-s8",
-                                  "v0/wgmma-s9", "v0/wgmma-s10"};
+                                  "v0/wgmma-s9", "v0/wgmma-s10", "v0/wgmma-s11", "v0/wgmma-s12",
+                                  "v0/wgmma-s13", "v0/wgmma-s14", "v0/wgmma-s15"};
     return v == V_SHIP ? "v0" : v == V_SHIP_KW4 ? "v0/kw4" : v == V_PERSISTENT_3CTA ? "v9/3cta"
          : hopper_stage(v) ? hopper[hopper_stage(v)] : is_sm90(v) ? bwd90[sm90_stage(v)] : "v1";
 }
@@ -271,7 +280,7 @@ static const char *sm90_skip_reason(int v) {
     return nullptr;
 }
 // dq partials per 128-key block: one, or one per warpgroup where each reduces its own (stages 2, 3)
-static int dq_parts_per_block(int v) { return v == V_BWD90_S2 || v == V_BWD90_S3 ? 2 : 1; }
+static int dq_parts_per_block(int v) { return v == V_BWD90_S2 || v == V_BWD90_S3 || v == V_BWD90_S15 ? 2 : 1; }
 static int g_skipped = 0;  // checks not run (no sm_90a kernel here, or left out by --stage / --sm90-stages),
                            // reported in the closing line
 
@@ -405,7 +414,7 @@ static bool run_case(const Case &c) {
 
     for (int ver : {V_SHIP, V_SHIP_KW4, V_WGMMA, V_WGMMA_WS, V_WGMMA_PIPE, V_WGMMA_128, V_PINGPONG, V_POLY8, V_POLY4, V_PERSISTENT,
                     V_PERSISTENT_3CTA, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8,
-                    V_BWD90_S9, V_BWD90_S10, V_NAIVE}) {
+                    V_BWD90_S9, V_BWD90_S10, V_BWD90_S11, V_BWD90_S12, V_BWD90_S13, V_BWD90_S14, V_BWD90_S15, V_NAIVE}) {
         const bool hopper = hopper_stage(ver) > 0;
         const std::string vn = std::string(version_name(ver)) + " ";
         if ((ver == V_SHIP_KW4 || is_sm90(ver)) && g_fwd_only) continue;
@@ -578,7 +587,7 @@ static bool run_case(const Case &c) {
         };
         // both backward kernels (where the sm90 one exists: attention_backward runs it there)
         for (int ver : {V_SHIP, V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8,
-                        V_BWD90_S9, V_BWD90_S10}) {
+                        V_BWD90_S9, V_BWD90_S10, V_BWD90_S11, V_BWD90_S12, V_BWD90_S13, V_BWD90_S14, V_BWD90_S15}) {
             const std::string vn = chain(ver, "", false, false);
             if (vn.empty()) continue;
             ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
@@ -665,7 +674,7 @@ static void bench_seed() {
     });
     bench_row("attention_backward v0", shape, ms, 0, bwd_flops);
     for (int ver : {V_BWD90, V_BWD90_S2, V_BWD90_S3, V_BWD90_S4, V_BWD90_S5, V_BWD90_S6, V_BWD90_S7, V_BWD90_S8, V_BWD90_S9,
-                    V_BWD90_S10}) {
+                    V_BWD90_S10, V_BWD90_S11, V_BWD90_S12, V_BWD90_S13, V_BWD90_S14, V_BWD90_S15}) {
         const std::string row = std::string("attention_backward ") + version_name(ver);
         if (const char *why = sm90_skip_reason(ver)) {
             printf("skip %s (%s)\n", row.c_str(), why);
