@@ -1123,8 +1123,9 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 // shared memory ~100 KB (stage 1) / ~164 KB (2..4) / ~180 KB (5..8) / 196 KB (9, 10), 1 CTA per SM. Written without a GPU
 // at hand: build/dev_attention checks every stage and prints "attention_backward
 // v0/wgmma[-sN]" side by side; stage 1 stays what attention_backward runs until measured.
-// Not yet here: a persistent grid, 128-query tiles (m64n128 S^T / dP^T: half the per-tile
-// waits and barriers), XSA fused in the epilogue.
+// Stages 11..15 (attention_backward_sm90_q128_kernel, after this one) walk 128-query tiles;
+// stage 12 is what attention_backward runs. Not yet here: a persistent grid, XSA fused in the
+// epilogue.
 
 namespace attn {
 
@@ -2417,12 +2418,13 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
 
-// The Hopper stage attention_backward runs (8, the measured fastest: 325 TFLOP/s against stage
-// 7's 313 in one run, and -4.5 ms a training step; stages 9 and 10 ran 277 and 288; with the old
-// grid order stage 5 led, docs/ATTENTION_KERNELS.md. 0 keeps the mma.sync kernel on Hopper
+// The Hopper stage attention_backward runs (12, the measured fastest: 353 TFLOP/s against stage
+// 8's 330 in one call, and -6.5 ms a training step; stages 11, 13, 14, 15 ran 328, 322, 334, 309;
+// before them stage 8 led (325 against stage 7's 313; stages 9 and 10 ran 277 and 288; with the
+// old grid order stage 5 led), docs/ATTENTION_KERNELS.md. 0 keeps the mma.sync kernel on Hopper
 // too). Developer knob, to measure stages in one process: the environment variable
 // ATTN_BWD_STAGE (0..ATTN_BWD_SM90_STAGES) overrides it, read once.
-constexpr int ATTN_BWD_SM90_STAGE = 8;
+constexpr int ATTN_BWD_SM90_STAGE = 12;
 
 
 inline int attn_bwd_stage() {
