@@ -1181,6 +1181,64 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
     a[3] = pack_bf16(d[8 * kk + 6], d[8 * kk + 7]);
 }
 
+// The backward's softmax step on a tile's NJ n8 tiles of queries (accumulator element 4j + e:
+// key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2; sL / sD: the tile's lse2 and D),
+// in place: P^T = 2^(S^T scale log2e - lse2) over s, dS^T = P^T (dP^T - D) over dp, both 0 where
+// masked (need_mask: the tile crosses the diagonal or the end of the sequence).
+template <int NJ>
+__device__ __forceinline__ void bwd_p_ds(float *s, float *dp, const float *sL, const float *sD, int lane, bool need_mask,
+                                         int krow, int q0, int T) {
+    constexpr float sl2 = SCALE * LOG2E;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const int qc = j * 8 + (lane & 3) * 2;
+        const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+        const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = 4 * j + e;
+            float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+            float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
+            if (need_mask) {
+                const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                if (key > qi || qi >= T) p = ds = 0.f;
+            }
+            s[i] = p;
+            dp[i] = ds;
+        }
+    }
+}
+// the same in two steps: P^T alone (while dP^T may still be multiplied), then dS^T (masked
+// entries have P^T = 0, so dS^T = 0 there too)
+template <int NJ>
+__device__ __forceinline__ void bwd_p(float *s, const float *sL, int lane, bool need_mask, int krow, int q0, int T) {
+    constexpr float sl2 = SCALE * LOG2E;
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const int qc = j * 8 + (lane & 3) * 2;
+        const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = 4 * j + e;
+            float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
+            if (need_mask) {
+                const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
+                if (key > qi || qi >= T) p = 0.f;
+            }
+            s[i] = p;
+        }
+    }
+}
+template <int NJ>
+__device__ __forceinline__ void bwd_ds(float *dp, const float *s, const float *sD, int lane) {
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
+#pragma unroll
+        for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
+    }
+}
+
 // grid (KV, B, ceil(T / 128)), 256 threads. tm_q / tm_do / tm_k / tm_v: 4-d tensor maps
 // (hd, heads, T, B) with 64 x 1 x {64 | 128} x 1 boxes, 128-byte swizzle. lse2 and D: (B, H, T).
 // STAGE 1: dQ partials of the two warpgroups summed in shared memory, then fp32 atomics.
@@ -1352,7 +1410,6 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
     const int key0 = k0 + wg * 64;                  // this warpgroup's keys: key0 .. key0 + 63
     const int krow = key0 + warp * 16 + lane / 4;   // the key of accumulator rows (e / 2 even); +8 for odd
     const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES;
-    constexpr float sl2 = SCALE * LOG2E;
     // stages 2..5, thread 0 of a warpgroup: dq_acc (tile q0 of head h) += the fp32 tile at sdq,
     // then wait until the reduce of the previous tile has read its buffer (stages 4, 5: and say so)
     auto dq_reduce = [&](uint32_t sdq, int h, int q0, int it) {
@@ -1578,51 +1635,15 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
                     if (it >= 1) mbar_arrive(bar_empty((it - 1) % NST));
                     if (it >= 2) mbar_arrive(bar_ds_free((it - 2) % 3));
                 }
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const int qc = j * 8 + (lane & 3) * 2;
-                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
-                    const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int i = 4 * j + e;
-                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                        float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
-                        if (need_mask) {
-                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                            if (key > qi || qi >= T) p = ds = 0.f;
-                        }
-                        s[i] = p;
-                        dp[i] = ds;
-                    }
-                }
+                bwd_p_ds<8>(s, dp, sL, sD, lane, need_mask, krow, q0, T);
             } else {
                 // two commit groups: P^T while dP^T is still being multiplied, then dS^T
                 wgmma_wait<1>();
                 reg_fence(s);
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const int qc = j * 8 + (lane & 3) * 2;
-                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int i = 4 * j + e;
-                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                        if (need_mask) {
-                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                            if (key > qi || qi >= T) p = 0.f;
-                        }
-                        s[i] = p;
-                    }
-                }
+                bwd_p<8>(s, sL, lane, need_mask, krow, q0, T);
                 wgmma_wait<0>();
                 reg_fence(dp);
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
-                }
+                bwd_ds<8>(dp, s, sD, lane);
             }
             // P^T and dS^T as bf16 A fragments, all packed before the fence (registers written
             // between wgmma issues make ptxas insert waits, C7519)
@@ -1940,7 +1961,6 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
     const uint32_t sKw = sK + wg * 64 * ROW_BYTES, sVw = sV + wg * 64 * ROW_BYTES;
     const uint32_t sdq = !INDEP ? base + Q128_OFF_DQ + wg * Q128_DQ_BYTES : wg == 0 ? base + Q128_OFF_DS + 2 * Q128_DSH_BYTES : base + Q128_OFF_DQ;
     static_assert(2 * Q128_DQ_BYTES == 2 * Q128_DSH_BYTES, "INDEP: a consumer's 32 KB dQ staging fits either place");
-    constexpr float sl2 = SCALE * LOG2E;
     // rows with bit 0 of (lane / 4) set store their n8 tiles in the order j ^ 2 (stage 8's
     // conflict-free order: otherwise rows 2i, 2i + 1 of a half warp share 32 bytes of banks)
     const int jflip = ((lane >> 2) & 1) * 2;
@@ -1973,51 +1993,15 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
             if constexpr (SPLIT) {
                 wgmma_wait<1>();
                 reg_fence(s);
-#pragma unroll
-                for (int j = 0; j < 16; j++) {
-                    const int qc = j * 8 + (lane & 3) * 2;
-                    const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int i = 4 * j + e;
-                        float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                        if (need_mask) {
-                            const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                            if (key > qi || qi >= T) p = 0.f;
-                        }
-                        s[i] = p;
-                    }
-                }
+                bwd_p<16>(s, sL, lane, need_mask, krow, q0, T);
                 wgmma_wait<0>();
                 reg_fence(dp);
-#pragma unroll
-                for (int j = 0; j < 16; j++) {  // (masked: p = 0 makes dS = 0)
-                    const float2 dd = *reinterpret_cast<const float2 *>(sD + j * 8 + (lane & 3) * 2);
-#pragma unroll
-                    for (int e = 0; e < 4; e++) dp[4 * j + e] = s[4 * j + e] * (dp[4 * j + e] - ((e & 1) ? dd.y : dd.x));
-                }
+                bwd_ds<16>(dp, s, sD, lane);
             } else {
-            wgmma_wait<0>();
-            reg_fence(s);
-            reg_fence(dp);
-#pragma unroll
-            for (int j = 0; j < 16; j++) {
-                const int qc = j * 8 + (lane & 3) * 2;
-                const float2 l2 = *reinterpret_cast<const float2 *>(sL + qc);
-                const float2 dd = *reinterpret_cast<const float2 *>(sD + qc);
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int i = 4 * j + e;
-                    float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-                    float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
-                    if (need_mask) {
-                        const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
-                        if (key > qi || qi >= T) p = ds = 0.f;
-                    }
-                    s[i] = p;
-                    dp[i] = ds;
-                }
-            }
+                wgmma_wait<0>();
+                reg_fence(s);
+                reg_fence(dp);
+                bwd_p_ds<16>(s, dp, sL, sD, lane, need_mask, krow, q0, T);
             }
             // P^T, dS^T as bf16 A fragments (k-step kk: queries 16kk .. 16kk + 15), all packed
             // before the next wgmma fence
