@@ -1181,6 +1181,29 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float d[32], int k
     a[3] = pack_bf16(d[8 * kk + 6], d[8 * kk + 7]);
 }
 
+// The producer warp's fill of one ring stage (warp-specialized backward stages): lane 0 asks the
+// TMA for the ROWS-row Q and dO tiles at query q0 of head h (rows past T come back as zeros; `tx`
+// bytes complete the stage), the 32 lanes copy lse2 and D (0 past T: those rows are masked), then
+// each lane arrives on `full` (33 arrivals with lane 0's expect_tx).
+template <int ROWS>
+__device__ __forceinline__ void bwd_fill_stage(uint32_t full, uint32_t tx, uint32_t sq, uint32_t sdo, float *sl, float *sd,
+                                               const CUtensorMap *tm_q, const CUtensorMap *tm_do, const float *lse2,
+                                               const float *Dd, int lane, int b, int h, int H, int T, int q0) {
+    if (lane == 0) {
+        mbar_arrive_expect_tx(full, tx);
+        tma_load_4d(sq, tm_q, full, 0, h, q0, b);
+        tma_load_4d(sdo, tm_do, full, 0, h, q0, b);
+    }
+#pragma unroll
+    for (int r = lane; r < ROWS; r += 32) {
+        const bool ok = q0 + r < T;
+        const size_t o = ((size_t)b * H + h) * T + q0 + r;
+        sl[r] = ok ? lse2[o] : 0.f;
+        sd[r] = ok ? Dd[o] : 0.f;
+    }
+    mbar_arrive(full);
+}
+
 // The backward's softmax step on a tile's NJ n8 tiles of queries (accumulator element 4j + e:
 // key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2; sL / sD: the tile's lse2 and D),
 // in place: P^T = 2^(S^T scale log2e - lse2) over s, dS^T = P^T (dP^T - D) over dp, both 0 where
@@ -1382,20 +1405,8 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
             for (int it = 0; it < n_iter; it++) {
                 const int st = it % NST, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * H_BR;
                 if (it >= NST) mbar_wait(bar_empty(st), (it / NST - 1) & 1);  // the consumers are done with it - NST
-                if (lane == 0) {
-                    mbar_arrive_expect_tx(bar_stage(st), H_STAGE_TX);
-                    tma_load_4d(ring_q(st), &tm_q, bar_stage(st), 0, h, q0, b);
-                    tma_load_4d(ring_do(st), &tm_do, bar_stage(st), 0, h, q0, b);
-                }
-                float *sl = ring_l(st), *sd = ring_d(st);
-#pragma unroll
-                for (int r = lane; r < H_BR; r += 32) {  // 0 past T (those rows are masked)
-                    const bool ok = q0 + r < T;
-                    const size_t o = ((size_t)b * H + h) * T + q0 + r;
-                    sl[r] = ok ? lse2[o] : 0.f;
-                    sd[r] = ok ? Dd[o] : 0.f;
-                }
-                mbar_arrive(bar_stage(st));
+                bwd_fill_stage<H_BR>(bar_stage(st), H_STAGE_TX, ring_q(st), ring_do(st), ring_l(st), ring_d(st), &tm_q, &tm_do,
+                                     lse2, Dd, lane, b, h, H, T, q0);
             }
             return;
         }
@@ -1934,20 +1945,8 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
         for (int it = 0; it < n_iter; it++) {
             const int st = it % NST, h = kh * G + it / n_m, q0 = (m_first + it % n_m) * BR;
             if (it >= NST) mbar_wait(bar_empty(st), (it / NST - 1) & 1);
-            if (lane == 0) {
-                mbar_arrive_expect_tx(bar_full(st), 2 * Q128_Q_BYTES);
-                tma_load_4d(ring_q(st), &tm_q, bar_full(st), 0, h, q0, b);
-                tma_load_4d(ring_do(st), &tm_do, bar_full(st), 0, h, q0, b);
-            }
-            float *sl = ring_l(st), *sd = ring_d(st);
-#pragma unroll
-            for (int r = lane; r < BR; r += 32) {  // 0 past T (those rows are masked)
-                const bool ok = q0 + r < T;
-                const size_t o = ((size_t)b * H + h) * T + q0 + r;
-                sl[r] = ok ? lse2[o] : 0.f;
-                sd[r] = ok ? Dd[o] : 0.f;
-            }
-            mbar_arrive(bar_full(st));
+            bwd_fill_stage<BR>(bar_full(st), 2 * Q128_Q_BYTES, ring_q(st), ring_do(st), ring_l(st), ring_d(st), &tm_q, &tm_do, lse2,
+                               Dd, lane, b, h, H, T, q0);
         }
         return;
     }
