@@ -2315,13 +2315,7 @@ namespace attn {
 // an integer stage from the environment variable `name` (0..max), or `fallback` when unset;
 // anything else is a configuration error (exit 2)
 inline int stage_from_env(const char *name, int fallback, int max) {
-    const char *s = getenv(name);
-    if (!s) return fallback;
-    char *end = nullptr;
-    const long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 0 || v > max)
-        fatal_config("%s='%s': need an integer 0..%d (0 = the mma.sync kernel, else a Hopper stage)", name, s, max);
-    return (int)v;
+    return env_int(name, 0, max, fallback, "0 = the mma.sync kernel, else a Hopper stage");
 }
 }  // namespace attn
 
@@ -2336,12 +2330,7 @@ inline int stage_from_env(const char *name, int fallback, int max) {
 //    loads go to DRAM: ncu (H200, seed shape, stage 5) read 3.2 TB/s of DRAM traffic with 21% L2
 //    hits, ~9x the kernel's compulsory bytes.
 inline int attn_bwd_grid_order() {
-    static const int order = [] {
-        const char *s = getenv("ATTN_BWD_ORDER");
-        if (!s) return 1;
-        if (strcmp(s, "0") && strcmp(s, "1")) fatal_config("ATTN_BWD_ORDER='%s': need 0 or 1", s);
-        return s[0] - '0';
-    }();
+    static const int order = env_choice("ATTN_BWD_ORDER", {"0", "1"}, 1);
     return order;
 }
 

@@ -2362,13 +2362,7 @@ inline long qk_head_rows(int B, int T, int NH, const char *who) {
 // benchmark) overrides both. Both give the same bits (dgain aside: its sums run in another order).
 constexpr int QK_KERNEL_DEFAULT = 3;
 inline int qk_kernel_version() {
-    static const int v = [] {
-        const char *s = getenv("QK_KERNEL");
-        if (!s) return QK_KERNEL_DEFAULT;
-        if (strcmp(s, "2") && strcmp(s, "3"))
-            fatal_config("QK_KERNEL='%s': need 2 (the head-row q/k kernels) or 3 (the token-row ones)", s);
-        return s[0] - '0';
-    }();
+    static const int v = 2 + env_choice("QK_KERNEL", {"2", "3"}, QK_KERNEL_DEFAULT - 2);
     return v;
 }
 // 8-value vectors per lane and token row of the token-row kernels, and whether they take a shape

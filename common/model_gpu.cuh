@@ -79,14 +79,7 @@
 // order whatever M is, so the eval's row invariance (matmul.cuh, MatmulOnePass) holds too.
 enum MlpGemmMode { MLP_GEMM_CUBLAS = 0, MLP_GEMM_FUSED_FWD = 1, MLP_GEMM_FUSED = 2 };
 inline MlpGemmMode mlp_gemm_mode() {
-    static const MlpGemmMode mode = [] {
-        const char *s = getenv("MLP_GEMM");
-        if (!s || !strcmp(s, "fused")) return MLP_GEMM_FUSED;
-        if (!strcmp(s, "cublas")) return MLP_GEMM_CUBLAS;
-        if (!strcmp(s, "fwd")) return MLP_GEMM_FUSED_FWD;
-        fatal_config("MLP_GEMM='%s': need fused (the default), fwd or cublas", s);
-        return MLP_GEMM_CUBLAS;
-    }();
+    static const MlpGemmMode mode = (MlpGemmMode)env_choice("MLP_GEMM", {"cublas", "fwd", "fused"}, MLP_GEMM_FUSED);
     return mode;
 }
 inline bool mlp_gemm_fused_forward() { return mlp_gemm_mode() != MLP_GEMM_CUBLAS; }
@@ -99,13 +92,7 @@ inline bool mlp_gemm_fused_backward() { return mlp_gemm_mode() == MLP_GEMM_FUSED
 // into dln (beta = 1). The weight gradients are cuBLASLt either way. Where the grouped kernels
 // cannot run (no sm_90a kernel, dimensions not multiples of 64) the cublas path runs.
 inline bool qkv_gemm_grouped() {
-    static const bool grouped = [] {
-        const char *s = getenv("QKV_GEMM");
-        if (!s || !strcmp(s, "grouped")) return true;
-        if (!strcmp(s, "cublas")) return false;
-        fatal_config("QKV_GEMM='%s': need grouped (the default) or cublas", s);
-        return true;
-    }();
+    static const bool grouped = env_choice("QKV_GEMM", {"cublas", "grouped"}, 1) == 1;
     return grouped;
 }
 
@@ -114,13 +101,7 @@ inline bool qkv_gemm_grouped() {
 // there, two memory passes a layer (~0.1 ms at the seed shape) for 1.5 GiB less memory
 // (3 bytes per token per model channel per layer: 150 MB a layer at 98,304 tokens).
 inline bool keep_qk() {
-    static const bool keep = [] {
-        const char *s = getenv("KEEP_QK");
-        if (!s || !strcmp(s, "1")) return true;
-        if (!strcmp(s, "0")) return false;
-        fatal_config("KEEP_QK='%s': need 1 (the default: keep q, k for the backward) or 0 (recompute them)", s);
-        return true;
-    }();
+    static const bool keep = env_choice("KEEP_QK", {"0", "1"}, 1) == 1;
     return keep;
 }
 

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
@@ -44,6 +45,33 @@ inline char g_error_prefix[32] = "";
 }
 #define fatal(...) fatal_code(EXIT_BAD_INPUT, __VA_ARGS__)
 #define fatal_config(...) fatal_code(EXIT_BAD_CONFIG, __VA_ARGS__)
+
+// Developer knobs (environment variables read once, for A/B runs with one binary):
+// env_choice: the index of the value among `choices` (`def` when unset); env_int: an integer in
+// lo..hi (`def` when unset), `what` saying what it picks. Anything else exits 2 naming the knob,
+// what it accepts and the default.
+inline int env_choice(const char *name, std::initializer_list<const char *> choices, int def) {
+    const char *s = getenv(name);
+    if (!s) return def;
+    int i = 0;
+    for (const char *c : choices) {
+        if (!strcmp(s, c)) return i;
+        i++;
+    }
+    std::string list;
+    for (const char *c : choices) list += std::string(list.empty() ? "" : ", ") + c;
+    fatal_config("%s='%s': need one of %s (the default: %s)", name, s, list.c_str(), choices.begin()[def]);
+}
+inline int env_int(const char *name, int lo, int hi, int def, const char *what) {
+    const char *s = getenv(name);
+    if (!s) return def;
+    char *end = nullptr;
+    errno = 0;
+    const long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi)
+        fatal_config("%s='%s': need an integer %d..%d, %s (the default: %d)", name, s, lo, hi, what, def);
+    return (int)v;
+}
 
 // A command-line argument s as a whole base-10 long, or exit 2 with "<prog>: <what> must be an
 // integer" (the tools' positional arguments).
