@@ -492,6 +492,17 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //              forward), and the producer never blocks on anything but the ring. With
 //              OPT_PREFETCH, at the tile's first k-block the producer also prefetches the tile's h
 //              into L2 (cp.async.bulk.prefetch), ~8 slots before its ring loads, so those hit L2.
+//   EPI_HSTASH backward v5: the epilogue under the next tile's products. At the end of a tile's
+//              mainloop the accumulators go to a 64 KiB stash tile as bf16 (the forward's cost: a
+//              convert and a store each), and the next tile's products start at once; the gradient
+//              factor is applied to the stash in 8 parts (4 chunks of 64 columns, halved), each right
+//              after one of the next tile's k-blocks has been issued, so its square roots and loads
+//              run while the tensor cores do that k-block (wgmma is asynchronous: the warps go on until they
+//              wait). Each chunk's h (128 rows x 64 columns) comes into a 16 KiB buffer of its own
+//              (h full / h empty), then the chunk is TMA-stored from the stash. 3 stages (the
+//              stash and the h buffer take the fourth's room). Two roundings, as the unfused path:
+//              the product rounded to bf16 in the stash, then 2 sqrt(h) d rounded again (the same
+//              numbers as cuBLASLt + relu2_backward_from_out given the same bf16 product).
 //   EPI_PLAIN  the grouped GEMMs (below: matmul_forward_grouped, matmul_backward_dinp_grouped):
 //              the forward's pipeline, the accumulator rounded to bf16 as it is; the operands in
 //              up to 3 groups (Operands), each k-block and n-tile finding its group's TMA maps.
@@ -505,7 +516,8 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // arithmetic, no branch, so the epilogue's loads and square roots overlap. (A first sqrt_rn with
 // rsqrt.approx in inline asm was not speculated either and measured 510 us.)
 // OPT_PREFETCH (EPI_HRING): the L2 prefetch of h above.
-// Every variant computes v = h > 0 ? 2 sqrtf(h) acc : 0, rounded once to bf16: the same numbers.
+// Variants 0..4 compute v = h > 0 ? 2 sqrtf(h) acc : 0, rounded once to bf16: the same numbers;
+// variant 5 (EPI_HSTASH) rounds acc to bf16 first (bwd_roundings).
 // The backward variants (the `variant` argument of the launchers below; dev_matmul checks and
 // benchmarks each, with B N-major and K-major; H200, seed shape 98304 x 512 -> 1536, us, N-major /
 // K-major B, dev_matmul --relu2-only, 2026-12-01; same run: cuBLASLt + pass 423.9; the forward
@@ -515,6 +527,7 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //   2  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  435.1 / 440.4
 //   3  EPI_HRING  OPT_PREFETCH                 551.1 / 551.6  (the ring, plain sqrtf)
 //   4  EPI_HTILE  OPT_SQRT_FAST                398.7 / 398.1  (the original pipeline, sqrt_rn)
+//   5  EPI_HSTASH OPT_SQRT_FAST | OPT_PREFETCH 398.8 / 399.6  (2026-12-02, same run: v1 381.8 / 381.7)
 // (an earlier run: EPI_HRING with the select and no prefetch 443.6 / 443.3, i.e. the prefetch buys
 // ~4 us; the original with the select 473.2 / 474.8). B's major-ness changes nothing measurable.
 // The epilogue is what separates the backward from the forward: it runs while the tensor cores
@@ -526,6 +539,18 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // against 230.1 cooperative, backward 610 against 381: a 64-row tile loads 40 KiB per k-block
 // for half the products (1.67x the bytes a flop: ~11 TB/s from L2, its limit), and in the
 // backward the h passes hold 2 of the 4 ring slots while the other warpgroup's mainloop needs them.
+// Variant 5 (EPI_HSTASH, 2026-12-02, H200, dev_matmul --relu2-only, N-major / K-major B, us; v1
+// 378-382 in each run): 4 chunks of one part each 400.5 / 403.1; 8 parts of 16 elements a thread
+// 405.5 / 411.2 as unrolled code copies, and in the shipping form (one code copy in a loop, the
+// stash refilled box by box) 396.2 / 412.7 and 398.8 / 399.6; 16 parts 467.0 / 470.0 (unrolled code copies) and 430.1 / 429.1 (one copy); the
+// results stored to global memory from registers instead of the stash + TMA store 437.4 / 439.4.
+// In 12-step training runs (RELU2_BWD=5 against 1, same binary, interleaved) +0.5 to +1.8 ms a
+// step. So hiding the epilogue's instructions under the products buys nothing here; not measured
+// why (an ncu run did not select the kernel). Readings to test next: the products already read
+// ~80 bytes a clock of shared memory (each consumer's m64n256k16 reads B's 8 KiB per 128 clocks,
+// the SM serves 128), and the stash adds 6 bytes an element (stash read, h read, result write)
+// plus the TMA's h writes and store reads during the mainloop; and the stash's 64 KiB leave the
+// ring 3 stages instead of 4.
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
@@ -533,18 +558,34 @@ constexpr uint32_t A_BYTES = BM * BK * 2;      // 16 KiB: 128 rows of 128 bytes
 constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K-major) / 64 k rows (N-major)
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
-enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3 };
+enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3, EPI_HSTASH = 4 };
 enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4 };
-constexpr int BWD_VARIANTS = 5;  // the table above
+constexpr int BWD_VARIANTS = 6;  // the table above
 constexpr int BWD_DEFAULT = 1;   // fastest measured; dev_matmul --relu2-only benchmarks them all
-template <int EPI> __host__ __device__ constexpr int stages() { return EPI == EPI_HTILE ? 3 : 4; }
-template <int EPI> __host__ __device__ constexpr int epi_cols() { return EPI == EPI_HTILE ? 256 : 128; }
+// roundings to bf16 between the fp32 product and the output of backward variant v (dev_matmul's
+// tolerance: one unit roundoff each)
+__host__ __device__ constexpr int bwd_roundings(int v) { return v == 5 ? 2 : 1; }
+// EPI_HSTASH: a tile's epilogue in HCHUNKS chunks of 64 columns (one h box each), each in HPARTS
+// parts; part q (= c HPARTS + p) of the previous tile's epilogue runs after k-block
+// part_kblock(q) of the current tile has been issued: spread over the tile's kb k-blocks, so that
+// a part's instructions take less time than a k-block's products (at kb = 8 a part is 16
+// elements a thread). The producer loads chunk c's h after k-block part_kblock(c HPARTS).
+constexpr int HCHUNKS = 4, HPARTS = 2;
+__host__ __device__ constexpr int part_kblock(int q, int kb) { return q * kb / (HCHUNKS * HPARTS); }
+// the first part that runs after k-block k (or later): the parts of k-block k are
+// part_begin(k) .. part_begin(k + 1) - 1
+__host__ __device__ constexpr int part_begin(int k, int kb) { return (k * HCHUNKS * HPARTS + kb - 1) / kb; }
+template <int EPI> __host__ __device__ constexpr int stages() { return EPI == EPI_HTILE || EPI == EPI_HSTASH ? 3 : 4; }
+template <int EPI> __host__ __device__ constexpr int epi_cols() { return EPI == EPI_HTILE || EPI == EPI_HSTASH ? 256 : 128; }
 template <int EPI> __host__ __device__ constexpr int h_slots() { return EPI == EPI_HRING ? 256 / epi_cols<EPI>() : 0; }
 template <int EPI> __host__ __device__ constexpr uint32_t off_e() { return stages<EPI>() * STAGE_BYTES; }
-template <int EPI> __host__ __device__ constexpr uint32_t off_bar() { return off_e<EPI>() + epi_cols<EPI>() / 64 * E_BOX_BYTES; }
-// full[stages], empty[stages], then (EPI_HTILE) e full, e empty; + the slack to align the base to 1024
+// EPI_HSTASH: the h chunk buffer (one box) after the stash tile
+template <int EPI> __host__ __device__ constexpr uint32_t off_h() { return off_e<EPI>() + epi_cols<EPI>() / 64 * E_BOX_BYTES; }
+template <int EPI> __host__ __device__ constexpr uint32_t off_bar() { return off_h<EPI>() + (EPI == EPI_HSTASH ? E_BOX_BYTES : 0); }
+// full[stages], empty[stages], then (EPI_HTILE, EPI_HSTASH) e full, e empty; + the slack to align the base to 1024
 template <int EPI> __host__ __device__ constexpr size_t smem_bytes() { return off_bar<EPI>() + 2 * stages<EPI>() * 8 + 16 + 1024; }
-static_assert(smem_bytes<EPI_FWD>() <= 227 * 1024 && smem_bytes<EPI_HTILE>() <= 227 * 1024 && smem_bytes<EPI_HRING>() <= 227 * 1024,
+static_assert(smem_bytes<EPI_FWD>() <= 227 * 1024 && smem_bytes<EPI_HTILE>() <= 227 * 1024 && smem_bytes<EPI_HRING>() <= 227 * 1024 &&
+                  smem_bytes<EPI_HSTASH>() <= 227 * 1024,
               "the ring fits in shared memory");
 static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "TMA / wgmma tiles are 1024-byte aligned");
 static_assert(2 * E_BOX_BYTES <= STAGE_BYTES, "an h pass (128 rows x 128 columns) fits in a ring slot");
@@ -631,7 +672,8 @@ template <int EPI, bool BNM, int OPT>
 __global__ void __launch_bounds__(THREADS, 1)
     mlp_relu2_gemm_kernel(const __grid_constant__ Operands op, int M) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr bool HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING, BWD = HTILE || HRING, PLAIN = EPI == EPI_PLAIN;
+    constexpr bool HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING, HSTASH = EPI == EPI_HSTASH, BWD = HTILE || HRING || HSTASH,
+                   PLAIN = EPI == EPI_PLAIN;
     constexpr int STAGES = stages<EPI>(), EC = epi_cols<EPI>(), HS = h_slots<EPI>();
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -652,15 +694,16 @@ __global__ void __launch_bounds__(THREADS, 1)
     auto full = [&](int s) { return base + off_bar<EPI>() + 8 * s; };
     auto empty = [&](int s) { return base + off_bar<EPI>() + 8 * (STAGES + s); };
     // EPI_HTILE: the epilogue tile holds h (e full: loaded; e empty: the previous tile's output
-    // stores have read it, one arrival per consumer warpgroup)
-    const uint32_t e_full = base + off_bar<EPI>() + 16 * STAGES, e_empty = e_full + 8, se = base + off_e<EPI>();
+    // stores have read it, one arrival per consumer warpgroup). EPI_HSTASH: the h buffer (e full:
+    // a chunk's h loaded; e empty: every consumer thread has read it)
+    const uint32_t e_full = base + off_bar<EPI>() + 16 * STAGES, e_empty = e_full + 8, se = base + off_e<EPI>(), shb = base + off_h<EPI>();
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(full(s), 1);
             mbar_init(empty(s), 256);
         }
         mbar_init(e_full, 1);
-        mbar_init(e_empty, 2);
+        mbar_init(e_empty, HSTASH ? 256 : 2);
         mbar_init_fence();
     }
     __syncthreads();
@@ -669,12 +712,23 @@ __global__ void __launch_bounds__(THREADS, 1)
         setmaxnreg_dec<40>();
         if (tid != 0) return;
         int it = 0, ti = 0;
+        // EPI_HSTASH: the h of chunk c of the tile at (pm0, pn0) (of pN columns) into the h buffer,
+        // once the consumers have read the previous chunk (hc chunks so far); a chunk past N
+        // completes the phase with no bytes
+        int hc = 0, pm0 = 0, pn0 = 0, pN = 0;
+        auto load_h_chunk = [&](int c) {
+            if (hc > 0) mbar_wait(e_empty, (hc - 1) & 1);
+            const bool in = pn0 + 64 * c < pN;
+            mbar_arrive_expect_tx(e_full, in ? E_BOX_BYTES : 0);
+            if (in) tma_load_2d(shb, &op.h, e_full, pn0 + 64 * c, pm0);
+            hc++;
+        };
         for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
             const int m0 = tile / n_tiles * BM;
             int n0, N;
             const int gn = tile_n(tile % n_tiles, n0, N);
             const int nbox = min(4, (N - n0) / 64);  // B (and h) boxes inside N (the others are not loaded)
-            if (HRING && (OPT & OPT_PREFETCH))  // h towards L2 now, ~8 ring slots before its loads below
+            if ((HRING || HSTASH) && (OPT & OPT_PREFETCH))  // h towards L2 now, ~8 ring slots (HSTASH: a tile) before its loads
                 for (int j = 0; j < nbox; j++) tma_prefetch_2d(&op.h, n0 + 64 * j, m0);
             for (int k = 0; k < kb + HS; k++, it++) {
                 const int s = it % STAGES;
@@ -707,8 +761,16 @@ __global__ void __launch_bounds__(THREADS, 1)
                     mbar_arrive_expect_tx(e_full, nbox * E_BOX_BYTES);
                     for (int j = 0; j < nbox; j++) tma_load_2d(se + j * E_BOX_BYTES, &op.h, e_full, n0 + 64 * j, m0);
                 }
+                // EPI_HSTASH: the previous tile's h chunks, in the order the consumers take them
+                if (HSTASH && ti > 0)
+#pragma unroll
+                    for (int c = 0; c < HCHUNKS; c++)
+                        if (part_kblock(c * HPARTS, kb) == k) load_h_chunk(c);
             }
+            pm0 = m0, pn0 = n0, pN = N;
         }
+        if (HSTASH && ti > 0)  // the last tile's chunks (its epilogue after the loop)
+            for (int c = 0; c < HCHUNKS; c++) load_h_chunk(c);
         return;
     }
     setmaxnreg_inc<232>();
@@ -721,10 +783,52 @@ __global__ void __launch_bounds__(THREADS, 1)
     constexpr int JP = EC / 8;  // n8 tiles per epilogue pass
     float acc[128];
     int it = 0, ti = 0;
+    // EPI_HSTASH: part q of the previous tile's epilogue (at pm0, pn0, of pN columns, out by pmo):
+    // chunk c = q / HPARTS (columns 64c .. 64c + 63), its n8 tiles of part p = q % HPARTS. This
+    // thread's stashed products there (rows r0, r0 + 8; the offsets they were stored at) times
+    // 2 sqrt(h) from the h buffer, back into the stash; after a chunk's last part the warpgroup's
+    // 64 rows of it go out by a TMA store (hc: chunks taken so far)
+    int hc = 0, pm0 = 0, pn0 = 0, pN = 0;
+    const CUtensorMap *pmo = &op.out[0];
+    auto epi_part = [&](int q) {
+        constexpr int NJ = 8 / HPARTS;  // n8 tiles a part
+        const int c = q / HPARTS, p = q % HPARTS;
+        if (p == 0) mbar_wait(e_full, hc & 1);
+        // the loads first (their latencies overlap), then the math and the stores
+        uint32_t hv2[2 * NJ], dv2[2 * NJ], offs[2 * NJ];
+#pragma unroll
+        for (int e = 0; e < 2 * NJ; e++) {  // n8 tile p NJ + e / 2 of the chunk, row r0 + 8 (e % 2)
+            offs[e] = (r0 + 8 * (e % 2)) * 128 + (((p * NJ + e / 2) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2[e]) : "r"(shb + offs[e]) : "memory");
+            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(dv2[e]) : "r"(se + c * E_BOX_BYTES + offs[e]) : "memory");
+        }
+#pragma unroll
+        for (int e = 0; e < 2 * NJ; e++) {
+            const uint32_t off = offs[e];
+            const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2[e]));
+            const float2 dv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&dv2[e]));
+            const float s0 = 2.f * sqrt_rn(hv.x) * dv.x, s1 = 2.f * sqrt_rn(hv.y) * dv.y;
+            const __nv_bfloat162 o = __floats2bfloat162_rn(hv.x > 0.f ? s0 : 0.f, hv.y > 0.f ? s1 : 0.f);
+            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + c * E_BOX_BYTES + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+        }
+        if (p < HPARTS - 1) return;
+        mbar_arrive(e_empty);  // this thread's reads of the chunk's h are done
+        hc++;
+        fence_proxy_async();  // the stores above -> visible to the TMA
+        named_bar_sync(1 + cw, 128);
+        if (t == 0) {
+            const int col = pn0 + 64 * c;
+            if (col < pN && pm0 + 64 * cw < M) tma_store_2d(pmo, se + c * E_BOX_BYTES + cw * (64 * 128), col, pm0 + 64 * cw);
+            bulk_commit();
+        }
+    };
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
         const int m0 = tile / n_tiles * BM;
         int n0, N;
         const CUtensorMap *mo = &op.out[tile_n(tile % n_tiles, n0, N)];
+#ifdef BREAK_HSTASH  // a deliberately wrong variant (dev/broken_variants.sh): the previous tile's place is moved on too early
+        pm0 = m0, pn0 = n0, pN = N, pmo = mo;
+#endif
         for (int k = 0; k < kb; k++, it++) {
             const int s = it % STAGES;
             mbar_wait(full(s), (it / STAGES) & 1);
@@ -749,12 +853,39 @@ __global__ void __launch_bounds__(THREADS, 1)
                 bulk_wait_read<0>();
                 mbar_arrive(e_empty);
             }
+            // EPI_HSTASH: the previous tile's epilogue chunks, while this k-block's products run
+            // (a loop, not unrolled: one copy of a part's code, which stays in the instruction cache)
+            if (HSTASH && ti > 0)
+#pragma unroll 1
+                for (int q = part_begin(k, kb); q < part_begin(k + 1, kb); q++) epi_part(q);
             wgmma_wait<1>();  // the previous k-block's products are done: its stage goes back
             if (k > 0) mbar_arrive(empty((it - 1) % STAGES));
         }
         wgmma_wait<0>();
         reg_fence(acc);
         mbar_arrive(empty((it - 1) % STAGES));
+
+        if (HSTASH) {  // the products into the stash as bf16, each box once the previous tile's store of it has read it
+            // boxes 0..2 when all but the newest store group (the last chunk's, issued during the
+            // last k-block) are done, then box 3
+#pragma unroll
+            for (int j = 0; j < 32; j++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    if (i == 0 && (j == 0 || j == 24)) {
+                        if (t == 0) {
+                            if (j == 0) bulk_wait_read<1>();
+                            else bulk_wait_read<0>();
+                        }
+                        named_bar_sync(1 + cw, 128);
+                    }
+                    const uint32_t off = (j / 8) * E_BOX_BYTES + (r0 + 8 * i) * 128 + (((j % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+                    const __nv_bfloat162 o = __floats2bfloat162_rn(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+                }
+            pm0 = m0, pn0 = n0, pN = N, pmo = mo;
+            continue;
+        }
 
         // epilogue: relu^2 (or the gradient factor, from h) into the epilogue tile as bf16, then
         // this warpgroup's 64 rows out by TMA stores (rows past M and columns past N are not
@@ -819,6 +950,9 @@ __global__ void __launch_bounds__(THREADS, 1)
             }
         }
     }
+    if (HSTASH && ti > 0)  // the last tile's epilogue
+#pragma unroll 1
+        for (int q = 0; q < HCHUNKS * HPARTS; q++) epi_part(q);
     if (t == 0) bulk_wait_all();  // the last stores done before the CTA (and its shared memory) ends
 #endif
 }
@@ -865,7 +999,7 @@ inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16
         op.a[g] = op.a[0], op.b[g] = op.b[0], op.out[g] = op.out[0];
         op.k_end[g] = K / BK, op.n_end[g] = (N + BN - 1) / BN, op.n_cols[g] = N;
     }
-    op.h = (EPI == EPI_HTILE || EPI == EPI_HRING) ? mlp_tensor_map(h, M, N, BM) : op.a[0];  // (unused forward)
+    op.h = (EPI == EPI_HTILE || EPI == EPI_HRING || EPI == EPI_HSTASH) ? mlp_tensor_map(h, M, N, BM) : op.a[0];  // (unused forward)
     mlp_launch<EPI, BNM, OPT>(op, M, stream);
 }
 // along N: out_g (M, n[g]) = A W_g^T, A (M, K), W_g (n[g], K) (B K-major), g < ng
@@ -900,16 +1034,23 @@ inline void mlp_grouped_k_launch(bf16 *out, const bf16 *const a[], const bf16 *c
     op.h = op.a[0];
     mlp_launch<EPI_PLAIN, true>(op, M, stream);
 }
+// the variant the model runs: BWD_DEFAULT, or the environment variable RELU2_BWD (developer knob,
+// 0 .. BWD_VARIANTS - 1, read once: an A/B of the training step with one binary)
+inline int bwd_variant_from_env() {
+    static const int v = env_int("RELU2_BWD", 0, BWD_VARIANTS - 1, BWD_DEFAULT, "a relu^2 backward variant (common/matmul.cuh's table)");
+    return v;
+}
 template <bool BNM>
 inline void mlp_relu2_backward_launch(int variant, bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
                                       cudaStream_t stream) {
-    if (variant < 0) variant = BWD_DEFAULT;
+    if (variant < 0) variant = bwd_variant_from_env();
     if (variant >= BWD_VARIANTS) fatal("matmul_relu2_backward_dx: variant %d (0..%d, or -1 for the default)", variant, BWD_VARIANTS - 1);
     switch (variant) {
     case 0: mlp_relu2_launch<EPI_HTILE, BNM, 0>(dfc, dy, w, h, M, K, N, stream); break;
     case 1: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_FAST | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 2: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_SEL | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 3: mlp_relu2_launch<EPI_HRING, BNM, OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 5: mlp_relu2_launch<EPI_HSTASH, BNM, OPT_SQRT_FAST | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     default: mlp_relu2_launch<EPI_HTILE, BNM, OPT_SQRT_FAST>(dfc, dy, w, h, M, K, N, stream); break;
     }
 }
@@ -942,7 +1083,8 @@ inline void matmul_relu2_forward(bf16 *out, const bf16 *a, const bf16 *w, int M,
 // dfc (M, N) = bf16((dY W) * 2 sqrt(h)) where h > 0, else 0: dY (M, K), W (K, N) (the proj weight,
 // nn.Linear's (out, in) = (K, N)), h (M, N) = relu(u)^2 of the forward; overwrites dfc.
 // variant: the backward pipeline (0 .. mlpg::BWD_VARIANTS - 1, the table in mlpg's comment; -1 =
-// mlpg::BWD_DEFAULT; every variant gives the same numbers), for dev_matmul's checks and benchmark
+// mlpg::BWD_DEFAULT or RELU2_BWD; variants 0..4 give the same numbers, 5 rounds twice), for
+// dev_matmul's checks and benchmark
 inline void matmul_relu2_backward_dx(bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
                                      cudaStream_t stream, int variant = -1) {
     ProfScope prof_(PROF_GEMM, stream);

@@ -61,7 +61,10 @@
 #   BREAK_GROUPED_K       the grouped input-gradient GEMM (matmul_backward_dinp_grouped) reads
 #                         the first group's weight for every group's k-blocks
 #                                                              (common/matmul.cuh)  -> dev_matmul
-#                         (the last five need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_HSTASH          the stashed relu^2 backward (variant 5) takes the current tile's place for
+#                         the previous tile's epilogue chunks (stores land one tile late)
+#                                                              (common/matmul.cuh)  -> dev_matmul
+#                         (the last six need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -99,6 +102,7 @@ ROWS=(
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
     'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 bwd dx fused v1 wt'
     'BREAK_GROUPED_K|matmul|--no-bench|FAIL +grouped dinp M=98381'
+    'BREAK_HSTASH|matmul|--no-bench|FAIL +relu2 bwd dx fused v5'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()
