@@ -542,15 +542,19 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // Variant 5 (EPI_HSTASH, 2026-12-02, H200, dev_matmul --relu2-only, N-major / K-major B, us; v1
 // 378-382 in each run): 4 chunks of one part each 400.5 / 403.1; 8 parts of 16 elements a thread
 // 405.5 / 411.2 as unrolled code copies, and in the shipping form (one code copy in a loop, the
-// stash refilled box by box) 396.2 / 412.7 and 398.8 / 399.6; 16 parts 467.0 / 470.0 (unrolled code copies) and 430.1 / 429.1 (one copy); the
-// results stored to global memory from registers instead of the stash + TMA store 437.4 / 439.4.
-// In 12-step training runs (RELU2_BWD=5 against 1, same binary, interleaved) +0.5 to +1.8 ms a
-// step. So hiding the epilogue's instructions under the products buys nothing here; not measured
-// why (an ncu run did not select the kernel). Readings to test next: the products already read
-// ~80 bytes a clock of shared memory (each consumer's m64n256k16 reads B's 8 KiB per 128 clocks,
-// the SM serves 128), and the stash adds 6 bytes an element (stash read, h read, result write)
-// plus the TMA's h writes and store reads during the mainloop; and the stash's 64 KiB leave the
-// ring 3 stages instead of 4.
+// stash refilled box by box) 396.2 / 412.7 and 398.8 / 399.6; 16 parts 467.0 / 470.0 (unrolled
+// code copies) and 430.1 / 429.1 (one copy); the results stored to global memory from registers
+// instead of the stash + TMA store 437.4 / 439.4. In 12-step training runs (RELU2_BWD=5 against
+// the default, same binary, three calls) +0.3 to +2.0 ms a step. So moving the epilogue's instructions under the products buys nothing here. ncu (seed
+// shape + 77 rows, K-major B, clocks locked by ncu; forward / v1 / v5): 292 / 490 / 487 us, tensor
+// pipe active 76.2 / 43.5 / 44.8%, shared-memory (LSU) pipe 54.5 / 33.2 / 39.8% of peak, issue
+// active 22.4 / 40.2 / 51.9%, warp cycles per issued instruction 10.0 / 5.6 / 4.3. Not the shared
+// memory then (as far as the LSU counters see: the wgmma operand reads may not be in them). A
+// reading, not measured: a consumer warp needs ~400 instructions for a part at ~4.3 cycles each,
+// ~1700 cycles, longer than the k-block's products (~1200 at the forward's rate), and the next
+// k-block's wgmma waits for that warp; so the tensor pipe idles about as long as before, only in
+// smaller pieces. What would test it: parts with fewer instructions (sqrt_rn's tiny / infinity
+// handling is half of them), or the producer warpgroup's 3 idle warps doing the parts.
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
