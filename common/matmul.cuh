@@ -67,6 +67,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <type_traits>
 #include <vector>
 
 #include "cuda_utils.cuh"
@@ -527,7 +528,7 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //   2  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  435.1 / 440.4
 //   3  EPI_HRING  OPT_PREFETCH                 551.1 / 551.6  (the ring, plain sqrtf)
 //   4  EPI_HTILE  OPT_SQRT_FAST                398.7 / 398.1  (the original pipeline, sqrt_rn)
-//   5  EPI_HSTASH OPT_SQRT_FAST | OPT_PREFETCH 398.8 / 399.6  (2026-12-02, same run: v1 381.8 / 381.7)
+//   5  EPI_HSTASH OPT_SQRT_FAST | OPT_PREFETCH 388.0 / 395.8  (2026-12-02, same run: v1 380.5 / 381.7)
 // (an earlier run: EPI_HRING with the select and no prefetch 443.6 / 443.3, i.e. the prefetch buys
 // ~4 us; the original with the select 473.2 / 474.8). B's major-ness changes nothing measurable.
 // The epilogue is what separates the backward from the forward: it runs while the tensor cores
@@ -544,8 +545,10 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // 405.5 / 411.2 as unrolled code copies, and in the shipping form (one code copy in a loop, the
 // stash refilled box by box) 396.2 / 412.7 and 398.8 / 399.6; 16 parts 467.0 / 470.0 (unrolled
 // code copies) and 430.1 / 429.1 (one copy); the results stored to global memory from registers
-// instead of the stash + TMA store 437.4 / 439.4. In 12-step training runs (RELU2_BWD=5 against
-// the default, same binary, three calls) +0.3 to +2.0 ms a step. So moving the epilogue's instructions under the products buys nothing here. ncu (seed
+// instead of the stash + TMA store 437.4 / 439.4; the shipping form with sqrt_fast (below: 5 instead
+// of ~11 instructions a square root where no h of the warp is tiny or infinite) 388.0 / 395.8. In
+// 12-step training runs (RELU2_BWD=5 against the default, same binary, four calls) +0.3 to +2.0
+// ms a step. So moving the epilogue's instructions under the products buys nothing here. ncu (seed
 // shape + 77 rows, K-major B, clocks locked by ncu; forward / v1 / v5): 292 / 490 / 487 us, tensor
 // pipe active 76.2 / 43.5 / 44.8%, shared-memory (LSU) pipe 54.5 / 33.2 / 39.8% of peak, issue
 // active 22.4 / 40.2 / 51.9%, warp cycles per issued instruction 10.0 / 5.6 / 4.3. Not the shared
@@ -553,8 +556,9 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // reading, not measured: a consumer warp needs ~400 instructions for a part at ~4.3 cycles each,
 // ~1700 cycles, longer than the k-block's products (~1200 at the forward's rate), and the next
 // k-block's wgmma waits for that warp; so the tensor pipe idles about as long as before, only in
-// smaller pieces. What would test it: parts with fewer instructions (sqrt_rn's tiny / infinity
-// handling is half of them), or the producer warpgroup's 3 idle warps doing the parts.
+// smaller pieces. Parts with fewer instructions (sqrt_fast, ~325 instead of ~400 a part) gained
+// 8-11 us, in line with that reading but not enough; what is left to try: the producer
+// warpgroup's 3 idle warps doing the parts, or sqrt_fast in v1's epilogue itself.
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
@@ -629,6 +633,19 @@ __device__ __forceinline__ float sqrt_rn(float x) {
     const float r = rsqrtf(xs);  // rsqrt.approx.f32 (MUFU.RSQ): an intrinsic, so the compiler may speculate it
     const float y = xs * r, e = fmaf(-y, y, xs), s = fmaf(e, 0.5f * r, y);
     return x == __int_as_float(0x7f800000) ? x : tiny ? s * 0x1p-32f : s;
+}
+
+// sqrt_rn's fast path alone: equal to it (bitwise) for 2^-64 <= x < inf, garbage for other
+// positive x (sqrt_special says which); half the instructions. The callers check a warp's inputs
+// once (sqrt_special, __any_sync) and take sqrt_rn where any is special.
+__device__ __forceinline__ float sqrt_fast(float x) {
+    float r;  // rsqrt.approx.ftz: x is normal here, and rsqrtf's denormal scaling would cost 3 more instructions
+    asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    const float y = x * r, e = fmaf(-y, y, x);
+    return fmaf(e, 0.5f * r, y);
+}
+__device__ __forceinline__ bool sqrt_special(float x) {  // (& and |, not && and ||: no branches)
+    return (x > 0.f) & ((x < 0x1p-64f) | (x == __int_as_float(0x7f800000)));
 }
 
 // TMA: prefetch the box at (c0, c1) of a 2-D tensor map into L2 (no shared memory, no barrier)
@@ -806,15 +823,29 @@ __global__ void __launch_bounds__(THREADS, 1)
             asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2[e]) : "r"(shb + offs[e]) : "memory");
             asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(dv2[e]) : "r"(se + c * E_BOX_BYTES + offs[e]) : "memory");
         }
+        // the factor 2 sqrt(h): sqrt_fast unless a lane of the warp holds a tiny or infinite h
+        // (sqrt_rn then; bitwise the same numbers either way)
+        bool special = false;
 #pragma unroll
         for (int e = 0; e < 2 * NJ; e++) {
-            const uint32_t off = offs[e];
             const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2[e]));
-            const float2 dv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&dv2[e]));
-            const float s0 = 2.f * sqrt_rn(hv.x) * dv.x, s1 = 2.f * sqrt_rn(hv.y) * dv.y;
-            const __nv_bfloat162 o = __floats2bfloat162_rn(hv.x > 0.f ? s0 : 0.f, hv.y > 0.f ? s1 : 0.f);
-            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + c * E_BOX_BYTES + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+            special |= sqrt_special(hv.x) | sqrt_special(hv.y);
         }
+        auto finish = [&](auto slow) {
+#pragma unroll
+            for (int e = 0; e < 2 * NJ; e++) {
+                const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2[e]));
+                const float2 dv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&dv2[e]));
+                const float r0s = decltype(slow)::value ? sqrt_rn(hv.x) : sqrt_fast(hv.x);
+                const float r1s = decltype(slow)::value ? sqrt_rn(hv.y) : sqrt_fast(hv.y);
+                const float s0 = 2.f * r0s * dv.x, s1 = 2.f * r1s * dv.y;
+                const __nv_bfloat162 o = __floats2bfloat162_rn(hv.x > 0.f ? s0 : 0.f, hv.y > 0.f ? s1 : 0.f);
+                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + c * E_BOX_BYTES + offs[e]), "r"(*reinterpret_cast<const uint32_t *>(&o))
+                             : "memory");
+            }
+        };
+        if (__any_sync(0xffffffffu, special)) finish(std::true_type{});
+        else finish(std::false_type{});
         if (p < HPARTS - 1) return;
         mbar_arrive(e_empty);  // this thread's reads of the chunk's h are done
         hc++;
