@@ -27,7 +27,9 @@
 // roundoff u; the backward's variant 5 rounds the product first: 2u), and for the unfused path 3u forward (relu(u) rounded: 2u once squared, then the
 // square rounded) and 2u backward (the GEMM's output rounded, then the product). Each row prints its max error and the
 // worst error / bound ("observed: relu2_gemm ..." lines, for setting the tolerances at 5-10x).
-// M = 98381 (the seed's 98304 rows + 77: a partial last tile) is checked on 640 sampled rows.
+// M = 98381 (the seed's 98304 rows + 77: a partial last tile) is checked on 640 sampled rows. The
+// backward's h holds a few values below 2^-64 (bf16 denormals too), which take the square
+// roots' slow paths.
 //
 // Version 4: the grouped GEMMs of the same kernel (matmul_forward_grouped: the q, k, v projections
 // in one launch; matmul_backward_dinp_grouped: their input gradients summed in one launch; Hopper
