@@ -302,14 +302,7 @@ inline GemmPlan &gemm_plan(const GemmKey &k) {
 // 1 = take its first choice.
 constexpr int MATMUL_AUTOTUNE_DEFAULT = 8;
 inline int matmul_autotune_candidates() {
-    static const int n = [] {
-        const char *s = getenv("MATMUL_AUTOTUNE");
-        if (!s) return MATMUL_AUTOTUNE_DEFAULT;
-        char *end = nullptr;
-        const long v = strtol(s, &end, 10);
-        if (!*s || *end || v < 0 || v > 64) fatal_config("MATMUL_AUTOTUNE='%s': need an integer 0..64 (algorithms to time)", s);
-        return (int)v;
-    }();
+    static const int n = env_int("MATMUL_AUTOTUNE", 0, 64, MATMUL_AUTOTUNE_DEFAULT, "algorithms to time");
     return n;
 }
 
