@@ -511,17 +511,22 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // rsqrt.approx in inline asm was not speculated either and measured 510 us.)
 // OPT_PREFETCH (EPI_HRING): the L2 prefetch of h above.
 // Variants 0..4 compute v = h > 0 ? 2 sqrtf(h) acc : 0, rounded once to bf16: the same numbers;
-// variant 5 (EPI_HSTASH) rounds acc to bf16 first (bwd_roundings).
+// variant 5 (EPI_HSTASH) rounds acc to bf16 first (bwd_roundings). OPT_RSQ (variants 6, 7): the
+// factor from one rsqrt.approx (two_sqrt_rsq: ~4 instructions against sqrt_rn's ~11, relative
+// error below 2^-21, then the one rounding to bf16), ~10 instructions an element in all instead of
+// ~20; a warp whose pass (part) meets a denormal or infinite h does it again with sqrt_rn.
 // The backward variants (the `variant` argument of the launchers below; dev_matmul checks and
 // benchmarks each, with B N-major and K-major; H200, seed shape 98304 x 512 -> 1536, us, N-major /
 // K-major B, dev_matmul --relu2-only, 2026-12-01; same run: cuBLASLt + pass 423.9; the forward
 // 235.8 in an earlier run):
 //   0  EPI_HTILE                               593.0 / 592.6  the original
-//   1  EPI_HRING  OPT_SQRT_FAST | OPT_PREFETCH 377.5 / 377.2  the default (fastest measured)
+//   1  EPI_HRING  OPT_SQRT_FAST | OPT_PREFETCH 377.5 / 377.2  (the default until 2026-12-02)
 //   2  EPI_HRING  OPT_SQRT_SEL | OPT_PREFETCH  435.1 / 440.4
 //   3  EPI_HRING  OPT_PREFETCH                 551.1 / 551.6  (the ring, plain sqrtf)
 //   4  EPI_HTILE  OPT_SQRT_FAST                398.7 / 398.1  (the original pipeline, sqrt_rn)
 //   5  EPI_HSTASH OPT_SQRT_FAST | OPT_PREFETCH 388.0 / 395.8  (2026-12-02, same run: v1 380.5 / 381.7)
+//   6  EPI_HRING  OPT_RSQ | OPT_PREFETCH       343.0 / 343.5  the default (2026-12-02, same run: v1 393.9 / 388.0)
+//   7  EPI_HSTASH OPT_RSQ | OPT_PREFETCH       354.4 / 354.3  (same run; rounds twice, as variant 5)
 // (an earlier run: EPI_HRING with the select and no prefetch 443.6 / 443.3, i.e. the prefetch buys
 // ~4 us; the original with the select 473.2 / 474.8). B's major-ness changes nothing measurable.
 // The epilogue is what separates the backward from the forward: it runs while the tensor cores
@@ -560,12 +565,12 @@ constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
 enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3, EPI_HSTASH = 4 };
-enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4 };
-constexpr int BWD_VARIANTS = 6;  // the table above
-constexpr int BWD_DEFAULT = 1;   // fastest measured; dev_matmul --relu2-only benchmarks them all
+enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4, OPT_RSQ = 8 };
+constexpr int BWD_VARIANTS = 8;  // the table above
+constexpr int BWD_DEFAULT = 6;   // fastest measured; dev_matmul --relu2-only benchmarks them all
 // roundings to bf16 between the fp32 product and the output of backward variant v (dev_matmul's
 // tolerance: one unit roundoff each)
-__host__ __device__ constexpr int bwd_roundings(int v) { return v == 5 ? 2 : 1; }
+__host__ __device__ constexpr int bwd_roundings(int v) { return v == 5 || v == 7 ? 2 : 1; }
 // EPI_HSTASH: a tile's epilogue in HCHUNKS chunks of 64 columns (one h box each), each in HPARTS
 // parts; part q (= c HPARTS + p) of the previous tile's epilogue runs after k-block
 // part_kblock(q) of the current tile has been issued: spread over the tile's kb k-blocks, so that
@@ -639,6 +644,22 @@ __device__ __forceinline__ float sqrt_fast(float x) {
 }
 __device__ __forceinline__ bool sqrt_special(float x) {  // (& and |, not && and ||: no branches)
     return (x > 0.f) & ((x < 0x1p-64f) | (x == __int_as_float(0x7f800000)));
+}
+
+// The backward's factor 2 sqrt(h) from one rsqrt.approx: 2 h rsqrt(h), 4 instructions (sqrt_rn
+// takes ~11). Not correctly rounded: relative error below 2^-21 for normal h (dev_matmul measures
+// it on every positive bf16), far inside the one bf16 rounding that follows. 0 for h <= 0 (h = 0:
+// 0 * inf = NaN, selected away). Outside its range it says so rather than answer wrong: a
+// denormal h (which rsqrt.approx.ftz reads as 0) gives +inf, h = +inf gives NaN, so a caller that
+// sees !(f < inf) takes sqrt_rn instead (variant 6 redoes the warp's pass).
+__device__ __forceinline__ float two_sqrt_rsq(float h) {
+    float r;
+    asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(h));
+    const float s = h * r;  // (no .ftz: a denormal h times +inf is +inf, not NaN)
+#ifdef BREAK_RSQ_FLAG  // a deliberately wrong variant (dev/broken_variants.sh): a denormal h gives a finite (wrong) factor, unflagged
+    return h > 0.f ? fminf(s + s, 0x1p127f) : 0.f;
+#endif
+    return h > 0.f ? s + s : 0.f;
 }
 
 // TMA: prefetch the box at (c0, c1) of a 2-D tensor map into L2 (no shared memory, no barrier)
@@ -817,10 +838,10 @@ __global__ void __launch_bounds__(THREADS, 1)
             asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(dv2[e]) : "r"(se + c * E_BOX_BYTES + offs[e]) : "memory");
         }
         // the factor 2 sqrt(h): sqrt_fast unless a lane of the warp holds a tiny or infinite h
-        // (sqrt_rn then; bitwise the same numbers either way)
+        // (sqrt_rn then; bitwise the same numbers either way). OPT_RSQ: two_sqrt_rsq, as variant 6
         bool special = false;
 #pragma unroll
-        for (int e = 0; e < 2 * NJ; e++) {
+        for (int e = 0; e < 2 * NJ && !(OPT & OPT_RSQ); e++) {
             const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2[e]));
             special |= sqrt_special(hv.x) | sqrt_special(hv.y);
         }
@@ -837,7 +858,19 @@ __global__ void __launch_bounds__(THREADS, 1)
                              : "memory");
             }
         };
-        if (__any_sync(0xffffffffu, special)) finish(std::true_type{});
+        if (OPT & OPT_RSQ) {  // two_sqrt_rsq's factors; the warp's part again with sqrt_rn where one is flagged
+            bool flagged = false;
+#pragma unroll
+            for (int e = 0; e < 2 * NJ; e++) {
+                const float2 dv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&dv2[e]));
+                const float f0 = two_sqrt_rsq(__uint_as_float(hv2[e] << 16)), f1 = two_sqrt_rsq(__uint_as_float(hv2[e] & 0xffff0000u));
+                flagged |= !(f0 < INFINITY) | !(f1 < INFINITY);
+                const __nv_bfloat162 o = __floats2bfloat162_rn(f0 * dv.x, f1 * dv.y);
+                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + c * E_BOX_BYTES + offs[e]), "r"(*reinterpret_cast<const uint32_t *>(&o))
+                             : "memory");
+            }
+            if (__any_sync(0xffffffffu, flagged)) finish(std::true_type{});
+        } else if (__any_sync(0xffffffffu, special)) finish(std::true_type{});
         else finish(std::false_type{});
         if (p < HPARTS - 1) return;
         mbar_arrive(e_empty);  // this thread's reads of the chunk's h are done
@@ -933,36 +966,54 @@ __global__ void __launch_bounds__(THREADS, 1)
                 if (t == 0) bulk_wait_read<0>();
                 named_bar_sync(1 + cw, 128);
             }
+            // OPT_RSQ: the pass with two_sqrt_rsq's factors; where a lane of the warp met an h it
+            // does not cover (a denormal or infinite one, flagged), the warp does the pass again
+            // with sqrt_rn below (rsq = false: variant 1's numbers), overwriting every value
+            bool flagged = false;
+            auto epi_pass = [&](auto rsq) {
 #pragma unroll
-            for (int jp = 0; jp < JP; jp++)
+                for (int jp = 0; jp < JP; jp++)
 #pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    const int j = p * JP + jp, r = r0 + 8 * i;
-                    const uint32_t off = (jp / 8) * E_BOX_BYTES + r * 128 + (((jp % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
-                    float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
-                    if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
-                        uint32_t hv2;
-                        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(sh + off) : "memory");
-                        const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
-                        if (OPT & OPT_SQRT_FAST) {  // computed for every h, then selected: no branch per element
-                            const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
-                            v0 = hv.x > 0.f ? s0 : 0.f;
-                            v1 = hv.y > 0.f ? s1 : 0.f;
-                        } else if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
-                            const float s0 = sqrtf(hv.x > 0.f ? hv.x : 1.f), s1 = sqrtf(hv.y > 0.f ? hv.y : 1.f);
-                            v0 = hv.x > 0.f ? 2.f * s0 * v0 : 0.f;
-                            v1 = hv.y > 0.f ? 2.f * s1 * v1 : 0.f;
-                        } else {
-                            v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
-                            v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
+                    for (int i = 0; i < 2; i++) {
+                        const int j = p * JP + jp, r = r0 + 8 * i;
+                        const uint32_t off = (jp / 8) * E_BOX_BYTES + r * 128 + (((jp % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+                        float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
+                        if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
+                            uint32_t hv2;
+                            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(sh + off) : "memory");
+                            const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
+                            if (decltype(rsq)::value) {  // (the halves' bits as floats: one instruction each)
+                                const float f0 = two_sqrt_rsq(__uint_as_float(hv2 << 16)), f1 = two_sqrt_rsq(__uint_as_float(hv2 & 0xffff0000u));
+                                flagged |= !(f0 < INFINITY) | !(f1 < INFINITY);  // NaN or +inf (& and |: no branches)
+                                v0 *= f0;
+                                v1 *= f1;
+                            } else if (OPT & (OPT_SQRT_FAST | OPT_RSQ)) {  // computed for every h, then selected: no branch per element
+                                const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
+                                v0 = hv.x > 0.f ? s0 : 0.f;
+                                v1 = hv.y > 0.f ? s1 : 0.f;
+                            } else if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
+                                const float s0 = sqrtf(hv.x > 0.f ? hv.x : 1.f), s1 = sqrtf(hv.y > 0.f ? hv.y : 1.f);
+                                v0 = hv.x > 0.f ? 2.f * s0 * v0 : 0.f;
+                                v1 = hv.y > 0.f ? 2.f * s1 * v1 : 0.f;
+                            } else {
+                                v0 = hv.x > 0.f ? 2.f * sqrtf(hv.x) * v0 : 0.f;
+                                v1 = hv.y > 0.f ? 2.f * sqrtf(hv.y) * v1 : 0.f;
+                            }
+                        } else if (!PLAIN) {
+                            v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f);
+                            v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
                         }
-                    } else if (!PLAIN) {
-                        v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f);
-                        v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
+                        const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
+                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
                     }
-                    const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
-                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
-                }
+            };
+            if (OPT & OPT_RSQ) {
+                epi_pass(std::true_type{});
+#ifdef BREAK_RSQ_REDO  // a deliberately wrong variant (dev/broken_variants.sh): flagged passes are not redone
+                flagged = false;
+#endif
+                if (__any_sync(0xffffffffu, flagged)) epi_pass(std::false_type{});
+            } else epi_pass(std::false_type{});
             if (HRING) {  // this thread's reads of the pass's h are done (their values are stored above): the slot goes back
                 mbar_arrive(empty(it % STAGES));
                 it++;
@@ -1079,6 +1130,8 @@ inline void mlp_relu2_backward_launch(int variant, bf16 *dfc, const bf16 *dy, co
     case 2: mlp_relu2_launch<EPI_HRING, BNM, OPT_SQRT_SEL | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 3: mlp_relu2_launch<EPI_HRING, BNM, OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 5: mlp_relu2_launch<EPI_HSTASH, BNM, OPT_SQRT_FAST | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 6: mlp_relu2_launch<EPI_HRING, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 7: mlp_relu2_launch<EPI_HSTASH, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     default: mlp_relu2_launch<EPI_HTILE, BNM, OPT_SQRT_FAST>(dfc, dy, w, h, M, K, N, stream); break;
     }
 }
@@ -1111,7 +1164,8 @@ inline void matmul_relu2_forward(bf16 *out, const bf16 *a, const bf16 *w, int M,
 // dfc (M, N) = bf16((dY W) * 2 sqrt(h)) where h > 0, else 0: dY (M, K), W (K, N) (the proj weight,
 // nn.Linear's (out, in) = (K, N)), h (M, N) = relu(u)^2 of the forward; overwrites dfc.
 // variant: the backward pipeline (0 .. mlpg::BWD_VARIANTS - 1, the table in mlpg's comment; -1 =
-// mlpg::BWD_DEFAULT or RELU2_BWD; variants 0..4 give the same numbers, 5 rounds twice), for
+// mlpg::BWD_DEFAULT or RELU2_BWD; variants 0..4 give the same numbers, 5 and 7 round twice, 6 and
+// 7 take 2 sqrt(h) from rsqrt.approx, within 2^-21), for
 // dev_matmul's checks and benchmark
 inline void matmul_relu2_backward_dx(bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
                                      cudaStream_t stream, int variant = -1) {

@@ -56,7 +56,7 @@
 #   BREAK_RELU2_GEMM      the fused relu^2 GEMMs (matmul_relu2_forward / _backward_dx / _dx_wt)
 #                         keep only the last k-block's products (K > 64): the mainloop every
 #                         variant shares; the row wants the default backward variant with K-major
-#                         B (_dx_wt, "v1 wt") to fail, the forward's fail first
+#                         B (_dx_wt, "v6 wt") to fail, the forward's fail first
 #                                                              (common/matmul.cuh)  -> dev_matmul
 #   BREAK_GROUPED_K       the grouped input-gradient GEMM (matmul_backward_dinp_grouped) reads
 #                         the first group's weight for every group's k-blocks
@@ -64,7 +64,12 @@
 #   BREAK_HSTASH          the stashed relu^2 backward (variant 5) takes the current tile's place for
 #                         the previous tile's epilogue chunks (stores land one tile late)
 #                                                              (common/matmul.cuh)  -> dev_matmul
-#                         (the last six need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_RSQ_REDO        the rsqrt relu^2 backward (variant 6) does not redo a pass that met a
+#                         denormal h (they come out infinite): what the checks' tiny h are for
+#                                                              (common/matmul.cuh)  -> dev_matmul
+#   BREAK_RSQ_FLAG        two_sqrt_rsq gives a denormal h a finite (wrong) factor instead of
+#                         flagging it                          (common/matmul.cuh)  -> dev_matmul
+#                         (the last eight need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -100,9 +105,11 @@ ROWS=(
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
     'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
-    'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 bwd dx fused v1 wt'
+    'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 bwd dx fused v6 wt'
     'BREAK_GROUPED_K|matmul|--no-bench|FAIL +grouped dinp M=98381'
     'BREAK_HSTASH|matmul|--no-bench|FAIL +relu2 bwd dx fused v5'
+    'BREAK_RSQ_REDO|matmul|--no-bench|FAIL +relu2 bwd dx fused v6'
+    'BREAK_RSQ_FLAG|matmul|--no-bench|FAIL relu2 two_sqrt_rsq'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

@@ -24,7 +24,9 @@
 //   forward   |got - ref| <= rtol |ref| + (2|u| + e) e        (ref = relu(u)^2: (|u| + e)^2 - u^2)
 //   backward  |got - ref| <= rtol |ref| + 2 sqrt(h) e         (ref = g * 2 sqrt(h), g = (dY W)_ij)
 // with rtol = 2^-8 for the fused kernels (one rounding of the fp32 result to bf16: unit
-// roundoff u; the backward's variant 5 rounds the product first: 2u), and for the unfused path 3u forward (relu(u) rounded: 2u once squared, then the
+// roundoff u; the backward's variants 5 and 7 round the product first: 2u; variants 6 and 7 take
+// the factor 2 sqrt(h) from rsqrt.approx, whose error, < 2^-21 relative (checked on every bf16 by
+// "two_sqrt_rsq"), the second term covers 200 times over), and for the unfused path 3u forward (relu(u) rounded: 2u once squared, then the
 // square rounded) and 2u backward (the GEMM's output rounded, then the product). Each row prints its max error and the
 // worst error / bound ("observed: relu2_gemm ..." lines, for setting the tolerances at 5-10x).
 // M = 98381 (the seed's 98304 rows + 77: a partial last tile) is checked on 640 sampled rows. The
@@ -446,6 +448,38 @@ __global__ void sqrt_rn_check_kernel(unsigned *bad) {
     if (mlpg::sqrt_special(x) != special) atomicAdd(bad, 1u);
     if (x > 0.f && !special && __float_as_uint(mlpg::sqrt_fast(x)) != __float_as_uint(sqrtf(x))) atomicAdd(bad, 1u);
 }
+// mlpg::two_sqrt_rsq (variant 6's factor) against 2 sqrt(h) in double on every bf16 >= 0: 0 at
+// h = 0, flagged (!(f < inf)) on exactly the denormals and +inf, elsewhere its relative error
+// (the worst, as float bits, into *worst)
+__global__ void two_sqrt_rsq_check_kernel(unsigned *bad, unsigned *worst) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i > 0x7f80u) return;
+    const float x = __uint_as_float(i << 16), f = mlpg::two_sqrt_rsq(x);
+    const bool flag_expected = i > 0 && (i < 0x80u || i == 0x7f80u), flagged = !(f < INFINITY);
+    if (flagged != flag_expected || (i == 0 && f != 0.f)) atomicAdd(bad, 1u);
+    if (i > 0 && !flag_expected) {
+        const double ref = 2.0 * sqrt((double)x), rel = fabs((double)f - ref) / ref;
+        atomicMax(worst, __float_as_uint((float)rel));  // (non-negative floats order as their bits)
+    }
+}
+static void check_two_sqrt_rsq() {
+    unsigned *d, got[2] = {0, 0};
+    cudaCheck(cudaMalloc(&d, 2 * sizeof(unsigned)));
+    cudaCheck(cudaMemset(d, 0, 2 * sizeof(unsigned)));
+    two_sqrt_rsq_check_kernel<<<0x7f81 / 256 + 1, 256>>>(d, d + 1);
+    cudaCheckLaunch();
+    cudaCheck(cudaMemcpy(got, d, sizeof got, cudaMemcpyDeviceToHost));
+    cudaFreeCheck(d);
+    // bound: 2^-20, ~8x the error measured on the H200 (see the observed line)
+    float worst;
+    memcpy(&worst, &got[1], sizeof worst);
+    const float bound = 0x1p-20f;
+    printf("  observed: relu2 two_sqrt_rsq max relative error %.3g (bound %.3g)\n", worst, bound);
+    const bool ok = got[0] == 0 && worst <= bound;
+    if (!ok) printf("  FAIL relu2 two_sqrt_rsq: %u wrong flags or zeros, max relative error %.3g\n", got[0], worst);
+    else printf("  ok   relu2 two_sqrt_rsq flags exactly the denormal and infinite bf16, 0 at 0, error within bound\n");
+    record(ok);
+}
 static void check_sqrt_rn() {
     unsigned *d_bad, bad = 0;
     cudaCheck(cudaMalloc(&d_bad, sizeof(unsigned)));
@@ -558,6 +592,7 @@ static void run_grouped_checks() {
 static void run_relu2_checks() {
     printf("version 3: relu^2 fused into the fc GEMM (Hopper) and the cuBLASLt + pass it replaces\n");
     check_sqrt_rn();
+    check_two_sqrt_rsq();
     const int shapes[][3] = {{1, 64, 64}, {77, 512, 192}, {130, 576, 320}, {1000, 64, 1536}, {1000, 512, 1536},
                              // several tiles a CTA at 1 and 3 k-blocks (the ring's phases wrap within a tile)
                              {9000, 64, 320}, {20000, 192, 576}, {98304 + 77, 512, 1536}};
