@@ -662,6 +662,11 @@ __device__ __forceinline__ float two_sqrt_rsq(float h) {
     return h > 0.f ? s + s : 0.f;
 }
 
+// Where this thread's two accumulator columns of n8 tile j (0..7) of row r sit in an epilogue box
+// (128 rows x 64 columns, 128-byte rows whose 16-byte chunk c is stored at c ^ (r % 8)), in bytes;
+// r % 8 = lane / 4 for every row a thread holds
+__device__ __forceinline__ uint32_t epi_off(int r, int j, int lane) { return r * 128 + ((j ^ (lane / 4)) << 4) + (lane % 4) * 4; }
+
 // TMA: prefetch the box at (c0, c1) of a 2-D tensor map into L2 (no shared memory, no barrier)
 __device__ __forceinline__ void tma_prefetch_2d(const void *tmap, int c0, int c1) {
     asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(tmap), "r"(c0), "r"(c1) : "memory");
@@ -833,7 +838,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         uint32_t hv2[2 * NJ], dv2[2 * NJ], offs[2 * NJ];
 #pragma unroll
         for (int e = 0; e < 2 * NJ; e++) {  // n8 tile p NJ + e / 2 of the chunk, row r0 + 8 (e % 2)
-            offs[e] = (r0 + 8 * (e % 2)) * 128 + (((p * NJ + e / 2) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+            offs[e] = epi_off(r0 + 8 * (e % 2), p * NJ + e / 2, lane);
             asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2[e]) : "r"(shb + offs[e]) : "memory");
             asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(dv2[e]) : "r"(se + c * E_BOX_BYTES + offs[e]) : "memory");
         }
@@ -940,7 +945,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                         }
                         named_bar_sync(1 + cw, 128);
                     }
-                    const uint32_t off = (j / 8) * E_BOX_BYTES + (r0 + 8 * i) * 128 + (((j % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+                    const uint32_t off = (j / 8) * E_BOX_BYTES + epi_off(r0 + 8 * i, j % 8, lane);
                     const __nv_bfloat162 o = __floats2bfloat162_rn(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
                     asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
                 }
@@ -976,7 +981,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
                     for (int i = 0; i < 2; i++) {
                         const int j = p * JP + jp, r = r0 + 8 * i;
-                        const uint32_t off = (jp / 8) * E_BOX_BYTES + r * 128 + (((jp % 8) ^ (lane / 4)) << 4) + (lane % 4) * 4;
+                        const uint32_t off = (jp / 8) * E_BOX_BYTES + epi_off(r, jp % 8, lane);
                         float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
                         if (BWD) {  // d relu(u)^2 / du = 2 relu(u) = 2 sqrt(h), as relu2_backward_from_out
                             uint32_t hv2;
