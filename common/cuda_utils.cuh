@@ -182,6 +182,13 @@ struct ProfScope {
 // x rounded to bf16 and back: a value as the reference's bf16 tensors hold it
 __device__ inline float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
+// RoPE of one value y with its partner p (dim i + rd/2 for i < rd/2, else i - rd/2) and the table
+// entries c = cos, s = sin of its pair: x1 cos + x2 sin below rd/2, -x1 sin + x2 cos above
+// (explicit _rn operations: the q/k kernels of layers.cuh and the fused epilogue of matmul.cuh
+// give the same bits)
+__device__ __forceinline__ float qk_rot_lo(float y, float p, float c, float s) { return __fmaf_rn(y, c, __fmul_rn(p, s)); }
+__device__ __forceinline__ float qk_rot_hi(float y, float p, float c, float s) { return __fmaf_rn(y, c, -__fmul_rn(p, s)); }
+
 namespace lyr {
 
 // 8 bf16 (one 16-byte word, e.g. loaded ahead of the math) as 8 floats

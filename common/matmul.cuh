@@ -500,6 +500,8 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //   EPI_PLAIN  the grouped GEMMs (below: matmul_forward_grouped, matmul_backward_dinp_grouped):
 //              the forward's pipeline, the accumulator rounded to bf16 as it is; the operands in
 //              up to 3 groups (Operands), each k-block and n-tile finding its group's TMA maps.
+//   EPI_QK     the grouped forward of q, k, v (matmul_forward_qkv_norm) with the q and k groups
+//              leaving through their per-head RMSNorm, RoPE and gain (qk_epilogue below).
 // Options (OPT bits, backward only): OPT_SQRT_SEL: sqrtf runs on h > 0 ? h : 1 (the product still
 // takes 0 where h <= 0): ptxas's sqrt.rn.f32 leaves its fast path (MUFU.RSQ and a correction) for
 // zero, denormal, huge and non-finite inputs, so a zero h (half of them) takes a divergent slow
@@ -564,7 +566,7 @@ constexpr uint32_t A_BYTES = BM * BK * 2;      // 16 KiB: 128 rows of 128 bytes
 constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K-major) / 64 k rows (N-major)
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
-enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3, EPI_HSTASH = 4 };
+enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3, EPI_HSTASH = 4, EPI_QK = 5 };
 enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4, OPT_RSQ = 8 };
 constexpr int BWD_VARIANTS = 8;  // the table above
 constexpr int BWD_DEFAULT = 6;   // fastest measured; dev_matmul --relu2-only benchmarks them all
@@ -603,11 +605,26 @@ static_assert(2 * E_BOX_BYTES <= STAGE_BYTES, "an h pass (128 rows x 128 columns
 // of g - 1, into one output (the sum of q, k, v's input gradients). One group: a plain GEMM, the
 // relu^2 kernels' case (a[0], b[0], out[0], h). Unused groups repeat the last group's ends.
 constexpr int MAXG = 3;
+// EPI_QK: the first nnorm groups (q, then k) are heads of 64 columns, each normalized by its RMS
+// over the head (xn = x / sqrt(mean(x^2) + eps), rounded to bf16 as the backward stores it), its
+// first QK_RD dims rotated (RoPE of the rounded xn, tables (T, QK_RD / 2) at the row's position
+// t = row % T) and scaled by the head's gain (bf16-rounded; none: 1): out_g. The same operations
+// as qk_norm_rope_gain_forward (layers.cuh) on x = the fp32 product instead of its bf16 rounding.
+constexpr int QK_RD = 16;  // the rotated dims the epilogue supports (ROPE_DIMS' default)
+struct QkEpilogue {
+    CUtensorMap xn[2];             // group g's xn (M, n_g), written when store_xn
+    float *rstd[2];                // (M, n_g / 64): 1 / rms per row and head, or null
+    const float *gain[2];          // per head, or null
+    const float *cos_t, *sin_t;    // (T, QK_RD / 2)
+    float eps;
+    int T, nnorm, store_xn;
+};
 struct Operands {
     CUtensorMap a[MAXG], b[MAXG], out[MAXG], h;
     int k_end[MAXG];   // k-blocks up to the end of group g (along K; else all at K / 64)
     int n_end[MAXG];   // n-tiles (of 256 columns) up to the end of group g (along N; else all at the total)
     int n_cols[MAXG];  // group g's output columns (its last n-tile may be partial)
+    QkEpilogue qk;     // EPI_QK only
 };
 // group of index i (a k-block or an n-tile) given the groups' cumulative ends, and i's offset in it
 __device__ __forceinline__ int group_of(const int (&end)[MAXG], int i, int &local) {
@@ -708,12 +725,102 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t da
 #endif
 }
 
+// EPI_QK's epilogue of a q or k tile (group g: 64 rows of this consumer warpgroup x up to 256
+// columns = 4 heads, acc in the wgmma layout: element 4j + 2i + e at row r0 + 8i, column
+// 8j + 2 (lane % 4) + e). Two passes of 128 columns (2 heads) through the 32 KiB epilogue tile: a
+// head-row's 64 values sit in the 4 lanes of a quad (16 each), so its sum of squares is the lane's
+// sum plus two shuffles; the RoPE partner of dim i < 8 (n8 tile 0 of the head) is dim i + 8 (tile
+// 1): the same lane. Each pass writes xn (when wanted), then out, each by TMA from the tile.
+__device__ __forceinline__ void qk_epilogue(const QkEpilogue &qe, int g, const float (&acc)[128], uint32_t se,
+                                            const CUtensorMap *mo, int m0, int n0, int N, int M, int r0, int cw, int t,
+                                            int lane) {
+    const int heads = N / 64;
+    float2 cs[2], sn[2];  // the RoPE tables at this thread's two rows, dims 2 (lane % 4) + e
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const size_t at = (size_t)((m0 + r0 + 8 * i) % qe.T) * (QK_RD / 2) + 2 * (lane % 4);
+        cs[i] = *reinterpret_cast<const float2 *>(qe.cos_t + at);
+        sn[i] = *reinterpret_cast<const float2 *>(qe.sin_t + at);
+    }
+#pragma unroll
+    for (int p = 0; p < 2; p++) {
+        const int head0 = n0 / 64 + 2 * p;  // the pass's first head in the group
+        if (head0 >= heads) break;          // (uniform) a partial last n-tile
+        float rs[2][2], gh[2];              // 1 / rms per head of the pass and row; the heads' gains
+#pragma unroll
+        for (int hp = 0; hp < 2; hp++) {
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                float s2 = 0.f;
+#pragma unroll
+                for (int jj = 0; jj < 8; jj++) {
+                    const int j = 16 * p + 8 * hp + jj;
+                    s2 = __fmaf_rn(acc[4 * j + 2 * i], acc[4 * j + 2 * i], s2);
+                    s2 = __fmaf_rn(acc[4 * j + 2 * i + 1], acc[4 * j + 2 * i + 1], s2);
+                }
+                s2 = __fadd_rn(s2, __shfl_xor_sync(0xffffffffu, s2, 1));  // (a + b) + (c + d): the same bits in all 4 lanes
+                s2 = __fadd_rn(s2, __shfl_xor_sync(0xffffffffu, s2, 2));
+                rs[hp][i] = rsqrtf(__fadd_rn(__fdiv_rn(s2, 64.f), qe.eps));
+            }
+            const int h = min(head0 + hp, heads - 1);
+#ifdef BREAK_QK_EPI  // a deliberately wrong variant (dev/broken_variants.sh): a pass's second head takes the first one's gain
+            gh[hp] = qe.gain[g] ? lyr::rnd(qe.gain[g][head0]) : 1.f;
+            continue;
+#endif
+            gh[hp] = qe.gain[g] ? lyr::rnd(qe.gain[g][h]) : 1.f;
+        }
+        if (qe.rstd[g] && lane % 4 == 0)
+#pragma unroll
+            for (int hp = 0; hp < 2; hp++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int row = m0 + r0 + 8 * i;
+                    if (row < M && head0 + hp < heads) qe.rstd[g][(size_t)row * heads + head0 + hp] = rs[hp][i];
+                }
+        for (int sub = qe.store_xn ? 0 : 1; sub < 2; sub++) {  // 0: xn, 1: out
+            if (t == 0) bulk_wait_read<0>();  // the tile is free once this warpgroup's previous stores have read it
+            named_bar_sync(1 + cw, 128);
+#pragma unroll
+            for (int jp = 0; jp < 16; jp++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int hp = jp / 8, jj = jp % 8, j = 16 * p + jp;
+                    const float r = rs[hp][i];
+                    float y0 = lyr::rnd(__fmul_rn(acc[4 * j + 2 * i], r)), y1 = lyr::rnd(__fmul_rn(acc[4 * j + 2 * i + 1], r));
+                    if (sub == 1) {
+                        if (jj < QK_RD / 8) {  // rotated: the partner is tile 1 - jj of the head
+                            const int jq = 16 * p + 8 * hp + (1 - jj);
+                            const float p0 = lyr::rnd(__fmul_rn(acc[4 * jq + 2 * i], r)), p1 = lyr::rnd(__fmul_rn(acc[4 * jq + 2 * i + 1], r));
+                            if (jj == 0) y0 = qk_rot_lo(y0, p0, cs[i].x, sn[i].x), y1 = qk_rot_lo(y1, p1, cs[i].y, sn[i].y);
+                            else y0 = qk_rot_hi(y0, p0, cs[i].x, sn[i].x), y1 = qk_rot_hi(y1, p1, cs[i].y, sn[i].y);
+                        }
+                        y0 = __fmul_rn(gh[hp], y0);
+                        y1 = __fmul_rn(gh[hp], y1);
+                    }
+                    const __nv_bfloat162 o = __floats2bfloat162_rn(y0, y1);
+                    const uint32_t off = (jp / 8) * E_BOX_BYTES + epi_off(r0 + 8 * i, jj, lane);
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+                }
+            fence_proxy_async();  // the stores above -> visible to the TMA (async proxy)
+            named_bar_sync(1 + cw, 128);
+            if (t == 0) {
+                const CUtensorMap *m = sub ? mo : &qe.xn[g];
+                for (int b = 0; b < 2; b++) {
+                    const int col = n0 + 128 * p + 64 * b;
+                    if (col < N && m0 + 64 * cw < M) tma_store_2d(m, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
+                }
+                bulk_commit();
+            }
+        }
+    }
+}
+
 template <int EPI, bool BNM, int OPT>
 __global__ void __launch_bounds__(THREADS, 1)
     mlp_relu2_gemm_kernel(const __grid_constant__ Operands op, int M) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr bool HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING, HSTASH = EPI == EPI_HSTASH, BWD = HTILE || HRING || HSTASH,
-                   PLAIN = EPI == EPI_PLAIN;
+                   QK = EPI == EPI_QK, PLAIN = EPI == EPI_PLAIN || QK;
     constexpr int STAGES = stages<EPI>(), EC = epi_cols<EPI>(), HS = h_slots<EPI>();
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -891,7 +998,8 @@ __global__ void __launch_bounds__(THREADS, 1)
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
         const int m0 = tile / n_tiles * BM;
         int n0, N;
-        const CUtensorMap *mo = &op.out[tile_n(tile % n_tiles, n0, N)];
+        const int gt = tile_n(tile % n_tiles, n0, N);
+        const CUtensorMap *mo = &op.out[gt];
 #ifdef BREAK_HSTASH  // a deliberately wrong variant (dev/broken_variants.sh): the previous tile's place is moved on too early
         pm0 = m0, pn0 = n0, pN = N, pmo = mo;
 #endif
@@ -953,6 +1061,10 @@ __global__ void __launch_bounds__(THREADS, 1)
             continue;
         }
 
+        if (QK && gt < op.qk.nnorm) {  // q or k: per-head RMSNorm, RoPE, gain (qk_epilogue)
+            qk_epilogue(op.qk, gt, acc, se, mo, m0, n0, N, M, r0, cw, t, lane);
+            continue;
+        }
         // epilogue: relu^2 (or the gradient factor, from h) into the epilogue tile as bf16, then
         // this warpgroup's 64 rows out by TMA stores (rows past M and columns past N are not
         // written); EPI_FWD / EPI_HRING in two passes of 128 columns
@@ -1118,6 +1230,33 @@ inline void mlp_grouped_k_launch(bf16 *out, const bf16 *const a[], const bf16 *c
     op.h = op.a[0];
     mlp_launch<EPI_PLAIN, true>(op, M, stream);
 }
+// EPI_QK: q, k, v as three groups along N (mlp_grouped_n_launch's), q and k (groups 0, 1) through
+// qk_epilogue; xn[0] null: no xn stores (an eval forward), rstd[g] null: none for group g
+inline void mlp_qkv_norm_launch(bf16 *const out[3], bf16 *const xn[2], float *const rstd[2], const bf16 *a, const bf16 *const w[3],
+                                const int n[3], int M, int K, const float *cos_t, const float *sin_t, const float *q_gain, int T,
+                                float eps, cudaStream_t stream) {
+    static_assert(MAXG == 3, "q, k, v: three groups");
+    Operands op;
+    int tiles = 0;
+    for (int g = 0; g < MAXG; g++) {
+        op.a[g] = g ? op.a[0] : mlp_tensor_map(a, M, K, BM);
+        op.b[g] = mlp_tensor_map(w[g], n[g], K, 64);
+        op.out[g] = mlp_tensor_map(out[g], M, n[g], 64);
+        tiles += (n[g] + BN - 1) / BN;
+        op.k_end[g] = K / BK, op.n_end[g] = tiles, op.n_cols[g] = n[g];
+    }
+    op.h = op.a[0];
+    QkEpilogue &qe = op.qk;
+    for (int g = 0; g < 2; g++) {
+        qe.xn[g] = xn[0] ? mlp_tensor_map(xn[g], M, n[g], 64) : op.out[g];  // (unused without xn)
+        qe.rstd[g] = rstd[g];
+    }
+    qe.gain[0] = q_gain, qe.gain[1] = nullptr;
+    qe.cos_t = cos_t, qe.sin_t = sin_t, qe.eps = eps;
+    qe.T = T, qe.nnorm = 2, qe.store_xn = xn[0] != nullptr;
+    mlp_launch<EPI_QK, false>(op, M, stream);
+}
+
 // the variant the model runs: BWD_DEFAULT, or the environment variable RELU2_BWD (developer knob,
 // 0 .. BWD_VARIANTS - 1, read once: an A/B of the training step with one binary)
 inline int bwd_variant_from_env() {
@@ -1228,6 +1367,34 @@ inline void matmul_forward_grouped(bf16 *const out[], const bf16 *a, const bf16 
     for (int g = 0; g < ng; g++)
         if (out[g] == a) fatal("matmul_forward_grouped: output %d aliases the input", g);
     mlpg::mlp_grouped_n_launch(out, a, w, n, ng, M, K, stream);
+}
+// The q, k, v projections with the q/k path in the epilogue: out = {q, k, v}, W = {W_q, W_k, W_v}
+// (n = {H hd, KV hd, KV hd}) as matmul_forward_grouped, except that q and k leave as
+// gain * RoPE(xn), xn = the product normalized by its RMS over each head of hd = 64 columns (eps
+// inside the root), rounded to bf16; RoPE on the first 16 dims (cos_t, sin_t: (T, 8), the row's
+// position t = row % T: rows are (b, t)); gain (H heads, bf16-rounded) for q only. With xn[0]
+// given, xn = {qn, kn} and rstd = {rstd_q, rstd_k} ((M, heads) fp32, either may be null) are
+// written too: what the backward (qk_norm_rope_gain_backward) reads. The operations of
+// qk_norm_rope_gain_forward (layers.cuh) on the fp32 product instead of its bf16 rounding, and
+// the q / k pass it saves. CPU twin: matmul_forward_cpu, then qk_norm_rope_gain_forward_cpu.
+inline bool matmul_forward_qkv_norm_supported(bf16 *const out[3], const bf16 *a, const bf16 *const w[3], const int n[3], int M, int K,
+                                              int hd, int rd) {
+    return hd == 64 && rd == mlpg::QK_RD && matmul_forward_grouped_supported(out, a, w, n, 3, M, K);
+}
+inline void matmul_forward_qkv_norm(bf16 *const out[3], bf16 *const xn[2], float *const rstd[2], const bf16 *a, const bf16 *const w[3],
+                                    const int n[3], int M, int K, const float *cos_t, const float *sin_t, const float *q_gain, int T,
+                                    float eps, cudaStream_t stream) {
+    ProfScope prof_(PROF_GEMM, stream);
+    if (!matmul_forward_qkv_norm_supported(out, a, w, n, M, K, 64, mlpg::QK_RD) || T < 1 || M % T != 0 || !cos_t || !sin_t)
+        fatal("matmul_forward_qkv_norm: needs matmul_forward_grouped's conditions (here: %s), head dim 64, ROPE_DIMS %d, T "
+              "dividing M and the RoPE tables; got M=%d K=%d T=%d",
+              sm90_available() ? "an sm_90 GPU" : "no sm_90 GPU", mlpg::QK_RD, M, K, T);
+    for (int g = 0; g < 2; g++)
+        if (xn[0] && (!xn[g] || ((uintptr_t)xn[g] & 15) || xn[g] == a || xn[g] == out[g]))
+            fatal("matmul_forward_qkv_norm: xn[%d] must be 16-byte aligned, apart from the input and the outputs", g);
+    for (int g = 0; g < 3; g++)
+        if (out[g] == a) fatal("matmul_forward_qkv_norm: output %d aliases the input", g);
+    mlpg::mlp_qkv_norm_launch(out, xn, rstd, a, w, n, M, K, cos_t, sin_t, q_gain, T, eps, stream);
 }
 inline void matmul_backward_dinp_grouped(bf16 *dinp, const bf16 *const dout[], const bf16 *const w[], const int k[], int ng, int M, int N,
                                          cudaStream_t stream) {

@@ -87,16 +87,21 @@ inline MlpGemmMode mlp_gemm_mode() {
 inline bool mlp_gemm_fused_forward() { return mlp_gemm_mode() != MLP_GEMM_CUBLAS; }
 inline bool mlp_gemm_fused_backward() { return mlp_gemm_mode() == MLP_GEMM_FUSED; }
 
-// QKV_GEMM (developer knob, read once): grouped (the default) runs the q, k, v projections as one
-// Hopper GEMM (matmul_forward_grouped: N = 512 + 256 + 256 at the seed shape) and their input
-// gradients as one (matmul_backward_dinp_grouped: dln = dq W_q + dk W_k + dv W_v, K = 1024, dln
-// written once); cublas runs three cuBLASLt GEMMs each way, the last two input gradients adding
-// into dln (beta = 1). The weight gradients are cuBLASLt either way. Where the grouped kernels
-// cannot run (no sm_90a kernel, dimensions not multiples of 64) the cublas path runs.
-inline bool qkv_gemm_grouped() {
-    static const bool grouped = env_choice("QKV_GEMM", {"cublas", "grouped"}, 1) == 1;
-    return grouped;
+// QKV_GEMM (developer knob, read once): grouped runs the q, k, v projections as one Hopper GEMM
+// (matmul_forward_grouped: N = 512 + 256 + 256 at the seed shape) and their input gradients as one
+// (matmul_backward_dinp_grouped: dln = dq W_q + dk W_k + dv W_v, K = 1024, dln written once);
+// fused (the default) is grouped with q and k's per-head RMSNorm, RoPE and gain in the forward
+// GEMM's epilogue (matmul_forward_qkv_norm: q_raw / k_raw are not written and read back; head
+// dim 64 and ROPE_DIMS 16, else grouped; H200: 260 us a layer against 290 for the GEMM and the
+// two q/k passes, -2.2 ms a training step); cublas runs three cuBLASLt GEMMs each way, the last
+// two input gradients adding into dln (beta = 1). The weight gradients are cuBLASLt either way. Where the
+// Hopper kernels cannot run (no sm_90a kernel, dimensions not multiples of 64) the cublas path runs.
+enum QkvGemmMode { QKV_GEMM_CUBLAS = 0, QKV_GEMM_GROUPED = 1, QKV_GEMM_FUSED = 2 };
+inline QkvGemmMode qkv_gemm_mode() {
+    static const QkvGemmMode mode = (QkvGemmMode)env_choice("QKV_GEMM", {"cublas", "grouped", "fused"}, QKV_GEMM_FUSED);
+    return mode;
 }
+inline bool qkv_gemm_grouped() { return qkv_gemm_mode() != QKV_GEMM_CUBLAS; }
 
 // KEEP_QK (developer knob, read once): 1 (the default) keeps each layer's q and k after RoPE and
 // gain (attention's inputs) for the attention backward; 0 keeps only qn / kn and recomputes q, k
@@ -492,23 +497,32 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         // attention, on every row (every query too: the sliding eval's scored rows are a 64-row
         // suffix, too little for the Hopper kernels' 128/192-row query tiles to skip anything
         // worth it, and one kernel keeps those rows bit-identical to a full forward's)
+        // q, k after RoPE: kept for the backward in a training forward (la.q, la.k), else in place
+        bf16 *q = backward ? la.q : m.q_raw, *k = backward ? la.k : m.k_raw;
         {
-            bf16 *const outs[3] = {m.q_raw, m.k_raw, la.v};
             const bf16 *const ws[3] = {bw.c_q, bw.c_k, bw.c_v};
             const int n[3] = {D, KVD, KVD};
-            if (qkv_gemm_grouped() && matmul_forward_grouped_supported(outs, la.ln1, ws, n, 3, N, D))
-                matmul_forward_grouped(outs, la.ln1, ws, n, 3, N, D, stream);
-            else
-                for (int g = 0; g < 3; g++) matmul_forward(outs[g], la.ln1, ws[g], N, D, n[g], stream);
+            bf16 *const qkv[3] = {q, k, la.v};
+            if (qkv_gemm_mode() == QKV_GEMM_FUSED && matmul_forward_qkv_norm_supported(qkv, la.ln1, ws, n, N, D, hd, rd)) {
+                // q, k straight from the GEMM's epilogue (+ qn, kn and the rstds for the backward)
+                bf16 *const xn[2] = {backward ? la.qn : nullptr, backward ? la.kn : nullptr};
+                float *const rstd[2] = {backward ? la.rstd_q : nullptr, backward ? la.rstd_k : nullptr};
+                matmul_forward_qkv_norm(qkv, xn, rstd, la.ln1, ws, n, N, D, m.rope_cos, m.rope_sin, bp.q_gain, T, (float)RMS_EPS,
+                                        stream);
+            } else {
+                bf16 *const outs[3] = {m.q_raw, m.k_raw, la.v};
+                if (qkv_gemm_grouped() && matmul_forward_grouped_supported(outs, la.ln1, ws, n, 3, N, D))
+                    matmul_forward_grouped(outs, la.ln1, ws, n, 3, N, D, stream);
+                else
+                    for (int g = 0; g < 3; g++) matmul_forward(outs[g], la.ln1, ws[g], N, D, n[g], stream);
+                qk_norm_rope_gain_forward(q, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw, m.rope_cos,
+                                          m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
+                qk_norm_rope_gain_forward(k, backward ? la.kn : nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
+                                          m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
+            }
         }
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
-        // q, k after RoPE: kept for the backward in a training forward (la.q, la.k), else in place
-        bf16 *q = backward ? la.q : m.q_raw, *k = backward ? la.k : m.k_raw;
-        qk_norm_rope_gain_forward(q, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw, m.rope_cos,
-                                  m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
-        qk_norm_rope_gain_forward(k, backward ? la.kn : nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
-                                  m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
         attention_forward(la.att, la.lse, q, k, la.v, B, T, H, KV, hd, stream);
         // score_from, last block: past attention only the rows [q0, T) of each sequence (Nq) go
         // on; their att, x_in (and v, for XSA) are gathered into backward-only buffers (free in an

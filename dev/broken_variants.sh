@@ -69,7 +69,9 @@
 #                                                              (common/matmul.cuh)  -> dev_matmul
 #   BREAK_RSQ_FLAG        two_sqrt_rsq gives a denormal h a finite (wrong) factor instead of
 #                         flagging it                          (common/matmul.cuh)  -> dev_matmul
-#                         (the last eight need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_QK_EPI          the fused q/k epilogue (matmul_forward_qkv_norm) gives each pass's second
+#                         head the first one's gain             (common/matmul.cuh)  -> dev_matmul
+#                         (the last nine need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -110,6 +112,7 @@ ROWS=(
     'BREAK_HSTASH|matmul|--no-bench|FAIL +relu2 bwd dx fused v5'
     'BREAK_RSQ_REDO|matmul|--no-bench|FAIL +relu2 bwd dx fused v6'
     'BREAK_RSQ_FLAG|matmul|--no-bench|FAIL relu2 two_sqrt_rsq'
+    'BREAK_QK_EPI|matmul|--no-bench|FAIL +qkv norm .* q out'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

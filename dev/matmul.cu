@@ -37,7 +37,9 @@
 // in one launch; matmul_backward_dinp_grouped: their input gradients summed in one launch; Hopper
 // only, skipped and counted elsewhere) against matmul_forward_cpu / matmul_backward_cpu per group
 // in double: |got - ref| <= 2^-8 |ref| + 1e-4 sum_k |a_ik w_kj| (one rounding; the sum over every
-// group's k), at the seed's q, k, v shape, partial n-tiles, one group and two groups.
+// group's k), at the seed's q, k, v shape, partial n-tiles, one group and two groups. And the
+// q, k, v forward with q and k's RMSNorm, RoPE and gain in its epilogue (matmul_forward_qkv_norm,
+// "qkv norm" rows; bounds at check_qkv_norm).
 //
 // Run:  make build/dev_matmul && ./build/dev_matmul          (checks, then benchmark rows)
 //       ./build/dev_matmul --no-bench                        (checks only)
@@ -537,6 +539,131 @@ static void check_grouped_forward(int M, int K, std::vector<int> n) {
     for (int g = 0; g < ng; g++) cudaFreeCheck(dw[g]), cudaFreeCheck(dout[g]);
 }
 
+// The q, k, v projections with q and k through the per-head RMSNorm, RoPE and gain in the
+// epilogue (matmul_forward_qkv_norm) against the double twins on the sampled rows: u = x W_g^T
+// (matmul_forward_cpu); xn and rstd against the normalization of u (qk_norm_rope_gain_forward_cpu's
+// first half); out against RoPE and gain of the GPU's own xn as stored (qk_rope_gain_forward_cpu),
+// which isolates those from the norm; v as the grouped GEMM; then the eval's form (no xn, no
+// rstd) into fresh poisoned outputs, which must give the same q, k, v bit for bit. Bounds, with E the largest
+// accumulation bound 1e-4 sum_k |x w| over the head's 64 columns and r = 1 / rms:
+//   xn    2^-8 |ref| + r E (1 + |ref|)    (one rounding; rms moves by at most E, a norm's Lipschitz bound)
+//   rstd  4e-6 ref                       (6.6x the worst measured, 6.1e-7 on the H200 at K = 512; the
+//                                        fp32 sum of 64 squares alone may be off by 64 2^-24 = 3.8e-6)
+//   out   2^-8 |ref| + 2^-20 |g| (|y| + |p|)   (one rounding; the fp32 products and sum)
+static void check_qkv_norm(int M, int K, std::vector<int> n, int T) {
+    const int hd = 64, half = mlpg::QK_RD / 2;
+    char name[160], base[128];
+    snprintf(base, sizeof base, "qkv norm M=%d K=%d N=%d,%d,%d T=%d", M, K, n[0], n[1], n[2], T);
+    std::vector<std::vector<float>> w(3);
+    std::vector<float> x = rand_bf16((size_t)M * K), cs((size_t)T * half), sn((size_t)T * half), gain = rand_bf16(n[0] / hd, 0.3f);
+    for (float &g : gain) g = __bfloat162float(__float2bfloat16(1.f + g));
+    fill_normal(cs), fill_normal(sn);
+    for (size_t i = 0; i < cs.size(); i++) cs[i] = std::tanh(cs[i]), sn[i] = std::tanh(sn[i]);  // table-like values in (-1, 1)
+    bf16 *dx = dev_bf16(x), *dw[3], *dout[3], *dxn[2] = {nullptr, nullptr};
+    float *drstd[2] = {nullptr, nullptr}, *dcs, *dsn, *dgain;
+    cudaCheck(cudaMalloc(&dcs, cs.size() * sizeof(float)));
+    cudaCheck(cudaMalloc(&dsn, sn.size() * sizeof(float)));
+    cudaCheck(cudaMalloc(&dgain, gain.size() * sizeof(float)));
+    cudaCheck(cudaMemcpy(dcs, cs.data(), cs.size() * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(dsn, sn.data(), sn.size() * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(dgain, gain.data(), gain.size() * sizeof(float), cudaMemcpyHostToDevice));
+    for (int g = 0; g < 3; g++) {
+        w[g] = rand_bf16((size_t)n[g] * K);
+        dw[g] = dev_bf16(w[g]);
+        cudaCheck(cudaMalloc(&dout[g], (size_t)M * n[g] * sizeof(bf16)));
+        poison(dout[g], (size_t)M * n[g]);
+        if (g < 2) {
+            cudaCheck(cudaMalloc(&dxn[g], (size_t)M * n[g] * sizeof(bf16)));
+            cudaCheck(cudaMalloc(&drstd[g], (size_t)M * (n[g] / hd) * sizeof(float)));
+            poison(dxn[g], (size_t)M * n[g]);
+            poison(drstd[g], (size_t)M * (n[g] / hd));
+        }
+    }
+    if (!matmul_forward_qkv_norm_supported(dout, dx, dw, n.data(), M, K, hd, mlpg::QK_RD)) {
+        printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", base);
+        g_skipped++;
+    } else {
+        matmul_forward_qkv_norm(dout, dxn, drstd, dx, dw, n.data(), M, K, dcs, dsn, dgain, T, (float)RMS_EPS, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        const std::vector<int> rows = sample_rows(M);
+        const int R = (int)rows.size();
+        std::vector<double> xs = gather_rows<double>(x, rows, K), xa(xs);
+        for (double &v : xa) v = std::fabs(v);
+        // the tables at each sampled row's position: row i of the twin's (T = R) tables
+        std::vector<double> cs_r((size_t)R * half), sn_r((size_t)R * half);
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < half; j++)
+                cs_r[(size_t)i * half + j] = cs[(size_t)(rows[i] % T) * half + j], sn_r[(size_t)i * half + j] = sn[(size_t)(rows[i] % T) * half + j];
+        for (int g = 0; g < 3; g++) {
+            const int NH = n[g] / hd;
+            std::vector<double> wd = to_double(w[g]), wa = abs_double(w[g]), u((size_t)R * n[g]), mag((size_t)R * n[g]);
+            matmul_forward_cpu<double>(u.data(), xs.data(), wd.data(), R, K, n[g]);
+            matmul_forward_cpu<double>(mag.data(), xa.data(), wa.data(), R, K, n[g]);
+            for (double &b : mag) b *= 1e-4;
+            if (g == 2) {
+                snprintf(name, sizeof name, "%s v", base);
+                check_rows(name, dout[g], M, n[g], rows, u, mag, 1.0 / 256);
+                continue;
+            }
+            // the normalization in double: xn_ref, rstd_ref; E per head-row
+            std::vector<double> xn_ref((size_t)R * n[g]), rs_ref((size_t)R * NH), out_ref((size_t)R * n[g]), dummy((size_t)R * NH);
+            std::vector<double> gd(gain.begin(), gain.end());
+            qk_norm_rope_gain_forward_cpu<double>(out_ref.data(), xn_ref.data(), rs_ref.data(), u.data(), cs_r.data(), sn_r.data(),
+                                                  g == 0 ? gd.data() : nullptr, 1, R, NH, hd, mlpg::QK_RD);
+            std::vector<double> E((size_t)R * NH, 0.0);
+            for (size_t hr = 0; hr < E.size(); hr++)
+                for (int c = 0; c < hd; c++) E[hr] = std::max(E[hr], mag[hr * hd + c]);
+            // out against RoPE and gain of the xn the GPU used (as stored)
+            const std::vector<float> xn_got = gather_rows<float>(host_bf16(dxn[g], (size_t)M * n[g]), rows, n[g]);
+            std::vector<double> y(xn_got.begin(), xn_got.end()), oref((size_t)R * n[g]), ob((size_t)R * n[g]);
+            qk_rope_gain_forward_cpu<double>(oref.data(), y.data(), cs_r.data(), sn_r.data(), g == 0 ? gd.data() : nullptr, 1, R, NH, hd,
+                                             mlpg::QK_RD);
+            for (size_t i = 0; i < ob.size(); i++) {
+                const int c = (int)(i % hd), pc = c < half ? c + half : c < 2 * half ? c - half : c;
+                const double gg = g == 0 ? gd[(i / hd) % NH] : 1.0;
+                ob[i] = 0x1p-20 * std::fabs(gg) * (std::fabs(y[i]) + (pc != c ? std::fabs(y[i - c + pc]) : 0.0));
+            }
+            snprintf(name, sizeof name, "%s %s out", base, g ? "k" : "q");
+            check_rows(name, dout[g], M, n[g], rows, oref, ob, 1.0 / 256);
+            std::vector<double> xb((size_t)R * n[g]);
+            for (size_t i = 0; i < xb.size(); i++) {
+                const size_t hr = i / hd;
+                xb[i] = rs_ref[hr] * E[hr] * (1 + std::fabs(xn_ref[i]));
+            }
+            snprintf(name, sizeof name, "%s %s xn", base, g ? "k" : "q");
+            check_rows(name, dxn[g], M, n[g], rows, xn_ref, xb, 1.0 / 256);
+            const std::vector<float> rs_got = gather_rows<float>(host_f32(drstd[g], (size_t)M * NH), rows, NH);
+            const std::vector<double> rb(rs_ref.size(), 0.0);
+            snprintf(name, sizeof name, "%s %s rstd", base, g ? "k" : "q");
+            record(check_bound(name, rs_got, rs_ref, rb, 4e-6, 1.0));
+            observe(name, rs_got, rs_ref, rb, 4e-6, "gemm");
+        }
+        // the eval's form: no xn, no rstd; q, k, v bit for bit the same
+        std::vector<std::vector<float>> first(3);
+        bf16 *dout2[3], *const none[2] = {nullptr, nullptr};
+        float *const no_rstd[2] = {nullptr, nullptr};
+        for (int g = 0; g < 3; g++) {
+            first[g] = host_bf16(dout[g], (size_t)M * n[g]);
+            cudaCheck(cudaMalloc(&dout2[g], (size_t)M * n[g] * sizeof(bf16)));
+            poison(dout2[g], (size_t)M * n[g]);
+        }
+        matmul_forward_qkv_norm(dout2, none, no_rstd, dx, dw, n.data(), M, K, dcs, dsn, dgain, T, (float)RMS_EPS, 0);
+        cudaCheck(cudaDeviceSynchronize());
+        size_t diff = 0;
+        for (int g = 0; g < 3; g++) {
+            const std::vector<float> again = host_bf16(dout2[g], (size_t)M * n[g]);
+            diff += memcmp(again.data(), first[g].data(), again.size() * sizeof(float)) != 0;
+            cudaFreeCheck(dout2[g]);
+        }
+        printf("  %s %-44s q, k, v without xn and rstd bit for bit as with them (%zu outputs differ)\n", diff ? "FAIL" : "ok  ", base, diff);
+        record(diff == 0);
+    }
+    cudaFreeCheck(dx), cudaFreeCheck(dcs), cudaFreeCheck(dsn), cudaFreeCheck(dgain);
+    for (int g = 0; g < 3; g++) cudaFreeCheck(dw[g]), cudaFreeCheck(dout[g]);
+    for (int g = 0; g < 2; g++)
+        cudaFreeCheck(dxn[g]), cudaFreeCheck(drstd[g]);
+}
+
 // dinp (M, N) = sum_g dout_g (M, k[g]) @ w_g (k[g], N)
 static void check_grouped_backward(int M, int N, std::vector<int> k) {
     const int ng = (int)k.size();
@@ -579,6 +706,9 @@ static void run_grouped_checks() {
     printf("version 4: grouped GEMMs (Hopper): q, k, v in one launch, their input gradients in one\n");
     // the seed's q, k, v (+77 rows: a partial last row tile); partial n-tiles (320 = 256 + 64);
     // one group; two groups
+    check_qkv_norm(98304, 512, {512, 256, 256}, 2048);
+    check_qkv_norm(2000, 192, {320, 192, 64}, 1000);  // partial n-tiles: 5 q heads, 3 k heads
+    check_qkv_norm(1200, 64, {128, 64, 128}, 300);
     check_grouped_forward(98304 + 77, 512, {512, 256, 256});
     check_grouped_forward(1000, 192, {64, 320, 128});
     check_grouped_forward(77, 64, {128});
@@ -704,6 +834,33 @@ static void bench(bool relu2_only) {
                       0, fl);
             bench_row("qkv dinp: grouped", "98304 x 1024 -> 512",
                       bench_ms([&] { matmul_backward_dinp_grouped(dx, douts, ws, n, 3, N, 512, 0); }), 0, fl);
+            // the training forward's q/k path: the grouped GEMM then the two q/k passes, against
+            // the fused epilogue (both writing q, k, qn, kn and the rstds; zero tables: the same work)
+            const int T = 2048;
+            bf16 *qk_out[2], *qk_xn[2];
+            float *qk_rstd[2], *tab, *gain;
+            for (int g = 0; g < 2; g++) {
+                cudaCheck(cudaMalloc(&qk_out[g], M * n[g] * sizeof(bf16)));
+                cudaCheck(cudaMalloc(&qk_xn[g], M * n[g] * sizeof(bf16)));
+                cudaCheck(cudaMalloc(&qk_rstd[g], M * (n[g] / 64) * sizeof(float)));
+            }
+            cudaCheck(cudaMalloc(&tab, (size_t)T * mlpg::QK_RD / 2 * sizeof(float)));
+            cudaCheck(cudaMalloc(&gain, 8 * sizeof(float)));
+            cudaCheck(cudaMemset(tab, 0, (size_t)T * mlpg::QK_RD / 2 * sizeof(float)));
+            cudaCheck(cudaMemset(gain, 0, 8 * sizeof(float)));
+            bench_row("qkv fwd + q/k passes: grouped", "98304 x 512 -> 1024", bench_ms([&] {
+                          matmul_forward_grouped(outs, x, ws, n, 3, N, 512, 0);
+                          qk_norm_rope_gain_forward(qk_out[0], qk_xn[0], qk_rstd[0], outs[0], tab, tab, gain, N / T, T, 8, 64,
+                                                    mlpg::QK_RD, 0);
+                          qk_norm_rope_gain_forward(qk_out[1], qk_xn[1], qk_rstd[1], outs[1], tab, tab, nullptr, N / T, T, 4, 64,
+                                                    mlpg::QK_RD, 0);
+                      }), 0, fl);
+            bf16 *const fused_out[3] = {qk_out[0], qk_out[1], outs[2]};
+            bench_row("qkv fwd + q/k: fused epilogue", "98304 x 512 -> 1024", bench_ms([&] {
+                          matmul_forward_qkv_norm(fused_out, qk_xn, qk_rstd, x, ws, n, N, 512, tab, tab, gain, T, (float)RMS_EPS, 0);
+                      }), 0, fl);
+            for (int g = 0; g < 2; g++) cudaFreeCheck(qk_out[g]), cudaFreeCheck(qk_xn[g]), cudaFreeCheck(qk_rstd[g]);
+            cudaFreeCheck(tab), cudaFreeCheck(gain);
         } else printf("  skip  qkv: grouped (needs an sm_90 GPU and an sm_90a build)\n");
     }
     // Newton-Schulz-like batched GEMMs: 11 matrices of 512 x 1536 (the fc / mlp.proj group)
