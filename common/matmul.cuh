@@ -34,6 +34,8 @@
 //     own GEMM does both in its epilogue (matmul_relu2_forward / _backward_dx, the last section).
 //   - DRELU/DGELU/BGRAD*/BIAS*/GELU*: no biases and no GELU in this model, and DRELU multiplies
 //     by relu'(u) (0/1), not by relu^2's 2r; none apply.
+//   - q and k's per-head RMSNorm, RoPE and gain: no cuBLASLt epilogue either; our Hopper GEMM
+//     writes them from its epilogue (matmul_forward_qkv_norm, the grouped section at the end).
 //   - a per-column alpha vector (CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST) could fuse
 //     x + mlp_scale * proj(h), but the backward needs proj(h) itself for d(mlp_scale), so the
 //     product must be stored anyway; not used.
