@@ -1201,8 +1201,8 @@ inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16
     mlp_launch<EPI, BNM, OPT>(op, M, stream);
 }
 // along N: out_g (M, n[g]) = A W_g^T, A (M, K), W_g (n[g], K) (B K-major), g < ng
-inline void mlp_grouped_n_launch(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K,
-                                 cudaStream_t stream) {
+// (the operands alone: EPI_QK's launch adds its epilogue's)
+inline Operands grouped_n_operands(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K) {
     Operands op;
     int tiles = 0;
     for (int g = 0; g < MAXG; g++) {
@@ -1214,7 +1214,11 @@ inline void mlp_grouped_n_launch(bf16 *const out[], const bf16 *a, const bf16 *c
         op.k_end[g] = K / BK, op.n_end[g] = tiles, op.n_cols[g] = n[i];
     }
     op.h = op.a[0];
-    mlp_launch<EPI_PLAIN, false>(op, M, stream);
+    return op;
+}
+inline void mlp_grouped_n_launch(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K,
+                                 cudaStream_t stream) {
+    mlp_launch<EPI_PLAIN, false>(grouped_n_operands(out, a, w, n, ng, M, K), M, stream);
 }
 // along K: out (M, N) = sum_g A_g W_g, A_g (M, k[g]), W_g (k[g], N) (B N-major), g < ng
 inline void mlp_grouped_k_launch(bf16 *out, const bf16 *const a[], const bf16 *const w[], const int k[], int ng, int M, int N,
@@ -1238,16 +1242,7 @@ inline void mlp_qkv_norm_launch(bf16 *const out[3], bf16 *const xn[2], float *co
                                 const int n[3], int M, int K, const float *cos_t, const float *sin_t, const float *q_gain, int T,
                                 float eps, cudaStream_t stream) {
     static_assert(MAXG == 3, "q, k, v: three groups");
-    Operands op;
-    int tiles = 0;
-    for (int g = 0; g < MAXG; g++) {
-        op.a[g] = g ? op.a[0] : mlp_tensor_map(a, M, K, BM);
-        op.b[g] = mlp_tensor_map(w[g], n[g], K, 64);
-        op.out[g] = mlp_tensor_map(out[g], M, n[g], 64);
-        tiles += (n[g] + BN - 1) / BN;
-        op.k_end[g] = K / BK, op.n_end[g] = tiles, op.n_cols[g] = n[g];
-    }
-    op.h = op.a[0];
+    Operands op = grouped_n_operands(out, a, w, n, 3, M, K);
     QkEpilogue &qe = op.qk;
     for (int g = 0; g < 2; g++) {
         qe.xn[g] = xn[0] ? mlp_tensor_map(xn[g], M, n[g], 64) : op.out[g];  // (unused without xn)
