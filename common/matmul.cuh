@@ -502,6 +502,10 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //   EPI_PLAIN  the grouped GEMMs (below: matmul_forward_grouped, matmul_backward_dinp_grouped):
 //              the forward's pipeline, the accumulator rounded to bf16 as it is; the operands in
 //              up to 3 groups (Operands), each k-block and n-tile finding its group's TMA maps.
+//   EPI_HSIDE  backward v8: the stash of EPI_HSTASH, but the epilogue done by the producer
+//              warpgroup's three idle warps (hside_epilogues), so the consumers' only epilogue
+//              work is the stash (the forward's cost). Measured slower: three warps, one per
+//              scheduler, need ~14 us a tile where the mainloop takes ~6.6 (see below).
 //   EPI_QK     the grouped forward of q, k, v (matmul_forward_qkv_norm) with the q and k groups
 //              leaving through their per-head RMSNorm, RoPE and gain (qk_epilogue below).
 // Options (OPT bits, backward only): OPT_SQRT_SEL: sqrtf runs on h > 0 ? h : 1 (the product still
@@ -531,6 +535,7 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //   5  EPI_HSTASH OPT_SQRT_FAST | OPT_PREFETCH 388.0 / 395.8  (2026-12-02, same run: v1 380.5 / 381.7)
 //   6  EPI_HRING  OPT_RSQ | OPT_PREFETCH       343.0 / 343.5  the default (2026-12-02, same run: v1 393.9 / 388.0)
 //   7  EPI_HSTASH OPT_RSQ | OPT_PREFETCH       354.4 / 354.3  (same run; rounds twice, as variant 5)
+//   8  EPI_HSIDE  OPT_RSQ | OPT_PREFETCH       516.5 / 514.6  (2026-12-03, same run: v6 324.0 / 334.5; rounds twice)
 // (an earlier run: EPI_HRING with the select and no prefetch 443.6 / 443.3, i.e. the prefetch buys
 // ~4 us; the original with the select 473.2 / 474.8). B's major-ness changes nothing measurable.
 // The epilogue is what separates the backward from the forward: it runs while the tensor cores
@@ -561,6 +566,18 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 // smaller pieces. Parts with fewer instructions (sqrt_fast, ~325 instead of ~400 a part) gained
 // 8-11 us, in line with that reading but not enough; what is left to try: the producer
 // warpgroup's 3 idle warps doing the parts, or sqrt_fast in v1's epilogue itself.
+// Variant 8 (EPI_HSIDE, 2026-12-03, H200) is the first of those: 516.5 / 514.6 us (v6 324.0 /
+// 334.5 in the same run); a first form with one 16 KiB h buffer (an h chunk loaded only once the
+// previous one was done) 531.5 / 528.8; 12-step training runs 500.55 / 500.18 against the
+// default's 491.97 / 490.60 ms a step (same binary, same call). Probe builds (not in the repo)
+// in one call: the side warps with no h loads (scaling by the stash itself) 390.3 / 380.9, with h
+// loads but no math (the stash stored as it is) 266.6 / 265.7, variant 8 itself 509.7 / 511.2
+// and 493.0 / 504.7 (v6 326-356). So the pipeline (stash, side stores, h loads) costs ~30 us over
+// the forward, and the math is what the side warps cannot keep up with: 3 warps, one a
+// scheduler, issue ~12 instructions an element with no other warp to hide their latency (~14 us a
+// tile against the mainloop's ~6.6). More side warps are not possible with these tiles: a
+// fourth warpgroup (512 threads, 128 registers each at launch) fails in ptxas (C7602: the
+// m64n256 wgmma needs a register target of at least 154).
 namespace mlpg {
 
 constexpr int BM = 128, BN = 256, BK = 64, THREADS = 384;
@@ -568,13 +585,13 @@ constexpr uint32_t A_BYTES = BM * BK * 2;      // 16 KiB: 128 rows of 128 bytes
 constexpr uint32_t B_BOX_BYTES = 64 * BK * 2;  // 8 KiB: one box of 64 B rows (K-major) / 64 k rows (N-major)
 constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
-enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3, EPI_HSTASH = 4, EPI_QK = 5 };
+enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3, EPI_HSTASH = 4, EPI_QK = 5, EPI_HSIDE = 6 };
 enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4, OPT_RSQ = 8 };
-constexpr int BWD_VARIANTS = 8;  // the table above
+constexpr int BWD_VARIANTS = 9;  // the table above
 constexpr int BWD_DEFAULT = 6;   // fastest measured; dev_matmul --relu2-only benchmarks them all
 // roundings to bf16 between the fp32 product and the output of backward variant v (dev_matmul's
 // tolerance: one unit roundoff each)
-__host__ __device__ constexpr int bwd_roundings(int v) { return v == 5 || v == 7 ? 2 : 1; }
+__host__ __device__ constexpr int bwd_roundings(int v) { return v == 5 || v == 7 || v == 8 ? 2 : 1; }
 // EPI_HSTASH: a tile's epilogue in HCHUNKS chunks of 64 columns (one h box each), each in HPARTS
 // parts; part q (= c HPARTS + p) of the previous tile's epilogue runs after k-block
 // part_kblock(q) of the current tile has been issued: spread over the tile's kb k-blocks, so that
@@ -585,17 +602,24 @@ __host__ __device__ constexpr int part_kblock(int q, int kb) { return q * kb / (
 // the first part that runs after k-block k (or later): the parts of k-block k are
 // part_begin(k) .. part_begin(k + 1) - 1
 __host__ __device__ constexpr int part_begin(int k, int kb) { return (k * HCHUNKS * HPARTS + kb - 1) / kb; }
-template <int EPI> __host__ __device__ constexpr int stages() { return EPI == EPI_HTILE || EPI == EPI_HSTASH ? 3 : 4; }
-template <int EPI> __host__ __device__ constexpr int epi_cols() { return EPI == EPI_HTILE || EPI == EPI_HSTASH ? 256 : 128; }
+// a whole-tile (256-column) epilogue tile: the HTILE / stash pipelines (3 ring stages: the tile takes the fourth's room)
+template <int EPI> __host__ __device__ constexpr bool whole_tile() { return EPI == EPI_HTILE || EPI == EPI_HSTASH || EPI == EPI_HSIDE; }
+template <int EPI> __host__ __device__ constexpr int stages() { return whole_tile<EPI>() ? 3 : 4; }
+template <int EPI> __host__ __device__ constexpr int epi_cols() { return whole_tile<EPI>() ? 256 : 128; }
 template <int EPI> __host__ __device__ constexpr int h_slots() { return EPI == EPI_HRING ? 256 / epi_cols<EPI>() : 0; }
 template <int EPI> __host__ __device__ constexpr uint32_t off_e() { return stages<EPI>() * STAGE_BYTES; }
-// EPI_HSTASH: the h chunk buffer (one box) after the stash tile
+// EPI_HSTASH, EPI_HSIDE: the h chunk buffer (one box) after the stash tile
 template <int EPI> __host__ __device__ constexpr uint32_t off_h() { return off_e<EPI>() + epi_cols<EPI>() / 64 * E_BOX_BYTES; }
-template <int EPI> __host__ __device__ constexpr uint32_t off_bar() { return off_h<EPI>() + (EPI == EPI_HSTASH ? E_BOX_BYTES : 0); }
-// full[stages], empty[stages], then (EPI_HTILE, EPI_HSTASH) e full, e empty; + the slack to align the base to 1024
-template <int EPI> __host__ __device__ constexpr size_t smem_bytes() { return off_bar<EPI>() + 2 * stages<EPI>() * 8 + 16 + 1024; }
+template <int EPI> __host__ __device__ constexpr uint32_t off_bar() {
+    return off_h<EPI>() + (EPI == EPI_HSTASH || EPI == EPI_HSIDE ? E_BOX_BYTES : 0);
+}
+// full[stages], empty[stages], then (EPI_HTILE, EPI_HSTASH, EPI_HSIDE) e full, e empty, (EPI_HSIDE)
+// s full, h full 1; + the slack to align the base to 1024
+template <int EPI> __host__ __device__ constexpr size_t smem_bytes() {
+    return off_bar<EPI>() + 2 * stages<EPI>() * 8 + (EPI == EPI_HSIDE ? 32 : 16) + 1024;
+}
 static_assert(smem_bytes<EPI_FWD>() <= 227 * 1024 && smem_bytes<EPI_HTILE>() <= 227 * 1024 && smem_bytes<EPI_HRING>() <= 227 * 1024 &&
-                  smem_bytes<EPI_HSTASH>() <= 227 * 1024,
+                  smem_bytes<EPI_HSTASH>() <= 227 * 1024 && smem_bytes<EPI_HSIDE>() <= 227 * 1024,
               "the ring fits in shared memory");
 static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "TMA / wgmma tiles are 1024-byte aligned");
 static_assert(2 * E_BOX_BYTES <= STAGE_BYTES, "an h pass (128 rows x 128 columns) fits in a ring slot");
@@ -817,11 +841,118 @@ __device__ __forceinline__ void qk_epilogue(const QkEpilogue &qe, int g, const f
     }
 }
 
+// EPI_HSIDE (backward variant 8): the epilogue of every tile by the producer warpgroup's three
+// idle warps (96 threads, 56 registers), so the consumers leave the tensor cores only to stash
+// their products as bf16 (the forward's epilogue cost) and start the next tile. For each tile of
+// this CTA, in the consumers' order: wait for the stash (s full); per chunk of 64 columns and each
+// of its two 64-row halves, that half's h (64 x 64, TMA) is in one of two 8 KiB buffers, every
+// thread scales its 16-byte units of the half (unit u: the same bytes of the h half and of the
+// stash's, both in TMA's 128-byte swizzle, so no offsets are computed) by 2 sqrt(h)
+// (two_sqrt_rsq; a pair of units with a flagged h again with sqrt_rn, per thread), back into the
+// stash; then thread 0 TMA-stores the half and loads the next chunk's h for the same half into
+// the buffer just read (so each load has a half's work to land). Once a tile's stores have read
+// the stash, e empty frees it for the next tile. Rounds twice (the stashed product, then the
+// result), as variant 7.
+__device__ __forceinline__ uint32_t hside_scale(uint32_t h2, uint32_t d2, bool &flagged) {
+    const float f0 = two_sqrt_rsq(__uint_as_float(h2 << 16)), f1 = two_sqrt_rsq(__uint_as_float(h2 & 0xffff0000u));
+    flagged |= !(f0 < INFINITY) | !(f1 < INFINITY);
+    const __nv_bfloat162 o = __floats2bfloat162_rn(f0 * __uint_as_float(d2 << 16), f1 * __uint_as_float(d2 & 0xffff0000u));
+    return *reinterpret_cast<const uint32_t *>(&o);
+}
+__device__ __forceinline__ uint32_t hside_scale_rn(uint32_t h2, uint32_t d2) {  // sqrt_rn: any h
+    const float h0 = __uint_as_float(h2 << 16), h1 = __uint_as_float(h2 & 0xffff0000u);
+    const float s0 = 2.f * sqrt_rn(h0) * __uint_as_float(d2 << 16), s1 = 2.f * sqrt_rn(h1) * __uint_as_float(d2 & 0xffff0000u);
+    const __nv_bfloat162 o = __floats2bfloat162_rn(h0 > 0.f ? s0 : 0.f, h1 > 0.f ? s1 : 0.f);
+    return *reinterpret_cast<const uint32_t *>(&o);
+}
+__device__ __forceinline__ void ld_shared_v4(uint32_t (&x)[4], uint32_t a) {
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(x[0]), "=r"(x[1]), "=r"(x[2]), "=r"(x[3]) : "r"(a) : "memory");
+}
+__device__ __forceinline__ void st_shared_v4(uint32_t a, const uint32_t (&x)[4]) {
+    asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(x[0]), "r"(x[1]), "r"(x[2]), "r"(x[3]) : "memory");
+}
+// h_full0 / h_full1: the two h buffers' barriers
+__device__ __forceinline__ void hside_epilogues(const Operands &op, int M, int tiles, int n_tiles, int st, uint32_t se, uint32_t shb,
+                                                uint32_t h_full0, uint32_t h_full1, uint32_t s_empty, uint32_t s_full) {
+    constexpr int SIDE = 96, HALF = E_BOX_BYTES / 2, UNITS = HALF / 16;  // threads; a half box's bytes, 16-byte units
+#ifdef BREAK_HSIDE  // a deliberately wrong variant (dev/broken_variants.sh): a half's last 4 rows keep the raw product
+    constexpr int UNITS_DONE = UNITS - 32;
+#else
+    constexpr int UNITS_DONE = UNITS;
+#endif
+    const int N = op.n_cols[0];
+    auto h_full = [&](int half) { return half ? h_full1 : h_full0; };
+    auto nbox_of = [&](int tile) { return min(4, (N - tile % n_tiles * BN) / 64); };
+    // h of (tile, chunk c, half) into buffer `half` (no bytes for a half past M or a tile past the end)
+    auto load_h = [&](int tile, int c, int half) {
+        if (st != 0 || tile >= tiles) return;
+        const int row = tile / n_tiles * BM + 64 * half;
+        mbar_arrive_expect_tx(h_full(half), row < M ? HALF : 0);
+        if (row < M) tma_load_2d(shb + half * HALF, &op.h, h_full(half), tile % n_tiles * BN + 64 * c, row);
+    };
+    load_h(blockIdx.x, 0, 0);
+    load_h(blockIdx.x, 0, 1);
+    int hc = 0, ti = 0;  // chunks done (each buffer's phase); tiles done
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ti++) {
+        const int m0 = tile / n_tiles * BM, n0 = tile % n_tiles * BN, nbox = nbox_of(tile);
+        mbar_wait(s_full, ti & 1);
+        for (int c = 0; c < nbox; c++, hc++) {
+            // the chunk after this one in this CTA's order: its h follows each half into the buffer
+            const bool last = c + 1 == nbox;
+            const int ntile = last ? tile + gridDim.x : tile, nc = last ? 0 : c + 1;
+            for (int half = 0; half < 2; half++) {
+                mbar_wait(h_full(half), hc & 1);
+                const uint32_t sh = shb + half * HALF, sd = se + c * E_BOX_BYTES + half * HALF;
+                // two units a step, their loads first; a flagged pair again with sqrt_rn
+#pragma unroll 1
+                for (int u = st; u < UNITS_DONE; u += 2 * SIDE) {
+                    const bool two = u + SIDE < UNITS_DONE;
+                    uint32_t h0[4], d0[4], h1[4] = {0, 0, 0, 0}, d1[4] = {0, 0, 0, 0}, o0[4], o1[4];
+                    ld_shared_v4(h0, sh + 16 * u);
+                    ld_shared_v4(d0, sd + 16 * u);
+                    if (two) {
+                        ld_shared_v4(h1, sh + 16 * (u + SIDE));
+                        ld_shared_v4(d1, sd + 16 * (u + SIDE));
+                    }
+                    bool flagged = false;
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        o0[e] = hside_scale(h0[e], d0[e], flagged);
+                        o1[e] = hside_scale(h1[e], d1[e], flagged);
+                    }
+                    if (flagged) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            o0[e] = hside_scale_rn(h0[e], d0[e]);
+                            o1[e] = hside_scale_rn(h1[e], d1[e]);
+                        }
+                    }
+                    st_shared_v4(sd + 16 * u, o0);
+                    if (two) st_shared_v4(sd + 16 * (u + SIDE), o1);
+                }
+                fence_proxy_async();  // the stores above -> visible to the TMA
+                named_bar_sync(3, SIDE);  // every thread is through with the h buffer and the stash half
+                if (st == 0) {
+                    if (m0 + 64 * half < M) tma_store_2d(&op.out[0], sd, n0 + 64 * c, m0 + 64 * half);
+                    bulk_commit();
+                }
+                load_h(ntile, nc, half);
+            }
+        }
+        if (st == 0) {  // the stash is free once the stores have read it
+            bulk_wait_read<0>();
+            mbar_arrive(s_empty);
+        }
+    }
+    if (st == 0) bulk_wait_all();
+}
+
 template <int EPI, bool BNM, int OPT>
 __global__ void __launch_bounds__(THREADS, 1)
     mlp_relu2_gemm_kernel(const __grid_constant__ Operands op, int M) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr bool HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING, HSTASH = EPI == EPI_HSTASH, BWD = HTILE || HRING || HSTASH,
+    constexpr bool HTILE = EPI == EPI_HTILE, HRING = EPI == EPI_HRING, HSTASH = EPI == EPI_HSTASH, HSIDE = EPI == EPI_HSIDE,
+                   BWD = HTILE || HRING || HSTASH || HSIDE,
                    QK = EPI == EPI_QK, PLAIN = EPI == EPI_PLAIN || QK;
     constexpr int STAGES = stages<EPI>(), EC = epi_cols<EPI>(), HS = h_slots<EPI>();
     extern __shared__ unsigned char smem_raw[];
@@ -844,21 +975,36 @@ __global__ void __launch_bounds__(THREADS, 1)
     auto empty = [&](int s) { return base + off_bar<EPI>() + 8 * (STAGES + s); };
     // EPI_HTILE: the epilogue tile holds h (e full: loaded; e empty: the previous tile's output
     // stores have read it, one arrival per consumer warpgroup). EPI_HSTASH: the h buffer (e full:
-    // a chunk's h loaded; e empty: every consumer thread has read it)
-    const uint32_t e_full = base + off_bar<EPI>() + 16 * STAGES, e_empty = e_full + 8, se = base + off_e<EPI>(), shb = base + off_h<EPI>();
+    // a chunk's h loaded; e empty: every consumer thread has read it). EPI_HSIDE: e empty: the
+    // stash is free (the side warps' stores of the tile have read it); s full: the consumers have
+    // stashed a tile's products (256 arrivals); h full 0 / 1 (e full and the one after s full):
+    // an h half loaded into buffer 0 / 1
+    const uint32_t e_full = base + off_bar<EPI>() + 16 * STAGES, e_empty = e_full + 8, s_full = e_full + 16,
+                   se = base + off_e<EPI>(), shb = base + off_h<EPI>();
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(full(s), 1);
             mbar_init(empty(s), 256);
         }
         mbar_init(e_full, 1);
-        mbar_init(e_empty, HSTASH ? 256 : 2);
+        mbar_init(e_empty, HSTASH ? 256 : HSIDE ? 1 : 2);
+        if (HSIDE) {
+            mbar_init(s_full, 256);
+            mbar_init(s_full + 8, 1);
+        }
         mbar_init_fence();
     }
     __syncthreads();
 
-    if (wg == 0) {  // the producer: thread 0 issues every load; the other warps leave
-        setmaxnreg_dec<40>();
+    if (wg == 0) {  // the producer: thread 0 issues every load; the other warps leave (EPI_HSIDE: do the epilogues)
+        // (the launch holds 168 x 384 registers: 128 x 40 + 256 x 232 is all of them, and a
+        // setmaxnreg.inc beyond them waits forever. EPI_HSIDE: 56 for the side warps, whose loop
+        // spills at 48, and 224 for the consumers: 128 x 56 + 256 x 224, all of them again)
+        setmaxnreg_dec<HSIDE ? 56 : 40>();
+        if (HSIDE && tid >= 32) {
+            hside_epilogues(op, M, tiles, n_tiles, tid - 32, se, shb, e_full, s_full + 8, e_empty, s_full);
+            return;
+        }
         if (tid != 0) return;
         int it = 0, ti = 0;
         // EPI_HSTASH: the h of chunk c of the tile at (pm0, pn0) (of pN columns) into the h buffer,
@@ -877,8 +1023,11 @@ __global__ void __launch_bounds__(THREADS, 1)
             int n0, N;
             const int gn = tile_n(tile % n_tiles, n0, N);
             const int nbox = min(4, (N - n0) / 64);  // B (and h) boxes inside N (the others are not loaded)
-            if ((HRING || HSTASH) && (OPT & OPT_PREFETCH))  // h towards L2 now, ~8 ring slots (HSTASH: a tile) before its loads
-                for (int j = 0; j < nbox; j++) tma_prefetch_2d(&op.h, n0 + 64 * j, m0);
+            if ((HRING || HSTASH || HSIDE) && (OPT & OPT_PREFETCH))  // h towards L2 now, ~8 ring slots (HSTASH, HSIDE: a tile) before its loads
+                for (int j = 0; j < nbox; j++) {
+                    tma_prefetch_2d(&op.h, n0 + 64 * j, m0);
+                    if (HSIDE) tma_prefetch_2d(&op.h, n0 + 64 * j, m0 + 64);  // (its boxes are 64 rows)
+                }
             for (int k = 0; k < kb + HS; k++, it++) {
                 const int s = it % STAGES;
                 if (it >= STAGES) mbar_wait(empty(s), (it / STAGES - 1) & 1);  // the consumers are done with it - STAGES
@@ -922,7 +1071,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             for (int c = 0; c < HCHUNKS; c++) load_h_chunk(c);
         return;
     }
-    setmaxnreg_inc<232>();
+    setmaxnreg_inc<HSIDE ? 224 : 232>();
 
     const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
     // this thread's accumulator rows in the tile: r0 and r0 + 8 (elements 4j + 2i + e: row r0 + 8i,
@@ -1041,6 +1190,19 @@ __global__ void __launch_bounds__(THREADS, 1)
         reg_fence(acc);
         mbar_arrive(empty((it - 1) % STAGES));
 
+        if (HSIDE) {  // the products into the stash as bf16 once the side warps are done with the previous tile's
+            if (ti > 0) mbar_wait(e_empty, (ti - 1) & 1);
+#pragma unroll
+            for (int j = 0; j < 32; j++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const uint32_t off = (j / 8) * E_BOX_BYTES + epi_off(r0 + 8 * i, j % 8, lane);
+                    const __nv_bfloat162 o = __floats2bfloat162_rn(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+                }
+            mbar_arrive(s_full);  // (release: the stores above are seen by the side warps that wait on it)
+            continue;
+        }
         if (HSTASH) {  // the products into the stash as bf16, each box once the previous tile's store of it has read it
             // boxes 0..2 when all but the newest store group (the last chunk's, issued during the
             // last k-block) are done, then box 3
@@ -1197,7 +1359,9 @@ inline void mlp_relu2_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16
         op.a[g] = op.a[0], op.b[g] = op.b[0], op.out[g] = op.out[0];
         op.k_end[g] = K / BK, op.n_end[g] = (N + BN - 1) / BN, op.n_cols[g] = N;
     }
-    op.h = (EPI == EPI_HTILE || EPI == EPI_HRING || EPI == EPI_HSTASH) ? mlp_tensor_map(h, M, N, BM) : op.a[0];  // (unused forward)
+    // h: boxes of 128 rows (EPI_HSIDE: 64, a half per load)
+    op.h = (EPI == EPI_HTILE || EPI == EPI_HRING || EPI == EPI_HSTASH || EPI == EPI_HSIDE) ? mlp_tensor_map(h, M, N, EPI == EPI_HSIDE ? 64 : BM)
+                                                                                          : op.a[0];  // (unused forward)
     mlp_launch<EPI, BNM, OPT>(op, M, stream);
 }
 // along N: out_g (M, n[g]) = A W_g^T, A (M, K), W_g (n[g], K) (B K-major), g < ng
@@ -1273,6 +1437,7 @@ inline void mlp_relu2_backward_launch(int variant, bf16 *dfc, const bf16 *dy, co
     case 5: mlp_relu2_launch<EPI_HSTASH, BNM, OPT_SQRT_FAST | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 6: mlp_relu2_launch<EPI_HRING, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 7: mlp_relu2_launch<EPI_HSTASH, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 8: mlp_relu2_launch<EPI_HSIDE, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     default: mlp_relu2_launch<EPI_HTILE, BNM, OPT_SQRT_FAST>(dfc, dy, w, h, M, K, N, stream); break;
     }
 }
@@ -1305,8 +1470,8 @@ inline void matmul_relu2_forward(bf16 *out, const bf16 *a, const bf16 *w, int M,
 // dfc (M, N) = bf16((dY W) * 2 sqrt(h)) where h > 0, else 0: dY (M, K), W (K, N) (the proj weight,
 // nn.Linear's (out, in) = (K, N)), h (M, N) = relu(u)^2 of the forward; overwrites dfc.
 // variant: the backward pipeline (0 .. mlpg::BWD_VARIANTS - 1, the table in mlpg's comment; -1 =
-// mlpg::BWD_DEFAULT or RELU2_BWD; variants 0..4 give the same numbers, 5 and 7 round twice, 6 and
-// 7 take 2 sqrt(h) from rsqrt.approx, within 2^-21), for
+// mlpg::BWD_DEFAULT or RELU2_BWD; variants 0..4 give the same numbers, 5, 7 and 8 round twice, 6,
+// 7 and 8 take 2 sqrt(h) from rsqrt.approx, within 2^-21), for
 // dev_matmul's checks and benchmark
 inline void matmul_relu2_backward_dx(bf16 *dfc, const bf16 *dy, const bf16 *w, const bf16 *h, int M, int K, int N,
                                      cudaStream_t stream, int variant = -1) {

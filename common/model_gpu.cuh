@@ -72,7 +72,7 @@
 //           (seed shape, dev_matmul, 2026-12-01): forward 237.5 us against 347.8 cuBLASLt + pass,
 //           backward 377.5 us against 423.9 (2026-12-02: 343.5 with the factor 2 sqrt(h) from
 //           rsqrt.approx, variant 6). RELU2_BWD (matmul.cuh) picks the fused backward's
-//           pipeline; its variants 5 and 7 round twice, as the cublas path does.
+//           pipeline; its variants 5, 7 and 8 round twice, as the cublas path does.
 //   fwd:    the fused forward, the cublas backward.
 // Where the fused kernels cannot run (no sm_90a kernel, or shapes that are not multiples of 64)
 // the cublas path runs. The CPU model rounds no activations, so it is the twin of every mode

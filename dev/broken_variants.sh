@@ -71,7 +71,9 @@
 #                         flagging it                          (common/matmul.cuh)  -> dev_matmul
 #   BREAK_QK_EPI          the fused q/k epilogue (matmul_forward_qkv_norm) gives each pass's second
 #                         head the first one's gain             (common/matmul.cuh)  -> dev_matmul
-#                         (the last nine need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_HSIDE           the side-warp relu^2 backward (variant 8) leaves a chunk's last 8 rows
+#                         as the raw product                    (common/matmul.cuh)  -> dev_matmul
+#                         (the last ten need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -113,6 +115,7 @@ ROWS=(
     'BREAK_RSQ_REDO|matmul|--no-bench|FAIL +relu2 bwd dx fused v6'
     'BREAK_RSQ_FLAG|matmul|--no-bench|FAIL relu2 two_sqrt_rsq'
     'BREAK_QK_EPI|matmul|--no-bench|FAIL +qkv norm .* q out'
+    'BREAK_HSIDE|matmul|--no-bench|FAIL +relu2 bwd dx fused v8'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

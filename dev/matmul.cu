@@ -24,7 +24,7 @@
 //   forward   |got - ref| <= rtol |ref| + (2|u| + e) e        (ref = relu(u)^2: (|u| + e)^2 - u^2)
 //   backward  |got - ref| <= rtol |ref| + 2 sqrt(h) e         (ref = g * 2 sqrt(h), g = (dY W)_ij)
 // with rtol = 2^-8 for the fused kernels (one rounding of the fp32 result to bf16: unit
-// roundoff u; the backward's variants 5 and 7 round the product first: 2u; variants 6 and 7 take
+// roundoff u; the backward's variants 5, 7 and 8 round the product first: 2u; variants 6, 7 and 8 take
 // the factor 2 sqrt(h) from rsqrt.approx, whose error, < 2^-21 relative (checked on every bf16 by
 // "two_sqrt_rsq"), the second term covers 200 times over), and for the unfused path 3u forward (relu(u) rounded: 2u once squared, then the
 // square rounded) and 2u backward (the GEMM's output rounded, then the product). Each row prints its max error and the
