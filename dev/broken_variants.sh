@@ -71,7 +71,7 @@
 #                         flagging it                          (common/matmul.cuh)  -> dev_matmul
 #   BREAK_QK_EPI          the fused q/k epilogue (matmul_forward_qkv_norm) gives each pass's second
 #                         head the first one's gain             (common/matmul.cuh)  -> dev_matmul
-#   BREAK_HSIDE           the side-warp relu^2 backward (variant 8) leaves a chunk's last 8 rows
+#   BREAK_HSIDE           the side-warp relu^2 backward (variant 8) leaves a half's last 4 rows
 #                         as the raw product                    (common/matmul.cuh)  -> dev_matmul
 #                         (the last ten need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
