@@ -751,71 +751,82 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss(float (&d)[128], uint64_t da
 #endif
 }
 
-// EPI_QK's epilogue of a q or k tile (group g: 64 rows of this consumer warpgroup x up to 256
-// columns = 4 heads, acc in the wgmma layout: element 4j + 2i + e at row r0 + 8i, column
-// 8j + 2 (lane % 4) + e). Two passes of 128 columns (2 heads) through the 32 KiB epilogue tile: a
-// head-row's 64 values sit in the 4 lanes of a quad (16 each), so its sum of squares is the lane's
-// sum plus two shuffles; the RoPE partner of dim i < 8 (n8 tile 0 of the head) is dim i + 8 (tile
-// 1): the same lane. Each pass writes xn (when wanted), then out, each by TMA from the tile.
-__device__ __forceinline__ void qk_epilogue(const QkEpilogue &qe, int g, const float (&acc)[128], uint32_t se,
-                                            const CUtensorMap *mo, int m0, int n0, int N, int M, int r0, int cw, int t,
-                                            int lane) {
-    const int heads = N / 64;
-    float2 cs[2], sn[2];  // the RoPE tables at this thread's two rows, dims 2 (lane % 4) + e
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const size_t at = (size_t)((m0 + r0 + 8 * i) % qe.T) * (QK_RD / 2) + 2 * (lane % 4);
-        cs[i] = *reinterpret_cast<const float2 *>(qe.cos_t + at);
-        sn[i] = *reinterpret_cast<const float2 *>(qe.sin_t + at);
+// The end of an epilogue round (qk_epilogue_pass): this warpgroup's st.shared of the box are
+// made visible to the TMA, thread 0 waits until every store it issued before has read its box (the
+// box the next round writes was read by the one before last), the warpgroup meets, and thread 0
+// stores the box (64 rows x 64 columns at (col, row0); none past M)
+__device__ __forceinline__ void epi_round_end(const CUtensorMap *m, uint32_t box, int col, int row0, int M, int bar, int t) {
+    fence_proxy_async();
+    if (t == 0) bulk_wait_read<0>();
+    named_bar_sync(bar, 128);
+    if (t == 0) {
+        if (row0 < M) tma_store_2d(m, box, col, row0);
+        bulk_commit();
     }
+}
+// EPI_QK's epilogue, one pass: 2 heads (128 columns from col0, heads head0, head0 + 1 of the
+// group's `heads`) of 64 rows of this warpgroup (from global row row0; this thread's rows row0 +
+// rl and + 8), acc the pass's 16 n8 tiles in the wgmma layout (element 4j + 2i + e at row rl +
+// 8i, column 8j + 2 (lane % 4) + e). A head-row's 64 values sit in the 4 lanes of a quad (16
+// each), so its sum of squares is the lane's sum plus two shuffles; the RoPE partner of dim i < 8
+// (n8 tile 0 of the head) is dim i + 8 (tile 1): the same lane. cs, sn: the RoPE tables at this
+// thread's two rows. Writes xn (when wanted), then out, a head at a time (a round) through the
+// warpgroup's two epilogue boxes (64 rows of 128 bytes, at sbox and sbox + box_stride) in turn,
+// each round's box TMA-stored at its end. Round rr (this warpgroup's count, carried by the
+// caller) writes box rr % 2, which the store of round rr - 2 read: thread 0 waits for the stores
+// before the one it is about to issue (so for round rr - 1's and older) and then the warpgroup
+// meets once (named barrier `bar`), so a round costs one barrier and its store reads while the
+// next round computes. Both forms of the q, k, v GEMM run it (qk_epilogue, the ping-pong kernel).
+__device__ __forceinline__ void qk_epilogue_pass(const QkEpilogue &qe, int g, const float *acc, int head0, int heads,
+                                                 const float2 (&cs)[2], const float2 (&sn)[2], uint32_t sbox,
+                                                 uint32_t box_stride, const CUtensorMap *mo, int col0, int row0, int M, int rl,
+                                                 int bar, int t, int lane, int &rr) {
+    float rs[2][2], gh[2];  // 1 / rms per head of the pass and row; the heads' gains
 #pragma unroll
-    for (int p = 0; p < 2; p++) {
-        const int head0 = n0 / 64 + 2 * p;  // the pass's first head in the group
-        if (head0 >= heads) break;          // (uniform) a partial last n-tile
-        float rs[2][2], gh[2];              // 1 / rms per head of the pass and row; the heads' gains
+    for (int hp = 0; hp < 2; hp++) {
 #pragma unroll
-        for (int hp = 0; hp < 2; hp++) {
+        for (int i = 0; i < 2; i++) {
+            float s2 = 0.f;
+#pragma unroll
+            for (int jj = 0; jj < 8; jj++) {
+                const int j = 8 * hp + jj;
+                s2 = __fmaf_rn(acc[4 * j + 2 * i], acc[4 * j + 2 * i], s2);
+                s2 = __fmaf_rn(acc[4 * j + 2 * i + 1], acc[4 * j + 2 * i + 1], s2);
+            }
+            s2 = __fadd_rn(s2, __shfl_xor_sync(0xffffffffu, s2, 1));  // (a + b) + (c + d): the same bits in all 4 lanes
+            s2 = __fadd_rn(s2, __shfl_xor_sync(0xffffffffu, s2, 2));
+            rs[hp][i] = rsqrtf(__fadd_rn(__fdiv_rn(s2, 64.f), qe.eps));
+        }
+        const int h = min(head0 + hp, heads - 1);
+#ifdef BREAK_QK_EPI  // a deliberately wrong variant (dev/broken_variants.sh): a pass's second head takes the first one's gain
+        gh[hp] = qe.gain[g] ? lyr::rnd(qe.gain[g][head0]) : 1.f;
+        continue;
+#endif
+        gh[hp] = qe.gain[g] ? lyr::rnd(qe.gain[g][h]) : 1.f;
+    }
+    if (qe.rstd[g] && lane % 4 == 0)
+#pragma unroll
+        for (int hp = 0; hp < 2; hp++)
 #pragma unroll
             for (int i = 0; i < 2; i++) {
-                float s2 = 0.f;
-#pragma unroll
-                for (int jj = 0; jj < 8; jj++) {
-                    const int j = 16 * p + 8 * hp + jj;
-                    s2 = __fmaf_rn(acc[4 * j + 2 * i], acc[4 * j + 2 * i], s2);
-                    s2 = __fmaf_rn(acc[4 * j + 2 * i + 1], acc[4 * j + 2 * i + 1], s2);
-                }
-                s2 = __fadd_rn(s2, __shfl_xor_sync(0xffffffffu, s2, 1));  // (a + b) + (c + d): the same bits in all 4 lanes
-                s2 = __fadd_rn(s2, __shfl_xor_sync(0xffffffffu, s2, 2));
-                rs[hp][i] = rsqrtf(__fadd_rn(__fdiv_rn(s2, 64.f), qe.eps));
+                const int row = row0 + rl + 8 * i;
+                if (row < M && head0 + hp < heads) qe.rstd[g][(size_t)row * heads + head0 + hp] = rs[hp][i];
             }
-            const int h = min(head0 + hp, heads - 1);
-#ifdef BREAK_QK_EPI  // a deliberately wrong variant (dev/broken_variants.sh): a pass's second head takes the first one's gain
-            gh[hp] = qe.gain[g] ? lyr::rnd(qe.gain[g][head0]) : 1.f;
-            continue;
-#endif
-            gh[hp] = qe.gain[g] ? lyr::rnd(qe.gain[g][h]) : 1.f;
-        }
-        if (qe.rstd[g] && lane % 4 == 0)
+    for (int sub = qe.store_xn ? 0 : 1; sub < 2; sub++)  // 0: xn, 1: out
 #pragma unroll
-            for (int hp = 0; hp < 2; hp++)
+        for (int hp = 0; hp < 2; hp++) {
+            if (head0 + hp >= heads) break;  // (uniform) a partial last block
+            const uint32_t box = sbox + (rr & 1) * box_stride;
+#pragma unroll
+            for (int jj = 0; jj < 8; jj++)
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
-                    const int row = m0 + r0 + 8 * i;
-                    if (row < M && head0 + hp < heads) qe.rstd[g][(size_t)row * heads + head0 + hp] = rs[hp][i];
-                }
-        for (int sub = qe.store_xn ? 0 : 1; sub < 2; sub++) {  // 0: xn, 1: out
-            if (t == 0) bulk_wait_read<0>();  // the tile is free once this warpgroup's previous stores have read it
-            named_bar_sync(1 + cw, 128);
-#pragma unroll
-            for (int jp = 0; jp < 16; jp++)
-#pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    const int hp = jp / 8, jj = jp % 8, j = 16 * p + jp;
+                    const int j = 8 * hp + jj;
                     const float r = rs[hp][i];
                     float y0 = lyr::rnd(__fmul_rn(acc[4 * j + 2 * i], r)), y1 = lyr::rnd(__fmul_rn(acc[4 * j + 2 * i + 1], r));
                     if (sub == 1) {
                         if (jj < QK_RD / 8) {  // rotated: the partner is tile 1 - jj of the head
-                            const int jq = 16 * p + 8 * hp + (1 - jj);
+                            const int jq = 8 * hp + (1 - jj);
                             const float p0 = lyr::rnd(__fmul_rn(acc[4 * jq + 2 * i], r)), p1 = lyr::rnd(__fmul_rn(acc[4 * jq + 2 * i + 1], r));
                             if (jj == 0) y0 = qk_rot_lo(y0, p0, cs[i].x, sn[i].x), y1 = qk_rot_lo(y1, p1, cs[i].y, sn[i].y);
                             else y0 = qk_rot_hi(y0, p0, cs[i].x, sn[i].x), y1 = qk_rot_hi(y1, p1, cs[i].y, sn[i].y);
@@ -824,20 +835,42 @@ __device__ __forceinline__ void qk_epilogue(const QkEpilogue &qe, int g, const f
                         y1 = __fmul_rn(gh[hp], y1);
                     }
                     const __nv_bfloat162 o = __floats2bfloat162_rn(y0, y1);
-                    const uint32_t off = (jp / 8) * E_BOX_BYTES + epi_off(r0 + 8 * i, jj, lane);
-                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(se + off), "r"(*reinterpret_cast<const uint32_t *>(&o)) : "memory");
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(box + epi_off(rl + 8 * i, jj, lane)),
+                                 "r"(*reinterpret_cast<const uint32_t *>(&o))
+                                 : "memory");
                 }
-            fence_proxy_async();  // the stores above -> visible to the TMA (async proxy)
-            named_bar_sync(1 + cw, 128);
-            if (t == 0) {
-                const CUtensorMap *m = sub ? mo : &qe.xn[g];
-                for (int b = 0; b < 2; b++) {
-                    const int col = n0 + 128 * p + 64 * b;
-                    if (col < N && m0 + 64 * cw < M) tma_store_2d(m, se + b * E_BOX_BYTES + cw * (64 * 128), col, m0 + 64 * cw);
-                }
-                bulk_commit();
-            }
+            epi_round_end(sub ? mo : &qe.xn[g], box, col0 + 64 * hp, row0, M, bar, t);
+            rr++;
         }
+}
+// the RoPE tables at this thread's rows `row` and row + 8 (dims 2 (lane % 4) + e)
+__device__ __forceinline__ void qk_rope_rows(const QkEpilogue &qe, int row, int lane, float2 (&cs)[2], float2 (&sn)[2]) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const size_t at = (size_t)((row + 8 * i) % qe.T) * (QK_RD / 2) + 2 * (lane % 4);
+        cs[i] = *reinterpret_cast<const float2 *>(qe.cos_t + at);
+        sn[i] = *reinterpret_cast<const float2 *>(qe.sin_t + at);
+    }
+}
+// EPI_QK's epilogue of a q or k tile of the 128 x 256 kernel (group g: 64 rows of this consumer
+// warpgroup x up to 256 columns = 4 heads): two passes of 128 columns (2 heads) through the 32 KiB
+// epilogue tile, whose boxes hold 128 rows (this warpgroup's 64 from row 64 cw), once the
+// tile's previous stores (e.g. a v tile's, which fill both boxes) have read it
+__device__ __forceinline__ void qk_epilogue(const QkEpilogue &qe, int g, const float (&acc)[128], uint32_t se,
+                                            const CUtensorMap *mo, int m0, int n0, int N, int M, int r0, int cw, int t,
+                                            int lane) {
+    const int heads = N / 64;
+    float2 cs[2], sn[2];
+    qk_rope_rows(qe, m0 + r0, lane, cs, sn);
+    if (t == 0) bulk_wait_read<0>();  // the epilogue tile is free once this warpgroup's previous stores have read it
+    named_bar_sync(1 + cw, 128);
+    int rr = 0;
+#pragma unroll
+    for (int p = 0; p < 2; p++) {
+        const int head0 = n0 / 64 + 2 * p;  // the pass's first head in the group
+        if (head0 >= heads) break;          // (uniform) a partial last n-tile
+        qk_epilogue_pass(qe, g, acc + 64 * p, head0, heads, cs, sn, se + cw * (64 * 128), E_BOX_BYTES, mo, n0 + 128 * p,
+                         m0 + 64 * cw, M, r0 - 64 * cw, 1 + cw, t, lane, rr);
     }
 }
 
@@ -1317,6 +1350,165 @@ __global__ void __launch_bounds__(THREADS, 1)
 #endif
 }
 
+// ----------------------------------------------------------------------------
+// The q, k, v GEMM in ping-pong form (QKV_FWD=1, matmul_forward_qkv_norm's variant 1)
+//
+// EPI_QK's epilogue (per-head RMSNorm, RoPE, gain, and xn / rstd for the backward) takes about as
+// long as the 128 x 256 tile's products (K = 512 is only 8 k-blocks), and in the kernel above both
+// consumer warpgroups run it at once, so the tensor cores idle for it (seed shape: 273 us against
+// the plain grouped GEMM's 166). Here each consumer warpgroup owns whole tiles of 128 rows x 128
+// columns (two heads of one group) and the two take turns: one's epilogue runs while the other's
+// products do. The 64-row ping-pong tried above for the relu^2 GEMMs lost on L2 bytes (1.67x
+// the bytes a flop); this one avoids that by keeping B in shared memory: a CTA works on one
+// n-block (128 columns of one group) for all its tiles, so W's 128 x K panel (K <= 512: 128 KiB) is
+// loaded once and only A streams, 16 KiB a k-block for 2 MFLOP (the 128 x 256 tile: 48 KiB for
+// 4 MFLOP). CTA b takes n-block b % NB and the row tiles b / NB, + C, + 2C, ... (C CTAs an
+// n-block, NB C <= the SM count), its local tiles 0, 2, 4, .. to consumer 0 and 1, 3, 5, .. to
+// consumer 1. The A ring runs in the CTA's tile order; a consumer starts a tile's products once
+// the other has issued all of the tile before (named barriers 3, 4: the turns).
+// Shared memory: the B panel (K / 64 k-blocks of 128 n-rows x 128 bytes: 16 KiB each), the A
+// ring (PP_STAGES x 16 KiB), each consumer's two epilogue boxes (8 KiB: 64 rows of one head,
+// used in turn: qk_epilogue_pass), the barriers.
+// Measured (H200, seed shape 98304 x 512 -> 512 + 256 + 256, dev_matmul, 2026-12-03, same call):
+// 243.6 us against the 128 x 256 kernel's 277.1 (plain grouped GEMM 161.9); without xn and rstd
+// (the eval's form) 185.7. A first form whose epilogue rounds took two heads and two barriers each
+// (thread 0 waiting for the previous store before the warpgroup wrote): 248.7 us. Training, 12
+// steps: 494.27 / 495.42 ms a step against 496.48 / 497.00 before (and QKV_FWD=0 497.81 / 496.03).
+// What is left: the epilogue (4 rounds of one head for q and k a half, 8 a tile, plus xn) still
+// outlasts the other consumer's mainloop (~3 us a tile): the eval form, half the rounds, is 58
+// us faster.
+constexpr int PP_BN = 128, PP_STAGES = 4, PP_MAX_KB = 8;
+constexpr uint32_t PP_PANEL = PP_MAX_KB * 2 * B_BOX_BYTES, PP_RING = PP_PANEL, PP_EPI = PP_RING + PP_STAGES * A_BYTES,
+                   PP_EPI_BYTES = 2 * 64 * 128, PP_BAR = PP_EPI + 2 * PP_EPI_BYTES;
+constexpr size_t PP_SMEM = PP_BAR + (2 * PP_STAGES + 1) * 8 + 1024;
+static_assert(PP_SMEM <= 227 * 1024, "the panel, ring and epilogue boxes fit in shared memory");
+// n-block nb (of 128 columns) of the groups' n_cols: its group, and its first column in the group
+__host__ __device__ inline int pp_nblock(const Operands &op, int nb, int &n0) {
+    int g = 0;
+    for (; g < MAXG - 1; g++) {
+        const int blocks = (op.n_cols[g] + PP_BN - 1) / PP_BN;
+        if (nb < blocks) break;
+        nb -= blocks;
+    }
+    n0 = nb * PP_BN;
+    return g;
+}
+
+__global__ void __launch_bounds__(THREADS, 1) qkv_pingpong_kernel(const __grid_constant__ Operands op, int M, int NB, int C) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
+    const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+    const int kb = op.k_end[0], m_tiles = (M + BM - 1) / BM, j0 = blockIdx.x / NB;
+    int n0;
+    const int g = pp_nblock(op, blockIdx.x % NB, n0), N = op.n_cols[g];
+    auto full = [&](int s) { return base + PP_BAR + 8 * s; };
+    auto empty = [&](int s) { return base + PP_BAR + 8 * (PP_STAGES + s); };
+    const uint32_t b_full = base + PP_BAR + 16 * PP_STAGES;
+    if (tid == 0) {
+        for (int s = 0; s < PP_STAGES; s++) {
+            mbar_init(full(s), 1);
+            mbar_init(empty(s), 128);  // the consuming warpgroup's threads
+        }
+        mbar_init(b_full, 1);
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) {  // the producer: thread 0 loads the B panel, then streams A
+        setmaxnreg_dec<40>();
+        if (tid != 0) return;
+        const int nbox = min(2, (N - n0) / 64);  // B boxes inside N (a partial n-block: one)
+        mbar_arrive_expect_tx(b_full, kb * nbox * B_BOX_BYTES);
+        for (int k = 0; k < kb; k++)
+            for (int j = 0; j < nbox; j++) tma_load_2d(base + k * 2 * B_BOX_BYTES + j * B_BOX_BYTES, &op.b[g], b_full, k * BK, n0 + 64 * j);
+        int it = 0;
+        for (int mt = j0; mt < m_tiles; mt += C)
+            for (int k = 0; k < kb; k++, it++) {
+                const int s = it % PP_STAGES;
+                if (it >= PP_STAGES) mbar_wait(empty(s), (it / PP_STAGES - 1) & 1);
+                mbar_arrive_expect_tx(full(s), A_BYTES);
+                tma_load_2d(base + PP_RING + s * A_BYTES, &op.a[0], full(s), k * BK, mt * BM);
+            }
+        return;
+    }
+    setmaxnreg_inc<232>();
+    const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
+    const int rl = 16 * warp + lane / 4;  // this thread's rows rl, rl + 8 of each 64-row half
+    const uint32_t sbox = base + PP_EPI + cw * PP_EPI_BYTES;
+    const CUtensorMap *mo = &op.out[g];
+    const int heads = N / 64;
+    const int n_loc = (m_tiles - j0 + C - 1) / C;  // this CTA's tiles
+    int rr = 0;        // this warpgroup's epilogue rounds (qk_epilogue_pass)
+    float acc[2][64];  // the tile's two 64-row halves (m64n128 accumulators)
+    mbar_wait(b_full, 0);
+    for (int li = cw; li < n_loc; li += 2) {
+        const int m0 = (j0 + li * C) * BM;
+        int it = li * kb;
+        // the turn: the other consumer has issued all of tile li - 1's products (named barrier 3 +
+        // cw: its bar.arrive and this warpgroup's bar.sync). So the tensor cores serve one
+        // mainloop at a time, and no ring slot is waited on two phases ahead (a parity wait
+        // would take phase n - 2 for phase n): tile li - 1's k-blocks are all in before ours load
+        if (li > 0) named_bar_sync(3 + cw, 256);
+        for (int k = 0; k < kb; k++, it++) {
+            const int s = it % PP_STAGES;
+            mbar_wait(full(s), (it / PP_STAGES) & 1);
+            const uint32_t sa = base + PP_RING + s * A_BYTES, sb = base + k * 2 * B_BOX_BYTES;
+            wgmma_fence();
+#ifdef BREAK_QK_PINGPONG  // a deliberately wrong variant (dev/broken_variants.sh): the second half skips k-block 0
+            const bool skip0 = k == 0;
+#else
+            const bool skip0 = false;
+#endif
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                wgmma_m64n128k16_ss(acc[0], wgmma_desc(sa + 32 * kk), wgmma_desc(sb + 32 * kk), k != 0 || kk != 0);
+                if (!skip0) wgmma_m64n128k16_ss(acc[1], wgmma_desc(sa + 64 * 128 + 32 * kk), wgmma_desc(sb + 32 * kk), k != 0 || kk != 0);
+            }
+            wgmma_commit();
+            wgmma_wait<1>();  // the previous k-block's products are done: its slot goes back
+            if (k > 0) mbar_arrive(empty((it - 1) % PP_STAGES));
+        }
+        if (li + 1 < n_loc) named_bar_arrive(3 + (1 - cw), 256);  // the other consumer's turn
+        wgmma_wait<0>();
+        reg_fence(acc[0]);
+        reg_fence(acc[1]);
+        mbar_arrive(empty((it - 1) % PP_STAGES));
+
+        // epilogue: each 64-row half, a head at a time, through this warpgroup's two boxes in turn
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int row0 = m0 + 64 * hf;
+            if (g < op.qk.nnorm) {  // q or k: per-head RMSNorm, RoPE, gain
+                float2 cs[2], sn[2];
+                qk_rope_rows(op.qk, row0 + rl, lane, cs, sn);
+                qk_epilogue_pass(op.qk, g, acc[hf], n0 / 64, heads, cs, sn, sbox, PP_EPI_BYTES / 2, mo, n0, row0, M, rl, 1 + cw, t,
+                                 lane, rr);
+                continue;
+            }
+#pragma unroll
+            for (int hp = 0; hp < 2; hp++) {  // v: the products rounded to bf16
+                if (n0 / 64 + hp >= heads) break;
+                const uint32_t box = sbox + (rr & 1) * (PP_EPI_BYTES / 2);
+#pragma unroll
+                for (int jj = 0; jj < 8; jj++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const int j = 8 * hp + jj;
+                        const __nv_bfloat162 o = __floats2bfloat162_rn(acc[hf][4 * j + 2 * i], acc[hf][4 * j + 2 * i + 1]);
+                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(box + epi_off(rl + 8 * i, jj, lane)),
+                                     "r"(*reinterpret_cast<const uint32_t *>(&o))
+                                     : "memory");
+                    }
+                epi_round_end(mo, box, n0 + 64 * hp, row0, M, 1 + cw, t);
+                rr++;
+            }
+        }
+    }
+    if (t == 0) bulk_wait_all();  // the last stores done before the CTA (and its shared memory) ends
+#endif
+}
+
 // TMA map of a row-major (rows, cols) bf16 matrix, boxes of box_rows x 64 columns (128 bytes),
 // 128-byte swizzle; boxes past the edges read as zeros
 inline CUtensorMap mlp_tensor_map(const bf16 *p, int rows, int cols, int box_rows) {
@@ -1400,11 +1592,28 @@ inline void mlp_grouped_k_launch(bf16 *out, const bf16 *const a[], const bf16 *c
     op.h = op.a[0];
     mlp_launch<EPI_PLAIN, true>(op, M, stream);
 }
+// the ping-pong q, k, v kernel: NB n-blocks of 128 columns over the groups, C CTAs each (at most
+// one per SM in all, at most one per row tile)
+inline void pp_launch(const Operands &op, int M, cudaStream_t stream) {
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        cudaCheck(cudaFuncSetAttribute(qkv_pingpong_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PP_SMEM));
+    }
+    int NB = 0;
+    for (int g = 0; g < MAXG; g++) NB += (op.n_cols[g] + PP_BN - 1) / PP_BN;
+    const int m_tiles = (M + BM - 1) / BM, C = std::max(1, std::min(sms / NB, m_tiles));
+    qkv_pingpong_kernel<<<NB * C, THREADS, PP_SMEM, stream>>>(op, M, NB, C);
+    cudaCheckLaunch();
+}
 // EPI_QK: q, k, v as three groups along N (mlp_grouped_n_launch's), q and k (groups 0, 1) through
 // qk_epilogue; xn[0] null: no xn stores (an eval forward), rstd[g] null: none for group g
+// (variant 1: the ping-pong kernel, K <= 512)
 inline void mlp_qkv_norm_launch(bf16 *const out[3], bf16 *const xn[2], float *const rstd[2], const bf16 *a, const bf16 *const w[3],
                                 const int n[3], int M, int K, const float *cos_t, const float *sin_t, const float *q_gain, int T,
-                                float eps, cudaStream_t stream) {
+                                float eps, int variant, cudaStream_t stream) {
     static_assert(MAXG == 3, "q, k, v: three groups");
     Operands op = grouped_n_operands(out, a, w, n, 3, M, K);
     QkEpilogue &qe = op.qk;
@@ -1415,7 +1624,8 @@ inline void mlp_qkv_norm_launch(bf16 *const out[3], bf16 *const xn[2], float *co
     qe.gain[0] = q_gain, qe.gain[1] = nullptr;
     qe.cos_t = cos_t, qe.sin_t = sin_t, qe.eps = eps;
     qe.T = T, qe.nnorm = 2, qe.store_xn = xn[0] != nullptr;
-    mlp_launch<EPI_QK, false>(op, M, stream);
+    if (variant == 1) pp_launch(op, M, stream);
+    else mlp_launch<EPI_QK, false>(op, M, stream);
 }
 
 // the variant the model runs: BWD_DEFAULT, or the environment variable RELU2_BWD (developer knob,
@@ -1543,9 +1753,18 @@ inline bool matmul_forward_qkv_norm_supported(bf16 *const out[3], const bf16 *a,
                                               int hd, int rd) {
     return hd == 64 && rd == mlpg::QK_RD && matmul_forward_grouped_supported(out, a, w, n, 3, M, K);
 }
+// variant: 0 the 128 x 256 kernel (EPI_QK), 1 the ping-pong kernel (qkv_pingpong_kernel; K <= 512,
+// else 0 runs); -1 = QKV_FWD_DEFAULT or the environment variable QKV_FWD (developer knob, read
+// once). Both run the same epilogue on their fp32 products; dev_matmul checks each against the
+// CPU twins.
+constexpr int QKV_FWD_DEFAULT = 1;
+inline int qkv_fwd_variant_from_env() {
+    static const int v = env_int("QKV_FWD", 0, 1, QKV_FWD_DEFAULT, "a q, k, v GEMM form (0: 128 x 256 tiles, 1: ping-pong)");
+    return v;
+}
 inline void matmul_forward_qkv_norm(bf16 *const out[3], bf16 *const xn[2], float *const rstd[2], const bf16 *a, const bf16 *const w[3],
                                     const int n[3], int M, int K, const float *cos_t, const float *sin_t, const float *q_gain, int T,
-                                    float eps, cudaStream_t stream) {
+                                    float eps, cudaStream_t stream, int variant = -1) {
     ProfScope prof_(PROF_GEMM, stream);
     if (!matmul_forward_qkv_norm_supported(out, a, w, n, M, K, 64, mlpg::QK_RD) || T < 1 || M % T != 0 || !cos_t || !sin_t)
         fatal("matmul_forward_qkv_norm: needs matmul_forward_grouped's conditions (here: %s), head dim 64, ROPE_DIMS %d, T "
@@ -1556,7 +1775,10 @@ inline void matmul_forward_qkv_norm(bf16 *const out[3], bf16 *const xn[2], float
             fatal("matmul_forward_qkv_norm: xn[%d] must be 16-byte aligned, apart from the input and the outputs", g);
     for (int g = 0; g < 3; g++)
         if (out[g] == a) fatal("matmul_forward_qkv_norm: output %d aliases the input", g);
-    mlpg::mlp_qkv_norm_launch(out, xn, rstd, a, w, n, M, K, cos_t, sin_t, q_gain, T, eps, stream);
+    if (variant < 0) variant = qkv_fwd_variant_from_env();
+    if (variant != 0 && variant != 1) fatal("matmul_forward_qkv_norm: variant %d (0, 1, or -1 for the default)", variant);
+    if (K > mlpg::PP_MAX_KB * mlpg::BK) variant = 0;  // the ping-pong kernel's B panel holds K <= 512
+    mlpg::mlp_qkv_norm_launch(out, xn, rstd, a, w, n, M, K, cos_t, sin_t, q_gain, T, eps, variant, stream);
 }
 inline void matmul_backward_dinp_grouped(bf16 *dinp, const bf16 *const dout[], const bf16 *const w[], const int k[], int ng, int M, int N,
                                          cudaStream_t stream) {

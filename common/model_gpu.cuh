@@ -93,7 +93,8 @@ inline bool mlp_gemm_fused_backward() { return mlp_gemm_mode() == MLP_GEMM_FUSED
 // fused (the default) is grouped with q and k's per-head RMSNorm, RoPE and gain in the forward
 // GEMM's epilogue (matmul_forward_qkv_norm: q_raw / k_raw are not written and read back; head
 // dim 64 and ROPE_DIMS 16, else grouped; H200: 260 us a layer against 290 for the GEMM and the
-// two q/k passes, -2.2 ms a training step); cublas runs three cuBLASLt GEMMs each way, the last
+// two q/k passes, -2.2 ms a training step; its ping-pong form, QKV_FWD=1 (matmul.cuh), 244 us
+// against 277); cublas runs three cuBLASLt GEMMs each way, the last
 // two input gradients adding into dln (beta = 1). The weight gradients are cuBLASLt either way. Where the
 // Hopper kernels cannot run (no sm_90a kernel, dimensions not multiples of 64) the cublas path runs.
 enum QkvGemmMode { QKV_GEMM_CUBLAS = 0, QKV_GEMM_GROUPED = 1, QKV_GEMM_FUSED = 2 };

@@ -73,7 +73,9 @@
 #                         head the first one's gain             (common/matmul.cuh)  -> dev_matmul
 #   BREAK_HSIDE           the side-warp relu^2 backward (variant 8) leaves a half's last 4 rows
 #                         as the raw product                    (common/matmul.cuh)  -> dev_matmul
-#                         (the last ten need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_QK_PINGPONG     the ping-pong q, k, v GEMM (QKV_FWD=1) leaves k-block 0 out of each
+#                         tile's second 64 rows                 (common/matmul.cuh)  -> dev_matmul
+#                         (the last eleven need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -116,6 +118,7 @@ ROWS=(
     'BREAK_RSQ_FLAG|matmul|--no-bench|FAIL relu2 two_sqrt_rsq'
     'BREAK_QK_EPI|matmul|--no-bench|FAIL +qkv norm .* q out'
     'BREAK_HSIDE|matmul|--no-bench|FAIL +relu2 bwd dx fused v8'
+    'BREAK_QK_PINGPONG|matmul|--no-bench|FAIL +qkv norm v1 '
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

@@ -550,10 +550,11 @@ static void check_grouped_forward(int M, int K, std::vector<int> n) {
 //   rstd  4e-6 ref                       (6.6x the worst measured, 6.1e-7 on the H200 at K = 512; the
 //                                        fp32 sum of 64 squares alone may be off by 64 2^-24 = 3.8e-6)
 //   out   2^-8 |ref| + 2^-20 |g| (|y| + |p|)   (one rounding; the fp32 products and sum)
-static void check_qkv_norm(int M, int K, std::vector<int> n, int T) {
+// variant: matmul_forward_qkv_norm's (0 the 128 x 256 kernel, 1 the ping-pong one)
+static void check_qkv_norm(int M, int K, std::vector<int> n, int T, int variant) {
     const int hd = 64, half = mlpg::QK_RD / 2;
     char name[160], base[128];
-    snprintf(base, sizeof base, "qkv norm M=%d K=%d N=%d,%d,%d T=%d", M, K, n[0], n[1], n[2], T);
+    snprintf(base, sizeof base, "qkv norm v%d M=%d K=%d N=%d,%d,%d T=%d", variant, M, K, n[0], n[1], n[2], T);
     std::vector<std::vector<float>> w(3);
     std::vector<float> x = rand_bf16((size_t)M * K), cs((size_t)T * half), sn((size_t)T * half), gain = rand_bf16(n[0] / hd, 0.3f);
     for (float &g : gain) g = __bfloat162float(__float2bfloat16(1.f + g));
@@ -583,7 +584,7 @@ static void check_qkv_norm(int M, int K, std::vector<int> n, int T) {
         printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", base);
         g_skipped++;
     } else {
-        matmul_forward_qkv_norm(dout, dxn, drstd, dx, dw, n.data(), M, K, dcs, dsn, dgain, T, (float)RMS_EPS, 0);
+        matmul_forward_qkv_norm(dout, dxn, drstd, dx, dw, n.data(), M, K, dcs, dsn, dgain, T, (float)RMS_EPS, 0, variant);
         cudaCheck(cudaDeviceSynchronize());
         const std::vector<int> rows = sample_rows(M);
         const int R = (int)rows.size();
@@ -647,7 +648,7 @@ static void check_qkv_norm(int M, int K, std::vector<int> n, int T) {
             cudaCheck(cudaMalloc(&dout2[g], (size_t)M * n[g] * sizeof(bf16)));
             poison(dout2[g], (size_t)M * n[g]);
         }
-        matmul_forward_qkv_norm(dout2, none, no_rstd, dx, dw, n.data(), M, K, dcs, dsn, dgain, T, (float)RMS_EPS, 0);
+        matmul_forward_qkv_norm(dout2, none, no_rstd, dx, dw, n.data(), M, K, dcs, dsn, dgain, T, (float)RMS_EPS, 0, variant);
         cudaCheck(cudaDeviceSynchronize());
         size_t diff = 0;
         for (int g = 0; g < 3; g++) {
@@ -706,9 +707,15 @@ static void run_grouped_checks() {
     printf("version 4: grouped GEMMs (Hopper): q, k, v in one launch, their input gradients in one\n");
     // the seed's q, k, v (+77 rows: a partial last row tile); partial n-tiles (320 = 256 + 64);
     // one group; two groups
-    check_qkv_norm(98304, 512, {512, 256, 256}, 2048);
-    check_qkv_norm(2000, 192, {320, 192, 64}, 1000);  // partial n-tiles: 5 q heads, 3 k heads
-    check_qkv_norm(1200, 64, {128, 64, 128}, 300);
+    for (int v = 0; v < 2; v++) {
+        check_qkv_norm(98304, 512, {512, 256, 256}, 2048, v);
+        check_qkv_norm(2000, 192, {320, 192, 64}, 1000, v);  // partial n-tiles: 5 q heads, 3 k heads
+        check_qkv_norm(1200, 64, {128, 64, 128}, 300, v);
+        // for the ping-pong kernel: CTAs of one tile (consumer 1 idle), a partial 64-column n-block;
+        // then 16 n-blocks of 8 CTAs over 37 row tiles (4 or 5 a CTA), the last one partial (78 rows)
+        check_qkv_norm(300, 128, {192, 64, 64}, 100, v);
+        check_qkv_norm(4686, 512, {1024, 512, 512}, 2343, v);
+    }
     check_grouped_forward(98304 + 77, 512, {512, 256, 256});
     check_grouped_forward(1000, 192, {64, 320, 128});
     check_grouped_forward(77, 64, {128});
@@ -856,8 +863,14 @@ static void bench(bool relu2_only) {
                                                     mlpg::QK_RD, 0);
                       }), 0, fl);
             bf16 *const fused_out[3] = {qk_out[0], qk_out[1], outs[2]};
-            bench_row("qkv fwd + q/k: fused epilogue", "98304 x 512 -> 1024", bench_ms([&] {
-                          matmul_forward_qkv_norm(fused_out, qk_xn, qk_rstd, x, ws, n, N, 512, tab, tab, gain, T, (float)RMS_EPS, 0);
+            for (int v = 0; v < 2; v++)
+                bench_row(v ? "qkv fwd + q/k: fused, ping-pong" : "qkv fwd + q/k: fused epilogue", "98304 x 512 -> 1024", bench_ms([&] {
+                              matmul_forward_qkv_norm(fused_out, qk_xn, qk_rstd, x, ws, n, N, 512, tab, tab, gain, T, (float)RMS_EPS, 0, v);
+                          }), 0, fl);
+            bench_row("qkv fwd + q/k: ping-pong, eval", "98304 x 512 -> 1024", bench_ms([&] {
+                          bf16 *const no_xn[2] = {nullptr, nullptr};
+                          float *const no_rs[2] = {nullptr, nullptr};
+                          matmul_forward_qkv_norm(fused_out, no_xn, no_rs, x, ws, n, N, 512, tab, tab, gain, T, (float)RMS_EPS, 0, 1);
                       }), 0, fl);
             for (int g = 0; g < 2; g++) cudaFreeCheck(qk_out[g]), cudaFreeCheck(qk_xn[g]), cudaFreeCheck(qk_rstd[g]);
             cudaFreeCheck(tab), cudaFreeCheck(gain);
