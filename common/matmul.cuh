@@ -1524,17 +1524,19 @@ inline CUtensorMap mlp_tensor_map(const bf16 *p, int rows, int cols, int box_row
     return m;
 }
 
+// the SM count, once `kernel` may use `smem` bytes of dynamic shared memory (each launcher's
+// first call; it keeps the count)
+inline int mlp_prepare(const void *kernel, size_t smem) {
+    int dev = 0, sms = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    return sms;
+}
 // one persistent CTA per SM (at most one per tile) over ceil(M / 128) x op's n-tiles
 template <int EPI, bool BNM, int OPT = 0>
 inline void mlp_launch(const Operands &op, int M, cudaStream_t stream) {
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        cudaCheck(cudaFuncSetAttribute(mlp_relu2_gemm_kernel<EPI, BNM, OPT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem_bytes<EPI>()));
-    }
+    static const int sms = mlp_prepare((const void *)mlp_relu2_gemm_kernel<EPI, BNM, OPT>, smem_bytes<EPI>());
     const long tiles = (long)((M + BM - 1) / BM) * op.n_end[MAXG - 1];
     mlp_relu2_gemm_kernel<EPI, BNM, OPT><<<(int)std::min<long>(tiles, sms), THREADS, smem_bytes<EPI>(), stream>>>(op, M);
     cudaCheckLaunch();
@@ -1595,13 +1597,7 @@ inline void mlp_grouped_k_launch(bf16 *out, const bf16 *const a[], const bf16 *c
 // the ping-pong q, k, v kernel: NB n-blocks of 128 columns over the groups, C CTAs each (at most
 // one per SM in all, at most one per row tile)
 inline void pp_launch(const Operands &op, int M, cudaStream_t stream) {
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        cudaCheck(cudaFuncSetAttribute(qkv_pingpong_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PP_SMEM));
-    }
+    static const int sms = mlp_prepare((const void *)qkv_pingpong_kernel, PP_SMEM);
     int NB = 0;
     for (int g = 0; g < MAXG; g++) NB += (op.n_cols[g] + PP_BN - 1) / PP_BN;
     const int m_tiles = (M + BM - 1) / BM, C = std::max(1, std::min(sms / NB, m_tiles));
