@@ -587,11 +587,13 @@ constexpr uint32_t STAGE_BYTES = A_BYTES + 4 * B_BOX_BYTES;
 constexpr uint32_t E_BOX_BYTES = BM * 64 * 2;  // the epilogue tile's boxes: 128 rows x 64 columns (16 KiB)
 enum { EPI_FWD = 0, EPI_HTILE = 1, EPI_HRING = 2, EPI_PLAIN = 3, EPI_HSTASH = 4, EPI_QK = 5, EPI_HSIDE = 6 };
 enum { OPT_SQRT_SEL = 1, OPT_PREFETCH = 2, OPT_SQRT_FAST = 4, OPT_RSQ = 8 };
-constexpr int BWD_VARIANTS = 9;  // the table above
+constexpr int BWD_VARIANTS = 10;  // the table above
 constexpr int BWD_DEFAULT = 6;   // fastest measured; dev_matmul --relu2-only benchmarks them all
 // roundings to bf16 between the fp32 product and the output of backward variant v (dev_matmul's
 // tolerance: one unit roundoff each)
 __host__ __device__ constexpr int bwd_roundings(int v) { return v == 5 || v == 7 || v == 8 ? 2 : 1; }
+// variants that take W^T only (matmul_relu2_backward_dx_wt)
+__host__ __device__ constexpr bool bwd_needs_wt(int v) { return v == 9; }
 // EPI_HSTASH: a tile's epilogue in HCHUNKS chunks of 64 columns (one h box each), each in HPARTS
 // parts; part q (= c HPARTS + p) of the previous tile's epilogue runs after k-block
 // part_kblock(q) of the current tile has been issued: spread over the tile's kb k-blocks, so that
@@ -1367,7 +1369,7 @@ __global__ void __launch_bounds__(THREADS, 1)
 // consumer 1. The A ring runs in the CTA's tile order; a consumer starts a tile's products once
 // the other has issued all of the tile before (named barriers 3, 4: the turns).
 // Shared memory: the B panel (K / 64 k-blocks of 128 n-rows x 128 bytes: 16 KiB each), the A
-// ring (PP_STAGES x 16 KiB), each consumer's two epilogue boxes (8 KiB: 64 rows of one head,
+// ring (pp_stages x 16 KiB), each consumer's epilogue boxes (8 KiB each: 64 rows of one head,
 // used in turn: qk_epilogue_pass), the barriers.
 // Measured (H200, seed shape 98304 x 512 -> 512 + 256 + 256, dev_matmul, 2026-12-03, same call):
 // 243.6 us against the 128 x 256 kernel's 277.1 (plain grouped GEMM 161.9); without xn and rstd
@@ -1377,11 +1379,30 @@ __global__ void __launch_bounds__(THREADS, 1)
 // What is left: the epilogue (4 rounds of one head for q and k a half, 8 a tile, plus xn) still
 // outlasts the other consumer's mainloop (~3 us a tile): the eval form, half the rounds, is 58
 // us faster.
-constexpr int PP_BN = 128, PP_STAGES = 4, PP_MAX_KB = 8;
-constexpr uint32_t PP_PANEL = PP_MAX_KB * 2 * B_BOX_BYTES, PP_RING = PP_PANEL, PP_EPI = PP_RING + PP_STAGES * A_BYTES,
-                   PP_EPI_BYTES = 2 * 64 * 128, PP_BAR = PP_EPI + 2 * PP_EPI_BYTES;
-constexpr size_t PP_SMEM = PP_BAR + (2 * PP_STAGES + 1) * 8 + 1024;
-static_assert(PP_SMEM <= 227 * 1024, "the panel, ring and epilogue boxes fit in shared memory");
+// The same kernel runs the MLP's relu^2 GEMMs (PE, the epilogue): PP_QKV the q, k, v forward
+// above; PP_RELU2 the fc forward (relu^2, as EPI_FWD); PP_DRELU2 the backward's input gradient
+// from W^T (2 sqrt(h) by two_sqrt_rsq and the flagged redo, as variant 6). PP_DRELU2 takes h a
+// box (64 rows x 64 columns) at a time by TMA into the box the round then writes its result to,
+// two rounds ahead: 3 boxes a consumer (each round's h loads while the two before it are
+// computed and stored), so the A ring has 3 stages. The producer prefetches a tile's h into L2
+// as it starts the tile's A loads, a mainloop or more before the epilogue reads it.
+// Measured (H200, seed shape 98304 x 512 -> 1536, dev_matmul, 2026-12-03, same call): PP_RELU2
+// 225.1 us against the 128 x 256 kernel's 232.4 (the plain cuBLASLt fc ~205): now the default
+// (RELU2_FWD=1). PP_DRELU2 (backward variant 9) 337.4 against variant 6's 327.6: not the default.
+// Each of its four rounds a tile waits for the round before's output store to have read its box
+// (the box takes the h two rounds on), and reads h from L2; the 128 x 256 kernel's h comes
+// through the A ring instead. The backward moves 704 MB (dY, h, dfc) to the plain GEMM's 402.
+enum { PP_QKV = 0, PP_RELU2 = 1, PP_DRELU2 = 2 };
+constexpr int PP_BN = 128, PP_MAX_KB = 8;
+template <int PE> __host__ __device__ constexpr int pp_stages() { return PE == PP_DRELU2 ? 3 : 4; }
+template <int PE> __host__ __device__ constexpr int pp_boxes() { return PE == PP_DRELU2 ? 3 : 2; }  // a consumer's
+constexpr uint32_t PP_PANEL = PP_MAX_KB * 2 * B_BOX_BYTES, PP_RING = PP_PANEL, PP_BOX = 64 * 128;
+template <int PE> __host__ __device__ constexpr uint32_t pp_epi() { return PP_RING + pp_stages<PE>() * A_BYTES; }
+template <int PE> __host__ __device__ constexpr uint32_t pp_bar() { return pp_epi<PE>() + 2 * pp_boxes<PE>() * PP_BOX; }
+// full[stages], empty[stages], b full, (PP_DRELU2) h full[2 consumers][3 boxes]
+template <int PE> __host__ __device__ constexpr size_t pp_smem() { return pp_bar<PE>() + (2 * pp_stages<PE>() + 1 + 6) * 8 + 1024; }
+static_assert(pp_smem<PP_QKV>() <= 227 * 1024 && pp_smem<PP_RELU2>() <= 227 * 1024 && pp_smem<PP_DRELU2>() <= 227 * 1024,
+              "the panel, ring and epilogue boxes fit in shared memory");
 // n-block nb (of 128 columns) of the groups' n_cols: its group, and its first column in the group
 __host__ __device__ inline int pp_nblock(const Operands &op, int nb, int &n0) {
     int g = 0;
@@ -1393,24 +1414,47 @@ __host__ __device__ inline int pp_nblock(const Operands &op, int nb, int &n0) {
     n0 = nb * PP_BN;
     return g;
 }
+// PP_DRELU2's result for two accumulator values v0, v1 and their h pair hv2 (bf16 bits): 2 sqrt(h)
+// v each (rsq: two_sqrt_rsq, flagging an h it does not cover; else sqrt_rn), 0 where h <= 0
+template <bool RSQ>
+__device__ __forceinline__ uint32_t pp_drelu2(float v0, float v1, uint32_t hv2, bool &flagged) {
+    if (RSQ) {
+        const float f0 = two_sqrt_rsq(__uint_as_float(hv2 << 16)), f1 = two_sqrt_rsq(__uint_as_float(hv2 & 0xffff0000u));
+        flagged |= !(f0 < INFINITY) | !(f1 < INFINITY);
+        v0 *= f0;
+        v1 *= f1;
+    } else {
+        const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
+        const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
+        v0 = hv.x > 0.f ? s0 : 0.f;
+        v1 = hv.y > 0.f ? s1 : 0.f;
+    }
+    const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t *>(&o);
+}
 
-__global__ void __launch_bounds__(THREADS, 1) qkv_pingpong_kernel(const __grid_constant__ Operands op, int M, int NB, int C) {
+template <int PE>
+__global__ void __launch_bounds__(THREADS, 1) pingpong_gemm_kernel(const __grid_constant__ Operands op, int M, int NB, int C) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int STAGES = pp_stages<PE>(), BOXES = pp_boxes<PE>();
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
     const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
     const int kb = op.k_end[0], m_tiles = (M + BM - 1) / BM, j0 = blockIdx.x / NB;
     int n0;
     const int g = pp_nblock(op, blockIdx.x % NB, n0), N = op.n_cols[g];
-    auto full = [&](int s) { return base + PP_BAR + 8 * s; };
-    auto empty = [&](int s) { return base + PP_BAR + 8 * (PP_STAGES + s); };
-    const uint32_t b_full = base + PP_BAR + 16 * PP_STAGES;
+    const int nbox = min(2, (N - n0) / 64);  // 64-column boxes inside N (a partial n-block: one)
+    auto full = [&](int s) { return base + pp_bar<PE>() + 8 * s; };
+    auto empty = [&](int s) { return base + pp_bar<PE>() + 8 * (STAGES + s); };
+    const uint32_t b_full = base + pp_bar<PE>() + 16 * STAGES;
+    auto h_full = [&](int c, int b) { return b_full + 8 + 8 * (3 * c + b); };
     if (tid == 0) {
-        for (int s = 0; s < PP_STAGES; s++) {
+        for (int s = 0; s < STAGES; s++) {
             mbar_init(full(s), 1);
             mbar_init(empty(s), 128);  // the consuming warpgroup's threads
         }
         mbar_init(b_full, 1);
+        for (int b = 0; b < 6; b++) mbar_init(b_full + 8 + 8 * b, 1);
         mbar_init_fence();
     }
     __syncthreads();
@@ -1418,28 +1462,48 @@ __global__ void __launch_bounds__(THREADS, 1) qkv_pingpong_kernel(const __grid_c
     if (wg == 0) {  // the producer: thread 0 loads the B panel, then streams A
         setmaxnreg_dec<40>();
         if (tid != 0) return;
-        const int nbox = min(2, (N - n0) / 64);  // B boxes inside N (a partial n-block: one)
         mbar_arrive_expect_tx(b_full, kb * nbox * B_BOX_BYTES);
         for (int k = 0; k < kb; k++)
             for (int j = 0; j < nbox; j++) tma_load_2d(base + k * 2 * B_BOX_BYTES + j * B_BOX_BYTES, &op.b[g], b_full, k * BK, n0 + 64 * j);
         int it = 0;
-        for (int mt = j0; mt < m_tiles; mt += C)
+        for (int mt = j0; mt < m_tiles; mt += C) {
+            if (PE == PP_DRELU2)  // the tile's h towards L2, a mainloop or more before its epilogue
+                for (int hf = 0; hf < 2; hf++)
+                    for (int j = 0; j < nbox; j++) tma_prefetch_2d(&op.h, n0 + 64 * j, mt * BM + 64 * hf);
             for (int k = 0; k < kb; k++, it++) {
-                const int s = it % PP_STAGES;
-                if (it >= PP_STAGES) mbar_wait(empty(s), (it / PP_STAGES - 1) & 1);
+                const int s = it % STAGES;
+                if (it >= STAGES) mbar_wait(empty(s), (it / STAGES - 1) & 1);
                 mbar_arrive_expect_tx(full(s), A_BYTES);
                 tma_load_2d(base + PP_RING + s * A_BYTES, &op.a[0], full(s), k * BK, mt * BM);
             }
+        }
         return;
     }
     setmaxnreg_inc<232>();
     const int cw = wg - 1, t = tid % 128, warp = t / 32, lane = t % 32;
     const int rl = 16 * warp + lane / 4;  // this thread's rows rl, rl + 8 of each 64-row half
-    const uint32_t sbox = base + PP_EPI + cw * PP_EPI_BYTES;
+    const uint32_t sbox = base + pp_epi<PE>() + cw * BOXES * PP_BOX;
     const CUtensorMap *mo = &op.out[g];
     const int heads = N / 64;
     const int n_loc = (m_tiles - j0 + C - 1) / C;  // this CTA's tiles
-    int rr = 0;        // this warpgroup's epilogue rounds (qk_epilogue_pass)
+    int rr = 0;  // this warpgroup's epilogue rounds (a 64 x 64 box each)
+    // PP_DRELU2: h of round r (this warpgroup's tile cw + 2 (r / R), half and box from r % R) into
+    // box r % 3, by thread 0; rows past M: no bytes
+    const int R = 2 * nbox;
+    auto load_h = [&](int r) {
+        if (PE != PP_DRELU2 || t != 0) return;
+        const int li = cw + 2 * (r / R), q = r % R;
+        if (li >= n_loc) return;
+        const int row = (j0 + li * C) * BM + 64 * (q / nbox), bar = h_full(cw, r % 3);
+        mbar_arrive_expect_tx(bar, row < M ? PP_BOX : 0);
+#ifdef BREAK_PP_H  // a deliberately wrong variant (dev/broken_variants.sh): every box takes h of the n-block's first 64 columns
+        if (row < M) tma_load_2d(sbox + (r % 3) * PP_BOX, &op.h, bar, n0, row);
+        return;
+#endif
+        if (row < M) tma_load_2d(sbox + (r % 3) * PP_BOX, &op.h, bar, n0 + 64 * (q % nbox), row);
+    };
+    load_h(0);
+    load_h(1);
     float acc[2][64];  // the tile's two 64-row halves (m64n128 accumulators)
     mbar_wait(b_full, 0);
     for (int li = cw; li < n_loc; li += 2) {
@@ -1451,8 +1515,8 @@ __global__ void __launch_bounds__(THREADS, 1) qkv_pingpong_kernel(const __grid_c
         // would take phase n - 2 for phase n): tile li - 1's k-blocks are all in before ours load
         if (li > 0) named_bar_sync(3 + cw, 256);
         for (int k = 0; k < kb; k++, it++) {
-            const int s = it % PP_STAGES;
-            mbar_wait(full(s), (it / PP_STAGES) & 1);
+            const int s = it % STAGES;
+            mbar_wait(full(s), (it / STAGES) & 1);
             const uint32_t sa = base + PP_RING + s * A_BYTES, sb = base + k * 2 * B_BOX_BYTES;
             wgmma_fence();
 #ifdef BREAK_QK_PINGPONG  // a deliberately wrong variant (dev/broken_variants.sh): the second half skips k-block 0
@@ -1467,40 +1531,68 @@ __global__ void __launch_bounds__(THREADS, 1) qkv_pingpong_kernel(const __grid_c
             }
             wgmma_commit();
             wgmma_wait<1>();  // the previous k-block's products are done: its slot goes back
-            if (k > 0) mbar_arrive(empty((it - 1) % PP_STAGES));
+            if (k > 0) mbar_arrive(empty((it - 1) % STAGES));
         }
         if (li + 1 < n_loc) named_bar_arrive(3 + (1 - cw), 256);  // the other consumer's turn
         wgmma_wait<0>();
         reg_fence(acc[0]);
         reg_fence(acc[1]);
-        mbar_arrive(empty((it - 1) % PP_STAGES));
+        mbar_arrive(empty((it - 1) % STAGES));
 
-        // epilogue: each 64-row half, a head at a time, through this warpgroup's two boxes in turn
+        // epilogue: each 64-row half, a 64-column box at a time, through this warpgroup's boxes in turn
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int row0 = m0 + 64 * hf;
-            if (g < op.qk.nnorm) {  // q or k: per-head RMSNorm, RoPE, gain
+            if (PE == PP_QKV && g < op.qk.nnorm) {  // q or k: per-head RMSNorm, RoPE, gain
                 float2 cs[2], sn[2];
                 qk_rope_rows(op.qk, row0 + rl, lane, cs, sn);
-                qk_epilogue_pass(op.qk, g, acc[hf], n0 / 64, heads, cs, sn, sbox, PP_EPI_BYTES / 2, mo, n0, row0, M, rl, 1 + cw, t,
-                                 lane, rr);
+                qk_epilogue_pass(op.qk, g, acc[hf], n0 / 64, heads, cs, sn, sbox, PP_BOX, mo, n0, row0, M, rl, 1 + cw, t, lane, rr);
                 continue;
             }
 #pragma unroll
-            for (int hp = 0; hp < 2; hp++) {  // v: the products rounded to bf16
-                if (n0 / 64 + hp >= heads) break;
-                const uint32_t box = sbox + (rr & 1) * (PP_EPI_BYTES / 2);
+            for (int hp = 0; hp < 2; hp++) {
+                if (hp >= nbox) break;
+                const int b = PE == PP_DRELU2 ? rr % 3 : rr & 1;
+                const uint32_t box = sbox + b * PP_BOX;
+                uint32_t hv[16];  // PP_DRELU2: this thread's h pairs of the box
+                if (PE == PP_DRELU2) {
+                    mbar_wait(h_full(cw, b), (rr / 3) & 1);
 #pragma unroll
-                for (int jj = 0; jj < 8; jj++)
+                    for (int e = 0; e < 16; e++)
+                        asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv[e]) : "r"(box + epi_off(rl + 8 * (e % 2), e / 2, lane)) : "memory");
+                }
+                auto store_pass = [&](auto rsq, bool &flagged) {
 #pragma unroll
-                    for (int i = 0; i < 2; i++) {
-                        const int j = 8 * hp + jj;
-                        const __nv_bfloat162 o = __floats2bfloat162_rn(acc[hf][4 * j + 2 * i], acc[hf][4 * j + 2 * i + 1]);
-                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(box + epi_off(rl + 8 * i, jj, lane)),
-                                     "r"(*reinterpret_cast<const uint32_t *>(&o))
-                                     : "memory");
+                    for (int e = 0; e < 16; e++) {  // n8 tile jj = e / 2 of the box, row rl + 8 i (i = e % 2)
+                        const int j = 8 * hp + e / 2, i = e % 2;
+                        float v0 = acc[hf][4 * j + 2 * i], v1 = acc[hf][4 * j + 2 * i + 1];
+                        uint32_t o;
+                        if (PE == PP_DRELU2) o = pp_drelu2<decltype(rsq)::value>(v0, v1, hv[e], flagged);
+                        else {
+#ifdef BREAK_PP_RELU2  // a deliberately wrong variant (dev/broken_variants.sh): the square without the relu
+                            if (PE == PP_RELU2) v0 = v0 * v0, v1 = v1 * v1;
+#else
+                            if (PE == PP_RELU2) v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f), v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
+#endif
+                            const __nv_bfloat162 ob = __floats2bfloat162_rn(v0, v1);
+                            o = *reinterpret_cast<const uint32_t *>(&ob);
+                        }
+                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(box + epi_off(rl + 8 * i, e / 2, lane)), "r"(o) : "memory");
                     }
-                epi_round_end(mo, box, n0 + 64 * hp, row0, M, 1 + cw, t);
+                };
+                bool flagged = false;
+                store_pass(std::true_type{}, flagged);
+                if (PE == PP_DRELU2 && __any_sync(0xffffffffu, flagged)) store_pass(std::false_type{}, flagged);  // sqrt_rn
+                if (PE == PP_DRELU2) {  // the h of two rounds on into the box the round before this one used
+                    fence_proxy_async();
+                    if (t == 0) bulk_wait_read<0>();
+                    load_h(rr + 2);
+                    named_bar_sync(1 + cw, 128);
+                    if (t == 0) {
+                        if (row0 < M) tma_store_2d(mo, box, n0 + 64 * hp, row0);
+                        bulk_commit();
+                    }
+                } else epi_round_end(mo, box, n0 + 64 * hp, row0, M, 1 + cw, t);
                 rr++;
             }
         }
@@ -1594,15 +1686,31 @@ inline void mlp_grouped_k_launch(bf16 *out, const bf16 *const a[], const bf16 *c
     op.h = op.a[0];
     mlp_launch<EPI_PLAIN, true>(op, M, stream);
 }
-// the ping-pong q, k, v kernel: NB n-blocks of 128 columns over the groups, C CTAs each (at most
-// one per SM in all, at most one per row tile)
+// the ping-pong kernel: NB n-blocks of 128 columns over the groups (op.n_cols; 0 for an unused
+// group), C CTAs each (at most one per SM in all, at most one per row tile)
+template <int PE>
 inline void pp_launch(const Operands &op, int M, cudaStream_t stream) {
-    static const int sms = mlp_prepare((const void *)qkv_pingpong_kernel, PP_SMEM);
+    static const int sms = mlp_prepare((const void *)pingpong_gemm_kernel<PE>, pp_smem<PE>());
     int NB = 0;
     for (int g = 0; g < MAXG; g++) NB += (op.n_cols[g] + PP_BN - 1) / PP_BN;
     const int m_tiles = (M + BM - 1) / BM, C = std::max(1, std::min(sms / NB, m_tiles));
-    qkv_pingpong_kernel<<<NB * C, THREADS, PP_SMEM, stream>>>(op, M, NB, C);
+    pingpong_gemm_kernel<PE><<<NB * C, THREADS, pp_smem<PE>(), stream>>>(op, M, NB, C);
     cudaCheckLaunch();
+}
+// the relu^2 GEMMs in ping-pong form (one group, B K-major: w (N, K); K <= 512): out = relu^2(A w^T)
+// (PP_RELU2) or (A w^T) 2 sqrt(h) (PP_DRELU2, h (M, N))
+template <int PE>
+inline void mlp_relu2_pp_launch(bf16 *out, const bf16 *a, const bf16 *w, const bf16 *h, int M, int K, int N, cudaStream_t stream) {
+    Operands op;
+    op.a[0] = mlp_tensor_map(a, M, K, BM);
+    op.b[0] = mlp_tensor_map(w, N, K, 64);
+    op.out[0] = mlp_tensor_map(out, M, N, 64);
+    op.h = PE == PP_DRELU2 ? mlp_tensor_map(h, M, N, 64) : op.a[0];
+    for (int g = 0; g < MAXG; g++) {  // groups 1, 2 unused: no columns
+        if (g) op.a[g] = op.a[0], op.b[g] = op.b[0], op.out[g] = op.out[0];
+        op.k_end[g] = K / BK, op.n_end[g] = 0, op.n_cols[g] = g ? 0 : N;
+    }
+    pp_launch<PE>(op, M, stream);
 }
 // EPI_QK: q, k, v as three groups along N (mlp_grouped_n_launch's), q and k (groups 0, 1) through
 // qk_epilogue; xn[0] null: no xn stores (an eval forward), rstd[g] null: none for group g
@@ -1620,7 +1728,7 @@ inline void mlp_qkv_norm_launch(bf16 *const out[3], bf16 *const xn[2], float *co
     qe.gain[0] = q_gain, qe.gain[1] = nullptr;
     qe.cos_t = cos_t, qe.sin_t = sin_t, qe.eps = eps;
     qe.T = T, qe.nnorm = 2, qe.store_xn = xn[0] != nullptr;
-    if (variant == 1) pp_launch(op, M, stream);
+    if (variant == 1) pp_launch<PP_QKV>(op, M, stream);
     else mlp_launch<EPI_QK, false>(op, M, stream);
 }
 
@@ -1644,6 +1752,12 @@ inline void mlp_relu2_backward_launch(int variant, bf16 *dfc, const bf16 *dy, co
     case 6: mlp_relu2_launch<EPI_HRING, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 7: mlp_relu2_launch<EPI_HSTASH, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
     case 8: mlp_relu2_launch<EPI_HSIDE, BNM, OPT_RSQ | OPT_PREFETCH>(dfc, dy, w, h, M, K, N, stream); break;
+    case 9:  // the ping-pong kernel: W^T (K-major B), K <= 512
+        if (BNM || K > PP_MAX_KB * BK)
+            fatal("matmul_relu2_backward_dx: variant 9 (ping-pong) needs W^T (matmul_relu2_backward_dx_wt) and K <= %d; got %s, K=%d",
+                  PP_MAX_KB * BK, BNM ? "W" : "W^T", K);
+        mlp_relu2_pp_launch<PP_DRELU2>(dfc, dy, w, h, M, K, N, stream);
+        break;
     default: mlp_relu2_launch<EPI_HTILE, BNM, OPT_SQRT_FAST>(dfc, dy, w, h, M, K, N, stream); break;
     }
 }
@@ -1667,11 +1781,21 @@ inline void matmul_relu2_check(const char *who, int M, int K, int N, const void 
     if (out == a || out == w || (h && out == h)) fatal("%s: the output aliases an input", who);
 }
 
-// out (M, N) = bf16(relu(A W^T)^2): A (M, K), W (N, K) (nn.Linear's weight), all row-major bf16
-inline void matmul_relu2_forward(bf16 *out, const bf16 *a, const bf16 *w, int M, int K, int N, cudaStream_t stream) {
+// the ping-pong forms (matmul_relu2_forward's variant 1, the backward's variant 9) hold W's
+// 128 x K block in shared memory: K <= 512
+inline bool matmul_relu2_pp_supported(int K) { return K <= mlpg::PP_MAX_KB * mlpg::BK; }
+// out (M, N) = bf16(relu(A W^T)^2): A (M, K), W (N, K) (nn.Linear's weight), all row-major bf16.
+// variant: 0 the 128 x 256 kernel (EPI_FWD), 1 the ping-pong kernel (PP_RELU2; K <= 512, else 0
+// runs); -1 = the environment variable RELU2_FWD (developer knob, read once; default 1: 225 against
+// 232 us at the seed shape, measured above pingpong_gemm_kernel)
+inline void matmul_relu2_forward(bf16 *out, const bf16 *a, const bf16 *w, int M, int K, int N, cudaStream_t stream, int variant = -1) {
     ProfScope prof_(PROF_GEMM, stream);
     matmul_relu2_check("matmul_relu2_forward", M, K, N, out, a, w, nullptr);
-    mlpg::mlp_relu2_launch<mlpg::EPI_FWD, false>(out, a, w, nullptr, M, K, N, stream);
+    static const int env_variant = env_int("RELU2_FWD", 0, 1, 1, "a relu^2 forward form (0: 128 x 256 tiles, 1: ping-pong)");
+    if (variant < 0) variant = env_variant;
+    if (variant != 0 && variant != 1) fatal("matmul_relu2_forward: variant %d (0, 1, or -1 for the default)", variant);
+    if (variant == 1 && matmul_relu2_pp_supported(K)) mlpg::mlp_relu2_pp_launch<mlpg::PP_RELU2>(out, a, w, nullptr, M, K, N, stream);
+    else mlpg::mlp_relu2_launch<mlpg::EPI_FWD, false>(out, a, w, nullptr, M, K, N, stream);
 }
 // dfc (M, N) = bf16((dY W) * 2 sqrt(h)) where h > 0, else 0: dY (M, K), W (K, N) (the proj weight,
 // nn.Linear's (out, in) = (K, N)), h (M, N) = relu(u)^2 of the forward; overwrites dfc.

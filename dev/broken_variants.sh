@@ -75,7 +75,11 @@
 #                         as the raw product                    (common/matmul.cuh)  -> dev_matmul
 #   BREAK_QK_PINGPONG     the ping-pong q, k, v GEMM (QKV_FWD=1) leaves k-block 0 out of each
 #                         tile's second 64 rows                 (common/matmul.cuh)  -> dev_matmul
-#                         (the last eleven need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_PP_H            the ping-pong relu^2 backward (variant 9) reads h of the n-block's
+#                         first 64 columns for both boxes       (common/matmul.cuh)  -> dev_matmul
+#   BREAK_PP_RELU2        the ping-pong relu^2 forward (RELU2_FWD=1, the default) squares
+#                         without the relu                      (common/matmul.cuh)  -> dev_matmul
+#                         (the last thirteen need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -119,6 +123,8 @@ ROWS=(
     'BREAK_QK_EPI|matmul|--no-bench|FAIL +qkv norm .* q out'
     'BREAK_HSIDE|matmul|--no-bench|FAIL +relu2 bwd dx fused v8'
     'BREAK_QK_PINGPONG|matmul|--no-bench|FAIL +qkv norm v1 '
+    'BREAK_PP_H|matmul|--no-bench|FAIL +relu2 bwd dx fused v9 wt'
+    'BREAK_PP_RELU2|matmul|--no-bench|FAIL +relu2 fwd fused v1'
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

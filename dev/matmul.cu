@@ -363,7 +363,7 @@ static void check_relu2_forward(int M, int K, int N) {
     const bool fused = matmul_relu2_supported(M, K, N, dout, dx, dw);
     if (!fused) {
         printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", name);
-        g_skipped++;
+        g_skipped += 2;
     }
     // reference on the sampled rows: u and its magnitude sum, then relu(u)^2 and the bound's abs term
     const std::vector<int> rows = sample_rows(M);
@@ -378,9 +378,15 @@ static void check_relu2_forward(int M, int K, int N) {
         const double e = 1e-4 * mag[i];
         babs[i] = (2 * std::fabs(u[i]) + e) * e;
     }
-    if (fused) {
+    for (int v = 0; fused && v < 2; v++) {  // the 128 x 256 kernel, the ping-pong one
+        snprintf(name, sizeof name, "relu2 fwd fused v%d M=%d K=%d N=%d", v, M, K, N);
+        if (v == 1 && !matmul_relu2_pp_supported(K)) {
+            printf("  skip %-44s (K > 512)\n", name);
+            g_skipped++;
+            continue;
+        }
         poison(dout, (size_t)M * N);
-        matmul_relu2_forward(dout, dx, dw, M, K, N, 0);
+        matmul_relu2_forward(dout, dx, dw, M, K, N, 0, v);
         check_rows(name, dout, M, N, rows, ref, babs, 1.0 / 256);
     }
     // the unfused path it replaces (cuBLASLt RELU epilogue, then relu2_forward in place)
@@ -426,6 +432,11 @@ static void check_relu2_backward(int M, int K, int N) {
         for (int kmajor = 0; kmajor < 2; kmajor++) {
             snprintf(name, sizeof name, "relu2 bwd dx fused v%d %s M=%d K=%d N=%d", v, kmajor ? "wt" : "w", M, K, N);
             poison(dout, (size_t)M * N);
+            if (mlpg::bwd_needs_wt(v) && (!kmajor || !matmul_relu2_pp_supported(K))) {  // (W^T only, K <= 512)
+                printf("  skip %-44s (W^T and K <= 512 only)\n", name);
+                g_skipped++;
+                continue;
+            }
             if (kmajor) matmul_relu2_backward_dx_wt(dout, ddy, dwt, dh, M, K, N, 0, v);
             else matmul_relu2_backward_dx(dout, ddy, dw, dh, M, K, N, 0, v);
             check_rows(name, dout, M, N, rows, ref, babs, mlpg::bwd_roundings(v) / 256.0);
@@ -797,7 +808,9 @@ static void bench(bool relu2_only) {
                       relu2_forward(y, y, NF, 0);
                   }), 0, fl);
         if (matmul_relu2_supported(N, 512, 1536, y, x, w))
-            bench_row("fc+relu2: fused", "98304 x 512 -> 1536", bench_ms([&] { matmul_relu2_forward(y, x, w, N, 512, 1536, 0); }), 0, fl);
+            for (int v = 1; v >= 0; v--)  // (v0 last: y keeps its relu^2 for the backward's rows below)
+                bench_row(v ? "fc+relu2: fused, ping-pong" : "fc+relu2: fused", "98304 x 512 -> 1536",
+                          bench_ms([&] { matmul_relu2_forward(y, x, w, N, 512, 1536, 0, v); }), 0, fl);
         else printf("  skip  fc+relu2: fused (needs an sm_90 GPU and an sm_90a build)\n");
         // y now holds relu^2 (h); dx = dfc, dy = d mlp_out (N, 512), w = proj's (512, 1536)
         bench_row("dfc: cublas + pass", "98304 x 512 -> 1536", bench_ms([&] {
@@ -813,6 +826,7 @@ static void bench(bool relu2_only) {
                 for (int kmajor = 0; kmajor < 2; kmajor++) {
                     char kname[64];
                     snprintf(kname, sizeof kname, "dfc: fused v%d %s", v, kmajor ? "wt (K-major B)" : "w (N-major B)");
+                    if (!kmajor && mlpg::bwd_needs_wt(v)) continue;
                     bench_row(kname, "98304 x 512 -> 1536", bench_ms([&] {
                                   if (kmajor) matmul_relu2_backward_dx_wt(dx, dy, w, y, N, 512, 1536, 0, v);
                                   else matmul_relu2_backward_dx(dx, dy, w, y, N, 512, 1536, 0, v);
