@@ -536,6 +536,8 @@ inline void matmul_backward(bf16 *dinp, float *dweight, const bf16 *dout, const 
 //   6  EPI_HRING  OPT_RSQ | OPT_PREFETCH       343.0 / 343.5  the default (2026-12-02, same run: v1 393.9 / 388.0)
 //   7  EPI_HSTASH OPT_RSQ | OPT_PREFETCH       354.4 / 354.3  (same run; rounds twice, as variant 5)
 //   8  EPI_HSIDE  OPT_RSQ | OPT_PREFETCH       516.5 / 514.6  (2026-12-03, same run: v6 324.0 / 334.5; rounds twice)
+//   9  pingpong_gemm_kernel<PP_DRELU2>         -     / 337.4  (2026-12-03, same run: v6 327.6 K-major; W^T only,
+//                                                             K <= 512; another run 332.9 against 325.9)
 // (an earlier run: EPI_HRING with the select and no prefetch 443.6 / 443.3, i.e. the prefetch buys
 // ~4 us; the original with the select 473.2 / 474.8). B's major-ness changes nothing measurable.
 // The epilogue is what separates the backward from the forward: it runs while the tensor cores
