@@ -708,6 +708,25 @@ __device__ __forceinline__ float two_sqrt_rsq(float h) {
 #endif
     return h > 0.f ? s + s : 0.f;
 }
+// The relu^2 backward's factor on two accumulator values v0, v1 given their h pair hv2 (bf16
+// bits), in place: v * 2 sqrt(h), 0 where h <= 0. RSQ: two_sqrt_rsq from the halves' bits (one
+// instruction each), flagging (NaN or +inf: & and |, no branches) an h it does not cover, whose
+// warp then redoes its pass with RSQ false; else sqrt_rn, computed for every h and then
+// selected (no branch per element).
+template <bool RSQ>
+__device__ __forceinline__ void drelu2_scale(float &v0, float &v1, uint32_t hv2, bool &flagged) {
+    if (RSQ) {
+        const float f0 = two_sqrt_rsq(__uint_as_float(hv2 << 16)), f1 = two_sqrt_rsq(__uint_as_float(hv2 & 0xffff0000u));
+        flagged |= !(f0 < INFINITY) | !(f1 < INFINITY);
+        v0 *= f0;
+        v1 *= f1;
+    } else {
+        const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
+        const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
+        v0 = hv.x > 0.f ? s0 : 0.f;
+        v1 = hv.y > 0.f ? s1 : 0.f;
+    }
+}
 
 // Where this thread's two accumulator columns of n8 tile j (0..7) of row r sit in an epilogue box
 // (128 rows x 64 columns, 128-byte rows whose 16-byte chunk c is stored at c ^ (r % 8)), in bytes;
@@ -1300,16 +1319,9 @@ __global__ void __launch_bounds__(THREADS, 1)
                             uint32_t hv2;
                             asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(hv2) : "r"(sh + off) : "memory");
                             const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
-                            if (decltype(rsq)::value) {  // (the halves' bits as floats: one instruction each)
-                                const float f0 = two_sqrt_rsq(__uint_as_float(hv2 << 16)), f1 = two_sqrt_rsq(__uint_as_float(hv2 & 0xffff0000u));
-                                flagged |= !(f0 < INFINITY) | !(f1 < INFINITY);  // NaN or +inf (& and |: no branches)
-                                v0 *= f0;
-                                v1 *= f1;
-                            } else if (OPT & (OPT_SQRT_FAST | OPT_RSQ)) {  // computed for every h, then selected: no branch per element
-                                const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
-                                v0 = hv.x > 0.f ? s0 : 0.f;
-                                v1 = hv.y > 0.f ? s1 : 0.f;
-                            } else if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
+                            if (decltype(rsq)::value) drelu2_scale<true>(v0, v1, hv2, flagged);
+                            else if (OPT & (OPT_SQRT_FAST | OPT_RSQ)) drelu2_scale<false>(v0, v1, hv2, flagged);
+                            else if (OPT & OPT_SQRT_SEL) {  // sqrtf of h or 1: no slow path for the zeros (the same result)
                                 const float s0 = sqrtf(hv.x > 0.f ? hv.x : 1.f), s1 = sqrtf(hv.y > 0.f ? hv.y : 1.f);
                                 v0 = hv.x > 0.f ? 2.f * s0 * v0 : 0.f;
                                 v1 = hv.y > 0.f ? 2.f * s1 * v1 : 0.f;
@@ -1416,24 +1428,6 @@ __host__ __device__ inline int pp_nblock(const Operands &op, int nb, int &n0) {
     n0 = nb * PP_BN;
     return g;
 }
-// PP_DRELU2's result for two accumulator values v0, v1 and their h pair hv2 (bf16 bits): 2 sqrt(h)
-// v each (rsq: two_sqrt_rsq, flagging an h it does not cover; else sqrt_rn), 0 where h <= 0
-template <bool RSQ>
-__device__ __forceinline__ uint32_t pp_drelu2(float v0, float v1, uint32_t hv2, bool &flagged) {
-    if (RSQ) {
-        const float f0 = two_sqrt_rsq(__uint_as_float(hv2 << 16)), f1 = two_sqrt_rsq(__uint_as_float(hv2 & 0xffff0000u));
-        flagged |= !(f0 < INFINITY) | !(f1 < INFINITY);
-        v0 *= f0;
-        v1 *= f1;
-    } else {
-        const float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&hv2));
-        const float s0 = 2.f * sqrt_rn(hv.x) * v0, s1 = 2.f * sqrt_rn(hv.y) * v1;
-        v0 = hv.x > 0.f ? s0 : 0.f;
-        v1 = hv.y > 0.f ? s1 : 0.f;
-    }
-    const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
-    return *reinterpret_cast<const uint32_t *>(&o);
-}
 
 template <int PE>
 __global__ void __launch_bounds__(THREADS, 1) pingpong_gemm_kernel(const __grid_constant__ Operands op, int M, int NB, int C) {
@@ -1456,7 +1450,8 @@ __global__ void __launch_bounds__(THREADS, 1) pingpong_gemm_kernel(const __grid_
             mbar_init(empty(s), 128);  // the consuming warpgroup's threads
         }
         mbar_init(b_full, 1);
-        for (int b = 0; b < 6; b++) mbar_init(b_full + 8 + 8 * b, 1);
+        for (int c = 0; c < 2; c++)
+            for (int b = 0; b < 3; b++) mbar_init(h_full(c, b), 1);  // (PP_DRELU2's; unused by the others)
         mbar_init_fence();
     }
     __syncthreads();
@@ -1568,18 +1563,16 @@ __global__ void __launch_bounds__(THREADS, 1) pingpong_gemm_kernel(const __grid_
                     for (int e = 0; e < 16; e++) {  // n8 tile jj = e / 2 of the box, row rl + 8 i (i = e % 2)
                         const int j = 8 * hp + e / 2, i = e % 2;
                         float v0 = acc[hf][4 * j + 2 * i], v1 = acc[hf][4 * j + 2 * i + 1];
-                        uint32_t o;
-                        if (PE == PP_DRELU2) o = pp_drelu2<decltype(rsq)::value>(v0, v1, hv[e], flagged);
-                        else {
+                        if (PE == PP_DRELU2) drelu2_scale<decltype(rsq)::value>(v0, v1, hv[e], flagged);
 #ifdef BREAK_PP_RELU2  // a deliberately wrong variant (dev/broken_variants.sh): the square without the relu
-                            if (PE == PP_RELU2) v0 = v0 * v0, v1 = v1 * v1;
+                        if (PE == PP_RELU2) v0 = v0 * v0, v1 = v1 * v1;
 #else
-                            if (PE == PP_RELU2) v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f), v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
+                        if (PE == PP_RELU2) v0 = fmaxf(v0, 0.f) * fmaxf(v0, 0.f), v1 = fmaxf(v1, 0.f) * fmaxf(v1, 0.f);
 #endif
-                            const __nv_bfloat162 ob = __floats2bfloat162_rn(v0, v1);
-                            o = *reinterpret_cast<const uint32_t *>(&ob);
-                        }
-                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(box + epi_off(rl + 8 * i, e / 2, lane)), "r"(o) : "memory");
+                        const __nv_bfloat162 o = __floats2bfloat162_rn(v0, v1);
+                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(box + epi_off(rl + 8 * i, e / 2, lane)),
+                                     "r"(*reinterpret_cast<const uint32_t *>(&o))
+                                     : "memory");
                     }
                 };
                 bool flagged = false;
