@@ -406,10 +406,9 @@ static void check_memory(const Config &cfg, const TensorList &tl, const BatchGeo
                where.c_str());
     if (need > have)
         fatal_config("this config needs about %.1f GiB on the %s but only %.1f GiB is %s. HINT: a smaller model or batch "
-                     "(TRAIN_BATCH_TOKENS, TRAIN_SEQ_LEN, NUM_LAYERS, MODEL_DIM, VAL_BATCH_SIZE, EVAL_BATCH_SEQS)%s; the README's "
+                     "(TRAIN_BATCH_TOKENS, TRAIN_SEQ_LEN, NUM_LAYERS, MODEL_DIM, VAL_BATCH_SIZE, EVAL_BATCH_SEQS); the README's "
                      "CPU example: %s",
                      need / GiB, cfg.device.c_str(), have / GiB, where.c_str(),
-                     cfg.device == "cpu" ? "" : ", or KEEP_QK=0 (q and k recomputed in the backward: 1.5 GiB less at the seed shape, ~2% slower)",
                      SMALL_CPU_EXAMPLE);
 }
 

@@ -15,7 +15,8 @@
 //   rmsnorm_resid_mix_backward                                     the backward of resid_mix + rmsnorm in one pass
 //   relu2_forward/backward(_from_out)                              relu(x)^2
 //   rope_tables, qk_norm_rope_gain_forward/backward                per-head rmsnorm + partial RoPE + q_gain
-//   qk_rope_gain_forward                                           the same without the norm (recompute)
+//                                                                  (the backward from xn or from out)
+//   qk_rope_gain_forward                                           the same without the norm (out from xn)
 //   params_to_bf16, fake_quant, weights_to_bf16                    the bf16 weights the kernels read (late QAT)
 //
 // (Before them: what several families share, the partial-sum finalizers and the launchers' checks.
@@ -1939,6 +1940,36 @@ __device__ __forceinline__ void qk_rope_grad8(float (&dy)[8], float &pdot, float
         }
     }
 }
+// The backward from the forward's out instead of its xn (what the model keeps: out is attention's
+// input anyway, so xn is never stored). With o = out = g RoPE(xn) and d = d loss / d out, per lane's
+// 8 dims: dy = g RoPE^T(d) as qk_rope_grad8; pdo, the lane's part of sum(d * o), which is both the
+// rmsnorm's sum(xn * dy) and g times the gain's sum(d * RoPE(xn)) (the rotation is orthogonal: no
+// second sum); and o replaced by xn = RoPE^T(o) / g, for the rmsnorm's gradient. po: o's RoPE
+// partners. ginv = 1 / g (qk_gain_inv). About the arithmetic of the backward from xn: the rotation
+// moves from xn to out, the gain's sum goes. LANE: as qk_rope8.
+template <bool LANE = false>
+__device__ __forceinline__ void qk_out_grad8(float (&dy)[8], float &pdo, const float (&d)[8], const float (&pd)[8],
+                                             float (&o)[8], const float (&po)[8], const float (&c)[8], const float (&sn)[8],
+                                             float g, float ginv, int v, int half, int rd) {
+    pdo = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int i = LANE ? v * 8 : v * 8 + k;  // LANE: the part of the rotation is the lane's
+        float t, x;
+        if (i < half) t = qk_rotT_lo(d[k], pd[k], c[k], sn[k]), x = qk_rotT_lo(o[k], po[k], c[k], sn[k]);
+        else if (i < rd) t = qk_rotT_hi(d[k], pd[k], c[k], sn[k]), x = qk_rotT_hi(o[k], po[k], c[k], sn[k]);
+        else t = d[k], x = o[k];
+#ifdef BREAK_QK_FROM_OUT  // a deliberately wrong variant (dev/broken_variants.sh): out taken for xn without undoing RoPE
+        x = o[k];
+#endif
+        dy[k] = __fmul_rn(g, t);
+        pdo = __fmaf_rn(d[k], o[k], pdo);
+        o[k] = __fmul_rn(x, ginv);
+    }
+}
+// 1 / g for qk_out_grad8, and 0 where g = 0: there out is 0 and says nothing of xn, so xn reads 0.
+// The input gradient stays exact (it is g times something); that head's gain gradient reads 0.
+__device__ __forceinline__ float qk_gain_inv(float g) { return g != 0.f ? __frcp_rn(g) : 0.f; }
 // dinp's 8 values: o (+)= r * (dy - y * m), m = mean(xn * dy) over the head-row
 __device__ __forceinline__ void qk_norm_grad8(float (&o)[8], float r, const float (&dy)[8], const float (&y)[8], float m) {
 #pragma unroll
@@ -1999,13 +2030,14 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_forward_kerne
 }
 
 // dinp (+)= rmsnorm'(rope^T(gain * dout)); partial[block][h] = the block's sum over its head-rows
-// of head h of dout . rope(xn) (only when partial is given). Grid-stride over groups of
-// QK_STEPS warp-steps per warp, all loads of a group (dout, xn, rstd, dinp when accumulating)
+// of head h of dout . rope(xn) (only when partial is given). saved: the forward's xn, or with
+// FROM_OUT its out (xn = rope^T(out) / gain, qk_out_grad8). Grid-stride over groups of
+// QK_STEPS warp-steps per warp, all loads of a group (dout, saved, rstd, dinp when accumulating)
 // issued before its math; the launcher makes the stride a multiple of NH head-rows, so each
 // (step, segment) slot of each warp always sees the same head and keeps its gain sum in a register.
-template <bool FAST>
+template <bool FAST, bool FROM_OUT>
 __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kernel(
-    bf16 *dinp, float *partial, const bf16 *dout, const bf16 *xn, const float *rstd, const float *cos_t,
+    bf16 *dinp, float *partial, const bf16 *dout, const bf16 *saved, const float *rstd, const float *cos_t,
     const float *sin_t, const float *gain, int NH, int T, int hd, int rd, int HR, bool accumulate) {
     __shared__ float sm[QK_WARPS][FAST ? 1 : 32 * QK_PAD];
     __shared__ float sg[QK_WARPS][QK_STEPS * 32];
@@ -2028,7 +2060,7 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
             rs[u] = 0.f;
             if (seg < rpw && hr < HR) {
                 rd8[u] = qk_load_raw(dout + at);
-                ry8[u] = qk_load_raw(xn + at);
+                ry8[u] = qk_load_raw(saved + at);
                 rs[u] = rstd[hr];
                 if (accumulate) ra8[u] = qk_load_raw(dinp + at);
             }
@@ -2046,7 +2078,13 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
             qk_partners<FAST>(pd, d, sm[w], lane, v, half);
             qk_partners<FAST>(py, y, sm[w], lane, v, half);
             float dy[8], pdot, pg;  // dy: d loss / d xn
-            qk_rope_grad8(dy, pdot, pg, d, pd, y, py, c, sn, g, v, half, rd);
+            if constexpr (FROM_OUT) {  // y becomes xn
+                const float ginv = qk_gain_inv(g);
+                qk_out_grad8(dy, pdot, d, pd, y, py, c, sn, g, ginv, v, half, rd);
+                pg = __fmul_rn(pdot, ginv);
+            } else {
+                qk_rope_grad8(dy, pdot, pg, d, pd, y, py, c, sn, g, v, half, rd);
+            }
             const float dot = qk_seg_sum(pdot, seg, hv), gs = qk_seg_sum(pg, seg, hv);
             if (active) {
                 const float m = __fdiv_rn(dot, (float)hd);
@@ -2089,7 +2127,9 @@ constexpr int QK3_WARPS = 4;       // warps per block (128 threads: finer steps 
 constexpr int QK3_MAX_K = 4;       // 8-value vectors per lane and row: rows of up to 1024 values
 constexpr int QK3_VECS = 2;        // vectors per lane a warp loads before its math (rows of K vectors)
 constexpr int QK3_FWD_BLOCKS = 8;  // resident blocks per SM the forward is built for (<= 64 registers)
-// the backward's (<= 80 registers; with more loads or vectors in flight, fewer blocks and no spills)
+// the backward's (<= 80 registers; with more loads or vectors in flight, fewer blocks and no spills;
+// ptxas: K = 2 from bf16 without accumulation spills 4 bytes since the backward from out came in,
+// a shape the seed model does not run: its q reads the fp32 accumulator, its k has K = 1)
 __host__ __device__ constexpr int qk3_bwd_blocks(int K, bool acc) { return K > 2 ? 4 : acc ? 5 : 6; }
 
 // rows per warp at once: QK3_VECS / K, at least one
@@ -2223,24 +2263,27 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, QK3_FWD_BLOCKS) qk_forward_v3_
 
 // dinp (+)= rmsnorm'(rope^T(gain * dout)), as qk_norm_rope_gain_backward_kernel (ACC: adds to
 // dinp); partial[block][h] = the block's sum over its rows of head h's dout . rope(xn) (when
-// partial is given). A full wave of blocks, grid-stride over groups of R rows per warp, each
-// group's loads (dout, xn, rstd, dinp when ACC) issued before its math. A lane's gain sum stays
+// partial is given); saved: xn, or with from_out the forward's out (as the head-row kernel). A
+// full wave of blocks, grid-stride over groups of R rows per warp, each group's loads (dout,
+// saved, rstd, dinp when ACC) issued before its math. A lane's gain sum stays
 // in a register (its head is fixed); at the end a head-row's lanes are added in lane order, then
 // the block's warps in warp order: deterministic for a given grid. DT: dout's type, bf16, or
 // float for attention's dQ accumulator, bf16(dout * dout_scale) (Qk3Dout; unused for bf16).
 template <int K, bool ACC, typename DT = bf16>
 __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_backward_v3_kernel(
-    bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *__restrict__ xn, const float *__restrict__ rstd,
+    bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *__restrict__ saved, bool from_out,
+    const float *__restrict__ rstd,
     const float *__restrict__ cos_t, const float *__restrict__ sin_t, const float *__restrict__ gain, int N, int NH, int T,
     int hd, int rd) {
     constexpr int R = qk3_rows<K>(), KS = qk3_load_vectors<K, DT>();
     __shared__ float sg[QK3_WARPS][QK3_MAX_K * 32];  // the warps' gain sums per head (NH <= K * rpw)
     const Qk3Lane L(NH, hd, rd);
-    float g[K], gacc[K];
+    float g[K], ginv[K], gacc[K];  // ginv: 1 / g, for from_out (qk_out_grad8)
 #pragma unroll
     for (int k = 0; k < K; k++) {
         const int h = k * L.rpw + L.seg;
         g[k] = gain && h < NH ? lyr::rnd(gain[h]) : 1.f;
+        ginv[k] = qk_gain_inv(g[k]);
         gacc[k] = 0.f;
     }
     for (int base = blockIdx.x * QK3_WARPS * R; base < N; base += gridDim.x * QK3_WARPS * R) {  // uniform over the block
@@ -2259,7 +2302,7 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
                     const size_t at = (size_t)(n0 + r) * L.C + (k * 32 + L.lane) * 8;
                     const bool ok = n0 + r < N && k * L.rpw + L.seg < NH;
                     rd8[r][j].load(dout + at, ok);
-                    ry8[r][j] = ok ? qk_load_stream(xn + at) : make_uint4(0, 0, 0, 0);
+                    ry8[r][j] = ok ? qk_load_stream(saved + at) : make_uint4(0, 0, 0, 0);
                     rs[r][j] = ok ? rstd[(size_t)(n0 + r) * NH + k * L.rpw + L.seg] : 0.f;
                     ra8[r][j] = ACC && ok ? qk_load_stream(dinp + at) : make_uint4(0, 0, 0, 0);
                 }
@@ -2284,7 +2327,12 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
                     lyr::unpack8(pd, qk_partner_words(dw8[r][j], L.src));
                     lyr::unpack8(py, qk_partner_words(ry8[r][j], L.src));
                     float dy[8], pdot, pg;
-                    qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], L.v, L.half, rd);
+                    if (from_out) {  // y becomes xn
+                        qk_out_grad8<true>(dy, pdot, d, pd, y, py, c, sn, g[k], ginv[k], L.v, L.half, rd);
+                        pg = __fmul_rn(pdot, ginv[k]);
+                    } else {
+                        qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], L.v, L.half, rd);
+                    }
                     const float m = __fdiv_rn(qk_seg_sum(pdot, L.seg, L.hv), (float)hd);
                     if (n < N && k * L.rpw + L.seg < NH) {
                         float o[8];
@@ -2419,8 +2467,9 @@ inline void qk_norm_rope_gain_forward(bf16 *out, bf16 *xn, float *rstd, const bf
         qk_forward_launch(out, xn, rstd, inp, cos_t, sin_t, gain, B, T, NH, hd, rd, true, version, stream);
 }
 // out (B, T, NH, hd) = gain * RoPE(xn): the forward's out again from its xn (bf16), bit for bit
-// (the forward rotates the stored xn), so the model keeps xn for the backward and recomputes q
-// and k for the attention backward instead of keeping them too. CPU twin: qk_rope_gain_forward_cpu.
+// (the forward rotates the stored xn). CPU twin: qk_rope_gain_forward_cpu. The model no longer
+// calls it: it keeps q and k (attention's inputs) and the q/k backward recomputes xn from them
+// (qk_norm_rope_gain_backward with out). dev_layers still checks it against the forward.
 inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, const float *sin_t, const float *gain,
                                  int B, int T, int NH, int hd, int rd, cudaStream_t stream, int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
@@ -2437,8 +2486,8 @@ inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, 
 // the grid decides which rows each lane adds to its gain sum and in what order, so the same grid
 // keeps dgain bit for bit the same from fp32 as from bf16.
 template <typename DT>
-inline int qk_backward_v3_launch(bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *xn,
-                                 const float *rstd, const float *cos_t, const float *sin_t, const float *gain, int N, int T,
+inline int qk_backward_v3_launch(bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *saved,
+                                 bool from_out, const float *rstd, const float *cos_t, const float *sin_t, const float *gain, int N, int T,
                                  int NH, int hd, int rd, bool accumulate, DeviceScratch scratch, const char *who,
                                  cudaStream_t stream) {
     int nb = 0;
@@ -2449,43 +2498,56 @@ inline int qk_backward_v3_launch(bf16 *dinp, float *partial, const DT *dout, flo
         nb = std::max(1, std::min(ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()),
                                   full_wave_blocks((const void *)wave_kernel, QK3_WARPS * 32)));
         if (partial) layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
-        kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, dout_scale, xn, rstd, cos_t, sin_t, gain, N, NH, T, hd,
-                                                  rd);
+        kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, dout_scale, saved, from_out, rstd, cos_t, sin_t, gain,
+                                                  N, NH, T, hd, rd);
     });
     return nb;
 }
 
-// dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from xn and rstd of the
-// forward; dgain (NH) += the gain gradient (both null for k). dinp may be dout.
-inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dout, const bf16 *xn, const float *rstd,
-                                       const float *cos_t, const float *sin_t, const float *gain, int B, int T, int NH,
-                                       int hd, int rd, bool accumulate, DeviceScratch scratch, cudaStream_t stream,
-                                       int version = 0) {
+// What the q/k backward reads of the forward, besides rstd: exactly one of xn (the normalized
+// input, as qk_norm_rope_gain_forward stores it) and out (its output gain * RoPE(xn), which the
+// model keeps anyway as attention's input, so it stores no xn: xn = RoPE^T(out) / gain is
+// recomputed in registers, qk_out_grad8). From out, the gain gradient of a head whose gain is
+// exactly 0 reads 0 (out is 0 there); the input gradient is exact either way.
+inline const bf16 *qk_saved(const bf16 *xn, const bf16 *out, const char *who) {
+    layers_require((xn != nullptr) != (out != nullptr), who, "takes exactly one of xn and out");
+    return xn ? xn : out;
+}
+
+// dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from the forward's rstd and
+// its xn or its out (qk_saved); dgain (NH) += the gain gradient (both null for k). dinp may be dout.
+inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dout, const bf16 *xn, const bf16 *out,
+                                       const float *rstd, const float *cos_t, const float *sin_t, const float *gain, int B,
+                                       int T, int NH, int hd, int rd, bool accumulate, DeviceScratch scratch,
+                                       cudaStream_t stream, int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_backward";
     qk_check_shape(B, T, NH, hd, rd, who);
+    const bf16 *saved = qk_saved(xn, out, who);
     layers_require(!dgain || gain, who, "dgain needs gain");
     layers_require(!dgain || NH <= QK_WARPS * 32, who, "at most 256 heads with a gain gradient");
     layers_check_aligned(dinp, who, "dinp");
     layers_check_aligned(dout, who, "dout");
-    layers_check_aligned(xn, who, "xn");
+    layers_check_aligned(saved, who, xn ? "xn" : "out");
     const long HR = qk_head_rows(B, T, NH, who);
     if (HR == 0) return;
     int nb;
     float *partial = dgain ? (float *)scratch.ptr : nullptr;
     if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
-        nb = qk_backward_v3_launch(dinp, partial, dout, 1.f, xn, rstd, cos_t, sin_t, gain, B * T, T, NH, hd, rd, accumulate,
-                                   scratch, who, stream);
+        nb = qk_backward_v3_launch(dinp, partial, dout, 1.f, saved, out != nullptr, rstd, cos_t, sin_t, gain, B * T, T, NH,
+                                   hd, rd, accumulate, scratch, who, stream);
     } else {
         // one full wave (fewer blocks for small problems), rounded up so that the grid's stride,
         // nb * QK_WARPS * QK_STEPS * rpw head-rows, is a multiple of NH (see the kernel)
-        auto kernel = qk_fast_path(rd, cos_t, sin_t) ? qk_norm_rope_gain_backward_kernel<true> : qk_norm_rope_gain_backward_kernel<false>;
+        const bool fast = qk_fast_path(rd, cos_t, sin_t);
+        auto kernel = out ? (fast ? qk_norm_rope_gain_backward_kernel<true, true> : qk_norm_rope_gain_backward_kernel<false, true>)
+                          : (fast ? qk_norm_rope_gain_backward_kernel<true, false> : qk_norm_rope_gain_backward_kernel<false, false>);
         const int wave = full_wave_blocks((const void *)kernel, QK_WARPS * 32);
         const int rows = QK_WARPS * QK_STEPS * qk_rows_per_warp(hd), q = NH / std::gcd(NH, rows);
         nb = (int)std::max(1L, std::min(qk_forward_grid(HR, hd), (long)wave));
         nb = ceil_div(nb, q) * q;
         if (dgain) layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
-        kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, xn, rstd, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
+        kernel<<<nb, QK_WARPS * 32, 0, stream>>>(dinp, partial, dout, saved, rstd, cos_t, sin_t, gain, NH, T, hd, rd, (int)HR,
                                                  accumulate);
     }
     cudaCheckLaunch();
@@ -2504,25 +2566,27 @@ inline bool qk_backward_from_acc_fits(int NH, int hd, int rd, const float *cos_t
 // attention_backward_dq_acc / attention_backward_dq_acc_scale). Bit for bit what attention's dq
 // pass followed by qk_norm_rope_gain_backward gives (dinp and dgain; Qk3Dout), without that pass
 // and its bf16 dq: per value 4 bytes read instead of 4 read + 2 written + 2 read. Only where
-// qk_backward_from_acc_fits (else exit 2). dinp may not be xn.
+// qk_backward_from_acc_fits (else exit 2). xn, out: as qk_norm_rope_gain_backward (qk_saved);
+// dinp may not be the one given.
 inline void qk_norm_rope_gain_backward_from_acc(bf16 *dinp, float *dgain, const float *dout_acc, float dout_scale,
-                                                const bf16 *xn, const float *rstd, const float *cos_t, const float *sin_t,
-                                                const float *gain, int B, int T, int NH, int hd, int rd, bool accumulate,
-                                                DeviceScratch scratch, cudaStream_t stream, int version = 0) {
+                                                const bf16 *xn, const bf16 *out, const float *rstd, const float *cos_t,
+                                                const float *sin_t, const float *gain, int B, int T, int NH, int hd, int rd,
+                                                bool accumulate, DeviceScratch scratch, cudaStream_t stream, int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_backward_from_acc";
     qk_check_shape(B, T, NH, hd, rd, who);
+    const bf16 *saved = qk_saved(xn, out, who);
     layers_require(qk_backward_from_acc_fits(NH, hd, rd, cos_t, sin_t, version), who,
                    "needs a shape the token-row kernels take (qk_backward_from_acc_fits)");
     layers_require(!dgain || gain, who, "dgain needs gain");
-    layers_require((const void *)dinp != (const void *)xn, who, "dinp may not be xn");
+    layers_require((const void *)dinp != (const void *)saved, who, xn ? "dinp may not be xn" : "dinp may not be out");
     layers_check_aligned(dinp, who, "dinp");
     layers_check_aligned(dout_acc, who, "dout_acc");
-    layers_check_aligned(xn, who, "xn");
+    layers_check_aligned(saved, who, xn ? "xn" : "out");
     if (qk_head_rows(B, T, NH, who) == 0) return;
     float *partial = dgain ? (float *)scratch.ptr : nullptr;
-    const int nb = qk_backward_v3_launch(dinp, partial, dout_acc, dout_scale, xn, rstd, cos_t, sin_t, gain, B * T, T, NH, hd,
-                                         rd, accumulate, scratch, who, stream);
+    const int nb = qk_backward_v3_launch(dinp, partial, dout_acc, dout_scale, saved, out != nullptr, rstd, cos_t, sin_t, gain,
+                                         B * T, T, NH, hd, rd, accumulate, scratch, who, stream);
     cudaCheckLaunch();
     if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
 }

@@ -411,7 +411,8 @@ void matmul_relu2_backward_dx_cpu(real *dinp, const real *dout, const real *weig
 //   out = gain[h] * that.
 // inp, xn, out (B, T, NH, hd), rstd (B, T, NH), cos/sin (T, rd/2), gain (NH) or null.
 // In two parts: qk_rope_gain_forward_cpu, out from xn, is also the twin of the GPU's
-// qk_rope_gain_forward (the GPU backward recomputes q and k from xn instead of keeping them).
+// qk_rope_gain_forward. (The GPU model keeps out, q and k, and recomputes xn from it in its
+// backward: qk_xn_from_out_cpu below is that step's twin.)
 template <typename real>
 void qk_rope_gain_forward_cpu(real *out, const real *xn, const real *cos_t, const real *sin_t, const real *gain, int B,
                               int T, int NH, int hd, int rd) {
@@ -448,6 +449,31 @@ void qk_norm_rope_gain_forward_cpu(real *out, real *xn, real *rstd, const real *
         for (int i = 0; i < hd; i++) y[i] = x[i] * r;
     }
     qk_rope_gain_forward_cpu(out, xn, cos_t, sin_t, gain, B, T, NH, hd, rd);
+}
+// xn (B, T, NH, hd) = RoPE^T(out) / gain[h] (0 where gain[h] = 0): the forward's xn from its out,
+// the rotation's transpose being its inverse. The twin of what the GPU's q/k backward does in
+// registers when it is given out instead of xn (qk_out_grad8 in layers.cuh); the CPU model
+// keeps xn itself.
+template <typename real>
+void qk_xn_from_out_cpu(real *xn, const real *out, const real *cos_t, const real *sin_t, const real *gain, int B, int T,
+                        int NH, int hd, int rd) {
+    const int half = rd / 2;
+#pragma omp parallel for collapse(2)
+    for (int n = 0; n < B * T; n++) {
+        for (int h = 0; h < NH; h++) {
+            size_t at = ((size_t)n * NH + h) * hd;
+            const real *o = out + at;
+            real *y = xn + at;
+            const real *c = cos_t + (size_t)(n % T) * half, *s = sin_t + (size_t)(n % T) * half;
+            real g = gain ? gain[h] : 1, ginv = g != 0 ? 1 / g : 0;
+            for (int i = 0; i < half; i++) {
+                real o1 = o[i], o2 = o[i + half];
+                y[i] = ginv * (o1 * c[i] - o2 * s[i]);
+                y[i + half] = ginv * (o1 * s[i] + o2 * c[i]);
+            }
+            for (int i = rd; i < hd; i++) y[i] = ginv * o[i];
+        }
+    }
 }
 // dinp += d/dx; dgain[h] += sum over tokens of dout . rope(xn) (dgain null for k).
 // dgain_abs (optional, NH): the sum of the |terms| of each dgain[h], the scale against which its

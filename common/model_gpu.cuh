@@ -33,8 +33,9 @@
 //     prev + skip_weights * enc, recomputed for resid_mix's backward (residual_scale_forward);
 //   - x_in and x_mid, the rmsnorms' inputs: their backward reads the outputs ln1 / ln2 (kept for
 //     the GEMMs' weight gradients) with rstd instead (rmsnorm_backward_from_out);
-//   - q and k after RoPE and gain only with KEEP_QK=0 (below): then recomputed from qn / kn for
-//     the attention backward (qk_rope_gain_forward, bit for bit what the forward gave attention);
+//   - qn, kn, the per-head rmsnorm's outputs: the q/k backward recomputes them in registers from
+//     q and k (attention's inputs, kept), xn = RoPE^T(q) / q_gain (qk_norm_rope_gain_backward
+//     with out; 150 MB of stores a layer less at the seed shape);
 //   - relu(fc): on Hopper the fc GEMM's epilogue writes relu^2 itself (MLP_GEMM, below); else
 //     cuBLASLt's RELU epilogue writes relu(fc) and relu2_forward squares it in place; the backward
 //     takes relu' from relu^2 (relu2_backward_from_out, or in the input-gradient GEMM's epilogue);
@@ -104,15 +105,6 @@ inline QkvGemmMode qkv_gemm_mode() {
 }
 inline bool qkv_gemm_grouped() { return qkv_gemm_mode() != QKV_GEMM_CUBLAS; }
 
-// KEEP_QK (developer knob, read once): 1 (the default) keeps each layer's q and k after RoPE and
-// gain (attention's inputs) for the attention backward; 0 keeps only qn / kn and recomputes q, k
-// there, two memory passes a layer (~0.1 ms at the seed shape) for 1.5 GiB less memory
-// (3 bytes per token per model channel per layer: 150 MB a layer at 98,304 tokens).
-inline bool keep_qk() {
-    static const bool keep = env_choice("KEEP_QK", {"0", "1"}, 1) == 1;
-    return keep;
-}
-
 // ----------------------------------------------------------------------------
 // one device allocation carved into many buffers (256-byte aligned each)
 
@@ -135,11 +127,9 @@ struct LayerActsGPU {
     bf16 *resid;     // (N,D)     the block input: the previous output (null on skip layers: recomputed)
     float *rstd1;    // (N)       of x_in = mix[0]*resid + mix[1]*x0 (x_in itself is not kept)
     bf16 *ln1;       // (N,D)     rmsnorm(x_in) * s
-    bf16 *qn;        // (N,H,hd)  c_q output after the per-head rmsnorm (the q backward reads it)
-    bf16 *kn;        // (N,KV,hd)
-    bf16 *q;         // (N,H,hd)  gain * RoPE(qn), attention's input (KEEP_QK=0: = ModelGPU::q_raw, recomputed)
-    bf16 *k;         // (N,KV,hd) RoPE(kn) (KEEP_QK=0: = ModelGPU::k_raw)
-    float *rstd_q;   // (N,H)
+    bf16 *q;         // (N,H,hd)  gain * RoPE(rmsnorm(c_q output)), attention's input; the q backward's too
+    bf16 *k;         // (N,KV,hd) RoPE(rmsnorm(c_k output))
+    float *rstd_q;   // (N,H)     the per-head rmsnorms' 1/rms
     float *rstd_k;   // (N,KV)
     bf16 *v;         // (N,KV,hd)
     bf16 *att;       // (N,H,hd)
@@ -200,8 +190,8 @@ struct ModelGPU {
     bf16 *proj_out;                 // (N,D) scratch: every block's attn_out and mlp_out (not kept)
     bf16 *xres;                     // (N,D) scratch: the forward's embedding sum, a block's input on
                                     // skip layers, x_in, x_mid (in place); the backward's recomputed input
-    bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch: c_q / c_k outputs (an eval forward: then
-                                    // q / k in place); KEEP_QK=0: every layer's q / k, recomputed
+    bf16 *q_raw, *k_raw;            // (N,D), (N,KVD) scratch: c_q / c_k outputs where the GEMM's epilogue
+                                    // does not normalize (an eval forward: then q / k in place)
     bf16 *dfc;                      // (N,F) scratch: d relu^2, then d fc in place (backward)
     bf16 *xf;                       // (N,D)
     float *rstd_f;                  // (N)
@@ -244,10 +234,8 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
         la.resid = nullptr;  // set by the forward
         la.rstd1 = arena_take<float>(a, N);
         la.ln1 = arena_take<bf16>(a, N * D);
-        la.qn = arena_take<bf16>(a, N * D);
-        la.kn = arena_take<bf16>(a, N * KVD);
-        la.q = keep_qk() ? arena_take<bf16>(a, N * D) : nullptr;  // (else q_raw, below)
-        la.k = keep_qk() ? arena_take<bf16>(a, N * KVD) : nullptr;
+        la.q = arena_take<bf16>(a, N * D);
+        la.k = arena_take<bf16>(a, N * KVD);
         la.rstd_q = arena_take<float>(a, N * H);
         la.rstd_k = arena_take<float>(a, N * KV);
         la.v = arena_take<bf16>(a, N * KVD);
@@ -273,8 +261,6 @@ inline void model_gpu_carve(ModelGPU &m, DeviceArena &a) {
     m.xres = arena_take<bf16>(a, N * D);
     m.q_raw = arena_take<bf16>(a, N * D);
     m.k_raw = arena_take<bf16>(a, N * KVD);
-    if (!keep_qk())
-        for (LayerActsGPU &la : m.layers) la.q = m.q_raw, la.k = m.k_raw;
     m.dfc = arena_take<bf16>(a, N * F);
     m.xf = arena_take<bf16>(a, N * D);
     m.rstd_f = arena_take<float>(a, N);
@@ -433,7 +419,7 @@ inline void gather_suffix_rows(E *dst, const E *src, int B, int T, int s, int C,
 // (B, T - s, ...). Bit-identical to those rows of a full forward: every op there is per-row and
 // the eval's GEMMs are one-pass (MatmulOnePass). (The CPU twin, model_forward, also skips the
 // unscored queries of that attention, which an exact-math CPU can do without changing a row.)
-// The eval forward also skips the stores only the backward reads (qn, kn and their rstd).
+// The eval forward also skips the stores only the backward reads (q, k and their rstds).
 inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool accumulate_loss, cudaStream_t stream) {
     const Config &c = m.config;
     const int B = m.B, T = m.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
@@ -505,8 +491,9 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
             const int n[3] = {D, KVD, KVD};
             bf16 *const qkv[3] = {q, k, la.v};
             if (qkv_gemm_mode() == QKV_GEMM_FUSED && matmul_forward_qkv_norm_supported(qkv, la.ln1, ws, n, N, D, hd, rd)) {
-                // q, k straight from the GEMM's epilogue (+ qn, kn and the rstds for the backward)
-                bf16 *const xn[2] = {backward ? la.qn : nullptr, backward ? la.kn : nullptr};
+                // q, k straight from the GEMM's epilogue (+ the rstds for the backward; no qn, kn:
+                // the backward recomputes them from q, k)
+                bf16 *const xn[2] = {nullptr, nullptr};
                 float *const rstd[2] = {backward ? la.rstd_q : nullptr, backward ? la.rstd_k : nullptr};
                 matmul_forward_qkv_norm(qkv, xn, rstd, la.ln1, ws, n, N, D, m.rope_cos, m.rope_sin, bp.q_gain, T, (float)RMS_EPS,
                                         stream);
@@ -516,9 +503,9 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
                     matmul_forward_grouped(outs, la.ln1, ws, n, 3, N, D, stream);
                 else
                     for (int g = 0; g < 3; g++) matmul_forward(outs[g], la.ln1, ws[g], N, D, n[g], stream);
-                qk_norm_rope_gain_forward(q, backward ? la.qn : nullptr, backward ? la.rstd_q : nullptr, m.q_raw, m.rope_cos,
+                qk_norm_rope_gain_forward(q, nullptr, backward ? la.rstd_q : nullptr, m.q_raw, m.rope_cos,
                                           m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
-                qk_norm_rope_gain_forward(k, backward ? la.kn : nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
+                qk_norm_rope_gain_forward(k, nullptr, backward ? la.rstd_k : nullptr, m.k_raw, m.rope_cos,
                                           m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
             }
         }
@@ -637,11 +624,6 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         matmul_backward(nullptr, m.gfold, m.dres, xsa ? la.xsa_out : la.att, nullptr, N, D, D, false, false, stream);
         fold_scale_grad(dbp.attn_proj, dbp.attn_scale, m.gfold, bp.attn_scale, bw.attn_proj, D, D, stream);
         matmul_forward(m.datt_xsa, m.dres, m.fold[l].attn_t, N, D, D, stream);
-        // q and k as attention saw them: kept, or recomputed (KEEP_QK=0: la.q, la.k are the scratch)
-        if (la.q == m.q_raw) {
-            qk_rope_gain_forward(m.q_raw, la.qn, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd, rd, stream);
-            qk_rope_gain_forward(m.k_raw, la.kn, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd, stream);
-        }
         bf16 *dq = dq_from_acc ? nullptr : m.dq;  // null: dQ stays in attention's accumulator
         AttnBwdPrepared prep;  // what the preprocess pass may skip
         if (xsa) {
@@ -665,12 +647,12 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
 #endif
         if (dq_from_acc)
             qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch),
-                                                attention_backward_dq_acc_scale(), la.qn, la.rstd_q, m.rope_cos, m.rope_sin,
+                                                attention_backward_dq_acc_scale(), nullptr, la.q, la.rstd_q, m.rope_cos, m.rope_sin,
                                                 bp.q_gain, B, T, H, hd, rd, false, sc, stream);
         else
-            qk_norm_rope_gain_backward(m.dq, dq_gain, m.dq, la.qn, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd,
+            qk_norm_rope_gain_backward(m.dq, dq_gain, m.dq, nullptr, la.q, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd,
                                        rd, false, sc, stream);
-        qk_norm_rope_gain_backward(m.dk, nullptr, m.dk, la.kn, la.rstd_k, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd,
+        qk_norm_rope_gain_backward(m.dk, nullptr, m.dk, nullptr, la.k, la.rstd_k, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd,
                                    false, sc, stream);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) {

@@ -720,7 +720,7 @@ static void test_scalar_scale(size_t n) {
 
 // What one version of the q/k launchers wrote on one shape (dev_layers compares the versions)
 struct QkResults {
-    std::vector<float> out, xn, rstd, re, dx, dx_acc, dx_inplace;
+    std::vector<float> out, xn, rstd, re, dx, dx_acc, dx_inplace, dx_out, dx_out_acc;
 };
 
 // The q/k checks of one version of the launchers (2: head-row kernels, 3: token-row kernels;
@@ -775,33 +775,43 @@ static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int
         printf("  %s %-28s bitwise identical to the forward's out\n", same ? "ok  " : "FAIL", "out from xn");
         expect(same);
     }
-    // backward on independent random inputs (any xn, rstd will do for the formula)
-    std::vector<float> b_xn = randn(n), b_rstd((size_t)N * NH), dout = randn(n);
+    // backward on independent random inputs (any xn, rstd will do for the formula). from_out: the
+    // same buffer given as the forward's out, xn = RoPE^T(out) / gain (the model's form), against
+    // the CPU twin on the xn the twin recomputes from it (qk_xn_from_out_cpu)
+    std::vector<float> b_xn = randn(n), b_rstd((size_t)N * NH), dout = randn(n), b_xn_of_out(n);
     std::uniform_real_distribution<float> u(0.5f, 2.f);
     for (float &r : b_rstd) r = u(dev_rng());
     put(d_xn, b_xn);
     put(d_rstd, b_rstd);
     put(d_dout, dout);
-    for (int acc = 0; acc < 2; acc++) {
-        std::vector<float> dx = acc ? randn(n) : std::vector<float>(n, 0.f), dgain = randn(NH), r_dx = dx, r_dgain = dgain;
-        qk_norm_rope_gain_backward_cpu(r_dx.data(), with_gain ? r_dgain.data() : nullptr, dout.data(), b_xn.data(),
-                                       b_rstd.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH,
-                                       hd, rd);
-        if (acc) put(d_dx, dx);
-        else poison(d_dx.p, n);
-        put(d_dgain, dgain);
-        qk_norm_rope_gain_backward(d_dx.p, with_gain ? d_dgain.p : nullptr, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p,
-                                   with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, acc, g_scratch, 0, version);
-        (acc ? res.dx_acc : res.dx) = get(d_dx, n);
-        expect(check_bf16(acc ? "dinp (accumulate)" : "dinp", acc ? res.dx_acc : res.dx, r_dx));
-        if (with_gain) {
-            std::vector<float> g = get(d_dgain, NH);
-            expect(check_sum("dgain", g, r_dgain));
-            if (!acc) {
-                put(d_dgain, dgain);
-                qk_norm_rope_gain_backward(d_dx.p, d_dgain.p, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p, d_gain.p, B, T,
-                                           NH, hd, rd, acc, g_scratch, 0, version);
-                expect(check_exact("dgain", get(d_dgain, NH), g));
+    qk_xn_from_out_cpu(b_xn_of_out.data(), b_xn.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd,
+                       rd);
+    for (int from_out = 0; from_out < 2; from_out++) {
+        const bf16 *g_xn = from_out ? nullptr : d_xn.p, *g_out = from_out ? d_xn.p : nullptr;
+        const std::vector<float> &c_xn = from_out ? b_xn_of_out : b_xn;
+        for (int acc = 0; acc < 2; acc++) {
+            const std::string what = std::string(acc ? "dinp (accumulate)" : "dinp") + (from_out ? " from out" : "");
+            std::vector<float> dx = acc ? randn(n) : std::vector<float>(n, 0.f), dgain = randn(NH), r_dx = dx, r_dgain = dgain;
+            qk_norm_rope_gain_backward_cpu(r_dx.data(), with_gain ? r_dgain.data() : nullptr, dout.data(), c_xn.data(),
+                                           b_rstd.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH,
+                                           hd, rd);
+            if (acc) put(d_dx, dx);
+            else poison(d_dx.p, n);
+            put(d_dgain, dgain);
+            qk_norm_rope_gain_backward(d_dx.p, with_gain ? d_dgain.p : nullptr, d_dout.p, g_xn, g_out, d_rstd.p, d_cos.p,
+                                       d_sin.p, with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, acc, g_scratch, 0, version);
+            std::vector<float> &got = from_out ? (acc ? res.dx_out_acc : res.dx_out) : (acc ? res.dx_acc : res.dx);
+            got = get(d_dx, n);
+            expect(check_bf16(what.c_str(), got, r_dx));
+            if (with_gain) {
+                std::vector<float> g = get(d_dgain, NH);
+                expect(check_sum(from_out ? "dgain from out" : "dgain", g, r_dgain));
+                if (!acc) {
+                    put(d_dgain, dgain);
+                    qk_norm_rope_gain_backward(d_dx.p, d_dgain.p, d_dout.p, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, d_gain.p, B,
+                                               T, NH, hd, rd, acc, g_scratch, 0, version);
+                    expect(check_exact(from_out ? "dgain from out" : "dgain", get(d_dgain, NH), g));
+                }
             }
         }
     }
@@ -809,7 +819,7 @@ static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int
     std::vector<float> ref(n, 0.f);
     qk_norm_rope_gain_backward_cpu(ref.data(), (float *)nullptr, dout.data(), b_xn.data(), b_rstd.data(), cs.data(),
                                    sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
-    qk_norm_rope_gain_backward(d_dout.p, nullptr, d_dout.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p,
+    qk_norm_rope_gain_backward(d_dout.p, nullptr, d_dout.p, d_xn.p, nullptr, d_rstd.p, d_cos.p, d_sin.p,
                                with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, false, g_scratch, 0, version);
     res.dx_inplace = get(d_dout, n);
     expect(check_bf16("dinp (in place)", res.dx_inplace, ref));
@@ -858,30 +868,38 @@ static void test_qk_from_acc(int B, int T, int NH, int hd, int rd, bool with_gai
     }
     float *dg_ref = with_gain ? d_dg_ref.p : nullptr, *dg = with_gain ? d_dg.p : nullptr;
     const float *g = with_gain ? d_gain.p : nullptr;
+    // from_out: the xn buffer given as the forward's out (the model's form; CPU twin on the xn it
+    // recomputes from it)
+    std::vector<float> xn_of_out(n);
+    qk_xn_from_out_cpu(xn_of_out.data(), xn.data(), cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
+    for (int from_out = 0; from_out < 2; from_out++)
     for (int a = 0; a < 2; a++) {
+        const bf16 *g_xn = from_out ? nullptr : d_xn.p, *g_out = from_out ? d_xn.p : nullptr;
+        const std::string sfx = std::string(a ? " (accumulate)" : "") + (from_out ? " from out" : "");
         std::vector<float> dx = a ? randn(n) : std::vector<float>(n, 0.f), dgain = randn(NH), r_dx = dx, r_dgain = dgain;
-        qk_norm_rope_gain_backward_cpu(r_dx.data(), with_gain ? r_dgain.data() : nullptr, dout.data(), xn.data(), rstd.data(),
-                                       cs.data(), sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
+        qk_norm_rope_gain_backward_cpu(r_dx.data(), with_gain ? r_dgain.data() : nullptr, dout.data(),
+                                       (from_out ? xn_of_out : xn).data(), rstd.data(), cs.data(), sn.data(),
+                                       with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
         if (a) put(d_ref, dx), put(d_dx, dx);
         else poison(d_ref.p, n), poison(d_dx.p, n);
         put(d_dg_ref, dgain);
         put(d_dg, dgain);
-        qk_norm_rope_gain_backward(d_ref.p, dg_ref, d_dq.p, d_xn.p, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH, hd, rd, a,
+        qk_norm_rope_gain_backward(d_ref.p, dg_ref, d_dq.p, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH, hd, rd, a,
                                    g_scratch, 0, 3);
-        qk_norm_rope_gain_backward_from_acc(d_dx.p, dg, d_acc.p, scale, d_xn.p, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH, hd,
-                                            rd, a, g_scratch, 0, 3);
+        qk_norm_rope_gain_backward_from_acc(d_dx.p, dg, d_acc.p, scale, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH,
+                                            hd, rd, a, g_scratch, 0, 3);
         const std::vector<float> got = get(d_dx, n), ref = get(d_ref, n);
-        expect(check_bf16(a ? "from acc dinp (accumulate)" : "from acc dinp", got, r_dx));
+        expect(check_bf16(("from acc dinp" + sfx).c_str(), got, r_dx));
         const bool same = memcmp(got.data(), ref.data(), n * sizeof(float)) == 0;
         printf("  %s %-34s bitwise identical to convert + bf16 backward\n", same ? "ok  " : "FAIL",
-               a ? "from acc dinp (accumulate)" : "from acc dinp");
+               ("from acc dinp" + sfx).c_str());
         expect(same);
         if (with_gain) {
             const std::vector<float> gg = get(d_dg, NH), gr = get(d_dg_ref, NH);
-            expect(check_sum("from acc dgain", gg, r_dgain));
+            expect(check_sum(("from acc dgain" + sfx).c_str(), gg, r_dgain));
             const bool sg = memcmp(gg.data(), gr.data(), NH * sizeof(float)) == 0;
             printf("  %s %-34s bitwise identical to convert + bf16 backward\n", sg ? "ok  " : "FAIL",
-                   a ? "from acc dgain (accumulate)" : "from acc dgain");
+                   ("from acc dgain" + sfx).c_str());
             expect(sg);
         }
     }
@@ -904,7 +922,8 @@ static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
     const std::pair<const char *, const std::vector<float> QkResults::*> outs[] = {
         {"out", &QkResults::out},   {"xn", &QkResults::xn},       {"rstd", &QkResults::rstd},
         {"out from xn", &QkResults::re}, {"dinp", &QkResults::dx}, {"dinp (accumulate)", &QkResults::dx_acc},
-        {"dinp (in place)", &QkResults::dx_inplace}};
+        {"dinp (in place)", &QkResults::dx_inplace}, {"dinp from out", &QkResults::dx_out},
+        {"dinp (accumulate) from out", &QkResults::dx_out_acc}};
     for (const auto &o : outs) {
         const std::vector<float> &a = r3.*o.second, &b = r2.*o.second;
         const bool same = a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -1034,14 +1053,14 @@ static void bench_all() {
         snprintf(shape, sizeof shape, "q: N=%d H=%d hd=%d", N, H, hd);
         bench_row("attention dq convert", shape, bench_ms([&] { attention_backward_dq_convert(b.p, accf.p, 1, N, H, hd, false, 0); }),
                   q_conv, 0);
-        bench_row("dq convert + qk bwd (bf16)", shape, bench_ms([&] {
+        bench_row("dq convert + qk bwd from out", shape, bench_ms([&] {
                       attention_backward_dq_convert(b.p, accf.p, 1, N, H, hd, false, 0);
-                      qk_norm_rope_gain_backward(a.p, grads.p, b.p, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd,
+                      qk_norm_rope_gain_backward(a.p, grads.p, b.p, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd,
                                                  false, g_scratch, 0, 3);
                   }),
                   q_conv + q_bwd, 0);
-        bench_row("qk bwd from acc", shape, bench_ms([&] {
-                      qk_norm_rope_gain_backward_from_acc(a.p, grads.p, accf.p, sc, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T,
+        bench_row("qk bwd from acc, from out", shape, bench_ms([&] {
+                      qk_norm_rope_gain_backward_from_acc(a.p, grads.p, accf.p, sc, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T,
                                                           H, hd, rd, false, g_scratch, 0, 3);
                   }),
                   q_acc + ND * 2 * b2 + (double)N * H * b4, 0);
@@ -1049,14 +1068,14 @@ static void bench_all() {
         snprintf(shape, sizeof shape, "k: N=%d KV=%d hd=%d", N, KV, hd);
         bench_row("attention dq convert", shape, bench_ms([&] { attention_backward_dq_convert(b.p, accf.p, 1, N, KV, hd, false, 0); }),
                   k_conv, 0);
-        bench_row("dq convert + qk bwd (bf16)", shape, bench_ms([&] {
+        bench_row("dq convert + qk bwd from out", shape, bench_ms([&] {
                       attention_backward_dq_convert(b.p, accf.p, 1, N, KV, hd, false, 0);
-                      qk_norm_rope_gain_backward(a.p, nullptr, b.p, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd,
+                      qk_norm_rope_gain_backward(a.p, nullptr, b.p, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd,
                                                  false, g_scratch, 0, 3);
                   }),
                   k_conv + k_bwd, 0);
-        bench_row("qk bwd from acc", shape, bench_ms([&] {
-                      qk_norm_rope_gain_backward_from_acc(a.p, nullptr, accf.p, sc, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T,
+        bench_row("qk bwd from acc, from out", shape, bench_ms([&] {
+                      qk_norm_rope_gain_backward_from_acc(a.p, nullptr, accf.p, sc, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T,
                                                           KV, hd, rd, false, g_scratch, 0, 3);
                   }),
                   nk * b4 + nk * 2 * b2 + (double)N * KV * b4, 0);
@@ -1069,8 +1088,8 @@ static void bench_all() {
                   bench_ms([&] { qk_norm_rope_gain_forward(a.p, b.p, rstd.p, d.p, cos_t.p, sin_t.p, params.p, B, T, H, hd, rd, 0,
                                                            version); }),
                   ND * 3 * b2 + (double)N * H * b4, 0);
-        bench_row("qk_norm_rope_gain_backward", shape,
-                  bench_ms([&] { qk_norm_rope_gain_backward(a.p, grads.p, d.p, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H,
+        bench_row("qk_norm_rope_gain_backward from out", shape,
+                  bench_ms([&] { qk_norm_rope_gain_backward(a.p, grads.p, d.p, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H,
                                                             hd, rd, false, g_scratch, 0, version); }),
                   ND * 3 * b2 + (double)N * H * b4, 0);
         bench_row("qk_rope_gain_forward", shape,
@@ -1084,8 +1103,8 @@ static void bench_all() {
         bench_row("qk_rope_gain_forward", shape,
                   bench_ms([&] { qk_rope_gain_forward(a.p, b.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd, rd, 0, version); }),
                   (double)N * KVD * 2 * b2, 0);
-        bench_row("qk_norm_rope_gain_backward", shape,
-                  bench_ms([&] { qk_norm_rope_gain_backward(a.p, nullptr, d.p, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV,
+        bench_row("qk_norm_rope_gain_backward from out", shape,
+                  bench_ms([&] { qk_norm_rope_gain_backward(a.p, nullptr, d.p, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV,
                                                             hd, rd, false, g_scratch, 0, version); }),
                   (double)N * KVD * 3 * b2 + (double)N * KV * b4, 0);
     }

@@ -881,6 +881,10 @@ static void bench(bool relu2_only) {
                 bench_row(v ? "qkv fwd + q/k: fused, ping-pong" : "qkv fwd + q/k: fused epilogue", "98304 x 512 -> 1024", bench_ms([&] {
                               matmul_forward_qkv_norm(fused_out, qk_xn, qk_rstd, x, ws, n, N, 512, tab, tab, gain, T, (float)RMS_EPS, 0, v);
                           }), 0, fl);
+            bench_row("qkv fwd + q/k: ping-pong, rstd, no xn", "98304 x 512 -> 1024", bench_ms([&] {
+                          bf16 *const no_xn[2] = {nullptr, nullptr};  // the training forward's form (the backward reads out)
+                          matmul_forward_qkv_norm(fused_out, no_xn, qk_rstd, x, ws, n, N, 512, tab, tab, gain, T, (float)RMS_EPS, 0, 1);
+                      }), 0, fl);
             bench_row("qkv fwd + q/k: ping-pong, eval", "98304 x 512 -> 1024", bench_ms([&] {
                           bf16 *const no_xn[2] = {nullptr, nullptr};
                           float *const no_rs[2] = {nullptr, nullptr};
