@@ -664,7 +664,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         dq_gain += 1;
 #endif
         if (dq_from_acc)
-            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch),
+            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch, B, T, H, hd, prep.dq_buf),
                                                 attention_backward_dq_acc_scale(), la.qn, la.rstd_q, m.rope_cos, m.rope_sin,
                                                 bp.q_gain, B, T, H, hd, rd, false, sc, stream);
         else
