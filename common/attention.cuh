@@ -19,8 +19,9 @@
 //   running max m and sum l, and O is rescaled when the max grows, so the T x T score matrix
 //   never exists. The output is O / l and the row's log-sum-exp lse = m + log(l) is saved.
 // - Backward: a preprocess pass computes D = rowsum(dO * O) (the softmax's Jacobian term),
-//   converts lse to log2 units and zeroes an fp32 dQ accumulator. The main kernel gives each
-//   CTA 128 keys of one (b, kv head); its 8 warps own 16 keys each (K and V stay in shared
+//   converts lse to log2 units and zeroes an fp32 dQ accumulator (in training, every layer's
+//   call but the first finds its accumulator zeroed by the previous call's kernel:
+//   AttnBwdPrepared). The main kernel gives each CTA 128 keys of one (b, kv head); its 8 warps own 16 keys each (K and V stay in shared
 //   memory, read as MMA operands), and loop over every query tile at or below the diagonal, for BOTH
 //   query heads of the GQA group, so dK and dV sum in registers and are written once (no fp32
 //   dK/dV buffers). Each step rebuilds P^T = exp(K Q^T * scale - lse) and dP^T = V dO^T,
@@ -464,7 +465,8 @@ __global__ void __launch_bounds__(FWD_THREADS, 2)
 // backward
 
 // D[b,h,t] = dout[b,t,h] . out[b,t,h]; lse2 = lse * log2(e) (a row with lse = -inf, i.e. no
-// visible key, gets +inf so its probabilities come out 0); dq_acc row zeroed.
+// visible key, gets +inf so its probabilities come out 0); dq_acc row zeroed (dq_acc null: the
+// accumulator is zero already, AttnBwdPrepared::dq_zero, and is not written).
 // 8 threads per (b, t, h) row, 8 elements each: a lane's part of the dot product, added in the
 // order below (explicit _rn operations: both preprocess kernels give the same bits), then over
 // the row's 8 lanes by a butterfly.
@@ -502,7 +504,7 @@ __global__ void attention_backward_preprocess_kernel(float *__restrict__ Dd, flo
         const uint4 ov = *reinterpret_cast<const uint4 *>(out + row * HD + part * 8);
         acc = pre_dot8(dv, ov);
     }
-    if (valid) {
+    if (valid && dq_acc) {
         float4 *z = reinterpret_cast<float4 *>(dq_acc + row * HD + part * 8);
         z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
         z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -543,7 +545,7 @@ __global__ void __launch_bounds__(PRE_THREADS) attention_backward_preprocess_v2_
 #pragma unroll
     for (int j = 0; j < PRE_ROWS; j++) {
         const unsigned row = (unsigned)(row0 + j * PRE_STEP);
-        if (row < (unsigned)rows) {
+        if (row < (unsigned)rows && dq_acc) {
             float4 *z = reinterpret_cast<float4 *>(dq_acc + (size_t)row * HD + part * 8);
             z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
             z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -1829,6 +1831,22 @@ __global__ void __launch_bounds__(STAGE >= 3 ? H_THREADS_WS : H_THREADS, 1)
 #endif
 }
 
+// This CTA's share of zeroing n4 float4s at p (the next backward call's dQ accumulator,
+// AttnBwdPrepared::zero_other), by THREADS threads j = 0..THREADS-1. Grid-stride over the CTAs
+// by linear block index: CTA c writes float4s THREADS c + j, THREADS (c + C) + j, ... (C CTAs),
+// an even share (within THREADS float4s) whatever order the CTAs run in. The stores are 16-byte
+// st.global.cs (evict-first): the zeros go out to DRAM without pushing the kernel's Q, dO and dQ
+// lines out of L2, where the grid order keeps them (attn_bwd_grid_order).
+template <int THREADS>
+__device__ __forceinline__ void bwd_zero_share(float4 *__restrict__ p, size_t n4, int j) {
+    const size_t ctas = (size_t)gridDim.x * gridDim.y * gridDim.z;
+    const size_t c = blockIdx.x + (size_t)gridDim.x * (blockIdx.y + (size_t)gridDim.y * blockIdx.z);
+#ifdef BREAK_DQ_ZERO  // a deliberately wrong variant (dev/broken_variants.sh): the last CTA's share is left out
+    if (c == ctas - 1) return;
+#endif
+    for (size_t i = THREADS * c + j; i < n4; i += THREADS * ctas) __stcs(p + i, make_float4(0.f, 0.f, 0.f, 0.f));
+}
+
 // ---- stage 11: 128-query tiles -----------------------------------------------------------------
 // Stage 8's CTA (a producer warpgroup + 2 consumers, 128 keys of one (b, kv head), 64 per
 // consumer) walking query tiles of 128 rows instead of 64. Per tile and consumer:
@@ -1878,13 +1896,24 @@ static_assert(Q128_SMEM <= 227 * 1024, "stage 11 fits in shared memory");
 // reduce-adds that 128 x 64 partial itself (4 boxes from a 32 KB staging buffer: twice stage
 // 11's reduce bytes, as stage 3 did, which the L2-friendly grid order made cheap), so one
 // consumer's exponentials can run under the other's products. dK is issued with dV.
+// zero / zero_n4 (every stage): the other dQ accumulator (AttnBwdPrepared::zero_other), zero_n4
+// float4s, null: nothing to zero. The producer warp zeroes this CTA's share (bwd_zero_share)
+// once it has issued its last tile's loads, while the consumers work through the last tiles of
+// the ring; the kernel is compute-bound, so the ~200 MB of writes at the seed shape, which the
+// preprocess pass would otherwise spend, are meant to come for free. Why that warp and not the
+// idle warps 1..3 (96 threads): any code at all on their path after setmaxnreg_dec<24> (even one
+// compare and a __nanosleep) made ptxas (CUDA 13.0) move values out of uniform registers and
+// spill 16 bytes in stage 12, reloaded inside the consumers' tile loop (16 to 48 bytes in the
+// other stages); on warp 0's path, after its loop, every stage keeps its spill count (stages 12,
+// 14, 15: none; 11 and 13: 4 bytes, as before).
 template <bool SPLIT, bool DK_EARLY, bool INDEP = false>
 __global__ void __launch_bounds__(H_THREADS_WS, 1)
     attention_backward_sm90_q128_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
                                         const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
                                         const __grid_constant__ CUtensorMap tm_dq, __nv_bfloat16 *__restrict__ dk,
                                         __nv_bfloat16 *__restrict__ dv, float *__restrict__ dq_acc, const float *__restrict__ lse2,
-                                        const float *__restrict__ Dd, int T, int H, int KV, bool accumulate, bool kb_fastest) {
+                                        const float *__restrict__ Dd, int T, int H, int KV, bool accumulate, bool kb_fastest,
+                                        float4 *__restrict__ zero, size_t zero_n4) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     (void)dq_acc;
     extern __shared__ unsigned char smem_raw[];
@@ -1927,7 +1956,8 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
         tma_load_4d(sK, &tm_k, bar_kv, 0, kh, k0, b);
         tma_load_4d(sV, &tm_v, bar_kv, 0, kh, k0, b);
     }
-    if (wg < 0) {  // the producer: one warp streams Q, dO (TMA), lse2 and D into the ring
+    if (wg < 0) {  // the producer: one warp streams Q, dO (TMA), lse2 and D into the ring, then
+                   // zeroes its share of the next call's dQ accumulator when asked
         setmaxnreg_dec<24>();
         if (warp != 0) return;
         for (int it = 0; it < n_iter; it++) {
@@ -1936,6 +1966,7 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
             bwd_fill_stage<BR>(bar_full(st), 2 * Q128_Q_BYTES, ring_q(st), ring_do(st), ring_l(st), ring_d(st), &tm_q, &tm_do, lse2,
                                Dd, lane, b, h, H, T, q0);
         }
+        if (zero) bwd_zero_share<32>(zero, zero_n4, lane);
         return;
     }
     setmaxnreg_inc<240>();
@@ -2170,34 +2201,63 @@ inline void attention_forward_mma(__nv_bfloat16 *out, float *lse, const __nv_bfl
     cudaCheckLaunch();
 }
 
-// fp32 scratch the backward needs: the dQ accumulator (B,T,H,hd) + D and lse2 (B,H,T) each
+// fp32 scratch the backward needs: two dQ accumulators (B,T,H,hd) each (double buffered: a call
+// can zero the one the next call will use, AttnBwdPrepared), then D and lse2 (B,H,T) each
 inline size_t attention_backward_scratch_floats(int B, int T, int H, int hd) {
-    return (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
+    return 2 * (size_t)B * T * H * hd + 2 * (size_t)B * H * T;
 }
-// The dQ accumulator inside the backward's scratch: (B, T, H, hd) fp32, contiguous, 16-byte
-// aligned, at the scratch's start. After attention_backward(dq = nullptr, ...) it holds dQ
-// unscaled: dq = acc * attention_backward_dq_acc_scale(), rounded to bf16, is what the backward
-// would have written (attention_backward_dq_kernel: one fp32 multiply, then round to nearest
-// even). A caller that reads it directly (qk_norm_rope_gain_backward_from_acc) saves the
-// convert's pass (4 bytes read + 2 written per value) and its own read of the bf16 dq.
-inline float *attention_backward_dq_acc(float *scratch) { return scratch; }
+// dQ accumulator buf (0 or 1) inside the backward's scratch: (B, T, H, hd) fp32, contiguous,
+// 16-byte aligned; buffer 0 at the scratch's start, buffer 1 right after it. What is zero when:
+// - a backward call adds its dQ into buffer prep.dq_buf, which must be all zero when its kernel
+//   starts: the call's preprocess zeroes it, unless prep.dq_zero says it is zero already;
+// - with prep.zero_other the call leaves the other buffer (1 - dq_buf) all zero by the time it
+//   returns (in stream order), so the next call can use it with dq_zero; without, the call
+//   never touches the other buffer.
+// After attention_backward(dq = nullptr, ...) buffer dq_buf holds dQ unscaled, until the next
+// call that uses or zeroes that buffer: dq = acc * attention_backward_dq_acc_scale(), rounded to
+// bf16, is what the backward would have written (attention_backward_dq_kernel: one fp32
+// multiply, then round to nearest even). A caller that reads it directly
+// (qk_norm_rope_gain_backward_from_acc) saves the convert's pass (4 bytes read + 2 written per
+// value) and its own read of the bf16 dq.
+inline float *attention_backward_dq_acc(float *scratch, int B, int T, int H, int hd, int buf) {
+    return scratch + (size_t)buf * B * T * H * hd;
+}
 inline float attention_backward_dq_acc_scale() { return attn::SCALE; }
-// D = rowsum(dout * out) inside the scratch: (B, H, T) fp32, after the dQ accumulator
-inline float *attention_backward_D(float *scratch, int B, int T, int H, int hd) { return scratch + (size_t)B * T * H * hd; }
+// D = rowsum(dout * out) inside the scratch: (B, H, T) fp32, after both dQ accumulators
+inline float *attention_backward_D(float *scratch, int B, int T, int H, int hd) {
+    return scratch + 2 * (size_t)B * T * H * hd;
+}
 
-// What the caller of attention_backward has already done, so that its preprocess pass need not
-// (model_gpu.cuh's training backward on the XSA layers; the default: nothing)
+// What the caller of attention_backward has already done, so that its preprocess pass need not,
+// and which dQ accumulator it uses (attention_backward_dq_acc says what is zero when). The
+// default is one buffer: buffer 0, zeroed by the preprocess, buffer 1 never touched. The training
+// backward (model_gpu.cuh) alternates the buffers by layer: each call but the last zeroes the next
+// layer's (prep.zero_other), so each call but the first skips the zeroing (prep.dq_zero).
 struct AttnBwdPrepared {
-    bool D = false;  // the scratch's D (attention_backward_D) holds rowsum(dout * out) as the
-                     // preprocess sums it (xsa_backward with its D argument writes it so)
+    bool D = false;           // the scratch's D (attention_backward_D) holds rowsum(dout * out) as the
+                              // preprocess sums it (xsa_backward with its D argument writes it so)
+    int dq_buf = 0;           // the dQ accumulator this call adds into (0 or 1): the one the dq pass,
+                              // or with dq = nullptr the caller, reads afterwards
+    bool dq_zero = false;     // buffer dq_buf is all zero already (a previous call's zero_other, or the
+                              // caller's memset): the preprocess does not write it (it still writes
+                              // lse2, and D unless D is set)
+    bool zero_other = false;  // leave buffer 1 - dq_buf all zero for the next call: stages 11..15 of
+                              // the Hopper kernel zero it with the producer warp after its loads
+                              // (no extra pass), every other path with a cudaMemsetAsync after
+                              // its kernel
 };
 
-// The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels). version 0:
-// ATTN_PRE_VERSION, 1 or 2 (dev/attention.cu runs both, bit for bit the same results, and times
-// them); version 2 needs B*T*H*8 < 2^31 (else version 1 runs). The default is 1: version 1
-// already moved its 412 MB at 86% of copy bandwidth, and version 2 (4 rows a thread) ran slower,
-// 118.9 us against 112.0 (H200, seed shape, same call, 2026-12-01). With D prepared by the
-// caller (prep.D) version 1 runs without reading dout and out.
+// The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels; not zeroed with
+// prep.dq_zero). version 0: ATTN_PRE_VERSION, 1 or 2 (dev/attention.cu runs both, bit for bit
+// the same results, and times them); version 2 needs B*T*H*8 < 2^31 (else version 1 runs). The
+// default is 1: version 1 already moved its 412 MB at 86% of copy bandwidth, and version 2 (4
+// rows a thread) ran slower, 118.9 us against 112.0 (H200, seed shape, same call, 2026-12-01).
+// With D prepared by the caller (prep.D) version 1 runs without reading dout and out.
+// The zeroing is ~200 MB of the pass's ~412 MB at the seed shape. In training (model_gpu.cuh)
+// every layer's call but the first gets its accumulator already zero (prep.dq_zero): the
+// previous layer's Hopper kernel (stages 11..15) zeroed it with its producer warp
+// (prep.zero_other, bwd_zero_share). Predicted to save ~50 us a layer of preprocess time (the
+// pass then writes only D and lse2); not yet measured on a GPU.
 constexpr int ATTN_PRE_VERSION = 1;
 inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_acc, const __nv_bfloat16 *dout,
                                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H,
@@ -2205,6 +2265,7 @@ inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_
     using namespace attn;
     const size_t rows = (size_t)B * T * H;
     if (rows == 0) return;
+    if (prep.dq_zero) dq_acc = nullptr;  // the kernels then leave it alone
     if (prep.D) {
         attention_backward_preprocess_kernel<<<ceil_div(rows * 8, 256), 256, 0, stream>>>(Dd, lse2, dq_acc, nullptr, out,
                                                                                          lse, B, T, H);
@@ -2219,20 +2280,25 @@ inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_
 }
 
 // shared by both backward launchers: the argument checks and the preprocess pass (D, lse2,
-// dq_acc zeroed), and the last pass dq = bf16(dq_acc * scale) (+ dq) (none when dq is null:
-// the caller reads the accumulator, attention_backward_dq_acc)
+// dq_acc zeroed unless prep.dq_zero), and the last pass dq = bf16(dq_acc * scale) (+ dq) (none
+// when dq is null: the caller reads the accumulator, attention_backward_dq_acc). dq_acc: buffer
+// prep.dq_buf; dq_other: the other buffer when prep.zero_other (the launcher zeroes it), else null.
 inline void attention_backward_preprocess(const char *who, const __nv_bfloat16 *dq, const __nv_bfloat16 *dk,
                                           const __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
                                           const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *out,
                                           const float *lse, int B, int T, int H, int KV, int hd, float *scratch,
-                                          float **dq_acc, float **Dd, float **lse2, cudaStream_t stream,
+                                          float **dq_acc, float **dq_other, float **Dd, float **lse2, cudaStream_t stream,
                                           AttnBwdPrepared prep) {
     using namespace attn;
     check_shapes(who, B, T, H, KV, hd);
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out, scratch};
     const char *names[] = {"dq", "dk", "dv", "dout", "q", "k", "v", "out", "scratch"};
     for (int i = 0; i < 9; i++) check_aligned(who, ptrs[i], names[i]);
-    *dq_acc = attention_backward_dq_acc(scratch);
+    if (prep.dq_buf != 0 && prep.dq_buf != 1)
+        fatal_config("attention.cuh: %s: AttnBwdPrepared::dq_buf = %d, the scratch has dQ accumulators 0 and 1", who,
+                     prep.dq_buf);
+    *dq_acc = attention_backward_dq_acc(scratch, B, T, H, hd, prep.dq_buf);
+    *dq_other = prep.zero_other ? attention_backward_dq_acc(scratch, B, T, H, hd, 1 - prep.dq_buf) : nullptr;
     *Dd = attention_backward_D(scratch, B, T, H, hd);
     *lse2 = *Dd + (size_t)B * H * T;  // 16-byte alignment not needed: read 4 bytes at a time
     attention_backward_preprocess_run(*Dd, *lse2, *dq_acc, dout, out, lse, B, T, H, stream, 0, prep);
@@ -2244,6 +2310,11 @@ inline void attention_backward_dq_convert(__nv_bfloat16 *dq, const float *dq_acc
     attn::attention_backward_dq_kernel<<<ceil_div(n8, 256), 256, 0, stream>>>(dq, dq_acc, n8, accumulate);
     cudaCheckLaunch();
 }
+// prep.zero_other where the kernel cannot do it (all but the Hopper stages 11..15): a memset
+// after the kernel, correct but not free (the ~200 MB of writes the preprocess would have done)
+inline void attention_backward_zero_other(float *dq_other, int B, int T, int H, int hd, cudaStream_t stream) {
+    if (dq_other) cudaCheck(cudaMemsetAsync(dq_other, 0, (size_t)B * T * H * hd * sizeof(float), stream));
+}
 
 // attention_backward on the portable mma.sync kernel (sm_80 and later)
 template <int KEY_WARPS = attn::BWD_KEY_WARPS>
@@ -2253,9 +2324,9 @@ inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bf
                                    float *scratch, bool accumulate, cudaStream_t stream, AttnBwdPrepared prep = {}) {
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
-    float *dq_acc, *Dd, *lse2;
+    float *dq_acc, *dq_other, *Dd, *lse2;
     attention_backward_preprocess("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
-                                  &dq_acc, &Dd, &lse2, stream, prep);
+                                  &dq_acc, &dq_other, &Dd, &lse2, stream, prep);
     constexpr int smem = bwd_smem_bytes(KEY_WARPS);
     static bool configured = false;
     if (!configured) {
@@ -2267,6 +2338,7 @@ inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bf
     attention_backward_kernel<KEY_WARPS><<<grid, KEY_WARPS * 32, smem, stream>>>(dk, dv, dq_acc, dout, q, k, v, lse2, Dd, T,
                                                                                   H, KV, accumulate);
     cudaCheckLaunch();
+    attention_backward_zero_other(dq_other, B, T, H, hd, stream);
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
 
@@ -2343,38 +2415,55 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
     using namespace attn;
     if (!sm90_available())
         fatal_config("attention.cuh: attention_backward_sm90 needs an sm_90 GPU and a GPU_ARCH=90a build");
-    float *dq_acc, *Dd, *lse2;
+    float *dq_acc, *dq_other, *Dd, *lse2;
     attention_backward_preprocess("attention_backward_sm90", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
-                                  &dq_acc, &Dd, &lse2, stream, prep);
+                                  &dq_acc, &dq_other, &Dd, &lse2, stream, prep);
     if (stage < 1 || stage > ATTN_BWD_SM90_STAGES)
         fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..%d)", stage, ATTN_BWD_SM90_STAGES);
-    // stage s runs kernels[s - 1] with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
-    static void (*const kernels[ATTN_BWD_SM90_STAGES])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
+    // stage s runs kernels[s - 1] (s <= 10) or kernels_q128[s - 11] (they also zero prep.zero_other's
+    // buffer) with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
+    constexpr int Q128_FIRST = 11;
+    static void (*const kernels[Q128_FIRST - 1])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
                                     __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool, bool) = {
         attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
         attention_backward_sm90_kernel<4>, attention_backward_sm90_kernel<5>, attention_backward_sm90_kernel<6>,
         attention_backward_sm90_kernel<7>, attention_backward_sm90_kernel<8>, attention_backward_sm90_kernel<9>,
-        attention_backward_sm90_kernel<10>, attention_backward_sm90_q128_kernel<false, false>,
-        attention_backward_sm90_q128_kernel<true, false>, attention_backward_sm90_q128_kernel<false, true>,
-        attention_backward_sm90_q128_kernel<true, true>, attention_backward_sm90_q128_kernel<false, true, true>};
+        attention_backward_sm90_kernel<10>};
+    static void (*const kernels_q128[ATTN_BWD_SM90_STAGES - Q128_FIRST + 1])(
+        CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *, __nv_bfloat16 *, float *, const float *,
+        const float *, int, int, int, bool, bool, float4 *, size_t) = {
+        attention_backward_sm90_q128_kernel<false, false>, attention_backward_sm90_q128_kernel<true, false>,
+        attention_backward_sm90_q128_kernel<false, true>, attention_backward_sm90_q128_kernel<true, true>,
+        attention_backward_sm90_q128_kernel<false, true, true>};
     static const int smem[ATTN_BWD_SM90_STAGES] = {H_SMEM,  H_SMEM2, H_SMEM2, H_SMEM2, H_SMEM5,  H_SMEM5,
                                                    H_SMEM5, H_SMEM5, H_SMEM9, H_SMEM9, Q128_SMEM, Q128_SMEM,
                                                    Q128_SMEM, Q128_SMEM, Q128_SMEM};
     static bool configured = false;
     if (!configured) {
         for (int i = 0; i < ATTN_BWD_SM90_STAGES; i++)
-            cudaCheck(cudaFuncSetAttribute(kernels[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem[i]));
+            cudaCheck(cudaFuncSetAttribute(
+                i < Q128_FIRST - 1 ? (const void *)kernels[i] : (const void *)kernels_q128[i - Q128_FIRST + 1],
+                cudaFuncAttributeMaxDynamicSharedMemorySize, smem[i]));
         configured = true;
     }
-    const int q_rows = stage >= 11 ? Q128_BR : H_BR;  // query rows per tile
+    const int q_rows = stage >= Q128_FIRST ? Q128_BR : H_BR;  // query rows per tile
     const CUtensorMap tq = bwd_tensor_map(q, B, T, H, q_rows), tdo = bwd_tensor_map(dout, B, T, H, q_rows);
     const CUtensorMap tk = bwd_tensor_map(k, B, T, KV, H_BC), tv = bwd_tensor_map(v, B, T, KV, H_BC);
     const CUtensorMap tdq = bwd_tensor_map(dq_acc, B, T, H, H_BR);
     const bool kb_fastest = attn_bwd_grid_order() == 1;
     const dim3 grid = kb_fastest ? dim3(ceil_div(T, H_BC), KV, B) : dim3(KV, B, ceil_div(T, H_BC));
-    kernels[stage - 1]<<<grid, stage >= 3 ? H_THREADS_WS : H_THREADS, smem[stage - 1], stream>>>(
-        tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate, kb_fastest);
-    cudaCheckLaunch();
+    if (stage >= Q128_FIRST) {
+        const size_t zero_n4 = dq_other ? (size_t)B * T * H * hd / 4 : 0;
+        kernels_q128[stage - Q128_FIRST]<<<grid, H_THREADS_WS, smem[stage - 1], stream>>>(
+            tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate, kb_fastest,
+            reinterpret_cast<float4 *>(dq_other), zero_n4);
+        cudaCheckLaunch();
+    } else {
+        kernels[stage - 1]<<<grid, stage >= 3 ? H_THREADS_WS : H_THREADS, smem[stage - 1], stream>>>(
+            tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate, kb_fastest);
+        cudaCheckLaunch();
+        attention_backward_zero_other(dq_other, B, T, H, hd, stream);
+    }
     attention_backward_dq_convert(dq, dq_acc, B, T, H, hd, accumulate, stream);
 }
 
@@ -2396,10 +2485,15 @@ inline int attn_bwd_stage() {
 // accumulate = false overwrites dq/dk/dv; true adds to them (the CPU twin always adds), e.g.
 // onto the dv that xsa_backward wrote. scratch: attention_backward_scratch_floats(...) floats,
 // 16-byte aligned. dq is non-deterministic in its last bits (fp32 atomics, see the top).
-// dq = nullptr: no dq pass; dQ stays in the scratch's fp32 accumulator, unscaled
-// (attention_backward_dq_acc / _scale), until the next backward call, and accumulate applies
-// to dk and dv only (the kernels never read dq: only the last pass adds to it).
-// prep: what the caller did already of the preprocess's work (AttnBwdPrepared; default nothing).
+// dq = nullptr: no dq pass; dQ stays in the scratch's fp32 accumulator prep.dq_buf, unscaled
+// (attention_backward_dq_acc / _scale), until the next backward call that uses or zeroes that
+// buffer, and accumulate applies to dk and dv only (the kernels never read dq: only the last
+// pass adds to it).
+// prep: what the caller did already of the preprocess's work, and the dQ accumulators'
+// double buffering (AttnBwdPrepared; default: buffer 0, zeroed here, buffer 1 left alone).
+// Accumulator prep.dq_buf must be all zero at the kernel: the preprocess zeroes it unless
+// prep.dq_zero (then the caller vouches for it); prep.zero_other: the other buffer is all zero
+// when the call is done (in stream order), for the next call's dq_zero.
 // Runs the Hopper kernel (stage attn_bwd_stage()) where it can (sm90_available),
 // else the mma.sync one.
 inline void attention_backward(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv, const __nv_bfloat16 *dout,

@@ -203,7 +203,7 @@ struct ModelGPU {
     bf16 *dskip;                    // (n_skip, N, D)
     bf16 *dbg_proj;                 // = dq: the embeddings' backward runs after the blocks'
     bf16 *dbg_emb, *dve_base, *dve_proj, *dve_emb;
-    float *attn_scratch = nullptr;  // attention_backward's fp32 scratch
+    float *attn_scratch = nullptr;  // attention_backward's fp32 scratch (both dQ accumulators, D, lse2)
     DeviceScratch scratch;          // layers.cuh's reductions and sorts
     DeviceArena arena;
     size_t weight_bytes = 0;        // params + grads + wbf
@@ -626,6 +626,9 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         matmul_forward(m.datt_xsa, m.dres, m.fold[l].attn_t, N, D, D, stream);
         bf16 *dq = dq_from_acc ? nullptr : m.dq;  // null: dQ stays in attention's accumulator
         AttnBwdPrepared prep;  // what the preprocess pass may skip
+        // the two dQ accumulators alternate by layer: each call but the last zeroes the next
+        // layer's (free in the Hopper kernel), so each but the first finds its own zero
+        prep.dq_buf = l & 1, prep.dq_zero = l < L - 1, prep.zero_other = l > 0;
         if (xsa) {
             // XSA writes dv (its self-value term) and attention's D; attention then adds its
             // dq/dk/dv, so zero those (dq only when attention converts into it)
@@ -646,7 +649,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         dq_gain += 1;
 #endif
         if (dq_from_acc)
-            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch),
+            qk_norm_rope_gain_backward_from_acc(m.dq, dq_gain, attention_backward_dq_acc(m.attn_scratch, B, T, H, hd, prep.dq_buf),
                                                 attention_backward_dq_acc_scale(), nullptr, la.q, la.rstd_q, m.rope_cos, m.rope_sin,
                                                 bp.q_gain, B, T, H, hd, rd, false, sc, stream);
         else

@@ -53,8 +53,10 @@
 // poisoned with NaN first, then benchmarked at the seed shape (B=48, T=2048, H=8, KV=4, hd=64).
 // Also: xsa_backward with accumulate = true (onto random dy, dv), its D for the attention
 // backward (bit for bit the preprocess's), the training chain with dq = nullptr (dq untouched,
-// dQ from the fp32 accumulator) and with D from xsa_backward (AttnBwdPrepared), dk/dv bitwise
-// deterministic,
+// dQ from the fp32 accumulator) and with D from xsa_backward (AttnBwdPrepared), the dQ
+// accumulators' double buffering (AttnBwdPrepared::dq_buf / dq_zero / zero_other: buffer 1, an
+// accumulator zero already, the other one left zero, on the mma.sync kernel, stage 8 (zeroed by a
+// memset) and the shipping stage (zeroed in the kernel)), dk/dv bitwise deterministic,
 // and dq's run-to-run spread over 10 runs (fp32 partial sums in any order: at most one bf16
 // step plus the fp32 reordering bound per element, see dq_spread; printed as
 // "observed: attention_dq_spread[case] <max |diff| / max |dq|>" and "..._ratio[case] <diff/allowed>").
@@ -557,9 +559,14 @@ static bool run_case(const Case &c) {
         // One run of the chain on backward `ver`: dq, dk start at dq0, dk0, dv and dy poisoned, then
         // xsa_backward (overwrite) and the attention backward (accumulate). dq_null: dQ left in
         // the accumulator; prepared: D from xsa_backward (AttnBwdPrepared::D, the scratch poisoned
-        // first so the preprocess's D cannot stand in). Returns the check's label prefix, or ""
-        // (counted as a skip) where the sm90 kernels cannot run.
-        auto chain = [&](int ver, const char *what, bool dq_null, bool prepared) -> std::string {
+        // first so the preprocess's D cannot stand in). acc: the dQ accumulators' flags
+        // (AttnBwdPrepared::dq_buf, dq_zero, zero_other); with dq_zero the whole scratch is
+        // poisoned and only accumulator dq_buf zeroed here (so neither the other accumulator nor
+        // a stale D / lse2 can stand in), and with zero_other the other accumulator is poisoned
+        // first. Returns the check's label prefix, or "" (counted as a skip) where the sm90
+        // kernels cannot run.
+        auto chain = [&](int ver, const char *what, bool dq_null, bool prepared,
+                         AttnBwdPrepared acc = AttnBwdPrepared()) -> std::string {
             const std::string vn = std::string(version_name(ver)) + " chain" + what;
             if (const char *why = sm90_skip_reason(ver)) {
                 printf("  skip %-28s %s\n", vn.c_str(), why);
@@ -570,10 +577,13 @@ static bool run_case(const Case &c) {
             upload(d_dk, dk0);
             poison(d_dv.p, nkv);
             poison(d_dy.p, nq);
-            if (prepared) poison(d_scratch.p, d_scratch.n);
+            if (prepared || acc.dq_zero) poison(d_scratch.p, d_scratch.n);
+            if (acc.dq_zero)
+                cudaCheck(cudaMemset(attention_backward_dq_acc(d_scratch.p, B, T, H, HD, acc.dq_buf), 0, nq * sizeof(float)));
+            if (acc.zero_other) poison(attention_backward_dq_acc(d_scratch.p, B, T, H, HD, 1 - acc.dq_buf), nq);
             xsa_backward(d_dy.p, d_dv.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, false, 0,
                          prepared ? attention_backward_D(d_scratch.p, B, T, H, HD) : nullptr, T);
-            AttnBwdPrepared prep;
+            AttnBwdPrepared prep = acc;
             prep.D = prepared;
             bf16 *dq = dq_null ? nullptr : d_dq.p;
             if (ver == V_SHIP)
@@ -611,7 +621,7 @@ static bool run_case(const Case &c) {
                 printf("  FAIL %-28s %g, not 1/sqrt(64)\n", (vn + "dq acc scale").c_str(), attention_backward_dq_acc_scale());
                 ok = false;
             }
-            attention_backward_dq_convert(d_dq.p, attention_backward_dq_acc(d_scratch.p), B, T, H, HD, true, 0);
+            attention_backward_dq_convert(d_dq.p, attention_backward_dq_acc(d_scratch.p, B, T, H, HD, 0), B, T, H, HD, true, 0);
             cudaCheck(cudaDeviceSynchronize());
             ok &= check_bf16(vn + "dq from acc (accumulate)", download(d_dq), cdq);
         }
@@ -623,6 +633,58 @@ static bool run_case(const Case &c) {
             ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
             ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
             ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
+        }
+        // The dQ accumulators' double buffering (the training backward alternates them by layer):
+        // on the mma.sync kernel, stage 8 (zero_other by a memset after the kernel) and the
+        // shipping Hopper stage (zero_other by the producer warp in the kernel, stages 11..15), three
+        // runs each:
+        //   "zo b0":          buffer 0 zeroed by the preprocess, asked to zero buffer 1;
+        //   "dqz zo b1":      buffer 1 zero already (the preprocess must not be needed), asked to
+        //                     zero buffer 0, D from xsa_backward (the training path);
+        //   "dqz b1 dq=null": buffer 1 zero already, dQ read from it by the caller, buffer 0
+        //                     left alone (still poisoned).
+        // dq, dk, dv as the CPU chain's; the other buffer all zero (count of NaN or nonzero
+        // floats: the poison shows as NaN), or untouched.
+        static_assert(ATTN_BWD_SM90_STAGE >= 11, "the shipping stage is meant to zero in the kernel: check a q128 stage");
+        const int v_ship90 = V_BWD90 + ATTN_BWD_SM90_STAGE - 1;
+        auto other_acc = [&](int buf) { return host_f32(attention_backward_dq_acc(d_scratch.p, B, T, H, HD, 1 - buf), nq); };
+        for (int ver : {(int)V_SHIP, (int)V_BWD90_S8, v_ship90}) {
+            for (int run = 0; run < 3; run++) {
+                AttnBwdPrepared acc;
+                acc.dq_buf = run == 0 ? 0 : 1;
+                acc.dq_zero = run > 0;
+                acc.zero_other = run < 2;
+                const bool dq_null = run == 2;
+                const std::string vn = chain(ver, run == 0 ? " zo b0" : run == 1 ? " dqz zo b1" : " dqz b1 dq=null", dq_null,
+                                             run == 1, acc);
+                if (vn.empty()) continue;
+                if (dq_null) {
+                    const bool untouched = download(d_dq) == dq0;
+                    printf("  %-4s %-28s %s\n", untouched ? "ok" : "FAIL", (vn + "dq untouched").c_str(),
+                           untouched ? "bitwise equal" : "differ");
+                    ok &= untouched;
+                    attention_backward_dq_convert(d_dq.p, attention_backward_dq_acc(d_scratch.p, B, T, H, HD, acc.dq_buf), B, T,
+                                                  H, HD, true, 0);
+                    cudaCheck(cudaDeviceSynchronize());
+                    ok &= check_bf16(vn + "dq from acc (accumulate)", download(d_dq), cdq);
+                } else {
+                    ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
+                }
+                ok &= check_bf16(vn + "dk (accumulate)", download(d_dk), cdk);
+                ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
+                const std::vector<float> other = other_acc(acc.dq_buf);
+                size_t bad = 0;
+                if (acc.zero_other) {
+                    for (float x : other) bad += !(x == 0.f);  // NaN (the poison) or nonzero
+                    printf("  %-4s %-28s %zu of %zu floats NaN or nonzero\n", bad ? "FAIL" : "ok",
+                           (vn + "other acc zero").c_str(), bad, other.size());
+                } else {
+                    for (float x : other) bad += !std::isnan(x);
+                    printf("  %-4s %-28s %zu of %zu floats written\n", bad ? "FAIL" : "ok",
+                           (vn + "other acc untouched").c_str(), bad, other.size());
+                }
+                ok &= bad == 0;
+            }
         }
     }
     return ok;
@@ -701,12 +763,32 @@ static void bench_seed() {
                   3);
     bench_row("attention_backward v1", shape_n, ms, 0, bwd_flops * Bn / B);
 
-    // the backward's preprocess: reads dout, out (bf16), lse; writes dq_acc = 0 (fp32), D, lse2
+    // the backward's preprocess: reads dout, out (bf16), lse; writes dq_acc = 0 (fp32), D, lse2;
+    // with the accumulator zero already (AttnBwdPrepared::dq_zero, the training backward's layers
+    // after the first) D and lse2 only
     const double pre_bytes = 2.0 * nq * 2 + 4.0 * nq + 3.0 * 4 * nl;
+    float *D = attention_backward_D(scratch.p, B, T, H, HD), *l2 = D + nl;
     for (int ver = 1; ver <= 2; ver++) {
-        float *D = scratch.p + nq, *l2 = D + nl;
         ms = bench_ms([&] { attention_backward_preprocess_run(D, l2, scratch.p, dout.p, out.p, lse.p, B, T, H, 0, ver); });
         bench_row(ver == 1 ? "attn bwd preprocess v1" : "attn bwd preprocess v2", shape, ms, pre_bytes, 0);
+    }
+    {
+        AttnBwdPrepared prep;
+        prep.dq_zero = true;
+        ms = bench_ms([&] { attention_backward_preprocess_run(D, l2, scratch.p, dout.p, out.p, lse.p, B, T, H, 0, 0, prep); });
+        bench_row("attn bwd preprocess dqz", shape, ms, pre_bytes - 4.0 * nq, 0);
+    }
+    // the shipping Hopper stage as the training backward calls it after its first layer: the
+    // accumulator zero already, the other one zeroed in the kernel (against the plain call above)
+    if (!sm90_skip_reason(V_BWD90 + ATTN_BWD_SM90_STAGE - 1)) {
+        AttnBwdPrepared prep;
+        prep.dq_buf = 1, prep.dq_zero = true, prep.zero_other = true;
+        ms = bench_ms([&] {
+            attention_backward_sm90(dq.p, dk.p, dv.p, dout.p, q.p, k.p, v.p, out.p, lse.p, B, T, H, KV, HD, scratch.p, false, 0,
+                                    ATTN_BWD_SM90_STAGE, prep);
+        });
+        bench_row((std::string("attention_backward ") + version_name(V_BWD90 + ATTN_BWD_SM90_STAGE - 1) + " dqz zo").c_str(),
+                  shape, ms, 0, bwd_flops);
     }
 
     // XSA: memory-bound, fewest bytes = read y (+ dout), v (+ vnorm), write out (+ dv)
@@ -722,7 +804,8 @@ static void bench_seed() {
 // own: D = rowsum(dout * out) against a double sum on the CPU, within 1e-6 of the row's sum of
 // |terms| (about twice fp32's worst case for the 8-deep sum, so never a false alarm; a lost
 // part of a row is ~1/8 of it), lse2 exactly (lse * log2(e) in float, +inf where lse = -inf),
-// dq_acc all zero (poisoned first); then version 2 against version 1 bit for bit.
+// dq_acc all zero (poisoned first); then version 2 against version 1 bit for bit; with D
+// prepared, and with dq_acc zero already (AttnBwdPrepared::dq_zero: dq_acc not written).
 static bool check_preprocess() {
     bool ok = true;
     static const int shapes[][3] = {{3, 17, 8}, {2, 1030, 4}, {1, 4096, 8}};  // B, T, H
@@ -793,6 +876,25 @@ static bool check_preprocess() {
             const bool pass = memcmp(l2q.data(), l2[1].data(), rows * 4) == 0 && poisoned_D == rows && zero_acc == n;
             printf("  %s preprocess with D prepared B%d T%d H%d: D untouched, lse2 v1's bitwise, dq_acc zero\n",
                    pass ? "ok  " : "FAIL", B, T, H);
+            ok &= pass;
+        }
+        // with the accumulator zero already (AttnBwdPrepared::dq_zero) it is left alone (still
+        // poisoned), D and lse2 v1's bit for bit, in both versions
+        for (int ver = 1; ver <= 2; ver++) {
+            AttnBwdPrepared prep;
+            prep.dq_zero = true;
+            poison(d_D.p, rows);
+            poison(d_l2.p, rows);
+            poison(d_acc.p, n);
+            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver, prep);
+            cudaCheck(cudaDeviceSynchronize());
+            const std::vector<float> Dz = host_f32(d_D.p, rows), l2z = host_f32(d_l2.p, rows), acc = host_f32(d_acc.p, n);
+            size_t written = 0;
+            for (float x : acc) written += !std::isnan(x);
+            const bool pass = memcmp(Dz.data(), D[1].data(), rows * 4) == 0 && memcmp(l2z.data(), l2[1].data(), rows * 4) == 0 &&
+                              written == 0;
+            printf("  %s preprocess v%d with dq_acc zero B%d T%d H%d: D, lse2 v1's bitwise, dq_acc untouched (%zu written)\n",
+                   pass ? "ok  " : "FAIL", ver, B, T, H, written);
             ok &= pass;
         }
     }

@@ -55,6 +55,9 @@
 #                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_DQ_RACE         the sm90 (wgmma, stage 1) backward loses a dQ partial now and then
 #                         (a race's symptom)                   (common/attention.cuh) -> dev_attention
+#   BREAK_DQ_ZERO         the sm90 backward's stages 11..15, asked to zero the next call's dQ
+#                         accumulator, leave the last CTA's share out
+#                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_RELU2_GEMM      the fused relu^2 GEMMs (matmul_relu2_forward / _backward_dx / _dx_wt)
 #                         keep only the last k-block's products (K > 64): the mainloop every
 #                         variant shares; the row wants the default backward variant with K-major
@@ -81,7 +84,7 @@
 #                         first 64 columns for both boxes       (common/matmul.cuh)  -> dev_matmul
 #   BREAK_PP_RELU2        the ping-pong relu^2 forward (RELU2_FWD=1, the default) squares
 #                         without the relu                      (common/matmul.cuh)  -> dev_matmul
-#                         (the last thirteen need an H100/H200: elsewhere the Hopper variants are
+#                         (the last fourteen need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -118,6 +121,7 @@ ROWS=(
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
     'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
+    'BREAK_DQ_ZERO|attention|--check-only --small|FAIL +v0/wgmma-s1[1-5] chain .*other acc zero'
     'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 bwd dx fused v6 wt'
     'BREAK_GROUPED_K|matmul|--no-bench|FAIL +grouped dinp M=98381'
     'BREAK_HSTASH|matmul|--no-bench|FAIL +relu2 bwd dx fused v5'
