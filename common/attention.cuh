@@ -1847,6 +1847,65 @@ __device__ __forceinline__ void bwd_zero_share(float4 *__restrict__ p, size_t n4
     for (size_t i = THREADS * c + j; i < n4; i += THREADS * ctas) __stcs(p + i, make_float4(0.f, 0.f, 0.f, 0.f));
 }
 
+// k's per-head RMSNorm + RoPE backward, fused into the q128 kernels' epilogue (AttnBwdPrepared::
+// k_rstd): the forward's 1/rms of each (token, kv head) row of c_k's output, (B, T, KV) fp32, and
+// the RoPE tables (T, 8) fp32 of ROPE_DIMS = 16 (attention_backward_knorm_fits); k itself (the
+// forward's out: RoPE(xn), no gain) is the K tile the CTA holds in shared memory.
+struct BwdKNorm {
+    const float *rstd = nullptr, *cos_t = nullptr, *sin_t = nullptr;
+};
+constexpr int KNORM_RD = 16;  // the rotated dims the fused k norm supports (dims 0..7 pair with 8..15)
+
+// The fused k norm backward on a consumer's dK accumulator (the m64n64 fragment: element 4j + 2r
+// + e at key row 16 warp + lane / 4 + 8r of the consumer's 64, dim 8j + 2 (lane % 4) + e; a row's
+// 64 dims over the 4 lanes of a quad; RoPE partners j = 0 <-> 1 in the same thread), in place:
+// d = acc * SCALE (dK), o = k (the forward's out, from the swizzled K tile sKw), xn = RoPE^T(o),
+// dy = RoPE^T(d), acc <- rstd (dy - xn mean(d . o)) (sum(xn . dy) = sum(o . d): the rotation is
+// orthogonal). The same math as layers.cuh's qk_out_grad8 + qk_norm_grad8 with gain 1, on fp32 dK
+// (the unfused path rounds dK to bf16 before it). Rows past T: zeros (K's rows there are zero).
+__device__ __forceinline__ void bwd_knorm_rows(float (&acc)[32], uint32_t sKw, const BwdKNorm &kn, int key0, int warp,
+                                               int lane, int b, int T, int KV, int kh) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = warp * 16 + lane / 4 + 8 * r, key = key0 + row;
+        const bool ok = key < T;
+        float d[16], o[16];  // [2j + e]
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t w;
+            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(w) : "r"(sKw + row * ROW_BYTES + ((j ^ (row & 7)) << 4) + (lane & 3) * 4));
+            const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w));
+            o[2 * j] = f.x, o[2 * j + 1] = f.y;
+            d[2 * j] = __fmul_rn(acc[4 * j + 2 * r], SCALE), d[2 * j + 1] = __fmul_rn(acc[4 * j + 2 * r + 1], SCALE);
+        }
+        float2 cs = make_float2(0.f, 0.f), sn = make_float2(0.f, 0.f);
+        float rs = 0.f;
+        if (ok) {
+            cs = *reinterpret_cast<const float2 *>(kn.cos_t + (size_t)key * (KNORM_RD / 2) + 2 * (lane & 3));
+            sn = *reinterpret_cast<const float2 *>(kn.sin_t + (size_t)key * (KNORM_RD / 2) + 2 * (lane & 3));
+            rs = kn.rstd[((size_t)b * T + key) * KV + kh];
+        }
+        float pdo = 0.f;
+#pragma unroll
+        for (int i = 0; i < 16; i++) pdo = __fmaf_rn(d[i], o[i], pdo);
+        pdo = __fadd_rn(pdo, __shfl_xor_sync(0xffffffffu, pdo, 1));
+        pdo = __fadd_rn(pdo, __shfl_xor_sync(0xffffffffu, pdo, 2));
+        const float m = __fdiv_rn(pdo, (float)HD);
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const int j = i / 2, e = i % 2;
+            const float c = e ? cs.y : cs.x, s_ = e ? sn.y : sn.x;
+            float t = d[i], x = o[i];
+            if (j == 0) t = qk_rotT_lo(d[i], d[i + 2], c, s_), x = qk_rotT_lo(o[i], o[i + 2], c, s_);
+            if (j == 1) t = qk_rotT_hi(d[i], d[i - 2], c, s_), x = qk_rotT_hi(o[i], o[i - 2], c, s_);
+#ifdef BREAK_KNORM  // a deliberately wrong variant (dev/broken_variants.sh): k taken for xn without undoing RoPE
+            x = o[i];
+#endif
+            acc[4 * j + 2 * r + e] = __fmul_rn(rs, __fmaf_rn(-x, m, t));
+        }
+    }
+}
+
 // ---- stage 11: 128-query tiles -----------------------------------------------------------------
 // Stage 8's CTA (a producer warpgroup + 2 consumers, 128 keys of one (b, kv head), 64 per
 // consumer) walking query tiles of 128 rows instead of 64. Per tile and consumer:
@@ -1896,6 +1955,9 @@ static_assert(Q128_SMEM <= 227 * 1024, "stage 11 fits in shared memory");
 // reduce-adds that 128 x 64 partial itself (4 boxes from a 32 KB staging buffer: twice stage
 // 11's reduce bytes, as stage 3 did, which the L2-friendly grid order made cheap), so one
 // consumer's exponentials can run under the other's products. dK is issued with dV.
+// kn (every stage; kn.rstd null: none): k's per-head RMSNorm and RoPE backward in the epilogue
+// (bwd_knorm_rows), so dk comes out as the gradient of the c_k projection's output, overwritten
+// even when accumulating (only dv adds then): the separate q/k backward pass for k goes.
 // zero / zero_n4 (every stage): the other dQ accumulator (AttnBwdPrepared::zero_other), zero_n4
 // float4s, null: nothing to zero. The producer warp zeroes this CTA's share (bwd_zero_share)
 // once it has issued its last tile's loads, while the consumers work through the last tiles of
@@ -1913,7 +1975,7 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
                                         const __grid_constant__ CUtensorMap tm_dq, __nv_bfloat16 *__restrict__ dk,
                                         __nv_bfloat16 *__restrict__ dv, float *__restrict__ dq_acc, const float *__restrict__ lse2,
                                         const float *__restrict__ Dd, int T, int H, int KV, bool accumulate, bool kb_fastest,
-                                        float4 *__restrict__ zero, size_t zero_n4) {
+                                        float4 *__restrict__ zero, size_t zero_n4, BwdKNorm kn) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     (void)dq_acc;
     extern __shared__ unsigned char smem_raw[];
@@ -2138,10 +2200,12 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
     auto ld4 = [](float *x, uint32_t a) {
         asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(a) : "memory");
     };
+    if (kn.rstd) bwd_knorm_rows(dkacc, sKw, kn, key0, warp, lane, b, T, KV, kh);  // dK scaled and normed: mul 1 below
 #pragma unroll
     for (int pass = 0; pass < 2; pass++) {
         const float *acc = pass == 0 ? dkacc : dvacc;
-        const float mul = pass == 0 ? SCALE : 1.f;
+        const float mul = pass == 0 && !kn.rstd ? SCALE : 1.f;
+        const bool add = accumulate && !(pass == 0 && kn.rstd);  // a normed dK overwrites
         __nv_bfloat16 *dst = pass == 0 ? dk : dv;
         named_bar_sync(1 + wg, 128);  // the buffer is free (the reduce-adds / the previous pass read it)
 #pragma unroll
@@ -2164,7 +2228,7 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
             float x[8];
             ld4(x, sdq + row * 256 + (((2 * c) ^ rs) << 4));
             ld4(x + 4, sdq + row * 256 + (((2 * c + 1) ^ rs) << 4));
-            if (accumulate) {
+            if (add) {
                 float o[8];
                 load8(o, dst + off);
 #pragma unroll
@@ -2245,6 +2309,12 @@ struct AttnBwdPrepared {
                               // the Hopper kernel zero it with the producer warp after its loads
                               // (no extra pass), every other path with a cudaMemsetAsync after
                               // its kernel
+    // k's per-head RMSNorm + RoPE backward done in the Hopper kernel's epilogue (stages 11..15, where
+    // attention_backward_knorm_fits): k_rstd (B, T, KV) fp32, the forward's 1/rms of c_k's output
+    // rows; rope_cos / rope_sin (T, 8) fp32, the tables of ROPE_DIMS = 16. Then dk comes out as the
+    // gradient of c_k's output (k read as the forward's out, RoPE(xn), no gain) and is overwritten
+    // even with accumulate (dv still adds). Null (the default): dk is attention's own gradient.
+    const float *k_rstd = nullptr, *rope_cos = nullptr, *rope_sin = nullptr;
 };
 
 // The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels; not zeroed with
@@ -2324,6 +2394,9 @@ inline void attention_backward_mma(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bf
                                    float *scratch, bool accumulate, cudaStream_t stream, AttnBwdPrepared prep = {}) {
     ProfScope prof_(PROF_ATTN_BWD, stream);
     using namespace attn;
+    if (prep.k_rstd)
+        fatal_config("attention.cuh: attention_backward: the k norm (AttnBwdPrepared::k_rstd) runs only in the Hopper kernel's "
+                     "stages 11..15 (attention_backward_knorm_fits)");
     float *dq_acc, *dq_other, *Dd, *lse2;
     attention_backward_preprocess("attention_backward", dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, scratch,
                                   &dq_acc, &dq_other, &Dd, &lse2, stream, prep);
@@ -2420,6 +2493,9 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
                                   &dq_acc, &dq_other, &Dd, &lse2, stream, prep);
     if (stage < 1 || stage > ATTN_BWD_SM90_STAGES)
         fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..%d)", stage, ATTN_BWD_SM90_STAGES);
+    if (prep.k_rstd && (stage < 11 || !prep.rope_cos || !prep.rope_sin))
+        fatal_config("attention.cuh: attention_backward_sm90: the k norm (AttnBwdPrepared::k_rstd) needs stage 11..15 (got %d) "
+                     "and both RoPE tables (attention_backward_knorm_fits)", stage);
     // stage s runs kernels[s - 1] (s <= 10) or kernels_q128[s - 11] (they also zero prep.zero_other's
     // buffer) with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
     constexpr int Q128_FIRST = 11;
@@ -2431,7 +2507,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
         attention_backward_sm90_kernel<10>};
     static void (*const kernels_q128[ATTN_BWD_SM90_STAGES - Q128_FIRST + 1])(
         CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *, __nv_bfloat16 *, float *, const float *,
-        const float *, int, int, int, bool, bool, float4 *, size_t) = {
+        const float *, int, int, int, bool, bool, float4 *, size_t, BwdKNorm) = {
         attention_backward_sm90_q128_kernel<false, false>, attention_backward_sm90_q128_kernel<true, false>,
         attention_backward_sm90_q128_kernel<false, true>, attention_backward_sm90_q128_kernel<true, true>,
         attention_backward_sm90_q128_kernel<false, true, true>};
@@ -2456,7 +2532,7 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
         const size_t zero_n4 = dq_other ? (size_t)B * T * H * hd / 4 : 0;
         kernels_q128[stage - Q128_FIRST]<<<grid, H_THREADS_WS, smem[stage - 1], stream>>>(
             tq, tdo, tk, tv, tdq, dk, dv, dq_acc, lse2, Dd, T, H, KV, accumulate, kb_fastest,
-            reinterpret_cast<float4 *>(dq_other), zero_n4);
+            reinterpret_cast<float4 *>(dq_other), zero_n4, BwdKNorm{prep.k_rstd, prep.rope_cos, prep.rope_sin});
         cudaCheckLaunch();
     } else {
         kernels[stage - 1]<<<grid, stage >= 3 ? H_THREADS_WS : H_THREADS, smem[stage - 1], stream>>>(
@@ -2479,6 +2555,13 @@ constexpr int ATTN_BWD_SM90_STAGE = 12;
 inline int attn_bwd_stage() {
     static const int stage = attn::stage_from_env("ATTN_BWD_STAGE", ATTN_BWD_SM90_STAGE, ATTN_BWD_SM90_STAGES);
     return stage;
+}
+
+// Whether attention_backward, as it runs here (its stage, this GPU), takes k's norm backward into
+// its epilogue (AttnBwdPrepared::k_rstd): the Hopper kernel's stages 11..15 with head_dim 64 and
+// ROPE_DIMS (rd) 16. Elsewhere the caller runs the q/k backward on dk itself.
+inline bool attention_backward_knorm_fits(int hd, int rd) {
+    return hd == attn::HD && rd == attn::KNORM_RD && attn_bwd_stage() >= 11 && sm90_available();
 }
 
 // dq, dk, dv <- gradients of attention_forward given dout, its inputs, its out and lse.

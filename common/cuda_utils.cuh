@@ -188,6 +188,11 @@ __device__ inline float bf16_round(float x) { return __bfloat162float(__float2bf
 // give the same bits)
 __device__ __forceinline__ float qk_rot_lo(float y, float p, float c, float s) { return __fmaf_rn(y, c, __fmul_rn(p, s)); }
 __device__ __forceinline__ float qk_rot_hi(float y, float p, float c, float s) { return __fmaf_rn(y, c, -__fmul_rn(p, s)); }
+// and its transpose (the inverse), for the backward: d1 cos - d2 sin below rd/2, d1 sin + d2 cos
+// above (d: the value, p: its partner); the q/k backward of layers.cuh and the k norm in the
+// attention backward's epilogue (attention.cuh)
+__device__ __forceinline__ float qk_rotT_lo(float d, float p, float c, float s) { return __fmaf_rn(d, c, -__fmul_rn(p, s)); }
+__device__ __forceinline__ float qk_rotT_hi(float d, float p, float c, float s) { return __fmaf_rn(p, s, __fmul_rn(d, c)); }
 
 namespace lyr {
 

@@ -1871,9 +1871,8 @@ __device__ __forceinline__ float qk_rstd(const float (&x)[8], int seg, int hv, i
 // RoPE of one value by the part of the rotation its dim i lies in (y: the value, p: its partner,
 // c / s: the table entries): i < half, x1 cos + x2 sin; half <= i < rd, -x1 sin + x2 cos. And the
 // transpose, for the gradient: d1 cos - d2 sin; d1 sin + d2 cos.
-// (qk_rot_lo / qk_rot_hi: cuda_utils.cuh, shared with the fused q/k epilogue of matmul.cuh)
-__device__ __forceinline__ float qk_rotT_lo(float d, float p, float c, float s) { return __fmaf_rn(d, c, -__fmul_rn(p, s)); }
-__device__ __forceinline__ float qk_rotT_hi(float d, float p, float c, float s) { return __fmaf_rn(p, s, __fmul_rn(d, c)); }
+// (qk_rot_lo / _hi, qk_rotT_lo / _hi: cuda_utils.cuh, shared with the fused q/k epilogue of
+// matmul.cuh and the attention backward's k norm)
 
 // o = g * RoPE(y) for the lane's 8 dims (p: their partners, c / sn: their table entries).
 // LANE: rd % 16 == 0, so the lane's 8 dims lie in one part of the rotation: one branch per lane

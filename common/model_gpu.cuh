@@ -594,6 +594,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
     // (bit for bit the dq pass + the bf16 backward, without the pass: layers.cuh), else attention
     // converts it into dq
     const bool dq_from_acc = qk_backward_from_acc_fits(H, hd, rd, m.rope_cos, m.rope_sin);
+    const bool knorm_in_attn = attention_backward_knorm_fits(hd, rd);
     auto encoder_skip = [&](int j) { return j >= 0 && j < nE && nE - 1 - j < c.num_skip; };  // layer j's output feeds a skip
     for (int l = L - 1; l >= 0; l--) {
         LayerActsGPU &la = m.layers[l];
@@ -629,14 +630,18 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         // the two dQ accumulators alternate by layer: each call but the last zeroes the next
         // layer's (free in the Hopper kernel), so each but the first finds its own zero
         prep.dq_buf = l & 1, prep.dq_zero = l < L - 1, prep.zero_other = l > 0;
+        // k's per-head rmsnorm + RoPE backward in attention's epilogue where it can (dk then comes
+        // out as d c_k output, overwritten), else the q/k backward below
+        if (knorm_in_attn) prep.k_rstd = la.rstd_k, prep.rope_cos = m.rope_cos, prep.rope_sin = m.rope_sin;
         if (xsa) {
             // XSA writes dv (its self-value term) and attention's D; attention then adds its
-            // dq/dk/dv, so zero those (dq only when attention converts into it)
+            // dq/dk/dv, so zero those (dq only when attention converts into it; dk not when
+            // attention normalizes it: then it overwrites)
             xsa_backward(m.datt, m.dv, m.datt_xsa, la.att, la.v, la.vnorm, N, H, KV, hd, false, stream,
                          attention_backward_D(m.attn_scratch, B, T, H, hd), T);
             prep.D = true;
             if (dq) cudaCheck(cudaMemsetAsync(m.dq, 0, ND * sizeof(bf16), stream));
-            cudaCheck(cudaMemsetAsync(m.dk, 0, (size_t)N * KVD * sizeof(bf16), stream));
+            if (!knorm_in_attn) cudaCheck(cudaMemsetAsync(m.dk, 0, (size_t)N * KVD * sizeof(bf16), stream));
             attention_backward(dq, m.dk, m.dv, m.datt, la.q, la.k, la.v, la.att, la.lse, B, T, H, KV, hd, m.attn_scratch,
                                true, stream, prep);
         } else {
@@ -655,8 +660,9 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         else
             qk_norm_rope_gain_backward(m.dq, dq_gain, m.dq, nullptr, la.q, la.rstd_q, m.rope_cos, m.rope_sin, bp.q_gain, B, T, H, hd,
                                        rd, false, sc, stream);
-        qk_norm_rope_gain_backward(m.dk, nullptr, m.dk, nullptr, la.k, la.rstd_k, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd, rd,
-                                   false, sc, stream);
+        if (!knorm_in_attn)
+            qk_norm_rope_gain_backward(m.dk, nullptr, m.dk, nullptr, la.k, la.rstd_k, m.rope_cos, m.rope_sin, nullptr, B, T, KV, hd,
+                                       rd, false, sc, stream);
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) {
             scalar_scale_backward(m.dve_base, dp.ve_layer_scales[ve], m.dv, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD,

@@ -686,6 +686,38 @@ static bool run_case(const Case &c) {
                 ok &= bad == 0;
             }
         }
+        // k's per-head RMSNorm + RoPE backward in the epilogue (AttnBwdPrepared::k_rstd, stages
+        // 11..15, the training path: D from xsa_backward, accumulating): dk is overwritten (dk0 must
+        // not show) with the gradient of c_k's output. Reference: the CPU chain's attention-only dk
+        // through qk_norm_rope_gain_backward_cpu from out (k read as the forward's out RoPE(xn),
+        // xn = RoPE^T(k) by qk_xn_from_out_cpu; no gain), 1/rms drawn in [0.5, 2), the RoPE tables
+        // of ROPE_DIMS 16 at this T. dq and dv as the plain chain's.
+        {
+            constexpr int rd = 16;
+            std::vector<float> cs((size_t)T * rd / 2), sn((size_t)T * rd / 2), rk((size_t)N * KV);
+            rope_tables_cpu(cs.data(), sn.data(), T, rd, 10000.0);
+            std::uniform_real_distribution<float> u(0.5f, 2.f);
+            for (float &r : rk) r = u(dev_rng());
+            std::vector<float> zq(nq, 0.f), dk_attn(nkv, 0.f), zv(nkv, 0.f), xn_k(nkv), knorm_ref(nkv, 0.f);
+            attention_backward_cpu(zq.data(), dk_attn.data(), zv.data(), cdy.data(), q.data(), k.data(), v.data(), out_b.data(),
+                                   lse_ref.data(), B, T, H, KV, HD);
+            qk_xn_from_out_cpu(xn_k.data(), k.data(), cs.data(), sn.data(), (const float *)nullptr, B, T, KV, HD, rd);
+            qk_norm_rope_gain_backward_cpu(knorm_ref.data(), (float *)nullptr, dk_attn.data(), xn_k.data(), rk.data(), cs.data(),
+                                           sn.data(), (const float *)nullptr, B, T, KV, HD, rd);
+            DevBuf<float> d_cs(cs.size()), d_sn(sn.size()), d_rk(rk.size());
+            upload(d_cs, cs);
+            upload(d_sn, sn);
+            upload(d_rk, rk);
+            for (int ver : {V_BWD90_S11, V_BWD90_S12, V_BWD90_S13, V_BWD90_S14, V_BWD90_S15}) {
+                AttnBwdPrepared acc;
+                acc.k_rstd = d_rk.p, acc.rope_cos = d_cs.p, acc.rope_sin = d_sn.p;
+                const std::string vn = chain(ver, " knorm", false, true, acc);
+                if (vn.empty()) continue;
+                ok &= check_bf16(vn + "dq (accumulate)", download(d_dq), cdq);
+                ok &= check_bf16(vn + "dk (normed, overwritten)", download(d_dk), knorm_ref);
+                ok &= check_bf16(vn + "dv (xsa + attn)", download(d_dv), cdv);
+            }
+        }
     }
     return ok;
 }

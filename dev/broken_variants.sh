@@ -55,6 +55,8 @@
 #                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_DQ_RACE         the sm90 (wgmma, stage 1) backward loses a dQ partial now and then
 #                         (a race's symptom)                   (common/attention.cuh) -> dev_attention
+#   BREAK_KNORM           the k norm in the sm90 backward's epilogue takes k for xn without undoing RoPE
+#                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_DQ_ZERO         the sm90 backward's stages 11..15, asked to zero the next call's dQ
 #                         accumulator, leave the last CTA's share out
 #                                                              (common/attention.cuh) -> dev_attention
@@ -122,6 +124,7 @@ ROWS=(
     'BREAK_WGMMA_BWD|attention|--check-only --small|FAIL +v0/wgmma bwd d[qkv]'
     'BREAK_DQ_RACE|attention|--check-only --small|FAIL +v0/wgmma bwd dq run-to-run spread'
     'BREAK_DQ_ZERO|attention|--check-only --small|FAIL +v0/wgmma-s1[1-5] chain .*other acc zero'
+    'BREAK_KNORM|attention|--check-only --small|FAIL +v0/wgmma-s1[1-5] chain knorm dk'
     'BREAK_RELU2_GEMM|matmul|--no-bench|FAIL +relu2 bwd dx fused v6 wt'
     'BREAK_GROUPED_K|matmul|--no-bench|FAIL +grouped dinp M=98381'
     'BREAK_HSTASH|matmul|--no-bench|FAIL +relu2 bwd dx fused v5'
