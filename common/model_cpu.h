@@ -413,27 +413,40 @@ void matmul_relu2_backward_dx_cpu(real *dinp, const real *dout, const real *weig
 // In two parts: qk_rope_gain_forward_cpu, out from xn, is also the twin of the GPU's
 // qk_rope_gain_forward. (The GPU model keeps out, q and k, and recomputes xn from it in its
 // backward: qk_xn_from_out_cpu below is that step's twin.)
+// Both directions of gain * RoPE over every head-row: dst = g RoPE(src), or (inverse) dst =
+// RoPE^T(src) / g (0 where g = 0), the rotation's transpose being its inverse.
 template <typename real>
-void qk_rope_gain_forward_cpu(real *out, const real *xn, const real *cos_t, const real *sin_t, const real *gain, int B,
-                              int T, int NH, int hd, int rd) {
+void qk_rope_rows_cpu(real *dst, const real *src, const real *cos_t, const real *sin_t, const real *gain, int B, int T, int NH,
+                      int hd, int rd, bool inverse) {
     const int half = rd / 2;
 #pragma omp parallel for collapse(2)
     for (int n = 0; n < B * T; n++) {
         for (int h = 0; h < NH; h++) {
             // seek to head h of token n, and the RoPE row of its position
             size_t at = ((size_t)n * NH + h) * hd;
-            const real *y = xn + at;
-            real *o = out + at;
+            const real *y = src + at;
+            real *o = dst + at;
             const real *c = cos_t + (size_t)(n % T) * half, *s = sin_t + (size_t)(n % T) * half;
             real g = gain ? gain[h] : 1;
+            if (inverse) g = g != 0 ? 1 / g : 0;
             for (int i = 0; i < half; i++) {
                 real x1 = y[i], x2 = y[i + half];
-                o[i] = g * (x1 * c[i] + x2 * s[i]);
-                o[i + half] = g * (-x1 * s[i] + x2 * c[i]);
+                if (inverse) {
+                    o[i] = g * (x1 * c[i] - x2 * s[i]);
+                    o[i + half] = g * (x1 * s[i] + x2 * c[i]);
+                } else {
+                    o[i] = g * (x1 * c[i] + x2 * s[i]);
+                    o[i + half] = g * (-x1 * s[i] + x2 * c[i]);
+                }
             }
             for (int i = rd; i < hd; i++) o[i] = g * y[i];
         }
     }
+}
+template <typename real>
+void qk_rope_gain_forward_cpu(real *out, const real *xn, const real *cos_t, const real *sin_t, const real *gain, int B,
+                              int T, int NH, int hd, int rd) {
+    qk_rope_rows_cpu(out, xn, cos_t, sin_t, gain, B, T, NH, hd, rd, false);
 }
 template <typename real>
 void qk_norm_rope_gain_forward_cpu(real *out, real *xn, real *rstd, const real *inp, const real *cos_t,
@@ -450,30 +463,13 @@ void qk_norm_rope_gain_forward_cpu(real *out, real *xn, real *rstd, const real *
     }
     qk_rope_gain_forward_cpu(out, xn, cos_t, sin_t, gain, B, T, NH, hd, rd);
 }
-// xn (B, T, NH, hd) = RoPE^T(out) / gain[h] (0 where gain[h] = 0): the forward's xn from its out,
-// the rotation's transpose being its inverse. The twin of what the GPU's q/k backward does in
-// registers when it is given out instead of xn (qk_out_grad8 in layers.cuh); the CPU model
-// keeps xn itself.
+// xn (B, T, NH, hd) = RoPE^T(out) / gain[h] (0 where gain[h] = 0): the forward's xn from its out.
+// The twin of what the GPU's q/k backward does in registers when it is given out instead of xn
+// (qk_out_grad8 in layers.cuh); the CPU model keeps xn itself.
 template <typename real>
 void qk_xn_from_out_cpu(real *xn, const real *out, const real *cos_t, const real *sin_t, const real *gain, int B, int T,
                         int NH, int hd, int rd) {
-    const int half = rd / 2;
-#pragma omp parallel for collapse(2)
-    for (int n = 0; n < B * T; n++) {
-        for (int h = 0; h < NH; h++) {
-            size_t at = ((size_t)n * NH + h) * hd;
-            const real *o = out + at;
-            real *y = xn + at;
-            const real *c = cos_t + (size_t)(n % T) * half, *s = sin_t + (size_t)(n % T) * half;
-            real g = gain ? gain[h] : 1, ginv = g != 0 ? 1 / g : 0;
-            for (int i = 0; i < half; i++) {
-                real o1 = o[i], o2 = o[i + half];
-                y[i] = ginv * (o1 * c[i] - o2 * s[i]);
-                y[i + half] = ginv * (o1 * s[i] + o2 * c[i]);
-            }
-            for (int i = rd; i < hd; i++) y[i] = ginv * o[i];
-        }
-    }
+    qk_rope_rows_cpu(xn, out, cos_t, sin_t, gain, B, T, NH, hd, rd, true);
 }
 // dinp += d/dx; dgain[h] += sum over tokens of dout . rope(xn) (dgain null for k).
 // dgain_abs (optional, NH): the sum of the |terms| of each dgain[h], the scale against which its
