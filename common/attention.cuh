@@ -1855,6 +1855,8 @@ struct BwdKNorm {
     const float *rstd = nullptr, *cos_t = nullptr, *sin_t = nullptr;
 };
 constexpr int KNORM_RD = 16;  // the rotated dims the fused k norm supports (dims 0..7 pair with 8..15)
+constexpr int Q128_FIRST = 11;  // the first backward stage on 128-query tiles (the kernel below): the
+                                // ones that zero the other dQ accumulator and take the k norm
 
 // The fused k norm backward on a consumer's dK accumulator (the m64n64 fragment: element 4j + 2r
 // + e at key row 16 warp + lane / 4 + 8r of the consumer's 64, dim 8j + 2 (lane % 4) + e; a row's
@@ -2494,12 +2496,11 @@ inline void attention_backward_sm90(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_b
                                   &dq_acc, &dq_other, &Dd, &lse2, stream, prep);
     if (stage < 1 || stage > ATTN_BWD_SM90_STAGES)
         fatal_config("attention.cuh: attention_backward_sm90: stage %d unknown (1..%d)", stage, ATTN_BWD_SM90_STAGES);
-    if (prep.k_rstd && (stage < 11 || !prep.rope_cos || !prep.rope_sin))
+    if (prep.k_rstd && (stage < Q128_FIRST || !prep.rope_cos || !prep.rope_sin))
         fatal_config("attention.cuh: attention_backward_sm90: the k norm (AttnBwdPrepared::k_rstd) needs stage 11..15 (got %d) "
                      "and both RoPE tables (attention_backward_knorm_fits)", stage);
     // stage s runs kernels[s - 1] (s <= 10) or kernels_q128[s - 11] (they also zero prep.zero_other's
     // buffer) with smem[s - 1] bytes (stages 3+: 384 threads, warp specialized)
-    constexpr int Q128_FIRST = 11;
     static void (*const kernels[Q128_FIRST - 1])(CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, CUtensorMap, __nv_bfloat16 *,
                                     __nv_bfloat16 *, float *, const float *, const float *, int, int, int, bool, bool) = {
         attention_backward_sm90_kernel<1>, attention_backward_sm90_kernel<2>, attention_backward_sm90_kernel<3>,
@@ -2562,7 +2563,7 @@ inline int attn_bwd_stage() {
 // its epilogue (AttnBwdPrepared::k_rstd): the Hopper kernel's stages 11..15 with head_dim 64 and
 // ROPE_DIMS (rd) 16. Elsewhere the caller runs the q/k backward on dk itself.
 inline bool attention_backward_knorm_fits(int hd, int rd) {
-    return hd == attn::HD && rd == attn::KNORM_RD && attn_bwd_stage() >= 11 && sm90_available();
+    return hd == attn::HD && rd == attn::KNORM_RD && attn_bwd_stage() >= attn::Q128_FIRST && sm90_available();
 }
 
 // dq, dk, dv <- gradients of attention_forward given dout, its inputs, its out and lse.

@@ -419,7 +419,8 @@ inline void gather_suffix_rows(E *dst, const E *src, int B, int T, int s, int C,
 // (B, T - s, ...). Bit-identical to those rows of a full forward: every op there is per-row and
 // the eval's GEMMs are one-pass (MatmulOnePass). (The CPU twin, model_forward, also skips the
 // unscored queries of that attention, which an exact-math CPU can do without changing a row.)
-// The eval forward also skips the stores only the backward reads (q, k and their rstds).
+// The eval forward also skips the stores only the backward reads (each layer's own q, k and their
+// rstds: it normalizes q and k in place in the shared scratch).
 inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool accumulate_loss, cudaStream_t stream) {
     const Config &c = m.config;
     const int B = m.B, T = m.T, N = B * T, D = c.model_dim, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;

@@ -645,7 +645,7 @@ static bool run_case(const Case &c) {
         //                     left alone (still poisoned).
         // dq, dk, dv as the CPU chain's; the other buffer all zero (count of NaN or nonzero
         // floats: the poison shows as NaN), or untouched.
-        static_assert(ATTN_BWD_SM90_STAGE >= 11, "the shipping stage is meant to zero in the kernel: check a q128 stage");
+        static_assert(ATTN_BWD_SM90_STAGE >= attn::Q128_FIRST, "the shipping stage is meant to zero in the kernel: check a q128 stage");
         const int v_ship90 = V_BWD90 + ATTN_BWD_SM90_STAGE - 1;
         auto other_acc = [&](int buf) { return host_f32(attention_backward_dq_acc(d_scratch.p, B, T, H, HD, 1 - buf), nq); };
         for (int ver : {(int)V_SHIP, (int)V_BWD90_S8, v_ship90}) {
