@@ -1198,9 +1198,12 @@ __device__ __forceinline__ void bwd_fill_stage(uint32_t full, uint32_t tx, uint3
 // key krow + 8 (e / 2), query q0 + 8j + 2 (lane % 4) + e % 2; sL / sD: the tile's lse2 and D),
 // in place: P^T = 2^(S^T scale log2e - lse2) over s, dS^T = P^T (dP^T - D) over dp, both 0 where
 // masked (need_mask: the tile crosses the diagonal or the end of the sequence).
-template <int NJ>
-__device__ __forceinline__ void bwd_p_ds(float *s, float *dp, const float *sL, const float *sD, int lane, bool need_mask,
-                                         int krow, int q0, int T) {
+// MASK is a template argument, and bwd_p_ds / bwd_p below branch on need_mask once per tile:
+// with a runtime flag inside the element loop, ptxas if-converted the mask into ~270 predicate
+// and select instructions per warp on every tile (stage 12's SASS), diagonal or not.
+template <int NJ, bool MASK>
+__device__ __forceinline__ void bwd_p_ds_tile(float *s, float *dp, const float *sL, const float *sD, int lane, int krow, int q0,
+                                              int T) {
     constexpr float sl2 = SCALE * LOG2E;
 #pragma unroll
     for (int j = 0; j < NJ; j++) {
@@ -1212,7 +1215,7 @@ __device__ __forceinline__ void bwd_p_ds(float *s, float *dp, const float *sL, c
             const int i = 4 * j + e;
             float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
             float ds = p * (dp[i] - ((e & 1) ? dd.y : dd.x));
-            if (need_mask) {
+            if constexpr (MASK) {
                 const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
                 if (key > qi || qi >= T) p = ds = 0.f;
             }
@@ -1223,8 +1226,8 @@ __device__ __forceinline__ void bwd_p_ds(float *s, float *dp, const float *sL, c
 }
 // the same in two steps: P^T alone (while dP^T may still be multiplied), then dS^T (masked
 // entries have P^T = 0, so dS^T = 0 there too)
-template <int NJ>
-__device__ __forceinline__ void bwd_p(float *s, const float *sL, int lane, bool need_mask, int krow, int q0, int T) {
+template <int NJ, bool MASK>
+__device__ __forceinline__ void bwd_p_tile(float *s, const float *sL, int lane, int krow, int q0, int T) {
     constexpr float sl2 = SCALE * LOG2E;
 #pragma unroll
     for (int j = 0; j < NJ; j++) {
@@ -1234,13 +1237,24 @@ __device__ __forceinline__ void bwd_p(float *s, const float *sL, int lane, bool 
         for (int e = 0; e < 4; e++) {
             const int i = 4 * j + e;
             float p = fast_exp2(fmaf(s[i], sl2, -((e & 1) ? l2.y : l2.x)));
-            if (need_mask) {
+            if constexpr (MASK) {
                 const int key = krow + (e >> 1) * 8, qi = q0 + qc + (e & 1);
                 if (key > qi || qi >= T) p = 0.f;
             }
             s[i] = p;
         }
     }
+}
+template <int NJ>
+__device__ __forceinline__ void bwd_p_ds(float *s, float *dp, const float *sL, const float *sD, int lane, bool need_mask,
+                                         int krow, int q0, int T) {
+    if (need_mask) bwd_p_ds_tile<NJ, true>(s, dp, sL, sD, lane, krow, q0, T);
+    else bwd_p_ds_tile<NJ, false>(s, dp, sL, sD, lane, krow, q0, T);
+}
+template <int NJ>
+__device__ __forceinline__ void bwd_p(float *s, const float *sL, int lane, bool need_mask, int krow, int q0, int T) {
+    if (need_mask) bwd_p_tile<NJ, true>(s, sL, lane, krow, q0, T);
+    else bwd_p_tile<NJ, false>(s, sL, lane, krow, q0, T);
 }
 template <int NJ>
 __device__ __forceinline__ void bwd_ds(float *dp, const float *s, const float *sD, int lane) {
@@ -2058,13 +2072,15 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
         float dq[INDEP ? 64 : 32];  // INDEP: [query half][32]
         {
             float s[64], dp[64];
+            // the operands' descriptors, once per tile (wgmma_desc_at steps through them)
+            const uint64_t dsK = wgmma_desc(sKw), dsQ = wgmma_desc(sQ), dsV = wgmma_desc(sVw), dsO = wgmma_desc(sdO);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++)  // k = head_dim, 32 bytes per k-step inside the swizzled row
-                wgmma_m64n128k16_ss(s, wgmma_desc(sKw + 32 * kk), wgmma_desc(sQ + 32 * kk), kk > 0);
+                wgmma_m64n128k16_ss(s, wgmma_desc_at(dsK, 32 * kk), wgmma_desc_at(dsQ, 32 * kk), kk > 0);
             if constexpr (SPLIT) wgmma_commit();
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++) wgmma_m64n128k16_ss(dp, wgmma_desc(sVw + 32 * kk), wgmma_desc(sdO + 32 * kk), kk > 0);
+            for (int kk = 0; kk < 4; kk++) wgmma_m64n128k16_ss(dp, wgmma_desc_at(dsV, 32 * kk), wgmma_desc_at(dsO, 32 * kk), kk > 0);
             wgmma_commit();
 #ifdef BREAK_WGMMA_BWD  // a deliberately wrong variant (dev/broken_variants.sh): no causal mask
             const bool need_mask = false;
@@ -2108,10 +2124,10 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
             // dV += P^T dO: k = the 128 queries, 16 rows (2048 bytes) per k-step
             wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dvacc, ap[kk], wgmma_desc(sdO + 2048 * kk));
+            for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dvacc, ap[kk], wgmma_desc_at(dsO, 2048 * kk));
             if constexpr (DK_EARLY || INDEP) {
 #pragma unroll
-                for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dkacc, ads[kk], wgmma_desc(sQ + 2048 * kk));
+                for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dkacc, ads[kk], wgmma_desc_at(dsQ, 2048 * kk));
             }
             wgmma_commit();
             if constexpr (INDEP) {
@@ -2135,13 +2151,16 @@ __global__ void __launch_bounds__(H_THREADS_WS, 1)
             named_bar_sync(3, 256);
             // dQ rows 64 wg .. of the tile = dS K over the 128 keys: A = dS^T's query half wg
             // (stored key-major: MN-major), B = K (key-major: MN-major)
+            {
+                const uint64_t dsS = wgmma_desc(ds_half(db, wg)), dsKall = wgmma_desc(sK);
 #pragma unroll
-            for (int kk = 0; kk < 8; kk++)
-                wgmma_m64n64k16_ss<1, 1>(dq, wgmma_desc(ds_half(db, wg) + 2048 * kk), wgmma_desc(sK + 2048 * kk), kk);
+                for (int kk = 0; kk < 8; kk++)
+                    wgmma_m64n64k16_ss<1, 1>(dq, wgmma_desc_at(dsS, 2048 * kk), wgmma_desc_at(dsKall, 2048 * kk), kk);
+            }
             wgmma_commit();
             if constexpr (!DK_EARLY) {  // dK += dS^T Q
 #pragma unroll
-                for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dkacc, ads[kk], wgmma_desc(sQ + 2048 * kk));
+                for (int kk = 0; kk < 8; kk++) wgmma_m64n64k16_rs<1>(dkacc, ads[kk], wgmma_desc_at(dsQ, 2048 * kk));
                 wgmma_commit();
             }
             }
@@ -2689,18 +2708,20 @@ static_assert(H90_BC == 64 && H90_KV_BYTES % 1024 == 0, "the wgmma helpers are m
 // S = Q K^T (both from shared memory), one committed wgmma group; the caller fences before.
 template <int BC>
 __device__ __forceinline__ void h90_issue_qk(float (&sacc)[BC / 2], uint32_t sQw, uint32_t sK) {
+    const uint64_t dq = wgmma_desc(sQw), dk = wgmma_desc(sK);
 #pragma unroll
     for (int kk = 0; kk < KCHUNKS; kk++) {
-        if constexpr (BC == 64) wgmma_m64n64k16_ss<0, 0>(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
-        else wgmma_m64n128k16_ss(sacc, wgmma_desc(sQw + kk * 32), wgmma_desc(sK + kk * 32), kk > 0);
+        if constexpr (BC == 64) wgmma_m64n64k16_ss<0, 0>(sacc, wgmma_desc_at(dq, kk * 32), wgmma_desc_at(dk, kk * 32), kk > 0);
+        else wgmma_m64n128k16_ss(sacc, wgmma_desc_at(dq, kk * 32), wgmma_desc_at(dk, kk * 32), kk > 0);
     }
     wgmma_commit();
 }
 // O += P V (P from registers: it must stay untouched until the group is waited for)
 template <int BC>
 __device__ __forceinline__ void h90_issue_pv(float (&oacc)[32], const uint32_t (&p)[BC / 16][4], uint32_t sV) {
+    const uint64_t dv = wgmma_desc(sV);
 #pragma unroll
-    for (int kk = 0; kk < BC / 16; kk++) wgmma_m64n64k16_rs<1>(oacc, p[kk], wgmma_desc(sV + kk * 16 * ROW_BYTES));
+    for (int kk = 0; kk < BC / 16; kk++) wgmma_m64n64k16_rs<1>(oacc, p[kk], wgmma_desc_at(dv, kk * 16 * ROW_BYTES));
     wgmma_commit();
 }
 // causal/end mask where the tile crosses the warp's rows, then the online softmax without the
@@ -2818,7 +2839,8 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
                                   const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                                   const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
 #ifdef ATTN_SM90
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    // wg through a shuffle: warp-uniform to ptxas (see attention_forward_sm90_ws_kernel)
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
     const H90Cta c = h90_cta(H90_BR, H, KV);
     const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
     const uint32_t sQ = c.smem;
@@ -3014,7 +3036,10 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     // 128-key tiles need more than the 128 registers per thread that 512 threads allow: the
     // producer gives most of its share to the consumers (4 x 24 + 12 x 160 = 2016 per 16 warps)
     constexpr bool REG_SHUFFLE = BC == 128;
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    // wg through a shuffle: ptxas then knows it is warp-uniform, so the shared-memory addresses and
+    // wgmma descriptors derived from it live in uniform registers (v6's tile loop: 486 -> 461
+    // instructions per warp, no R2UR moves)
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
     const H90Cta c = h90_cta(WS_BR, H, KV);
     const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
     const uint32_t sQ = c.smem;
@@ -3105,7 +3130,8 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
                                              const __grid_constant__ CUtensorMap tv, int T, int H, int KV, int B) {
 #ifdef ATTN_SM90
     constexpr int BC = 128, KV_BYTES = BC * ROW_BYTES;
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = tid / 128;
+    // wg through a shuffle: warp-uniform to ptxas (see attention_forward_sm90_ws_kernel)
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
     const uint32_t sQ0 = h90_cta(WS_BR, H, KV).smem;  // Q buffer j: + j * WS_Q_BYTES
     const uint32_t sK0 = sQ0 + 2 * WS_Q_BYTES, sV0 = sK0 + WS_STAGES * KV_BYTES;
     const uint32_t qfull0 = sV0 + WS_STAGES * KV_BYTES, qempty0 = qfull0 + 16;  // buffer j: + 8 j

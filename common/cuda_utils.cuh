@@ -353,6 +353,14 @@ __device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr, uint32_t lbo = 16)
     return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) | ((uint64_t)(1024 >> 4) << 32) |
            ((uint64_t)1 << 62);
 }
+// The descriptor of the tile `off` bytes past d's: only the start-address field (bits 0..13,
+// address / 16) moves, so one 32-bit add replaces wgmma_desc's masks and shifts (ptxas kept ~5
+// uniform instructions per operand per wgmma in the attention kernels' loops). The field cannot
+// carry into the next one: shared memory addresses stay below the 256 KB the field spans (an
+// SM has 228 KB), and off is a multiple of 16 (every k-step and tile offset is).
+__device__ __forceinline__ uint64_t wgmma_desc_at(uint64_t d, uint32_t off) {
+    return (d & 0xFFFFFFFF00000000ull) | (uint32_t)((uint32_t)d + (off >> 4));
+}
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
