@@ -37,6 +37,14 @@ check "bench: dev/yardstick.py on a tiny CPU model (3 timed steps, sliding eval)
              grep -Eq 'loss first:[0-9.]+ last:[0-9.]+' $BD/yard.log || { cat $BD/yard.log; exit 1; }"
 check_fail "bench: dev/yardstick.py rejects an unknown --set key in one line" 1 "^error: --set 'NOPE=1': unknown key NOPE" \
     $PYTHON dev/yardstick.py --device cpu --data-path $BD/data --set NOPE=1
+check_fail "bench: dev/sdpa_attention.py refuses an unknown backend in one line" 1 "^sdpa_attention.py: --backends: unknown backend 'nope'" \
+    $PYTHON dev/sdpa_attention.py --backends cudnn,nope
+if nvidia-smi -L >/dev/null 2>&1; then
+    skip "bench: dev/sdpa_attention.py without a GPU says so" "a GPU is here (it would run the benchmark)"
+else
+    check_fail "bench: dev/sdpa_attention.py without a GPU says so in one line" 1 "^sdpa_attention.py: needs a CUDA GPU" \
+        $PYTHON dev/sdpa_attention.py --reps 1
+fi
 check_fail "bench: dev/bench.sh without DATA_PATH says what it needs" 1 "^bench: DATA_PATH must name the directory" \
     env -u DATA_PATH bash dev/bench.sh
 check_fail "bench: dev/bench.sh refuses a bad BENCH_STEPS" 1 "^bench: BENCH_STEPS=x: not a whole number" \
