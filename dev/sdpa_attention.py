@@ -13,7 +13,8 @@ rates are measured.
 For each backend: the causal forward (F.scaled_dot_product_attention on (B, H, T, hd) views of
 (B, T, H, hd) tensors, as dev/yardstick.py calls it) and its backward (torch.autograd.grad of the
 output with a random dO; the forward that builds the graph is outside the timed region), each
-`reps` times between two CUDA events after 3 warm-up calls. FLOPs counted as dev/attention.cu
+timed `reps` times as dev_attention times ours (time_ms: L2 flushed, the host's dispatch kept
+out of the timed region; the median) after 3 warm-up calls. FLOPs counted as dev/attention.cu
 counts them: forward 4 B H T^2 hd / 2, backward 2.5x that. --gqa repeat (the default) gives SDPA
 K and V already repeated to H heads, so the timed backward is the attention kernel's alone (the
 repeat's gradient sum is not in it); native passes enable_gqa. A backend PyTorch refuses for
@@ -32,18 +33,25 @@ BACKENDS = ("cudnn", "flash", "efficient")
 
 
 def time_ms(fn, reps):
-    """Mean ms of fn() over reps calls between two events (fn may do untimed setup by returning a
-    callable: then only that callable is timed, each call between its own events)."""
-    total = 0.0
+    """Median ms of reps calls, each between its own two events, timed as dev/check.cuh's
+    bench_ms times ours: before each call a 256 MB write flushes the L2; then a spin kernel
+    (torch.cuda._sleep, ~0.5 ms) holds the GPU while Python dispatches the call, so the time
+    between the events is the kernels' alone, not the host's dispatch. fn() may do untimed setup
+    and return the callable to time (the backward needs a fresh forward graph each call)."""
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    events = []
     for _ in range(reps):
         run = fn()
+        flush.zero_()
+        torch.cuda._sleep(1_000_000)
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         run()
         b.record()
-        b.synchronize()
-        total += a.elapsed_time(b)
-    return total / reps
+        events.append((a, b))
+    torch.cuda.synchronize()
+    t = sorted(a.elapsed_time(b) for a, b in events)
+    return t[len(t) // 2]
 
 
 def main():
