@@ -1982,8 +1982,8 @@ static_assert(Q128_SMEM <= 227 * 1024, "stage 11 fits in shared memory");
 // idle warps 1..3 (96 threads): any code at all on their path after setmaxnreg_dec<24> (even one
 // compare and a __nanosleep) made ptxas (CUDA 13.0) move values out of uniform registers and
 // spill 16 bytes in stage 12, reloaded inside the consumers' tile loop (16 to 48 bytes in the
-// other stages); on warp 0's path, after its loop, every stage keeps its spill count (stages 12,
-// 14, 15: none; 11 and 13: 4 bytes, as before).
+// other stages); on warp 0's path, after its loop, every stage kept its spill count (none since the
+// mask became a template argument of bwd_p / bwd_p_ds; 4 bytes in stages 11 and 13 before).
 template <bool SPLIT, bool DK_EARLY, bool INDEP = false>
 __global__ void __launch_bounds__(H_THREADS_WS, 1)
     attention_backward_sm90_q128_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_do,
