@@ -1692,6 +1692,16 @@ inline void pp_launch(const Operands &op, int M, cudaStream_t stream) {
     pingpong_gemm_kernel<PE><<<NB * C, THREADS, pp_smem<PE>(), stream>>>(op, M, NB, C);
     cudaCheckLaunch();
 }
+// mlp_grouped_n_launch through the ping-pong kernel (K <= 512): PP_QKV with no normalized group stores every
+// group's accumulator as it is. The unused groups get no columns, so pp_launch counts only the
+// used groups' n-blocks.
+inline void pp_grouped_n_launch(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K,
+                                cudaStream_t stream) {
+    Operands op = grouped_n_operands(out, a, w, n, ng, M, K);
+    op.qk = QkEpilogue{};  // nnorm = 0: the plain epilogue for every group
+    for (int g = ng; g < MAXG; g++) op.n_cols[g] = 0;
+    pp_launch<PP_QKV>(op, M, stream);
+}
 // the relu^2 GEMMs in ping-pong form (one group, B K-major: w (N, K); K <= 512): out = relu^2(A w^T)
 // (PP_RELU2) or (A w^T) 2 sqrt(h) (PP_DRELU2, h (M, N))
 template <int PE>
@@ -1844,8 +1854,11 @@ inline bool matmul_backward_dinp_grouped_supported(bf16 *dinp, const bf16 *const
                                                    int M, int N) {
     return matmul_grouped_supported(M, N, k, ng, dinp, dout, w);
 }
+// variant: 0 the 128 x 256 kernel (EPI_PLAIN), 1 the ping-pong kernel (K <= 512, else 0 runs).
+// Both accumulate each output in fp32 over K in the same k order and round once, but the wgmma
+// shapes differ (m64n256 against m64n128), so the two may differ in the last bit.
 inline void matmul_forward_grouped(bf16 *const out[], const bf16 *a, const bf16 *const w[], const int n[], int ng, int M, int K,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, int variant = 0) {
     ProfScope prof_(PROF_GEMM, stream);
     if (!matmul_forward_grouped_supported(out, a, w, n, ng, M, K))
         fatal("matmul_forward_grouped: needs an sm_90a build on an sm_90 GPU (here: %s), 1..%d groups, M > 0, K and every N "
@@ -1853,7 +1866,9 @@ inline void matmul_forward_grouped(bf16 *const out[], const bf16 *a, const bf16 
               sm90_available() ? "yes" : "no", mlpg::MAXG, M, K, ng);
     for (int g = 0; g < ng; g++)
         if (out[g] == a) fatal("matmul_forward_grouped: output %d aliases the input", g);
-    mlpg::mlp_grouped_n_launch(out, a, w, n, ng, M, K, stream);
+    if (variant != 0 && variant != 1) fatal("matmul_forward_grouped: variant %d (0 or 1)", variant);
+    if (variant == 1 && K <= mlpg::PP_MAX_KB * mlpg::BK) mlpg::pp_grouped_n_launch(out, a, w, n, ng, M, K, stream);
+    else mlpg::mlp_grouped_n_launch(out, a, w, n, ng, M, K, stream);
 }
 // The q, k, v projections with the q/k path in the epilogue: out = {q, k, v}, W = {W_q, W_k, W_v}
 // (n = {H hd, KV hd, KV hd}) as matmul_forward_grouped, except that q and k leave as

@@ -105,6 +105,27 @@ inline QkvGemmMode qkv_gemm_mode() {
 }
 inline bool qkv_gemm_grouped() { return qkv_gemm_mode() != QKV_GEMM_CUBLAS; }
 
+// PROJ_GEMM (developer knob, read once): the attention projection's forward (y W^T) and the
+// backward's d y = dres (diag(attn_scale) W) (both (N, 512) x (512, 512) at the seed shape) on
+// the ping-pong kernel ("pingpong", the default: matmul_forward_grouped's variant 1 with one group)
+// or on cuBLASLt ("cublas"). cuBLASLt's best of 8 timed candidates tiles the 512 columns by 192
+// (89 us a call, ncu, H200); the ping-pong kernel takes them as 4 n-blocks of 128, W's block held
+// in shared memory. Where the Hopper kernel cannot run, cuBLASLt does.
+inline bool proj_gemm_pingpong() {
+    static const bool pp = env_choice("PROJ_GEMM", {"cublas", "pingpong"}, 1) == 1;
+    return pp;
+}
+// out (N, OC) = inp (N, IC) @ w^T, w (OC, IC): matmul_forward, on the ping-pong kernel per PROJ_GEMM
+inline void proj_forward(bf16 *out, const bf16 *inp, const bf16 *w, int N, int IC, int OC, cudaStream_t stream) {
+    bf16 *const outs[1] = {out};
+    const bf16 *const ws[1] = {w};
+    const int n[1] = {OC};
+    if (proj_gemm_pingpong() && matmul_forward_grouped_supported(outs, inp, ws, n, 1, N, IC))
+        matmul_forward_grouped(outs, inp, ws, n, 1, N, IC, stream, 1);
+    else
+        matmul_forward(out, inp, w, N, IC, OC, stream);
+}
+
 // ----------------------------------------------------------------------------
 // one device allocation carved into many buffers (256-byte aligned each)
 
@@ -531,7 +552,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         }
         const bool xsa = layer_has_xsa(c, l);
         if (xsa) xsa_forward(la.xsa_out, la.vnorm, att, v, Nq, H, KV, hd, stream);
-        matmul_forward(la.attn_out, xsa ? la.xsa_out : att, bw.attn_proj, Nq, D, D, stream);
+        proj_forward(la.attn_out, xsa ? la.xsa_out : att, bw.attn_proj, Nq, D, D, stream);
         // x_mid (over x_in) and ln2
         residual_scale_rmsnorm_forward(x_in, la.ln2, la.rstd2, x_in, bp.attn_scale, la.attn_out, Nq, D, s, stream);
         // MLP: relu(u)^2, the reference's relu^2: fused into the fc GEMM, or the GEMM stores
@@ -625,7 +646,7 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         const bool xsa = layer_has_xsa(c, l);
         matmul_backward(nullptr, m.gfold, m.dres, xsa ? la.xsa_out : la.att, nullptr, N, D, D, false, false, stream);
         fold_scale_grad(dbp.attn_proj, dbp.attn_scale, m.gfold, bp.attn_scale, bw.attn_proj, D, D, stream);
-        matmul_forward(m.datt_xsa, m.dres, m.fold[l].attn_t, N, D, D, stream);
+        proj_forward(m.datt_xsa, m.dres, m.fold[l].attn_t, N, D, D, stream);
         bf16 *dq = dq_from_acc ? nullptr : m.dq;  // null: dQ stays in attention's accumulator
         AttnBwdPrepared prep;  // what the preprocess pass may skip
         // the two dQ accumulators alternate by layer: each call but the last zeroes the next

@@ -513,7 +513,8 @@ static void check_sqrt_rn() {
 // k for the backward), rtol = 2^-8 (one rounding of the fp32 sum to bf16).
 
 // out_g (M, n[g]) = x (M, K) @ w_g (n[g], K)^T
-static void check_grouped_forward(int M, int K, std::vector<int> n) {
+// variant: matmul_forward_grouped's (0 the 128 x 256 kernel, 1 the ping-pong one)
+static void check_grouped_forward(int M, int K, std::vector<int> n, int variant = 0) {
     const int ng = (int)n.size();
     char name[128];
     std::vector<std::vector<float>> w(ng);
@@ -526,13 +527,14 @@ static void check_grouped_forward(int M, int K, std::vector<int> n) {
     }
     std::string dims;
     for (int g = 0; g < ng; g++) dims += (g ? "," : "") + std::to_string(n[g]);
-    snprintf(name, sizeof name, "grouped fwd M=%d K=%d N=%s", M, K, dims.c_str());
+    const char *form = variant ? " pp" : "";
+    snprintf(name, sizeof name, "grouped fwd%s M=%d K=%d N=%s", form, M, K, dims.c_str());
     if (!matmul_forward_grouped_supported(dout, dx, dw, n.data(), ng, M, K)) {
         printf("  skip %-44s (needs an sm_90 GPU and an sm_90a build)\n", name);
         g_skipped++;
     } else {
         for (int g = 0; g < ng; g++) poison(dout[g], (size_t)M * n[g]);
-        matmul_forward_grouped(dout, dx, dw, n.data(), ng, M, K, 0);
+        matmul_forward_grouped(dout, dx, dw, n.data(), ng, M, K, 0, variant);
         const std::vector<int> rows = sample_rows(M);
         const int R = (int)rows.size();
         std::vector<double> xs = gather_rows<double>(x, rows, K), xa(xs);
@@ -542,7 +544,7 @@ static void check_grouped_forward(int M, int K, std::vector<int> n) {
             matmul_forward_cpu<double>(ref.data(), xs.data(), wd.data(), R, K, n[g]);
             matmul_forward_cpu<double>(babs.data(), xa.data(), wa.data(), R, K, n[g]);
             for (double &b : babs) b *= 1e-4;
-            snprintf(name, sizeof name, "grouped fwd M=%d K=%d N=%s out %d", M, K, dims.c_str(), g);
+            snprintf(name, sizeof name, "grouped fwd%s M=%d K=%d N=%s out %d", form, M, K, dims.c_str(), g);
             check_rows(name, dout[g], M, n[g], rows, ref, babs, 1.0 / 256);
         }
     }
@@ -731,6 +733,12 @@ static void run_grouped_checks() {
     check_grouped_forward(1000, 192, {64, 320, 128});
     check_grouped_forward(77, 64, {128});
     check_grouped_forward(3000, 576, {256, 192});
+    // the ping-pong form (K <= 512): one group as the attention projection runs it (an n-block of
+    // 128 columns per 33 CTAs), a partial n-block of 64 columns, rows past a tile, several groups
+    check_grouped_forward(98304 + 77, 512, {512}, 1);
+    check_grouped_forward(1000, 192, {64, 320, 128}, 1);
+    check_grouped_forward(77, 64, {128}, 1);
+    check_grouped_forward(3000, 448, {192, 256}, 1);
     check_grouped_backward(98304 + 77, 512, {512, 256, 256});
     check_grouped_backward(1000, 320, {64, 192, 128});
     check_grouped_backward(130, 64, {576});
@@ -795,6 +803,14 @@ static void bench(bool relu2_only) {
         bench_row(kname, shape, bench_ms([&] { matmul_backward(dx, nullptr, dy, x, w, N, l.IC, l.OC, false, false, 0); }), 0, flops);
         snprintf(kname, sizeof kname, "bwd dW+= %s", l.name);
         bench_row(kname, shape, bench_ms([&] { matmul_backward(nullptr, dw, dy, x, w, N, l.IC, l.OC, false, true, 0); }), 0, flops);
+    }
+    if (!relu2_only) {  // the attention projection's two GEMMs (forward, and d y in the backward) on the ping-pong kernel
+        bf16 *const outs[1] = {y};
+        const bf16 *const ws[1] = {w};
+        const int n[1] = {512};
+        if (matmul_forward_grouped_supported(outs, x, ws, n, 1, N, 512))
+            bench_row("fwd attn.proj: ping-pong", "98304 x 512 -> 512",
+                      bench_ms([&] { matmul_forward_grouped(outs, x, ws, n, 1, N, 512, 0, 1); }), 0, 2.0 * N * 512 * 512);
     }
     if (!relu2_only) bench_row("fwd mlp.fc + relu", "98304 x 512 -> 1536",
               bench_ms([&] { matmul_forward(y, x, w, N, 512, 1536, 0, true); }), 0, 2.0 * N * 512 * 1536);
