@@ -2798,17 +2798,23 @@ __device__ __forceinline__ void h90_store(__nv_bfloat16 *__restrict__ out, float
 // Where a CTA works: query head h of sequence b, query rows from q0 (the grid's z index is
 // reversed so the longest causal tiles start first), KV head kh; smem: the dynamic shared
 // memory rounded up to the 1024-byte period of the swizzle (the launch adds 1024 bytes for it).
+// z counts back from the sequence's last query tile, not from gridDim.z: a grid with fewer z
+// blocks than ceil(T / rows_per_cta) computes only the last ones (attention_forward's q_from).
 struct H90Cta {
     int h, b, kh, q0;
     uint32_t smem;
 };
-__device__ __forceinline__ H90Cta h90_cta(int rows_per_cta, int H, int KV) {
+__device__ __forceinline__ H90Cta h90_cta(int rows_per_cta, int T, int H, int KV) {
     extern __shared__ __align__(1024) unsigned char smem_h90[];
     H90Cta c;
     c.h = blockIdx.x;
     c.b = blockIdx.y;
     c.kh = c.h / (H / KV);
+#ifdef BREAK_Q_FROM  // a deliberately wrong variant (dev/broken_variants.sh): z counted back from gridDim.z again
     c.q0 = (gridDim.z - 1 - blockIdx.z) * rows_per_cta;
+#else
+    c.q0 = ((T + rows_per_cta - 1) / rows_per_cta - 1 - (int)blockIdx.z) * rows_per_cta;
+#endif
     c.smem = (smem_u32(smem_h90) + 1023) & ~1023u;
     return c;
 }
@@ -2841,7 +2847,7 @@ __global__ void __launch_bounds__(H90_THREADS, 2)
 #ifdef ATTN_SM90
     // wg through a shuffle: warp-uniform to ptxas (see attention_forward_sm90_ws_kernel)
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
-    const H90Cta c = h90_cta(H90_BR, H, KV);
+    const H90Cta c = h90_cta(H90_BR, T, H, KV);
     const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
     const uint32_t sQ = c.smem;
     const uint32_t sK0 = sQ + H90_Q_BYTES, sV0 = sK0 + 2 * H90_KV_BYTES;
@@ -3040,7 +3046,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     // wgmma descriptors derived from it live in uniform registers (v6's tile loop: 486 -> 461
     // instructions per warp, no R2UR moves)
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
-    const H90Cta c = h90_cta(WS_BR, H, KV);
+    const H90Cta c = h90_cta(WS_BR, T, H, KV);
     const int h = c.h, b = c.b, kh = c.kh, q0 = c.q0;
     const uint32_t sQ = c.smem;
     const uint32_t sK0 = sQ + WS_Q_BYTES, sV0 = sK0 + WS_STAGES * KV_BYTES;  // stage s: + s * KV_BYTES
@@ -3132,7 +3138,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1)
     constexpr int BC = 128, KV_BYTES = BC * ROW_BYTES;
     // wg through a shuffle: warp-uniform to ptxas (see attention_forward_sm90_ws_kernel)
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
-    const uint32_t sQ0 = h90_cta(WS_BR, H, KV).smem;  // Q buffer j: + j * WS_Q_BYTES
+    const uint32_t sQ0 = h90_cta(WS_BR, T, H, KV).smem;  // Q buffer j: + j * WS_Q_BYTES
     const uint32_t sK0 = sQ0 + 2 * WS_Q_BYTES, sV0 = sK0 + WS_STAGES * KV_BYTES;
     const uint32_t qfull0 = sV0 + WS_STAGES * KV_BYTES, qempty0 = qfull0 + 16;  // buffer j: + 8 j
     const uint32_t full0 = qempty0 + 16, empty0 = full0 + 8 * WS_STAGES;      // stage s: + 8 s
@@ -3246,11 +3252,13 @@ inline CUtensorMap h90_tensor_map(const __nv_bfloat16 *base, int B, int T, int h
 // with the consumers taking turns on the tensor cores: ping-pong), 6 (stage 5, o rescaled only
 // when a row's max moved, 1/8 of the exponentials on the FMA pipe), 7 (stage 6 with 1/4),
 // 8 (stage 6 in a persistent grid: one CTA per SM walking the work tiles; persistent_ctas > 0
-// caps the grid, so that a check on small shapes has each CTA walk many work tiles)
+// caps the grid, so that a check on small shapes has each CTA walk many work tiles).
+// q_from: attention_forward's (stages 1..7 launch only the query tiles that reach row q_from;
+// stage 8 computes every row).
 constexpr int ATTN_FWD_HOPPER_STAGES = 8;
 inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                     const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
-                                    int stage = 1, int persistent_ctas = 0) {
+                                    int stage = 1, int persistent_ctas = 0, int q_from = 0) {
     ProfScope prof_(PROF_ATTN_FWD, stream);
     using namespace attn;
     check_forward("attention_forward_wgmma", out, q, k, v, B, T, H, KV, hd);
@@ -3285,7 +3293,9 @@ inline void attention_forward_wgmma(__nv_bfloat16 *out, float *lse, const __nv_b
     const CUtensorMap tq = h90_tensor_map(q, B, T, H, sg.br);
     const CUtensorMap tk = h90_tensor_map(k, B, T, KV, sg.bc);
     const CUtensorMap tv = h90_tensor_map(v, B, T, KV, sg.bc);
-    dim3 grid(H, B, ceil_div(T, sg.br));
+    if (q_from < 0 || q_from >= T) fatal_config("attention.cuh: attention_forward: q_from=%d must be in [0, T=%d)", q_from, T);
+    // the tiles wholly below q_from are not launched (h90_cta counts z back from the last tile)
+    dim3 grid(H, B, ceil_div(T, sg.br) - q_from / sg.br);
     if (sg.persistent) {
         static int sms = 0;
         if (!sms) {
@@ -3309,10 +3319,15 @@ inline int attn_fwd_stage() {
 }
 
 // out (B,T,H,hd) bf16, lse (B,H,T) fp32 <- causal softmax(q k^T / sqrt(hd)) v, GQA h -> h / (H/KV):
-// the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere
+// the wgmma kernel on Hopper (sm_90a builds), the portable mma.sync kernel elsewhere.
+// q_from > 0: only the rows [q_from, T) of each sequence are wanted (the sliding eval's last
+// block); the Hopper kernels then skip the query tiles below it, whose rows of out and lse are
+// left as they were. The rows computed are bit for bit those of a full call: the same tiles,
+// the same kernel (a query row's result does not depend on which other tiles run).
 inline void attention_forward(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
-                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream) {
+                              const __nv_bfloat16 *v, int B, int T, int H, int KV, int hd, cudaStream_t stream,
+                              int q_from = 0) {
     if (attn_fwd_stage() > 0 && sm90_available())
-        attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream, attn_fwd_stage());
+        attention_forward_wgmma(out, lse, q, k, v, B, T, H, KV, hd, stream, attn_fwd_stage(), 0, q_from);
     else attention_forward_mma(out, lse, q, k, v, B, T, H, KV, hd, stream);
 }

@@ -438,8 +438,9 @@ inline void gather_suffix_rows(E *dst, const E *src, int B, int T, int s, int C,
 // block's attention (XSA, attn_proj, the MLP), the final norm, the head and the loss are per-row:
 // they run on the scored rows only, and those activations, m.xf, m.logits and m.losses then hold
 // (B, T - s, ...). Bit-identical to those rows of a full forward: every op there is per-row and
-// the eval's GEMMs are one-pass (MatmulOnePass). (The CPU twin, model_forward, also skips the
-// unscored queries of that attention, which an exact-math CPU can do without changing a row.)
+// the eval's GEMMs are one-pass (MatmulOnePass). That block's attention skips the query tiles
+// below s (attention_forward's q_from: the same tiles as a full call, so the same bits), as the
+// CPU twin, model_forward, skips the unscored queries.
 // The eval forward also skips the stores only the backward reads (each layer's own q, k and their
 // rstds: it normalizes q and k in place in the shared scratch).
 inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool accumulate_loss, cudaStream_t stream) {
@@ -503,9 +504,7 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
             // x_in (into xres, not kept) and ln1
             resid_mix_rmsnorm_forward(m.xres, la.ln1, la.rstd1, resid, m.x0, bp.resid_mix, N, D, s, stream);
         }
-        // attention, on every row (every query too: the sliding eval's scored rows are a 64-row
-        // suffix, too little for the Hopper kernels' 128/192-row query tiles to skip anything
-        // worth it, and one kernel keeps those rows bit-identical to a full forward's)
+        // attention (in the sliding eval's last block, only the query tiles of the scored rows)
         // q, k after RoPE: kept for the backward in a training forward (la.q, la.k), else in place
         bf16 *q = backward ? la.q : m.q_raw, *k = backward ? la.k : m.k_raw;
         {
@@ -533,11 +532,13 @@ inline void model_gpu_forward(ModelGPU &m, float loss_scale, bool backward, bool
         }
         const int ve = layer_ve_index(c, l);
         if (ve >= 0) scalar_scale_forward(la.v, m.ve_base, p.ve_layer_scales[ve], (size_t)N * KVD, true, stream);
-        attention_forward(la.att, la.lse, q, k, la.v, B, T, H, KV, hd, stream);
-        // score_from, last block: past attention only the rows [q0, T) of each sequence (Nq) go
-        // on; their att, x_in (and v, for XSA) are gathered into backward-only buffers (free in an
-        // eval forward). x_in is then updated in place: x_mid over it, as xres is in training
+        // score_from, last block: only the rows [q0, T) of each sequence (Nq) go on past
+        // attention, so attention computes only the query tiles that reach q0 (the last of its
+        // 11 at the seed shape); their att, x_in (and v, for XSA) are gathered into backward-only
+        // buffers (free in an eval forward). x_in is then updated in place: x_mid over it, as xres
+        // is in training
         const int q0 = l == L - 1 ? sf : 0, Nq = B * (T - q0);
+        attention_forward(la.att, la.lse, q, k, la.v, B, T, H, KV, hd, stream, q0);
         const bf16 *att = la.att, *v = la.v;
         bf16 *x_in = m.xres;
         if (q0 > 0) {

@@ -86,7 +86,10 @@
 #                         first 64 columns for both boxes       (common/matmul.cuh)  -> dev_matmul
 #   BREAK_PP_RELU2        the ping-pong relu^2 forward (RELU2_FWD=1, the default) squares
 #                         without the relu                      (common/matmul.cuh)  -> dev_matmul
-#                         (the last fourteen need an H100/H200: elsewhere the Hopper variants are
+#   BREAK_Q_FROM          the Hopper forwards count their query tiles back from the grid's size,
+#                         so a q_from call computes the first tiles instead of the last
+#                                                              (common/attention.cuh) -> dev_attention
+#                         (the last fifteen need an H100/H200: elsewhere the Hopper variants are
 #                         skipped and these rows read UNEXPECTED)
 # Logs: build_break/<FLAG>/<check>.log and build_break/real_<check>.log; each check's
 # "observed: <check> <err>" lines are collected in build_break/observed.txt.
@@ -135,6 +138,7 @@ ROWS=(
     'BREAK_QK_PINGPONG|matmul|--no-bench|FAIL +qkv norm v1 '
     'BREAK_PP_H|matmul|--no-bench|FAIL +relu2 bwd dx fused v9 wt'
     'BREAK_PP_RELU2|matmul|--no-bench|FAIL +relu2 fwd fused v1'
+    'BREAK_Q_FROM|attention|--check-only --small --fwd-only|FAIL +v[2-8] fwd q_from='
 )
 declare -A CHECK ARGS WANT
 VARIANTS=()

@@ -192,7 +192,8 @@ static void check_eval_ntk(const Config &c, int B, int T) {
 // The scored-rows-only eval forward (NllFn's score_from, what the sliding eval asks for) against
 // the full eval forward of the same batch, for each score_from in `sfs`: at every position
 // t >= score_from the loss must be the same float bit for bit (both run the same per-row ops,
-// with one-pass GEMMs, and the last block's attention runs on every row before the gather: model_gpu_forward),
+// with one-pass GEMMs, and the last block's attention runs the query tiles that reach score_from, as a
+// full call runs them: model_gpu_forward),
 // and NaN before it (the NllFn contract). The arena is poisoned before every forward and the RoPE
 // tables rebuilt, so a scored forward cannot pass by reading what the full one left behind.
 // With `cpu`, the same for the CPU model (model_forward's score_from against its full forward).
