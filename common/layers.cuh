@@ -1281,6 +1281,16 @@ inline void fold_scale_grad(float *dw, float *dscale, const float *g, const floa
 // residual_scale_rmsnorm_forward. CPU twin: resid_mix_forward_cpu or residual_scale_forward_cpu,
 // then rmsnorm_forward_cpu (the backward is the unfused ops')
 
+// The values these forwards store, as explicit operations (no multiply-add contraction left to
+// the compiler), each rounded to bf16 as stored: x + s * y (residual_scale_forward's), and x_in =
+// m0 * r + m1 * x0 (resid_mix's); the parameters bf16-rounded by the caller. block_start_forward
+// and the backward's recompute of ln (rmsnorm_resid_mix_backward, version 2) call them too, so all
+// three give the same bits.
+__device__ __forceinline__ float residual_scale_value(float x, float s, float y) { return lyr::rnd(__fmaf_rn(s, y, x)); }
+__device__ __forceinline__ float resid_mix_value(float m0, float r, float m1, float x0) {
+    return lyr::rnd(__fmaf_rn(m0, r, __fmul_rn(m1, x0)));
+}
+
 // The residual update fused with the rmsnorm that reads it (one pass instead of two):
 //   MODE 1 (resid_mix):      v = mix[0] * a + mix[1] * b     (a = x, b = x0, p = mix (2, C))
 //   MODE 2 (residual_scale): v = a + scale * b               (a = x, b = y, p = scale (C))
@@ -1304,9 +1314,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) residual_rmsnorm_forward_kerne
     }
     __syncthreads();
     auto combine = [&](float av, float bv, float q0, float q1) {
-        // explicit operations: block_start_forward repeats them bit for bit
-        const float v = MODE == 1 ? __fmaf_rn(q0, av, __fmul_rn(q1, bv)) : __fmaf_rn(q0, bv, av);
-        return lyr::rnd(v);  // as stored
+        return MODE == 1 ? resid_mix_value(q0, av, q1, bv) : residual_scale_value(av, q0, bv);  // as stored
     };
     const int nwarps = gridDim.x * ROW_WARPS;
     for (int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5); n < N; n += nwarps) {
@@ -1421,16 +1429,16 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) block_start_forward_kernel(
                 if (SKIP && !enc_is_out) lyr::load8(e, enc + row + c);
                 lyr::load8(z, x0 + row + c);
 #pragma unroll
-                for (int j = 0; j < 8; j++) x[j] = lyr::rnd(__fmaf_rn(sp[0][c + j], y[j], x[j]));  // residual_scale_forward
+                for (int j = 0; j < 8; j++) x[j] = residual_scale_value(x[j], sp[0][c + j], y[j]);  // residual_scale_forward
                 lyr::store8(out + row + c, x);
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
                     float r = x[j];
-                    if (SKIP) r = lyr::rnd(__fmaf_rn(sp[1][c + j], enc_is_out ? x[j] : e[j], r));  // the skip: residual_scale_forward
+                    if (SKIP) r = residual_scale_value(r, sp[1][c + j], enc_is_out ? x[j] : e[j]);  // the skip: residual_scale_forward
 #ifdef BREAK_BLOCK_START  // a deliberately wrong variant (dev/broken_variants.sh): x0's mix weight is mix[0]'s
-                    v[k][j] = lyr::rnd(__fmaf_rn(sp[2][c + j], r, __fmul_rn(sp[2][c + j], z[j])));
+                    v[k][j] = resid_mix_value(sp[2][c + j], r, sp[2][c + j], z[j]);
 #else
-                    v[k][j] = lyr::rnd(__fmaf_rn(sp[2][c + j], r, __fmul_rn(sp[3][c + j], z[j])));  // resid_mix (combine, MODE 1)
+                    v[k][j] = resid_mix_value(sp[2][c + j], r, sp[3][c + j], z[j]);  // resid_mix (combine, MODE 1)
 #endif
                     ss += v[k][j] * v[k][j];
                 }
