@@ -1519,10 +1519,11 @@ constexpr int RMB_MAX_K = 4;  // 8-value vectors per lane: rows of up to 1024 ch
 // 8 bf16 as one 16-byte load (lyr::load8 binds its word by reference: the compiler reads it as
 // four 4-byte loads, LDG.E, in the kernels that use it)
 __device__ __forceinline__ uint4 rmb_load(const bf16 *p) { return *reinterpret_cast<const uint4 *>(p); }
-// v as an opaque copy that waits for `after`: the compiler must keep the 16-byte word and unpack
-// it again where it is used, after `after` is known, rather than keep the 8 floats an earlier
-// unpack made (twice the registers) or unpack it ahead, where it would stay live across what
-// computes `after` (the division's slow-path call)
+// v, opaque to the front end and placed after `after` is known (an empty asm: no instruction): the
+// compiler keeps the 16-byte word and unpacks it again where it is used, rather than keep the 8
+// floats an earlier unpack made (twice the registers) or unpack it ahead, live across what
+// computes `after` (the division's slow-path call). Only an order: ptxas kept it (no spills at
+// K = 1 SKIP, 96 bytes of spill stores without it)
 __device__ __forceinline__ uint4 rmb_opaque(uint4 v, float after) {
     asm volatile("" : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w) : "f"(after));
     return v;
@@ -1554,8 +1555,9 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, K <= 2 ? 2 : 1) rmsnorm_resid_
     // one vector of a row once the row's dot is known, both versions: g (in: dres) = d x_in, then
     // dres, dx0 (o0 in: the old dx0 or 0), denc stored and the parameter sums added; xr: resid
     // (SKIP: recomputed), e: enc, ad: add (unless add_is_denc)
-    auto vector_out = [&](int k, int cv, size_t at, float (&g)[8], const float (&dy)[8], const float (&y)[8], const float (&xr)[8],
-                          const float (&xz)[8], float (&o0)[8], const float (&e)[8], float (&ad)[8], float a, float b) {
+    auto vector_out = [&](int k, int cv, size_t at, float (&g)[8], const float (&dy)[8], const float (&y)[8],
+                          const float (&xr)[8], const float (&xz)[8], float (&o0)[8], const float (&e)[8], float (&ad)[8],
+                          float a, float b) {
         float o[8];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
@@ -1687,9 +1689,9 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, K <= 2 ? 2 : 1) rmsnorm_resid_
                     else lyr::zero8(o0);
                     if (SKIP) lyr::load8(e, enc + at);
                     if (add && !add_is_denc) lyr::load8(ad, add + at);
-                    if (SKIP) {
+                    if (SKIP) {  // resid as residual_scale_forward_kernel stores it
 #pragma unroll
-                        for (int j = 0; j < 8; j++) xr[j] = residual_scale_value(xr[j], sm[SKIP ? 2 : 0][cv * 8 + j], e[j]);  // as residual_scale_forward_kernel
+                        for (int j = 0; j < 8; j++) xr[j] = residual_scale_value(xr[j], sm[SKIP ? 2 : 0][cv * 8 + j], e[j]);
                     }
                     vector_out(k, cv, at, g, dy[k], y[k], xr, xz, o0, e, ad, a, b);
                 }
