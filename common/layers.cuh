@@ -1281,6 +1281,16 @@ inline void fold_scale_grad(float *dw, float *dscale, const float *g, const floa
 // residual_scale_rmsnorm_forward. CPU twin: resid_mix_forward_cpu or residual_scale_forward_cpu,
 // then rmsnorm_forward_cpu (the backward is the unfused ops')
 
+// The values these forwards store, as explicit operations (no multiply-add contraction left to
+// the compiler), each rounded to bf16 as stored: x + s * y (residual_scale_forward's), and x_in =
+// m0 * r + m1 * x0 (resid_mix's); the parameters bf16-rounded by the caller. block_start_forward
+// and the backward's recompute of ln (rmsnorm_resid_mix_backward, version 2) call them too, so all
+// three give the same bits.
+__device__ __forceinline__ float residual_scale_value(float x, float s, float y) { return lyr::rnd(__fmaf_rn(s, y, x)); }
+__device__ __forceinline__ float resid_mix_value(float m0, float r, float m1, float x0) {
+    return lyr::rnd(__fmaf_rn(m0, r, __fmul_rn(m1, x0)));
+}
+
 // The residual update fused with the rmsnorm that reads it (one pass instead of two):
 //   MODE 1 (resid_mix):      v = mix[0] * a + mix[1] * b     (a = x, b = x0, p = mix (2, C))
 //   MODE 2 (residual_scale): v = a + scale * b               (a = x, b = y, p = scale (C))
@@ -1304,9 +1314,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) residual_rmsnorm_forward_kerne
     }
     __syncthreads();
     auto combine = [&](float av, float bv, float q0, float q1) {
-        // explicit operations: block_start_forward repeats them bit for bit
-        const float v = MODE == 1 ? __fmaf_rn(q0, av, __fmul_rn(q1, bv)) : __fmaf_rn(q0, bv, av);
-        return lyr::rnd(v);  // as stored
+        return MODE == 1 ? resid_mix_value(q0, av, q1, bv) : residual_scale_value(av, q0, bv);  // as stored
     };
     const int nwarps = gridDim.x * ROW_WARPS;
     for (int n = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5); n < N; n += nwarps) {
@@ -1421,16 +1429,16 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) block_start_forward_kernel(
                 if (SKIP && !enc_is_out) lyr::load8(e, enc + row + c);
                 lyr::load8(z, x0 + row + c);
 #pragma unroll
-                for (int j = 0; j < 8; j++) x[j] = lyr::rnd(__fmaf_rn(sp[0][c + j], y[j], x[j]));  // residual_scale_forward
+                for (int j = 0; j < 8; j++) x[j] = residual_scale_value(x[j], sp[0][c + j], y[j]);  // residual_scale_forward
                 lyr::store8(out + row + c, x);
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
                     float r = x[j];
-                    if (SKIP) r = lyr::rnd(__fmaf_rn(sp[1][c + j], enc_is_out ? x[j] : e[j], r));  // the skip: residual_scale_forward
+                    if (SKIP) r = residual_scale_value(r, sp[1][c + j], enc_is_out ? x[j] : e[j]);  // the skip: residual_scale_forward
 #ifdef BREAK_BLOCK_START  // a deliberately wrong variant (dev/broken_variants.sh): x0's mix weight is mix[0]'s
-                    v[k][j] = lyr::rnd(__fmaf_rn(sp[2][c + j], r, __fmul_rn(sp[2][c + j], z[j])));
+                    v[k][j] = resid_mix_value(sp[2][c + j], r, sp[2][c + j], z[j]);
 #else
-                    v[k][j] = lyr::rnd(__fmaf_rn(sp[2][c + j], r, __fmul_rn(sp[3][c + j], z[j])));  // resid_mix (combine, MODE 1)
+                    v[k][j] = resid_mix_value(sp[2][c + j], r, sp[3][c + j], z[j]);  // resid_mix (combine, MODE 1)
 #endif
                     ss += v[k][j] * v[k][j];
                 }
@@ -1492,11 +1500,36 @@ constexpr int RMB_MAX_K = 4;  // 8-value vectors per lane: rows of up to 1024 ch
 // add_inplace would (add_is_denc: the add is this call's own denc, the first decoder block's case).
 // Every value is rounded where the unfused launchers store it, so dres, dx0 and denc are theirs bit
 // for bit (the parameter sums run in another order).
+// RECOMPUTE (version 2, the default): ln is not read (one N*C bf16 tensor less to move, 1 of 8):
+// it is rebuilt from the resid, x0 (and enc) this pass loads anyway, as the forward computed it:
+// x_in = resid_mix_value (SKIP: of resid = residual_scale_value(prev, w, enc)), the helpers
+// block_start_forward and resid_mix_rmsnorm_forward store x_in with, then ln = bf16(x_in * rs),
+// rs = rstd * scale, as rmsnorm_row_finish computes it (rstd is the forward's r itself). So y, and
+// everything after it, has version 1's bits, as long as resid, x0, enc and rstd are what that
+// forward read and wrote (the model's backward passes them so).
 // Lane owns channels (k * 32 + lane) * 8 .. + 8 for k < K, so its parameter-gradient sums stay in
 // registers; the block adds its warps' sums in warp order. Rows of up to 512 channels (K <= 2) ask
 // for 2 blocks an SM (at most 128 registers): the SKIP variant took 160 and ran one block an SM,
 // 16 warps too few to keep enough loads in flight (ncu, H200: 2.58 TB/s against 3.59 without SKIP).
-template <int K, bool SKIP>
+// At 128 it spills (ptxas, K = 2 SKIP: 240 bytes of spill stores in version 1, 24 in version 2).
+// Version 2's first pass loads dln, resid, x0 (enc) of all the row's vectors before its math and
+// keeps them as the 16-byte words loaded (half the registers of floats) for the second pass, which
+// loads dres, dx0 (add) a vector at a time as version 1 does.
+
+// 8 bf16 as one 16-byte load (lyr::load8 binds its word by reference: the compiler reads it as
+// four 4-byte loads, LDG.E, in the kernels that use it)
+__device__ __forceinline__ uint4 rmb_load(const bf16 *p) { return *reinterpret_cast<const uint4 *>(p); }
+// v, opaque to the front end and placed after `after` is known (an empty asm: no instruction): the
+// compiler keeps the 16-byte word and unpacks it again where it is used, rather than keep the 8
+// floats an earlier unpack made (twice the registers) or unpack it ahead, live across what
+// computes `after` (the division's slow-path call). Only an order: ptxas kept it (no spills at
+// K = 1 SKIP, 96 bytes of spill stores without it)
+__device__ __forceinline__ uint4 rmb_opaque(uint4 v, float after) {
+    asm volatile("" : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w) : "f"(after));
+    return v;
+}
+
+template <int K, bool SKIP, bool RECOMPUTE>
 __global__ void __launch_bounds__(ROW_WARPS * 32, K <= 2 ? 2 : 1) rmsnorm_resid_mix_backward_kernel(
     bf16 *dres, bf16 *dx0, float *partial, const bf16 *dln, const bf16 *ln, const float *rstd, const bf16 *resid,
     const bf16 *x0, const float *mix, int N, int C, float scale, bool acc_dx0, const bf16 *enc, const float *skip_w,
@@ -1519,66 +1552,149 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, K <= 2 ? 2 : 1) rmsnorm_resid_
         lyr::zero8(acc1[k]);
         if (SKIP) lyr::zero8(acc2[SKIP ? k : 0]);
     }
-    for (int n = blockIdx.x * ROW_WARPS + w; n < N; n += gridDim.x * ROW_WARPS) {  // warp-uniform
-        const size_t row = (size_t)n * C;
-        float dy[K][8], y[K][8];
-        const float dot = lyr::warp_sum(rmsnorm_row_load_dot<K>(dy, y, dln + row, ln + row, CV, lane));  // sum(y * dy)
-        const float r = rstd[n];
-        const float a = scale * r, b = r * dot / (scale * (float)C);  // as rmsnorm_backward_kernel<FROM_OUT>
+    // one vector of a row once the row's dot is known, both versions: g (in: dres) = d x_in, then
+    // dres, dx0 (o0 in: the old dx0 or 0), denc stored and the parameter sums added; xr: resid
+    // (SKIP: recomputed), e: enc, ad: add (unless add_is_denc)
+    auto vector_out = [&](int k, int cv, size_t at, float (&g)[8], const float (&dy)[8], const float (&y)[8],
+                          const float (&xr)[8], const float (&xz)[8], float (&o0)[8], const float (&e)[8], float (&ad)[8],
+                          float a, float b) {
+        float o[8];
 #pragma unroll
-        for (int k = 0; k < K; k++) {
-            const int cv = k * 32 + lane;
-            if (cv < CV) {
-                const size_t at = row + cv * 8;
-                float g[8], xr[8], xz[8], o[8], o0[8], e[8], ad[8];
-                lyr::load8(g, dres + at);
-                lyr::load8(xr, resid + at);  // SKIP: prev
-                lyr::load8(xz, x0 + at);
-                if (acc_dx0) lyr::load8(o0, dx0 + at);
-                else lyr::zero8(o0);
-                if (SKIP) lyr::load8(e, enc + at);
-                if (add && !add_is_denc) lyr::load8(ad, add + at);
-                if (SKIP) {
-#pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        xr[j] = lyr::rnd(__fmaf_rn(sm[SKIP ? 2 : 0][cv * 8 + j], e[j], xr[j]));  // as residual_scale_forward_kernel
-                    }
-                }
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    g[j] = lyr::rnd(g[j] + (a * dy[k][j] - b * y[k][j]));
+        for (int j = 0; j < 8; j++) {
+            g[j] = lyr::rnd(g[j] + (a * dy[j] - b * y[j]));
 #ifdef BREAK_RMSNORM_MIX  // a deliberately wrong variant (dev/broken_variants.sh): dres's own gradient dropped
-                    g[j] = lyr::rnd(a * dy[k][j] - b * y[k][j]);
+            g[j] = lyr::rnd(a * dy[j] - b * y[j]);
 #endif
-                    o[j] = sm[0][cv * 8 + j] * g[j];
-                    o0[j] += sm[1][cv * 8 + j] * g[j];
-                    acc0[k][j] += g[j] * xr[j];
-                    acc1[k][j] += g[j] * xz[j];
-                }
-                if (SKIP || add) {
+            o[j] = sm[0][cv * 8 + j] * g[j];
+            o0[j] += sm[1][cv * 8 + j] * g[j];
+            acc0[k][j] += g[j] * xr[j];
+            acc1[k][j] += g[j] * xz[j];
+        }
+        if (SKIP || add) {
 #pragma unroll
-                    for (int j = 0; j < 8; j++) o[j] = lyr::rnd(o[j]);  // d resid as stored
+            for (int j = 0; j < 8; j++) o[j] = lyr::rnd(o[j]);  // d resid as stored
+        }
+        if (SKIP) {
+            float de[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+#ifdef BREAK_RMB_SKIP  // a deliberately wrong variant (dev/broken_variants.sh): the skip's gradient takes mix[0] for its weight
+                de[j] = lyr::rnd(sm[0][cv * 8 + j] * o[j]);
+#else
+                de[j] = lyr::rnd(sm[SKIP ? 2 : 0][cv * 8 + j] * o[j]);  // as residual_scale_backward's dy
+#endif
+                acc2[SKIP ? k : 0][j] += o[j] * e[j];
+                if (add_is_denc) ad[j] = de[j];
+            }
+            lyr::store8(denc + at, de);
+        }
+        if (add) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) o[j] += ad[j];  // as add_inplace
+        }
+        lyr::store8(dres + at, o);
+        lyr::store8(dx0 + at, o0);
+    };
+    if constexpr (RECOMPUTE) {
+        constexpr int KE = SKIP ? K : 1;
+        const bool load_add = add && !add_is_denc;
+        // x_in as the forward stored it, from the resid it read (bf16-rounded mix m0, m1)
+        auto x_in = [](float m0, float xr, float m1, float xz) {
+#ifdef BREAK_RMB_RECOMPUTE  // a deliberately wrong variant (dev/broken_variants.sh): x_in normalized before its rounding to bf16
+            return __fmaf_rn(m0, xr, __fmul_rn(m1, xz));
+#else
+            return resid_mix_value(m0, xr, m1, xz);
+#endif
+        };
+        for (int n = blockIdx.x * ROW_WARPS + w; n < N; n += gridDim.x * ROW_WARPS) {  // warp-uniform
+            const size_t row = (size_t)n * C;
+            const float r = rstd[n], rs = r * scale;  // rs: rmsnorm_row_finish's
+            // the loads the dot needs, every vector's before any math: dln, resid (SKIP: prev), x0, enc
+            uint4 ud[K], ur[K], uz[K], ue[KE];
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                const int cv = k * 32 + lane;
+                if (cv < CV) {
+                    const size_t at = row + cv * 8;
+                    ud[k] = rmb_load(dln + at);
+                    ur[k] = rmb_load(resid + at);
+                    uz[k] = rmb_load(x0 + at);
+                    if constexpr (SKIP) ue[SKIP ? k : 0] = rmb_load(enc + at);
                 }
-                if (SKIP) {
-                    float de[8];
+            }
+            // y = ln rebuilt, and sum(y * dy) in rmsnorm_row_load_dot's order
+            float dot = 0.f;
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                const int cv = k * 32 + lane;
+                if (cv < CV) {
+                    float dy[8], xr[8], xz[8];
+                    lyr::unpack8(dy, ud[k]);
+                    lyr::unpack8(xr, ur[k]);
+                    lyr::unpack8(xz, uz[k]);
+                    if constexpr (SKIP) {
+                        float e[8];
+                        lyr::unpack8(e, ue[SKIP ? k : 0]);
+#pragma unroll
+                        for (int j = 0; j < 8; j++) xr[j] = residual_scale_value(xr[j], sm[SKIP ? 2 : 0][cv * 8 + j], e[j]);
+                        ur[k] = lyr::pack8(xr);  // the resid from here on (bf16 values: exact)
+                    }
 #pragma unroll
                     for (int j = 0; j < 8; j++) {
-#ifdef BREAK_RMB_SKIP  // a deliberately wrong variant (dev/broken_variants.sh): the skip's gradient takes mix[0] for its weight
-                        de[j] = lyr::rnd(sm[0][cv * 8 + j] * o[j]);
-#else
-                        de[j] = lyr::rnd(sm[SKIP ? 2 : 0][cv * 8 + j] * o[j]);  // as residual_scale_backward's dy
-#endif
-                        acc2[SKIP ? k : 0][j] += o[j] * e[j];
-                        if (add_is_denc) ad[j] = de[j];
+                        const float y = lyr::rnd(x_in(sm[0][cv * 8 + j], xr[j], sm[1][cv * 8 + j], xz[j]) * rs);
+                        dot += y * dy[j];
                     }
-                    lyr::store8(denc + at, de);
                 }
-                if (add) {
+            }
+            dot = lyr::warp_sum(dot);
+            const float a = scale * r, b = r * dot / (scale * (float)C);  // as rmsnorm_backward_kernel<FROM_OUT>
 #pragma unroll
-                    for (int j = 0; j < 8; j++) o[j] += ad[j];  // as add_inplace
+            for (int k = 0; k < K; k++) {
+                const int cv = k * 32 + lane;
+                if (cv < CV) {
+                    // the words again (y rebuilt again too: cheaper than keeping it)
+                    float g[8], dy[8], y[8], xr[8], xz[8], o0[8], e[8], ad[8];
+                    lyr::unpack8(dy, rmb_opaque(ud[k], b));
+                    lyr::unpack8(xr, rmb_opaque(ur[k], b));
+                    lyr::unpack8(xz, rmb_opaque(uz[k], b));
+                    if constexpr (SKIP) lyr::unpack8(e, rmb_opaque(ue[SKIP ? k : 0], b));
+#pragma unroll
+                    for (int j = 0; j < 8; j++) y[j] = lyr::rnd(x_in(sm[0][cv * 8 + j], xr[j], sm[1][cv * 8 + j], xz[j]) * rs);
+                    const size_t at = row + cv * 8;
+                    lyr::unpack8(g, rmb_opaque(rmb_load(dres + at), b));
+                    if (acc_dx0) lyr::unpack8(o0, rmb_opaque(rmb_load(dx0 + at), b));
+                    else lyr::zero8(o0);
+                    if (load_add) lyr::unpack8(ad, rmb_opaque(rmb_load(add + at), b));
+                    vector_out(k, cv, at, g, dy, y, xr, xz, o0, e, ad, a, b);
                 }
-                lyr::store8(dres + at, o);
-                lyr::store8(dx0 + at, o0);
+            }
+        }
+    } else {
+        for (int n = blockIdx.x * ROW_WARPS + w; n < N; n += gridDim.x * ROW_WARPS) {  // warp-uniform
+            const size_t row = (size_t)n * C;
+            float dy[K][8], y[K][8];
+            const float dot = lyr::warp_sum(rmsnorm_row_load_dot<K>(dy, y, dln + row, ln + row, CV, lane));  // sum(y * dy)
+            const float r = rstd[n];
+            const float a = scale * r, b = r * dot / (scale * (float)C);  // as rmsnorm_backward_kernel<FROM_OUT>
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                const int cv = k * 32 + lane;
+                if (cv < CV) {
+                    const size_t at = row + cv * 8;
+                    float g[8], xr[8], xz[8], o0[8], e[8], ad[8];
+                    lyr::load8(g, dres + at);
+                    lyr::load8(xr, resid + at);  // SKIP: prev
+                    lyr::load8(xz, x0 + at);
+                    if (acc_dx0) lyr::load8(o0, dx0 + at);
+                    else lyr::zero8(o0);
+                    if (SKIP) lyr::load8(e, enc + at);
+                    if (add && !add_is_denc) lyr::load8(ad, add + at);
+                    if (SKIP) {  // resid as residual_scale_forward_kernel stores it
+#pragma unroll
+                        for (int j = 0; j < 8; j++) xr[j] = residual_scale_value(xr[j], sm[SKIP ? 2 : 0][cv * 8 + j], e[j]);
+                    }
+                    vector_out(k, cv, at, g, dy[k], y[k], xr, xz, o0, e, ad, a, b);
+                }
             }
         }
     }
@@ -1605,16 +1721,46 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, K <= 2 ? 2 : 1) rmsnorm_resid_
 
 // Whether rmsnorm_resid_mix_backward takes rows of C channels (else run the two unfused launchers).
 inline bool rmsnorm_resid_mix_fusable(int C) { return C > 0 && C % 8 == 0 && C <= RMB_MAX_K * 256; }
-// f(integral_constant K, bool_constant SKIP) for the kernel's instantiations (K = 3 runs as 4)
+// f(integral_constant K, bool_constant SKIP, bool_constant RECOMPUTE) for the kernel's
+// instantiations (K = 3 runs as 4)
 template <typename F>
-inline void rmb_with_k(int K, bool skip, F f) {
-    auto with_k = [&](auto sc) {
-        if (K == 1) f(std::integral_constant<int, 1>(), sc);
-        else if (K == 2) f(std::integral_constant<int, 2>(), sc);
-        else f(std::integral_constant<int, 4>(), sc);
+inline void rmb_with_k(int K, bool skip, bool recompute, F f) {
+    auto with_k = [&](auto sc, auto rc) {
+        if (K == 1) f(std::integral_constant<int, 1>(), sc, rc);
+        else if (K == 2) f(std::integral_constant<int, 2>(), sc, rc);
+        else f(std::integral_constant<int, 4>(), sc, rc);
     };
-    if (skip) with_k(std::true_type());
-    else with_k(std::false_type());
+    auto with_skip = [&](auto rc) {
+        if (skip) with_k(std::true_type(), rc);
+        else with_k(std::false_type(), rc);
+    };
+    if (recompute) with_skip(std::true_type());
+    else with_skip(std::false_type());
+}
+
+// Which kernel rmsnorm_resid_mix_backward runs: 2 recomputes ln from resid, x0 (and the skip) in
+// registers (the default: one N*C bf16 tensor less to read), 1 reads the forward's kept ln.
+// Developer knob: RMB_VERSION=1|2 in the environment, read once; the launcher's `version`
+// argument (dev/layers.cu runs both in one process) overrides it. Both give the same bits.
+constexpr int RMB_VERSION_DEFAULT = 2;
+inline int rmb_version() {
+    static const int v = 1 + env_choice("RMB_VERSION", {"1", "2"}, RMB_VERSION_DEFAULT - 1);
+    return v;
+}
+
+// The blocks rmsnorm_resid_mix_backward launches (a full wave of its kernel, at most a warp a row;
+// version as the launcher's). The parameter sums' order follows it: the two versions give the same
+// dmix and dskip_w bits where it is the same (as compiled for sm_90a it is: both kernels take 106
+// to 128 registers for rows of up to 512 channels, 2 blocks an SM, and over 128 above, 1).
+inline int rmsnorm_resid_mix_blocks(int N, int C, bool skip, int version) {
+    if (version == 0) version = rmb_version();
+    int nb = 1;
+    rmb_with_k(ceil_div(C / 8, 32), skip, version == 2, [&](auto kc, auto sc, auto rc) {
+        const void *kern =
+            (const void *)rmsnorm_resid_mix_backward_kernel<decltype(kc)::value, decltype(sc)::value, decltype(rc)::value>;
+        nb = std::max(1, std::min(ceil_div(N, ROW_WARPS), full_wave_blocks(kern, ROW_WARPS * 32)));
+    });
+    return nb;
 }
 
 // The optional parts of rmsnorm_resid_mix_backward (null: absent).
@@ -1640,10 +1786,14 @@ struct ResidMixSkip {
 // would do (10 N*C moved instead of 14); with sk.add, add_inplace(dres, add) after (9 instead of
 // 11). CPU twins: the unfused ones' (rmsnorm_backward_cpu, resid_mix_backward_cpu,
 // residual_scale_forward_cpu / _backward_cpu).
+// version: 0 (rmb_version()), 1 or 2. Version 2 does not read ln (it may be null then): one N*C
+// less in each count above. It rebuilds ln from resid, x0 (enc, skip_w), mix and rstd, so those
+// must be exactly what the forward (resid_mix_rmsnorm_forward or block_start_forward, with this
+// scale) read and wrote.
 inline void rmsnorm_resid_mix_backward(bf16 *dres, bf16 *dx0, float *dmix, const bf16 *dln, const bf16 *ln,
                                        const float *rstd, const bf16 *resid, const bf16 *x0, const float *mix, int N,
                                        int C, float scale, bool acc_dx0, DeviceScratch scratch, cudaStream_t stream,
-                                       const ResidMixSkip &sk = ResidMixSkip()) {
+                                       const ResidMixSkip &sk = ResidMixSkip(), int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "rmsnorm_resid_mix_backward";
     layers_check_rowlen(C, who, "C");
@@ -1655,20 +1805,22 @@ inline void rmsnorm_resid_mix_backward(bf16 *dres, bf16 *dx0, float *dmix, const
     layers_require(!skip || (sk.denc != dres && sk.denc != dx0), who, "denc must be apart from dres and dx0");
     layers_require(!sk.add || (sk.add != dres && sk.add != dx0), who, "add must be apart from dres and dx0");
     const bool add_is_denc = skip && sk.add == sk.denc;
+    if (version == 0) version = rmb_version();
+    layers_require(version == 1 || version == 2, who, "version must be 0, 1 or 2");
+    const bool recompute = version == 2;
+    layers_require(recompute || ln, who, "version 1 reads ln");
     const void *ptrs[] = {dres, dx0, dln, ln, resid, x0, sk.enc, sk.denc, sk.add};
     const char *names[] = {"dres", "dx0", "dln", "ln", "resid", "x0", "enc", "denc", "add"};
     for (int i = 0; i < 9; i++)
         if (i < 6 || ptrs[i]) layers_check_aligned(ptrs[i], who, names[i]);
     if (N <= 0) return;
-    const int K = ceil_div(C / 8, 32);
-    rmb_with_k(K, skip, [&](auto kc, auto sc) {
+    const int nb = rmsnorm_resid_mix_blocks(N, C, skip, version);
+    rmb_with_k(ceil_div(C / 8, 32), skip, recompute, [&](auto kc, auto sc, auto rc) {
         constexpr int KK = decltype(kc)::value;
-        constexpr bool SK = decltype(sc)::value;
-        const void *kern = (const void *)rmsnorm_resid_mix_backward_kernel<KK, SK>;
-        const int nb = std::max(1, std::min(ceil_div(N, ROW_WARPS), full_wave_blocks(kern, ROW_WARPS * 32)));
+        constexpr bool SK = decltype(sc)::value, RC = decltype(rc)::value;
         layers_check_scratch(scratch, (size_t)nb * (skip ? 3 : 2) * C * sizeof(float), who);
         float *partial = (float *)scratch.ptr, *partial2 = partial + (size_t)nb * 2 * C;
-        rmsnorm_resid_mix_backward_kernel<KK, SK><<<nb, ROW_WARPS * 32, 0, stream>>>(
+        rmsnorm_resid_mix_backward_kernel<KK, SK, RC><<<nb, ROW_WARPS * 32, 0, stream>>>(
             dres, dx0, partial, dln, ln, rstd, resid, x0, mix, N, C, scale, acc_dx0, sk.enc, sk.skip_w, sk.denc, partial2,
             sk.add, add_is_denc);
         cudaCheckLaunch();

@@ -705,6 +705,9 @@ inline void model_gpu_backward(ModelGPU &m, cudaStream_t stream) {
         // place; dx0 sums over blocks. A skip layer's resid = prev + skip_weights[i] * enc is
         // recomputed (l >= 1 there): in the fused pass, which also gives the skip's gradients and,
         // when the block's input (layer l - 1's output) feeds a skip too, adds that one's gradient.
+        // The fused pass rebuilds ln1 from resid, x0 and rstd1 as the forward computed it (its
+        // version 2, the default; RMB_VERSION=1 reads ln1): they must be the very tensors the
+        // forward's x_in pass (block_start_forward or resid_mix_rmsnorm_forward) read and wrote.
         const int i = l - nE;
         const bool skip = i >= 0 && i < c.num_skip;
         if (fused_start) {

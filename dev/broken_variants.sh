@@ -39,6 +39,9 @@
 #                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_RMB_SKIP        rmsnorm_resid_mix_backward's skip gradient takes mix[0] for the skip weight
 #                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_RMB_RECOMPUTE   rmsnorm_resid_mix_backward's version 2 rebuilds ln from x_in before its
+#                         rounding to bf16: no longer the forward's ln, bit for bit
+#                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_BLOCK_START     block_start_forward weighs x0 with mix[0] instead of mix[1]
 #                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_ATTN_PRE        the attention backward's preprocess v2 leaves each row's last 8 elements
@@ -118,6 +121,7 @@ ROWS=(
     'BREAK_QK3_ACC|layers|--no-bench|FAIL +from acc dinp +bitwise'
     'BREAK_QK_FROM_OUT|layers|--no-bench|FAIL +dinp from out'
     'BREAK_RMB_SKIP|layers|--no-bench|FAIL +skip d(enc|res)'
+    'BREAK_RMB_RECOMPUTE|layers|--no-bench|FAIL +v2 = v1 (skip )?d(resid|res|x0)'
     'BREAK_BLOCK_START|layers|--no-bench|FAIL +block start (x_in|ln)'
     'BREAK_ATTN_PRE|attention|--check-only --small|FAIL preprocess v2'
     'BREAK_XSA_D|attention|--check-only --small|FAIL +xsa bwd D = preprocess D'

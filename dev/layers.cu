@@ -18,7 +18,11 @@
 // token-row kernels (v3, the default), each against the CPU twins, and v3's outputs must equal
 // v2's bit for bit (dgain aside: another summation order); the benchmark times both. The q/k
 // backward from attention's fp32 dQ accumulator (qk_norm_rope_gain_backward_from_acc) must give,
-// bit for bit, what attention's dq pass followed by the bf16 backward gives (dinp and dgain). Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
+// bit for bit, what attention's dq pass followed by the bf16 backward gives (dinp and dgain).
+// rmsnorm_resid_mix_backward: every shape runs version 1 (reads ln) and 2 (rebuilds ln from resid
+// and x0, the default) on the forward's ln, each against the CPU twins (the skip parts against the
+// unfused launchers), and version 2's outputs must equal version 1's bit for bit; the benchmark
+// times both. Then benchmark rows at the seed shapes (B=48, T=2048, D=512, KV dim 256,
 // F=1536, V=1024, bigram 10240 x 128) against the 4.3 TB/s copy bandwidth.
 //
 //   make build/dev_layers && ./build/dev_layers       exit status 0 = every check passed
@@ -505,54 +509,83 @@ static void test_residual_rmsnorm(int N, int C, float scale) {
     }
 }
 
+// a and b bit for bit (the bits of each value, so -0 is not +0; NaN fails): `name` against
+// `whose` values. Prints one line; returns true when they are the same.
+static bool check_same_bits(const char *name, const std::vector<float> &a, const std::vector<float> &b, const char *whose) {
+    size_t bad = a.size() == b.size() ? 0 : std::max(a.size(), b.size());
+    for (size_t e = 0; e < std::min(a.size(), b.size()); e++)
+        bad += std::isnan(a[e]) || memcmp(&a[e], &b[e], sizeof(float)) != 0;
+    printf("  %s %-28s %zu/%zu differ from %s (bitwise)\n", bad ? "FAIL" : "ok  ", name, bad, a.size(), whose);
+    return bad == 0;
+}
+
 // the backward of x_in = resid_mix(resid, x0), ln = scale * rmsnorm(x_in), fused; against the
 // CPU's rmsnorm_backward then resid_mix_backward, with d x_in rounded to bf16 in between as the
-// unfused launchers store it, and the input x' = ln / (scale * rstd) that the kept ln stands for
+// unfused launchers store it, and the input x' = ln / (scale * rstd) that the kept ln stands for.
+// ln and rstd come from the GPU forward (resid_mix_rmsnorm_forward), as in the model: version 2
+// rebuilds ln from resid and x0 instead of reading it, so both versions see the same ln only when
+// it is the forward's. Both versions run (each against the CPU, each twice: the same bits), then
+// version 2's outputs must equal version 1's bit for bit (dmix too where both run the same grid).
 static void test_rmsnorm_resid_mix(int N, int C, float scale) {
     printf("rmsnorm_resid_mix_backward N=%d C=%d scale=%g\n", N, C, scale);
     const size_t n = (size_t)N * C;
-    std::vector<float> resid = randn(n), x0 = randn(n), mix = randn(2 * C, 0.5f, 0.5f), x_in(n), ln(n), rstd(N), xy(n);
-    resid_mix_forward_cpu(x_in.data(), resid.data(), x0.data(), mix.data(), N, C);
-    rmsnorm_forward_cpu(ln.data(), rstd.data(), x_in.data(), N, C, scale);
-    for (float &v : ln) v = rbf(v);
-    for (size_t e = 0; e < n; e++) xy[e] = ln[e] / (scale * rstd[e / C]);
+    std::vector<float> resid = randn(n), x0 = randn(n), mix = randn(2 * C, 0.5f, 0.5f), xy(n);
     std::vector<float> dln = randn(n), dres_in = randn(n), dx0_in = randn(n), dmix_in = randn(2 * C);
-    DevBuf<bf16> d_resid(n), d_x0(n), d_ln(n), d_dln(n), d_dres(n), d_dx0(n);
+    DevBuf<bf16> d_resid(n), d_x0(n), d_xin(n), d_ln(n), d_dln(n), d_dres(n), d_dx0(n);
     DevBuf<float> d_mix(2 * C), d_rstd(N), d_dmix(2 * C);
     put(d_resid, resid);
     put(d_x0, x0);
-    put(d_ln, ln);
     put(d_dln, dln);
     put(d_mix, mix);
-    put(d_rstd, rstd);
+    resid_mix_rmsnorm_forward(d_xin.p, d_ln.p, d_rstd.p, d_resid.p, d_x0.p, d_mix.p, N, C, scale, 0);
+    const std::vector<float> ln = get(d_ln, n), rstd = get(d_rstd, N);
+    for (size_t e = 0; e < n; e++) xy[e] = ln[e] / (scale * rstd[e / C]);
+    const bool same_grid = rmsnorm_resid_mix_blocks(N, C, false, 1) == rmsnorm_resid_mix_blocks(N, C, false, 2);
     for (int acc = 0; acc < 2; acc++) {
         std::vector<float> dxin = dres_in, r_dres(n, 0.f), r_dx0 = acc ? dx0_in : std::vector<float>(n, 0.f), r_dmix = dmix_in;
         rmsnorm_backward_cpu(dxin.data(), dln.data(), xy.data(), rstd.data(), N, C, scale);
         for (float &v : dxin) v = rbf(v);
         resid_mix_backward_cpu(r_dres.data(), r_dx0.data(), r_dmix.data(), dxin.data(), resid.data(), x0.data(), mix.data(), N, C);
-        std::vector<float> g_dmix;
-        for (int run = 0; run < 2; run++) {  // the second run: the same bits
-            put(d_dres, dres_in);
-            if (acc) put(d_dx0, dx0_in);
-            else poison(d_dx0.p, n);
-            put(d_dmix, dmix_in);
-            rmsnorm_resid_mix_backward(d_dres.p, d_dx0.p, d_dmix.p, d_dln.p, d_ln.p, d_rstd.p, d_resid.p, d_x0.p, d_mix.p, N,
-                                       C, scale, acc, g_scratch, 0);
-            if (run == 1) {
-                expect(check_exact("dmix", get(d_dmix, 2 * C), g_dmix));
-                break;
+        std::vector<float> out[3][3];  // [version][dres, dx0, dmix]
+        for (int version = 1; version <= 2; version++) {
+            char name[64];
+            std::vector<float> g_dmix;
+            for (int run = 0; run < 2; run++) {  // the second run: the same bits
+                put(d_dres, dres_in);
+                if (acc) put(d_dx0, dx0_in);
+                else poison(d_dx0.p, n);
+                put(d_dmix, dmix_in);
+                if (version == 2) poison(d_ln.p, n);  // not read
+                rmsnorm_resid_mix_backward(d_dres.p, d_dx0.p, d_dmix.p, d_dln.p, d_ln.p, d_rstd.p, d_resid.p, d_x0.p, d_mix.p, N,
+                                           C, scale, acc, g_scratch, 0, ResidMixSkip(), version);
+                if (run == 1) {
+                    snprintf(name, sizeof name, "dmix v%d", version);
+                    expect(check_exact(name, get(d_dmix, 2 * C), g_dmix));
+                    break;
+                }
+                out[version][0] = get(d_dres, n);
+                out[version][1] = get(d_dx0, n);
+                snprintf(name, sizeof name, "dresid v%d", version);
+                expect(check_bf16(name, out[version][0], r_dres));
+                // dx0 = dx0_in + mix1 * g, g = dx_in rounded to bf16 on both sides: where the GPU's and
+                // the CPU's fp32 sums put g on either side of a rounding boundary, the two g differ by
+                // one bf16 ulp, and with dx0_in cancelling that is more than 1e-2 of the output (seen:
+                // 1 of 10.2M elements, 0.0312 on 0.896). The bound adds that ulp, |mix1| ulp(g).
+                std::vector<float> flip(n);
+                for (size_t e = 0; e < n; e++) flip[e] = std::fabs(rbf(mix[C + e % C])) * bf16_ulp(dxin[e]);
+                snprintf(name, sizeof name, acc ? "dx0 (accumulate) v%d" : "dx0 v%d", version);
+                expect(check_bf16_plus(name, out[version][1], r_dx0, flip));
+                g_dmix = get(d_dmix, 2 * C);
+                out[version][2] = g_dmix;
+                snprintf(name, sizeof name, "dmix v%d", version);
+                expect(check_sum(name, g_dmix, r_dmix));
             }
-            expect(check_bf16("dresid", get(d_dres, n), r_dres));
-            // dx0 = dx0_in + mix1 * g, g = dx_in rounded to bf16 on both sides: where the GPU's and
-            // the CPU's fp32 sums put g on either side of a rounding boundary, the two g differ by
-            // one bf16 ulp, and with dx0_in cancelling that is more than 1e-2 of the output (seen:
-            // 1 of 10.2M elements, 0.0312 on 0.896). The bound adds that ulp, |mix1| ulp(g).
-            std::vector<float> flip(n);
-            for (size_t e = 0; e < n; e++) flip[e] = std::fabs(rbf(mix[C + e % C])) * bf16_ulp(dxin[e]);
-            expect(check_bf16_plus(acc ? "dx0 (accumulate)" : "dx0", get(d_dx0, n), r_dx0, flip));
-            g_dmix = get(d_dmix, 2 * C);
-            expect(check_sum("dmix", g_dmix, r_dmix));
+            if (version == 2) put(d_ln, ln);
         }
+        expect(check_same_bits(acc ? "v2 = v1 dresid (accumulate)" : "v2 = v1 dresid", out[2][0], out[1][0], "v1's"));
+        expect(check_same_bits(acc ? "v2 = v1 dx0 (accumulate)" : "v2 = v1 dx0", out[2][1], out[1][1], "v1's"));
+        if (same_grid) expect(check_same_bits("v2 = v1 dmix", out[2][2], out[1][2], "v1's"));
+        else expect(check_sum("v2 dmix (another grid)", out[2][2], out[1][2]));
     }
 }
 
@@ -596,53 +629,85 @@ static void test_block_start(int N, int C, bool skip, bool enc_is_out = false) {
 // rmsnorm_resid_mix_backward's skip parts (ResidMixSkip): the fused call against the unfused
 // launchers it replaces, on the GPU, bit for bit (dres, dx0, denc), and its parameter sums against
 // theirs (another order). add_mode 0: no add, 1: a separate add tensor, 2: add = this call's denc
-// (the first decoder block). Without a skip (enc null) only the add runs.
-static void test_rmsnorm_resid_mix_skip(int N, int C, bool skip, int add_mode) {
-    printf("rmsnorm_resid_mix_backward skip=%d add=%d N=%d C=%d\n", (int)skip, add_mode, N, C);
+// (the first decoder block). Without a skip (enc null) only the add runs. enc_is_prev: the skip
+// reads the block's input itself (the first decoder block's case in the model). ln and rstd come
+// from the GPU forward of the resid (prev + w * enc with the skip), as in the model; both versions
+// run, and version 2's outputs (dres, dx0, denc, dmix, dskip_w) must equal version 1's bit for bit.
+static void test_rmsnorm_resid_mix_skip(int N, int C, bool skip, int add_mode, bool enc_is_prev = false) {
+    printf("rmsnorm_resid_mix_backward skip=%d add=%d%s N=%d C=%d\n", (int)skip, add_mode, enc_is_prev ? " enc=prev" : "", N, C);
     const size_t n = (size_t)N * C;
     const float scale = 0.5f;
-    std::vector<float> prev = randn(n), enc = randn(n), x0 = randn(n), ln = randn(n), dln = randn(n), dres_in = randn(n),
-                       dx0_in = randn(n), add = randn(n), mix = randn(2 * C, 0.5f, 0.5f), w = randn(C, 0.3f, 0.7f),
-                       rstd = randn(N, 0.2f, 1.f), dmix0 = randn(2 * C), dw0 = randn(C);
-    DevBuf<bf16> d_prev(n), d_enc(n), d_x0(n), d_ln(n), d_dln(n), d_add(n), d_resid(n);
+    std::vector<float> prev = randn(n), enc = randn(n), x0 = randn(n), dln = randn(n), dres_in = randn(n), dx0_in = randn(n),
+                       add = randn(n), mix = randn(2 * C, 0.5f, 0.5f), w = randn(C, 0.3f, 0.7f), dmix0 = randn(2 * C),
+                       dw0 = randn(C);
+    DevBuf<bf16> d_prev(n), d_enc(n), d_x0(n), d_xin(n), d_ln(n), d_dln(n), d_add(n), d_resid(n);
     DevBuf<bf16> d_dres(n), d_dx0(n), d_denc(n), u_dres(n), u_dx0(n), u_denc(n);
     DevBuf<float> d_mix(2 * C), d_w(C), d_rstd(N), d_dmix(2 * C), d_dw(C), u_dmix(2 * C), u_dw(C);
-    put(d_prev, prev), put(d_enc, enc), put(d_x0, x0), put(d_ln, ln), put(d_dln, dln), put(d_add, add);
-    put(d_mix, mix), put(d_w, w), put(d_rstd, rstd);
-    // the unfused launchers
-    put(u_dres, dres_in), put(u_dx0, dx0_in), put(u_dmix, dmix0), put(u_dw, dw0);
-    poison(u_denc.p, n);
+    put(d_prev, prev), put(d_enc, enc), put(d_x0, x0), put(d_dln, dln), put(d_add, add);
+    put(d_mix, mix), put(d_w, w);
+    const bf16 *e_in = enc_is_prev ? d_prev.p : d_enc.p;  // the skip's input
     const bf16 *resid = d_prev.p;
     if (skip) {
-        residual_scale_forward(d_resid.p, d_prev.p, d_w.p, d_enc.p, N, C, 0);
+        residual_scale_forward(d_resid.p, d_prev.p, d_w.p, e_in, N, C, 0);
         resid = d_resid.p;
     }
-    rmsnorm_resid_mix_backward(u_dres.p, u_dx0.p, u_dmix.p, d_dln.p, d_ln.p, d_rstd.p, resid, d_x0.p, d_mix.p, N, C, scale,
-                               true, g_scratch, 0);
-    if (skip) residual_scale_backward(nullptr, u_dw.p, u_denc.p, u_dres.p, d_w.p, d_enc.p, N, C, false, false, g_scratch, 0);
-    if (add_mode == 1) add_inplace(u_dres.p, d_add.p, n, 0);
-    if (add_mode == 2) add_inplace(u_dres.p, u_denc.p, n, 0);
-    // the fused call
-    put(d_dres, dres_in), put(d_dx0, dx0_in), put(d_dmix, dmix0), put(d_dw, dw0);
-    poison(d_denc.p, n);
-    ResidMixSkip sk;
-    if (skip) sk.enc = d_enc.p, sk.skip_w = d_w.p, sk.denc = d_denc.p, sk.dskip_w = d_dw.p;
-    if (add_mode == 1) sk.add = d_add.p;
-    if (add_mode == 2) sk.add = d_denc.p;
-    rmsnorm_resid_mix_backward(d_dres.p, d_dx0.p, d_dmix.p, d_dln.p, d_ln.p, d_rstd.p, d_prev.p, d_x0.p, d_mix.p, N, C, scale,
-                               true, g_scratch, 0, sk);
-    auto same = [&](const char *name, const DevBuf<bf16> &a, const DevBuf<bf16> &b) {
-        const std::vector<float> x = get(a, n), y = get(b, n);
-        size_t bad = 0;
-        for (size_t e = 0; e < n; e++) bad += !(x[e] == y[e]);  // NaN never equal
-        printf("  %s %-28s %zu/%zu differ from the unfused launchers' (bitwise)\n", bad ? "FAIL" : "ok  ", name, bad, n);
-        expect(bad == 0);
-    };
-    same("skip dres", d_dres, u_dres);
-    same("skip dx0", d_dx0, u_dx0);
-    if (skip) same("skip denc", d_denc, u_denc);
-    expect(check_sum("skip dmix", get(d_dmix, 2 * C), get(u_dmix, 2 * C)));
-    if (skip) expect(check_sum("skip dskip_w", get(d_dw, C), get(u_dw, C)));
+    resid_mix_rmsnorm_forward(d_xin.p, d_ln.p, d_rstd.p, resid, d_x0.p, d_mix.p, N, C, scale, 0);
+    std::vector<float> fused[3][5];  // [version][dres, dx0, denc, dmix, dskip_w]
+    for (int version = 1; version <= 2; version++) {
+        // the unfused launchers
+        put(u_dres, dres_in), put(u_dx0, dx0_in), put(u_dmix, dmix0), put(u_dw, dw0);
+        poison(u_denc.p, n);
+        rmsnorm_resid_mix_backward(u_dres.p, u_dx0.p, u_dmix.p, d_dln.p, d_ln.p, d_rstd.p, resid, d_x0.p, d_mix.p, N, C, scale,
+                                   true, g_scratch, 0, ResidMixSkip(), version);
+        if (skip) residual_scale_backward(nullptr, u_dw.p, u_denc.p, u_dres.p, d_w.p, e_in, N, C, false, false, g_scratch, 0);
+        if (add_mode == 1) add_inplace(u_dres.p, d_add.p, n, 0);
+        if (add_mode == 2) add_inplace(u_dres.p, u_denc.p, n, 0);
+        // the fused call
+        put(d_dres, dres_in), put(d_dx0, dx0_in), put(d_dmix, dmix0), put(d_dw, dw0);
+        poison(d_denc.p, n);
+        ResidMixSkip sk;
+        if (skip) sk.enc = e_in, sk.skip_w = d_w.p, sk.denc = d_denc.p, sk.dskip_w = d_dw.p;
+        if (add_mode == 1) sk.add = d_add.p;
+        if (add_mode == 2) sk.add = d_denc.p;
+        rmsnorm_resid_mix_backward(d_dres.p, d_dx0.p, d_dmix.p, d_dln.p, d_ln.p, d_rstd.p, d_prev.p, d_x0.p, d_mix.p, N, C, scale,
+                                   true, g_scratch, 0, sk, version);
+        auto same = [&](const char *what, const DevBuf<bf16> &a, const DevBuf<bf16> &b) {
+            const std::vector<float> x = get(a, n), y = get(b, n);
+            size_t bad = 0;
+            for (size_t e = 0; e < n; e++) bad += !(x[e] == y[e]);  // NaN never equal
+            char name[64];
+            snprintf(name, sizeof name, "%s v%d", what, version);
+            printf("  %s %-28s %zu/%zu differ from the unfused launchers' (bitwise)\n", bad ? "FAIL" : "ok  ", name, bad, n);
+            expect(bad == 0);
+        };
+        same("skip dres", d_dres, u_dres);
+        same("skip dx0", d_dx0, u_dx0);
+        if (skip) same("skip denc", d_denc, u_denc);
+        char name[64];
+        fused[version][3] = get(d_dmix, 2 * C);
+        snprintf(name, sizeof name, "skip dmix v%d", version);
+        expect(check_sum(name, fused[version][3], get(u_dmix, 2 * C)));
+        if (skip) {
+            fused[version][4] = get(d_dw, C);
+            snprintf(name, sizeof name, "skip dskip_w v%d", version);
+            expect(check_sum(name, fused[version][4], get(u_dw, C)));
+        }
+        fused[version][0] = get(d_dres, n);
+        fused[version][1] = get(d_dx0, n);
+        if (skip) fused[version][2] = get(d_denc, n);
+        if (version == 1) poison(d_ln.p, n);  // version 2 does not read it
+    }
+    expect(check_same_bits("v2 = v1 skip dres", fused[2][0], fused[1][0], "v1's"));
+    expect(check_same_bits("v2 = v1 skip dx0", fused[2][1], fused[1][1], "v1's"));
+    if (skip) expect(check_same_bits("v2 = v1 skip denc", fused[2][2], fused[1][2], "v1's"));
+    const bool same_grid = rmsnorm_resid_mix_blocks(N, C, skip, 1) == rmsnorm_resid_mix_blocks(N, C, skip, 2);
+    if (same_grid) {
+        expect(check_same_bits("v2 = v1 skip dmix", fused[2][3], fused[1][3], "v1's"));
+        if (skip) expect(check_same_bits("v2 = v1 skip dskip_w", fused[2][4], fused[1][4], "v1's"));
+    } else {
+        expect(check_sum("v2 skip dmix (another grid)", fused[2][3], fused[1][3]));
+        if (skip) expect(check_sum("v2 skip dskip_w (another grid)", fused[2][4], fused[1][4]));
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -1021,10 +1086,31 @@ static void bench_all() {
     bench_row("residual_scale_backward", shape,
               bench_ms([&] { residual_scale_backward(nullptr, grads.p, e.p, d.p, params.p, a.p, N, D, false, false, g_scratch, 0); }),
               ND * 3 * b2, 0);
-    bench_row("rmsnorm_resid_mix_backward acc", shape,
-              bench_ms([&] { rmsnorm_resid_mix_backward(b.p, e.p, grads.p, a.p, d.p, rstd.p, c.p, a.p, params.p, N, D, 0.5f,
-                                                        true, g_scratch, 0); }),
-              ND * 8 * b2 + N * b4, 0);
+    // the block-start backward, version 1 (reads ln) and 2 (rebuilds it), one after the other, as
+    // the model's layers call it: plain; with an add (a block above an encoder skip output); with
+    // a skip (a decoder block). Bytes: bf16 N*C tensors read and written (+ rstd): plain 8 (dln,
+    // ln, dres r/w, resid, x0, dx0 r/w), add 9, skip 10 (enc in, denc out); version 2 one less
+    for (int version = 1; version <= 2; version++) {
+        const double ln = version == 1 ? 1 : 0;  // N*C read for ln
+        bf16 *enc = c.p + ND, *denc = b.p + ND, *add = a.p + ND;
+        snprintf(shape, sizeof shape, "v%d N=%d C=%d", version, N, D);
+        bench_row("rmsnorm_resid_mix_backward acc", shape,
+                  bench_ms([&] { rmsnorm_resid_mix_backward(b.p, e.p, grads.p, a.p, d.p, rstd.p, c.p, a.p, params.p, N, D, 0.5f,
+                                                            true, g_scratch, 0, ResidMixSkip(), version); }),
+                  ND * (7 + ln) * b2 + N * b4, 0);
+        ResidMixSkip sa, ss;
+        sa.add = add;
+        ss.enc = enc, ss.skip_w = params.p + 2 * D, ss.denc = denc, ss.dskip_w = grads.p + 2 * D;
+        bench_row("rmsnorm_resid_mix_backward add", shape,
+                  bench_ms([&] { rmsnorm_resid_mix_backward(b.p, e.p, grads.p, a.p, d.p, rstd.p, c.p, a.p, params.p, N, D, 0.5f,
+                                                            true, g_scratch, 0, sa, version); }),
+                  ND * (8 + ln) * b2 + N * b4, 0);
+        bench_row("rmsnorm_resid_mix_backward skip", shape,
+                  bench_ms([&] { rmsnorm_resid_mix_backward(b.p, e.p, grads.p, a.p, d.p, rstd.p, c.p, a.p, params.p, N, D, 0.5f,
+                                                            true, g_scratch, 0, ss, version); }),
+                  ND * (9 + ln) * b2 + N * b4, 0);
+    }
+    snprintf(shape, sizeof shape, "N=%d C=%d", N, D);
     bench_row("resid_mix_rmsnorm_forward", shape,
               bench_ms([&] { resid_mix_rmsnorm_forward(e.p, b.p, rstd.p, d.p, a.p, params.p, N, D, 0.5f, 0); }),
               ND * 4 * b2 + N * b4, 0);
@@ -1188,6 +1274,8 @@ int main(int argc, char **argv) {
     test_rmsnorm_resid_mix_skip(20011, 512, true, 2);          // the first decoder block: add = its own denc
     test_rmsnorm_resid_mix_skip(777, 512, false, 1);           // a block above an encoder skip output
     test_rmsnorm_resid_mix_skip(50, 1024, true, 1);
+    test_rmsnorm_resid_mix_skip(4099, 512, true, 2, true);     // the first decoder block as the model runs it: enc = prev
+    test_rmsnorm_resid_mix_skip(333, 256, true, 0, true);
 
     test_relu2(1);
     test_relu2(7);
