@@ -1042,8 +1042,11 @@ __global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat1
 // <= 32: kv_shift = log2 KV) times the KV heads, token fastest: a warp's 4 groups are 4
 // consecutive tokens of one kv head, so its D store for query head h is one 16-byte run along t
 // (the next warp writes the sector's other half). The loads stay whole sectors (each group's
-// rows are 128 contiguous bytes). Staging D through shared memory for 32-byte runs instead cost
-// a barrier and ran slower: 113.5 against 109.4 us (H200, seed shape, with D).
+// rows are 128 contiguous bytes). Staging D through shared memory for 32-byte runs instead needs
+// a barrier; it ran 113.5 us against this mapping's 109.4 in one process (H200, seed shape, with
+// D), but dev_attention later read 113.3 for this one: no clear winner, and this one is simpler.
+// Measured (H200, seed shape, dev_attention --bench-only, 2026-12-03), v1 -> v2: 138.1 -> 106.7 us
+// without D, 154.4 -> 113.3 with it (3.6 TB/s; the training backward's call).
 // 32-bit offsets: the launcher checks N H HD < 2^31.
 constexpr int XSA2_THREADS = 256, XSA2_PAIRS = XSA2_THREADS / 8, XSA2_PAIRS_SHIFT = 5;
 static_assert(XSA2_PAIRS == 1 << XSA2_PAIRS_SHIFT, "the pair mapping's shifts");
@@ -2529,6 +2532,11 @@ struct AttnBwdPrepared {
 // (below) version 1 ran at ~2.5 TB/s (ncu, in training): one load per tensor in flight, then a
 // dependent lse load, and D / lse2 / lse touched one sector per row. Version 3 (the default)
 // keeps 8 rows' loads in flight per thread and reads / writes lse, D, lse2 in 32-byte runs.
+// Measured (H200, seed shape, dev_attention --bench-only, 2026-12-03), v1 -> v3: with the zeroing
+// 110.6 -> 105.1 us (v2 124.2); without ("dqz", the non-XSA layers after the first) 67.0 -> 59.0
+// (a plain read of dout and out alone, 16 loads in flight a thread, took 56.2); D prepared and the
+// accumulator zero (lse2 alone, the XSA layers after the first) 33.2 -> 6.8; D prepared with the
+// zeroing 61.3 -> 60.9.
 // With D prepared by the caller (prep.D) the pass runs without reading dout and out: version 3's
 // kernel without its dot products where it fits, else version 1's.
 // The zeroing is ~200 MB of the pass's ~412 MB at the seed shape. In training (model_gpu.cuh)
