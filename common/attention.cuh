@@ -565,6 +565,70 @@ __global__ void __launch_bounds__(PRE_THREADS) attention_backward_preprocess_v2_
     }
 }
 
+// version 3, the same results bit for bit: the rows are walked in (b, t, h) order but D, lse and
+// lse2 are (b, h, t), so in versions 1 and 2 each warp store of D or lse2 (and each lse load)
+// touches one 32-byte sector per row for 4 useful bytes, and the lse load waits for the row sum
+// (v1). Here a block takes PRE3_TILE / H consecutive t of one b, all H heads (PRE3_TILE rows,
+// one contiguous run of dout and out), and each group of 8 lanes one head h and PRE3_RUN = 8
+// consecutive t: every thread has its 8 rows' dout and out parts (16 loads of 16 bytes) and one
+// lse in flight before any math. A row's butterfly (pre_row_sum) leaves the same bits in all 8
+// lanes of the group (each step adds the same two values in either order), so lane j keeps row
+// j's sum: the group reads lse and writes D and lse2 of (b, h, t..t+7) as one 32-byte run, a warp
+// 4 whole sectors per store. dout null (D prepared by the caller): lse2 (and the zeroing) only.
+// Needs H a power of two <= 32 (the launcher checks; h_shift = log2 H).
+constexpr int PRE3_THREADS = 256, PRE3_RUN = 8, PRE3_TILE = PRE3_THREADS / 8 * PRE3_RUN;  // rows per block
+template <bool DOT>
+__global__ void __launch_bounds__(PRE3_THREADS) attention_backward_preprocess_v3_kernel(
+    float *__restrict__ Dd, float *__restrict__ lse2, float *__restrict__ dq_acc, const __nv_bfloat16 *__restrict__ dout,
+    const __nv_bfloat16 *__restrict__ out, const float *__restrict__ lse, int T, int H, int h_shift) {
+    const int part = threadIdx.x & 7, grp = threadIdx.x >> 3;
+    const int h = grp & (H - 1);
+    const int t0 = (int)blockIdx.x * (PRE3_TILE >> h_shift) + (grp >> h_shift) * PRE3_RUN;  // the group's first t
+    const int b = blockIdx.y;
+    // element offset of row (b, t0, h) at this part; row t0 + j is j * H * HD further
+    const size_t base = (((size_t)b * T + t0) * H + h) * HD + part * 8;
+    const unsigned step = (unsigned)H * HD;
+    uint4 dv[PRE3_RUN], ov[PRE3_RUN];
+    if (DOT) {
+#pragma unroll
+        for (int j = 0; j < PRE3_RUN; j++) {
+            const bool valid = t0 + j < T;
+            dv[j] = valid ? *reinterpret_cast<const uint4 *>(dout + base + j * step) : make_uint4(0, 0, 0, 0);
+            ov[j] = valid ? *reinterpret_cast<const uint4 *>(out + base + j * step) : make_uint4(0, 0, 0, 0);
+        }
+    }
+    const bool mine = t0 + part < T;  // this lane's t in the run: t0 + part
+    const size_t o = ((size_t)b * H + h) * T + t0 + part;
+    const float x = mine ? lse[o] : 0.f;
+    if (dq_acc) {  // lane `part` zeroes float4s part and part + 8 of the row: each store fills whole
+                   // sectors (v1's two adjacent float4s per lane, each store half of every sector,
+                   // ran at half speed in this kernel's order: 110 against 61 us, H200, seed shape)
+#pragma unroll
+        for (int j = 0; j < PRE3_RUN; j++)
+            if (t0 + j < T) {
+                float4 *z = reinterpret_cast<float4 *>(dq_acc + (base - part * 8) + j * step) + part;
+                z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+                z[8] = make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+    }
+    float d = 0.f;
+    if (DOT) {
+#pragma unroll
+        for (int j = 0; j < PRE3_RUN; j++) {
+            const float acc = pre_row_sum(pre_dot8(dv[j], ov[j]));  // every lane takes part
+#ifdef BREAK_PRE3  // a deliberately wrong variant (dev/broken_variants.sh): lane j keeps row j + 1's sum
+            if (part == ((j + 1) & 7)) d = acc;
+#else
+            if (part == j) d = acc;
+#endif
+        }
+    }
+    if (mine) {
+        if (DOT) Dd[o] = d;
+        lse2[o] = pre_lse2(x);
+    }
+}
+
 // dq = bf16(dq_acc * scale) (+ dq when accumulating); 8 elements per thread
 __global__ void attention_backward_dq_kernel(__nv_bfloat16 *__restrict__ dq, const float *__restrict__ dq_acc, size_t n8,
                                              bool accumulate) {
@@ -965,6 +1029,127 @@ __global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat1
         if (accumulate) dvn[i] += prev[i];
     }
     if (valid) store8(dv + pr * HD + part * 8, dvn);
+}
+
+// version 2 of xsa_backward, the same results bit for bit (the same arithmetic, statement for
+// statement): version 1 waits for v and vnorm, then for each query head's y and dout in turn
+// (its loop over the G heads cannot issue head g + 1's loads before head g's stores), three
+// dependent round trips with 32 bytes in flight per thread; and a warp's 4 pairs are the KV heads
+// of one token, so its D store touches 4 sectors (heads T * 4 bytes apart) for 16 bytes. Here G
+// is a template argument: every load of a thread (v, vnorm, y and dout of its G heads, and dy, dv
+// when accumulating) is issued before any math, 16 (G + 1) + 4 bytes (84 at G = 2; 48 more
+// accumulating). A block's XSA2_PAIRS pairs are XSA2_PAIRS / KV whole tokens (KV a power of two
+// <= 32: kv_shift = log2 KV) times the KV heads, token fastest: a warp's 4 groups are 4
+// consecutive tokens of one kv head, so its D store for query head h is one 16-byte run along t
+// (the next warp writes the sector's other half). The loads stay whole sectors (each group's
+// rows are 128 contiguous bytes). Staging D through shared memory for 32-byte runs instead needs
+// a barrier; it ran 113.5 us against this mapping's 109.4 in one process (H200, seed shape, with
+// D), but dev_attention later read 113.3 for this one: no clear winner, and this one is simpler.
+// Measured (H200, seed shape, dev_attention --bench-only, 2026-12-03), v1 -> v2: 138.1 -> 106.7 us
+// without D, 154.4 -> 113.3 with it (3.6 TB/s; the training backward's call).
+// 32-bit offsets: the launcher checks N H HD < 2^31.
+constexpr int XSA2_THREADS = 256, XSA2_PAIRS = XSA2_THREADS / 8, XSA2_PAIRS_SHIFT = 5;
+static_assert(XSA2_PAIRS == 1 << XSA2_PAIRS_SHIFT, "the pair mapping's shifts");
+__device__ __forceinline__ void unpack8(float x[8], const uint4 &u) {  // load8's conversion, from a register
+    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(h2[i]);
+        x[2 * i] = f.x;
+        x[2 * i + 1] = f.y;
+    }
+}
+template <int G>
+__global__ void __launch_bounds__(XSA2_THREADS) xsa_backward_v2_kernel(
+    __nv_bfloat16 *__restrict__ dy, __nv_bfloat16 *__restrict__ dv, const __nv_bfloat16 *__restrict__ dout,
+    const __nv_bfloat16 *__restrict__ y, const __nv_bfloat16 *__restrict__ v, const float *__restrict__ vnorm, int N,
+    int kv_shift, bool accumulate, float *__restrict__ D, int T) {
+    const int KV = 1 << kv_shift, H = G * KV, ntok = XSA2_PAIRS >> kv_shift;
+    const int part = threadIdx.x & 7, lp = threadIdx.x >> 3;  // lp: the pair within the block
+    const int nl = lp & (ntok - 1), kh = lp >> (XSA2_PAIRS_SHIFT - kv_shift);
+    const int n0 = blockIdx.x * ntok;
+    const bool valid = n0 + nl < N;
+    const unsigned n = valid ? (unsigned)(n0 + nl) : 0u;  // invalid lanes compute on token 0 and write nothing
+    const unsigned pr = n * KV + kh, voff = pr * HD + part * 8, off0 = (n * H + kh * G) * HD + part * 8;
+    // every load first
+    const float nrm = vnorm[pr];
+    const uint4 vraw = *reinterpret_cast<const uint4 *>(v + voff);
+    uint4 yr[G], dr[G], py[G], pv = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        yr[g] = *reinterpret_cast<const uint4 *>(y + off0 + g * HD);
+        dr[g] = *reinterpret_cast<const uint4 *>(dout + off0 + g * HD);
+        py[g] = make_uint4(0, 0, 0, 0);
+    }
+    if (accumulate && valid) {
+#pragma unroll
+        for (int g = 0; g < G; g++) py[g] = *reinterpret_cast<const uint4 *>(dy + off0 + g * HD);
+        pv = *reinterpret_cast<const uint4 *>(dv + voff);
+    }
+    // D of (b, h, t) for this token: dD[h * T]
+    float *dD = nullptr;
+    if (D) {
+        const unsigned bb = n / (unsigned)T, t = n - bb * (unsigned)T;
+        dD = D + (size_t)bb * H * T + t;
+    }
+    // then version 1's arithmetic
+    const bool clamped = !(nrm > NORM_EPS);
+    const float den = clamped ? NORM_EPS : nrm;
+    float vn[8], dvn[8], prev[8];
+    unpack8(vn, vraw);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        vn[i] /= den;
+        dvn[i] = 0.f;
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float yy[8], dd[8];
+        unpack8(yy, yr[g]);
+        unpack8(dd, dr[g]);
+        float c = 0.f, gg = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            c += yy[i] * vn[i];
+            gg += dd[i] * vn[i];
+        }
+        c = sum8(c);
+        gg = sum8(gg);
+        unpack8(prev, py[g]);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            dvn[i] -= c * dd[i] + gg * yy[i];
+            dd[i] -= gg * vn[i];
+            if (accumulate) dd[i] += prev[i];
+        }
+        const uint4 du = pack8(dd);
+        if (valid) *reinterpret_cast<uint4 *>(dy + off0 + g * HD) = du;
+        if (D) {  // every lane takes part in the row sum (D is uniform); every lane gets its bits
+#ifdef BREAK_XSA_D  // a deliberately wrong variant (dev/broken_variants.sh): D from dout instead of dy
+            const float d = pre_row_sum(pre_dot8(dr[g], yr[g]));
+#else
+            const float d = pre_row_sum(pre_dot8(du, yr[g]));  // yr: y's bf16 values, as v1's pack8(yy)
+#endif
+#ifdef BREAK_XSA2  // a deliberately wrong variant (dev/broken_variants.sh): head h's D lands on head h + 1
+            const int hw = (kh * G + g + 1) % H;
+#else
+            const int hw = kh * G + g;
+#endif
+            if (valid && part == (g & 7)) dD[(size_t)hw * T] = d;
+        }
+    }
+    float mdot = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) mdot += vn[i] * dvn[i];
+    mdot = sum8(mdot);
+    if (clamped) mdot = 0.f;
+    unpack8(prev, pv);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        dvn[i] = (dvn[i] - vn[i] * mdot) / den;
+        if (accumulate) dvn[i] += prev[i];
+    }
+    if (valid) store8(dv + voff, dvn);
 }
 
 // ----------------------------------------------------------------------------
@@ -2339,18 +2524,35 @@ struct AttnBwdPrepared {
 };
 
 // The backward's preprocess pass: D, lse2 and dq_acc zeroed (see the kernels; not zeroed with
-// prep.dq_zero). version 0: ATTN_PRE_VERSION, 1 or 2 (dev/attention.cu runs both, bit for bit
-// the same results, and times them); version 2 needs B*T*H*8 < 2^31 (else version 1 runs). The
-// default is 1: version 1 already moved its 412 MB at 86% of copy bandwidth, and version 2 (4
-// rows a thread) ran slower, 118.9 us against 112.0 (H200, seed shape, same call, 2026-12-01).
-// With D prepared by the caller (prep.D) version 1 runs without reading dout and out.
+// prep.dq_zero). version 0: attn_pre_version() (ATTN_PRE_VERSION, or the environment's ATTN_PRE),
+// else 1, 2 or 3 (dev/attention.cu runs all three, bit for bit the same results, and times
+// them); version 2 needs B*T*H*8 < 2^31, version 3 H a power of two <= 32 (else version 1 runs).
+// Version 1 moved its 412 MB at 86% of copy bandwidth, and version 2 (4 rows a thread) ran
+// slower, 118.9 us against 112.0 (H200, seed shape, same call, 2026-12-01); without the zeroing
+// (below) version 1 ran at ~2.5 TB/s (ncu, in training): one load per tensor in flight, then a
+// dependent lse load, and D / lse2 / lse touched one sector per row. Version 3 (the default)
+// keeps 8 rows' loads in flight per thread and reads / writes lse, D, lse2 in 32-byte runs.
+// Measured (H200, seed shape, dev_attention --bench-only, 2026-12-03), v1 -> v3: with the zeroing
+// 110.6 -> 105.1 us (v2 124.2); without ("dqz", the non-XSA layers after the first) 67.0 -> 59.0
+// (a plain read of dout and out alone, 16 loads in flight a thread, took 56.2); D prepared and the
+// accumulator zero (lse2 alone, the XSA layers after the first) 33.2 -> 6.8; D prepared with the
+// zeroing 61.3 -> 60.9.
+// With D prepared by the caller (prep.D) the pass runs without reading dout and out: version 3's
+// kernel without its dot products where it fits, else version 1's.
 // The zeroing is ~200 MB of the pass's ~412 MB at the seed shape. In training (model_gpu.cuh)
 // every layer's call but the first gets its accumulator already zero (prep.dq_zero): the
 // previous layer's Hopper kernel (stages 11..15) zeroed it with its producer warp
 // (prep.zero_other, bwd_zero_share). Measured (H200, seed shape, dev_attention --bench-only,
 // 2026-12-03): the pass 109.7 -> 67.2 us (D and lse2 only), and stage 12 with its zeroing
 // ("dqz zo", preprocess included) 1440.3 us against 1482.1 without: the kernel absorbs the stores.
-constexpr int ATTN_PRE_VERSION = 1;
+// Developer knob: ATTN_PRE=1|2|3 in the environment (read once) picks the version of every call
+// that passes version 0; anything else exits 2.
+constexpr int ATTN_PRE_VERSION = 3;
+inline int attn_pre_version() {
+    static const int v = 1 + env_choice("ATTN_PRE", {"1", "2", "3"}, ATTN_PRE_VERSION - 1);
+    return v;
+}
+inline bool attn_pre_v3_fits(int H) { return H >= 1 && H <= 32 && (H & (H - 1)) == 0; }
 inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_acc, const __nv_bfloat16 *dout,
                                               const __nv_bfloat16 *out, const float *lse, int B, int T, int H,
                                               cudaStream_t stream, int version = 0, AttnBwdPrepared prep = {}) {
@@ -2358,10 +2560,20 @@ inline void attention_backward_preprocess_run(float *Dd, float *lse2, float *dq_
     const size_t rows = (size_t)B * T * H;
     if (rows == 0) return;
     if (prep.dq_zero) dq_acc = nullptr;  // the kernels then leave it alone
-    if (prep.D) {
+    if (version == 0) version = attn_pre_version();
+    if (version == 3 && attn_pre_v3_fits(H)) {
+        const int h_shift = __builtin_ctz((unsigned)H);
+        const dim3 grid(ceil_div(T, PRE3_TILE >> h_shift), B);  // B <= 65535: check_shapes
+        if (prep.D)
+            attention_backward_preprocess_v3_kernel<false><<<grid, PRE3_THREADS, 0, stream>>>(Dd, lse2, dq_acc, nullptr, out,
+                                                                                              lse, T, H, h_shift);
+        else
+            attention_backward_preprocess_v3_kernel<true><<<grid, PRE3_THREADS, 0, stream>>>(Dd, lse2, dq_acc, dout, out, lse,
+                                                                                             T, H, h_shift);
+    } else if (prep.D) {
         attention_backward_preprocess_kernel<<<ceil_div(rows * 8, 256), 256, 0, stream>>>(Dd, lse2, dq_acc, nullptr, out,
                                                                                          lse, B, T, H);
-    } else if ((version ? version : ATTN_PRE_VERSION) == 2 && rows * 8 < (1ull << 31)) {
+    } else if (version == 2 && rows * 8 < (1ull << 31)) {
         attention_backward_preprocess_v2_kernel<<<ceil_div(rows, PRE_ROWS * PRE_STEP), PRE_THREADS, 0, stream>>>(
             Dd, lse2, dq_acc, dout, out, lse, T, H, (int)rows);
     } else {
@@ -2629,10 +2841,23 @@ inline void xsa_forward(__nv_bfloat16 *out, float *vnorm, const __nv_bfloat16 *y
 // them (as the CPU twin does), false overwrites. D (B, H, T = N / B) fp32, unless null: with y
 // attention's output, the attention backward's D = rowsum(dy * y) (as its preprocess pass would
 // compute it from the dy stored, bit for bit: pass it on with AttnBwdPrepared::D); T: the
-// sequence length (N = B T).
+// sequence length (N = B T). version 0: xsa_bwd_version() (XSA_BWD_VERSION, or the environment's
+// XSA_BWD), else 1 or 2, the same results bit for bit (dev/attention.cu checks and times both);
+// version 2 needs H / KV in {1, 2, 4, 8}, KV a power of two <= 32 and N H hd < 2^31 (else
+// version 1 runs). Developer knob: XSA_BWD=1|2 (read once); anything else exits 2.
+constexpr int XSA_BWD_VERSION = 2;
+inline int xsa_bwd_version() {
+    static const int v = 1 + env_choice("XSA_BWD", {"1", "2"}, XSA_BWD_VERSION - 1);
+    return v;
+}
+inline bool xsa_bwd_v2_fits(int N, int H, int KV) {
+    const int G = H / KV;
+    return (G == 1 || G == 2 || G == 4 || G == 8) && KV <= 32 && (KV & (KV - 1)) == 0 &&
+           (size_t)N * H * attn::HD < (1ull << 31);
+}
 inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *y,
                          const __nv_bfloat16 *v, const float *vnorm, int N, int H, int KV, int hd, bool accumulate,
-                         cudaStream_t stream, float *D = nullptr, int T = 0) {
+                         cudaStream_t stream, float *D = nullptr, int T = 0, int version = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     using namespace attn;
     check_shapes("xsa_backward", 1, N, H, KV, hd);
@@ -2644,8 +2869,22 @@ inline void xsa_backward(__nv_bfloat16 *dy, __nv_bfloat16 *dv, const __nv_bfloat
     accumulate = false;
 #endif
     if (D && (T < 1 || N % T != 0)) fatal_config("attention.cuh: xsa_backward: D needs T dividing N (T=%d N=%d)", T, N);
-    xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate, D,
-                                                                     D ? T : 1);
+    if (version == 0) version = xsa_bwd_version();
+    if (version == 2 && xsa_bwd_v2_fits(N, H, KV)) {
+        const int kv_shift = __builtin_ctz((unsigned)KV), blocks = ceil_div(N, XSA2_PAIRS >> kv_shift);
+        auto launch = [&](auto kernel) {
+            kernel<<<blocks, XSA2_THREADS, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, kv_shift, accumulate, D, D ? T : 1);
+        };
+        switch (H / KV) {
+        case 1: launch(xsa_backward_v2_kernel<1>); break;
+        case 2: launch(xsa_backward_v2_kernel<2>); break;
+        case 4: launch(xsa_backward_v2_kernel<4>); break;
+        default: launch(xsa_backward_v2_kernel<8>); break;
+        }
+    } else {
+        xsa_backward_kernel<<<ceil_div(threads, 256), 256, 0, stream>>>(dy, dv, dout, y, v, vnorm, N, H, KV, accumulate, D,
+                                                                         D ? T : 1);
+    }
     cudaCheckLaunch();
 }
 

@@ -52,8 +52,10 @@
 // awkward shapes (T = 1, 7, 17, 100, 200, 1030, 1100, 2048, 4096; H/KV = 8/4, 4/4, 8/2), with outputs
 // poisoned with NaN first, then benchmarked at the seed shape (B=48, T=2048, H=8, KV=4, hd=64).
 // Also: xsa_backward with accumulate = true (onto random dy, dv), its D for the attention
-// backward (bit for bit the preprocess's), the training chain with dq = nullptr (dq untouched,
-// dQ from the fp32 accumulator) and with D from xsa_backward (AttnBwdPrepared), the dQ
+// backward (bit for bit the preprocess's), its version 2 against version 1 bit for bit (dy, dv,
+// D; overwriting, accumulating, without D), the preprocess pass's versions against each other
+// (check_preprocess), the training chain with dq = nullptr (dq untouched, dQ from the fp32
+// accumulator) and with D from xsa_backward (AttnBwdPrepared), the dQ
 // accumulators' double buffering (AttnBwdPrepared::dq_buf / dq_zero / zero_other: buffer 1, an
 // accumulator zero already, the other one left zero, on the mma.sync kernel, stage 8 (zeroed by a
 // memset) and the shipping stage (zeroed in the kernel)), dk/dv bitwise deterministic,
@@ -552,6 +554,43 @@ static bool run_case(const Case &c) {
         ok &= same_g && same_d;
     }
     {
+        // xsa_backward version 2 against version 1 bit for bit: dy, dv and D, overwriting (with and
+        // without D) and accumulating onto random dy, dv; outputs poisoned first (the overwrite runs)
+        std::vector<float> dy0(nq), dv0(nkv);
+        fill_normal(dy0, 0.5f);
+        fill_normal(dv0, 0.5f);
+        round_bf16(dy0);
+        round_bf16(dv0);
+        DevBuf<float> d_Dx(nl);
+        for (int run = 0; run < 3; run++) {
+            const bool accum = run == 1, withD = run < 2;
+            std::vector<float> got[3][3];  // [version][dy, dv, D]
+            for (int xv = 1; xv <= 2; xv++) {
+                if (accum) {
+                    upload(d_dy, dy0);
+                    upload(d_dvx, dv0);
+                } else {
+                    poison(d_dy.p, nq);
+                    poison(d_dvx.p, nkv);
+                }
+                poison(d_Dx.p, nl);
+                xsa_backward(d_dy.p, d_dvx.p, d_dout.p, d_outb.p, d_v.p, d_vnorm_ref.p, N, H, KV, HD, accum, 0,
+                             withD ? d_Dx.p : nullptr, T, xv);
+                cudaCheck(cudaDeviceSynchronize());
+                got[xv][0] = host_bf16(d_dy.p, nq), got[xv][1] = host_bf16(d_dvx.p, nkv), got[xv][2] = host_f32(d_Dx.p, nl);
+            }
+            size_t differ[3] = {0, 0, 0};
+            for (int k = 0; k < 3; k++)
+                for (size_t i = 0; i < got[1][k].size(); i++)
+                    differ[k] += memcmp(&got[1][k][i], &got[2][k][i], sizeof(float)) != 0;
+            const bool same = differ[0] + differ[1] + differ[2] == 0;
+            static const char *names[] = {"xsa bwd v2 = v1 (dy dv D)", "xsa bwd v2 = v1 (accumulate)", "xsa bwd v2 = v1 (no D)"};
+            printf("  %-4s %-28s %s (differ: dy %zu, dv %zu, D %zu%s)\n", same ? "ok" : "FAIL", names[run],
+                   same ? "bitwise equal" : "differ", differ[0], differ[1], differ[2], withD ? "" : ", D not asked for");
+            ok &= same;
+        }
+    }
+    {
         // accumulate = true adds onto what dy and dv hold (the CPU twin always adds): start both
         // from random bf16 values of the gradients' size, so an overwrite is off by 100%
         std::vector<float> dy0(nq), dv0(nkv);
@@ -826,9 +865,9 @@ static void bench_seed() {
     // after the first) D and lse2 only
     const double pre_bytes = 2.0 * nq * 2 + 4.0 * nq + 3.0 * 4 * nl;
     float *D = attention_backward_D(scratch.p, B, T, H, HD), *l2 = D + nl;
-    for (int ver = 1; ver <= 2; ver++) {
+    for (int ver = 1; ver <= 3; ver++) {
         ms = bench_ms([&] { attention_backward_preprocess_run(D, l2, scratch.p, dout.p, out.p, lse.p, B, T, H, 0, ver); });
-        bench_row(ver == 1 ? "attn bwd preprocess v1" : "attn bwd preprocess v2", shape, ms, pre_bytes, 0);
+        bench_row((std::string("attn bwd preprocess v") + std::to_string(ver)).c_str(), shape, ms, pre_bytes, 0);
     }
     {
         AttnBwdPrepared prep;
@@ -836,6 +875,20 @@ static void bench_seed() {
         ms = bench_ms([&] { attention_backward_preprocess_run(D, l2, scratch.p, dout.p, out.p, lse.p, B, T, H, 0, 0, prep); });
         bench_row("attn bwd preprocess dqz", shape, ms, pre_bytes - 4.0 * nq, 0);
     }
+    // each version in the training backward's other modes: dqz (layers without XSA after the
+    // first), lse2 (D prepared by xsa_backward, the accumulator zero: XSA layers after the first;
+    // reads lse, writes lse2) and lse2 zero (D prepared, the accumulator zeroed: an XSA layer first)
+    for (int mode = 0; mode < 3; mode++)
+        for (int ver : {1, 3}) {
+            AttnBwdPrepared prep;
+            prep.dq_zero = mode < 2;
+            prep.D = mode > 0;
+            static const char *names[] = {"attn bwd preprocess dqz v", "attn bwd preprocess lse2 v",
+                                          "attn bwd preprocess lse2 zero v"};
+            const double bytes = mode == 0 ? pre_bytes - 4.0 * nq : mode == 1 ? 2.0 * 4 * nl : 2.0 * 4 * nl + 4.0 * nq;
+            ms = bench_ms([&] { attention_backward_preprocess_run(D, l2, scratch.p, dout.p, out.p, lse.p, B, T, H, 0, ver, prep); });
+            bench_row((names[mode] + std::to_string(ver)).c_str(), shape, ms, bytes, 0);
+        }
     // the shipping Hopper stage as the training backward calls it after its first layer: the
     // accumulator zero already, the other one zeroed in the kernel (against the plain call above)
     if (!sm90_skip_reason(V_BWD90 + ATTN_BWD_SM90_STAGE - 1)) {
@@ -854,19 +907,32 @@ static void bench_seed() {
     const double xb_bytes = 3.0 * nq * 2 + 2.0 * nkv * 2 + 4.0 * N * KV;
     ms = bench_ms([&] { xsa_forward(xo.p, vnorm.p, out.p, v.p, N, H, KV, HD, 0); });
     bench_row("xsa_forward", shape, ms, xf_bytes, 0);
-    ms = bench_ms([&] { xsa_backward(dq.p, dv.p, dout.p, out.p, v.p, vnorm.p, N, H, KV, HD, false, 0); });
-    bench_row("xsa_backward", shape, ms, xb_bytes, 0);
+    // both versions, without D and with it (+D: attention's D as well, 4 bytes a row more; what
+    // the training backward calls)
+    for (int withD = 0; withD < 2; withD++)
+        for (int ver = 1; ver <= 2; ver++) {
+            ms = bench_ms([&] {
+                xsa_backward(dq.p, dv.p, dout.p, out.p, v.p, vnorm.p, N, H, KV, HD, false, 0, withD ? D : nullptr, T, ver);
+            });
+            bench_row((std::string("xsa_backward v") + std::to_string(ver) + (withD ? " +D" : "")).c_str(), shape, ms,
+                      xb_bytes + (withD ? 4.0 * nl : 0), 0);
+        }
 }
 
-// The backward's preprocess pass (attention_backward_preprocess_run, versions 1 and 2) on its
+// The backward's preprocess pass (attention_backward_preprocess_run, versions 1, 2 and 3) on its
 // own: D = rowsum(dout * out) against a double sum on the CPU, within 1e-6 of the row's sum of
 // |terms| (about twice fp32's worst case for the 8-deep sum, so never a false alarm; a lost
 // part of a row is ~1/8 of it), lse2 exactly (lse * log2(e) in float, +inf where lse = -inf),
-// dq_acc all zero (poisoned first); then version 2 against version 1 bit for bit; with D
-// prepared, and with dq_acc zero already (AttnBwdPrepared::dq_zero: dq_acc not written).
+// dq_acc all zero (poisoned first); then versions 2 and 3 against version 1 bit for bit; with D
+// prepared (AttnBwdPrepared::D: dout not read, D not written), with dq_acc zero already
+// (AttnBwdPrepared::dq_zero: dq_acc not written), and with both (lse2 alone: the training
+// backward's XSA layers), each in every version. Shapes: T not a multiple of version 3's tile
+// (256 / H t values; 1030 = 16 * 64 + 6 at H = 4), T shorter than one tile, B = 1, H from 1 to 32,
+// and H = 6 (no power of two: version 3 falls back to version 1's kernel).
 static bool check_preprocess() {
     bool ok = true;
-    static const int shapes[][3] = {{3, 17, 8}, {2, 1030, 4}, {1, 4096, 8}};  // B, T, H
+    static const int shapes[][3] = {{3, 17, 8}, {2, 1030, 4}, {1, 4096, 8}, {2, 100, 2},
+                                    {1, 33, 16}, {1, 70, 1},  {1, 20, 32}, {2, 9, 6}};  // B, T, H
     for (const int *sh : shapes) {
         const int B = sh[0], T = sh[1], H = sh[2];
         const size_t rows = (size_t)B * T * H, n = rows * HD;
@@ -882,8 +948,8 @@ static bool check_preprocess() {
         upload(d_dout, dout);
         upload(d_out, out);
         upload(d_lse, lse);
-        std::vector<float> D[3], l2[3];
-        for (int ver = 1; ver <= 2; ver++) {
+        std::vector<float> D[4], l2[4];
+        for (int ver = 1; ver <= 3; ver++) {
             poison(d_D.p, rows);
             poison(d_l2.p, rows);
             poison(d_acc.p, n);
@@ -914,47 +980,60 @@ static bool check_preprocess() {
             printf("observed: attention_preprocess_D[v%d B%d T%d] %.3g\n", ver, B, T, worst);
             ok &= pass;
         }
-        const bool same = memcmp(D[1].data(), D[2].data(), rows * 4) == 0 && memcmp(l2[1].data(), l2[2].data(), rows * 4) == 0;
-        printf("  %s preprocess v2 D, lse2 bitwise identical to v1's\n", same ? "ok  " : "FAIL");
-        ok &= same;
+        for (int ver = 2; ver <= 3; ver++) {
+            const bool same = memcmp(D[1].data(), D[ver].data(), rows * 4) == 0 && memcmp(l2[1].data(), l2[ver].data(), rows * 4) == 0;
+            printf("  %s preprocess v%d D, lse2 bitwise identical to v1's B%d T%d H%d\n", same ? "ok  " : "FAIL", ver, B, T, H);
+            ok &= same;
+        }
         // with D prepared by the caller (AttnBwdPrepared::D) D is left alone (still poisoned),
-        // lse2 is v1's bit for bit and dq_acc zero
-        {
+        // lse2 is v1's bit for bit and dq_acc zero; versions 1 and 2 run version 1's kernel
+        // without dout, version 3 its own
+        for (int ver = 1; ver <= 3; ver++) {
             AttnBwdPrepared prep;
             prep.D = true;
             poison(d_D.p, rows);
             poison(d_l2.p, rows);
             poison(d_acc.p, n);
-            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, 0, prep);
+            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver, prep);
             cudaCheck(cudaDeviceSynchronize());
             const std::vector<float> Dq = host_f32(d_D.p, rows), l2q = host_f32(d_l2.p, rows), acc = host_f32(d_acc.p, n);
             size_t poisoned_D = 0, zero_acc = 0;
             for (float x : Dq) poisoned_D += std::isnan(x);
             for (float x : acc) zero_acc += x == 0.f;
             const bool pass = memcmp(l2q.data(), l2[1].data(), rows * 4) == 0 && poisoned_D == rows && zero_acc == n;
-            printf("  %s preprocess with D prepared B%d T%d H%d: D untouched, lse2 v1's bitwise, dq_acc zero\n",
-                   pass ? "ok  " : "FAIL", B, T, H);
+            printf("  %s preprocess v%d with D prepared B%d T%d H%d: D untouched, lse2 v1's bitwise, dq_acc zero\n",
+                   pass ? "ok  " : "FAIL", ver, B, T, H);
             ok &= pass;
         }
         // with the accumulator zero already (AttnBwdPrepared::dq_zero) it is left alone (still
-        // poisoned), D and lse2 v1's bit for bit, in both versions
-        for (int ver = 1; ver <= 2; ver++) {
-            AttnBwdPrepared prep;
-            prep.dq_zero = true;
-            poison(d_D.p, rows);
-            poison(d_l2.p, rows);
-            poison(d_acc.p, n);
-            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver, prep);
-            cudaCheck(cudaDeviceSynchronize());
-            const std::vector<float> Dz = host_f32(d_D.p, rows), l2z = host_f32(d_l2.p, rows), acc = host_f32(d_acc.p, n);
-            size_t written = 0;
-            for (float x : acc) written += !std::isnan(x);
-            const bool pass = memcmp(Dz.data(), D[1].data(), rows * 4) == 0 && memcmp(l2z.data(), l2[1].data(), rows * 4) == 0 &&
-                              written == 0;
-            printf("  %s preprocess v%d with dq_acc zero B%d T%d H%d: D, lse2 v1's bitwise, dq_acc untouched (%zu written)\n",
-                   pass ? "ok  " : "FAIL", ver, B, T, H, written);
-            ok &= pass;
-        }
+        // poisoned), D and lse2 v1's bit for bit, in every version; with D prepared as well
+        // (lse2 alone) D is left alone too
+        for (int prepared = 0; prepared < 2; prepared++)
+            for (int ver = 1; ver <= 3; ver++) {
+                AttnBwdPrepared prep;
+                prep.dq_zero = true;
+                prep.D = prepared;
+                poison(d_D.p, rows);
+                poison(d_l2.p, rows);
+                poison(d_acc.p, n);
+                attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver, prep);
+                cudaCheck(cudaDeviceSynchronize());
+                const std::vector<float> Dz = host_f32(d_D.p, rows), l2z = host_f32(d_l2.p, rows), acc = host_f32(d_acc.p, n);
+                size_t written = 0, poisoned_D = 0;
+                for (float x : acc) written += !std::isnan(x);
+                for (float x : Dz) poisoned_D += std::isnan(x);
+                const bool D_ok = prepared ? poisoned_D == rows : memcmp(Dz.data(), D[1].data(), rows * 4) == 0;
+                const bool pass = D_ok && memcmp(l2z.data(), l2[1].data(), rows * 4) == 0 && written == 0;
+                if (prepared)
+                    printf("  %s preprocess v%d lse2 only (D prepared, dq_acc zero) B%d T%d H%d: D untouched, lse2 v1's "
+                           "bitwise, dq_acc untouched (%zu written)\n",
+                           pass ? "ok  " : "FAIL", ver, B, T, H, written);
+                else
+                    printf("  %s preprocess v%d with dq_acc zero B%d T%d H%d: D, lse2 v1's bitwise, dq_acc untouched (%zu "
+                           "written)\n",
+                           pass ? "ok  " : "FAIL", ver, B, T, H, written);
+                ok &= pass;
+            }
     }
     return ok;
 }

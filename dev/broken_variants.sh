@@ -48,6 +48,11 @@
 #                         out of D                             (common/attention.cuh) -> dev_attention
 #   BREAK_XSA_D           xsa_backward's D for the attention backward sums dout * y instead of dy * y
 #                                                              (common/attention.cuh) -> dev_attention
+#   BREAK_PRE3            the attention backward's preprocess v3 gives each t the D of the next t
+#                         in its run of 8 (lane j keeps row j + 1's sum)
+#                                                              (common/attention.cuh) -> dev_attention
+#   BREAK_XSA2            xsa_backward v2 writes head h's D at head h + 1
+#                                                              (common/attention.cuh) -> dev_attention
 #   BREAK_SCORED_ROWS     the scored-rows-only eval gathers the rows one position too early
 #                                                              (common/model_gpu.cuh) -> dev_model
 #   BREAK_QGAIN_HEAD      head h's q_gain gradient lands on head h + 1
@@ -125,6 +130,8 @@ ROWS=(
     'BREAK_BLOCK_START|layers|--no-bench|FAIL +block start (x_in|ln)'
     'BREAK_ATTN_PRE|attention|--check-only --small|FAIL preprocess v2'
     'BREAK_XSA_D|attention|--check-only --small|FAIL +xsa bwd D = preprocess D'
+    'BREAK_PRE3|attention|--check-only --small|FAIL preprocess v3'
+    'BREAK_XSA2|attention|--check-only --small|FAIL +xsa bwd v2 = v1 \(dy dv D\)'
     'BREAK_SCORED_ROWS|model|--no-bench|FAIL gpu score_from='
     'BREAK_QGAIN_HEAD|model|--no-bench|FAIL grad blocks\.[0-9]+\.attn\.q_gain'
     'BREAK_WGMMA_FWD|attention|--check-only --small --fwd-only|FAIL +v[2-9] fwd (out|lse)'
