@@ -2396,20 +2396,23 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
 }
 
 // The token-row backward, second form (the default: qk3_bwd_form): form 1's dinp and gain
-// partials (qk_backward_v3_kernel above) bit for bit, in about half its instructions and with
-// the next loads always in flight. Why form 1 is slow at q's shape (K = 2 from fp32, 8 heads of
-// 64; the grid: one wave of 6 blocks, 24 warps an SM): its SASS issues ~370 instructions per
-// lane and vector of 8 values, and a warp has one vector's loads in flight (52 bytes a lane),
-// issued after the math of the vector before and waited for before its own math, so the SMs
-// neither keep enough bytes in flight nor have issue slots to spare. Per vector: the head sum's
-// shuffles in a loop over the runtime hv, each with its own lane arithmetic (~40); __fdiv_rn by hd
-// (~10 and a slow-path branch); n % T and the table row again for each vector; and from out,
-// qk_out_grad8's choice of the rotation's part per value, which the compiler did not hoist: a
-// branch per value, the warp running all three parts of it since its lanes hold all three (~17
-// a value). This form:
+// partials (qk_backward_v3_kernel above) bit for bit, in 57% of its instructions and with the
+// next loads always in flight. Why form 1 is slow at q's shape (K = 2 from fp32, 8 heads of 64;
+// the grid: one wave of 6 blocks, 24 warps an SM): it issues 439 instructions per warp and vector
+// of 8 values a lane (ncu, H200), and a warp has one vector's loads in flight (52 bytes a lane:
+// KS = 1), issued after the math of the vector before and waited for before its own, so the SMs
+// neither keep enough bytes in flight nor have issue slots to spare (ncu at its locked clocks:
+// DRAM 48% of peak, 69% of the schedulers' cycles issuing). Per vector (SASS): the head sum's shuffles in a loop over the runtime
+// hv, each with its own lane arithmetic (~60); __fdiv_rn by hd (~10, and a slow-path branch);
+// n % T (an integer division) and the table row for each vector, not each row; the fp32 dout
+// packed through __nv_bfloat162 (2 PRMTs a word); and from out, qk_out_grad8's choice of the
+// rotation's part per value, which the compiler did not hoist: a branch per value, the warp
+// running all three parts of it since its lanes hold all three (~20 a value). This form:
 // - takes a warp's units (row, vector) in form 1's order and issues each unit's loads before the
 //   math of the unit before it (two register buffers): the next unit's bytes are in flight
-//   through every unit's math.
+//   through every unit's math. (Through shared memory by cp.async, 2 or 3 units ahead, it was
+//   slower from fp32, 155 against 112 us: a lane's 16-byte halves at a 32-byte stride double
+//   the L2 requests; level from bf16.)
 // - from out, rotates without branches. In a pair of dims (i, i + rd/2) with values (x1, x2),
 //   both parts of RoPE^T are fma(x1, C, x2 * D): qk_rotT_lo is fma(x1, cos, -(x2 sin)) =
 //   fma(x1, cos, x2 (-sin)) (negating a product before or after its rounding gives the same
@@ -2420,10 +2423,12 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
 //   included), as form 1's pass-through.
 // - sums a head's lanes by shuffles at immediate lanes of the segment (HV: hv at compile time,
 //   the same adds in the same order), takes the mean by a multiply with 1/hd (qk3_inv_hd: the
-//   same bits), follows the position n % T from row to row, and loads a row's table entries once
-//   for its K vectors, in the lanes that rotate only.
-// The gain sums: each lane adds the same terms in the same order (one sum per vector, rows in the
-// grid's order), and the launcher gives both forms the same grid.
+//   same bits), follows the position n % T from row to row, loads a row's table entries once for
+//   its K vectors, in the lanes that rotate only, and packs and unpacks bf16 words directly.
+// At q's shape: 249 instructions per warp and vector (the loop's SASS: 484 a row of 2 vectors),
+// DRAM 75% of peak; dev_layers' bench (H200): 141 -> 112 us from the accumulator, 119 -> 95 us
+// from bf16. The gain sums: each lane adds the same terms in the same order (one sum per vector,
+// rows in the grid's order), and the launcher gives both forms the same grid.
 
 // 1 / hd, for the head's mean m = sum / hd. hd = 8 hv with hv | 32 (qk_v3_fits) is a power of two
 // 2^e (e <= 8), so 2^-e is exactly a float and sum * 2^-e = sum / 2^e as real numbers;

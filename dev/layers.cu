@@ -914,7 +914,7 @@ static void test_qk_from_acc(int B, int T, int NH, int hd, int rd, bool with_gai
         for (int form = 1; form <= 3; form++) {
             const std::string what = (form == 3 ? "bf16 bwd form 2 dinp" : "from acc dinp") + sfx;
             const std::string what_g = (form == 3 ? "bf16 bwd form 2 dgain" : "from acc dgain") + sfx;
-            const std::string than = form == 3 ? "form 1's" : "convert + bf16 backward, form " + std::to_string(form);
+            const std::string than = form == 3 ? "form 1's" : "convert + bf16 backward (this: form " + std::to_string(form) + ")";
             if (a) put(d_dx, dx);
             else poison(d_dx.p, n);
             put(d_dg, dgain);
