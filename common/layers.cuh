@@ -2305,6 +2305,21 @@ __device__ __forceinline__ uint4 qk_load_stream(const bf16 *p) { return __ldcs(r
 template <int K, typename DT>
 __host__ __device__ constexpr int qk3_load_vectors() { return sizeof(DT) == 4 && K > 1 ? K / 2 : K; }
 
+// bf16 words and floats for the token-row backward's second form: lyr::pack8's rounding of a pair
+// (cvt.rn.bf16x2.f32, what __floats2bfloat162_rn is on sm_80+; lo in the low half) and
+// lyr::unpack8's exact conversions, on 32-bit words: through __nv_bfloat162 the compiler splits
+// a pair into halves and merges them again (PRMTs: one or two instructions more a word).
+__device__ __forceinline__ unsigned qk3_pack2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ void qk3_unpack8(float (&f)[8], const uint4 &u) {
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) f[2 * j] = __uint_as_float(w[j] << 16), f[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+}
+
 // The token-row backward's dout, a lane's 8 values of one vector, held from its load (ahead of the
 // math) to the math: DT = bf16, the tensor's 16 bytes as they are; DT = float, 8 values of
 // attention's fp32 dQ accumulator (qk_norm_rope_gain_backward_from_acc), rounded at the start of
@@ -2319,6 +2334,7 @@ struct Qk3Dout<bf16> {
     uint4 w;
     __device__ __forceinline__ void load(const bf16 *p, bool ok) { w = ok ? qk_load_stream(p) : make_uint4(0, 0, 0, 0); }
     __device__ __forceinline__ uint4 words(float) const { return w; }
+    __device__ __forceinline__ uint4 words2(float) const { return w; }
 };
 template <>
 struct Qk3Dout<float> {
@@ -2335,6 +2351,15 @@ struct Qk3Dout<float> {
         const float f[8] = {__fmul_rn(a.x, scale), __fmul_rn(a.y, scale), __fmul_rn(a.z, scale), __fmul_rn(a.w, scale),
                             __fmul_rn(b.x, scale), __fmul_rn(b.y, scale), __fmul_rn(b.z, scale), __fmul_rn(b.w, scale)};
         return lyr::pack8(f);  // __floats2bfloat162_rn pairs, (lo, hi) = (dim 2j, dim 2j + 1)
+    }
+    // words() for the second form (qk_backward_v3f_kernel): the same products and roundings,
+    // packed by qk3_pack2
+    __device__ __forceinline__ uint4 words2(float scale) const {
+#ifdef BREAK_QK3_ACC  // a deliberately wrong variant (dev/broken_variants.sh): the accumulator's scale is not applied
+        scale = 1.f;
+#endif
+        return make_uint4(qk3_pack2(__fmul_rn(a.x, scale), __fmul_rn(a.y, scale)), qk3_pack2(__fmul_rn(a.z, scale), __fmul_rn(a.w, scale)),
+                          qk3_pack2(__fmul_rn(b.x, scale), __fmul_rn(b.y, scale)), qk3_pack2(__fmul_rn(b.z, scale), __fmul_rn(b.w, scale)));
     }
 };
 
@@ -2412,6 +2437,30 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, QK3_FWD_BLOCKS) qk_forward_v3_
     }
 }
 
+// The token-row backward's gain partials, both forms: partial[block][h] = the sum over the
+// block's rows of head h's terms, from each lane's sums gacc (one per vector, rows in the grid's
+// order): a head-row's lanes added in lane order, then the block's warps in warp order. Every
+// thread of the block calls it (a block-wide barrier).
+template <int K>
+__device__ __forceinline__ void qk3_gain_partials(float *partial, const float (&gacc)[K], const Qk3Lane &L, int NH) {
+    __shared__ float sg[QK3_WARPS][QK3_MAX_K * 32];  // the warps' gain sums per head (NH <= K * rpw)
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        const float s = qk_seg_sum(gacc[k], L.seg, L.hv);
+        if (L.v == 0 && k * L.rpw + L.seg < NH) sg[L.w][k * L.rpw + L.seg] = s;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < NH) {  // head threadIdx.x: the warps' sums in warp order
+        float s = 0.f;
+#ifdef BREAK_QK3_BWD  // a deliberately wrong variant (dev/broken_variants.sh): the block's last warp is left out
+        for (int ww = 0; ww < QK3_WARPS - 1; ww++) s += sg[ww][threadIdx.x];
+#else
+        for (int ww = 0; ww < QK3_WARPS; ww++) s += sg[ww][threadIdx.x];
+#endif
+        partial[(size_t)blockIdx.x * NH + threadIdx.x] = s;
+    }
+}
+
 // dinp (+)= rmsnorm'(rope^T(gain * dout)), as qk_norm_rope_gain_backward_kernel (ACC: adds to
 // dinp); partial[block][h] = the block's sum over its rows of head h's dout . rope(xn) (when
 // partial is given); saved: xn, or with from_out the forward's out (as the head-row kernel). A
@@ -2427,7 +2476,6 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
     const float *__restrict__ cos_t, const float *__restrict__ sin_t, const float *__restrict__ gain, int N, int NH, int T,
     int hd, int rd) {
     constexpr int R = qk3_rows<K>(), KS = qk3_load_vectors<K, DT>();
-    __shared__ float sg[QK3_WARPS][QK3_MAX_K * 32];  // the warps' gain sums per head (NH <= K * rpw)
     const Qk3Lane L(NH, hd, rd);
     float g[K], ginv[K], gacc[K];  // ginv: 1 / g, for from_out (qk_out_grad8)
 #pragma unroll
@@ -2496,22 +2544,184 @@ __global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_bac
             }
         }
     }
-    if (!partial) return;  // uniform over the grid
+    if (partial) qk3_gain_partials<K>(partial, gacc, L, NH);  // uniform over the grid
+}
+
+// The token-row backward, second form (the default: qk3_bwd_form): form 1's dinp and gain
+// partials (qk_backward_v3_kernel above) bit for bit, in 57% of its instructions and with the
+// next loads always in flight. Why form 1 is slow at q's shape (K = 2 from fp32, 8 heads of 64;
+// the grid: one wave of 6 blocks, 24 warps an SM): it issues 439 instructions per warp and vector
+// of 8 values a lane (ncu, H200), and a warp has one vector's loads in flight (52 bytes a lane:
+// KS = 1), issued after the math of the vector before and waited for before its own, so the SMs
+// neither keep enough bytes in flight nor have issue slots to spare (ncu at its locked clocks:
+// DRAM 48% of peak, 69% of the schedulers' cycles issuing). Per vector (SASS): the head sum's shuffles in a loop over the runtime
+// hv, each with its own lane arithmetic (~60); __fdiv_rn by hd (~10, and a slow-path branch);
+// n % T (an integer division) and the table row for each vector, not each row; the fp32 dout
+// packed through __nv_bfloat162 (2 PRMTs a word); and from out, qk_out_grad8's choice of the
+// rotation's part per value, which the compiler did not hoist: a branch per value, the warp
+// running all three parts of it since its lanes hold all three (~20 a value). This form:
+// - takes a warp's units (row, vector) in form 1's order and issues each unit's loads before the
+//   math of the unit before it (two register buffers): the next unit's bytes are in flight
+//   through every unit's math. (Through shared memory by cp.async, 2 or 3 units ahead, it was
+//   slower from fp32, 155 against 112 us: a lane's 16-byte halves at a 32-byte stride double
+//   the L2 requests; level from bf16.)
+// - from out, rotates without branches. In a pair of dims (i, i + rd/2) with values (x1, x2),
+//   both parts of RoPE^T are fma(x1, C, x2 * D): qk_rotT_lo is fma(x1, cos, -(x2 sin)) =
+//   fma(x1, cos, x2 (-sin)) (negating a product before or after its rounding gives the same
+//   bits), qk_rotT_hi is fma(x1, sin, x2 cos). So every lane takes x1 from the pair's lower lane
+//   and x2 from its upper lane (two shuffles of bf16 words) and runs the same two instructions
+//   per value with its own C and D; a lane past rd reads its own value for x1, +0 for x2, and
+//   has C = 1, D = -0: fma(x, 1, +0 * -0) = x + -0, which is x for every x (+-0 and inf
+//   included), as form 1's pass-through.
+// - sums a head's lanes by shuffles at immediate lanes of the segment (HV: hv at compile time,
+//   the same adds in the same order), takes the mean by a multiply with 1/hd (qk3_inv_hd: the
+//   same bits), follows the position n % T from row to row, loads a row's table entries once for
+//   its K vectors, in the lanes that rotate only, and packs and unpacks bf16 words directly.
+// At q's shape: 249 instructions per warp and vector (the loop's SASS: 484 a row of 2 vectors),
+// DRAM 75% of peak; dev_layers' bench (H200): 141 -> 112 us from the accumulator, 119 -> 95 us
+// from bf16. The gain sums: each lane adds the same terms in the same order (one sum per vector,
+// rows in the grid's order), and the launcher gives both forms the same grid.
+
+// 1 / hd, for the head's mean m = sum / hd. hd = 8 hv with hv | 32 (qk_v3_fits) is a power of two
+// 2^e (e <= 8), so 2^-e is exactly a float and sum * 2^-e = sum / 2^e as real numbers;
+// __fmul_rn and __fdiv_rn both return that real number rounded to nearest even (IEEE-754 with
+// denormals: nothing here builds with -ftz), hence the same float for every finite sum, results
+// among the denormals included; +-0 and +-inf give +-0 and +-inf with either, a NaN a NaN (m only
+// meets FFMAs, whose NaNs are canonical). __frcp_rn of a power of two is exact.
+__device__ __forceinline__ float qk3_inv_hd(int hd) {
+    float r = __frcp_rn((float)hd);
+#ifdef BREAK_QK3_FAST  // a deliberately wrong variant (dev/broken_variants.sh): 1/hd one ulp too large
+    r = __uint_as_float(__float_as_uint(r) + 1u);
+#endif
+    return r;
+}
+// The sum of x over the HV lanes of the caller's segment, added in lane order: qk_seg_sum's bits,
+// its lanes as immediates (shuffles within segments of width HV).
+template <int HV>
+__device__ __forceinline__ float qk3_seg_sum(float x) {
+    float t = 0.f;
+#pragma unroll
+    for (int u = 0; u < HV; u++) t = __fadd_rn(t, __shfl_sync(0xffffffffu, x, u, HV));
+    return t;
+}
+// One unit's loads (a lane's vector of one row): dout, saved, rstd, dinp when accumulating (a
+// unit past N or past the heads: zeros)
+template <bool ACC, typename DT>
+struct Qk3Unit {
+    Qk3Dout<DT> d;
+    uint4 y, a;
+    float r;
+    __device__ __forceinline__ void load(const DT *dout, const bf16 *saved, const float *rstd, const bf16 *dinp, size_t at,
+                                         size_t hr, bool ok) {
+        d.load(dout + at, ok);
+        y = ok ? qk_load_stream(saved + at) : make_uint4(0, 0, 0, 0);
+        r = ok ? rstd[hr] : 0.f;
+        a = ACC && ok ? qk_load_stream(dinp + at) : make_uint4(0, 0, 0, 0);
+    }
+};
+__device__ __forceinline__ uint4 qk3_and(uint4 w, unsigned m) { return make_uint4(w.x & m, w.y & m, w.z & m, w.w & m); }
+
+// FROM_OUT: saved is the forward's out (else xn); HV: hv, or 0 (any hv, read from hd).
+template <int K, bool ACC, typename DT, bool FROM_OUT, int HV>
+__global__ void __launch_bounds__(QK3_WARPS * 32, qk3_bwd_blocks(K, ACC)) qk_backward_v3f_kernel(
+    bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *__restrict__ saved,
+    const float *__restrict__ rstd, const float *__restrict__ cos_t, const float *__restrict__ sin_t,
+    const float *__restrict__ gain, int N, int NH, int T, int hd, int rd) {
+    constexpr int R = qk3_rows<K>(), U = R * K;  // units a warp takes per step: R rows of K vectors
+    static_assert(U % 2 == 0, "the two load buffers alternate within a step");
+    const Qk3Lane L(NH, hd, rd);
+    const float inv_hd = qk3_inv_hd(hd);
+    // The lane's part of the rotation (dims below rd/2, up to rd, past rd) and, from out, the
+    // pair's lower and upper lanes (x1 and x2; a lane past rd: itself, its x2 masked to +0)
+    const bool lo = L.v * 8 < L.half, rot = L.v * 8 < rd;
+    const int asrc = lo || !rot ? L.lane : L.src, bsrc = lo ? L.src : L.lane;
+    const unsigned bmask = rot ? 0xffffffffu : 0u, dneg = lo ? 0x80000000u : 0u;
+    const int j0 = lo ? L.v * 8 : L.v * 8 - L.half;  // the lane's first table entry (rot)
+    const float *ctab = lo ? cos_t : sin_t, *dtab = lo ? sin_t : cos_t;
+    float g[K], ginv[K], gacc[K];
 #pragma unroll
     for (int k = 0; k < K; k++) {
-        const float s = qk_seg_sum(gacc[k], L.seg, L.hv);
-        if (L.v == 0 && k * L.rpw + L.seg < NH) sg[L.w][k * L.rpw + L.seg] = s;
+        const int h = k * L.rpw + L.seg;
+        g[k] = gain && h < NH ? lyr::rnd(gain[h]) : 1.f;
+        ginv[k] = qk_gain_inv(g[k]);
+        gacc[k] = 0.f;
     }
-    __syncthreads();
-    if ((int)threadIdx.x < NH) {  // head threadIdx.x: the warps' sums in warp order
-        float s = 0.f;
-#ifdef BREAK_QK3_BWD  // a deliberately wrong variant (dev/broken_variants.sh): the block's last warp is left out
-        for (int ww = 0; ww < QK3_WARPS - 1; ww++) s += sg[ww][threadIdx.x];
-#else
-        for (int ww = 0; ww < QK3_WARPS; ww++) s += sg[ww][threadIdx.x];
-#endif
-        partial[(size_t)blockIdx.x * NH + threadIdx.x] = s;
+    // the row's table entries: from out C and D (a lane past rd keeps 1 and -0), else cos and sin
+    float c[8], sn[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) c[j] = 1.f, sn[j] = -0.f;
+    const int stride = gridDim.x * QK3_WARPS * R;  // rows a step of the grid takes
+    auto unit_load = [&](Qk3Unit<ACC, DT> &b, int n, int k) {
+        const int h = k * L.rpw + L.seg;
+        b.load(dout, saved, rstd, dinp, (size_t)n * L.C + (k * 32 + L.lane) * 8, (size_t)n * NH + h, n < N && h < NH);
+    };
+    Qk3Unit<ACC, DT> buf[2];
+    int base = blockIdx.x * QK3_WARPS * R;
+    int t0 = (base + L.w * R) % T;  // the position of the warp's first row in the step
+    const int tstep = stride % T;
+    unit_load(buf[0], base + L.w * R, 0);
+    for (; base < N; base += stride) {  // uniform over the block
+        const int n0 = base + L.w * R;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int r = u / K, k = u % K, n = n0 + r, h = k * L.rpw + L.seg;
+            if (u + 1 < U) unit_load(buf[(u + 1) & 1], n0 + (u + 1) / K, (u + 1) % K);
+            else unit_load(buf[0], n0 + stride, 0);  // the next step's first unit (past N: none)
+            if (k == 0) {  // the row's table entries
+                const int t = t0 + r < T ? t0 + r : t0 + r - T;
+                if (FROM_OUT) {
+                    if (rot) {
+                        const float *cp = ctab + (size_t)t * L.half + j0, *dp = dtab + (size_t)t * L.half + j0;
+                        const float4 c0 = *reinterpret_cast<const float4 *>(cp), c1 = *reinterpret_cast<const float4 *>(cp + 4);
+                        const float4 d0 = *reinterpret_cast<const float4 *>(dp), d1 = *reinterpret_cast<const float4 *>(dp + 4);
+                        const float cc[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+                        const float dd[8] = {d0.x, d0.y, d0.z, d0.w, d1.x, d1.y, d1.z, d1.w};
+#pragma unroll
+                        for (int j = 0; j < 8; j++) c[j] = cc[j], sn[j] = __uint_as_float(__float_as_uint(dd[j]) ^ dneg);
+                    }
+                } else {
+                    qk_coef_fast(c, sn, cos_t + (size_t)t * L.half, sin_t + (size_t)t * L.half, L.v, L.half);
+                }
+            }
+            const Qk3Unit<ACC, DT> &b = buf[u & 1];
+            const uint4 dw = b.d.words2(dout_scale);
+            float d[8], y[8], dy[8], pdot, pg;
+            qk3_unpack8(d, dw);
+            qk3_unpack8(y, b.y);
+            if constexpr (FROM_OUT) {  // y becomes xn
+                float d1[8], d2[8], y1[8], y2[8];
+                qk3_unpack8(d1, qk_partner_words(dw, asrc));
+                qk3_unpack8(d2, qk_partner_words(qk3_and(dw, bmask), bsrc));
+                qk3_unpack8(y1, qk_partner_words(b.y, asrc));
+                qk3_unpack8(y2, qk_partner_words(qk3_and(b.y, bmask), bsrc));
+                pdot = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {  // qk_out_grad8's operations
+                    const float t = __fmaf_rn(d1[j], c[j], __fmul_rn(d2[j], sn[j]));
+                    const float x = __fmaf_rn(y1[j], c[j], __fmul_rn(y2[j], sn[j]));
+                    dy[j] = __fmul_rn(g[k], t);
+                    pdot = __fmaf_rn(d[j], y[j], pdot);
+                    y[j] = __fmul_rn(x, ginv[k]);
+                }
+                pg = __fmul_rn(pdot, ginv[k]);
+            } else {
+                float pd[8], py[8];
+                qk3_unpack8(pd, qk_partner_words(dw, L.src));
+                qk3_unpack8(py, qk_partner_words(b.y, L.src));
+                qk_rope_grad8<true>(dy, pdot, pg, d, pd, y, py, c, sn, g[k], L.v, L.half, rd);
+            }
+            const float m = __fmul_rn(HV ? qk3_seg_sum<HV ? HV : 1>(pdot) : qk_seg_sum(pdot, L.seg, L.hv), inv_hd);
+            if (n < N && h < NH) {
+                float o[8];
+                qk3_unpack8(o, b.a);  // zeros unless ACC
+                qk_norm_grad8(o, b.r, dy, y, m);
+                lyr::store8(dinp + (size_t)n * L.C + (k * 32 + L.lane) * 8, o);
+                gacc[k] += pg;
+            }
+        }
+        t0 = t0 + tstep < T ? t0 + tstep : t0 + tstep - T;
     }
+    if (partial) qk3_gain_partials<K>(partial, gacc, L, NH);  // uniform over the grid
 }
 
 // cos_t, sin_t (T, rd/2) fp32 on the device: computed on the host by rope_tables_cpu (the
@@ -2571,6 +2781,15 @@ inline bool qk_v3_fits(int NH, int hd, int rd, const float *cos_t, const float *
 inline bool qk_use_v3(int version, int NH, int hd, int rd, const float *cos_t, const float *sin_t) {
     if (version == 0) version = qk_kernel_version();
     return version == 3 && qk_v3_fits(NH, hd, rd, cos_t, sin_t);
+}
+// Which form of the token-row backward runs: 2, qk_backward_v3f_kernel (the default), or 1,
+// qk_backward_v3_kernel (the first, kept for an A/B on the GPU). Developer knob: QK3_BWD=1|2 in
+// the environment, read once; the backward launchers' `form` argument (dev/layers.cu) overrides
+// it. Both give the same bits, dinp and dgain.
+constexpr int QK3_BWD_DEFAULT = 2;
+inline int qk3_bwd_form() {
+    static const int f = 1 + env_choice("QK3_BWD", {"1", "2"}, QK3_BWD_DEFAULT - 1);
+    return f;
 }
 // f(std::integral_constant<int, K>) with the kernels' K for `vectors` (3 runs as 4, lanes idle)
 template <typename F>
@@ -2636,21 +2855,35 @@ inline void qk_rope_gain_forward(bf16 *out, const bf16 *xn, const float *cos_t, 
 // partials'). One full wave of the bf16 kernel (fewer blocks for small problems) for both types:
 // the grid decides which rows each lane adds to its gain sum and in what order, so the same grid
 // keeps dgain bit for bit the same from fp32 as from bf16.
+// form: 0 (qk3_bwd_form()), 1 (qk_backward_v3_kernel) or 2 (qk_backward_v3f_kernel); both forms
+// run on form 1's grid.
 template <typename DT>
 inline int qk_backward_v3_launch(bf16 *dinp, float *partial, const DT *dout, float dout_scale, const bf16 *saved,
                                  bool from_out, const float *rstd, const float *cos_t, const float *sin_t, const float *gain, int N, int T,
                                  int NH, int hd, int rd, bool accumulate, DeviceScratch scratch, const char *who,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, int form = 0) {
+    if (form == 0) form = qk3_bwd_form();
     int nb = 0;
     qk3_with_k(qk3_vectors(NH, hd), [&](auto kc) {
         constexpr int K = decltype(kc)::value;
         auto wave_kernel = accumulate ? qk_backward_v3_kernel<K, true> : qk_backward_v3_kernel<K, false>;
-        auto kernel = accumulate ? qk_backward_v3_kernel<K, true, DT> : qk_backward_v3_kernel<K, false, DT>;
         nb = std::max(1, std::min(ceil_div(N, (long)QK3_WARPS * qk3_rows<K>()),
                                   full_wave_blocks((const void *)wave_kernel, QK3_WARPS * 32)));
         if (partial) layers_check_scratch(scratch, (size_t)nb * NH * sizeof(float), who);
-        kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, dout_scale, saved, from_out, rstd, cos_t, sin_t, gain,
-                                                  N, NH, T, hd, rd);
+        if (form == 1) {
+            auto kernel = accumulate ? qk_backward_v3_kernel<K, true, DT> : qk_backward_v3_kernel<K, false, DT>;
+            kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, dout_scale, saved, from_out, rstd, cos_t, sin_t,
+                                                      gain, N, NH, T, hd, rd);
+        } else {
+            auto pick = [&](auto acc) {
+                constexpr bool A = decltype(acc)::value;
+                if (hd == 64) return from_out ? qk_backward_v3f_kernel<K, A, DT, true, 8> : qk_backward_v3f_kernel<K, A, DT, false, 8>;
+                return from_out ? qk_backward_v3f_kernel<K, A, DT, true, 0> : qk_backward_v3f_kernel<K, A, DT, false, 0>;
+            };
+            auto kernel = accumulate ? pick(std::true_type()) : pick(std::false_type());
+            kernel<<<nb, QK3_WARPS * 32, 0, stream>>>(dinp, partial, dout, dout_scale, saved, rstd, cos_t, sin_t, gain, N, NH,
+                                                      T, hd, rd);
+        }
     });
     return nb;
 }
@@ -2667,10 +2900,11 @@ inline const bf16 *qk_saved(const bf16 *xn, const bf16 *out, const char *who) {
 
 // dinp (+)= the gradient through gain, RoPE and the per-head rmsnorm, from the forward's rstd and
 // its xn or its out (qk_saved); dgain (NH) += the gain gradient (both null for k). dinp may be dout.
+// version: as the forward's; form: the token-row backward's (qk_backward_v3_launch).
 inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dout, const bf16 *xn, const bf16 *out,
                                        const float *rstd, const float *cos_t, const float *sin_t, const float *gain, int B,
                                        int T, int NH, int hd, int rd, bool accumulate, DeviceScratch scratch,
-                                       cudaStream_t stream, int version = 0) {
+                                       cudaStream_t stream, int version = 0, int form = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_backward";
     qk_check_shape(B, T, NH, hd, rd, who);
@@ -2686,7 +2920,7 @@ inline void qk_norm_rope_gain_backward(bf16 *dinp, float *dgain, const bf16 *dou
     float *partial = dgain ? (float *)scratch.ptr : nullptr;
     if (qk_use_v3(version, NH, hd, rd, cos_t, sin_t)) {
         nb = qk_backward_v3_launch(dinp, partial, dout, 1.f, saved, out != nullptr, rstd, cos_t, sin_t, gain, B * T, T, NH,
-                                   hd, rd, accumulate, scratch, who, stream);
+                                   hd, rd, accumulate, scratch, who, stream, form);
     } else {
         // one full wave (fewer blocks for small problems), rounded up so that the grid's stride,
         // nb * QK_WARPS * QK_STEPS * rpw head-rows, is a multiple of NH (see the kernel)
@@ -2717,12 +2951,13 @@ inline bool qk_backward_from_acc_fits(int NH, int hd, int rd, const float *cos_t
 // attention_backward_dq_acc / attention_backward_dq_acc_scale). Bit for bit what attention's dq
 // pass followed by qk_norm_rope_gain_backward gives (dinp and dgain; Qk3Dout), without that pass
 // and its bf16 dq: per value 4 bytes read instead of 4 read + 2 written + 2 read. Only where
-// qk_backward_from_acc_fits (else exit 2). xn, out: as qk_norm_rope_gain_backward (qk_saved);
-// dinp may not be the one given.
+// qk_backward_from_acc_fits (else exit 2). xn, out, version, form: as qk_norm_rope_gain_backward
+// (qk_saved); dinp may not be the one given.
 inline void qk_norm_rope_gain_backward_from_acc(bf16 *dinp, float *dgain, const float *dout_acc, float dout_scale,
                                                 const bf16 *xn, const bf16 *out, const float *rstd, const float *cos_t,
                                                 const float *sin_t, const float *gain, int B, int T, int NH, int hd, int rd,
-                                                bool accumulate, DeviceScratch scratch, cudaStream_t stream, int version = 0) {
+                                                bool accumulate, DeviceScratch scratch, cudaStream_t stream, int version = 0,
+                                                int form = 0) {
     ProfScope prof_(PROF_MEMBOUND, stream);
     const char *who = "qk_norm_rope_gain_backward_from_acc";
     qk_check_shape(B, T, NH, hd, rd, who);
@@ -2737,7 +2972,7 @@ inline void qk_norm_rope_gain_backward_from_acc(bf16 *dinp, float *dgain, const 
     if (qk_head_rows(B, T, NH, who) == 0) return;
     float *partial = dgain ? (float *)scratch.ptr : nullptr;
     const int nb = qk_backward_v3_launch(dinp, partial, dout_acc, dout_scale, saved, out != nullptr, rstd, cos_t, sin_t, gain,
-                                         B * T, T, NH, hd, rd, accumulate, scratch, who, stream);
+                                         B * T, T, NH, hd, rd, accumulate, scratch, who, stream, form);
     cudaCheckLaunch();
     if (dgain) channel_partials_finalize(dgain, partial, nb, NH, nullptr, stream);
 }

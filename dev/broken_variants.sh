@@ -35,6 +35,9 @@
 #                         every other column of the weight     (common/layers.cuh)  -> dev_layers
 #   BREAK_QK3_ACC         the q/k backward from attention's fp32 dQ accumulator leaves its scale out
 #                                                              (common/layers.cuh)  -> dev_layers
+#   BREAK_QK3_FAST        the token-row q/k backward's second form (QK3_BWD=2) takes 1/hd one ulp too
+#                         large: within the CPU tolerance, not form 1's bits
+#                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_QK_FROM_OUT     the q/k backward from out takes out for xn without undoing RoPE
 #                                                              (common/layers.cuh)  -> dev_layers
 #   BREAK_RMB_SKIP        rmsnorm_resid_mix_backward's skip gradient takes mix[0] for the skip weight
@@ -124,6 +127,7 @@ ROWS=(
     'BREAK_QK3_BWD|layers|--no-bench|FAIL +dgain'
     'BREAK_FOLD_GRAD|layers|--no-bench|FAIL +dscale \(accumulate\)'
     'BREAK_QK3_ACC|layers|--no-bench|FAIL +from acc dinp +bitwise'
+    'BREAK_QK3_FAST|layers|--no-bench|FAIL +v3 form 2 dinp'
     'BREAK_QK_FROM_OUT|layers|--no-bench|FAIL +dinp from out'
     'BREAK_RMB_SKIP|layers|--no-bench|FAIL +skip d(enc|res)'
     'BREAK_RMB_RECOMPUTE|layers|--no-bench|FAIL +v2 = v1 (skip )?d(resid|res|x0)'

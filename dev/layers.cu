@@ -16,7 +16,9 @@
 // Determinism: the embedding scatter-add and every per-channel reduction run twice and must
 // agree bit for bit. q/k: every shape runs on the head-row kernels (v2) and, where it fits, the
 // token-row kernels (v3, the default), each against the CPU twins, and v3's outputs must equal
-// v2's bit for bit (dgain aside: another summation order); the benchmark times both. The q/k
+// v2's bit for bit (dgain aside: another summation order); the benchmark times both. v3's backward
+// runs in both its forms (QK3_BWD), which must agree bit for bit, dgain and its per-block
+// partials included; the benchmark times both forms at q's and k's shapes. The q/k
 // backward from attention's fp32 dQ accumulator (qk_norm_rope_gain_backward_from_acc) must give,
 // bit for bit, what attention's dq pass followed by the bf16 backward gives (dinp and dgain).
 // rmsnorm_resid_mix_backward: every shape runs version 1 (reads ln) and 2 (rebuilds ln from resid
@@ -783,15 +785,29 @@ static void test_scalar_scale(size_t n) {
 // ----------------------------------------------------------------------------
 // q/k norm + RoPE + gain
 
-// What one version of the q/k launchers wrote on one shape (dev_layers compares the versions)
+// What one version of the q/k launchers wrote on one shape (dev_layers compares the versions).
+// dgain, dgain_out: dgain from xn / from out (not accumulating into dinp), with the backward's
+// per-block partials (part, part_out: the scratch's first REDUCE_MAX_BLOCKS * NH floats,
+// poisoned before the call)
 struct QkResults {
-    std::vector<float> out, xn, rstd, re, dx, dx_acc, dx_inplace, dx_out, dx_out_acc;
+    std::vector<float> out, xn, rstd, re, dx, dx_acc, dx_inplace, dx_out, dx_out_acc, dgain, dgain_out, part, part_out;
 };
+// the gain partials the q/k backward left in the scratch (qk_partials_poison before it)
+static void qk_partials_poison(int NH) { poison((float *)g_scratch.ptr, (size_t)REDUCE_MAX_BLOCKS * NH); }
+static std::vector<float> qk_partials(int NH) {
+    std::vector<float> h((size_t)REDUCE_MAX_BLOCKS * NH);
+    cudaCheck(cudaMemcpy(h.data(), g_scratch.ptr, h.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+}
+static bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
 
 // The q/k checks of one version of the launchers (2: head-row kernels, 3: token-row kernels;
-// each launcher falls back to 2 where 3 does not fit the shape). Inputs are drawn from a fixed
-// seed, so every version sees the same ones.
-static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int rd, bool with_gain) {
+// each launcher falls back to 2 where 3 does not fit the shape) and, for 3, one form of the
+// token-row backward (form: 1 qk_backward_v3_kernel, 2 qk_backward_v3f_kernel). Inputs are drawn
+// from a fixed seed, so every version and form sees the same ones.
+static QkResults check_qk_version(int version, int form, int B, int T, int NH, int hd, int rd, bool with_gain) {
     std::mt19937_64 saved = dev_rng();
     dev_rng().seed(4242 + B * 7 + T * 13 + NH * 17 + hd * 19 + rd * 23);
     const int N = B * T, half = rd / 2;
@@ -863,8 +879,10 @@ static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int
             if (acc) put(d_dx, dx);
             else poison(d_dx.p, n);
             put(d_dgain, dgain);
+            qk_partials_poison(NH);
             qk_norm_rope_gain_backward(d_dx.p, with_gain ? d_dgain.p : nullptr, d_dout.p, g_xn, g_out, d_rstd.p, d_cos.p,
-                                       d_sin.p, with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, acc, g_scratch, 0, version);
+                                       d_sin.p, with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, acc, g_scratch, 0, version,
+                                       form);
             std::vector<float> &got = from_out ? (acc ? res.dx_out_acc : res.dx_out) : (acc ? res.dx_acc : res.dx);
             got = get(d_dx, n);
             expect(check_bf16(what.c_str(), got, r_dx));
@@ -872,9 +890,11 @@ static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int
                 std::vector<float> g = get(d_dgain, NH);
                 expect(check_sum(from_out ? "dgain from out" : "dgain", g, r_dgain));
                 if (!acc) {
+                    (from_out ? res.dgain_out : res.dgain) = g;
+                    (from_out ? res.part_out : res.part) = qk_partials(NH);
                     put(d_dgain, dgain);
                     qk_norm_rope_gain_backward(d_dx.p, d_dgain.p, d_dout.p, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, d_gain.p, B,
-                                               T, NH, hd, rd, acc, g_scratch, 0, version);
+                                               T, NH, hd, rd, acc, g_scratch, 0, version, form);
                     expect(check_exact(from_out ? "dgain from out" : "dgain", get(d_dgain, NH), g));
                 }
             }
@@ -885,7 +905,7 @@ static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int
     qk_norm_rope_gain_backward_cpu(ref.data(), (float *)nullptr, dout.data(), b_xn.data(), b_rstd.data(), cs.data(),
                                    sn.data(), with_gain ? gain.data() : nullptr, B, T, NH, hd, rd);
     qk_norm_rope_gain_backward(d_dout.p, nullptr, d_dout.p, d_xn.p, nullptr, d_rstd.p, d_cos.p, d_sin.p,
-                               with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, false, g_scratch, 0, version);
+                               with_gain ? d_gain.p : nullptr, B, T, NH, hd, rd, false, g_scratch, 0, version, form);
     res.dx_inplace = get(d_dout, n);
     expect(check_bf16("dinp (in place)", res.dx_inplace, ref));
     dev_rng() = saved;
@@ -893,11 +913,13 @@ static QkResults check_qk_version(int version, int B, int T, int NH, int hd, int
 }
 
 // The q/k backward from attention's fp32 dQ accumulator (qk_norm_rope_gain_backward_from_acc),
-// where it takes the shape: bit for bit what attention's dq pass (attention_backward_dq_convert,
-// the shipping one) followed by qk_norm_rope_gain_backward (version 3) gives, dinp and dgain,
-// overwriting and accumulating; and against the CPU twin on the rounded dout bf16(acc * scale).
-// The accumulator holds unrounded fp32 values (as attention's does), so the rounding matters:
-// with the scale left out or the rounding skipped, the bitwise lines fail.
+// where it takes the shape, in both forms of the token-row backward: bit for bit what attention's
+// dq pass (attention_backward_dq_convert, the shipping one) followed by qk_norm_rope_gain_backward
+// (version 3, form 1) gives, dinp, dgain and the per-block gain partials, overwriting and
+// accumulating; and against the CPU twin on the rounded dout bf16(acc * scale). The bf16
+// backward's form 2 on that dq, bit for bit the same too. The accumulator holds unrounded fp32
+// values (as attention's does), so the rounding matters: with the scale left out or the rounding
+// skipped, the bitwise lines fail.
 static void test_qk_from_acc(int B, int T, int NH, int hd, int rd, bool with_gain) {
     DevBuf<float> probe(8);
     if (!qk_backward_from_acc_fits(NH, hd, rd, probe.p, probe.p, 3)) return;
@@ -949,50 +971,81 @@ static void test_qk_from_acc(int B, int T, int NH, int hd, int rd, bool with_gai
         else poison(d_ref.p, n), poison(d_dx.p, n);
         put(d_dg_ref, dgain);
         put(d_dg, dgain);
+        qk_partials_poison(NH);
         qk_norm_rope_gain_backward(d_ref.p, dg_ref, d_dq.p, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH, hd, rd, a,
-                                   g_scratch, 0, 3);
-        qk_norm_rope_gain_backward_from_acc(d_dx.p, dg, d_acc.p, scale, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH,
-                                            hd, rd, a, g_scratch, 0, 3);
-        const std::vector<float> got = get(d_dx, n), ref = get(d_ref, n);
-        expect(check_bf16(("from acc dinp" + sfx).c_str(), got, r_dx));
-        const bool same = memcmp(got.data(), ref.data(), n * sizeof(float)) == 0;
-        printf("  %s %-34s bitwise identical to convert + bf16 backward\n", same ? "ok  " : "FAIL",
-               ("from acc dinp" + sfx).c_str());
-        expect(same);
-        if (with_gain) {
-            const std::vector<float> gg = get(d_dg, NH), gr = get(d_dg_ref, NH);
-            expect(check_sum(("from acc dgain" + sfx).c_str(), gg, r_dgain));
-            const bool sg = memcmp(gg.data(), gr.data(), NH * sizeof(float)) == 0;
-            printf("  %s %-34s bitwise identical to convert + bf16 backward\n", sg ? "ok  " : "FAIL",
-                   ("from acc dgain" + sfx).c_str());
-            expect(sg);
+                                   g_scratch, 0, 3, 1);
+        const std::vector<float> ref = get(d_ref, n), gr = get(d_dg_ref, NH), pr = qk_partials(NH);
+        // form: 1, 2 from the accumulator; 3: form 2 of the bf16 backward on the converted dq
+        for (int form = 1; form <= 3; form++) {
+            const std::string what = (form == 3 ? "bf16 bwd form 2 dinp" : "from acc dinp") + sfx;
+            const std::string what_g = (form == 3 ? "bf16 bwd form 2 dgain" : "from acc dgain") + sfx;
+            const std::string than = form == 3 ? "form 1's" : "convert + bf16 backward (this: form " + std::to_string(form) + ")";
+            if (a) put(d_dx, dx);
+            else poison(d_dx.p, n);
+            put(d_dg, dgain);
+            qk_partials_poison(NH);
+            if (form == 3)
+                qk_norm_rope_gain_backward(d_dx.p, dg, d_dq.p, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, g, B, T, NH, hd, rd, a,
+                                           g_scratch, 0, 3, 2);
+            else
+                qk_norm_rope_gain_backward_from_acc(d_dx.p, dg, d_acc.p, scale, g_xn, g_out, d_rstd.p, d_cos.p, d_sin.p, g, B, T,
+                                                    NH, hd, rd, a, g_scratch, 0, 3, form);
+            const std::vector<float> got = get(d_dx, n);
+            expect(check_bf16(what.c_str(), got, r_dx));
+            const bool same = same_bits(got, ref);
+            printf("  %s %-40s bitwise identical to %s\n", same ? "ok  " : "FAIL", what.c_str(), than.c_str());
+            expect(same);
+            if (with_gain) {
+                const std::vector<float> gg = get(d_dg, NH);
+                expect(check_sum(what_g.c_str(), gg, r_dgain));
+                const bool sg = same_bits(gg, gr) && same_bits(qk_partials(NH), pr);
+                printf("  %s %-40s bitwise identical to %s (partials too)\n", sg ? "ok  " : "FAIL", what_g.c_str(),
+                       than.c_str());
+                expect(sg);
+            }
         }
     }
     dev_rng() = saved;
 }
 
 // The q/k launchers on one shape: version 2 (the head-row kernels) and, where the shape fits
-// them, version 3 (the token-row kernels), each against the CPU twins; then version 3's outputs
-// against version 2's, bit for bit (the same arithmetic, qk_rstd / qk_rope8 / qk_rope_grad8 /
-// qk_norm_grad8; only dgain's summation order differs, checked above against the CPU).
+// them, version 3 (the token-row kernels) with each form of its backward (1:
+// qk_backward_v3_kernel, 2: qk_backward_v3f_kernel), each against the CPU twins; then version 3
+// (form 1)'s outputs against version 2's, bit for bit (the same arithmetic, qk_rstd / qk_rope8 /
+// qk_rope_grad8 / qk_norm_grad8; only dgain's summation order differs, checked above against the
+// CPU), and form 2's backward outputs against form 1's, bit for bit, dgain and its per-block
+// partials included (the same grid, the same sums in the same order).
 static void test_qk(int B, int T, int NH, int hd, int rd, bool with_gain) {
     DevBuf<float> probe(8);  // cudaMalloc'ed tables are 16-byte aligned: whether v3 takes the shape
     const bool v3 = qk_v3_fits(NH, hd, rd, probe.p, probe.p);
     printf("qk_norm_rope_gain B=%d T=%d NH=%d hd=%d rd=%d gain=%d: v2%s\n", B, T, NH, hd, rd, with_gain,
-           v3 ? ", v3 (token rows)" : " (v3 does not take this shape)");
-    const QkResults r2 = check_qk_version(2, B, T, NH, hd, rd, with_gain);
+           v3 ? ", v3 (token rows) backward forms 1 and 2" : " (v3 does not take this shape)");
+    const QkResults r2 = check_qk_version(2, 0, B, T, NH, hd, rd, with_gain);
     if (!v3) return;
-    printf("  v3:\n");
-    const QkResults r3 = check_qk_version(3, B, T, NH, hd, rd, with_gain);
-    const std::pair<const char *, const std::vector<float> QkResults::*> outs[] = {
+    printf("  v3, backward form 1:\n");
+    const QkResults r3 = check_qk_version(3, 1, B, T, NH, hd, rd, with_gain);
+    printf("  v3, backward form 2:\n");
+    const QkResults r3f = check_qk_version(3, 2, B, T, NH, hd, rd, with_gain);
+    using Field = const std::vector<float> QkResults::*;
+    const std::pair<const char *, Field> outs[] = {
         {"out", &QkResults::out},   {"xn", &QkResults::xn},       {"rstd", &QkResults::rstd},
         {"out from xn", &QkResults::re}, {"dinp", &QkResults::dx}, {"dinp (accumulate)", &QkResults::dx_acc},
         {"dinp (in place)", &QkResults::dx_inplace}, {"dinp from out", &QkResults::dx_out},
         {"dinp (accumulate) from out", &QkResults::dx_out_acc}};
     for (const auto &o : outs) {
-        const std::vector<float> &a = r3.*o.second, &b = r2.*o.second;
-        const bool same = a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+        const bool same = same_bits(r3.*o.second, r2.*o.second);
         printf("  %s v3 %-25s bitwise identical to v2's\n", same ? "ok  " : "FAIL", o.first);
+        expect(same);
+    }
+    const std::pair<const char *, Field> bwd[] = {
+        {"dinp", &QkResults::dx}, {"dinp (accumulate)", &QkResults::dx_acc}, {"dinp (in place)", &QkResults::dx_inplace},
+        {"dinp from out", &QkResults::dx_out}, {"dinp (accumulate) from out", &QkResults::dx_out_acc},
+        {"dgain", &QkResults::dgain}, {"dgain partials", &QkResults::part}, {"dgain from out", &QkResults::dgain_out},
+        {"dgain partials from out", &QkResults::part_out}};
+    for (const auto &o : bwd) {
+        if (!with_gain && (r3.*o.second).empty()) continue;
+        const bool same = same_bits(r3f.*o.second, r3.*o.second);
+        printf("  %s v3 form 2 %-26s bitwise identical to form 1's\n", same ? "ok  " : "FAIL", o.first);
         expect(same);
     }
     test_qk_from_acc(B, T, NH, hd, rd, with_gain);
@@ -1145,11 +1198,20 @@ static void bench_all() {
                                                  false, g_scratch, 0, 3);
                   }),
                   q_conv + q_bwd, 0);
-        bench_row("qk bwd from acc, from out", shape, bench_ms([&] {
-                      qk_norm_rope_gain_backward_from_acc(a.p, grads.p, accf.p, sc, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T,
-                                                          H, hd, rd, false, g_scratch, 0, 3);
-                  }),
-                  q_acc + ND * 2 * b2 + (double)N * H * b4, 0);
+        // the token-row backward's two forms (QK3_BWD), from the accumulator and from bf16
+        for (int form = 1; form <= 2; form++) {
+            snprintf(shape, sizeof shape, "q form %d: N=%d H=%d hd=%d", form, N, H, hd);
+            bench_row("qk bwd from acc, from out", shape, bench_ms([&] {
+                          qk_norm_rope_gain_backward_from_acc(a.p, grads.p, accf.p, sc, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, params.p,
+                                                              B, T, H, hd, rd, false, g_scratch, 0, 3, form);
+                      }),
+                      q_acc + ND * 2 * b2 + (double)N * H * b4, 0);
+            bench_row("qk bwd from out (bf16)", shape, bench_ms([&] {
+                          qk_norm_rope_gain_backward(a.p, grads.p, b.p, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, params.p, B, T, H, hd,
+                                                     rd, false, g_scratch, 0, 3, form);
+                      }),
+                      q_bwd, 0);
+        }
         const double nk = (double)N * KVD, k_conv = nk * (b4 + b2), k_bwd = nk * 3 * b2 + (double)N * KV * b4;
         snprintf(shape, sizeof shape, "k: N=%d KV=%d hd=%d", N, KV, hd);
         bench_row("attention dq convert", shape, bench_ms([&] { attention_backward_dq_convert(b.p, accf.p, 1, N, KV, hd, false, 0); }),
@@ -1160,11 +1222,19 @@ static void bench_all() {
                                                  false, g_scratch, 0, 3);
                   }),
                   k_conv + k_bwd, 0);
-        bench_row("qk bwd from acc, from out", shape, bench_ms([&] {
-                      qk_norm_rope_gain_backward_from_acc(a.p, nullptr, accf.p, sc, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T,
-                                                          KV, hd, rd, false, g_scratch, 0, 3);
-                  }),
-                  nk * b4 + nk * 2 * b2 + (double)N * KV * b4, 0);
+        for (int form = 1; form <= 2; form++) {
+            snprintf(shape, sizeof shape, "k form %d: N=%d KV=%d hd=%d", form, N, KV, hd);
+            bench_row("qk bwd from acc, from out", shape, bench_ms([&] {
+                          qk_norm_rope_gain_backward_from_acc(a.p, nullptr, accf.p, sc, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, nullptr,
+                                                              B, T, KV, hd, rd, false, g_scratch, 0, 3, form);
+                      }),
+                      nk * b4 + nk * 2 * b2 + (double)N * KV * b4, 0);
+            bench_row("qk bwd from out (bf16)", shape, bench_ms([&] {
+                          qk_norm_rope_gain_backward(a.p, nullptr, b.p, nullptr, e.p, rstd.p, cos_t.p, sin_t.p, nullptr, B, T, KV, hd,
+                                                     rd, false, g_scratch, 0, 3, form);
+                      }),
+                      k_bwd, 0);
+        }
     }
     // the q/k kernels: v2 (head-row kernels) and v3 (token-row kernels, the default) on the same
     // inputs, one after the other; bytes: what each must move (bf16 tensors + fp32 rstd)
@@ -1303,6 +1373,10 @@ int main(int argc, char **argv) {
     test_qk(2, 33, 16, 64, 16, true);    // 1024 values a token row: v3's longest (4 vectors a lane)
     test_qk(3, 37, 5, 128, 16, true);    // 16 lanes a head, 5 heads: v3 with 3 vectors a lane, 12 lanes idle
     test_qk(1, 45, 2, 16, 16, true);     // 2 lanes a head, RoPE on every dim
+    test_qk(3, 41, 1, 64, 32, true);     // 1 head: 8 of a warp's 32 lanes; rd = 32: 2 lanes in each part of RoPE
+    test_qk(3, 1001, 8, 64, 48, false);  // q's shape, rd = 48 (3 lanes a part); N = 3003: the last block's rows past N
+    test_qk(5, 1999, 8, 64, 16, true);   // q's shape, N = 9995: several grid steps, the last one partial
+    test_qk(1, 77, 3, 64, 64, false);    // 3 heads, RoPE on every dim, no gain, an odd N (v3: 2 rows a warp)
     test_qk(2, 100, 20, 64, 16, true);   // 1280 values a token row: too long for v3 (v2 only)
     test_qk_from_acc(1, 1, 8, 64, 16, true);     // one token row (q's shape)
     test_qk_from_acc(1, 333, 8, 64, 16, true);   // an odd N, q's shape: rows past N in the last block
