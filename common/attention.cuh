@@ -962,6 +962,45 @@ __global__ void xsa_forward_kernel(__nv_bfloat16 *__restrict__ out, float *__res
     }
 }
 
+// One query head's step of xsa_backward, shared by its two versions so that they give the same
+// bits by construction: c = y . vn and gg = dout . vn over the row's 8 lanes, then dvn -= c dout +
+// gg y and dd (dout in) becomes dy = dout - gg vn (+ prev when accumulating).
+__device__ __forceinline__ void xsa_bwd_dots(float &c, float &gg, const float yy[8], const float dd[8], const float vn[8]) {
+    c = 0.f, gg = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        c += yy[i] * vn[i];
+        gg += dd[i] * vn[i];
+    }
+    c = sum8(c);
+    gg = sum8(gg);
+}
+__device__ __forceinline__ void xsa_bwd_update(float dvn[8], float dd[8], const float yy[8], const float vn[8], const float prev[8],
+                                               float c, float gg, bool accumulate) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        dvn[i] -= c * dd[i] + gg * yy[i];
+        dd[i] -= gg * vn[i];
+        if (accumulate) dd[i] += prev[i];
+    }
+}
+// and the end: dv = (dvn - vn (vn . dvn)) / |v| (+ prev), with vn . dvn taken as 0 where the
+// norm was clamped
+__device__ __forceinline__ float xsa_bwd_mdot(const float vn[8], const float dvn[8], bool clamped) {
+    float mdot = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) mdot += vn[i] * dvn[i];
+    mdot = sum8(mdot);
+    return clamped ? 0.f : mdot;
+}
+__device__ __forceinline__ void xsa_bwd_dv(float dvn[8], const float vn[8], const float prev[8], float mdot, float den, bool accumulate) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        dvn[i] = (dvn[i] - vn[i] * mdot) / den;
+        if (accumulate) dvn[i] += prev[i];
+    }
+}
+
 // dy = dout - (dout . vn) vn; dvn = -sum_g ((y . vn) dout + (dout . vn) y);
 // dv = (dvn - vn (vn . dvn)) / |v|, or dvn / eps when the norm was clamped.
 // D (B, H, T) fp32, unless null: attention's D = rowsum(dy * y) of the dy stored, summed as the
@@ -991,21 +1030,10 @@ __global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat1
         const size_t off = (n * H + (size_t)kh * G + g) * HD + part * 8;
         load8(yy, y + off);
         load8(dd, dout + off);
-        float c = 0.f, gg = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            c += yy[i] * vn[i];
-            gg += dd[i] * vn[i];
-        }
-        c = sum8(c);
-        gg = sum8(gg);
+        float c, gg;
+        xsa_bwd_dots(c, gg, yy, dd, vn);
         if (accumulate && valid) load8(prev, dy + off);
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            dvn[i] -= c * dd[i] + gg * yy[i];
-            dd[i] -= gg * vn[i];
-            if (accumulate) dd[i] += prev[i];
-        }
+        xsa_bwd_update(dvn, dd, yy, vn, prev, c, gg, accumulate);
         const uint4 du = pack8(dd);
         if (valid) *reinterpret_cast<uint4 *>(dy + off) = du;
         if (D) {  // every lane takes part in the row sum (D is uniform)
@@ -1017,22 +1045,14 @@ __global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat1
             if (valid && part == 0) D[((n / T) * H + (size_t)kh * G + g) * T + n % T] = d;
         }
     }
-    float mdot = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; i++) mdot += vn[i] * dvn[i];
-    mdot = sum8(mdot);
-    if (clamped) mdot = 0.f;
+    const float mdot = xsa_bwd_mdot(vn, dvn, clamped);
     if (accumulate && valid) load8(prev, dv + pr * HD + part * 8);
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        dvn[i] = (dvn[i] - vn[i] * mdot) / den;
-        if (accumulate) dvn[i] += prev[i];
-    }
+    xsa_bwd_dv(dvn, vn, prev, mdot, den, accumulate);
     if (valid) store8(dv + pr * HD + part * 8, dvn);
 }
 
-// version 2 of xsa_backward, the same results bit for bit (the same arithmetic, statement for
-// statement): version 1 waits for v and vnorm, then for each query head's y and dout in turn
+// version 2 of xsa_backward, the same results bit for bit (the same arithmetic: both versions'
+// math is xsa_bwd_dots / _update / _mdot / _dv): version 1 waits for v and vnorm, then for each query head's y and dout in turn
 // (its loop over the G heads cannot issue head g + 1's loads before head g's stores), three
 // dependent round trips with 32 bytes in flight per thread; and a warp's 4 pairs are the KV heads
 // of one token, so its D store touches 4 sectors (heads T * 4 bytes apart) for 16 bytes. Here G
@@ -1050,15 +1070,6 @@ __global__ void xsa_backward_kernel(__nv_bfloat16 *__restrict__ dy, __nv_bfloat1
 // 32-bit offsets: the launcher checks N H HD < 2^31.
 constexpr int XSA2_THREADS = 256, XSA2_PAIRS = XSA2_THREADS / 8, XSA2_PAIRS_SHIFT = 5;
 static_assert(XSA2_PAIRS == 1 << XSA2_PAIRS_SHIFT, "the pair mapping's shifts");
-__device__ __forceinline__ void unpack8(float x[8], const uint4 &u) {  // load8's conversion, from a register
-    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 f = __bfloat1622float2(h2[i]);
-        x[2 * i] = f.x;
-        x[2 * i + 1] = f.y;
-    }
-}
 template <int G>
 __global__ void __launch_bounds__(XSA2_THREADS) xsa_backward_v2_kernel(
     __nv_bfloat16 *__restrict__ dy, __nv_bfloat16 *__restrict__ dv, const __nv_bfloat16 *__restrict__ dout,
@@ -1096,7 +1107,7 @@ __global__ void __launch_bounds__(XSA2_THREADS) xsa_backward_v2_kernel(
     const bool clamped = !(nrm > NORM_EPS);
     const float den = clamped ? NORM_EPS : nrm;
     float vn[8], dvn[8], prev[8];
-    unpack8(vn, vraw);
+    lyr::unpack8(vn, vraw);
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         vn[i] /= den;
@@ -1105,23 +1116,12 @@ __global__ void __launch_bounds__(XSA2_THREADS) xsa_backward_v2_kernel(
 #pragma unroll
     for (int g = 0; g < G; g++) {
         float yy[8], dd[8];
-        unpack8(yy, yr[g]);
-        unpack8(dd, dr[g]);
-        float c = 0.f, gg = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            c += yy[i] * vn[i];
-            gg += dd[i] * vn[i];
-        }
-        c = sum8(c);
-        gg = sum8(gg);
-        unpack8(prev, py[g]);
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            dvn[i] -= c * dd[i] + gg * yy[i];
-            dd[i] -= gg * vn[i];
-            if (accumulate) dd[i] += prev[i];
-        }
+        lyr::unpack8(yy, yr[g]);
+        lyr::unpack8(dd, dr[g]);
+        float c, gg;
+        xsa_bwd_dots(c, gg, yy, dd, vn);
+        lyr::unpack8(prev, py[g]);
+        xsa_bwd_update(dvn, dd, yy, vn, prev, c, gg, accumulate);
         const uint4 du = pack8(dd);
         if (valid) *reinterpret_cast<uint4 *>(dy + off0 + g * HD) = du;
         if (D) {  // every lane takes part in the row sum (D is uniform); every lane gets its bits
@@ -1138,17 +1138,9 @@ __global__ void __launch_bounds__(XSA2_THREADS) xsa_backward_v2_kernel(
             if (valid && part == (g & 7)) dD[(size_t)hw * T] = d;
         }
     }
-    float mdot = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; i++) mdot += vn[i] * dvn[i];
-    mdot = sum8(mdot);
-    if (clamped) mdot = 0.f;
-    unpack8(prev, pv);
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        dvn[i] = (dvn[i] - vn[i] * mdot) / den;
-        if (accumulate) dvn[i] += prev[i];
-    }
+    const float mdot = xsa_bwd_mdot(vn, dvn, clamped);
+    lyr::unpack8(prev, pv);
+    xsa_bwd_dv(dvn, vn, prev, mdot, den, accumulate);
     if (valid) store8(dv + voff, dvn);
 }
 

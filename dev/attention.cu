@@ -948,15 +948,23 @@ static bool check_preprocess() {
         upload(d_dout, dout);
         upload(d_out, out);
         upload(d_lse, lse);
-        std::vector<float> D[4], l2[4];
-        for (int ver = 1; ver <= 3; ver++) {
+        // one call of version ver from poisoned D, lse2 and dq_acc: what it left in each
+        struct Got {
+            std::vector<float> D, l2, acc;
+        };
+        auto run = [&](int ver, AttnBwdPrepared prep) {
             poison(d_D.p, rows);
             poison(d_l2.p, rows);
             poison(d_acc.p, n);
-            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver);
+            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver, prep);
             cudaCheck(cudaDeviceSynchronize());
-            D[ver] = host_f32(d_D.p, rows), l2[ver] = host_f32(d_l2.p, rows);
-            const std::vector<float> acc = host_f32(d_acc.p, n);
+            return Got{host_f32(d_D.p, rows), host_f32(d_l2.p, rows), host_f32(d_acc.p, n)};
+        };
+        std::vector<float> D[4], l2[4];
+        for (int ver = 1; ver <= 3; ver++) {
+            Got got = run(ver, AttnBwdPrepared());
+            D[ver] = got.D, l2[ver] = got.l2;
+            const std::vector<float> &acc = got.acc;
             double worst = 0;  // |D - ref| / sum |terms|
             size_t bad = 0, nonzero = 0;
             for (int b = 0; b < B; b++)
@@ -991,12 +999,8 @@ static bool check_preprocess() {
         for (int ver = 1; ver <= 3; ver++) {
             AttnBwdPrepared prep;
             prep.D = true;
-            poison(d_D.p, rows);
-            poison(d_l2.p, rows);
-            poison(d_acc.p, n);
-            attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver, prep);
-            cudaCheck(cudaDeviceSynchronize());
-            const std::vector<float> Dq = host_f32(d_D.p, rows), l2q = host_f32(d_l2.p, rows), acc = host_f32(d_acc.p, n);
+            const Got got = run(ver, prep);
+            const std::vector<float> &Dq = got.D, &l2q = got.l2, &acc = got.acc;
             size_t poisoned_D = 0, zero_acc = 0;
             for (float x : Dq) poisoned_D += std::isnan(x);
             for (float x : acc) zero_acc += x == 0.f;
@@ -1013,12 +1017,8 @@ static bool check_preprocess() {
                 AttnBwdPrepared prep;
                 prep.dq_zero = true;
                 prep.D = prepared;
-                poison(d_D.p, rows);
-                poison(d_l2.p, rows);
-                poison(d_acc.p, n);
-                attention_backward_preprocess_run(d_D.p, d_l2.p, d_acc.p, d_dout.p, d_out.p, d_lse.p, B, T, H, 0, ver, prep);
-                cudaCheck(cudaDeviceSynchronize());
-                const std::vector<float> Dz = host_f32(d_D.p, rows), l2z = host_f32(d_l2.p, rows), acc = host_f32(d_acc.p, n);
+                const Got got = run(ver, prep);
+                const std::vector<float> &Dz = got.D, &l2z = got.l2, &acc = got.acc;
                 size_t written = 0, poisoned_D = 0;
                 for (float x : acc) written += !std::isnan(x);
                 for (float x : Dz) poisoned_D += std::isnan(x);
