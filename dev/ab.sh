@@ -9,7 +9,7 @@
 # for every variant, so builds that compute the same numbers print the same loss at step 1 and
 # nearly the same after: docs/RESULTS.md's step-1 checks).
 #
-#   DATA_PATH=... bash dev/ab.sh ./train_gpt old/train_gpt ./train_gpt:PROJ_GEMM=cublas
+#   DATA_PATH=... bash dev/ab.sh ./train_gpt old/train_gpt ./train_gpt:QK3_BWD=1
 #
 # A variant: a train_gpt binary, then optionally `:VAR=value` settings for its runs only (several:
 # ./train_gpt:RMB_VERSION=1:XSA_BWD=1). Environment:
