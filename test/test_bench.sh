@@ -45,6 +45,23 @@ else
     check_fail "bench: dev/sdpa_attention.py without a GPU says so in one line" 1 "^sdpa_attention.py: needs a CUDA GPU" \
         $PYTHON dev/sdpa_attention.py --reps 1
 fi
+# dev/ab.sh (builds side by side in one call): its input checks, and a CPU smoke run of the
+# whole script (two variants, one with a setting of its own, two rounds) on the tiny model
+check_fail "bench: dev/ab.sh without DATA_PATH says what it needs" 1 "^ab: DATA_PATH must name the directory" \
+    env -u DATA_PATH bash dev/ab.sh ./train_gpt
+check_fail "bench: dev/ab.sh names a variant whose binary is missing" 1 "^ab: $BD/nope \\(variant '$BD/nope:X=1'\\): not an executable file" \
+    env DATA_PATH=$BD/data bash dev/ab.sh ./train_gpt $BD/nope:X=1
+check_fail "bench: dev/ab.sh refuses a setting that is not VAR=value" 1 "^ab: variant './train_gpt:lr': 'lr' is not a VAR=value setting" \
+    env DATA_PATH=$BD/data bash dev/ab.sh ./train_gpt:lr
+check_fail "bench: dev/ab.sh refuses a bad AB_STEPS" 1 "^ab: AB_STEPS=x: not a whole number" \
+    env DATA_PATH=$BD/data AB_STEPS=x bash dev/ab.sh ./train_gpt
+check "bench: dev/ab.sh on the CPU: two variants x two rounds, a table row each, the setting in its own runs only" \
+    bash -c "env $TINYB AB_DEVICE=cpu AB_ROUNDS=2 AB_STEPS=2 AB_WARMUP=1 AB_DIR=$BD/ab bash dev/ab.sh $ROOT/train_gpt \
+             $ROOT/train_gpt:MATRIX_LR=0.01 > $BD/ab.log 2>&1 &&
+             grep -Eq '^variant \(ms/step\) +run 1 +run 2 +mean +last loss$' $BD/ab.log &&
+             [ \$(grep -cE '^/.*train_gpt(:MATRIX_LR=0.01)? +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$' $BD/ab.log) = 2 ] &&
+             grep -Eq '^\| MATRIX_LR +\| 0.01 ' $BD/ab/ab_v2_r2.log && ! grep -Eq '^\| MATRIX_LR +\| 0.01 ' $BD/ab/ab_v1_r2.log ||
+             { cat $BD/ab.log; exit 1; }"
 check_fail "bench: dev/bench.sh without DATA_PATH says what it needs" 1 "^bench: DATA_PATH must name the directory" \
     env -u DATA_PATH bash dev/bench.sh
 check_fail "bench: dev/bench.sh refuses a bad BENCH_STEPS" 1 "^bench: BENCH_STEPS=x: not a whole number" \
