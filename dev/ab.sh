@@ -3,11 +3,11 @@
 # between machines by 10% and more, so two builds are compared only within one call, and
 # alternated (A B A B ...) so that a drift of the machine's clocks or temperature during the call
 # falls on both. Each run is one process: the seed preset (or whatever the environment sets), the
-# training loop only (TRAIN_ONLY=1: no validation, no export), AB_WARMUP warm-up steps, then
-# AB_STEPS timed steps; its `perf:` line gives ms/step. The table at the end has a row per
-# variant: each run's ms/step, their mean, and the last step's train loss (the same data and init
-# for every variant, so builds that compute the same numbers print the same loss at step 1 and
-# nearly the same after: docs/RESULTS.md's step-1 checks).
+# training loop only (TRAIN_ONLY=1: no validation; the artifact at zstd level 1), AB_WARMUP
+# warm-up steps, then AB_STEPS timed steps; its `perf:` line gives ms/step. The table at the end
+# has a row per variant: each run's ms/step, their mean, and the last step's train loss (the same
+# data and init for every variant, so builds that compute the same numbers print the same loss at
+# step 1 and nearly the same after: docs/RESULTS.md's step-1 checks).
 #
 #   DATA_PATH=... bash dev/ab.sh ./train_gpt old/train_gpt ./train_gpt:QK3_BWD=1
 #
@@ -43,8 +43,10 @@ run() {
     local i=$1 r=$2 v=$3 bin=${3%%:*} rest=${3#"${3%%:*}"} log="$DIR/ab_v$1_r$2.log"
     local -a sets=()
     [ -n "$rest" ] && IFS=: read -r -a sets <<< "${rest#:}"
+    # ZSTD_LEVEL=1: the artifact written after the timed steps is off the clock, but level 22 took
+    # ~30 s of each ~45 s run on an H200
     env ITERATIONS="$STEPS" WARMUP_STEPS="$WARM" MAX_WALLCLOCK_SECONDS=0 WARMDOWN_ITERS=0 LATE_QAT_THRESHOLD=0 \
-        TRAIN_ONLY=1 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 TRAIN_LOG_SECONDS=0 NPROC=1 OUT_DIR="$DIR/out_v$i" \
+        ZSTD_LEVEL=1 TRAIN_ONLY=1 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 TRAIN_LOG_SECONDS=0 NPROC=1 OUT_DIR="$DIR/out_v$i" \
         RUN_ID="ab_v${i}_r$r" "${sets[@]}" "$bin" --device "$DEV" > "$log" 2>&1 ||
         die "variant '$v' failed in round $r: see $log (last line: $(tail -n 1 "$log"))"
     grep -q '^perf: ' "$log" || die "variant '$v', round $r: no perf: line in $log"
