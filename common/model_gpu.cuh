@@ -107,12 +107,14 @@ inline bool qkv_gemm_grouped() { return qkv_gemm_mode() != QKV_GEMM_CUBLAS; }
 
 // PROJ_GEMM (developer knob, read once): the attention projection's forward (y W^T) and the
 // backward's d y = dres (diag(attn_scale) W) (both (N, 512) x (512, 512) at the seed shape) on
-// the ping-pong kernel ("pingpong", the default: matmul_forward_grouped's variant 1 with one group)
-// or on cuBLASLt ("cublas"). cuBLASLt's best of 8 timed candidates tiles the 512 columns by 192
-// (89 us a call, ncu, H200); the ping-pong kernel takes them as 4 n-blocks of 128, W's block held
-// in shared memory. Where the Hopper kernel cannot run, cuBLASLt does.
+// cuBLASLt ("cublas", the default) or on the ping-pong kernel ("pingpong": matmul_forward_grouped's
+// variant 1 with one group, 4 n-blocks of 128 columns, W's block held in shared memory). The
+// ping-pong form was written to beat cuBLASLt's 89 us a call under ncu, but it lost alone (H200,
+// dev_matmul's bench: 86.2 us against cuBLASLt's autotuned 75.4) and ran level in the training
+// step (dev/ab.sh, 2 x 2 runs in two calls: 461.32 / 460.88 and 467.89 / 468.01 ms a step,
+// pingpong / cublas), so the library keeps the job. Where the Hopper kernel cannot run, cuBLASLt does.
 inline bool proj_gemm_pingpong() {
-    static const bool pp = env_choice("PROJ_GEMM", {"cublas", "pingpong"}, 1) == 1;
+    static const bool pp = env_choice("PROJ_GEMM", {"cublas", "pingpong"}, 0) == 1;
     return pp;
 }
 // out (N, OC) = inp (N, IC) @ w^T, w (OC, IC): matmul_forward, on the ping-pong kernel per PROJ_GEMM
