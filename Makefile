@@ -72,6 +72,10 @@ else
   $(info ✗ NCCL not found (or NO_NCCL=1): train_gpt trains on one GPU; the CPU path still runs several ranks)
 endif
 
+# the commit the programs are built from, for --version and train_gpt's log (common/config.h)
+BUILD_REV := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+PROG_CC += -DBUILD_REV='"$(BUILD_REV)"'
+
 PROGRAMS := train_gpt quantize eval
 BUILD_DIR ?= build
 TEST_TOOLS := $(patsubst test/%.cpp,build/%,$(wildcard test/*.cpp))

@@ -949,6 +949,7 @@ int main(int argc, char **argv) {
     log.printf("%s\n", log.path.c_str());
     config_print_table(cfg, P_TRAIN, [&](const char *fmt, auto... a) { log.printf(fmt, a...); });
     log.printf("model_params:%zu\n", tl.count);
+    log.printf("build:%s\n", BUILD_REV);
     if (!device_notice.empty()) log.printf("%s\n", device_notice.c_str());
 
     // tokenizer and its byte tables (bits per byte), and the validation tokens

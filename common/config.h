@@ -3,7 +3,8 @@
 // Each option has the reference's environment variable name (NUM_LAYERS, MATRIX_LR, ...), a
 // --long-flag, a default (the `seed` preset), and a help line. Precedence, lowest first:
 //     defaults (seed preset) -> --preset record -> environment variables -> --flags
-// `--help` prints the table, `--dry-run` prints the boxed config and the parameter count.
+// `--help` prints the table, `--dry-run` prints the boxed config and the parameter count,
+// `--version` the git commit the program was built from.
 // Impossible settings stop the program with one clear line and exit status 2.
 #pragma once
 
@@ -14,6 +15,14 @@
 #include "utils.h"
 #ifdef __CUDACC__
 #include <cuda_runtime.h>  // config_resolve_device asks the driver whether a GPU is usable
+#endif
+
+// The commit the program was built from: the Makefile passes `git describe --always --dirty`
+// (make rebuilds a program only when its sources change, so a later commit that touched none of
+// them leaves the earlier stamp, which still names the same code). train_gpt logs it, bench.sh
+// puts it in its table.
+#ifndef BUILD_REV
+#define BUILD_REV "unknown (not built by the Makefile)"
 #endif
 
 // Which program shows an option in --help (an option may belong to several). P_MODEL marks the
@@ -381,6 +390,7 @@ inline void config_print_help(const char *prog, int program, const char *usage) 
     printf("  %-34s %-28s %-14s %s\n", "--flag", "ENV", "default", "meaning");
     printf("  %-34s %-28s %-14s %s\n", "--preset NAME", "", "seed", "seed (the default) or record (docs/RECIPE.md, Presets)");
     printf("  %-34s %-28s %-14s %s\n", "--help", "", "", "print this table and exit");
+    printf("  %-34s %-28s %-14s %s\n", "--version", "", "", "print the git commit this program was built from and exit");
     for (int i = 0; i < NUM_OPTIONS; i++) {
         const OptionInfo &o = OPTIONS[i];
         if (!(o.programs & program)) continue;
@@ -400,6 +410,11 @@ inline void config_parse(Config &c, int argc, char **argv, int program, const ch
     std::string preset = "seed";
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) { config_print_help(argv[0], program, usage); exit(0); }
+        if (!strcmp(argv[a], "--version")) {
+            const char *slash = strrchr(argv[0], '/');
+            printf("%s %s\n", slash ? slash + 1 : argv[0], BUILD_REV);
+            exit(0);
+        }
         if (!strcmp(argv[a], "--preset")) {
             if (a + 1 >= argc) config_fail("--preset needs a value (seed or record)");
             preset = argv[a + 1];

@@ -78,7 +78,7 @@ stamp() { echo "bench: [$((SECONDS - T0))s] $*"; }
 eval "$(./train_gpt --dry-run | awk '$2=="NUM_LAYERS"{print "L="$4} $2=="MODEL_DIM"{print "D="$4} $2=="TRAIN_SEQ_LEN"{print "T="$4} $2=="TRAIN_BATCH_TOKENS"{print "TOK="$4}')"
 {
     echo "shape: L:$L D:$D T:$T tokens_per_step:$TOK grad_accum:8"
-    echo "date: $(date -u +%FT%TZ) commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?') steps:$STEPS warmup:$WARM yard_warmup:$YWARM eval_tokens:$EVAL_TOKENS"
+    echo "date: $(date -u +%FT%TZ) commit: $(./train_gpt --version | awk '{print $2}') steps:$STEPS warmup:$WARM yard_warmup:$YWARM eval_tokens:$EVAL_TOKENS"
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /' || true
 } > "$DIR/bench.env"
 cat "$DIR/bench.env"

@@ -5,6 +5,10 @@ check "dry-run record prints 26993756"         bash -c "$T --preset record --dry
 check "dry-run prints the boxed table"         bash -c "$T --dry-run | grep -qE '^\| NUM_LAYERS +\| 11 +\| default \|'"
 check "dry-run touches no data"                bash -c "cd $TEST_TMP && DATA_PATH=/nonexistent $ROOT/train_gpt --dry-run >/dev/null"
 check "--help lists env names and flags"       bash -c "$T --help | grep -q -- '--num-layers V *NUM_LAYERS'"
+# --version: the commit the Makefile stamped (git describe; "unknown" outside a git checkout)
+for prog in train_gpt eval quantize; do
+    check "$prog --version names its build's commit" bash -c "./$prog --version | grep -qxE '$prog ([0-9a-f]{7,}(-dirty)?|unknown)'"
+done
 check "env overrides preset"                   bash -c "BIGRAM_VOCAB_SIZE=4096 $T --preset record --dry-run | grep -qE '^\| BIGRAM_VOCAB_SIZE +\| 4096 +\| env'"
 check "flag overrides env"                     bash -c "NUM_LAYERS=9 $T --num-layers 7 --dry-run | grep -qE '^\| NUM_LAYERS +\| 7 +\| flag'"
 check "--flag=value form"                      bash -c "$T --model-dim=256 --dry-run | grep -qE '^\| MODEL_DIM +\| 256 '"

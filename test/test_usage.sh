@@ -11,6 +11,11 @@ TINY="OMP_NUM_THREADS=1 VOCAB_SIZE=64 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 NUM_
 TINY=$(echo $TINY)
 gpu_here() { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }
 
+# 0. a training log names the build it came from (the same commit as --version)
+check "a training log names its build (build:<commit>, as --version)" \
+    bash -c "cd $UD && env $TINY ITERATIONS=1 $ROOT/train_gpt --device cpu --run-id build >/dev/null 2>&1 &&
+             grep -qx \"build:\$($ROOT/train_gpt --version | cut -d' ' -f2-)\" $UD/logs/build.txt"
+
 # 1. the default (full-size) config on the CPU: refused at once with the estimate and the README's
 #    small example, before seconds of model init (it used to die in std::bad_alloc)
 check_fail "default config on the CPU: refused at once with a memory estimate" 2 \
