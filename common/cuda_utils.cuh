@@ -206,11 +206,13 @@ __device__ __forceinline__ void unpack8(float (&f)[8], const uint4 &u) {
         f[2 * j + 1] = t.y;
     }
 }
+// 8 bf16 as they are in memory, one 16-byte load (e.g. issued ahead of the math; unpack8 later)
+__device__ __forceinline__ uint4 load_word(const bf16 *p) { return *reinterpret_cast<const uint4 *>(p); }
 // 8 bf16 <-> 8 floats, one 16-byte access. The word is loaded into a local first: unpack8 reads
 // it as four bf16 pairs, and through a reference straight into global memory nvcc 13.0 emitted
 // those as four 4-byte loads (LDG.E) instead of one 16-byte load (LDG.E.128).
 __device__ __forceinline__ void load8(float (&f)[8], const bf16 *p) {
-    const uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const uint4 u = load_word(p);
     unpack8(f, u);
 }
 // 8 fp32 values of a parameter table that may be only 4-byte aligned

@@ -1516,9 +1516,6 @@ constexpr int RMB_MAX_K = 4;  // 8-value vectors per lane: rows of up to 1024 ch
 // keeps them as the 16-byte words loaded (half the registers of floats) for the second pass, which
 // loads dres, dx0 (add) a vector at a time as version 1 does.
 
-// 8 bf16 as one 16-byte load (lyr::load8 binds its word by reference: the compiler reads it as
-// four 4-byte loads, LDG.E, in the kernels that use it)
-__device__ __forceinline__ uint4 rmb_load(const bf16 *p) { return *reinterpret_cast<const uint4 *>(p); }
 // v, opaque to the front end and placed after `after` is known (an empty asm: no instruction): the
 // compiler keeps the 16-byte word and unpacks it again where it is used, rather than keep the 8
 // floats an earlier unpack made (twice the registers) or unpack it ahead, live across what
@@ -1616,10 +1613,10 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, K <= 2 ? 2 : 1) rmsnorm_resid_
                 const int cv = k * 32 + lane;
                 if (cv < CV) {
                     const size_t at = row + cv * 8;
-                    ud[k] = rmb_load(dln + at);
-                    ur[k] = rmb_load(resid + at);
-                    uz[k] = rmb_load(x0 + at);
-                    if constexpr (SKIP) ue[SKIP ? k : 0] = rmb_load(enc + at);
+                    ud[k] = lyr::load_word(dln + at);
+                    ur[k] = lyr::load_word(resid + at);
+                    uz[k] = lyr::load_word(x0 + at);
+                    if constexpr (SKIP) ue[SKIP ? k : 0] = lyr::load_word(enc + at);
                 }
             }
             // y = ln rebuilt, and sum(y * dy) in rmsnorm_row_load_dot's order
@@ -1661,10 +1658,10 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, K <= 2 ? 2 : 1) rmsnorm_resid_
 #pragma unroll
                     for (int j = 0; j < 8; j++) y[j] = lyr::rnd(x_in(sm[0][cv * 8 + j], xr[j], sm[1][cv * 8 + j], xz[j]) * rs);
                     const size_t at = row + cv * 8;
-                    lyr::unpack8(g, rmb_opaque(rmb_load(dres + at), b));
-                    if (acc_dx0) lyr::unpack8(o0, rmb_opaque(rmb_load(dx0 + at), b));
+                    lyr::unpack8(g, rmb_opaque(lyr::load_word(dres + at), b));
+                    if (acc_dx0) lyr::unpack8(o0, rmb_opaque(lyr::load_word(dx0 + at), b));
                     else lyr::zero8(o0);
-                    if (load_add) lyr::unpack8(ad, rmb_opaque(rmb_load(add + at), b));
+                    if (load_add) lyr::unpack8(ad, rmb_opaque(lyr::load_word(add + at), b));
                     vector_out(k, cv, at, g, dy, y, xr, xz, o0, e, ad, a, b);
                 }
             }
@@ -1943,9 +1940,6 @@ __device__ __forceinline__ float qk_partner(const float *sm, int lane0, int i, i
     return sm[(lane0 + p / 8) * QK_PAD + p % 8];
 }
 
-// 8 bf16 as they are in memory (one 16-byte load, issued ahead of the math; lyr::unpack8 later)
-__device__ __forceinline__ uint4 qk_load_raw(const bf16 *p) { return *reinterpret_cast<const uint4 *>(p); }
-
 // The RoPE partners p of a lane's 8 values x: dim i + half for i < half, i - half for
 // half <= i < rd (0 past rd). All 32 lanes call it. FAST (rd % 16 == 0): a lane's 8 dims lie in
 // one part and their partners are the same 8 slots of lane v +- half/8 (one shuffle each; lanes
@@ -2146,7 +2140,7 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_forward_kerne
 #pragma unroll
     for (int u = 0; u < QK_STEPS; u++) {
         const int hr = row0 + u * rpw;
-        raw[u] = seg < rpw && hr < HR ? qk_load_raw(inp + (size_t)hr * hd + v * 8) : make_uint4(0, 0, 0, 0);
+        raw[u] = seg < rpw && hr < HR ? lyr::load_word(inp + (size_t)hr * hd + v * 8) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < QK_STEPS; u++) {
@@ -2210,10 +2204,10 @@ __global__ void __launch_bounds__(QK_WARPS * 32) qk_norm_rope_gain_backward_kern
             rd8[u] = ry8[u] = ra8[u] = make_uint4(0, 0, 0, 0);
             rs[u] = 0.f;
             if (seg < rpw && hr < HR) {
-                rd8[u] = qk_load_raw(dout + at);
-                ry8[u] = qk_load_raw(saved + at);
+                rd8[u] = lyr::load_word(dout + at);
+                ry8[u] = lyr::load_word(saved + at);
                 rs[u] = rstd[hr];
-                if (accumulate) ra8[u] = qk_load_raw(dinp + at);
+                if (accumulate) ra8[u] = lyr::load_word(dinp + at);
             }
         }
 #pragma unroll
